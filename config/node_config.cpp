@@ -1,0 +1,379 @@
+#include "config/node_config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
+#include "protocols/agent_id.hpp"
+#include "protocols/errc.hpp"
+
+namespace hive {
+
+namespace {
+
+caf::error config_error(std::string msg) {
+  return make_error(errc::invalid_config, std::move(msg));
+}
+
+/// One row of the key table: how to read, check and write a key.
+struct key_spec {
+  std::string path;
+  std::string unit;
+  /// integer keys: inclusive range; other kinds ignore it.
+  int64_t min = 0;
+  int64_t max = 0;
+  enum kind_t { integer, string, endpoint_kind, level } kind = integer;
+  std::function<int64_t*(node_config&)> int_field;
+  std::function<std::string*(node_config&)> str_field;
+  std::function<endpoint*(node_config&)> ep_field;
+  /// Extra check for strings (empty error = fine).
+  std::function<caf::error(std::string_view)> check;
+  /// What `check` accepts, in words (string keys).
+  std::string allowed = {};
+};
+
+const std::vector<std::string>& log_levels() {
+  static const std::vector<std::string> levels{"trace", "debug", "info", "warn",
+                                               "error", "critical", "off"};
+  return levels;
+}
+
+std::string allowed_text(const key_spec& k) {
+  switch (k.kind) {
+    case key_spec::integer:
+      return std::to_string(k.min) + ".." + std::to_string(k.max);
+    case key_spec::endpoint_kind:
+      return "HOST:PORT, port 0..65535 (0 = ephemeral)";
+    case key_spec::level: {
+      std::string out;
+      for (auto& l : log_levels())
+        out += (out.empty() ? "" : "|") + l;
+      return out;
+    }
+    case key_spec::string:
+      if (!k.allowed.empty())
+        return k.allowed;
+      break;
+  }
+  return k.unit;
+}
+
+#define HIVE_INT_KEY(section, key, lo, hi, unit_text)                                          \
+  key_spec {                                                                                   \
+    #section "." #key, unit_text, lo, hi, key_spec::integer,                                   \
+      [](node_config& c) { return &c.section.key; }, {}, {}, {}                                \
+  }
+
+const std::vector<key_spec>& key_table() {
+  static const std::vector<key_spec> table = [] {
+    std::vector<key_spec> t;
+    t.push_back(key_spec{"node.name", "node name", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.node.name; }, {},
+                         [](std::string_view v) {
+                           return validate_id_part(v, "node.name", tenant_bytes_max);
+                         },
+                         "1.." + std::to_string(tenant_bytes_max)
+                           + " bytes of a-z 0-9 '-' '_' '.', not '.' or '..'"});
+    t.push_back(key_spec{"node.data_dir", "directory path", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.node.data_dir; }, {},
+                         [](std::string_view v) -> caf::error {
+                           if (v.empty())
+                             return config_error("node.data_dir is empty");
+                           if (v.size() > 4096)
+                             return config_error("node.data_dir is longer than 4096 bytes");
+                           return {};
+                         },
+                         "1..4096 bytes, relative to the working directory or absolute"});
+    t.push_back(HIVE_INT_KEY(node, scheduler_threads, 0, 256, "threads (0 = one per core)"));
+    t.push_back(HIVE_INT_KEY(node, shutdown_drain_ms, 0, 600000, "milliseconds"));
+    t.push_back(key_spec{"gateway.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
+                         [](node_config& c) { return &c.gateway.listen; }, {}});
+    t.push_back(HIVE_INT_KEY(gateway, threads, 1, 64, "threads"));
+    t.push_back(HIVE_INT_KEY(gateway, body_bytes_max, 1, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(gateway, header_bytes_max, 1024, 1 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(gateway, json_depth_max, 1, 256, "nesting levels"));
+    t.push_back(HIVE_INT_KEY(gateway, connections_max, 1, 1000000, "connections"));
+    t.push_back(HIVE_INT_KEY(gateway, idle_timeout_ms, 100, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(gateway, ask_timeout_ms_default, 1, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(gateway, ask_timeout_ms_max, 1, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(gateway, page_size_max, 1, 100000, "agents"));
+    t.push_back(key_spec{"metrics.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
+                         [](node_config& c) { return &c.metrics.listen; }, {}});
+    t.push_back(key_spec{"log.level", "level", 0, 0, key_spec::level, {},
+                         [](node_config& c) { return &c.log.level; }, {}, {}});
+    t.push_back(HIVE_INT_KEY(agents, agents_max, 1, 100000000, "agents"));
+    t.push_back(HIVE_INT_KEY(supervision, restart_intensity_max, 0, 1000000, "restarts"));
+    t.push_back(HIVE_INT_KEY(supervision, restart_period_ms, 1, 86400000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(supervision, backoff_initial_ms, 0, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(supervision, backoff_max_ms, 0, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(supervision, backoff_jitter_percent, 0, 100, "percent"));
+    t.push_back(HIVE_INT_KEY(breaker, failures_consecutive_max, 1, 1000000, "failures"));
+    t.push_back(HIVE_INT_KEY(breaker, failure_rate_percent_max, 1, 100, "percent"));
+    t.push_back(HIVE_INT_KEY(breaker, window_ms, 1, 86400000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(breaker, window_calls_min, 1, 1000000, "calls"));
+    t.push_back(HIVE_INT_KEY(breaker, reset_timeout_ms, 1, 86400000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(breaker, reset_timeout_ms_max, 1, 86400000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(breaker, half_open_probes, 1, 10000, "calls"));
+    t.push_back(HIVE_INT_KEY(breaker, call_timeout_ms, 1, 3600000, "milliseconds"));
+    return t;
+  }();
+  return table;
+}
+
+#undef HIVE_INT_KEY
+
+const key_spec* find_key(std::string_view path) {
+  for (auto& k : key_table())
+    if (k.path == path)
+      return &k;
+  return nullptr;
+}
+
+std::string current_value(const key_spec& k, const node_config& cfg) {
+  auto& c = const_cast<node_config&>(cfg);
+  switch (k.kind) {
+    case key_spec::integer: return std::to_string(*k.int_field(c));
+    case key_spec::endpoint_kind: return k.ep_field(c)->str();
+    default: return *k.str_field(c);
+  }
+}
+
+caf::error range_error(const key_spec& k, std::string_view value) {
+  return config_error("config key '" + k.path + "' = '" + std::string{value.substr(0, 200)}
+                      + "' is invalid: allowed " + allowed_text(k) + " (" + k.unit + ")");
+}
+
+caf::error set_int(const key_spec& k, node_config& cfg, int64_t v, std::string_view shown) {
+  if (v < k.min || v > k.max)
+    return range_error(k, shown);
+  *k.int_field(cfg) = v;
+  return {};
+}
+
+caf::error set_text(const key_spec& k, node_config& cfg, std::string_view value) {
+  switch (k.kind) {
+    case key_spec::integer: {
+      int64_t v = 0;
+      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+      if (ec != std::errc{} || ptr != value.data() + value.size())
+        return range_error(k, value);
+      return set_int(k, cfg, v, value);
+    }
+    case key_spec::endpoint_kind: {
+      auto ep = parse_endpoint(value, k.path);
+      if (!ep)
+        return ep.error();
+      *k.ep_field(cfg) = std::move(*ep);
+      return {};
+    }
+    case key_spec::level: {
+      for (auto& l : log_levels())
+        if (l == value) {
+          *k.str_field(cfg) = std::string{value};
+          return {};
+        }
+      return range_error(k, value);
+    }
+    case key_spec::string: {
+      if (k.check)
+        if (auto err = k.check(value))
+          return config_error("config key '" + k.path + "' = '"
+                              + std::string{value.substr(0, 200)} + "' is invalid: "
+                              + message_of(err));
+      *k.str_field(cfg) = std::string{value};
+      return {};
+    }
+  }
+  return range_error(k, value);
+}
+
+caf::error apply_table(node_config& cfg, const toml::table& tbl, const std::string& prefix,
+                       std::string_view origin) {
+  for (auto&& [key, node] : tbl) {
+    std::string path = prefix.empty() ? std::string{key.str()}
+                                      : prefix + "." + std::string{key.str()};
+    if (auto sub = node.as_table()) {
+      if (prefix.empty()) {
+        if (auto err = apply_table(cfg, *sub, path, origin))
+          return err;
+        continue;
+      }
+    }
+    auto spec = find_key(path);
+    if (spec == nullptr)
+      return config_error(std::string{origin} + ": unknown config key '" + path
+                          + "' (see config/hive.toml for every key)");
+    if (spec->kind == key_spec::integer) {
+      auto v = node.value<int64_t>();
+      if (!node.is_integer() || !v)
+        return config_error(std::string{origin} + ": config key '" + path
+                            + "' must be an integer in " + allowed_text(*spec) + " ("
+                            + spec->unit + ")");
+      if (auto err = set_int(*spec, cfg, *v, std::to_string(*v)))
+        return config_error(std::string{origin} + ": " + message_of(err));
+      continue;
+    }
+    auto s = node.value<std::string>();
+    if (!node.is_string() || !s)
+      return config_error(std::string{origin} + ": config key '" + path
+                          + "' must be a string (" + allowed_text(*spec) + ")");
+    if (auto err = set_text(*spec, cfg, *s))
+      return config_error(std::string{origin} + ": " + message_of(err));
+  }
+  return {};
+}
+
+} // namespace
+
+caf::expected<endpoint> parse_endpoint(std::string_view text, std::string_view what) {
+  auto bad = [&](const std::string& why) {
+    return config_error(std::string{what} + " = '" + std::string{text.substr(0, 200)}
+                        + "' is invalid: " + why + " (expected HOST:PORT, port 0..65535)");
+  };
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    return bad("no ':'");
+  auto host = text.substr(0, colon);
+  auto port_text = text.substr(colon + 1);
+  if (host.empty())
+    return bad("empty host");
+  if (host.size() > 253)
+    return bad("host longer than 253 bytes");
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (port_text.empty() || ec != std::errc{} || ptr != port_text.data() + port_text.size()
+      || port > 65535)
+    return bad("port '" + std::string{port_text} + "' is not a number in 0..65535");
+  return endpoint{std::string{host}, static_cast<uint16_t>(port)};
+}
+
+std::vector<config_key_info> config_keys() {
+  node_config defaults;
+  std::vector<config_key_info> out;
+  for (auto& k : key_table())
+    out.push_back({k.path, k.unit, allowed_text(k), current_value(k, defaults)});
+  return out;
+}
+
+caf::error set_config_key(node_config& cfg, std::string_view path, std::string_view value) {
+  auto spec = find_key(path);
+  if (spec == nullptr)
+    return config_error("unknown config key '" + std::string{path}
+                        + "' (see config/hive.toml for every key)");
+  return set_text(*spec, cfg, value);
+}
+
+caf::error apply_toml(node_config& cfg, std::string_view toml_text, std::string_view origin) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse(toml_text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << origin << ':' << e.source().begin.line << ':' << e.source().begin.column
+       << ": TOML syntax error: " << e.description();
+    return config_error(os.str());
+  }
+  return apply_table(cfg, tbl, "", origin);
+}
+
+caf::error apply_toml_file(node_config& cfg, const std::string& file) {
+  std::ifstream in{file, std::ios::binary};
+  if (!in)
+    return config_error("cannot read config file '" + file + "'");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  auto text = buf.str();
+  if (text.size() > (1 << 20))
+    return config_error("config file '" + file + "' is larger than 1 MiB");
+  return apply_toml(cfg, text, file);
+}
+
+caf::error validate(const node_config& cfg) {
+  auto& g = cfg.gateway;
+  if (g.ask_timeout_ms_default > g.ask_timeout_ms_max)
+    return config_error("config key 'gateway.ask_timeout_ms_default' = "
+                        + std::to_string(g.ask_timeout_ms_default)
+                        + " exceeds 'gateway.ask_timeout_ms_max' = "
+                        + std::to_string(g.ask_timeout_ms_max));
+  auto& s = cfg.supervision;
+  if (s.backoff_initial_ms > s.backoff_max_ms)
+    return config_error("config key 'supervision.backoff_initial_ms' = "
+                        + std::to_string(s.backoff_initial_ms)
+                        + " exceeds 'supervision.backoff_max_ms' = "
+                        + std::to_string(s.backoff_max_ms));
+  auto& b = cfg.breaker;
+  if (b.reset_timeout_ms > b.reset_timeout_ms_max)
+    return config_error("config key 'breaker.reset_timeout_ms' = "
+                        + std::to_string(b.reset_timeout_ms)
+                        + " exceeds 'breaker.reset_timeout_ms_max' = "
+                        + std::to_string(b.reset_timeout_ms_max));
+  return {};
+}
+
+caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) {
+  CLI::App app{"agent-node: one node of a hive cluster of agents", "agent-node"};
+  app.set_version_flag("--version", "agent-node 0.1.0");
+  std::string config_file, name, data_dir, gateway, metrics, log_level;
+  std::vector<std::string> sets;
+  app.add_option("--config", config_file, "TOML config file (see config/hive.toml)");
+  app.add_option("--name", name, "node name (node.name)");
+  app.add_option("--data-dir", data_dir, "data directory (node.data_dir)");
+  app.add_option("--gateway", gateway, "HTTP gateway HOST:PORT, port 0 = ephemeral");
+  app.add_option("--metrics", metrics, "Prometheus /metrics HOST:PORT, port 0 = ephemeral");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off");
+  app.add_option("--set", sets, "override any config key: --set section.key=value");
+  cli_result result;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    result.exit_now = true;
+    return result;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << "agent-node 0.1.0\n";
+    result.exit_now = true;
+    return result;
+  } catch (const CLI::ParseError& e) {
+    return make_error(errc::invalid_argument, std::string{"command line: "} + e.what());
+  }
+  auto& cfg = result.config;
+  if (!config_file.empty())
+    if (auto err = apply_toml_file(cfg, config_file))
+      return err;
+  auto flag = [&](const std::string& value, std::string_view key,
+                  std::string_view flag_name) -> caf::error {
+    if (value.empty() && app.count(std::string{flag_name}) == 0)
+      return {};
+    if (auto err = set_config_key(cfg, key, value))
+      return make_error(errc::invalid_config,
+                        std::string{flag_name} + ": " + message_of(err));
+    return {};
+  };
+  if (auto err = flag(name, "node.name", "--name"))
+    return err;
+  if (auto err = flag(data_dir, "node.data_dir", "--data-dir"))
+    return err;
+  if (auto err = flag(gateway, "gateway.listen", "--gateway"))
+    return err;
+  if (auto err = flag(metrics, "metrics.listen", "--metrics"))
+    return err;
+  if (auto err = flag(log_level, "log.level", "--log-level"))
+    return err;
+  for (auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos)
+      return make_error(errc::invalid_config,
+                        "--set '" + s + "' is invalid: expected section.key=value");
+    if (auto err = set_config_key(cfg, s.substr(0, eq), s.substr(eq + 1)))
+      return make_error(errc::invalid_config, "--set: " + message_of(err));
+  }
+  if (auto err = validate(cfg))
+    return err;
+  return result;
+}
+
+} // namespace hive

@@ -1,0 +1,118 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/all.hpp>
+
+namespace hive {
+
+/// A listening address `HOST:PORT`; port 0 asks the OS for an ephemeral port.
+struct endpoint {
+  std::string host;
+  uint16_t port = 0;
+
+  [[nodiscard]] std::string str() const {
+    return host + ':' + std::to_string(port);
+  }
+};
+
+/// Parses `HOST:PORT` (port 0..65535, host non-empty). The error names `what`.
+[[nodiscard]] caf::expected<endpoint> parse_endpoint(std::string_view text, std::string_view what);
+
+/// The typed configuration of one `agent-node`. Every field is a config key
+/// (`section.key`); config/hive.toml documents each with its default, unit and range.
+struct node_config {
+  struct node_section {
+    std::string name = "node1";
+    std::string data_dir = "./hive-data";
+    int64_t scheduler_threads = 0;  ///< 0 = one per core
+    int64_t shutdown_drain_ms = 5000;
+  } node;
+
+  struct gateway_section {
+    endpoint listen{"127.0.0.1", 8080};
+    int64_t threads = 1;
+    int64_t body_bytes_max = 1 << 20;
+    int64_t header_bytes_max = 16 << 10;
+    int64_t json_depth_max = 32;
+    int64_t connections_max = 1024;
+    int64_t idle_timeout_ms = 30000;
+    int64_t ask_timeout_ms_default = 5000;
+    int64_t ask_timeout_ms_max = 60000;
+    int64_t page_size_max = 1000;
+  } gateway;
+
+  struct metrics_section {
+    endpoint listen{"127.0.0.1", 9464};
+  } metrics;
+
+  struct log_section {
+    std::string level = "info";
+  } log;
+
+  struct agents_section {
+    int64_t agents_max = 100000;
+  } agents;
+
+  struct supervision_section {
+    int64_t restart_intensity_max = 10;
+    int64_t restart_period_ms = 5000;
+    int64_t backoff_initial_ms = 10;
+    int64_t backoff_max_ms = 5000;
+    int64_t backoff_jitter_percent = 20;
+  } supervision;
+
+  struct breaker_section {
+    int64_t failures_consecutive_max = 5;
+    int64_t failure_rate_percent_max = 50;
+    int64_t window_ms = 10000;
+    int64_t window_calls_min = 20;
+    int64_t reset_timeout_ms = 1000;
+    int64_t reset_timeout_ms_max = 30000;
+    int64_t half_open_probes = 1;
+    int64_t call_timeout_ms = 5000;
+  } breaker;
+};
+
+/// Describes one config key: its dotted path, unit, range or allowed values, and default.
+struct config_key_info {
+  std::string path;
+  std::string unit;
+  std::string allowed;
+  std::string default_value;
+};
+
+/// Lists every key `node_config` has, in reference-file order.
+[[nodiscard]] std::vector<config_key_info> config_keys();
+
+/// Sets the key `path` (e.g. `gateway.body_bytes_max`) from its text form, validating it.
+[[nodiscard]] caf::error set_config_key(node_config& cfg, std::string_view path,
+                                        std::string_view value);
+
+/// Applies a TOML document to `cfg`. Unknown keys, wrong types and out-of-range values are
+/// errors naming the key, the value and the allowed range. `origin` names the source.
+[[nodiscard]] caf::error apply_toml(node_config& cfg, std::string_view toml_text,
+                                    std::string_view origin);
+
+/// Reads and applies a TOML file.
+[[nodiscard]] caf::error apply_toml_file(node_config& cfg, const std::string& file);
+
+/// Checks cross-key constraints (e.g. ask_timeout_ms_default <= ask_timeout_ms_max).
+[[nodiscard]] caf::error validate(const node_config& cfg);
+
+/// Result of parsing the command line.
+struct cli_result {
+  node_config config;
+  /// True when `--help` or `--version` was handled and printed: the caller exits 0.
+  bool exit_now = false;
+};
+
+/// Parses `agent-node` flags: `--config FILE` is applied first, then `--name`, `--data-dir`,
+/// `--gateway HOST:PORT`, `--metrics HOST:PORT`, `--log-level`, and `--set key=value`
+/// (repeatable) override it. Help text goes to stdout.
+[[nodiscard]] caf::expected<cli_result> parse_command_line(int argc, const char* const* argv);
+
+} // namespace hive

@@ -1,0 +1,110 @@
+// agent-node: one node of a hive cluster. Starts from config and flags, prints one ready line
+// with its addresses, stops cleanly on SIGINT/SIGTERM (stop accepting, drain, stop actors,
+// exit 0). A bad flag or config exits 2 with the reason; a start-up failure exits 1.
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+
+#include "actors/circuit_breaker.hpp"
+#include "actors/gateway.hpp"
+#include "actors/sample_kinds.hpp"
+#include "config/node_config.hpp"
+#include "protocols/errc.hpp"
+#include "runtime/bootstrap.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/node_runtime.hpp"
+#include "storage/data_dir.hpp"
+
+namespace {
+
+std::atomic<bool> fatal{false};
+
+int fail(int code, const std::string& what) {
+  std::cerr << "agent-node: error: " << what << std::endl;
+  return code;
+}
+
+int run(const hive::node_config& cfg, const sigset_t& signals) {
+  using namespace hive;
+  auto dir = data_dir::open(cfg.node.data_dir);
+  if (!dir)
+    return fail(1, message_of(dir.error()));
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, cfg);
+  caf::actor_system sys{sys_cfg};
+  kind_registry kinds;
+  if (auto err = register_sample_kinds(kinds))
+    return fail(1, message_of(err));
+  auto m = std::make_shared<metrics>();
+  auto metrics_port = m->serve(cfg.metrics.listen);
+  if (!metrics_port)
+    return fail(1, message_of(metrics_port.error()));
+  auto breaker_cfg = cfg.breaker;
+  auto rt = node_runtime::start(
+    sys, cfg, std::move(kinds), m, [breaker_cfg, m](caf::actor_system& s, const agent_id& id) {
+      return spawn_circuit_breaker(s, id, breaker_cfg, m);
+    });
+  if (!rt)
+    return fail(1, message_of(rt.error()));
+  (*rt)->set_fatal_handler([](const caf::error& reason) {
+    log::event(spdlog::level::critical, "root_supervisor_failed",
+               {{"reason", describe(reason)}});
+    fatal = true;
+    kill(getpid(), SIGTERM);
+  });
+  auto gw = gateway::start(**rt, cfg.gateway);
+  if (!gw)
+    return fail(1, message_of(gw.error()));
+  auto gateway_addr = cfg.gateway.listen.host + ":" + std::to_string((*gw)->port());
+  auto metrics_addr = cfg.metrics.listen.host + ":" + std::to_string(*metrics_port);
+  log::event(spdlog::level::info, "node_ready",
+             {{"gateway", gateway_addr},
+              {"metrics", metrics_addr},
+              {"data_dir", dir->path()},
+              {"pid", getpid()},
+              {"scheduler_threads", scheduler_threads(cfg)}});
+  std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
+            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
+            << " pid " << getpid() << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log::event(spdlog::level::info, "node_stopping",
+             {{"signal", sig}, {"agents", (*rt)->agent_count()}});
+  (*gw)->stop_accepting();
+  if (!(*gw)->drain(std::chrono::milliseconds(cfg.node.shutdown_drain_ms)))
+    log::event(spdlog::level::warn, "drain_incomplete",
+               {{"shutdown_drain_ms", cfg.node.shutdown_drain_ms}});
+  (*rt)->shutdown();
+  gw->reset();
+  rt->reset();
+  log::event(spdlog::level::info, "node_stopped", {{"fatal", fatal.load()}});
+  return fatal ? 1 : 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread (CAF's and Asio's inherit the mask); the main
+  // thread waits for them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  auto parsed = hive::parse_command_line(argc, argv);
+  if (!parsed)
+    return fail(2, hive::message_of(parsed.error()));
+  if (parsed->exit_now)
+    return 0;
+  hive::log::init(parsed->config.node.name, parsed->config.log.level);
+  return run(parsed->config, signals);
+}

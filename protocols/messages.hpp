@@ -1,0 +1,67 @@
+#pragma once
+
+// Typed messages that cross actor (and, later, node) boundaries. Each is registered in the
+// `hive` type-ID block (protocols/type_ids.hpp) so CAF can serialize it.
+
+#include <cstdint>
+#include <string>
+
+#include <caf/all.hpp>
+
+#include "protocols/agent_id.hpp"
+
+namespace hive {
+
+/// Travels with every message to an agent.
+struct envelope {
+  /// Ties together every log line and message caused by one external request.
+  uint64_t correlation_id = 0;
+  /// Tenant on whose behalf the message is sent.
+  std::string tenant;
+  /// Absolute deadline in milliseconds since the Unix epoch; 0 means none.
+  int64_t deadline_unix_ms = 0;
+  /// Id (`tenant/name`) of the sending agent, or a gateway principal; may be empty.
+  std::string sender;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, envelope& x) {
+  return f(caf::meta::type_name("hive.envelope"), x.correlation_id, x.tenant,
+           x.deadline_unix_ms, x.sender);
+}
+
+/// A JSON call to an agent: as a request it expects an `agent_reply` (ask); as a plain send it
+/// expects nothing (tell).
+struct agent_call {
+  envelope env;
+  /// The JSON document given to the agent.
+  std::string body;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_call& x) {
+  return f(caf::meta::type_name("hive.agent_call"), x.env, x.body);
+}
+
+/// The answer of an agent to an `agent_call` sent as a request.
+struct agent_reply {
+  /// The JSON document the agent answered with.
+  std::string body;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_reply& x) {
+  return f(caf::meta::type_name("hive.agent_reply"), x.body);
+}
+
+/// Asks an agent (or breaker) for a JSON description of itself (answered with `agent_reply`).
+struct inspect_request {
+  uint64_t correlation_id = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, inspect_request& x) {
+  return f(caf::meta::type_name("hive.inspect_request"), x.correlation_id);
+}
+
+} // namespace hive

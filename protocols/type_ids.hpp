@@ -1,0 +1,20 @@
+#pragma once
+
+// The `hive` type-ID block: every type that travels in a CAF message. Register on every node
+// with `cfg.add_message_types<caf::id_block::hive>()` (runtime/bootstrap does it). Append new
+// types at the end only: ids are positional.
+
+#include <caf/all.hpp>
+
+#include "protocols/agent_id.hpp"
+#include "protocols/messages.hpp"
+
+CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
+
+  CAF_ADD_TYPE_ID(hive, (hive::agent_id))
+  CAF_ADD_TYPE_ID(hive, (hive::envelope))
+  CAF_ADD_TYPE_ID(hive, (hive::agent_call))
+  CAF_ADD_TYPE_ID(hive, (hive::agent_reply))
+  CAF_ADD_TYPE_ID(hive, (hive::inspect_request))
+
+CAF_END_TYPE_ID_BLOCK(hive)

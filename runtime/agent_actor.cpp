@@ -1,0 +1,107 @@
+#include "runtime/agent_actor.hpp"
+
+#include <cassert>
+#include <chrono>
+
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/logging.hpp"
+
+namespace hive {
+
+namespace {
+
+struct agent_actor_state {
+  agent_actor_config cfg;
+  std::shared_ptr<agent> instance;
+  kind_metrics* km = nullptr;
+  uint64_t handled = 0;
+  /// Messages handled but not yet added to the shared counter (flushed in batches).
+  uint64_t unflushed = 0;
+
+  static inline const char* name = "hive.agent";
+};
+
+using agent_actor_type = caf::stateful_actor<agent_actor_state>;
+
+/// Batch size of counter updates: the shared Prometheus counter is an atomic that every agent
+/// of a kind touches, so each agent adds its count in batches (and whenever it goes idle).
+constexpr uint64_t flush_every = 64;
+
+void flush(agent_actor_type* self) {
+  auto& st = self->state;
+  if (st.unflushed > 0 && st.km != nullptr) {
+    st.km->messages_handled->Increment(static_cast<double>(st.unflushed));
+    st.unflushed = 0;
+  }
+}
+
+caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
+                             std::shared_ptr<agent> instance) {
+  assert(instance != nullptr);
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.instance = std::move(instance);
+  if (st.cfg.metrics) {
+    st.km = &st.cfg.metrics->for_kind(st.cfg.kind);
+    st.cfg.metrics->agents_live_add(1);
+  }
+  self->attach_functor([m = st.cfg.metrics](const caf::error&) {
+    if (m)
+      m->agents_live_add(-1);
+  });
+  return {
+    [self](agent_call& call) -> caf::result<agent_reply> {
+      auto& st = self->state;
+      auto t0 = std::chrono::steady_clock::now();
+      call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max};
+      caf::expected<std::string> result{std::string{}};
+      try {
+        result = st.instance->handle(ctx);
+      } catch (const std::exception& e) {
+        result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed: " + e.what());
+      } catch (...) {
+        result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed");
+      }
+      ++st.handled;
+      ++st.unflushed;
+      if (st.km != nullptr) {
+        auto dt = std::chrono::steady_clock::now() - t0;
+        st.km->handling->Observe(std::chrono::duration<double>(dt).count());
+      }
+      if (st.unflushed >= flush_every || self->mailbox().empty())
+        flush(self);
+      if (!result) {
+        if (code_of(result.error()) == errc::agent_failed) {
+          // A crash: answer the caller, then die so the supervisor restarts a fresh instance.
+          if (st.km != nullptr)
+            st.km->failures->Increment();
+          log::event(spdlog::level::warn, "agent_crashed",
+                     {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}},
+                     st.cfg.id.str(), call.env.correlation_id);
+          flush(self);
+          self->quit(result.error());
+        }
+        return std::move(result.error());
+      }
+      return agent_reply{std::move(*result)};
+    },
+    [self](const inspect_request&) -> agent_reply {
+      auto& st = self->state;
+      flush(self);
+      nlohmann::json out{{"summary", st.instance->summary()},
+                         {"mailbox_size", self->mailbox().size()},
+                         {"handled", st.handled}};
+      return agent_reply{out.dump()};
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_agent_actor(caf::actor_system& sys, agent_actor_config cfg,
+                             std::shared_ptr<agent> instance) {
+  return sys.spawn(agent_actor_fn, std::move(cfg), std::move(instance));
+}
+
+} // namespace hive

@@ -1,0 +1,26 @@
+#include "runtime/bootstrap.hpp"
+
+#include <thread>
+
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+
+namespace hive {
+
+size_t scheduler_threads(const node_config& cfg) {
+  if (cfg.node.scheduler_threads > 0)
+    return static_cast<size_t>(cfg.node.scheduler_threads);
+  auto cores = std::thread::hardware_concurrency();
+  return cores == 0 ? 2 : cores;
+}
+
+void configure_actor_system(caf::actor_system_config& sys_cfg, const node_config& cfg) {
+  sys_cfg.set("scheduler.max-threads", scheduler_threads(cfg));
+  // One aggressive poll, then back off: measured faster than CAF's defaults on 2 cores.
+  sys_cfg.set("work-stealing.moderate-poll-attempts", size_t{1});
+  sys_cfg.set("logger.verbosity", caf::atom("quiet"));
+  sys_cfg.add_message_types<caf::id_block::hive>();
+  sys_cfg.add_error_category(errc_category, render_error);
+}
+
+} // namespace hive

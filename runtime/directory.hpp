@@ -1,0 +1,91 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "protocols/agent_id.hpp"
+
+namespace hive {
+
+/// What the runtime knows about one agent.
+struct agent_view {
+  agent_id id;
+  std::string kind;
+  std::string node;
+  /// Name of the supervisor that owns it (`tenant:<tenant>`).
+  std::string supervisor;
+  /// Restarts since it was spawned.
+  uint64_t restarts = 0;
+  /// Whether a circuit breaker fronts it.
+  bool has_breaker = false;
+  /// Where messages go: the breaker if any, else the agent. Invalid while not yet started.
+  caf::actor target;
+  /// The agent itself (current activation). Invalid while restarting.
+  caf::actor agent;
+  /// The spawn config, kept so that restarts (also after escalation) can recreate it.
+  std::shared_ptr<const nlohmann::json> config;
+  /// Restart type: permanent | transient | temporary.
+  std::string restart = "permanent";
+};
+
+/// The node-local map from agent id to its current handles. Readers (every by-id send) take a
+/// shared lock on one of `stripes` shards; writers (spawn, restart, stop) an exclusive one.
+class directory {
+public:
+  directory();
+
+  /// Inserts a reservation for `view.id`; false if the id exists.
+  [[nodiscard]] bool reserve(agent_view view);
+
+  /// Updates the handles of an id after a (re)start. Returns false if the id is gone.
+  bool set_handles(const agent_id& id, caf::actor agent, caf::actor target, uint64_t restarts);
+
+  /// Removes an id; returns the removed view.
+  std::optional<agent_view> erase(const agent_id& id);
+
+  /// Returns the view of `id`.
+  [[nodiscard]] std::optional<agent_view> find(const agent_id& id) const;
+
+  /// Returns the message target of `id` (breaker or agent): nullopt if the id is unknown, an
+  /// invalid handle while the agent is (re)starting.
+  [[nodiscard]] std::optional<caf::actor> target_of(const agent_id& id) const;
+
+  /// Lists views in id order (`tenant/name`), after `after`, at most `limit`; if `tenant` is
+  /// non-empty only that tenant's.
+  [[nodiscard]] std::vector<agent_view> list(std::string_view tenant, std::string_view after,
+                                             size_t limit) const;
+
+  /// All views of `tenant`.
+  [[nodiscard]] std::vector<agent_view> tenant_agents(std::string_view tenant) const;
+
+  /// Number of ids.
+  [[nodiscard]] size_t size() const noexcept {
+    return size_.load(std::memory_order_relaxed);
+  }
+
+private:
+  static constexpr size_t stripes = 16;
+
+  struct shard {
+    mutable std::shared_mutex mtx;
+    std::unordered_map<agent_id, agent_view> map;
+  };
+
+  shard& shard_of(const agent_id& id) const;
+
+  std::unique_ptr<shard[]> shards_;
+  std::atomic<size_t> size_{0};
+};
+
+} // namespace hive

@@ -1,0 +1,57 @@
+#include "runtime/kind.hpp"
+
+#include "protocols/errc.hpp"
+
+namespace hive {
+
+namespace {
+
+/// Returns the nesting depth of `j` (scalars are depth 0).
+size_t depth_of(const nlohmann::json& j, size_t limit) {
+  if (!j.is_structured() || limit == 0)
+    return 0;
+  size_t deepest = 0;
+  for (auto& child : j)
+    deepest = std::max(deepest, depth_of(child, limit - 1));
+  return deepest + 1;
+}
+
+} // namespace
+
+caf::expected<const nlohmann::json*> call_context::json() {
+  if (!parsed_) {
+    auto parsed = nlohmann::json::parse(body_, nullptr, false);
+    if (parsed.is_discarded())
+      return make_error(errc::invalid_argument, "body is not valid JSON");
+    if (depth_of(parsed, json_depth_max_ + 1) > json_depth_max_)
+      return make_error(errc::too_large,
+                        "body nests deeper than " + std::to_string(json_depth_max_) + " levels");
+    parsed_ = std::move(parsed);
+  }
+  return &*parsed_;
+}
+
+caf::error kind_registry::add(kind_spec spec) {
+  if (auto err = validate_id_part(spec.name, "kind name", tenant_bytes_max))
+    return err;
+  if (!spec.make)
+    return make_error(errc::invalid_argument, "kind '" + spec.name + "' has no factory");
+  auto name = spec.name;
+  if (!kinds_.emplace(name, std::move(spec)).second)
+    return make_error(errc::invalid_argument, "kind '" + name + "' is already registered");
+  return {};
+}
+
+const kind_spec* kind_registry::find(std::string_view name) const {
+  auto i = kinds_.find(name);
+  return i == kinds_.end() ? nullptr : &i->second;
+}
+
+std::vector<std::string> kind_registry::names() const {
+  std::vector<std::string> out;
+  for (auto& [name, _] : kinds_)
+    out.push_back(name);
+  return out;
+}
+
+} // namespace hive

@@ -1,0 +1,140 @@
+#include "runtime/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include "protocols/errc.hpp"
+
+namespace hive {
+
+namespace {
+
+prometheus::Histogram::BucketBoundaries latency_buckets() {
+  return {1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5, 10};
+}
+
+} // namespace
+
+metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  using namespace prometheus;
+  messages_handled_ = &BuildCounter()
+                         .Name("hive_messages_handled_total")
+                         .Help("Messages handled by agents, per agent kind")
+                         .Register(*registry_);
+  failures_ = &BuildCounter()
+                 .Name("hive_agent_failures_total")
+                 .Help("Agent crashes (exceptions or failed starts), per agent kind")
+                 .Register(*registry_);
+  handling_ = &BuildHistogram()
+                 .Name("hive_message_handling_seconds")
+                 .Help("Time an agent spends handling one message, per agent kind")
+                 .Register(*registry_);
+  restarts_ = &BuildCounter()
+                 .Name("hive_restarts_total")
+                 .Help("Agent restarts by their supervisor, per agent kind")
+                 .Register(*registry_);
+  escalations_ = &BuildCounter()
+                    .Name("hive_escalations_total")
+                    .Help("Supervisors that exceeded their restart intensity and escalated")
+                    .Register(*registry_);
+  agents_live_ = &BuildGauge()
+                    .Name("hive_agents_live")
+                    .Help("Agents currently running on this node")
+                    .Register(*registry_)
+                    .Add({});
+  breaker_transitions_ = &BuildCounter()
+                            .Name("hive_breaker_transitions_total")
+                            .Help("Circuit breaker transitions, by the state entered")
+                            .Register(*registry_);
+  breakers_ = &BuildGauge()
+                 .Name("hive_breakers")
+                 .Help("Circuit breakers on this node, by state")
+                 .Register(*registry_);
+  for (auto s : {"closed", "open", "half_open"})
+    breakers_->Add({{"state", s}});
+  gateway_requests_ = &BuildCounter()
+                         .Name("hive_gateway_requests_total")
+                         .Help("Gateway HTTP requests, by route template and status code")
+                         .Register(*registry_);
+  gateway_latency_ = &BuildHistogram()
+                        .Name("hive_gateway_request_seconds")
+                        .Help("Gateway HTTP request latency, by route template")
+                        .Register(*registry_);
+}
+
+kind_metrics& metrics::for_kind(const std::string& kind) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = kinds_.find(kind);
+  if (i != kinds_.end())
+    return i->second;
+  kind_metrics km;
+  km.messages_handled = &messages_handled_->Add({{"kind", kind}});
+  km.failures = &failures_->Add({{"kind", kind}});
+  km.handling = &handling_->Add({{"kind", kind}}, latency_buckets());
+  km.restarts = &restarts_->Add({{"kind", kind}});
+  return kinds_.emplace(kind, km).first->second;
+}
+
+void metrics::escalation(std::string_view level) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  escalations_->Add({{"level", std::string{level}}}).Increment();
+}
+
+void metrics::agents_live_add(double delta) {
+  agents_live_->Increment(delta);
+}
+
+void metrics::breaker_transition(std::string_view from, std::string_view to) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  breaker_transitions_->Add({{"to", std::string{to}}}).Increment();
+  breakers_->Add({{"state", std::string{from}}}).Decrement();
+  breakers_->Add({{"state", std::string{to}}}).Increment();
+}
+
+void metrics::breaker_added() {
+  std::lock_guard<std::mutex> guard{mtx_};
+  breakers_->Add({{"state", "closed"}}).Increment();
+}
+
+void metrics::breaker_removed(std::string_view state) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  breakers_->Add({{"state", std::string{state}}}).Decrement();
+}
+
+void metrics::gateway_request(const std::string& route, int status, double seconds) {
+  prometheus::Histogram* hist = nullptr;
+  prometheus::Counter* counter = nullptr;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    counter = &gateway_requests_->Add({{"route", route}, {"code", std::to_string(status)}});
+    auto i = gateway_hist_.find(route);
+    if (i == gateway_hist_.end())
+      i = gateway_hist_
+            .emplace(route, &gateway_latency_->Add({{"route", route}}, latency_buckets()))
+            .first;
+    hist = i->second;
+  }
+  counter->Increment();
+  hist->Observe(seconds);
+}
+
+caf::expected<uint16_t> metrics::serve(const endpoint& ep) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(ep.str(), 2);
+    exposer_->RegisterCollectable(registry_);
+    auto ports = exposer_->GetListeningPorts();
+    if (ports.empty())
+      return make_error(errc::io_error, "metrics: no listening port on " + ep.str());
+    return static_cast<uint16_t>(ports.front());
+  } catch (const std::exception& e) {
+    exposer_.reset();
+    return make_error(errc::io_error,
+                      "metrics: cannot listen on " + ep.str() + ": " + e.what());
+  }
+}
+
+std::string metrics::render() const {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(registry_->Collect());
+}
+
+} // namespace hive

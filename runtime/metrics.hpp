@@ -1,0 +1,91 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include <caf/all.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "config/node_config.hpp"
+
+namespace hive {
+
+/// Prometheus series of one agent kind, created once and cached by the agents of that kind.
+struct kind_metrics {
+  prometheus::Counter* messages_handled = nullptr;  ///< hive_messages_handled_total{kind}
+  prometheus::Counter* failures = nullptr;          ///< hive_agent_failures_total{kind}
+  prometheus::Histogram* handling = nullptr;        ///< hive_message_handling_seconds{kind}
+  prometheus::Counter* restarts = nullptr;          ///< hive_restarts_total{kind}
+};
+
+/// The node's metrics registry. Every series is named `hive_<thing>_<unit>`, label sets are
+/// bounded (kind, supervisor level, breaker state, route, code: never an agent id).
+/// Thread-safe: series are created under a mutex, then updated lock-free.
+class metrics {
+public:
+  metrics();
+  metrics(const metrics&) = delete;
+  metrics& operator=(const metrics&) = delete;
+
+  /// The series of agent kind `kind` (created on first use).
+  [[nodiscard]] kind_metrics& for_kind(const std::string& kind);
+
+  /// Counts one supervisor escalation (`hive_escalations_total{level}`), level is
+  /// `root`, `tenant` or `other`.
+  void escalation(std::string_view level);
+
+  /// Adds `delta` to `hive_agents_live`.
+  void agents_live_add(double delta);
+
+  /// Records a breaker transition: `hive_breaker_transitions_total{to}` and the gauges
+  /// `hive_breakers{state}` (number of breakers in each state).
+  void breaker_transition(std::string_view from, std::string_view to);
+
+  /// Adds a breaker that starts closed (`hive_breakers{state="closed"}` += 1); `remove`
+  /// takes one away in its current state.
+  void breaker_added();
+  void breaker_removed(std::string_view state);
+
+  /// Records one gateway request: `hive_gateway_requests_total{route,code}` and
+  /// `hive_gateway_request_seconds{route}`. `route` is a route template, never a raw path.
+  void gateway_request(const std::string& route, int status, double seconds);
+
+  /// The registry, for components that add their own families.
+  [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
+    return registry_;
+  }
+
+  /// Serves `/metrics` on `ep` (port 0 = ephemeral). Returns the bound port.
+  [[nodiscard]] caf::expected<uint16_t> serve(const endpoint& ep);
+
+  /// Text exposition of every series (what `/metrics` returns).
+  [[nodiscard]] std::string render() const;
+
+private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::mutex mtx_;
+  std::map<std::string, kind_metrics, std::less<>> kinds_;
+  prometheus::Family<prometheus::Counter>* messages_handled_;
+  prometheus::Family<prometheus::Counter>* failures_;
+  prometheus::Family<prometheus::Histogram>* handling_;
+  prometheus::Family<prometheus::Counter>* restarts_;
+  prometheus::Family<prometheus::Counter>* escalations_;
+  prometheus::Gauge* agents_live_;
+  prometheus::Family<prometheus::Counter>* breaker_transitions_;
+  prometheus::Family<prometheus::Gauge>* breakers_;
+  prometheus::Family<prometheus::Counter>* gateway_requests_;
+  prometheus::Family<prometheus::Histogram>* gateway_latency_;
+  std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
+};
+
+} // namespace hive

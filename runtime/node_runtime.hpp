@@ -1,0 +1,155 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "config/node_config.hpp"
+#include "protocols/agent_id.hpp"
+#include "protocols/messages.hpp"
+#include "runtime/directory.hpp"
+#include "runtime/kind.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/supervisor.hpp"
+
+namespace hive {
+
+/// Asks for a new agent.
+struct spawn_request {
+  agent_id id;
+  std::string kind;
+  nlohmann::json config = nlohmann::json::object();
+  /// Put a circuit breaker (node defaults from `breaker.*` config) in front of the agent.
+  bool breaker = false;
+  /// When the supervisor restarts the agent.
+  restart_type restart = restart_type::permanent;
+  uint64_t correlation_id = 0;
+};
+
+/// Makes the actor that fronts an agent (the circuit breaker). The runtime sends it
+/// `(target_atom, caf::actor)` after every (re)start of the agent and an exit
+/// (`user_shutdown`) when the agent is stopped. Injected by the node, since runtime/ may not
+/// depend on actors/.
+using front_factory = std::function<caf::actor(caf::actor_system&, const agent_id&)>;
+
+/// Sent to a front actor with the agent's current handle.
+using target_atom = caf::atom_constant<caf::atom("target")>;
+
+/// The single-node actor runtime: the supervision tree (root -> tenant supervisors ->
+/// agents), the local directory of agents by id, and the by-id tell/ask paths.
+///
+/// Thread-safe. Callbacks run on a CAF worker thread (or inline on the calling thread for
+/// errors found before any message is sent); they must not block.
+class node_runtime {
+public:
+  using reply_fn = std::function<void(caf::expected<std::string>)>;
+
+  /// Starts the root supervisor and the router actor.
+  [[nodiscard]] static caf::expected<std::unique_ptr<node_runtime>>
+  start(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
+        std::shared_ptr<hive::metrics> m, front_factory breaker_factory = {});
+
+  ~node_runtime();
+
+  node_runtime(const node_runtime&) = delete;
+  node_runtime& operator=(const node_runtime&) = delete;
+
+  [[nodiscard]] const node_config& config() const noexcept {
+    return cfg_;
+  }
+
+  [[nodiscard]] const std::string& node_name() const noexcept {
+    return cfg_.node.name;
+  }
+
+  [[nodiscard]] caf::actor_system& system() noexcept {
+    return sys_;
+  }
+
+  [[nodiscard]] hive::metrics& metrics() noexcept {
+    return *metrics_;
+  }
+
+  [[nodiscard]] const kind_registry& kinds() const noexcept {
+    return kinds_;
+  }
+
+  /// Spawns an agent under its tenant's supervisor. Errors: invalid_argument (bad config,
+  /// breaker requested without a breaker factory), unknown_kind, agent_exists, overloaded
+  /// (agents.agents_max), shutting_down.
+  void spawn(spawn_request req, std::function<void(caf::expected<agent_view>)> done);
+
+  /// Stops an agent for good (no restart). Errors: agent_not_found, shutting_down.
+  void stop(const agent_id& id, std::function<void(caf::error)> done);
+
+  /// Fire-and-forget send by id. Errors: agent_not_found, shutting_down.
+  [[nodiscard]] caf::error tell(const agent_id& id, agent_call call);
+
+  /// Request/response by id with a deadline. Errors: agent_not_found, timeout,
+  /// circuit_open, agent_failed, and whatever the agent answered.
+  void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
+
+  /// Inspects an agent: kind, node, restarts, supervisor, mailbox size, breaker, state summary.
+  void inspect(const agent_id& id, uint64_t correlation_id,
+               std::function<void(caf::expected<nlohmann::json>)> done);
+
+  /// Looks an agent up in the local directory.
+  [[nodiscard]] std::optional<agent_view> find(const agent_id& id) const {
+    return directory_->find(id);
+  }
+
+  /// Lists agents in id order, strictly after `after` (a `tenant/name` string, may be empty),
+  /// at most `limit`, optionally only those of `tenant`.
+  [[nodiscard]] std::vector<agent_view> list(std::string_view tenant, std::string_view after,
+                                             size_t limit) const {
+    return directory_->list(tenant, after, limit);
+  }
+
+  /// Number of agents registered on this node.
+  [[nodiscard]] size_t agent_count() const {
+    return directory_->size();
+  }
+
+  /// True once `shutdown` began.
+  [[nodiscard]] bool stopping() const noexcept {
+    return stopping_.load();
+  }
+
+  /// Stops the supervision tree top-down (agents first get `user_shutdown`) and waits for the
+  /// runtime's actors to finish. Idempotent.
+  void shutdown();
+
+  /// Calls `fn` (once, on a CAF thread) if the root supervisor exits for any reason other
+  /// than `shutdown`: its restart intensity was exceeded and the node can no longer run agents.
+  void set_fatal_handler(std::function<void(const caf::error&)> fn);
+
+  /// The root supervisor (tests inspect it).
+  [[nodiscard]] const caf::actor& root_supervisor() const noexcept {
+    return root_;
+  }
+
+private:
+  node_runtime(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
+               std::shared_ptr<hive::metrics> m, front_factory breaker_factory);
+
+  caf::actor_system& sys_;
+  node_config cfg_;
+  kind_registry kinds_;
+  std::shared_ptr<hive::metrics> metrics_;
+  front_factory breaker_factory_;
+  std::shared_ptr<directory> directory_;
+  caf::actor root_;
+  std::vector<caf::actor> routers_;
+  std::atomic<bool> stopping_{false};
+};
+
+} // namespace hive

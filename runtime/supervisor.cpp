@@ -1,0 +1,357 @@
+#include "runtime/supervisor.hpp"
+
+#include <algorithm>
+#include <cassert>
+
+#include <nlohmann/json.hpp>
+
+#include "protocols/errc.hpp"
+#include "runtime/logging.hpp"
+
+namespace hive {
+
+std::string_view to_string(restart_strategy x) noexcept {
+  switch (x) {
+    case restart_strategy::one_for_one: return "one_for_one";
+    case restart_strategy::one_for_all: return "one_for_all";
+    case restart_strategy::rest_for_one: return "rest_for_one";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(restart_type x) noexcept {
+  switch (x) {
+    case restart_type::permanent: return "permanent";
+    case restart_type::transient: return "transient";
+    case restart_type::temporary: return "temporary";
+  }
+  return "unknown";
+}
+
+caf::expected<restart_type> parse_restart_type(std::string_view text) {
+  if (text == "permanent")
+    return restart_type::permanent;
+  if (text == "transient")
+    return restart_type::transient;
+  if (text == "temporary")
+    return restart_type::temporary;
+  return make_error(errc::invalid_argument,
+                    "restart '" + std::string{text.substr(0, 40)}
+                      + "' is invalid: allowed permanent|transient|temporary");
+}
+
+namespace {
+
+bool is_normal_exit(const caf::error& reason) {
+  return !reason || reason == caf::exit_reason::normal
+         || reason == caf::exit_reason::user_shutdown;
+}
+
+} // namespace
+
+void supervisor_state::init(caf::event_based_actor* self, supervisor_flags flags) {
+  assert(self != nullptr);
+  self_ = self;
+  flags_ = std::move(flags);
+  assert(flags_.intensity_max >= 0);
+  assert(flags_.backoff_initial <= flags_.backoff_max);
+  rng_.seed(flags_.seed != 0 ? flags_.seed : std::random_device{}());
+}
+
+size_t supervisor_state::index_of(const caf::actor_addr& addr) const {
+  for (size_t i = 0; i < children_.size(); ++i)
+    if (children_[i].handle && children_[i].handle.address() == addr)
+      return i;
+  return children_.size();
+}
+
+const supervisor_state::child* supervisor_state::find_child(std::string_view id) const {
+  for (auto& c : children_)
+    if (c.spec.id == id)
+      return &c;
+  return nullptr;
+}
+
+caf::error supervisor_state::start_existing(child& c) {
+  assert(c.spec.start);
+  auto handle = c.spec.start(self_);
+  if (!handle)
+    return std::move(handle.error());
+  assert(*handle);
+  self_->monitor(*handle);
+  c.handle = std::move(*handle);
+  c.state = phase::running;
+  if (c.spec.on_started)
+    c.spec.on_started(c.handle, c.restarts);
+  return {};
+}
+
+caf::expected<caf::actor> supervisor_state::start_child(child_spec spec) {
+  if (find_child(spec.id) != nullptr)
+    return make_error(errc::invalid_argument,
+                      flags_.name + ": a child called '" + spec.id + "' exists");
+  if (!spec.start)
+    return make_error(errc::invalid_argument, flags_.name + ": child '" + spec.id
+                                                + "' has no start function");
+  child c;
+  c.spec = std::move(spec);
+  if (auto err = start_existing(c))
+    return err;
+  children_.push_back(std::move(c));
+  return children_.back().handle;
+}
+
+caf::error supervisor_state::terminate_child(std::string_view id) {
+  auto i = std::find_if(children_.begin(), children_.end(),
+                        [&](const child& c) { return c.spec.id == id; });
+  if (i == children_.end())
+    return make_error(errc::agent_not_found,
+                      flags_.name + ": no child called '" + std::string{id} + "'");
+  if (i->handle) {
+    self_->demonitor(i->handle);
+    self_->send_exit(i->handle, caf::exit_reason::user_shutdown);
+  }
+  auto removed = std::move(*i);
+  children_.erase(i);
+  restart_group_.erase(std::remove(restart_group_.begin(), restart_group_.end(), removed.spec.id),
+                       restart_group_.end());
+  if (removed.spec.on_removed)
+    removed.spec.on_removed(caf::exit_reason::user_shutdown);
+  try_restart_group();
+  return {};
+}
+
+caf::timespan supervisor_state::backoff_for(child& c) {
+  auto now = self_->clock().now();
+  c.recent_restarts.push_back(now);
+  while (!c.recent_restarts.empty() && c.recent_restarts.front() + flags_.period <= now)
+    c.recent_restarts.pop_front();
+  auto n = c.recent_restarts.size();
+  assert(n >= 1);
+  caf::timespan delay = flags_.backoff_initial;
+  for (size_t k = 1; k < n && delay < flags_.backoff_max; ++k)
+    delay *= 2;
+  delay = std::min(delay, flags_.backoff_max);
+  if (flags_.jitter_percent > 0 && delay.count() > 0) {
+    std::uniform_int_distribution<int64_t> dist{-flags_.jitter_percent * 100,
+                                                flags_.jitter_percent * 100};
+    auto scaled = delay.count() + delay.count() * dist(rng_) / 10000;
+    delay = std::min(caf::timespan{std::max<int64_t>(scaled, 0)}, flags_.backoff_max);
+  }
+  return delay;
+}
+
+void supervisor_state::on_down(const caf::down_msg& msg) {
+  auto idx = index_of(msg.source);
+  if (idx == children_.size())
+    return; // an earlier incarnation, or a child terminated on request
+  auto& c = children_[idx];
+  c.handle = nullptr;
+  if (c.state == phase::terminating) {
+    // Stopped by us as part of a group restart: now it may start again.
+    c.state = phase::waiting_restart;
+    try_restart_group();
+    return;
+  }
+  bool restart = c.spec.restart == restart_type::permanent
+                 || (c.spec.restart == restart_type::transient && !is_normal_exit(msg.reason));
+  if (!restart) {
+    log::event(spdlog::level::info, "child_exited",
+               {{"supervisor", flags_.name},
+                {"restart", to_string(c.spec.restart)},
+                {"reason", describe(msg.reason)}},
+               c.spec.id);
+    auto removed = std::move(c);
+    children_.erase(children_.begin() + static_cast<ptrdiff_t>(idx));
+    if (removed.spec.on_removed)
+      removed.spec.on_removed(msg.reason);
+    return;
+  }
+  // Restart intensity: more than intensity_max restarts within period -> escalate.
+  auto now = self_->clock().now();
+  recent_restarts_.push_back(now);
+  while (!recent_restarts_.empty() && recent_restarts_.front() + flags_.period <= now)
+    recent_restarts_.pop_front();
+  if (static_cast<int64_t>(recent_restarts_.size()) > flags_.intensity_max) {
+    escalate("child '" + c.spec.id + "' failed (" + describe(msg.reason) + "), "
+             + std::to_string(recent_restarts_.size()) + " restarts within "
+             + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(flags_.period)
+                                .count())
+             + " ms exceed the intensity of " + std::to_string(flags_.intensity_max));
+    return;
+  }
+  ++stats_.restarts;
+  if (flags_.metrics && !c.spec.kind.empty())
+    flags_.metrics->for_kind(c.spec.kind).restarts->Increment();
+  c.state = phase::waiting_restart;
+  // Pick the group to restart and stop its other running members.
+  size_t first = idx;
+  size_t last = idx + 1;
+  if (flags_.strategy == restart_strategy::one_for_all) {
+    first = 0;
+    last = children_.size();
+  } else if (flags_.strategy == restart_strategy::rest_for_one) {
+    last = children_.size();
+  }
+  for (size_t i = first; i < last; ++i) {
+    auto& other = children_[i];
+    if (i != idx && other.state == phase::running && other.handle) {
+      other.state = phase::terminating;
+      self_->send_exit(other.handle, caf::exit_reason::user_shutdown);
+    }
+    if (std::find(restart_group_.begin(), restart_group_.end(), other.spec.id)
+        == restart_group_.end())
+      restart_group_.push_back(other.spec.id);
+  }
+  // Keep the group in start order.
+  std::stable_sort(restart_group_.begin(), restart_group_.end(),
+                   [&](const std::string& a, const std::string& b) {
+                     auto pos = [&](const std::string& id) {
+                       for (size_t i = 0; i < children_.size(); ++i)
+                         if (children_[i].spec.id == id)
+                           return i;
+                       return children_.size();
+                     };
+                     return pos(a) < pos(b);
+                   });
+  auto delay = backoff_for(c);
+  stats_.last_backoff = delay;
+  log::event(spdlog::level::warn, "child_failed",
+             {{"supervisor", flags_.name},
+              {"strategy", to_string(flags_.strategy)},
+              {"reason", describe(msg.reason)},
+              {"restart_in_ms",
+               std::chrono::duration_cast<std::chrono::microseconds>(delay).count() / 1000.0},
+              {"group", restart_group_}},
+             c.spec.id);
+  restart_timer_fired_ = false;
+  ++restart_token_;
+  self_->delayed_send(self_, delay, restart_atom::value, restart_token_);
+}
+
+void supervisor_state::on_restart_timer(uint64_t token) {
+  if (token != restart_token_)
+    return; // superseded by a later failure
+  restart_timer_fired_ = true;
+  try_restart_group();
+}
+
+void supervisor_state::try_restart_group() {
+  if (!restart_timer_fired_ || restart_group_.empty())
+    return;
+  for (auto& id : restart_group_)
+    for (auto& c : children_)
+      if (c.spec.id == id && c.state == phase::terminating)
+        return; // wait until every stopped member is gone
+  auto group = std::move(restart_group_);
+  restart_group_.clear();
+  restart_timer_fired_ = false;
+  for (size_t k = 0; k < group.size(); ++k) {
+    auto i = std::find_if(children_.begin(), children_.end(),
+                          [&](const child& c) { return c.spec.id == group[k]; });
+    if (i == children_.end() || i->state != phase::waiting_restart)
+      continue;
+    ++i->restarts;
+    if (auto err = start_existing(*i)) {
+      log::event(spdlog::level::warn, "child_start_failed",
+                 {{"supervisor", flags_.name}, {"reason", describe(err)}}, i->spec.id);
+      // Treat as a crash of this child: requeue it and what follows it in the group.
+      auto now = self_->clock().now();
+      recent_restarts_.push_back(now);
+      while (!recent_restarts_.empty() && recent_restarts_.front() + flags_.period <= now)
+        recent_restarts_.pop_front();
+      if (static_cast<int64_t>(recent_restarts_.size()) > flags_.intensity_max) {
+        escalate("child '" + i->spec.id + "' failed to start: " + describe(err));
+        return;
+      }
+      restart_group_.assign(group.begin() + static_cast<ptrdiff_t>(k), group.end());
+      auto delay = backoff_for(*i);
+      stats_.last_backoff = delay;
+      ++restart_token_;
+      self_->delayed_send(self_, delay, restart_atom::value, restart_token_);
+      return;
+    }
+    log::event(spdlog::level::info, "child_restarted",
+               {{"supervisor", flags_.name}, {"restarts", i->restarts}}, i->spec.id);
+  }
+}
+
+void supervisor_state::escalate(const std::string& why) {
+  ++stats_.escalations;
+  if (flags_.metrics)
+    flags_.metrics->escalation(flags_.level);
+  log::event(spdlog::level::err, "supervisor_escalated",
+             {{"supervisor", flags_.name}, {"reason", why}}, flags_.name);
+  shutdown(make_error(errc::escalated, flags_.name + ": " + why));
+}
+
+void supervisor_state::shutdown(const caf::error& reason) {
+  for (auto i = children_.rbegin(); i != children_.rend(); ++i) {
+    if (i->handle) {
+      self_->demonitor(i->handle);
+      self_->send_exit(i->handle, reason ? reason : caf::error{caf::exit_reason::user_shutdown});
+      i->handle = nullptr;
+    }
+  }
+  restart_group_.clear();
+  ++restart_token_;
+  self_->quit(reason);
+}
+
+namespace {
+
+caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_flags flags,
+                                  std::vector<child_spec> children, supervisor_extension extra) {
+  self->state.init(self, std::move(flags));
+  self->set_down_handler([self](caf::down_msg& msg) { self->state.on_down(msg); });
+  self->set_exit_handler([self](caf::exit_msg& msg) { self->state.shutdown(msg.reason); });
+  for (auto& spec : children) {
+    if (auto started = self->state.start_child(std::move(spec)); !started) {
+      log::event(spdlog::level::err, "supervisor_start_failed",
+                 {{"reason", describe(started.error())}}, self->state.flags().name);
+      self->state.shutdown(started.error());
+      return {};
+    }
+  }
+  caf::message_handler base{
+    [self](start_child_atom, child_spec& spec) -> caf::result<caf::actor> {
+      auto started = self->state.start_child(std::move(spec));
+      if (!started)
+        return std::move(started.error());
+      return std::move(*started);
+    },
+    [self](terminate_child_atom, const std::string& id) -> caf::result<bool> {
+      if (auto err = self->state.terminate_child(id))
+        return err;
+      return true;
+    },
+    [self](which_children_atom) -> std::string {
+      auto out = nlohmann::json::array();
+      for (auto& c : self->state.children())
+        out.push_back({{"id", c.spec.id},
+                       {"restart", to_string(c.spec.restart)},
+                       {"restarts", c.restarts},
+                       {"running", static_cast<bool>(c.handle)}});
+      return out.dump();
+    },
+    [self](restart_atom, uint64_t token) { self->state.on_restart_timer(token); },
+  };
+  if (extra)
+    return extra(self).or_else(base);
+  return caf::behavior{base};
+}
+
+} // namespace
+
+caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_flags flags,
+                            std::vector<child_spec> children, supervisor_extension extra) {
+  return sys.spawn(supervisor_behavior, std::move(flags), std::move(children), std::move(extra));
+}
+
+caf::actor spawn_supervisor(caf::local_actor* parent, supervisor_flags flags,
+                            std::vector<child_spec> children, supervisor_extension extra) {
+  return spawn_supervisor(parent->system(), std::move(flags), std::move(children),
+                          std::move(extra));
+}
+
+} // namespace hive
