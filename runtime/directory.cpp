@@ -30,6 +30,8 @@ bool directory::set_handles(const agent_id& id, caf::actor agent, caf::actor tar
   auto i = s.map.find(id);
   if (i == s.map.end())
     return false;
+  if (agent)
+    i->second.activated = true;
   i->second.agent = std::move(agent);
   i->second.target = std::move(target);
   i->second.restarts = restarts;

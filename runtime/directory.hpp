@@ -35,6 +35,8 @@ struct agent_view {
   caf::actor agent;
   /// The spawn config, kept so that restarts (also after escalation) can recreate it.
   std::shared_ptr<const nlohmann::json> config;
+  /// True once the agent started for the first time (a mere reservation is false).
+  bool activated = false;
   /// Restart type: permanent | transient | temporary.
   std::string restart = "permanent";
 };

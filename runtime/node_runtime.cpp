@@ -173,8 +173,10 @@ child_spec tenant_child_spec(const ctx_ptr& ctx, const std::string& tenant) {
   spec.restart = restart_type::permanent;
   spec.start = [ctx, tenant](caf::local_actor* sup) -> caf::expected<caf::actor> {
     std::vector<child_spec> children;
+    // Only agents that ran before: a reservation still in flight arrives as its own spawn.
     for (auto& view : ctx->dir->tenant_agents(tenant))
-      children.push_back(agent_child_spec(ctx, view, nullptr));
+      if (view.activated)
+        children.push_back(agent_child_spec(ctx, view, nullptr));
     return spawn_supervisor(sup, flags_from(*ctx, tenant_child_id(tenant), "tenant"),
                             std::move(children), tenant_extension(ctx));
   };
