@@ -1,0 +1,149 @@
+#pragma once
+
+// Starts a real `agent-node` process for end-to-end tests and reads its ready line.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace hive::test {
+
+/// A fresh temporary directory, removed at destruction.
+struct temp_dir {
+  std::filesystem::path path;
+
+  temp_dir() {
+    char tmpl[] = "/tmp/hive-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+class node_process {
+public:
+  /// Starts `agent-node` with `args`; stderr goes to `log_file`.
+  node_process(std::vector<std::string> args, const std::string& log_file) {
+    int out[2];
+    if (::pipe(out) != 0)
+      return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      int err = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (err >= 0)
+        ::dup2(err, 2);
+      ::close(out[0]);
+      std::vector<char*> argv;
+      std::string bin = HIVE_AGENT_NODE;
+      argv.push_back(bin.data());
+      for (auto& a : args)
+        argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(bin.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    out_fd_ = out[0];
+  }
+
+  ~node_process() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (out_fd_ >= 0)
+      ::close(out_fd_);
+  }
+
+  /// Reads stdout until a line contains `needle` or `timeout` passes; returns the line.
+  std::optional<std::string> wait_line(const std::string& needle,
+                                       std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto nl = out_.find('\n');
+      while (nl != std::string::npos) {
+        auto line = out_.substr(0, nl);
+        out_.erase(0, nl + 1);
+        if (line.find(needle) != std::string::npos)
+          return line;
+        nl = out_.find('\n');
+      }
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0) {
+        char buf[4096];
+        auto n = ::read(out_fd_, buf, sizeof(buf));
+        if (n <= 0)
+          return std::nullopt;
+        out_.append(buf, static_cast<size_t>(n));
+      }
+    }
+    return std::nullopt;
+  }
+
+  /// Waits for the ready line and extracts the gateway and metrics ports.
+  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    auto line = wait_line(" ready: ", timeout);
+    if (!line)
+      return false;
+    std::smatch m;
+    std::regex gw{"gateway http://[^ ]+:([0-9]+)"};
+    std::regex mx{"metrics http://[^ ]+:([0-9]+)/metrics"};
+    if (!std::regex_search(*line, m, gw))
+      return false;
+    gateway_port = static_cast<uint16_t>(std::stoi(m[1]));
+    if (!std::regex_search(*line, m, mx))
+      return false;
+    metrics_port = static_cast<uint16_t>(std::stoi(m[1]));
+    return true;
+  }
+
+  void signal(int sig) {
+    ::kill(pid_, sig);
+  }
+
+  /// Waits for exit; returns the exit code (128+signal if killed), or nullopt on timeout.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      auto r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        if (WIFEXITED(status))
+          return WEXITSTATUS(status);
+        return 128 + WTERMSIG(status);
+      }
+      ::usleep(10000);
+    }
+    return std::nullopt;
+  }
+
+  pid_t pid() const {
+    return pid_;
+  }
+
+  uint16_t gateway_port = 0;
+  uint16_t metrics_port = 0;
+
+private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  bool exited_ = false;
+  std::string out_;
+};
+
+} // namespace hive::test
