@@ -53,6 +53,15 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
   return {
     [self](agent_call& call) -> caf::result<agent_reply> {
       auto& st = self->state;
+      if (call.env.deadline_unix_ms != 0) {
+        auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+        if (now_ms > call.env.deadline_unix_ms)
+          return make_error(errc::timeout, st.cfg.id.str() + ": the call's deadline passed "
+                                             + std::to_string(now_ms - call.env.deadline_unix_ms)
+                                             + " ms before it was handled; not handled");
+      }
       auto t0 = std::chrono::steady_clock::now();
       call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max};
       caf::expected<std::string> result{std::string{}};

@@ -181,8 +181,9 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
     return;
   }
   ++stats_.restarts;
-  if (flags_.metrics && !c.spec.kind.empty())
-    flags_.metrics->for_kind(c.spec.kind).restarts->Increment();
+  if (flags_.metrics)
+    flags_.metrics->for_kind(c.spec.kind.empty() ? "supervisor" : c.spec.kind)
+      .restarts->Increment();
   c.state = phase::waiting_restart;
   // Pick the group to restart and stop its other running members.
   size_t first = idx;

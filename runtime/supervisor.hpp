@@ -70,7 +70,8 @@ struct child_spec {
   /// Unique among the supervisor's children.
   std::string id;
   restart_type restart = restart_type::permanent;
-  /// Agent kind, for the `hive_restarts_total{kind}` series; empty for non-agents.
+  /// Agent kind, for the `hive_restarts_total{kind}` series; empty for non-agents (counted
+  /// as kind "supervisor").
   std::string kind;
   /// Starts the child. An error counts as a failed start: it is retried like a crash.
   std::function<caf::expected<caf::actor>(caf::local_actor* supervisor)> start;

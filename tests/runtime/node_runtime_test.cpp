@@ -238,6 +238,25 @@ TEST_F(node_runtime_test, ask_times_out_at_its_deadline) {
   EXPECT_LT(took, 390ms) << "the caller must not wait for the slow agent";
 }
 
+TEST_F(node_runtime_test, a_call_past_its_deadline_is_refused_unhandled) {
+  start();
+  ASSERT_TRUE(spawn("acme/c", "counter"));
+  auto past = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count()
+              - 1000;
+  std::promise<caf::expected<std::string>> p;
+  rt->ask(*parse_agent_id("acme/c"),
+          agent_call{envelope{9, "acme", past, "test"}, R"({"op":"add","by":5})"}, 5s,
+          [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+  auto r = p.get_future().get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::timeout);
+  auto now = ask("acme/c", {{"op", "get"}});
+  ASSERT_TRUE(now);
+  EXPECT_EQ((*now)["value"], 0) << "an expired call must not take effect";
+}
+
 TEST_F(node_runtime_test, list_pages_in_id_order_and_filters_by_tenant) {
   start();
   for (auto id : {"b/2", "a/1", "b/1", "a/2", "c/1"})
