@@ -53,6 +53,8 @@ errc code_of(const caf::error& err) noexcept {
 }
 
 std::string message_of(const caf::error& err) {
+  if (!err)
+    return {};
   if (err.category() == errc_category && err.context().match_elements<std::string>())
     return err.context().get_as<std::string>(0);
   if (err.category() == errc_category)

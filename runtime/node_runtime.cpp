@@ -235,6 +235,8 @@ struct router_state {
   std::multimap<time_point, uint64_t> deadlines;
   /// Earliest time a sweep is scheduled for (time_point::max() if none).
   time_point sweep_at = time_point::max();
+  /// Position among the node's routers (asks are spread by correlation id).
+  size_t index = 0;
 
   static inline const char* name = "hive.router";
 };
@@ -262,7 +264,8 @@ void schedule_sweep(router_actor* self, router_state::time_point at) {
   self->delayed_send(self, delay, sweep_atom::value);
 }
 
-caf::behavior router_fn(router_actor* self) {
+caf::behavior router_fn(router_actor* self, size_t index) {
+  self->state.index = index;
   return {
     [self](ask_atom, ask_job& job) {
       auto& st = self->state;
@@ -374,8 +377,9 @@ node_runtime::start(caf::actor_system& sys, const node_config& cfg, kind_registr
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {},
                                root_extension(ctx));
   auto n = std::max<size_t>(1, sys.scheduler().num_workers());
+  // Spawned with an argument: UBSan flags arg-less function-actor spawns inside CAF 0.17.
   for (size_t i = 0; i < n; ++i)
-    rt->routers_.push_back(sys.spawn(router_fn));
+    rt->routers_.push_back(sys.spawn(router_fn, i));
   log::event(spdlog::level::info, "runtime_started",
              {{"kinds", rt->kinds_.names()}, {"routers", n}});
   return rt;

@@ -1,0 +1,1195 @@
+#include "actors/gateway.hpp"
+
+#include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cassert>
+#include <charconv>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "protocols/agent_id.hpp"
+#include "protocols/errc.hpp"
+#include "protocols/messages.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/node_runtime.hpp"
+
+namespace hive {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+/// Extra time the gateway waits beyond a runtime call's own deadline before it answers 504
+/// itself (the runtime normally reports the timeout first).
+constexpr milliseconds guard_grace{1000};
+
+/// How long a connection we are closing may keep sending before we drop it (lingering close:
+/// reading what the client still sends keeps the kernel from resetting the connection before
+/// the client read our last response).
+constexpr milliseconds linger_time_max{1000};
+
+/// Bytes a lingering connection may still send us.
+constexpr size_t linger_bytes_max = 4 << 20;
+
+/// Largest accepted `gateway.threads`.
+constexpr int64_t threads_max = 256;
+
+/// Value of the `Server` header.
+constexpr std::string_view server_name = "hive-gateway";
+
+// -- small helpers ------------------------------------------------------------------------------
+
+/// Converts Beast's (Boost) string_view.
+std::string_view std_sv(beast::string_view x) {
+  return {x.data(), x.size()};
+}
+
+/// Converts to Beast's (Boost) string_view.
+beast::string_view beast_sv(std::string_view x) {
+  return {x.data(), x.size()};
+}
+
+/// Serializes JSON, replacing invalid UTF-8 (user input may hold any bytes) instead of throwing.
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// Returns a random non-zero 64-bit correlation id.
+uint64_t random_cid() {
+  thread_local std::mt19937_64 rng{
+    std::random_device{}() ^ static_cast<uint64_t>(steady_clock::now().time_since_epoch().count())};
+  uint64_t x = 0;
+  while (x == 0)
+    x = rng();
+  return x;
+}
+
+/// Parses 1..16 hex digits into a non-zero id.
+std::optional<uint64_t> parse_cid(std::string_view text) {
+  if (text.empty() || text.size() > 16)
+    return std::nullopt;
+  uint64_t x = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), x, 16);
+  if (ec != std::errc{} || ptr != text.data() + text.size() || x == 0)
+    return std::nullopt;
+  return x;
+}
+
+/// Parses a whole decimal integer.
+std::optional<int64_t> parse_int(std::string_view text) {
+  int64_t x = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), x, 10);
+  if (text.empty() || ec != std::errc{} || ptr != text.data() + text.size())
+    return std::nullopt;
+  return x;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`).
+std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size())
+        return std::nullopt;
+      int hi = hex_value(in[i + 1]);
+      int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0)
+        return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+/// Splits `s` at every `sep`.
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t pos = 0;
+  for (;;) {
+    auto next = s.find(sep, pos);
+    if (next == std::string_view::npos) {
+      parts.push_back(s.substr(pos));
+      return parts;
+    }
+    parts.push_back(s.substr(pos, next - pos));
+    pos = next + 1;
+  }
+}
+
+using query_map = std::map<std::string, std::string, std::less<>>;
+
+/// Parses a query string into decoded key/value pairs. Duplicate keys and keys outside
+/// `allowed` are errors.
+caf::expected<query_map> parse_query(std::string_view query,
+                                     std::initializer_list<std::string_view> allowed) {
+  query_map result;
+  if (query.empty())
+    return result;
+  for (auto part : split(query, '&')) {
+    if (part.empty())
+      continue;
+    auto eq = part.find('=');
+    auto raw_key = part.substr(0, eq);
+    auto raw_val = eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1);
+    auto key = percent_decode(raw_key, true);
+    auto val = percent_decode(raw_val, true);
+    if (!key || !val)
+      return make_error(errc::invalid_argument,
+                        "query parameter '" + std::string{part} + "' has a bad %-escape");
+    if (std::find(allowed.begin(), allowed.end(), *key) == allowed.end()) {
+      std::string names;
+      for (auto a : allowed) {
+        if (!names.empty())
+          names += ", ";
+        names += a;
+      }
+      return make_error(errc::invalid_argument,
+                        "unknown query parameter '" + *key
+                          + "' (allowed: " + (names.empty() ? std::string{"none"} : names) + ")");
+    }
+    if (!result.emplace(*key, *val).second)
+      return make_error(errc::invalid_argument, "query parameter '" + *key + "' given twice");
+  }
+  return result;
+}
+
+/// A SAX consumer that only checks a JSON text: syntax and nesting depth.
+class json_checker final : public nlohmann::json_sax<nlohmann::json> {
+public:
+  explicit json_checker(size_t depth_max) : depth_max_(depth_max) {}
+
+  bool null() override {
+    return true;
+  }
+  bool boolean(bool) override {
+    return true;
+  }
+  bool number_integer(number_integer_t) override {
+    return true;
+  }
+  bool number_unsigned(number_unsigned_t) override {
+    return true;
+  }
+  bool number_float(number_float_t, const string_t&) override {
+    return true;
+  }
+  bool string(string_t&) override {
+    return true;
+  }
+  bool binary(binary_t&) override {
+    return true;
+  }
+  bool start_object(std::size_t) override {
+    return push();
+  }
+  bool key(string_t&) override {
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    return push();
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    syntax_error_ = ex.what();
+    return false;
+  }
+
+  /// Set when the text nests deeper than allowed.
+  bool too_deep = false;
+
+  /// The parser's message when the text is not JSON.
+  [[nodiscard]] const std::string& syntax_error() const noexcept {
+    return syntax_error_;
+  }
+
+private:
+  bool push() {
+    if (++depth_ > depth_max_) {
+      too_deep = true;
+      return false;
+    }
+    return true;
+  }
+
+  size_t depth_max_;
+  size_t depth_ = 0;
+  std::string syntax_error_;
+};
+
+/// Checks that `text` is one JSON document nested at most `depth_max` deep. Errors:
+/// invalid_argument (not JSON, naming the position), too_large (too deep).
+caf::error check_json(const std::string& text, size_t depth_max) {
+  if (text.empty())
+    return make_error(errc::invalid_argument, "request body is empty; expected a JSON document");
+  json_checker checker{depth_max};
+  bool ok = false;
+  try {
+    ok = nlohmann::json::sax_parse(text, &checker, nlohmann::json::input_format_t::json, true);
+  } catch (const std::exception& ex) {
+    return make_error(errc::invalid_argument,
+                      std::string{"request body is not valid JSON: "} + ex.what());
+  }
+  if (checker.too_deep)
+    return make_error(errc::too_large,
+                      "request body nests JSON deeper than gateway.json_depth_max ("
+                        + std::to_string(depth_max) + " levels)");
+  if (!ok)
+    return make_error(errc::invalid_argument,
+                      "request body is not valid JSON: " + checker.syntax_error());
+  return {};
+}
+
+/// Maps an error code to its HTTP status.
+http::status status_of(errc code) {
+  switch (code) {
+    case errc::invalid_argument:
+    case errc::invalid_agent_id:
+    case errc::unknown_kind:
+    case errc::invalid_config: return http::status::bad_request;
+    case errc::agent_not_found: return http::status::not_found;
+    case errc::agent_exists: return http::status::conflict;
+    case errc::too_large: return http::status::payload_too_large;
+    case errc::rejected: return http::status::unprocessable_entity;
+    case errc::overloaded:
+    case errc::circuit_open:
+    case errc::shutting_down:
+    case errc::agent_failed:
+    case errc::escalated: return http::status::service_unavailable;
+    case errc::timeout: return http::status::gateway_timeout;
+    default: return http::status::internal_server_error;
+  }
+}
+
+/// The route templates, also the `route` label of the request metrics.
+enum class route_id { healthz, readyz, agents, agent, tell, ask };
+
+std::string_view path_template(route_id r) {
+  switch (r) {
+    case route_id::healthz: return "/healthz";
+    case route_id::readyz: return "/readyz";
+    case route_id::agents: return "/v1/agents";
+    case route_id::agent: return "/v1/agents/{id}";
+    case route_id::tell: return "/v1/agents/{id}/tell";
+    case route_id::ask: return "/v1/agents/{id}/ask";
+  }
+  return "?";
+}
+
+std::string_view allowed_methods(route_id r) {
+  switch (r) {
+    case route_id::agents: return "GET, POST";
+    case route_id::agent: return "GET, DELETE";
+    case route_id::tell:
+    case route_id::ask: return "POST";
+    default: return "GET";
+  }
+}
+
+bool method_allowed(route_id r, http::verb v) {
+  switch (r) {
+    case route_id::agents: return v == http::verb::get || v == http::verb::post;
+    case route_id::agent: return v == http::verb::get || v == http::verb::delete_;
+    case route_id::tell:
+    case route_id::ask: return v == http::verb::post;
+    default: return v == http::verb::get;
+  }
+}
+
+bool is_http_protocol_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_target).category();
+}
+
+} // namespace
+
+// -- shared state -----------------------------------------------------------------------------
+
+/// Lets runtime callbacks (on CAF threads) post results to a connection's strand while the
+/// gateway lives, and makes them no-ops once it is being destroyed.
+struct post_gate {
+  std::mutex mtx;
+  bool open = true;
+
+  /// Runs `f(session&)` on the session's strand if the gateway and the session still live.
+  template <class Session, class F>
+  void post(const std::weak_ptr<Session>& weak, F f) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (!open)
+      return;
+    auto s = weak.lock();
+    if (!s)
+      return;
+    auto ex = s->executor();
+    asio::post(ex, [s = std::move(s), f = std::move(f)]() mutable { f(*s); });
+  }
+
+  void close() {
+    std::lock_guard<std::mutex> guard{mtx};
+    open = false;
+  }
+};
+
+struct gateway::impl {
+  impl(node_runtime& runtime, const node_config::gateway_section& config)
+      : rt(runtime), cfg(config), gate(std::make_shared<post_gate>()) {}
+
+  node_runtime& rt;
+  const node_config::gateway_section cfg;
+  std::shared_ptr<post_gate> gate;
+  std::optional<asio::io_context> ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+
+  std::mutex acceptor_mtx;
+  std::optional<tcp::acceptor> acceptor;
+  uint16_t port = 0;
+  std::string address;
+
+  std::atomic<bool> not_accepting{false};
+  std::atomic<size_t> connections{0};
+
+  std::mutex drain_mtx;
+  std::condition_variable drained;
+  std::atomic<size_t> in_flight{0};
+
+  void begin_request() {
+    std::lock_guard<std::mutex> guard{drain_mtx};
+    in_flight.fetch_add(1);
+  }
+
+  void end_request() {
+    std::lock_guard<std::mutex> guard{drain_mtx};
+    auto before = in_flight.fetch_sub(1);
+    assert(before > 0);
+    if (before == 1)
+      drained.notify_all();
+  }
+
+  /// True while `/readyz` should answer 200.
+  [[nodiscard]] bool ready() const {
+    return !not_accepting.load() && !rt.stopping();
+  }
+
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+};
+
+namespace {
+
+// -- one connection ---------------------------------------------------------------------------
+
+class session : public std::enable_shared_from_this<session> {
+public:
+  session(gateway::impl& gw, tcp::socket&& socket, bool counted)
+      : gw_(gw), stream_(std::move(socket)), guard_(stream_.get_executor()), counted_(counted) {
+    if (counted_)
+      gw_.connections.fetch_add(1);
+  }
+
+  ~session() {
+    if (busy_)
+      gw_.end_request();
+    if (counted_)
+      gw_.connections.fetch_sub(1);
+  }
+
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  /// The strand all of this connection's work runs on.
+  [[nodiscard]] asio::any_io_executor executor() {
+    return stream_.get_executor();
+  }
+
+  /// Serves requests until the client closes, times out or errs.
+  void start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+  }
+
+  /// Answers 503 (connection limit) and closes.
+  void refuse() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->new_exchange("refused");
+      self->close_after_ = true;
+      self->reply_error(http::status::service_unavailable, errc::overloaded,
+                        "connection limit gateway.connections_max ("
+                          + std::to_string(self->gw_.cfg.connections_max) + ") reached");
+    });
+  }
+
+private:
+  // -- reading --------------------------------------------------------------------------------
+
+  void do_read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(gw_.cfg.header_bytes_max));
+    parser_->body_limit(static_cast<uint64_t>(gw_.cfg.body_bytes_max));
+    // One deadline for the whole request (headers and body), also the keep-alive idle time.
+    stream_.expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, size_t) {
+    if (ec)
+      return on_read_error(ec);
+    auto& req = parser_->get();
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      continue_res_ = {};
+      continue_res_.version(req.version());
+      continue_res_.result(http::status::continue_);
+      http::async_write(stream_, continue_res_,
+                        [self = shared_from_this()](beast::error_code wec, size_t) {
+                          if (wec)
+                            return self->close_now();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&session::on_read, shared_from_this()));
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::header_limit || ec == http::error::body_limit) {
+      new_exchange("too_large");
+      close_after_ = true;
+      if (parser_ && parser_->is_header_done()) {
+        method_ = std::string{std_sv(parser_->get().method_string())};
+        target_ = std::string{std_sv(parser_->get().target())};
+      }
+      auto what = ec == http::error::header_limit
+        ? "request headers exceed gateway.header_bytes_max ("
+          + std::to_string(gw_.cfg.header_bytes_max) + " bytes)"
+        : "request body exceeds gateway.body_bytes_max (" + std::to_string(gw_.cfg.body_bytes_max)
+          + " bytes)";
+      return reply_error(http::status::payload_too_large, errc::too_large, std::move(what));
+    }
+    if (is_http_protocol_error(ec) && ec != http::error::end_of_stream
+        && ec != http::error::partial_message) {
+      new_exchange("malformed");
+      close_after_ = true;
+      return reply_error(http::status::bad_request, "bad_request",
+                         "malformed HTTP request: " + ec.message());
+    }
+    // End of stream, idle timeout, reset: nothing to answer.
+    if (ec == beast::error::timeout && log::enabled(spdlog::level::debug))
+      log::event(spdlog::level::debug, "http_idle_timeout",
+                 {{"idle_timeout_ms", gw_.cfg.idle_timeout_ms}});
+    close_now();
+  }
+
+  void on_read(beast::error_code ec, size_t) {
+    if (ec)
+      return on_read_error(ec);
+    stream_.expires_never();
+    new_exchange("unmatched");
+    busy_ = true;
+    gw_.begin_request();
+    auto req = parser_->release();
+    parser_.reset();
+    handle(std::move(req));
+  }
+
+  /// Resets the per-request state.
+  void new_exchange(std::string route) {
+    ++seq_;
+    started_ = steady_clock::now();
+    route_ = std::move(route);
+    method_.clear();
+    target_.clear();
+    actor_.clear();
+    cid_ = random_cid();
+    version_ = 11;
+    keep_alive_ = false;
+    waiting_ = false;
+  }
+
+  // -- routing --------------------------------------------------------------------------------
+
+  void handle(http::request<http::string_body>&& req) {
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    method_ = std::string{std_sv(req.method_string())};
+    target_ = std::string{std_sv(req.target())};
+    if (auto hdr = req.find("X-Correlation-Id"); hdr != req.end()) {
+      auto cid = parse_cid(std_sv(hdr->value()));
+      if (!cid)
+        return reply_error(http::status::bad_request, errc::invalid_argument,
+                           "header X-Correlation-Id must be 1..16 hex digits and not 0, got '"
+                             + std::string{std_sv(hdr->value())} + "'");
+      cid_ = *cid;
+    }
+    std::string_view target = std_sv(req.target());
+    auto qpos = target.find('?');
+    auto path = target.substr(0, qpos);
+    auto query = qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1);
+    if (path.empty() || path.front() != '/')
+      return not_found("no route for '" + std::string{path} + "'");
+    auto segs = split(path.substr(1), '/');
+    // Decoded segments.
+    std::vector<std::string> parts;
+    for (auto s : segs) {
+      auto d = percent_decode(s, false);
+      if (!d)
+        return reply_error(http::status::bad_request, errc::invalid_argument,
+                           "path '" + std::string{path} + "' has a bad %-escape");
+      parts.push_back(std::move(*d));
+    }
+    std::optional<route_id> route;
+    if (parts.size() == 1 && parts[0] == "healthz")
+      route = route_id::healthz;
+    else if (parts.size() == 1 && parts[0] == "readyz")
+      route = route_id::readyz;
+    else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
+      if (parts.size() == 2)
+        route = route_id::agents;
+      else if (parts.size() == 4)
+        route = route_id::agent;
+      else if (parts.size() == 5 && parts[4] == "tell")
+        route = route_id::tell;
+      else if (parts.size() == 5 && parts[4] == "ask")
+        route = route_id::ask;
+      else if (parts.size() == 3)
+        return not_found("no route for '" + std::string{path}
+                         + "' (agent ids have the form tenant/name: /v1/agents/{tenant}/{name})");
+    }
+    if (!route)
+      return not_found("no route for '" + std::string{path} + "'");
+    if (!method_allowed(*route, req.method())) {
+      route_ = "* " + std::string{path_template(*route)};
+      return reply_error(http::status::method_not_allowed, "method_not_allowed",
+                         "method " + method_ + " is not allowed on "
+                           + std::string{path_template(*route)}
+                           + " (allowed: " + std::string{allowed_methods(*route)} + ")",
+                         allowed_methods(*route));
+    }
+    route_ = std::string{std_sv(req.method_string())} + ' ' + std::string{path_template(*route)};
+    std::optional<agent_id> id;
+    if (parts.size() >= 4) {
+      auto parsed = make_agent_id(parts[2], parts[3]);
+      if (!parsed)
+        return reply_error(parsed.error());
+      id = std::move(*parsed);
+      actor_ = id->str();
+    }
+    switch (*route) {
+      case route_id::healthz:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return reply_json(http::status::ok, R"({"status":"ok"})");
+      case route_id::readyz:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        if (!gw_.ready())
+          return reply_error(http::status::service_unavailable, errc::shutting_down,
+                             "node is shutting down");
+        return reply_json(http::status::ok, R"({"status":"ready"})");
+      case route_id::agents:
+        if (req.method() == http::verb::post)
+          return spawn(query, req.body());
+        return list(query);
+      case route_id::agent:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        if (req.method() == http::verb::get)
+          return inspect(*id);
+        return stop(*id);
+      case route_id::tell: return tell(*id, query, std::move(req.body()));
+      case route_id::ask: return ask(*id, query, std::move(req.body()));
+    }
+  }
+
+  caf::error no_query(std::string_view query) {
+    auto q = parse_query(query, {});
+    return q ? caf::error{} : std::move(q.error());
+  }
+
+  void not_found(std::string message) {
+    route_ = "unmatched";
+    reply_error(http::status::not_found, "route_not_found", std::move(message));
+  }
+
+  // -- handlers -------------------------------------------------------------------------------
+
+  void spawn(std::string_view query, const std::string& body) {
+    if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    nlohmann::json doc;
+    try {
+      doc = nlohmann::json::parse(body);
+    } catch (const std::exception& ex) {
+      return reply_error(make_error(errc::invalid_argument,
+                                    std::string{"request body is not valid JSON: "} + ex.what()));
+    }
+    if (!doc.is_object())
+      return reply_error(http::status::bad_request, errc::invalid_argument,
+                         "request body must be a JSON object "
+                         R"({"id":"tenant/name","kind":"...","config":{},"breaker":false})");
+    spawn_request sr;
+    std::string id_text;
+    for (auto& [key, val] : doc.items()) {
+      if (key == "id") {
+        if (!val.is_string())
+          return bad_field("field 'id' must be a string \"tenant/name\"");
+        id_text = val.get<std::string>();
+      } else if (key == "kind") {
+        if (!val.is_string())
+          return bad_field("field 'kind' must be a string");
+        sr.kind = val.get<std::string>();
+      } else if (key == "config") {
+        if (!val.is_object())
+          return bad_field("field 'config' must be a JSON object");
+        sr.config = val;
+      } else if (key == "breaker") {
+        if (!val.is_boolean())
+          return bad_field("field 'breaker' must be true or false");
+        sr.breaker = val.get<bool>();
+      } else if (key == "restart") {
+        auto rt = val.is_string()
+          ? parse_restart_type(val.get<std::string>())
+          : caf::expected<restart_type>{make_error(errc::invalid_argument, "not a string")};
+        if (!rt)
+          return bad_field("field 'restart' must be \"permanent\", \"transient\" or "
+                           "\"temporary\": "
+                           + message_of(rt.error()));
+        sr.restart = *rt;
+      } else {
+        return bad_field("unknown field '" + key
+                         + "' (allowed: id, kind, config, breaker, restart)");
+      }
+    }
+    if (!doc.contains("id"))
+      return bad_field("field 'id' is required (a string \"tenant/name\")");
+    if (!doc.contains("kind"))
+      return bad_field("field 'kind' is required (a registered agent kind)");
+    auto id = parse_agent_id(id_text);
+    if (!id)
+      return reply_error(id.error());
+    actor_ = id->str();
+    sr.id = std::move(*id);
+    sr.correlation_id = cid_;
+    auto done = bind_reply<caf::expected<agent_view>>(
+      default_guard(), [](session& s, caf::expected<agent_view>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        nlohmann::json out{{"id", res->id.str()}, {"kind", res->kind}, {"node", res->node}};
+        s.reply_json(http::status::created, dump(out),
+                     "/v1/agents/" + res->id.tenant + '/' + res->id.name);
+      });
+    gw_.rt.spawn(std::move(sr), std::move(done));
+  }
+
+  void list(std::string_view query) {
+    auto q = parse_query(query, {"limit", "after", "tenant"});
+    if (!q)
+      return reply_error(q.error());
+    auto page_max = static_cast<size_t>(gw_.cfg.page_size_max);
+    size_t limit = std::min<size_t>(100, page_max);
+    if (auto i = q->find("limit"); i != q->end()) {
+      auto n = parse_int(i->second);
+      if (!n || *n < 1)
+        return reply_error(http::status::bad_request, errc::invalid_argument,
+                           "query parameter 'limit' must be a positive integer, got '" + i->second
+                             + "'");
+      limit = std::min(static_cast<size_t>(*n), page_max);
+    }
+    std::string after;
+    if (auto i = q->find("after"); i != q->end() && !i->second.empty()) {
+      auto id = parse_agent_id(i->second);
+      if (!id)
+        return reply_error(
+          make_error(errc::invalid_argument,
+                     "query parameter 'after' must be an agent id: " + message_of(id.error())));
+      after = id->str();
+    }
+    std::string tenant;
+    if (auto i = q->find("tenant"); i != q->end() && !i->second.empty()) {
+      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
+        return reply_error(
+          make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
+      tenant = i->second;
+    }
+    auto views = gw_.rt.list(tenant, after, limit + 1);
+    nlohmann::json next = nullptr;
+    if (views.size() > limit) {
+      views.resize(limit);
+      next = views.back().id.str();
+    }
+    auto agents = nlohmann::json::array();
+    for (auto& v : views)
+      agents.push_back({{"id", v.id.str()},
+                        {"kind", v.kind},
+                        {"node", v.node},
+                        {"restarts", v.restarts},
+                        {"breaker", v.has_breaker}});
+    reply_json(http::status::ok, dump({{"agents", std::move(agents)}, {"next", std::move(next)}}));
+  }
+
+  void inspect(const agent_id& id) {
+    auto done = bind_reply<caf::expected<nlohmann::json>>(
+      default_guard(), [](session& s, caf::expected<nlohmann::json>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        s.reply_json(http::status::ok, dump(*res));
+      });
+    gw_.rt.inspect(id, cid_, std::move(done));
+  }
+
+  void stop(const agent_id& id) {
+    auto done = bind_reply<caf::error>(default_guard(), [](session& s, caf::error& err) {
+      if (err)
+        return s.reply_error(err);
+      s.reply_json(http::status::no_content, {});
+    });
+    gw_.rt.stop(id, std::move(done));
+  }
+
+  void tell(const agent_id& id, std::string_view query, std::string body) {
+    if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    agent_call call{envelope{cid_, id.tenant, 0, "gateway"}, std::move(body)};
+    if (auto err = gw_.rt.tell(id, std::move(call)))
+      return reply_error(err);
+    reply_json(http::status::accepted, R"({"accepted":true})");
+  }
+
+  void ask(const agent_id& id, std::string_view query, std::string body) {
+    auto q = parse_query(query, {"timeout_ms"});
+    if (!q)
+      return reply_error(q.error());
+    auto timeout_ms = gw_.cfg.ask_timeout_ms_default;
+    if (auto i = q->find("timeout_ms"); i != q->end()) {
+      auto n = parse_int(i->second);
+      if (!n || *n < 1 || *n > gw_.cfg.ask_timeout_ms_max)
+        return reply_error(http::status::bad_request, errc::invalid_argument,
+                           "query parameter 'timeout_ms' must be an integer in 1.."
+                             + std::to_string(gw_.cfg.ask_timeout_ms_max) + ", got '" + i->second
+                             + "'");
+      timeout_ms = *n;
+    }
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto now_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+    agent_call call{envelope{cid_, id.tenant, now_ms + timeout_ms, "gateway"}, std::move(body)};
+    auto done = bind_reply<caf::expected<std::string>>(
+      milliseconds{timeout_ms} + guard_grace, [](session& s, caf::expected<std::string>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        s.reply_json(http::status::ok, std::move(*res));
+      });
+    gw_.rt.ask(id, std::move(call), milliseconds{timeout_ms}, std::move(done));
+  }
+
+  void bad_field(std::string message) {
+    reply_error(http::status::bad_request, errc::invalid_argument, std::move(message));
+  }
+
+  // -- waiting for the runtime ----------------------------------------------------------------
+
+  milliseconds default_guard() const {
+    return milliseconds{gw_.cfg.ask_timeout_ms_default} + guard_grace;
+  }
+
+  /// Makes a runtime callback that delivers its result to `on_result` on this connection's
+  /// strand, unless the request was answered meanwhile. Arms a guard timer that answers 504
+  /// after `guard` if the runtime never calls back; the pending timer also keeps the session
+  /// alive while the callback holds only a weak reference.
+  template <class Result, class OnResult>
+  std::function<void(Result)> bind_reply(milliseconds guard, OnResult on_result) {
+    auto seq = seq_;
+    waiting_ = true;
+    guard_.expires_after(guard);
+    guard_.async_wait([self = shared_from_this(), seq, guard](beast::error_code ec) {
+      if (ec || !self->accept_reply(seq))
+        return;
+      self->reply_error(http::status::gateway_timeout, errc::timeout,
+                        "the runtime did not answer within " + std::to_string(guard.count())
+                          + " ms");
+    });
+    return [gate = gw_.gate, weak = weak_from_this(), seq, on_result](Result res) {
+      gate->post(weak, [seq, on_result, res = std::move(res)](session& s) mutable {
+        if (s.accept_reply(seq))
+          on_result(s, res);
+      });
+    };
+  }
+
+  /// Returns whether a runtime answer for request `seq` is still expected, and stops
+  /// expecting it.
+  bool accept_reply(uint64_t seq) {
+    if (seq != seq_ || !waiting_)
+      return false;
+    waiting_ = false;
+    guard_.cancel();
+    return true;
+  }
+
+  // -- writing --------------------------------------------------------------------------------
+
+  void reply_error(const caf::error& err) {
+    auto code = code_of(err);
+    reply_error(status_of(code), code, message_of(err));
+  }
+
+  void reply_error(http::status st, errc code, std::string message) {
+    reply_error(st, to_string(code), std::move(message));
+  }
+
+  void reply_error(http::status st, std::string_view code, std::string message,
+                   std::string_view allow = {}) {
+    auto lvl = static_cast<unsigned>(st) >= 500 ? spdlog::level::warn : spdlog::level::info;
+    if (log::enabled(lvl))
+      log::event(lvl, "http_error",
+                 {{"method", method_},
+                  {"target", target_},
+                  {"route", route_},
+                  {"status", static_cast<unsigned>(st)},
+                  {"code", std::string{code}},
+                  {"message", message}},
+                 actor_, cid_);
+    nlohmann::json body{{"error", {{"code", std::string{code}}, {"message", std::move(message)}}}};
+    res_ = {};
+    if (!allow.empty())
+      res_.set(http::field::allow, beast_sv(allow));
+    if (st == http::status::service_unavailable)
+      res_.set(http::field::retry_after, "1");
+    send(st, dump(body));
+  }
+
+  void reply_json(http::status st, std::string body, std::string location = {}) {
+    res_ = {};
+    if (!location.empty())
+      res_.set(http::field::location, location);
+    send(st, std::move(body));
+  }
+
+  void send(http::status st, std::string body) {
+    res_.result(st);
+    res_.version(version_);
+    res_.set(http::field::server, beast_sv(server_name));
+    res_.set("X-Correlation-Id", log::format_cid(cid_));
+    if (!body.empty())
+      res_.set(http::field::content_type, "application/json");
+    res_.body() = std::move(body);
+    bool keep = keep_alive_ && !close_after_ && !gw_.not_accepting.load();
+    res_.keep_alive(keep);
+    res_.prepare_payload();
+    auto secs = std::chrono::duration<double>(steady_clock::now() - started_).count();
+    gw_.rt.metrics().gateway_request(route_, static_cast<int>(st), secs);
+    if (log::enabled(spdlog::level::debug))
+      log::event(spdlog::level::debug, "http_request",
+                 {{"method", method_},
+                  {"target", target_},
+                  {"route", route_},
+                  {"status", static_cast<unsigned>(st)},
+                  {"ms", secs * 1000.0}},
+                 actor_, cid_);
+    stream_.expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
+    http::async_write(stream_, res_,
+                      [self = shared_from_this(), keep](beast::error_code ec, size_t) {
+                        self->on_write(ec, keep);
+                      });
+  }
+
+  void on_write(beast::error_code ec, bool keep) {
+    if (busy_) {
+      busy_ = false;
+      gw_.end_request();
+    }
+    if (ec)
+      return close_now();
+    if (!keep)
+      return linger_close();
+    do_read();
+  }
+
+  // -- closing --------------------------------------------------------------------------------
+
+  /// Half-closes, then discards what the client still sends (bounded in time and bytes) so
+  /// that it reads our last response before the connection goes away.
+  void linger_close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::min(linger_time_max, milliseconds{gw_.cfg.idle_timeout_ms}));
+    linger_read();
+  }
+
+  void linger_read() {
+    stream_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->linger_bytes_ += n;
+                              if (ec || self->linger_bytes_ > linger_bytes_max)
+                                return self->close_now();
+                              self->linger_read();
+                            });
+  }
+
+  void close_now() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  gateway::impl& gw_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::empty_body> continue_res_;
+  http::response<http::string_body> res_;
+  asio::steady_timer guard_;
+  bool counted_;
+  std::array<char, 4096> scratch_{};
+  size_t linger_bytes_ = 0;
+
+  // Per exchange (request/response pair).
+  uint64_t seq_ = 0;
+  bool busy_ = false;        ///< Counted in the gateway's in-flight requests.
+  bool waiting_ = false;     ///< Waiting for a runtime callback.
+  bool close_after_ = false; ///< Close the connection after this response.
+  bool keep_alive_ = false;
+  unsigned version_ = 11;
+  uint64_t cid_ = 0;
+  std::string route_;
+  std::string method_;
+  std::string target_;
+  std::string actor_;
+  steady_clock::time_point started_;
+};
+
+} // namespace
+
+// -- accepting ----------------------------------------------------------------------------------
+
+void gateway::impl::do_accept() {
+  std::lock_guard<std::mutex> guard{acceptor_mtx};
+  if (!acceptor || !acceptor->is_open())
+    return;
+  acceptor->async_accept(asio::make_strand(*ioc), [this](beast::error_code ec, tcp::socket s) {
+    on_accept(ec, std::move(s));
+  });
+}
+
+void gateway::impl::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec == asio::error::operation_aborted || not_accepting.load())
+    return;
+  if (ec) {
+    log::event(spdlog::level::warn, "gateway_accept_failed", {{"reason", ec.message()}});
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+      // Out of file descriptors: back off a little instead of spinning.
+      auto timer = std::make_shared<asio::steady_timer>(*ioc, milliseconds{50});
+      timer->async_wait([this, timer](beast::error_code) { do_accept(); });
+      return;
+    }
+  } else {
+    try {
+      if (connections.load() >= static_cast<size_t>(cfg.connections_max)) {
+        log::event(spdlog::level::warn, "gateway_connection_refused",
+                   {{"connections_max", cfg.connections_max}});
+        std::make_shared<session>(*this, std::move(socket), false)->refuse();
+      } else {
+        std::make_shared<session>(*this, std::move(socket), true)->start();
+      }
+    } catch (const std::exception& ex) {
+      log::event(spdlog::level::warn, "gateway_session_failed", {{"reason", ex.what()}});
+    }
+  }
+  do_accept();
+}
+
+// -- gateway --------------------------------------------------------------------------------------
+
+gateway::gateway(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
+
+caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
+                                                       const node_config::gateway_section& cfg) {
+  auto bad = [](std::string key, int64_t value, std::string range) {
+    return make_error(errc::invalid_config,
+                      "gateway." + key + " = " + std::to_string(value) + " is out of range ("
+                        + range + ")");
+  };
+  if (cfg.threads < 1 || cfg.threads > threads_max)
+    return bad("threads", cfg.threads, "1.." + std::to_string(threads_max));
+  if (cfg.body_bytes_max < 0)
+    return bad("body_bytes_max", cfg.body_bytes_max, ">= 0");
+  if (cfg.header_bytes_max < 1 || cfg.header_bytes_max > int64_t{UINT32_MAX})
+    return bad("header_bytes_max", cfg.header_bytes_max, "1..4294967295");
+  if (cfg.json_depth_max < 1)
+    return bad("json_depth_max", cfg.json_depth_max, ">= 1");
+  if (cfg.connections_max < 1)
+    return bad("connections_max", cfg.connections_max, ">= 1");
+  if (cfg.idle_timeout_ms < 1)
+    return bad("idle_timeout_ms", cfg.idle_timeout_ms, ">= 1");
+  if (cfg.ask_timeout_ms_max < 1)
+    return bad("ask_timeout_ms_max", cfg.ask_timeout_ms_max, ">= 1");
+  if (cfg.ask_timeout_ms_default < 1 || cfg.ask_timeout_ms_default > cfg.ask_timeout_ms_max)
+    return bad("ask_timeout_ms_default", cfg.ask_timeout_ms_default,
+               "1..gateway.ask_timeout_ms_max");
+  if (cfg.page_size_max < 1)
+    return bad("page_size_max", cfg.page_size_max, ">= 1");
+  auto st = std::make_shared<impl>(rt, cfg);
+  auto where = cfg.listen.str();
+  try {
+    st->ioc.emplace(static_cast<int>(cfg.threads));
+    beast::error_code ec;
+    tcp::endpoint ep;
+    auto addr = asio::ip::make_address(cfg.listen.host, ec);
+    if (!ec) {
+      ep = tcp::endpoint{addr, cfg.listen.port};
+    } else {
+      tcp::resolver resolver{*st->ioc};
+      auto results = resolver.resolve(cfg.listen.host, std::to_string(cfg.listen.port),
+                                      tcp::resolver::passive, ec);
+      if (ec || results.empty())
+        return make_error(errc::io_error,
+                          "cannot resolve gateway address " + where + ": "
+                            + (ec ? ec.message() : std::string{"no address"}));
+      ep = results.begin()->endpoint();
+    }
+    auto& acc = st->acceptor.emplace(*st->ioc);
+    auto fail = [&](std::string_view step) {
+      return make_error(errc::io_error,
+                        "cannot listen on " + where + " (" + std::string{step}
+                          + "): " + ec.message());
+    };
+    if (acc.open(ep.protocol(), ec); ec)
+      return fail("open");
+    if (acc.set_option(asio::socket_base::reuse_address(true), ec); ec)
+      return fail("reuse_address");
+    if (acc.bind(ep, ec); ec)
+      return fail("bind");
+    if (acc.listen(asio::socket_base::max_listen_connections, ec); ec)
+      return fail("listen");
+    st->port = acc.local_endpoint(ec).port();
+    if (ec)
+      return fail("local_endpoint");
+    st->address = cfg.listen.host + ':' + std::to_string(st->port);
+    st->work.emplace(st->ioc->get_executor());
+    st->do_accept();
+    std::unique_ptr<gateway> gw{new gateway(st)};
+    for (int64_t i = 0; i < cfg.threads; ++i)
+      st->threads.emplace_back([s = st.get()] {
+        for (;;) {
+          try {
+            s->ioc->run();
+            return;
+          } catch (const std::exception& ex) {
+            log::event(spdlog::level::warn, "gateway_handler_failed", {{"reason", ex.what()}});
+          }
+        }
+      });
+    log::event(spdlog::level::info, "gateway_listening",
+               {{"address", st->address}, {"threads", cfg.threads}});
+    return gw;
+  } catch (const std::exception& ex) {
+    return make_error(errc::io_error,
+                      "cannot start the gateway on " + where + ": " + std::string{ex.what()});
+  }
+}
+
+gateway::~gateway() {
+  if (!impl_)
+    return;
+  stop_accepting();
+  // From here on, runtime callbacks are dropped: no handler can be posted to a dead context.
+  impl_->gate->close();
+  impl_->work.reset();
+  impl_->ioc->stop();
+  for (auto& t : impl_->threads) {
+    assert(t.get_id() != std::this_thread::get_id());
+    if (t.joinable())
+      t.join();
+  }
+  {
+    std::lock_guard<std::mutex> guard{impl_->acceptor_mtx};
+    impl_->acceptor.reset();
+  }
+  // Destroys the handlers still queued, and with them the connections they own.
+  impl_->ioc.reset();
+  assert(impl_->connections.load() == 0);
+  log::event(spdlog::level::info, "gateway_stopped", {{"address", impl_->address}});
+}
+
+uint16_t gateway::port() const noexcept {
+  return impl_->port;
+}
+
+void gateway::stop_accepting() {
+  impl_->not_accepting.store(true);
+  std::lock_guard<std::mutex> guard{impl_->acceptor_mtx};
+  if (impl_->acceptor && impl_->acceptor->is_open()) {
+    beast::error_code ignored;
+    impl_->acceptor->close(ignored);
+  }
+}
+
+bool gateway::drain(std::chrono::milliseconds max) {
+  std::unique_lock<std::mutex> guard{impl_->drain_mtx};
+  return impl_->drained.wait_for(guard, max, [this] { return impl_->in_flight.load() == 0; });
+}
+
+size_t gateway::in_flight() const noexcept {
+  return impl_->in_flight.load();
+}
+
+size_t gateway::connections() const noexcept {
+  return impl_->connections.load();
+}
+
+} // namespace hive

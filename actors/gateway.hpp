@@ -1,0 +1,112 @@
+#pragma once
+
+// The HTTP/1.1 + JSON gateway of an agent-node (Boost.Beast on its own Asio threads).
+//
+// Routes (all bodies are JSON, `Content-Type: application/json`):
+//
+//   GET    /healthz                          200 {"status":"ok"}
+//   GET    /readyz                           200 {"status":"ready"}; 503 once stopping
+//   POST   /v1/agents                        201 {"id","kind","node"}
+//          body {"id":"acme/c1","kind":"counter","config":{},"breaker":false,
+//                "restart":"permanent"|"transient"|"temporary"}  (config, breaker, restart
+//                optional; unknown fields are a 400)
+//   GET    /v1/agents?limit=&after=&tenant=  200 {"agents":[{"id","kind","node","restarts",
+//                                            "breaker"}...],"next":"<id>"|null}
+//   GET    /v1/agents/{tenant}/{name}        200 the agent's inspection JSON
+//   DELETE /v1/agents/{tenant}/{name}        204
+//   POST   /v1/agents/{tenant}/{name}/tell   202 {"accepted":true}; body = any JSON document
+//   POST   /v1/agents/{tenant}/{name}/ask    200 the agent's reply, verbatim
+//          ?timeout_ms=N (1..gateway.ask_timeout_ms_max, default ask_timeout_ms_default)
+//
+// Errors answer `{"error":{"code":"...","message":"..."}}`. `code` is an `errc` name
+// (protocols/errc.hpp), except for three HTTP-level codes: `route_not_found` (404, unknown
+// path), `method_not_allowed` (405, with an `Allow` header) and `bad_request` (400,
+// malformed HTTP; the connection is closed afterwards). Status by errc:
+//
+//   invalid_argument, invalid_agent_id, unknown_kind, invalid_config   400
+//   agent_not_found                                                    404
+//   agent_exists                                                       409
+//   too_large (body > body_bytes_max, header > header_bytes_max,
+//              JSON nested deeper than json_depth_max)                 413
+//   rejected (the agent refused the call)                              422
+//   overloaded (connections_max, agents_max), circuit_open,
+//   shutting_down, agent_failed, escalated                             503 (+ Retry-After: 1)
+//   timeout                                                            504
+//   anything else                                                      500
+//
+// Every response carries `X-Correlation-Id` (16 hex digits): the request's header if it held
+// 1..16 hex digits and was not 0 (anything else is a 400), else a random non-zero 64-bit id. It
+// goes into the envelope of tells and asks (`tenant` = the id's tenant, `sender` = "gateway") and
+// into every log line about the request.
+//
+// Limits: a connection that does not deliver a complete request within `idle_timeout_ms`
+// (also between keep-alive requests) is closed without an answer; connections beyond
+// `connections_max` get one 503 and are closed; oversize headers or bodies get a 413 and the
+// connection is closed (the rest of the request is not parsed: it is read and discarded for
+// at most 1 s / 4 MiB so that the client sees the answer instead of a reset). Unknown or
+// repeated query parameters are a 400. `Expect: 100-continue` is honoured. If the runtime
+// never calls back, the gateway itself answers 504 one second after the call's deadline
+// (ask: `timeout_ms`; spawn, inspect, stop: `ask_timeout_ms_default`).
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+#include <caf/all.hpp>
+
+#include "config/node_config.hpp"
+
+namespace hive {
+
+class node_runtime;
+
+/// The HTTP gateway: accepts connections on `gateway.listen`, translates requests into
+/// `node_runtime` calls and answers with JSON. Runs `gateway.threads` threads of its own;
+/// runtime callbacks are posted back to the connection's strand, never blocked on.
+///
+/// Shutdown sequence for a node: `stop_accepting()` (readyz turns 503, the listener closes,
+/// kept-alive connections close after their next response), `drain(...)` (waits for requests
+/// in flight), `node_runtime::shutdown()`, then destroy the gateway. The destructor is safe at
+/// any point: it closes every connection, joins the threads, and late runtime callbacks are
+/// dropped. The `node_runtime` must outlive the gateway.
+class gateway {
+public:
+  /// Binds `cfg.listen` (port 0 = ephemeral) and starts serving. Errors: `io_error` naming the
+  /// address and the reason when resolving or binding fails, `invalid_config` for limits
+  /// out of range.
+  [[nodiscard]] static caf::expected<std::unique_ptr<gateway>> start(
+    node_runtime& rt, const node_config::gateway_section& cfg);
+
+  /// Stops accepting, closes every connection and joins the threads.
+  ~gateway();
+
+  gateway(const gateway&) = delete;
+  gateway& operator=(const gateway&) = delete;
+
+  /// The bound TCP port (the real one when `listen.port` was 0).
+  [[nodiscard]] uint16_t port() const noexcept;
+
+  /// Closes the listener and marks the gateway not ready: `/readyz` answers 503 and responses
+  /// carry `Connection: close`. Requests in flight still complete. Idempotent.
+  void stop_accepting();
+
+  /// Waits until no request is in flight (read but not yet answered), at most `max`.
+  /// Returns true if none is left.
+  [[nodiscard]] bool drain(std::chrono::milliseconds max);
+
+  /// Number of requests read and not yet answered.
+  [[nodiscard]] size_t in_flight() const noexcept;
+
+  /// Number of open connections.
+  [[nodiscard]] size_t connections() const noexcept;
+
+  /// Opaque implementation state (public only so that the .cpp can name it).
+  struct impl;
+
+private:
+  explicit gateway(std::shared_ptr<impl> state);
+
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace hive
