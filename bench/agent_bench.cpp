@@ -1,21 +1,25 @@
 // agent-bench: the benchmark harness. Scenarios measure the runtime against raw CAF in the same
 // process and run, alternating the order each repetition, and report medians.
 //
-//   agent-bench local [--messages N] [--window W] [--runs R] [--json FILE]
+//   agent-bench local [--messages N] [--window W] [--ack-every K] [--runs R] [--json FILE]
 //
-// `local`: one driver thread sends N small `agent_call` messages (a 2-byte JSON body) with at
-// most W in flight to one receiver, three ways:
+// `local`: a source actor sends N small `agent_call` messages (a 2-byte JSON body) with at most
+// W in flight to one receiver, which acks every K (the pattern of ../shared/peers' `window`),
+// three ways:
 //   raw-caf    anon_send to a plain CAF actor whose behaviour only counts  (the baseline)
 //   by-handle  anon_send to a runtime agent actor (agent wrapper, metrics, no lookup)
-//   by-id      node_runtime::tell(id, ...): directory lookup + the same agent actor
-// and prints msgs/s per way and the ratios by-id/raw-caf and by-handle/raw-caf.
+//   by-id      node_runtime::tell(id, ...): a directory lookup per message + the same agent
+//   by-ref     agent_ref::tell(...): by id, re-resolved only when the directory changes
+// and prints msgs/s per way and each way's ratio to raw-caf.
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -36,42 +40,97 @@
 namespace {
 
 using namespace hive;
-using counter_ptr = std::shared_ptr<std::atomic<uint64_t>>;
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
+using go_atom = caf::atom_constant<caf::atom("go")>;
 
-/// A runtime agent that counts what it receives into a shared counter.
+/// Where sinks send their acks (the current run's source); read once every K messages.
+struct ack_slot {
+  std::mutex mtx;
+  caf::actor source;
+
+  caf::actor get() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return source;
+  }
+
+  void set(caf::actor a) {
+    std::lock_guard<std::mutex> guard{mtx};
+    source = std::move(a);
+  }
+};
+
+using slot_ptr = std::shared_ptr<ack_slot>;
+
+/// A runtime agent that acks every K messages it receives to the run's source.
 class bench_sink : public agent {
 public:
-  explicit bench_sink(counter_ptr c) : count_(std::move(c)) {}
+  bench_sink(slot_ptr slot, uint64_t k) : slot_(std::move(slot)), k_(k) {}
 
   caf::expected<std::string> handle(call_context&) override {
-    count_->fetch_add(1, std::memory_order_release);
+    if (++n_ % k_ == 0)
+      caf::anon_send(slot_->get(), ack_atom::value);
     return std::string{};
   }
 
 private:
-  counter_ptr count_;
+  slot_ptr slot_;
+  uint64_t k_;
+  uint64_t n_ = 0;
 };
 
-/// The raw-CAF twin: a plain actor that only counts.
-caf::behavior raw_sink(caf::event_based_actor*, counter_ptr count) {
-  return {[count](const agent_call&) { count->fetch_add(1, std::memory_order_release); }};
+/// The raw-CAF twin: a plain actor that only counts and acks every K messages.
+caf::behavior raw_sink(caf::event_based_actor*, slot_ptr slot, uint64_t k) {
+  auto n = std::make_shared<uint64_t>(0);
+  return {[slot, k, n](const agent_call&) {
+    if (++*n % k == 0)
+      caf::anon_send(slot->get(), ack_atom::value);
+  }};
 }
 
-/// Sends `n` messages through `send` with at most `window` in flight; returns msgs/s.
-template <class Send>
-double drive(uint64_t n, uint64_t window, const counter_ptr& count, Send send) {
-  count->store(0);
-  agent_call call{envelope{1, "bench", 0, "bench"}, "{}"};
-  auto t0 = std::chrono::steady_clock::now();
-  for (uint64_t sent = 0; sent < n; ++sent) {
-    while (sent - count->load(std::memory_order_acquire) >= window)
-      std::this_thread::yield();
-    send(call);
-  }
-  while (count->load(std::memory_order_acquire) < n)
-    std::this_thread::yield();
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return static_cast<double>(n) / secs;
+using send_fn = std::function<void(const agent_call&)>;
+
+/// The windowed source (as ../shared/peers' `window`): at most W messages in flight, the sink
+/// acks every K; the run ends when all N are acked. Delivers msgs/s.
+caf::behavior source(caf::event_based_actor* self, uint64_t n, uint64_t w, uint64_t k,
+                     send_fn send, std::shared_ptr<std::promise<double>> result) {
+  struct run_state {
+    uint64_t sent = 0;
+    uint64_t acked = 0;
+    std::chrono::steady_clock::time_point t0;
+  };
+  auto st = std::make_shared<run_state>();
+  auto call = std::make_shared<agent_call>(agent_call{envelope{1, "bench", 0, "bench"}, "{}"});
+  return {
+    [=](go_atom) {
+      st->t0 = std::chrono::steady_clock::now();
+      for (; st->sent < std::min(n, w); ++st->sent)
+        send(*call);
+    },
+    [=](ack_atom) {
+      st->acked += k;
+      for (uint64_t i = 0; i < k && st->sent < n; ++i, ++st->sent)
+        send(*call);
+      if (st->acked >= n) {
+        auto secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - st->t0).count();
+        result->set_value(static_cast<double>(n) / secs);
+        self->quit();
+      }
+    },
+  };
+}
+
+/// One run: spawns a source sending through `send`, waits for its figure.
+double drive(caf::actor_system& sys, const slot_ptr& slot, uint64_t n, uint64_t w, uint64_t k,
+             send_fn send) {
+  auto result = std::make_shared<std::promise<double>>();
+  auto fut = result->get_future();
+  auto src = sys.spawn(source, n, w, k, std::move(send), result);
+  slot->set(src);
+  caf::anon_send(src, go_atom::value);
+  auto msgs_per_s = fut.get();
+  slot->set(caf::actor{});
+  return msgs_per_s;
 }
 
 double median(std::vector<double> v) {
@@ -80,7 +139,7 @@ double median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-int run_local(uint64_t n, uint64_t window, int runs, const std::string& json_file) {
+int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::string& json_file) {
   node_config cfg;
   cfg.node.name = "bench";
   cfg.log.level = "warn";
@@ -88,11 +147,11 @@ int run_local(uint64_t n, uint64_t window, int runs, const std::string& json_fil
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
   caf::actor_system sys{sys_cfg};
-  auto count = std::make_shared<std::atomic<uint64_t>>(0);
+  auto slot = std::make_shared<ack_slot>();
   kind_registry kinds;
-  if (auto err = kinds.add({"bench-sink", "counts messages",
-                            [count](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
-                              return std::unique_ptr<agent>{new bench_sink(count)};
+  if (auto err = kinds.add({"bench-sink", "acks every K messages",
+                            [slot, k](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
+                              return std::unique_ptr<agent>{new bench_sink(slot, k)};
                             }})) {
     std::cerr << "agent-bench: " << describe(err) << "\n";
     return 1;
@@ -113,53 +172,71 @@ int run_local(uint64_t n, uint64_t window, int runs, const std::string& json_fil
     return 1;
   }
   auto agent_handle = view->agent;
-  auto raw = sys.spawn(raw_sink, count);
-  std::vector<double> raw_r, handle_r, id_r;
-  std::cerr << "agent-bench local: " << n << " messages, window " << window << ", " << runs
+  auto raw = sys.spawn(raw_sink, slot, k);
+  std::vector<double> raw_r, handle_r, id_r, ref_r;
+  std::cerr << "agent-bench local: " << n << " messages, window " << window << ", ack every "
+            << k << ", " << runs
             << " runs, " << scheduler_threads(cfg) << " scheduler threads\n";
   for (int r = 0; r < runs; ++r) {
     // Alternate the order so that warm-up and drift hit every way alike.
     auto do_raw = [&] {
-      raw_r.push_back(drive(n, window, count, [&](const agent_call& c) { caf::anon_send(raw, c); }));
+      raw_r.push_back(
+        drive(sys, slot, n, window, k, [raw](const agent_call& c) { caf::anon_send(raw, c); }));
     };
     auto do_handle = [&] {
-      handle_r.push_back(
-        drive(n, window, count, [&](const agent_call& c) { caf::anon_send(agent_handle, c); }));
+      handle_r.push_back(drive(sys, slot, n, window, k, [agent_handle](const agent_call& c) {
+        caf::anon_send(agent_handle, c);
+      }));
     };
     auto do_id = [&] {
-      id_r.push_back(drive(n, window, count, [&](const agent_call& c) {
+      id_r.push_back(drive(sys, slot, n, window, k, [&rt, id](const agent_call& c) {
         if (auto err = (*rt)->tell(id, c)) {
           std::cerr << "tell failed: " << describe(err) << "\n";
           std::abort();
         }
       }));
     };
+    auto do_ref = [&] {
+      auto ref = std::make_shared<agent_ref>((*rt)->ref(id));
+      ref_r.push_back(drive(sys, slot, n, window, k, [ref](const agent_call& c) {
+        if (auto err = ref->tell(c)) {
+          std::cerr << "tell failed: " << describe(err) << "\n";
+          std::abort();
+        }
+      }));
+    };
     if (r % 2 == 0) {
-      do_raw(); do_handle(); do_id();
+      do_raw(); do_handle(); do_id(); do_ref();
     } else {
-      do_id(); do_handle(); do_raw();
+      do_ref(); do_id(); do_handle(); do_raw();
     }
     std::cerr << "\r  run " << (r + 1) << "/" << runs << "  raw-caf " << uint64_t(raw_r.back())
               << "  by-handle " << uint64_t(handle_r.back()) << "  by-id "
-              << uint64_t(id_r.back()) << " msgs/s      " << std::flush;
+              << uint64_t(id_r.back()) << "  by-ref " << uint64_t(ref_r.back())
+              << " msgs/s      " << std::flush;
   }
   std::cerr << "\n";
-  auto m_raw = median(raw_r), m_handle = median(handle_r), m_id = median(id_r);
+  auto m_raw = median(raw_r), m_handle = median(handle_r), m_id = median(id_r),
+       m_ref = median(ref_r);
   std::printf("%-12s %14s %10s\n", "way", "median msg/s", "vs raw");
   std::printf("%-12s %14.0f %10.2f\n", "raw-caf", m_raw, 1.0);
   std::printf("%-12s %14.0f %10.2f\n", "by-handle", m_handle, m_handle / m_raw);
   std::printf("%-12s %14.0f %10.2f\n", "by-id", m_id, m_id / m_raw);
+  std::printf("%-12s %14.0f %10.2f\n", "by-ref", m_ref, m_ref / m_raw);
   if (!json_file.empty()) {
     nlohmann::json out{{"scenario", "local"},
                        {"messages", n},
                        {"window", window},
+                       {"ack_every", k},
                        {"runs", runs},
                        {"scheduler_threads", scheduler_threads(cfg)},
                        {"raw_caf_msgs_per_s", raw_r},
                        {"by_handle_msgs_per_s", handle_r},
                        {"by_id_msgs_per_s", id_r},
-                       {"median", {{"raw_caf", m_raw}, {"by_handle", m_handle}, {"by_id", m_id}}},
+                       {"by_ref_msgs_per_s", ref_r},
+                       {"median", {{"raw_caf", m_raw}, {"by_handle", m_handle}, {"by_id", m_id}, {"by_ref", m_ref}}},
                        {"ratio", {{"by_id_vs_raw", m_id / m_raw},
+                                  {"by_ref_vs_raw", m_ref / m_raw},
                                   {"by_handle_vs_raw", m_handle / m_raw}}}};
     std::ofstream{json_file} << out.dump(2) << "\n";
   }
@@ -175,15 +252,23 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   uint64_t messages = 1000000;
   uint64_t window = 1000;
+  uint64_t ack_every = 100;
   int runs = 5;
   std::string json_file;
   auto local = app.add_subcommand("local", "by-id tell vs raw CAF handle send, one process");
   local->add_option("--messages", messages, "messages per run")->check(CLI::Range(1000, 1000000000));
   local->add_option("--window", window, "messages in flight at most")->check(CLI::Range(1, 1000000));
+  local->add_option("--ack-every", ack_every, "the sink acks every K messages (N % K == 0, W >= K)")
+    ->check(CLI::Range(1, 1000000));
   local->add_option("--runs", runs, "repetitions (median reported)")->check(CLI::Range(1, 100));
   local->add_option("--json", json_file, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
-  if (local->parsed())
-    return run_local(messages, window, runs, json_file);
+  if (local->parsed()) {
+    if (messages % ack_every != 0 || window < ack_every) {
+      std::cerr << "agent-bench: need --messages % --ack-every == 0 and --window >= --ack-every\n";
+      return 2;
+    }
+    return run_local(messages, window, ack_every, runs, json_file);
+  }
   return 2;
 }

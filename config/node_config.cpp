@@ -62,6 +62,9 @@ std::string allowed_text(const key_spec& k) {
   return k.unit;
 }
 
+// The key table is aligned by hand: clang-format 14 puts every member of a braced list that
+// holds lambdas on its own line.
+// clang-format off
 #define HIVE_INT_KEY(section, key, lo, hi, unit_text)                                          \
   key_spec {                                                                                   \
     #section "." #key, unit_text, lo, hi, key_spec::integer,                                   \
@@ -125,6 +128,7 @@ const std::vector<key_spec>& key_table() {
 }
 
 #undef HIVE_INT_KEY
+// clang-format on
 
 const key_spec* find_key(std::string_view path) {
   for (auto& k : key_table())

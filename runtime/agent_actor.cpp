@@ -28,6 +28,9 @@ using agent_actor_type = caf::stateful_actor<agent_actor_state>;
 /// of a kind touches, so each agent adds its count in batches (and whenever it goes idle).
 constexpr uint64_t flush_every = 64;
 
+/// One message in this many is timed for `hive_message_handling_seconds`.
+constexpr uint64_t time_every = 8;
+
 void flush(agent_actor_type* self) {
   auto& st = self->state;
   if (st.unflushed > 0 && st.km != nullptr) {
@@ -51,18 +54,36 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       m->agents_live_add(-1);
   });
   return {
-    [self](agent_call& call) -> caf::result<agent_reply> {
+    [self](const agent_call& call) {
+      // Tells need no answer: only a request gets a response promise (and the message that
+      // carries the reply), which keeps the tell path free of that allocation.
       auto& st = self->state;
+      bool is_request = self->current_mailbox_element()->mid.is_request();
+      auto answer = [&](caf::expected<std::string> result) {
+        if (!is_request)
+          return;
+        auto rp = self->make_response_promise();
+        if (result)
+          rp.deliver(agent_reply{std::move(*result)});
+        else
+          rp.deliver(std::move(result.error()));
+      };
       if (call.env.deadline_unix_ms != 0) {
         auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
         if (now_ms > call.env.deadline_unix_ms)
-          return make_error(errc::timeout, st.cfg.id.str() + ": the call's deadline passed "
-                                             + std::to_string(now_ms - call.env.deadline_unix_ms)
-                                             + " ms before it was handled; not handled");
+          return answer(make_error(errc::timeout,
+                                   st.cfg.id.str() + ": the call's deadline passed "
+                                     + std::to_string(now_ms - call.env.deadline_unix_ms)
+                                     + " ms before it was handled; not handled"));
       }
-      auto t0 = std::chrono::steady_clock::now();
+      // Latency is sampled (one message in `time_every`): reading the clock twice per message
+      // cost ~6% of the tell path.
+      bool timed = st.km != nullptr && st.handled % time_every == 0;
+      std::chrono::steady_clock::time_point t0;
+      if (timed)
+        t0 = std::chrono::steady_clock::now();
       call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max};
       caf::expected<std::string> result{std::string{}};
       try {
@@ -74,26 +95,26 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       }
       ++st.handled;
       ++st.unflushed;
-      if (st.km != nullptr) {
+      if (timed) {
         auto dt = std::chrono::steady_clock::now() - t0;
         st.km->handling->Observe(std::chrono::duration<double>(dt).count());
       }
       if (st.unflushed >= flush_every || self->mailbox().empty())
         flush(self);
-      if (!result) {
-        if (code_of(result.error()) == errc::agent_failed) {
-          // A crash: answer the caller, then die so the supervisor restarts a fresh instance.
-          if (st.km != nullptr)
-            st.km->failures->Increment();
-          log::event(spdlog::level::warn, "agent_crashed",
-                     {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}},
-                     st.cfg.id.str(), call.env.correlation_id);
-          flush(self);
-          self->quit(result.error());
-        }
-        return std::move(result.error());
+      if (!result && code_of(result.error()) == errc::agent_failed) {
+        // A crash: answer the caller, then die so the supervisor restarts a fresh instance.
+        if (st.km != nullptr)
+          st.km->failures->Increment();
+        log::event(spdlog::level::warn, "agent_crashed",
+                   {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}},
+                   st.cfg.id.str(), call.env.correlation_id);
+        flush(self);
+        auto reason = result.error();
+        answer(std::move(result));
+        self->quit(std::move(reason));
+        return;
       }
-      return agent_reply{std::move(*result)};
+      answer(std::move(result));
     },
     [self](const inspect_request&) -> agent_reply {
       auto& st = self->state;

@@ -20,6 +20,7 @@ bool directory::reserve(agent_view view) {
   if (!s.map.emplace(std::move(id), std::move(view)).second)
     return false;
   size_.fetch_add(1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
   return true;
 }
 
@@ -35,6 +36,7 @@ bool directory::set_handles(const agent_id& id, caf::actor agent, caf::actor tar
   i->second.agent = std::move(agent);
   i->second.target = std::move(target);
   i->second.restarts = restarts;
+  generation_.fetch_add(1, std::memory_order_release);
   return true;
 }
 
@@ -47,6 +49,7 @@ std::optional<agent_view> directory::erase(const agent_id& id) {
   auto view = std::move(i->second);
   s.map.erase(i);
   size_.fetch_sub(1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_release);
   return view;
 }
 

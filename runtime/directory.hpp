@@ -76,6 +76,12 @@ public:
     return size_.load(std::memory_order_relaxed);
   }
 
+  /// Changes with every reservation, handle update and removal: a cached handle read at
+  /// generation g is current while `generation()` still returns g.
+  [[nodiscard]] uint64_t generation() const noexcept {
+    return generation_.load(std::memory_order_acquire);
+  }
+
 private:
   static constexpr size_t stripes = 16;
 
@@ -88,6 +94,7 @@ private:
 
   std::unique_ptr<shard[]> shards_;
   std::atomic<size_t> size_{0};
+  std::atomic<uint64_t> generation_{1};
 };
 
 } // namespace hive

@@ -454,14 +454,76 @@ void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done
   caf::anon_send(root_, stop_agent_atom::value, stop_job{id, std::move(done)});
 }
 
-caf::error node_runtime::tell(const agent_id& id, agent_call call) {
-  auto target = directory_->target_of(id);
+namespace {
+
+/// Per-thread cache of by-id lookups, valid while the directory's generation is unchanged:
+/// a hit costs a hash and an atomic load instead of a shard lock.
+struct lookup_cache {
+  static constexpr size_t entries_max = 1024;
+  const directory* dir = nullptr;
+  uint64_t generation = 0;
+  std::unordered_map<agent_id, std::optional<caf::actor>> map;
+};
+
+const std::optional<caf::actor>& cached_target(const directory& dir, const agent_id& id) {
+  thread_local lookup_cache cache;
+  auto gen = dir.generation();
+  if (cache.dir != &dir || cache.generation != gen || cache.map.size() >= lookup_cache::entries_max) {
+    cache.map.clear();
+    cache.dir = &dir;
+    cache.generation = gen;
+  }
+  auto i = cache.map.find(id);
+  if (i == cache.map.end())
+    i = cache.map.emplace(id, dir.target_of(id)).first;
+  return i->second;
+}
+
+} // namespace
+
+caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
+  auto& target = cached_target(*directory_, id);
   if (!target)
     return make_error(errc::agent_not_found, "no agent " + id.str());
   if (!*target)
     return make_error(errc::agent_failed, id.str() + " is restarting");
-  caf::anon_send(*target, std::move(call));
+  caf::anon_send(*target, call);
   return {};
+}
+
+void agent_ref::refresh() {
+  assert(dir_ != nullptr);
+  auto gen = dir_->generation();
+  if (gen != generation_) {
+    // Read the generation first: a change racing with the lookup makes the next call look
+    // again rather than keep a stale handle.
+    target_ = dir_->target_of(id_);
+    generation_ = gen;
+  }
+}
+
+std::optional<caf::actor> agent_ref::target() {
+  refresh();
+  return target_;
+}
+
+template <class Call>
+caf::error agent_ref::tell_impl(Call&& call) {
+  refresh(); // and then use target_ in place: no reference-count traffic per message
+  if (!target_)
+    return make_error(errc::agent_not_found, "no agent " + id_.str());
+  if (!*target_)
+    return make_error(errc::agent_failed, id_.str() + " is restarting");
+  caf::anon_send(*target_, std::forward<Call>(call));
+  return {};
+}
+
+caf::error agent_ref::tell(const agent_call& call) {
+  return tell_impl(call);
+}
+
+caf::error agent_ref::tell(agent_call&& call) {
+  return tell_impl(std::move(call));
 }
 
 void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,

@@ -44,6 +44,44 @@ using front_factory = std::function<caf::actor(caf::actor_system&, const agent_i
 /// Sent to a front actor with the agent's current handle.
 using target_atom = caf::atom_constant<caf::atom("target")>;
 
+/// A reference to an agent by id, as an Orleans grain reference or an Akka ActorRef: sends go
+/// to the handle it resolved last, and any change of the node's directory (a spawn, restart or
+/// stop) makes the next send resolve the id again. Cheap to copy; one instance must not be
+/// used by two threads at once (give each thread its own copy).
+class agent_ref {
+public:
+  agent_ref() = default;
+
+  /// The id this reference addresses.
+  [[nodiscard]] const agent_id& id() const noexcept {
+    return id_;
+  }
+
+  /// Fire-and-forget send. Errors: agent_not_found, agent_failed (restarting).
+  [[nodiscard]] caf::error tell(const agent_call& call);
+  [[nodiscard]] caf::error tell(agent_call&& call);
+
+  /// The current target (breaker or agent), re-resolved if the directory changed; nullopt if
+  /// the id is unknown, an invalid handle while the agent restarts.
+  [[nodiscard]] std::optional<caf::actor> target();
+
+private:
+  friend class node_runtime;
+
+  agent_ref(std::shared_ptr<const directory> dir, agent_id id)
+    : dir_(std::move(dir)), id_(std::move(id)) {}
+
+  void refresh();
+
+  template <class Call>
+  caf::error tell_impl(Call&& call);
+
+  std::shared_ptr<const directory> dir_;
+  agent_id id_;
+  std::optional<caf::actor> target_;
+  uint64_t generation_ = 0;
+};
+
 /// The single-node actor runtime: the supervision tree (root -> tenant supervisors ->
 /// agents), the local directory of agents by id, and the by-id tell/ask paths.
 ///
@@ -91,8 +129,14 @@ public:
   /// Stops an agent for good (no restart). Errors: agent_not_found, shutting_down.
   void stop(const agent_id& id, std::function<void(caf::error)> done);
 
-  /// Fire-and-forget send by id. Errors: agent_not_found, shutting_down.
-  [[nodiscard]] caf::error tell(const agent_id& id, agent_call call);
+  /// Fire-and-forget send by id. Lookups are cached per thread until the directory changes.
+  /// Errors: agent_not_found, agent_failed (restarting).
+  [[nodiscard]] caf::error tell(const agent_id& id, const agent_call& call);
+
+  /// A reference that sends by id without a directory lookup per message.
+  [[nodiscard]] agent_ref ref(agent_id id) const {
+    return agent_ref{directory_, std::move(id)};
+  }
 
   /// Request/response by id with a deadline. Errors: agent_not_found, timeout,
   /// circuit_open, agent_failed, and whatever the agent answered.

@@ -302,3 +302,35 @@ TEST_F(node_runtime_test, messages_handled_are_counted_per_kind) {
   EXPECT_NE(text.find("hive_messages_handled_total{kind=\"echo\"} 5"), std::string::npos) << text;
   EXPECT_NE(text.find("hive_agents_live 1"), std::string::npos);
 }
+
+TEST_F(node_runtime_test, agent_ref_and_tell_follow_restarts_stops_and_respawns) {
+  start();
+  ASSERT_TRUE(spawn("acme/f", "fragile"));
+  auto id = *parse_agent_id("acme/f");
+  auto ref = rt->ref(id);
+  ASSERT_FALSE(ref.tell(agent_call{envelope{}, R"({"op":"add","by":1})"}));
+  auto before = ref.target();
+  ASSERT_TRUE(before && *before);
+  (void) ask("acme/f", {{"op", "crash"}});
+  ASSERT_TRUE(eventually([&] {
+    auto v = rt->find(id);
+    return v && v->agent && v->agent != *before;
+  }));
+  auto after = ref.target();
+  ASSERT_TRUE(after && *after);
+  EXPECT_NE(*after, *before) << "the reference must follow the restart";
+  ASSERT_FALSE(ref.tell(agent_call{envelope{}, R"({"op":"add","by":2})"}));
+  ASSERT_FALSE(rt->tell(id, agent_call{envelope{}, R"({"op":"add","by":3})"}));
+  auto r = ask("acme/f", {{"op", "get"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["value"], 5) << "sends through the old handle would have been lost";
+  ASSERT_FALSE(stop("acme/f"));
+  EXPECT_EQ(code_of(ref.tell(agent_call{})), errc::agent_not_found);
+  EXPECT_EQ(code_of(rt->tell(id, agent_call{})), errc::agent_not_found);
+  ASSERT_TRUE(spawn("acme/f", "fragile"));
+  EXPECT_FALSE(ref.tell(agent_call{envelope{}, R"({"op":"add","by":7})"}));
+  EXPECT_FALSE(rt->tell(id, agent_call{envelope{}, R"({"op":"add","by":7})"}));
+  r = ask("acme/f", {{"op", "get"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["value"], 14);
+}

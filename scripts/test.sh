@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# test.sh: install what is missing, build, and run the whole suite with ctest -- twice: on the
+# Release build (what run.sh ships, assertions kept on) and on the ASan+UBSan build.
+#
+#   bash scripts/test.sh                          both suites (what CI runs)
+#   bash scripts/test.sh release|debug|asan [ctest args...]   one build, e.g. `asan -R config`
+#   HIVE_SANITIZE=1 bash scripts/test.sh          the ASan+UBSan suite only
+#
+# Exits non-zero when a build step or any test fails, or when no test ran.
+#
+# Environment:
+#   HIVE_TEST_JOBS=N          tests run in parallel (default 2)
+#   HIVE_TEST_TIMEOUT_S=N     timeout of a test that sets none itself (default 120 s;
+#                             GoogleTest cases get TIMEOUT 120 from tests/CMakeLists.txt)
+#   HIVE_JOBS, HIVE_SKIP_PACKAGES, CCACHE_DIR: see setup.sh
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+modes=(release asan)
+[[ "${HIVE_SANITIZE:-0}" == "1" ]] && modes=(asan)
+if [[ $# -gt 0 ]]; then
+  case "$1" in
+    release|debug|asan) modes=("$1"); shift ;;
+  esac
+fi
+
+jobs="${HIVE_TEST_JOBS:-2}"
+timeout_s="${HIVE_TEST_TIMEOUT_S:-120}"
+start=$(date +%s)
+status=0
+for mode in "${modes[@]}"; do
+  bash "$repo/scripts/setup.sh" "$mode"
+  if [[ "$mode" == "asan" ]]; then
+    # Stop a test at the first report, with a stack; leaks count. User settings win.
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1}"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+  fi
+  echo "==> test: ctest in build/$mode, $jobs in parallel, per-test timeout ${timeout_s} s"
+  ctest --test-dir "$repo/build/$mode" --output-on-failure --no-tests=error \
+    -j "$jobs" --timeout "$timeout_s" "$@" || status=$?
+  if [[ $status -ne 0 ]]; then
+    echo "==> test: FAILED in the $mode build (ctest exit $status)" >&2
+    break
+  fi
+done
+
+elapsed=$(( $(date +%s) - start ))
+if [[ $status -eq 0 ]]; then
+  echo "==> test: all tests passed (${modes[*]}; ${elapsed} s in total)"
+fi
+exit "$status"
