@@ -96,16 +96,16 @@ public:
       return make_error(errc::invalid_argument, "'" + *op + "' needs a string field 'key'");
     auto key = key_it->get<std::string>();
     if (key.size() > key_bytes_max)
-      return make_error(errc::too_large, "key is " + std::to_string(key.size())
-                                           + " bytes, the limit is "
-                                           + std::to_string(key_bytes_max));
+      return make_error(errc::too_large,
+                        "key is " + std::to_string(key.size()) + " bytes, the limit is "
+                          + std::to_string(key_bytes_max));
     if (*op == "put") {
       auto value = body->find("value");
       if (value == body->end())
         return make_error(errc::invalid_argument, "'put' needs a field 'value'");
       if (!data_.contains(key) && data_.size() >= entries_max_)
-        return make_error(errc::too_large, "kv holds entries_max = "
-                                             + std::to_string(entries_max_) + " entries");
+        return make_error(errc::too_large,
+                          "kv holds entries_max = " + std::to_string(entries_max_) + " entries");
       data_[key] = *value;
       return json{{"ok", true}}.dump();
     }
@@ -135,27 +135,26 @@ private:
 } // namespace
 
 caf::error register_sample_kinds(kind_registry& registry) {
-  if (auto err = registry.add(
-        {"echo", "answers with the body it got",
-         [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
-           if (auto err = check_config_keys(config, {}))
-             return err;
-           return std::unique_ptr<agent>{new echo_agent};
-         }}))
+  if (auto err = registry.add({"echo", "answers with the body it got",
+                               [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
+                                 if (auto err = check_config_keys(config, {}))
+                                   return err;
+                                 return std::unique_ptr<agent>{new echo_agent};
+                               }}))
     return err;
-  if (auto err = registry.add(
-        {"counter", "an integer: {op:add,by:N} | {op:get} -> {value:V}",
-         [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
-           if (auto err = check_config_keys(config, {"initial"}))
-             return err;
-           int64_t initial = 0;
-           if (config.contains("initial")) {
-             if (!config["initial"].is_number_integer())
-               return make_error(errc::invalid_argument, "config 'initial' must be an integer");
-             initial = config["initial"].get<int64_t>();
-           }
-           return std::unique_ptr<agent>{new counter_agent(initial)};
-         }}))
+  if (auto err = registry.add({"counter", "an integer: {op:add,by:N} | {op:get} -> {value:V}",
+                               [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
+                                 if (auto err = check_config_keys(config, {"initial"}))
+                                   return err;
+                                 int64_t initial = 0;
+                                 if (config.contains("initial")) {
+                                   if (!config["initial"].is_number_integer())
+                                     return make_error(errc::invalid_argument,
+                                                       "config 'initial' must be an integer");
+                                   initial = config["initial"].get<int64_t>();
+                                 }
+                                 return std::unique_ptr<agent>{new counter_agent(initial)};
+                               }}))
     return err;
   return registry.add(
     {"kv", "a bounded key-value map: {op:put|get|delete,key,value}",

@@ -19,8 +19,8 @@
 #include <fstream>
 #include <functional>
 #include <future>
-#include <mutex>
 #include <iostream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,8 +91,8 @@ using send_fn = std::function<void(const agent_call&)>;
 
 /// The windowed source (as ../shared/peers' `window`): at most W messages in flight, the sink
 /// acks every K; the run ends when all N are acked. Delivers msgs/s.
-caf::behavior source(caf::event_based_actor* self, uint64_t n, uint64_t w, uint64_t k,
-                     send_fn send, std::shared_ptr<std::promise<double>> result) {
+caf::behavior source(caf::event_based_actor* self, uint64_t n, uint64_t w, uint64_t k, send_fn send,
+                     std::shared_ptr<std::promise<double>> result) {
   struct run_state {
     uint64_t sent = 0;
     uint64_t acked = 0;
@@ -149,10 +149,11 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   caf::actor_system sys{sys_cfg};
   auto slot = std::make_shared<ack_slot>();
   kind_registry kinds;
-  if (auto err = kinds.add({"bench-sink", "acks every K messages",
-                            [slot, k](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
-                              return std::unique_ptr<agent>{new bench_sink(slot, k)};
-                            }})) {
+  if (auto err =
+        kinds.add({"bench-sink", "acks every K messages",
+                   [slot, k](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
+                     return std::unique_ptr<agent>{new bench_sink(slot, k)};
+                   }})) {
     std::cerr << "agent-bench: " << describe(err) << "\n";
     return 1;
   }
@@ -163,9 +164,9 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   }
   auto id = *parse_agent_id("bench/sink");
   std::promise<caf::expected<agent_view>> spawned;
-  (*rt)->spawn(spawn_request{id, "bench-sink", nlohmann::json::object(), false,
-                             restart_type::permanent, 1},
-               [&](caf::expected<agent_view> v) { spawned.set_value(std::move(v)); });
+  (*rt)->spawn(
+    spawn_request{id, "bench-sink", nlohmann::json::object(), false, restart_type::permanent, 1},
+    [&](caf::expected<agent_view> v) { spawned.set_value(std::move(v)); });
   auto view = spawned.get_future().get();
   if (!view) {
     std::cerr << "agent-bench: spawn failed: " << describe(view.error()) << "\n";
@@ -174,9 +175,8 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   auto agent_handle = view->agent;
   auto raw = sys.spawn(raw_sink, slot, k);
   std::vector<double> raw_r, handle_r, id_r, ref_r;
-  std::cerr << "agent-bench local: " << n << " messages, window " << window << ", ack every "
-            << k << ", " << runs
-            << " runs, " << scheduler_threads(cfg) << " scheduler threads\n";
+  std::cerr << "agent-bench local: " << n << " messages, window " << window << ", ack every " << k
+            << ", " << runs << " runs, " << scheduler_threads(cfg) << " scheduler threads\n";
   for (int r = 0; r < runs; ++r) {
     // Alternate the order so that warm-up and drift hit every way alike.
     auto do_raw = [&] {
@@ -206,14 +206,19 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
       }));
     };
     if (r % 2 == 0) {
-      do_raw(); do_handle(); do_id(); do_ref();
+      do_raw();
+      do_handle();
+      do_id();
+      do_ref();
     } else {
-      do_ref(); do_id(); do_handle(); do_raw();
+      do_ref();
+      do_id();
+      do_handle();
+      do_raw();
     }
     std::cerr << "\r  run " << (r + 1) << "/" << runs << "  raw-caf " << uint64_t(raw_r.back())
-              << "  by-handle " << uint64_t(handle_r.back()) << "  by-id "
-              << uint64_t(id_r.back()) << "  by-ref " << uint64_t(ref_r.back())
-              << " msgs/s      " << std::flush;
+              << "  by-handle " << uint64_t(handle_r.back()) << "  by-id " << uint64_t(id_r.back())
+              << "  by-ref " << uint64_t(ref_r.back()) << " msgs/s      " << std::flush;
   }
   std::cerr << "\n";
   auto m_raw = median(raw_r), m_handle = median(handle_r), m_id = median(id_r),
@@ -224,20 +229,22 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   std::printf("%-12s %14.0f %10.2f\n", "by-id", m_id, m_id / m_raw);
   std::printf("%-12s %14.0f %10.2f\n", "by-ref", m_ref, m_ref / m_raw);
   if (!json_file.empty()) {
-    nlohmann::json out{{"scenario", "local"},
-                       {"messages", n},
-                       {"window", window},
-                       {"ack_every", k},
-                       {"runs", runs},
-                       {"scheduler_threads", scheduler_threads(cfg)},
-                       {"raw_caf_msgs_per_s", raw_r},
-                       {"by_handle_msgs_per_s", handle_r},
-                       {"by_id_msgs_per_s", id_r},
-                       {"by_ref_msgs_per_s", ref_r},
-                       {"median", {{"raw_caf", m_raw}, {"by_handle", m_handle}, {"by_id", m_id}, {"by_ref", m_ref}}},
-                       {"ratio", {{"by_id_vs_raw", m_id / m_raw},
-                                  {"by_ref_vs_raw", m_ref / m_raw},
-                                  {"by_handle_vs_raw", m_handle / m_raw}}}};
+    nlohmann::json out{
+      {"scenario", "local"},
+      {"messages", n},
+      {"window", window},
+      {"ack_every", k},
+      {"runs", runs},
+      {"scheduler_threads", scheduler_threads(cfg)},
+      {"raw_caf_msgs_per_s", raw_r},
+      {"by_handle_msgs_per_s", handle_r},
+      {"by_id_msgs_per_s", id_r},
+      {"by_ref_msgs_per_s", ref_r},
+      {"median", {{"raw_caf", m_raw}, {"by_handle", m_handle}, {"by_id", m_id}, {"by_ref", m_ref}}},
+      {"ratio",
+       {{"by_id_vs_raw", m_id / m_raw},
+        {"by_ref_vs_raw", m_ref / m_raw},
+        {"by_handle_vs_raw", m_handle / m_raw}}}};
     std::ofstream{json_file} << out.dump(2) << "\n";
   }
   caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
@@ -256,8 +263,10 @@ int main(int argc, char** argv) {
   int runs = 5;
   std::string json_file;
   auto local = app.add_subcommand("local", "by-id tell vs raw CAF handle send, one process");
-  local->add_option("--messages", messages, "messages per run")->check(CLI::Range(1000, 1000000000));
-  local->add_option("--window", window, "messages in flight at most")->check(CLI::Range(1, 1000000));
+  local->add_option("--messages", messages, "messages per run")
+    ->check(CLI::Range(1000, 1000000000));
+  local->add_option("--window", window, "messages in flight at most")
+    ->check(CLI::Range(1, 1000000));
   local->add_option("--ack-every", ack_every, "the sink acks every K messages (N % K == 0, W >= K)")
     ->check(CLI::Range(1, 1000000));
   local->add_option("--runs", runs, "repetitions (median reported)")->check(CLI::Range(1, 100));

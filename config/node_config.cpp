@@ -37,17 +37,15 @@ struct key_spec {
 };
 
 const std::vector<std::string>& log_levels() {
-  static const std::vector<std::string> levels{"trace", "debug", "info", "warn",
+  static const std::vector<std::string> levels{"trace", "debug",    "info", "warn",
                                                "error", "critical", "off"};
   return levels;
 }
 
 std::string allowed_text(const key_spec& k) {
   switch (k.kind) {
-    case key_spec::integer:
-      return std::to_string(k.min) + ".." + std::to_string(k.max);
-    case key_spec::endpoint_kind:
-      return "HOST:PORT, port 0..65535 (0 = ephemeral)";
+    case key_spec::integer: return std::to_string(k.min) + ".." + std::to_string(k.max);
+    case key_spec::endpoint_kind: return "HOST:PORT, port 0..65535 (0 = ephemeral)";
     case key_spec::level: {
       std::string out;
       for (auto& l : log_levels())
@@ -185,9 +183,8 @@ caf::error set_text(const key_spec& k, node_config& cfg, std::string_view value)
     case key_spec::string: {
       if (k.check)
         if (auto err = k.check(value))
-          return config_error("config key '" + k.path + "' = '"
-                              + std::string{value.substr(0, 200)} + "' is invalid: "
-                              + message_of(err));
+          return config_error("config key '" + k.path + "' = '" + std::string{value.substr(0, 200)}
+                              + "' is invalid: " + message_of(err));
       *k.str_field(cfg) = std::string{value};
       return {};
     }
@@ -198,8 +195,8 @@ caf::error set_text(const key_spec& k, node_config& cfg, std::string_view value)
 caf::error apply_table(node_config& cfg, const toml::table& tbl, const std::string& prefix,
                        std::string_view origin) {
   for (auto&& [key, node] : tbl) {
-    std::string path = prefix.empty() ? std::string{key.str()}
-                                      : prefix + "." + std::string{key.str()};
+    std::string path =
+      prefix.empty() ? std::string{key.str()} : prefix + "." + std::string{key.str()};
     if (auto sub = node.as_table()) {
       if (prefix.empty()) {
         if (auto err = apply_table(cfg, *sub, path, origin))
@@ -215,16 +212,16 @@ caf::error apply_table(node_config& cfg, const toml::table& tbl, const std::stri
       auto v = node.value<int64_t>();
       if (!node.is_integer() || !v)
         return config_error(std::string{origin} + ": config key '" + path
-                            + "' must be an integer in " + allowed_text(*spec) + " ("
-                            + spec->unit + ")");
+                            + "' must be an integer in " + allowed_text(*spec) + " (" + spec->unit
+                            + ")");
       if (auto err = set_int(*spec, cfg, *v, std::to_string(*v)))
         return config_error(std::string{origin} + ": " + message_of(err));
       continue;
     }
     auto s = node.value<std::string>();
     if (!node.is_string() || !s)
-      return config_error(std::string{origin} + ": config key '" + path
-                          + "' must be a string (" + allowed_text(*spec) + ")");
+      return config_error(std::string{origin} + ": config key '" + path + "' must be a string ("
+                          + allowed_text(*spec) + ")");
     if (auto err = set_text(*spec, cfg, *s))
       return config_error(std::string{origin} + ": " + message_of(err));
   }
@@ -299,22 +296,19 @@ caf::error apply_toml_file(node_config& cfg, const std::string& file) {
 caf::error validate(const node_config& cfg) {
   auto& g = cfg.gateway;
   if (g.ask_timeout_ms_default > g.ask_timeout_ms_max)
-    return config_error("config key 'gateway.ask_timeout_ms_default' = "
-                        + std::to_string(g.ask_timeout_ms_default)
-                        + " exceeds 'gateway.ask_timeout_ms_max' = "
-                        + std::to_string(g.ask_timeout_ms_max));
+    return config_error(
+      "config key 'gateway.ask_timeout_ms_default' = " + std::to_string(g.ask_timeout_ms_default)
+      + " exceeds 'gateway.ask_timeout_ms_max' = " + std::to_string(g.ask_timeout_ms_max));
   auto& s = cfg.supervision;
   if (s.backoff_initial_ms > s.backoff_max_ms)
-    return config_error("config key 'supervision.backoff_initial_ms' = "
-                        + std::to_string(s.backoff_initial_ms)
-                        + " exceeds 'supervision.backoff_max_ms' = "
-                        + std::to_string(s.backoff_max_ms));
+    return config_error(
+      "config key 'supervision.backoff_initial_ms' = " + std::to_string(s.backoff_initial_ms)
+      + " exceeds 'supervision.backoff_max_ms' = " + std::to_string(s.backoff_max_ms));
   auto& b = cfg.breaker;
   if (b.reset_timeout_ms > b.reset_timeout_ms_max)
-    return config_error("config key 'breaker.reset_timeout_ms' = "
-                        + std::to_string(b.reset_timeout_ms)
-                        + " exceeds 'breaker.reset_timeout_ms_max' = "
-                        + std::to_string(b.reset_timeout_ms_max));
+    return config_error(
+      "config key 'breaker.reset_timeout_ms' = " + std::to_string(b.reset_timeout_ms)
+      + " exceeds 'breaker.reset_timeout_ms_max' = " + std::to_string(b.reset_timeout_ms_max));
   return {};
 }
 
@@ -353,8 +347,7 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
     if (value.empty() && app.count(std::string{flag_name}) == 0)
       return {};
     if (auto err = set_config_key(cfg, key, value))
-      return make_error(errc::invalid_config,
-                        std::string{flag_name} + ": " + message_of(err));
+      return make_error(errc::invalid_config, std::string{flag_name} + ": " + message_of(err));
     return {};
   };
   if (auto err = flag(name, "node.name", "--name"))

@@ -28,7 +28,7 @@ struct node_config {
   struct node_section {
     std::string name = "node1";
     std::string data_dir = "./hive-data";
-    int64_t scheduler_threads = 0;  ///< 0 = one per core
+    int64_t scheduler_threads = 0; ///< 0 = one per core
     int64_t shutdown_drain_ms = 5000;
   } node;
 

@@ -48,15 +48,14 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   if (!metrics_port)
     return fail(1, message_of(metrics_port.error()));
   auto breaker_cfg = cfg.breaker;
-  auto rt = node_runtime::start(
-    sys, cfg, std::move(kinds), m, [breaker_cfg, m](caf::actor_system& s, const agent_id& id) {
-      return spawn_circuit_breaker(s, id, breaker_cfg, m);
-    });
+  auto rt = node_runtime::start(sys, cfg, std::move(kinds), m,
+                                [breaker_cfg, m](caf::actor_system& s, const agent_id& id) {
+                                  return spawn_circuit_breaker(s, id, breaker_cfg, m);
+                                });
   if (!rt)
     return fail(1, message_of(rt.error()));
   (*rt)->set_fatal_handler([](const caf::error& reason) {
-    log::event(spdlog::level::critical, "root_supervisor_failed",
-               {{"reason", describe(reason)}});
+    log::event(spdlog::level::critical, "root_supervisor_failed", {{"reason", describe(reason)}});
     fatal = true;
     kill(getpid(), SIGTERM);
   });
@@ -72,8 +71,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
               {"pid", getpid()},
               {"scheduler_threads", scheduler_threads(cfg)}});
   std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
-            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
-            << " pid " << getpid() << std::endl;
+            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path() << " pid "
+            << getpid() << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
   log::event(spdlog::level::info, "node_stopping",

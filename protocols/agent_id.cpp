@@ -14,11 +14,10 @@ caf::error validate_id_part(std::string_view part, std::string_view what, size_t
   if (part == "." || part == "..")
     return make_error(errc::invalid_agent_id, std::string{what} + " may not be '.' or '..'");
   for (char c : part) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'
-              || c == '.';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) {
-      std::string shown = (c >= 0x20 && c < 0x7f) ? std::string(1, c)
-                                                  : "\\x" + std::to_string(uint8_t(c));
+      std::string shown =
+        (c >= 0x20 && c < 0x7f) ? std::string(1, c) : "\\x" + std::to_string(uint8_t(c));
       return make_error(errc::invalid_agent_id,
                         std::string{what} + " contains '" + shown
                           + "': allowed are lower-case letters, digits, '-', '_' and '.'");

@@ -39,8 +39,7 @@ struct agent_id {
 [[nodiscard]] caf::expected<agent_id> parse_agent_id(std::string_view text);
 
 /// Builds and validates an id from its two parts.
-[[nodiscard]] caf::expected<agent_id> make_agent_id(std::string_view tenant,
-                                                    std::string_view name);
+[[nodiscard]] caf::expected<agent_id> make_agent_id(std::string_view tenant, std::string_view name);
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_id& x) {

@@ -26,8 +26,7 @@ std::string_view to_string(errc x) noexcept {
 }
 
 caf::error make_error(errc x, std::string message) {
-  return caf::error{static_cast<uint8_t>(x), errc_category,
-                    caf::make_message(std::move(message))};
+  return caf::error{static_cast<uint8_t>(x), errc_category, caf::make_message(std::move(message))};
 }
 
 caf::error make_error(errc x) {

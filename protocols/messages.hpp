@@ -26,8 +26,8 @@ struct envelope {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, envelope& x) {
-  return f(caf::meta::type_name("hive.envelope"), x.correlation_id, x.tenant,
-           x.deadline_unix_ms, x.sender);
+  return f(caf::meta::type_name("hive.envelope"), x.correlation_id, x.tenant, x.deadline_unix_ms,
+           x.sender);
 }
 
 /// A JSON call to an agent: as a request it expects an `agent_reply` (ask); as a plain send it

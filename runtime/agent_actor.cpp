@@ -106,8 +106,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         if (st.km != nullptr)
           st.km->failures->Increment();
         log::event(spdlog::level::warn, "agent_crashed",
-                   {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}},
-                   st.cfg.id.str(), call.env.correlation_id);
+                   {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}}, st.cfg.id.str(),
+                   call.env.correlation_id);
         flush(self);
         auto reason = result.error();
         answer(std::move(result));

@@ -24,7 +24,7 @@ class call_context {
 public:
   call_context(const agent_id& self_id, const envelope& env, const std::string& body,
                size_t json_depth_max)
-    : self_id_(self_id), env_(env), body_(body), json_depth_max_(json_depth_max) {}
+      : self_id_(self_id), env_(env), body_(body), json_depth_max_(json_depth_max) {}
 
   /// The id of the agent handling the call.
   [[nodiscard]] const agent_id& self_id() const noexcept {

@@ -108,9 +108,9 @@ void metrics::gateway_request(const std::string& route, int status, double secon
     counter = &gateway_requests_->Add({{"route", route}, {"code", std::to_string(status)}});
     auto i = gateway_hist_.find(route);
     if (i == gateway_hist_.end())
-      i = gateway_hist_
-            .emplace(route, &gateway_latency_->Add({{"route", route}}, latency_buckets()))
-            .first;
+      i =
+        gateway_hist_.emplace(route, &gateway_latency_->Add({{"route", route}}, latency_buckets()))
+          .first;
     hist = i->second;
   }
   counter->Increment();
@@ -127,8 +127,7 @@ caf::expected<uint16_t> metrics::serve(const endpoint& ep) {
     return static_cast<uint16_t>(ports.front());
   } catch (const std::exception& e) {
     exposer_.reset();
-    return make_error(errc::io_error,
-                      "metrics: cannot listen on " + ep.str() + ": " + e.what());
+    return make_error(errc::io_error, "metrics: cannot listen on " + ep.str() + ": " + e.what());
   }
 }
 

@@ -21,10 +21,10 @@ namespace hive {
 
 /// Prometheus series of one agent kind, created once and cached by the agents of that kind.
 struct kind_metrics {
-  prometheus::Counter* messages_handled = nullptr;  ///< hive_messages_handled_total{kind}
-  prometheus::Counter* failures = nullptr;          ///< hive_agent_failures_total{kind}
-  prometheus::Histogram* handling = nullptr;        ///< hive_message_handling_seconds{kind}
-  prometheus::Counter* restarts = nullptr;          ///< hive_restarts_total{kind}
+  prometheus::Counter* messages_handled = nullptr; ///< hive_messages_handled_total{kind}
+  prometheus::Counter* failures = nullptr;         ///< hive_agent_failures_total{kind}
+  prometheus::Histogram* handling = nullptr;       ///< hive_message_handling_seconds{kind}
+  prometheus::Counter* restarts = nullptr;         ///< hive_restarts_total{kind}
 };
 
 /// The node's metrics registry. Every series is named `hive_<thing>_<unit>`, label sets are

@@ -119,8 +119,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     ctx->dir->erase(id);
     if (breaker)
       caf::anon_send_exit(breaker, caf::exit_reason::user_shutdown);
-    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}},
-               id.str());
+    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}}, id.str());
   };
   return spec;
 }
@@ -298,8 +297,8 @@ caf::behavior router_fn(router_actor* self, size_t index) {
     },
     [self](inspect_atom, inspect_job& job) {
       auto view = std::make_shared<agent_view>(std::move(job.view));
-      auto done = std::make_shared<std::function<void(caf::expected<nlohmann::json>)>>(
-        std::move(job.done));
+      auto done =
+        std::make_shared<std::function<void(caf::expected<nlohmann::json>)>>(std::move(job.done));
       auto cid = job.correlation_id;
       nlohmann::json base{{"id", view->id.str()},
                           {"kind", view->kind},
@@ -355,16 +354,14 @@ caf::behavior router_fn(router_actor* self, size_t index) {
 
 node_runtime::node_runtime(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
                            std::shared_ptr<hive::metrics> m, front_factory breaker_factory)
-  : sys_(sys),
-    cfg_(cfg),
-    kinds_(std::move(kinds)),
-    metrics_(std::move(m)),
-    breaker_factory_(std::move(breaker_factory)),
-    directory_(std::make_shared<directory>()) {}
+    : sys_(sys), cfg_(cfg), kinds_(std::move(kinds)), metrics_(std::move(m)),
+      breaker_factory_(std::move(breaker_factory)), directory_(std::make_shared<directory>()) {}
 
-caf::expected<std::unique_ptr<node_runtime>>
-node_runtime::start(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
-                    std::shared_ptr<hive::metrics> m, front_factory breaker_factory) {
+caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(caf::actor_system& sys,
+                                                                 const node_config& cfg,
+                                                                 kind_registry kinds,
+                                                                 std::shared_ptr<hive::metrics> m,
+                                                                 front_factory breaker_factory) {
   if (!m)
     m = std::make_shared<hive::metrics>();
   std::unique_ptr<node_runtime> rt{
@@ -374,8 +371,7 @@ node_runtime::start(caf::actor_system& sys, const node_config& cfg, kind_registr
   ctx->dir = rt->directory_;
   ctx->metrics = rt->metrics_;
   ctx->kinds = &rt->kinds_;
-  rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {},
-                               root_extension(ctx));
+  rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   auto n = std::max<size_t>(1, sys.scheduler().num_workers());
   // Spawned with an argument: UBSan flags arg-less function-actor spawns inside CAF 0.17.
   for (size_t i = 0; i < n; ++i)
@@ -404,19 +400,20 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
     return done(make_error(errc::shutting_down, "node is shutting down"));
   auto kind = kinds_.find(req.kind);
   if (kind == nullptr)
-    return done(make_error(errc::unknown_kind, "kind '" + req.kind.substr(0, 64)
-                                                 + "' is not registered (known: "
-                                                 + [&] {
-                                                     std::string s;
-                                                     for (auto& k : kinds_.names())
-                                                       s += (s.empty() ? "" : ", ") + k;
-                                                     return s;
-                                                   }()
-                                                 + ")"));
+    return done(make_error(
+      errc::unknown_kind,
+      "kind '" + req.kind.substr(0, 64) + "' is not registered (known: " +
+        [&] {
+          std::string s;
+          for (auto& k : kinds_.names())
+            s += (s.empty() ? "" : ", ") + k;
+          return s;
+        }()
+        + ")"));
   if (directory_->size() >= static_cast<size_t>(cfg_.agents.agents_max))
-    return done(make_error(errc::overloaded, "node holds agents.agents_max = "
-                                               + std::to_string(cfg_.agents.agents_max)
-                                               + " agents"));
+    return done(make_error(
+      errc::overloaded,
+      "node holds agents.agents_max = " + std::to_string(cfg_.agents.agents_max) + " agents"));
   if (req.breaker && !breaker_factory_)
     return done(make_error(errc::invalid_argument, "this node has no circuit breaker"));
   if (!req.config.is_object())
@@ -424,7 +421,7 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
   auto made = kind->make(req.config);
   if (!made)
     return done(make_error(code_of(made.error()) == errc::internal ? errc::invalid_argument
-                                                                    : code_of(made.error()),
+                                                                   : code_of(made.error()),
                            "config of kind '" + req.kind + "': " + message_of(made.error())));
   agent_view view;
   view.id = req.id;
@@ -468,7 +465,8 @@ struct lookup_cache {
 const std::optional<caf::actor>& cached_target(const directory& dir, const agent_id& id) {
   thread_local lookup_cache cache;
   auto gen = dir.generation();
-  if (cache.dir != &dir || cache.generation != gen || cache.map.size() >= lookup_cache::entries_max) {
+  if (cache.dir != &dir || cache.generation != gen
+      || cache.map.size() >= lookup_cache::entries_max) {
     cache.map.clear();
     cache.dir = &dir;
     cache.generation = gen;

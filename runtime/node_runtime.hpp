@@ -69,7 +69,7 @@ private:
   friend class node_runtime;
 
   agent_ref(std::shared_ptr<const directory> dir, agent_id id)
-    : dir_(std::move(dir)), id_(std::move(id)) {}
+      : dir_(std::move(dir)), id_(std::move(id)) {}
 
   void refresh();
 
@@ -92,9 +92,9 @@ public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;
 
   /// Starts the root supervisor and the router actor.
-  [[nodiscard]] static caf::expected<std::unique_ptr<node_runtime>>
-  start(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
-        std::shared_ptr<hive::metrics> m, front_factory breaker_factory = {});
+  [[nodiscard]] static caf::expected<std::unique_ptr<node_runtime>> start(
+    caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
+    std::shared_ptr<hive::metrics> m, front_factory breaker_factory = {});
 
   ~node_runtime();
 

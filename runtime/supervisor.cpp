@@ -43,8 +43,7 @@ caf::expected<restart_type> parse_restart_type(std::string_view text) {
 namespace {
 
 bool is_normal_exit(const caf::error& reason) {
-  return !reason || reason == caf::exit_reason::normal
-         || reason == caf::exit_reason::user_shutdown;
+  return !reason || reason == caf::exit_reason::normal || reason == caf::exit_reason::user_shutdown;
 }
 
 } // namespace
@@ -91,8 +90,8 @@ caf::expected<caf::actor> supervisor_state::start_child(child_spec spec) {
     return make_error(errc::invalid_argument,
                       flags_.name + ": a child called '" + spec.id + "' exists");
   if (!spec.start)
-    return make_error(errc::invalid_argument, flags_.name + ": child '" + spec.id
-                                                + "' has no start function");
+    return make_error(errc::invalid_argument,
+                      flags_.name + ": child '" + spec.id + "' has no start function");
   child c;
   c.spec = std::move(spec);
   if (auto err = start_existing(c))
@@ -141,6 +140,15 @@ caf::timespan supervisor_state::backoff_for(child& c) {
   return delay;
 }
 
+bool supervisor_state::intensity_exceeded() {
+  // More than intensity_max restarts within period -> the supervisor gives up.
+  auto now = self_->clock().now();
+  recent_restarts_.push_back(now);
+  while (!recent_restarts_.empty() && recent_restarts_.front() + flags_.period <= now)
+    recent_restarts_.pop_front();
+  return static_cast<int64_t>(recent_restarts_.size()) > flags_.intensity_max;
+}
+
 void supervisor_state::on_down(const caf::down_msg& msg) {
   auto idx = index_of(msg.source);
   if (idx == children_.size())
@@ -154,7 +162,7 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
     return;
   }
   bool restart = c.spec.restart == restart_type::permanent
-                 || (c.spec.restart == restart_type::transient && !is_normal_exit(msg.reason));
+    || (c.spec.restart == restart_type::transient && !is_normal_exit(msg.reason));
   if (!restart) {
     log::event(spdlog::level::info, "child_exited",
                {{"supervisor", flags_.name},
@@ -167,17 +175,12 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
       removed.spec.on_removed(msg.reason);
     return;
   }
-  // Restart intensity: more than intensity_max restarts within period -> escalate.
-  auto now = self_->clock().now();
-  recent_restarts_.push_back(now);
-  while (!recent_restarts_.empty() && recent_restarts_.front() + flags_.period <= now)
-    recent_restarts_.pop_front();
-  if (static_cast<int64_t>(recent_restarts_.size()) > flags_.intensity_max) {
-    escalate("child '" + c.spec.id + "' failed (" + describe(msg.reason) + "), "
-             + std::to_string(recent_restarts_.size()) + " restarts within "
-             + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(flags_.period)
-                                .count())
-             + " ms exceed the intensity of " + std::to_string(flags_.intensity_max));
+  if (intensity_exceeded()) {
+    escalate(
+      "child '" + c.spec.id + "' failed (" + describe(msg.reason) + "), "
+      + std::to_string(recent_restarts_.size()) + " restarts within "
+      + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(flags_.period).count())
+      + " ms exceed the intensity of " + std::to_string(flags_.intensity_max));
     return;
   }
   ++stats_.restarts;
@@ -257,11 +260,7 @@ void supervisor_state::try_restart_group() {
       log::event(spdlog::level::warn, "child_start_failed",
                  {{"supervisor", flags_.name}, {"reason", describe(err)}}, i->spec.id);
       // Treat as a crash of this child: requeue it and what follows it in the group.
-      auto now = self_->clock().now();
-      recent_restarts_.push_back(now);
-      while (!recent_restarts_.empty() && recent_restarts_.front() + flags_.period <= now)
-        recent_restarts_.pop_front();
-      if (static_cast<int64_t>(recent_restarts_.size()) > flags_.intensity_max) {
+      if (intensity_exceeded()) {
         escalate("child '" + i->spec.id + "' failed to start: " + describe(err));
         return;
       }

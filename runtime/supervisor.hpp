@@ -138,6 +138,8 @@ public:
 private:
   size_t index_of(const caf::actor_addr& addr) const;
   caf::timespan backoff_for(child& c);
+  /// Records one restart now; true if that makes more than intensity_max within period.
+  bool intensity_exceeded();
   void try_restart_group();
   void escalate(const std::string& why);
   caf::error start_existing(child& c);

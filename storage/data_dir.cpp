@@ -23,8 +23,7 @@ caf::expected<data_dir> data_dir::open(const std::string& path) {
   auto lock_path = abs_path + "/LOCK";
   int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
-    return make_error(errc::io_error,
-                      "cannot open '" + lock_path + "': " + std::strerror(errno));
+    return make_error(errc::io_error, "cannot open '" + lock_path + "': " + std::strerror(errno));
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     auto reason = errno == EWOULDBLOCK ? std::string{"in use by another agent-node process"}
                                        : std::string{std::strerror(errno)};
@@ -35,7 +34,7 @@ caf::expected<data_dir> data_dir::open(const std::string& path) {
 }
 
 data_dir::data_dir(data_dir&& other) noexcept
-  : path_(std::move(other.path_)), lock_fd_(other.lock_fd_) {
+    : path_(std::move(other.path_)), lock_fd_(other.lock_fd_) {
   other.lock_fd_ = -1;
 }
 

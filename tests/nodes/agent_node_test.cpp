@@ -25,8 +25,9 @@ std::string read_file(const std::filesystem::path& p) {
 }
 
 std::vector<std::string> node_args(const temp_dir& dir) {
-  return {"--name", "e2e", "--data-dir", (dir.path / "data").string(), "--gateway",
-          "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log-level", "info"};
+  return {"--name",      "e2e",         "--data-dir", (dir.path / "data").string(),
+          "--gateway",   "127.0.0.1:0", "--metrics",  "127.0.0.1:0",
+          "--log-level", "info"};
 }
 
 } // namespace
@@ -40,8 +41,8 @@ TEST(agent_node, counter_survives_a_thousand_asks_and_the_node_stops_cleanly) {
   auto health = http.request("GET", "/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
-  auto created = http.request("POST", "/v1/agents",
-                              R"({"id":"acme/c1","kind":"counter","config":{}})");
+  auto created =
+    http.request("POST", "/v1/agents", R"({"id":"acme/c1","kind":"counter","config":{}})");
   ASSERT_TRUE(created);
   ASSERT_EQ(created->status, 201) << created->body;
   auto cj = json::parse(created->body);

@@ -123,8 +123,8 @@ TEST_F(node_runtime_test, spawn_ask_tell_stop_by_id) {
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_EQ((*r)["value"], 5);
   for (int i = 0; i < 10; ++i)
-    ASSERT_FALSE(rt->tell(*parse_agent_id("acme/c1"),
-                          agent_call{envelope{}, R"({"op":"add","by":1})"}));
+    ASSERT_FALSE(
+      rt->tell(*parse_agent_id("acme/c1"), agent_call{envelope{}, R"({"op":"add","by":1})"}));
   r = ask("acme/c1", {{"op", "get"}});
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)["value"], 15) << "tells and asks from one sender arrive in order";
@@ -197,10 +197,11 @@ TEST_F(node_runtime_test, tenant_escalation_restarts_the_tenant_supervisor_and_i
   ASSERT_TRUE(ask("acme/c", {{"op", "add"}, {"by", 9}}));
   ASSERT_TRUE(ask("other/c", {{"op", "add"}, {"by", 4}}));
   auto first_c = rt->find(*parse_agent_id("acme/c"))->agent;
-  (void) ask("acme/f", {{"op", "crash"}});
+  (void)ask("acme/f", {{"op", "crash"}});
   ASSERT_TRUE(eventually([&] { return rt->find(*parse_agent_id("acme/f"))->restarts == 1; }));
-  ASSERT_TRUE(eventually([&] { return static_cast<bool>(rt->find(*parse_agent_id("acme/f"))->agent); }));
-  (void) ask("acme/f", {{"op", "crash"}}); // second restart within the period: escalate
+  ASSERT_TRUE(
+    eventually([&] { return static_cast<bool>(rt->find(*parse_agent_id("acme/f"))->agent); }));
+  (void)ask("acme/f", {{"op", "crash"}}); // second restart within the period: escalate
   // The tenant supervisor is restarted by root and re-creates every agent of the tenant.
   ASSERT_TRUE(eventually([&] {
     auto v = rt->find(*parse_agent_id("acme/c"));
@@ -221,7 +222,7 @@ TEST_F(node_runtime_test, root_failure_reaches_the_fatal_handler) {
   std::promise<caf::error> fatal;
   rt->set_fatal_handler([&](const caf::error& e) { fatal.set_value(e); });
   ASSERT_TRUE(spawn("acme/f", "fragile"));
-  (void) ask("acme/f", {{"op", "crash"}});
+  (void)ask("acme/f", {{"op", "crash"}});
   auto f = fatal.get_future();
   ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
   EXPECT_EQ(code_of(f.get()), errc::escalated);
@@ -244,7 +245,7 @@ TEST_F(node_runtime_test, a_call_past_its_deadline_is_refused_unhandled) {
   auto past = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch())
                 .count()
-              - 1000;
+    - 1000;
   std::promise<caf::expected<std::string>> p;
   rt->ask(*parse_agent_id("acme/c"),
           agent_call{envelope{9, "acme", past, "test"}, R"({"op":"add","by":5})"}, 5s,
@@ -311,7 +312,7 @@ TEST_F(node_runtime_test, agent_ref_and_tell_follow_restarts_stops_and_respawns)
   ASSERT_FALSE(ref.tell(agent_call{envelope{}, R"({"op":"add","by":1})"}));
   auto before = ref.target();
   ASSERT_TRUE(before && *before);
-  (void) ask("acme/f", {{"op", "crash"}});
+  (void)ask("acme/f", {{"op", "crash"}});
   ASSERT_TRUE(eventually([&] {
     auto v = rt->find(id);
     return v && v->agent && v->agent != *before;

@@ -32,9 +32,8 @@ public:
   }
 
   caf_fixture()
-    : sys(init_config(cfg)),
-      self(sys, true),
-      sched(dynamic_cast<scheduler_type&>(sys.scheduler())) {}
+      : sys(init_config(cfg)), self(sys, true),
+        sched(dynamic_cast<scheduler_type&>(sys.scheduler())) {}
 
   ~caf_fixture() override {
     run();
@@ -64,8 +63,8 @@ public:
   template <class... Ts>
   std::optional<std::tuple<Ts...>> receive_now() {
     std::optional<std::tuple<Ts...>> result;
-    self->receive([&](Ts&... xs) { result = std::make_tuple(xs...); },
-                  [&](caf::error&) {}, caf::after(std::chrono::seconds(0)) >> [] {});
+    self->receive([&](Ts&... xs) { result = std::make_tuple(xs...); }, [&](caf::error&) {},
+                  caf::after(std::chrono::seconds(0)) >> [] {});
     return result;
   }
 

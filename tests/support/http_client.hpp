@@ -46,8 +46,8 @@ public:
     for (auto& [k, v] : headers)
       req += k + ": " + v + "\r\n";
     if (!body.empty() || method == "POST")
-      req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size())
-             + "\r\n";
+      req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
     req += "\r\n" + body;
     if (!send_all(req))
       return std::nullopt;
