@@ -562,6 +562,10 @@ void node_runtime::shutdown() {
                   caf::after(std::chrono::milliseconds(cfg_.node.shutdown_drain_ms)) >> [] {});
   };
   await(root_);
+  // Breakers front agents but sit outside the supervision tree: stop them too.
+  for (auto& view : directory_->list({}, {}, directory_->size() + 1))
+    if (view.has_breaker && view.target)
+      await(view.target);
   for (auto& r : routers_)
     await(r);
   root_ = nullptr;
