@@ -26,7 +26,10 @@ using agent_actor_type = caf::stateful_actor<agent_actor_state>;
 
 /// Batch size of counter updates: the shared Prometheus counter is an atomic that every agent
 /// of a kind touches, so each agent adds its count in batches (and whenever it goes idle).
-constexpr uint64_t flush_every = 64;
+/// Flushing whenever the mailbox was empty cost ~10% of the tell path (bench/RESULTS.md).
+constexpr uint64_t flush_every = 256;
+
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
 /// One message in this many is timed for `hive_message_handling_seconds`.
 constexpr uint64_t time_every = 8;
@@ -99,8 +102,13 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         auto dt = std::chrono::steady_clock::now() - t0;
         st.km->handling->Observe(std::chrono::duration<double>(dt).count());
       }
-      if (st.unflushed >= flush_every || self->mailbox().empty())
+      // Counter updates go out in batches: after flush_every messages, or when the messages
+      // queued behind this one are done (the flush message goes to the back of the mailbox),
+      // so an idle agent's count is exact.
+      if (st.unflushed >= flush_every)
         flush(self);
+      else if (st.unflushed == 1)
+        self->send(self, flush_atom::value);
       if (!result && code_of(result.error()) == errc::agent_failed) {
         // A crash: answer the caller, then die so the supervisor restarts a fresh instance.
         if (st.km != nullptr)
@@ -116,6 +124,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       }
       answer(std::move(result));
     },
+    [self](flush_atom) { flush(self); },
     [self](const inspect_request&) -> agent_reply {
       auto& st = self->state;
       flush(self);

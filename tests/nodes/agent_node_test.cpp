@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -59,12 +60,19 @@ TEST(agent_node, counter_survives_a_thousand_asks_and_the_node_stops_cleanly) {
   ASSERT_TRUE(got);
   EXPECT_EQ(json::parse(got->body)["value"], 1000);
   // The metrics endpoint counts what the agent handled.
+  // (Counts are flushed in batches once the agent's queue drains: poll briefly.)
   http_client metrics{node.metrics_port};
-  auto scrape = metrics.request("GET", "/metrics");
-  ASSERT_TRUE(scrape);
-  EXPECT_NE(scrape->body.find("hive_messages_handled_total{kind=\"counter\"} 1001"),
-            std::string::npos)
-    << scrape->body.substr(0, 2000);
+  std::string body;
+  for (int i = 0; i < 100; ++i) {
+    auto scrape = metrics.request("GET", "/metrics");
+    ASSERT_TRUE(scrape);
+    body = scrape->body;
+    if (body.find("hive_messages_handled_total{kind=\"counter\"} 1001") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_NE(body.find("hive_messages_handled_total{kind=\"counter\"} 1001"), std::string::npos)
+    << body.substr(0, 2000);
   node.signal(SIGTERM);
   auto code = node.wait_exit(15s);
   ASSERT_TRUE(code.has_value()) << "node did not stop within 15 s";
