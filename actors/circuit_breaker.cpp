@@ -118,24 +118,22 @@ std::chrono::milliseconds breaker_state_machine::retry_after(time_point now) con
   return std::max(left, std::chrono::milliseconds{1});
 }
 
-uint64_t breaker_state_machine::window_calls(time_point now) const {
+uint64_t breaker_state_machine::window_sum(time_point now, uint64_t bucket::*field) const {
   auto current = bucket_index(now);
   auto oldest = current - static_cast<int64_t>(breaker_window_buckets) + 1;
   uint64_t result = 0;
   for (auto& b : window_)
     if (b.index >= oldest && b.index <= current)
-      result += b.calls;
+      result += b.*field;
   return result;
 }
 
+uint64_t breaker_state_machine::window_calls(time_point now) const {
+  return window_sum(now, &bucket::calls);
+}
+
 uint64_t breaker_state_machine::window_failures(time_point now) const {
-  auto current = bucket_index(now);
-  auto oldest = current - static_cast<int64_t>(breaker_window_buckets) + 1;
-  uint64_t result = 0;
-  for (auto& b : window_)
-    if (b.index >= oldest && b.index <= current)
-      result += b.failures;
-  return result;
+  return window_sum(now, &bucket::failures);
 }
 
 void breaker_state_machine::record_closed(bool failed, time_point now) {

@@ -175,6 +175,8 @@ private:
   };
 
   [[nodiscard]] int64_t bucket_index(time_point t) const;
+  /// Sums one field of the buckets inside the window ending at `now`.
+  [[nodiscard]] uint64_t window_sum(time_point now, uint64_t bucket::*field) const;
   void transition(breaker_state to, time_point now);
   void open(time_point now);
   void clear_counters();
