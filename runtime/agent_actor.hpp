@@ -22,11 +22,11 @@ struct agent_actor_config {
 
 /// Spawns the CAF actor that hosts one activation of an agent: it feeds `agent_call`s to the
 /// instance one at a time, answers asks with `agent_reply` or an error, answers
-/// `inspect_request` with `{"summary":..., "mailbox_size":N, "handled":N}`, counts every message
-/// and times one in eight (`hive_message_handling_seconds`), refuses (with `timeout`, without
-/// handling it) a call whose envelope deadline has passed, (`hive_messages_handled_total`,
-/// `hive_message_handling_seconds`), and quits with `agent_failed` when the instance throws, so its
-/// supervisor restarts it.
+/// `inspect_request` with `{"summary":..., "mailbox_size":N, "handled":N}`, refuses (with
+/// `timeout`, without handling it) a call whose envelope deadline has passed, counts every
+/// message (`hive_messages_handled_total`, batched) and times one in eight
+/// (`hive_message_handling_seconds`), and quits with `agent_failed` when the instance throws,
+/// so its supervisor restarts it.
 [[nodiscard]] caf::actor spawn_agent_actor(caf::actor_system& sys, agent_actor_config cfg,
                                            std::shared_ptr<agent> instance);
 

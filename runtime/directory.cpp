@@ -6,7 +6,14 @@
 
 namespace hive {
 
-directory::directory() : shards_(std::make_unique<shard[]>(stripes)) {}
+namespace {
+
+std::atomic<uint64_t> next_directory_uid{1};
+
+} // namespace
+
+directory::directory()
+    : shards_(std::make_unique<shard[]>(stripes)), uid_(next_directory_uid.fetch_add(1)) {}
 
 directory::shard& directory::shard_of(const agent_id& id) const {
   return shards_[std::hash<agent_id>{}(id) % stripes];

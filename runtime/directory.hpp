@@ -76,6 +76,12 @@ public:
     return size_.load(std::memory_order_relaxed);
   }
 
+  /// Unique among the directories this process ever created (caches key on it, not on the
+  /// address, which a later directory may reuse).
+  [[nodiscard]] uint64_t uid() const noexcept {
+    return uid_;
+  }
+
   /// Changes with every reservation, handle update and removal: a cached handle read at
   /// generation g is current while `generation()` still returns g.
   [[nodiscard]] uint64_t generation() const noexcept {
@@ -94,6 +100,7 @@ private:
 
   std::unique_ptr<shard[]> shards_;
   std::atomic<size_t> size_{0};
+  uint64_t uid_;
   std::atomic<uint64_t> generation_{1};
 };
 

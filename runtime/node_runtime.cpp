@@ -234,8 +234,6 @@ struct router_state {
   std::multimap<time_point, uint64_t> deadlines;
   /// Earliest time a sweep is scheduled for (time_point::max() if none).
   time_point sweep_at = time_point::max();
-  /// Position among the node's routers (asks are spread by correlation id).
-  size_t index = 0;
 
   static inline const char* name = "hive.router";
 };
@@ -263,8 +261,8 @@ void schedule_sweep(router_actor* self, router_state::time_point at) {
   self->delayed_send(self, delay, sweep_atom::value);
 }
 
-caf::behavior router_fn(router_actor* self, size_t index) {
-  self->state.index = index;
+/// The unused argument is there because UBSan flags arg-less function-actor spawns in CAF 0.17.
+caf::behavior router_fn(router_actor* self, size_t /* router number */) {
   return {
     [self](ask_atom, ask_job& job) {
       auto& st = self->state;
@@ -373,7 +371,6 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(caf::actor_syst
   ctx->kinds = &rt->kinds_;
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   auto n = std::max<size_t>(1, sys.scheduler().num_workers());
-  // Spawned with an argument: UBSan flags arg-less function-actor spawns inside CAF 0.17.
   for (size_t i = 0; i < n; ++i)
     rt->routers_.push_back(sys.spawn(router_fn, i));
   log::event(spdlog::level::info, "runtime_started",
@@ -454,10 +451,11 @@ void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done
 namespace {
 
 /// Per-thread cache of by-id lookups, valid while the directory's generation is unchanged:
-/// a hit costs a hash and an atomic load instead of a shard lock.
+/// a hit costs a hash and an atomic load instead of a shard lock. Keyed by the directory's
+/// process-unique id, never its address (a new runtime may reuse a freed one).
 struct lookup_cache {
   static constexpr size_t entries_max = 1024;
-  const directory* dir = nullptr;
+  uint64_t directory_uid = 0;
   uint64_t generation = 0;
   std::unordered_map<agent_id, std::optional<caf::actor>> map;
 };
@@ -465,10 +463,10 @@ struct lookup_cache {
 const std::optional<caf::actor>& cached_target(const directory& dir, const agent_id& id) {
   thread_local lookup_cache cache;
   auto gen = dir.generation();
-  if (cache.dir != &dir || cache.generation != gen
+  if (cache.directory_uid != dir.uid() || cache.generation != gen
       || cache.map.size() >= lookup_cache::entries_max) {
     cache.map.clear();
-    cache.dir = &dir;
+    cache.directory_uid = dir.uid();
     cache.generation = gen;
   }
   auto i = cache.map.find(id);
@@ -477,14 +475,21 @@ const std::optional<caf::actor>& cached_target(const directory& dir, const agent
   return i->second;
 }
 
-} // namespace
-
-caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
-  auto& target = cached_target(*directory_, id);
+/// The error of sending to `target` (as `directory::target_of` returns it), if any.
+caf::error unusable(const std::optional<caf::actor>& target, const agent_id& id) {
   if (!target)
     return make_error(errc::agent_not_found, "no agent " + id.str());
   if (!*target)
     return make_error(errc::agent_failed, id.str() + " is restarting");
+  return {};
+}
+
+} // namespace
+
+caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
+  auto& target = cached_target(*directory_, id);
+  if (auto err = unusable(target, id))
+    return err;
   caf::anon_send(*target, call);
   return {};
 }
@@ -508,10 +513,8 @@ std::optional<caf::actor> agent_ref::target() {
 template <class Call>
 caf::error agent_ref::tell_impl(Call&& call) {
   refresh(); // and then use target_ in place: no reference-count traffic per message
-  if (!target_)
-    return make_error(errc::agent_not_found, "no agent " + id_.str());
-  if (!*target_)
-    return make_error(errc::agent_failed, id_.str() + " is restarting");
+  if (auto err = unusable(target_, id_))
+    return err;
   caf::anon_send(*target_, std::forward<Call>(call));
   return {};
 }
@@ -527,14 +530,12 @@ caf::error agent_ref::tell(agent_call&& call) {
 void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
                        reply_fn done) {
   assert(done);
-  auto target = directory_->target_of(id);
-  if (!target)
-    return done(make_error(errc::agent_not_found, "no agent " + id.str()));
-  if (!*target)
-    return done(make_error(errc::agent_failed, id.str() + " is restarting"));
+  auto& target = cached_target(*directory_, id);
+  if (auto err = unusable(target, id))
+    return done(std::move(err));
   auto& router = routers_[call.env.correlation_id % routers_.size()];
   caf::anon_send(router, ask_atom::value,
-                 ask_job{std::move(*target), std::move(call), timeout, std::move(done)});
+                 ask_job{*target, std::move(call), timeout, std::move(done)});
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,
