@@ -294,7 +294,11 @@ http::status status_of(errc code) {
     case errc::unknown_kind:
     case errc::invalid_config: return http::status::bad_request;
     case errc::agent_not_found: return http::status::not_found;
-    case errc::agent_exists: return http::status::conflict;
+    case errc::agent_exists:
+    case errc::conflict: return http::status::conflict;
+    case errc::storage_full: return http::status::insufficient_storage;
+    case errc::storage_error:
+    case errc::corrupt_record:
     case errc::too_large: return http::status::payload_too_large;
     case errc::rejected: return http::status::unprocessable_entity;
     case errc::overloaded:
@@ -307,8 +311,33 @@ http::status status_of(errc code) {
   }
 }
 
+/// Parses `Idempotency-Key: CLIENT:SEQ`: CLIENT is 1..128 bytes of A-Z a-z 0-9 `-_.`, SEQ a
+/// decimal integer in 0..2^64-1.
+caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(std::string_view text) {
+  auto bad = [&](std::string why) {
+    return make_error(errc::invalid_argument, "header Idempotency-Key must be CLIENT:SEQ ("
+                                                + why + "), got '"
+                                                + std::string{text.substr(0, 200)} + "'");
+  };
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    return bad("no ':'");
+  auto client = text.substr(0, colon);
+  auto seq_text = text.substr(colon + 1);
+  if (client.empty() || client.size() > 128)
+    return bad("CLIENT must be 1..128 bytes");
+  for (char c : client)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+      return bad("CLIENT may hold only A-Z a-z 0-9 '-' '_' '.'");
+  uint64_t seq = 0;
+  auto [end, ec] = std::from_chars(seq_text.data(), seq_text.data() + seq_text.size(), seq);
+  if (seq_text.empty() || ec != std::errc{} || end != seq_text.data() + seq_text.size())
+    return bad("SEQ must be a decimal integer below 2^64");
+  return std::pair{std::string{client}, seq};
+}
+
 /// The route templates, also the `route` label of the request metrics.
-enum class route_id { healthz, readyz, agents, agent, tell, ask };
+enum class route_id { healthz, readyz, agents, agent, tell, ask, backup };
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -318,6 +347,7 @@ std::string_view path_template(route_id r) {
     case route_id::agent: return "/v1/agents/{id}";
     case route_id::tell: return "/v1/agents/{id}/tell";
     case route_id::ask: return "/v1/agents/{id}/ask";
+    case route_id::backup: return "/v1/admin/backup";
   }
   return "?";
 }
@@ -327,7 +357,8 @@ std::string_view allowed_methods(route_id r) {
     case route_id::agents: return "GET, POST";
     case route_id::agent: return "GET, DELETE";
     case route_id::tell:
-    case route_id::ask: return "POST";
+    case route_id::ask:
+    case route_id::backup: return "POST";
     default: return "GET";
   }
 }
@@ -337,7 +368,8 @@ bool method_allowed(route_id r, http::verb v) {
     case route_id::agents: return v == http::verb::get || v == http::verb::post;
     case route_id::agent: return v == http::verb::get || v == http::verb::delete_;
     case route_id::tell:
-    case route_id::ask: return v == http::verb::post;
+    case route_id::ask:
+    case route_id::backup: return v == http::verb::post;
     default: return v == http::verb::get;
   }
 }
@@ -549,6 +581,8 @@ private:
     method_.clear();
     target_.clear();
     actor_.clear();
+    client_id_.clear();
+    client_seq_ = 0;
     cid_ = random_cid();
     version_ = 11;
     keep_alive_ = false;
@@ -569,6 +603,13 @@ private:
                            "header X-Correlation-Id must be 1..16 hex digits and not 0, got '"
                              + std::string{std_sv(hdr->value())} + "'");
       cid_ = *cid;
+    }
+    if (auto hdr = req.find("Idempotency-Key"); hdr != req.end()) {
+      auto key = parse_idempotency_key(std_sv(hdr->value()));
+      if (!key)
+        return reply_error(key.error());
+      client_id_ = std::move(key->first);
+      client_seq_ = key->second;
     }
     std::string_view target = std_sv(req.target());
     auto qpos = target.find('?');
@@ -591,6 +632,8 @@ private:
       route = route_id::healthz;
     else if (parts.size() == 1 && parts[0] == "readyz")
       route = route_id::readyz;
+    else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "admin" && parts[2] == "backup")
+      route = route_id::backup;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
       if (parts.size() == 2)
         route = route_id::agents;
@@ -647,7 +690,28 @@ private:
         return stop(*id);
       case route_id::tell: return tell(*id, query, std::move(req.body()));
       case route_id::ask: return ask(*id, query, std::move(req.body()));
+      case route_id::backup: return backup(query, req.body());
     }
+  }
+
+  /// `POST /v1/admin/backup {"to":"/abs/dir"}`: an online, consistent copy of the store.
+  void backup(std::string_view query, const std::string& body) {
+    if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto doc = nlohmann::json::parse(body, nullptr, false);
+    if (!doc.is_object() || !doc.contains("to") || !doc["to"].is_string())
+      return bad_field("body must be an object with a string field 'to' (an absolute path)");
+    for (auto& [k, _] : doc.items())
+      if (k != "to")
+        return bad_field("unknown field '" + k.substr(0, 64) + "' (known: to)");
+    auto dir = doc["to"].get<std::string>();
+    auto t0 = steady_clock::now();
+    if (auto err = gw_.rt.backup(dir))
+      return reply_error(err);
+    auto ms = std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0).count();
+    reply_json(http::status::ok, dump({{"backup", dir}, {"elapsed_ms", ms}}));
   }
 
   caf::error no_query(std::string_view query) {
@@ -774,6 +838,7 @@ private:
                         {"kind", v.kind},
                         {"node", v.node},
                         {"restarts", v.restarts},
+                        {"running", static_cast<bool>(v.agent)},
                         {"breaker", v.has_breaker}});
     reply_json(http::status::ok, dump({{"agents", std::move(agents)}, {"next", std::move(next)}}));
   }
@@ -802,7 +867,8 @@ private:
       return reply_error(err);
     if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
       return reply_error(err);
-    agent_call call{envelope{cid_, id.tenant, 0, "gateway"}, std::move(body)};
+    agent_call call{envelope{cid_, id.tenant, 0, "gateway", client_id_, client_seq_},
+                    std::move(body)};
     if (auto err = gw_.rt.tell(id, std::move(call)))
       return reply_error(err);
     reply_json(http::status::accepted, R"({"accepted":true})");
@@ -827,7 +893,9 @@ private:
     auto now_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-    agent_call call{envelope{cid_, id.tenant, now_ms + timeout_ms, "gateway"}, std::move(body)};
+    agent_call call{
+      envelope{cid_, id.tenant, now_ms + timeout_ms, "gateway", client_id_, client_seq_},
+      std::move(body)};
     auto done = bind_reply<caf::expected<std::string>>(
       milliseconds{timeout_ms} + guard_grace, [](session& s, caf::expected<std::string>& res) {
         if (!res)
@@ -1006,6 +1074,9 @@ private:
   bool keep_alive_ = false;
   unsigned version_ = 11;
   uint64_t cid_ = 0;
+  /// From `Idempotency-Key: CLIENT:SEQ` (empty: none).
+  std::string client_id_;
+  uint64_t client_seq_ = 0;
   std::string route_;
   std::string method_;
   std::string target_;

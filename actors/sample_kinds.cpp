@@ -1,6 +1,8 @@
 #include "actors/sample_kinds.hpp"
 
+#include <charconv>
 #include <map>
+#include <optional>
 
 #include "protocols/errc.hpp"
 
@@ -66,7 +68,9 @@ public:
       int64_t sum = 0;
       if (__builtin_add_overflow(value_, n, &sum))
         return make_error(errc::invalid_argument, "'add' would overflow the counter");
-      value_ = sum;
+      // The state changes through the journaled event only (applied at once by emit).
+      if (auto err = call.emit(std::to_string(n)))
+        return err;
     } else if (*op != "get") {
       return make_error(errc::invalid_argument,
                         "unknown op '" + op->substr(0, 40) + "': counter knows add|get");
@@ -78,7 +82,39 @@ public:
     return {{"value", value_}};
   }
 
+  // Events are the decimal amount added; the snapshot is the decimal value.
+  std::string snapshot() const override {
+    return std::to_string(value_);
+  }
+
+  caf::error restore(std::string_view state) override {
+    auto v = parse_int(state);
+    if (!v)
+      return make_error(errc::corrupt_record, "counter snapshot is not an integer");
+    value_ = *v;
+    return {};
+  }
+
+  caf::error apply(std::string_view event) override {
+    auto n = parse_int(event);
+    if (!n)
+      return make_error(errc::corrupt_record, "counter event is not an integer");
+    int64_t sum = 0;
+    if (__builtin_add_overflow(value_, *n, &sum))
+      return make_error(errc::invalid_argument, "'add' would overflow the counter");
+    value_ = sum;
+    return {};
+  }
+
 private:
+  static std::optional<int64_t> parse_int(std::string_view text) {
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc{} || end != text.data() + text.size() || text.empty())
+      return std::nullopt;
+    return v;
+  }
+
   int64_t value_;
 };
 
@@ -106,7 +142,8 @@ public:
       if (!data_.contains(key) && data_.size() >= entries_max_)
         return make_error(errc::too_large,
                           "kv holds entries_max = " + std::to_string(entries_max_) + " entries");
-      data_[key] = *value;
+      if (auto err = call.emit(json{{"put", key}, {"value", *value}}.dump()))
+        return err;
       return json{{"ok", true}}.dump();
     }
     if (*op == "get") {
@@ -115,14 +152,50 @@ public:
         return json{{"found", false}, {"value", nullptr}}.dump();
       return json{{"found", true}, {"value", i->second}}.dump();
     }
-    if (*op == "delete")
-      return json{{"deleted", data_.erase(key) > 0}}.dump();
+    if (*op == "delete") {
+      if (!data_.contains(key))
+        return json{{"deleted", false}}.dump();
+      if (auto err = call.emit(json{{"delete", key}}.dump()))
+        return err;
+      return json{{"deleted", true}}.dump();
+    }
     return make_error(errc::invalid_argument,
                       "unknown op '" + op->substr(0, 40) + "': kv knows put|get|delete");
   }
 
   json summary() const override {
     return {{"entries", data_.size()}, {"entries_max", entries_max_}};
+  }
+
+  // Events: {"put":K,"value":V} | {"delete":K}; the snapshot is the map as a JSON object.
+  std::string snapshot() const override {
+    json out = json::object();
+    for (auto& [k, v] : data_)
+      out[k] = v;
+    return out.dump();
+  }
+
+  caf::error restore(std::string_view state) override {
+    auto j = json::parse(state, nullptr, false);
+    if (!j.is_object())
+      return make_error(errc::corrupt_record, "kv snapshot is not a JSON object");
+    data_.clear();
+    for (auto& [k, v] : j.items())
+      data_[k] = v;
+    return {};
+  }
+
+  caf::error apply(std::string_view event) override {
+    auto j = json::parse(event, nullptr, false);
+    if (j.is_object() && j.contains("put") && j["put"].is_string() && j.contains("value")) {
+      data_[j["put"].get<std::string>()] = j["value"];
+      return {};
+    }
+    if (j.is_object() && j.contains("delete") && j["delete"].is_string()) {
+      data_.erase(j["delete"].get<std::string>());
+      return {};
+    }
+    return make_error(errc::corrupt_record, "kv event is not a put or delete");
   }
 
   static constexpr size_t key_bytes_max = 1024;
@@ -154,7 +227,8 @@ caf::error register_sample_kinds(kind_registry& registry) {
                                    initial = config["initial"].get<int64_t>();
                                  }
                                  return std::unique_ptr<agent>{new counter_agent(initial)};
-                               }}))
+                               },
+                               persistence_mode::journaled}))
     return err;
   return registry.add(
     {"kv", "a bounded key-value map: {op:put|get|delete,key,value}",
@@ -172,7 +246,8 @@ caf::error register_sample_kinds(kind_registry& registry) {
                                + " is out of range 1..10000000");
        }
        return std::unique_ptr<agent>{new kv_agent(static_cast<size_t>(entries_max))};
-     }});
+     },
+     persistence_mode::journaled});
 }
 
 } // namespace hive

@@ -99,7 +99,7 @@ caf::behavior source(caf::event_based_actor* self, uint64_t n, uint64_t w, uint6
     std::chrono::steady_clock::time_point t0;
   };
   auto st = std::make_shared<run_state>();
-  auto call = std::make_shared<agent_call>(agent_call{envelope{1, "bench", 0, "bench"}, "{}"});
+  auto call = std::make_shared<agent_call>(agent_call{envelope{1, "bench", 0, "bench", {}, 0}, "{}"});
   return {
     [=](go_atom) {
       st->t0 = std::chrono::steady_clock::now();

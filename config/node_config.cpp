@@ -107,6 +107,18 @@ const std::vector<key_spec>& key_table() {
     t.push_back(key_spec{"log.level", "level", 0, 0, key_spec::level, {},
                          [](node_config& c) { return &c.log.level; }, {}, {}});
     t.push_back(HIVE_INT_KEY(agents, agents_max, 1, 100000000, "agents"));
+    t.push_back(HIVE_INT_KEY(storage, commit_batch_writes_max, 1, 1000000, "writes"));
+    t.push_back(HIVE_INT_KEY(storage, commit_queue_writes_max, 1, 100000000, "writes"));
+    t.push_back(HIVE_INT_KEY(storage, record_bytes_max, 1024, 1 << 30, "bytes"));
+    t.push_back(HIVE_INT_KEY(storage, block_cache_bytes, 1 << 20, int64_t{1} << 40, "bytes"));
+    t.push_back(HIVE_INT_KEY(storage, write_buffer_bytes, 1 << 20, int64_t{1} << 32, "bytes"));
+    t.push_back(HIVE_INT_KEY(persistence, snapshot_every_events, 1, 100000000, "events"));
+    t.push_back(HIVE_INT_KEY(persistence, snapshot_every_messages, 1, 100000000, "messages"));
+    t.push_back(HIVE_INT_KEY(persistence, snapshot_interval_ms, 0, 86400000, "milliseconds (0 = off)"));
+    t.push_back(HIVE_INT_KEY(persistence, journal_retention_events, 0, 100000000, "events"));
+    t.push_back(HIVE_INT_KEY(persistence, dedup_entries_max, 0, 1000000, "entries"));
+    t.push_back(HIVE_INT_KEY(persistence, passivate_idle_ms, 0, 604800000, "milliseconds (0 = never)"));
+    t.push_back(HIVE_INT_KEY(persistence, activation_queue_messages_max, 1, 10000000, "messages"));
     t.push_back(HIVE_INT_KEY(supervision, restart_intensity_max, 0, 1000000, "restarts"));
     t.push_back(HIVE_INT_KEY(supervision, restart_period_ms, 1, 86400000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(supervision, backoff_initial_ms, 0, 3600000, "milliseconds"));

@@ -57,6 +57,24 @@ struct node_config {
     int64_t agents_max = 100000;
   } agents;
 
+  struct storage_section {
+    int64_t commit_batch_writes_max = 4096;
+    int64_t commit_queue_writes_max = 65536;
+    int64_t record_bytes_max = 4 << 20;
+    int64_t block_cache_bytes = 64 << 20;
+    int64_t write_buffer_bytes = 32 << 20;
+  } storage;
+
+  struct persistence_section {
+    int64_t snapshot_every_events = 1000;
+    int64_t snapshot_every_messages = 100;
+    int64_t snapshot_interval_ms = 5000;
+    int64_t journal_retention_events = 0;
+    int64_t dedup_entries_max = 1000;
+    int64_t passivate_idle_ms = 300000;
+    int64_t activation_queue_messages_max = 10000;
+  } persistence;
+
   struct supervision_section {
     int64_t restart_intensity_max = 10;
     int64_t restart_period_ms = 5000;

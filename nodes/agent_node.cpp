@@ -47,11 +47,16 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   auto metrics_port = m->serve(cfg.metrics.listen);
   if (!metrics_port)
     return fail(1, message_of(metrics_port.error()));
+  auto db = open_node_store(cfg, dir->path(), m);
+  if (!db)
+    return fail(1, message_of(db.error()));
   auto breaker_cfg = cfg.breaker;
-  auto rt = node_runtime::start(sys, cfg, std::move(kinds), m,
-                                [breaker_cfg, m](caf::actor_system& s, const agent_id& id) {
-                                  return spawn_circuit_breaker(s, id, breaker_cfg, m);
-                                });
+  auto rt = node_runtime::start(
+    sys, cfg, std::move(kinds), m,
+    [breaker_cfg, m](caf::actor_system& s, const agent_id& id) {
+      return spawn_circuit_breaker(s, id, breaker_cfg, m);
+    },
+    *db);
   if (!rt)
     return fail(1, message_of(rt.error()));
   (*rt)->set_fatal_handler([](const caf::error& reason) {
@@ -84,6 +89,7 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   (*rt)->shutdown();
   gw->reset();
   rt->reset();
+  db->reset(); // waits for queued writes, then closes the database
   log::event(spdlog::level::info, "node_stopped", {{"fatal", fatal.load()}});
   return fatal ? 1 : 0;
 }

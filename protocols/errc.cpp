@@ -21,6 +21,10 @@ std::string_view to_string(errc x) noexcept {
     case errc::invalid_config: return "invalid_config";
     case errc::io_error: return "io_error";
     case errc::internal: return "internal";
+    case errc::conflict: return "conflict";
+    case errc::storage_error: return "storage_error";
+    case errc::storage_full: return "storage_full";
+    case errc::corrupt_record: return "corrupt_record";
   }
   return "unknown";
 }

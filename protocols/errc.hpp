@@ -46,6 +46,14 @@ enum class errc : uint8_t {
   io_error = 15,
   /// An internal invariant failed in a way that is reported rather than asserted.
   internal = 16,
+  /// A journal append or write lost a race: the expected sequence number was not the last one.
+  conflict = 17,
+  /// The storage engine failed to read or write (I/O error); nothing was acknowledged.
+  storage_error = 18,
+  /// The storage device is full; nothing was acknowledged.
+  storage_full = 19,
+  /// A stored record failed its checksum or could not be decoded; it is never served as state.
+  corrupt_record = 20,
 };
 
 /// The error category atom of `errc` ("hive").

@@ -22,12 +22,17 @@ struct envelope {
   int64_t deadline_unix_ms = 0;
   /// Id (`tenant/name`) of the sending agent, or a gateway principal; may be empty.
   std::string sender;
+  /// Idempotency key (`Idempotency-Key: CLIENT:SEQ`): a journaled agent that already handled
+  /// (client_id, client_seq) answers with the original reply instead of handling it again.
+  /// Empty client_id = none.
+  std::string client_id;
+  uint64_t client_seq = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, envelope& x) {
   return f(caf::meta::type_name("hive.envelope"), x.correlation_id, x.tenant, x.deadline_unix_ms,
-           x.sender);
+           x.sender, x.client_id, x.client_seq);
 }
 
 /// A JSON call to an agent: as a request it expects an `agent_reply` (ask); as a plain send it

@@ -2,6 +2,7 @@
 
 #include <cassert>
 #include <chrono>
+#include <unordered_map>
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
@@ -11,6 +12,13 @@ namespace hive {
 
 namespace {
 
+/// A reply held until the events before it are durable.
+struct held_reply {
+  uint64_t required_seq = 0;
+  caf::response_promise promise;
+  caf::expected<std::string> result;
+};
+
 struct agent_actor_state {
   agent_actor_config cfg;
   std::shared_ptr<agent> instance;
@@ -18,6 +26,28 @@ struct agent_actor_state {
   uint64_t handled = 0;
   /// Messages handled but not yet added to the shared counter (flushed in batches).
   uint64_t unflushed = 0;
+
+  // -- persistence ---------------------------------------------------------------------------
+  /// Last event applied in memory (journaled) / messages handled (snapshot).
+  uint64_t applied_seq = 0;
+  /// Last event known durable.
+  uint64_t durable_seq = 0;
+  /// Appends sent to the store and not yet completed.
+  uint64_t inflight = 0;
+  std::deque<held_reply> held;
+  /// Idempotency window: key -> reply, and keys oldest first.
+  std::unordered_map<std::string, std::string> dedup;
+  std::deque<records::dedup_entry> dedup_order;
+  /// Events (journaled) / messages (snapshot) since the last snapshot was taken.
+  uint64_t since_snapshot = 0;
+  uint64_t snapshot_seq = 0;
+  bool snapshot_timer = false;
+  /// A write failed: calls are refused until the state is rebuilt from the store.
+  bool recovering = false;
+  /// Passivation began: calls are handed back to the supervisor.
+  bool passivating = false;
+  /// `handled` at the last idle check.
+  uint64_t handled_at_idle_check = 0;
 
   static inline const char* name = "hive.agent";
 };
@@ -30,6 +60,11 @@ using agent_actor_type = caf::stateful_actor<agent_actor_state>;
 constexpr uint64_t flush_every = 256;
 
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using snapshotted_atom = caf::atom_constant<caf::atom("snapdone")>;
+using snapshot_tick_atom = caf::atom_constant<caf::atom("snaptick")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 /// One message in this many is timed for `hive_message_handling_seconds`.
 constexpr uint64_t time_every = 8;
@@ -42,12 +77,115 @@ void flush(agent_actor_type* self) {
   }
 }
 
+std::string dedup_key(const std::string& client, uint64_t seq) {
+  std::string k = client;
+  k.push_back('\0');
+  k += std::to_string(seq);
+  return k;
+}
+
+void remember(agent_actor_state& st, records::dedup_entry e) {
+  if (st.cfg.dedup_entries_max == 0)
+    return;
+  auto key = dedup_key(e.client_id, e.client_seq);
+  if (!st.dedup.emplace(key, e.reply).second)
+    return;
+  st.dedup_order.push_back(std::move(e));
+  while (st.dedup_order.size() > st.cfg.dedup_entries_max) {
+    auto& old = st.dedup_order.front();
+    st.dedup.erase(dedup_key(old.client_id, old.client_seq));
+    st.dedup_order.pop_front();
+  }
+}
+
+void load_position(agent_actor_state& st, durable_position& pos) {
+  st.applied_seq = st.durable_seq = pos.seq;
+  st.snapshot_seq = pos.snapshot_seq;
+  st.since_snapshot = pos.seq - pos.snapshot_seq;
+  st.dedup.clear();
+  st.dedup_order.clear();
+  for (auto& e : pos.dedup)
+    remember(st, std::move(e));
+  pos.dedup.clear();
+}
+
+caf::actor self_handle(agent_actor_type* self) {
+  return caf::actor_cast<caf::actor>(self);
+}
+
+/// Answers held replies whose events are durable now.
+void release_held(agent_actor_type* self) {
+  auto& st = self->state;
+  while (!st.held.empty() && st.held.front().required_seq <= st.durable_seq) {
+    auto h = std::move(st.held.front());
+    st.held.pop_front();
+    if (h.result)
+      h.promise.deliver(agent_reply{std::move(*h.result)});
+    else
+      h.promise.deliver(std::move(h.result.error()));
+  }
+}
+
+/// Writes a snapshot of the current state. Journaled: the store refuses it unless the journal
+/// covers it; events it covers (minus the retention) are pruned in the same batch.
+void take_snapshot(agent_actor_type* self) {
+  auto& st = self->state;
+  records::snapshot_record snap;
+  snap.hdr = {st.cfg.id.str(), st.cfg.position.epoch, st.applied_seq};
+  snap.state = st.instance->snapshot();
+  snap.dedup.assign(st.dedup_order.begin(), st.dedup_order.end());
+  bool journaled = st.cfg.mode == persistence_mode::journaled;
+  uint64_t prune = 0;
+  if (journaled && st.applied_seq > st.cfg.journal_retention_events)
+    prune = st.applied_seq - st.cfg.journal_retention_events;
+  st.since_snapshot = 0;
+  st.cfg.db->put_snapshot(
+    std::move(snap), prune,
+    [h = self_handle(self), seq = st.applied_seq](caf::error err) {
+      caf::anon_send(h, snapshotted_atom::value, seq, std::move(err));
+    },
+    journaled);
+}
+
+void schedule_idle_check(agent_actor_type* self) {
+  auto& st = self->state;
+  if (st.cfg.passivate_idle.count() > 0 && st.cfg.parent)
+    self->delayed_send(self, st.cfg.passivate_idle, idle_atom::value);
+}
+
+/// Rebuilds the state from the store after a failed write. Retries later if reading fails.
+void reload(agent_actor_type* self) {
+  auto& st = self->state;
+  assert(st.inflight == 0);
+  durable_position pos;
+  pos.epoch = st.cfg.position.epoch;
+  auto fresh = st.cfg.restore ? st.cfg.restore(pos)
+                              : caf::expected<std::shared_ptr<agent>>{
+                                make_error(errc::internal, "no restore function")};
+  if (!fresh) {
+    log::event(spdlog::level::warn, "agent_reload_failed", {{"reason", describe(fresh.error())}},
+               st.cfg.id.str());
+    self->delayed_send(self, std::chrono::milliseconds(200), reload_atom::value);
+    return;
+  }
+  st.instance = std::move(*fresh);
+  load_position(st, pos);
+  st.recovering = false;
+  log::event(spdlog::level::info, "agent_reloaded", {{"seq", st.applied_seq}}, st.cfg.id.str());
+}
+
+void start_passivation(agent_actor_type* self);
+
 caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                              std::shared_ptr<agent> instance) {
   assert(instance != nullptr);
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.instance = std::move(instance);
+  bool persisted = st.cfg.mode != persistence_mode::ephemeral && st.cfg.db != nullptr;
+  if (!persisted)
+    st.cfg.mode = persistence_mode::ephemeral;
+  load_position(st, st.cfg.position);
   if (st.cfg.metrics) {
     st.km = &st.cfg.metrics->for_kind(st.cfg.kind);
     st.cfg.metrics->agents_live_add(1);
@@ -56,21 +194,49 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     if (m)
       m->agents_live_add(-1);
   });
+  if (persisted) {
+    schedule_idle_check(self);
+    // Stopped (node shutdown, restart of a group): a snapshot kind writes what it has.
+    self->set_exit_handler([self](caf::exit_msg& msg) {
+      auto& st = self->state;
+      if (st.cfg.mode == persistence_mode::snapshot && st.since_snapshot > 0
+          && !st.passivating)
+        take_snapshot(self);
+      for (auto& h : st.held)
+        h.promise.deliver(make_error(errc::agent_failed, st.cfg.id.str() + " stopped"));
+      st.held.clear();
+      self->quit(std::move(msg.reason));
+    });
+  }
   return {
-    [self](const agent_call& call) {
+    [self](agent_call& call) {
       // Tells need no answer: only a request gets a response promise (and the message that
       // carries the reply), which keeps the tell path free of that allocation.
       auto& st = self->state;
+      if (st.passivating) {
+        // Sent before the directory forgot this activation: the next one handles it.
+        self->delegate(st.cfg.parent, redeliver_atom::value, st.cfg.id, std::move(call));
+        return;
+      }
       bool is_request = self->current_mailbox_element()->mid.is_request();
       auto answer = [&](caf::expected<std::string> result) {
         if (!is_request)
           return;
         auto rp = self->make_response_promise();
+        if (st.durable_seq < st.applied_seq) {
+          // Earlier events are not durable yet: nobody may see state that could be lost.
+          st.held.push_back({st.applied_seq, std::move(rp), std::move(result)});
+          return;
+        }
         if (result)
           rp.deliver(agent_reply{std::move(*result)});
         else
           rp.deliver(std::move(result.error()));
       };
+      if (st.recovering)
+        return answer(make_error(errc::storage_error,
+                                 st.cfg.id.str()
+                                   + " is rebuilding its state after a storage failure"));
       if (call.env.deadline_unix_ms != 0) {
         auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
@@ -81,6 +247,15 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                                      + std::to_string(now_ms - call.env.deadline_unix_ms)
                                      + " ms before it was handled; not handled"));
       }
+      bool keyed = st.cfg.mode == persistence_mode::journaled && !call.env.client_id.empty();
+      if (keyed) {
+        auto i = st.dedup.find(dedup_key(call.env.client_id, call.env.client_seq));
+        if (i != st.dedup.end()) {
+          if (st.km != nullptr)
+            st.km->duplicates->Increment();
+          return answer(i->second);
+        }
+      }
       // Latency is sampled (one message in `time_every`): reading the clock twice per message
       // cost ~6% of the tell path.
       bool timed = st.km != nullptr && st.handled % time_every == 0;
@@ -88,6 +263,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       if (timed)
         t0 = std::chrono::steady_clock::now();
       call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max};
+      ctx.bind(st.instance.get());
       caf::expected<std::string> result{std::string{}};
       try {
         result = st.instance->handle(ctx);
@@ -110,7 +286,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       else if (st.unflushed == 1)
         self->send(self, flush_atom::value);
       if (!result && code_of(result.error()) == errc::agent_failed) {
-        // A crash: answer the caller, then die so the supervisor restarts a fresh instance.
+        // A crash: answer the caller, then die so the supervisor restarts a fresh instance
+        // (persisted kinds: restored from the store, so events applied here are dropped).
         if (st.km != nullptr)
           st.km->failures->Increment();
         log::event(spdlog::level::warn, "agent_crashed",
@@ -122,8 +299,101 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         self->quit(std::move(reason));
         return;
       }
+      if (st.cfg.mode == persistence_mode::journaled) {
+        auto& events = ctx.events();
+        for (size_t i = 0; i < events.size(); ++i) {
+          records::event_record ev;
+          ev.hdr = {st.cfg.id.str(), st.cfg.position.epoch, ++st.applied_seq};
+          ev.payload = std::move(events[i]);
+          if (keyed && i + 1 == events.size() && result) {
+            ev.client_id = call.env.client_id;
+            ev.client_seq = call.env.client_seq;
+            ev.reply = *result;
+          }
+          ++st.inflight;
+          st.cfg.db->append(std::move(ev), [h = self_handle(self), seq = st.applied_seq](
+                                             caf::error err) {
+            caf::anon_send(h, committed_atom::value, seq, std::move(err));
+          });
+        }
+        if (!events.empty()) {
+          if (keyed && result)
+            remember(st, {call.env.client_id, call.env.client_seq, *result});
+          st.since_snapshot += events.size();
+          if (st.since_snapshot >= st.cfg.snapshot_every_events)
+            take_snapshot(self);
+        }
+      } else if (st.cfg.mode == persistence_mode::snapshot) {
+        ++st.applied_seq;
+        st.durable_seq = st.applied_seq; // snapshot kinds promise no durability per reply
+        if (++st.since_snapshot >= st.cfg.snapshot_every_messages) {
+          take_snapshot(self);
+        } else if (!st.snapshot_timer && st.cfg.snapshot_interval.count() > 0) {
+          st.snapshot_timer = true;
+          self->delayed_send(self, st.cfg.snapshot_interval, snapshot_tick_atom::value);
+        }
+      }
       answer(std::move(result));
     },
+    [self](committed_atom, uint64_t seq, caf::error& err) {
+      auto& st = self->state;
+      assert(st.inflight > 0);
+      --st.inflight;
+      if (err) {
+        if (!st.recovering) {
+          st.recovering = true;
+          log::event(spdlog::level::err, "journal_append_failed",
+                     {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
+          // Nothing after the last durable event is acknowledged: fail whoever waits.
+          for (auto& h : st.held)
+            h.promise.deliver(err);
+          st.held.clear();
+        }
+      } else if (!st.recovering) {
+        st.durable_seq = std::max(st.durable_seq, seq);
+        release_held(self);
+      }
+      if (st.recovering && st.inflight == 0)
+        reload(self);
+    },
+    [self](snapshotted_atom, uint64_t seq, caf::error& err) {
+      auto& st = self->state;
+      if (!err) {
+        st.snapshot_seq = std::max(st.snapshot_seq, seq);
+      } else if (code_of(err) != errc::conflict) {
+        // A refused snapshot (conflict) only means an append failed first; that path recovers.
+        log::event(spdlog::level::warn, "snapshot_failed", {{"seq", seq}, {"reason", describe(err)}},
+                   st.cfg.id.str());
+      }
+      if (st.passivating) {
+        // The final snapshot is done (or failed: a journaled agent loses nothing by it).
+        st.cfg.db->forget(st.cfg.id.str());
+        self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
+        self->quit(caf::exit_reason::normal);
+      }
+    },
+    [self](snapshot_tick_atom) {
+      auto& st = self->state;
+      st.snapshot_timer = false;
+      if (st.since_snapshot > 0 && !st.passivating)
+        take_snapshot(self);
+    },
+    [self](reload_atom) {
+      auto& st = self->state;
+      if (st.recovering && st.inflight == 0)
+        reload(self);
+    },
+    [self](idle_atom) {
+      auto& st = self->state;
+      bool idle = st.handled == st.handled_at_idle_check && st.inflight == 0 && st.held.empty()
+        && !st.recovering && !st.passivating;
+      st.handled_at_idle_check = st.handled;
+      if (idle)
+        self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));
+      else
+        schedule_idle_check(self);
+    },
+    [self](passivate_go_atom) { start_passivation(self); },
     [self](flush_atom) { flush(self); },
     [self](const inspect_request&) -> agent_reply {
       auto& st = self->state;
@@ -131,9 +401,35 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       nlohmann::json out{{"summary", st.instance->summary()},
                          {"mailbox_size", self->mailbox().size()},
                          {"handled", st.handled}};
+      if (st.cfg.mode != persistence_mode::ephemeral)
+        out["persistence"] = {{"mode", to_string(st.cfg.mode)},
+                              {"seq", st.applied_seq},
+                              {"durable_seq", st.durable_seq},
+                              {"snapshot_seq", st.snapshot_seq},
+                              {"epoch", st.cfg.position.epoch},
+                              {"dedup_entries", st.dedup_order.size()}};
       return agent_reply{out.dump()};
     },
   };
+}
+
+void start_passivation(agent_actor_type* self) {
+  auto& st = self->state;
+  if (st.passivating)
+    return;
+  st.passivating = true;
+  flush(self);
+  if (st.km != nullptr)
+    st.km->passivations->Increment();
+  log::event(spdlog::level::debug, "agent_passivating", {{"seq", st.applied_seq}},
+             st.cfg.id.str());
+  if (st.applied_seq > st.snapshot_seq || st.since_snapshot > 0) {
+    take_snapshot(self); // its completion finishes the passivation
+    return;
+  }
+  st.cfg.db->forget(st.cfg.id.str());
+  self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
+  self->quit(caf::exit_reason::normal);
 }
 
 } // namespace

@@ -1,15 +1,37 @@
 #pragma once
 
+#include <chrono>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include <caf/all.hpp>
 
 #include "protocols/agent_id.hpp"
+#include "protocols/records.hpp"
 #include "runtime/kind.hpp"
 #include "runtime/metrics.hpp"
+#include "storage/store.hpp"
 
 namespace hive {
+
+/// The durable part of an activation's state, as restored from the store.
+struct durable_position {
+  /// Last event (journaled) or message count (snapshot) the state includes.
+  uint64_t seq = 0;
+  /// Sequence of the stored snapshot (0 if none).
+  uint64_t snapshot_seq = 0;
+  /// The activation's epoch (written into every record it writes).
+  uint64_t epoch = 0;
+  /// The de-duplication window, oldest first.
+  std::deque<records::dedup_entry> dedup;
+};
+
+/// Re-creates an agent from its durable state (after a failed write the in-memory state may
+/// hold events that are not durable: it is thrown away and rebuilt).
+using restore_fn =
+  std::function<caf::expected<std::shared_ptr<agent>>(durable_position& position)>;
 
 /// What an agent actor needs besides its behaviour instance.
 struct agent_actor_config {
@@ -18,7 +40,30 @@ struct agent_actor_config {
   /// Limit on the nesting of JSON bodies parsed for this agent.
   size_t json_depth_max = 32;
   std::shared_ptr<hive::metrics> metrics;
+
+  // -- persistence (ignored for ephemeral agents) -----------------------------------------
+  persistence_mode mode = persistence_mode::ephemeral;
+  std::shared_ptr<store> db;
+  durable_position position;
+  restore_fn restore;
+  uint64_t snapshot_every_events = 1000;
+  uint64_t snapshot_every_messages = 100;
+  std::chrono::milliseconds snapshot_interval{5000};
+  uint64_t journal_retention_events = 0;
+  size_t dedup_entries_max = 1000;
+  /// 0 = never passivate.
+  std::chrono::milliseconds passivate_idle{0};
+  /// The tenant supervisor: gets `(passivate_req_atom, name, self)` when the agent is idle,
+  /// answers `passivate_go_atom`, and gets `(passivated_atom, name)` once the state is written.
+  caf::actor parent;
 };
+
+using passivate_req_atom = caf::atom_constant<caf::atom("pasvreq")>;
+using passivate_go_atom = caf::atom_constant<caf::atom("pasvgo")>;
+using passivated_atom = caf::atom_constant<caf::atom("pasvdone")>;
+/// An agent_call that reached an activation that is passivating: the supervisor re-delivers it
+/// to the next activation.
+using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 
 /// Spawns the CAF actor that hosts one activation of an agent: it feeds `agent_call`s to the
 /// instance one at a time, answers asks with `agent_reply` or an error, answers
@@ -27,6 +72,12 @@ struct agent_actor_config {
 /// message (`hive_messages_handled_total`, batched) and times one in eight
 /// (`hive_message_handling_seconds`), and quits with `agent_failed` when the instance throws,
 /// so its supervisor restarts it.
+///
+/// Journaled agents append each call's events through the store's group commit and send the
+/// reply only once every event applied so far is durable (a read waits for earlier writes, so
+/// no one sees state that could still be lost). A duplicate idempotency key is answered with
+/// the remembered reply. A failed append answers the waiting callers with the storage error,
+/// and the agent rebuilds its state from the store before it handles more calls.
 [[nodiscard]] caf::actor spawn_agent_actor(caf::actor_system& sys, agent_actor_config cfg,
                                            std::shared_ptr<agent> instance);
 

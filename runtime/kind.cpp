@@ -1,5 +1,7 @@
 #include "runtime/kind.hpp"
 
+#include <cassert>
+
 #include "protocols/errc.hpp"
 
 namespace hive {
@@ -17,6 +19,23 @@ size_t depth_of(const nlohmann::json& j, size_t limit) {
 }
 
 } // namespace
+
+std::string_view to_string(persistence_mode x) noexcept {
+  switch (x) {
+    case persistence_mode::ephemeral: return "ephemeral";
+    case persistence_mode::snapshot: return "snapshot";
+    case persistence_mode::journaled: return "journaled";
+  }
+  return "unknown";
+}
+
+caf::error call_context::emit(std::string event) {
+  assert(target_ != nullptr);
+  if (auto err = target_->apply(event))
+    return err;
+  events_.push_back(std::move(event));
+  return {};
+}
 
 caf::expected<const nlohmann::json*> call_context::json() {
   if (!parsed_) {

@@ -17,6 +17,23 @@
 namespace hive {
 
 class node_runtime;
+class agent;
+
+/// How an agent kind's state survives its activation (chosen per kind).
+enum class persistence_mode : uint8_t {
+  /// Lost when the activation ends (a restart starts from the kind's initial state).
+  ephemeral,
+  /// Snapshotted every `persistence.snapshot_every_messages` messages or
+  /// `persistence.snapshot_interval_ms`, and at passivation and node stop. A crash loses what
+  /// changed since the last snapshot; replies do not wait for storage.
+  snapshot,
+  /// Every state-changing event is journaled durably before the reply is sent; recovery is
+  /// the latest snapshot plus the events after it. Nothing acknowledged is ever lost.
+  journaled,
+};
+
+/// "ephemeral" | "snapshot" | "journaled".
+[[nodiscard]] std::string_view to_string(persistence_mode x) noexcept;
 
 /// What an agent sees of the call it is handling. The JSON body is parsed lazily: kinds that
 /// pass the body through (echo) never pay for parsing.
@@ -44,12 +61,30 @@ public:
   /// The parsed body; an `invalid_argument` error names the parse problem.
   [[nodiscard]] caf::expected<const nlohmann::json*> json();
 
+  /// Journaled kinds: records one state-changing event. The runtime applies it at once (it
+  /// calls `agent::apply`, so state changes only through events, the same way as on replay)
+  /// and journals it durably before the reply to this call is sent. Returns apply's error.
+  /// Other kinds: applies the event without journaling it.
+  [[nodiscard]] caf::error emit(std::string event);
+
+  /// Events emitted by this call, in order.
+  [[nodiscard]] std::vector<std::string>& events() noexcept {
+    return events_;
+  }
+
+  /// Set by the runtime before `handle`: the agent that `emit` applies events to.
+  void bind(agent* target) noexcept {
+    target_ = target;
+  }
+
 private:
   const agent_id& self_id_;
   const envelope& env_;
   const std::string& body_;
   size_t json_depth_max_;
   std::optional<nlohmann::json> parsed_;
+  agent* target_ = nullptr;
+  std::vector<std::string> events_;
 };
 
 /// An agent's behaviour. The runtime owns one instance per activation inside a CAF actor and
@@ -69,6 +104,26 @@ public:
   [[nodiscard]] virtual nlohmann::json summary() const {
     return nlohmann::json::object();
   }
+
+  /// Snapshot and journaled kinds: the whole state as bytes (any format the kind reads back
+  /// in `restore`).
+  [[nodiscard]] virtual std::string snapshot() const {
+    return {};
+  }
+
+  /// Snapshot and journaled kinds: replaces the state with one made by `snapshot`. An error
+  /// fails the activation (the record is never served as state).
+  [[nodiscard]] virtual caf::error restore(std::string_view state) {
+    (void) state;
+    return {};
+  }
+
+  /// Journaled kinds: applies one event (from `call_context::emit` or on replay). Must be
+  /// deterministic and must not fail for an event this kind emitted.
+  [[nodiscard]] virtual caf::error apply(std::string_view event) {
+    (void) event;
+    return {};
+  }
 };
 
 /// A registered agent kind: a name and a factory that validates a JSON config and makes a
@@ -77,6 +132,8 @@ struct kind_spec {
   std::string name;
   std::string description;
   std::function<caf::expected<std::unique_ptr<agent>>(const nlohmann::json& config)> make;
+  /// How its agents' state survives (needs a node with a store; otherwise ephemeral).
+  persistence_mode persistence = persistence_mode::ephemeral;
 };
 
 /// The kinds a node can spawn, registered at start-up (not thread-safe to modify afterwards).

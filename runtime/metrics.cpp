@@ -59,6 +59,52 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                         .Name("hive_gateway_request_seconds")
                         .Help("Gateway HTTP request latency, by route template")
                         .Register(*registry_);
+  activations_ = &BuildCounter()
+                    .Name("hive_activations_total")
+                    .Help("Persisted agents activated from the store, per agent kind")
+                    .Register(*registry_);
+  passivations_ = &BuildCounter()
+                     .Name("hive_passivations_total")
+                     .Help("Persisted agents passivated after being idle, per agent kind")
+                     .Register(*registry_);
+  duplicates_ = &BuildCounter()
+                   .Name("hive_duplicate_commands_total")
+                   .Help("Commands answered from the idempotency window, per agent kind")
+                   .Register(*registry_);
+  commit_batch_ = &BuildHistogram()
+                     .Name("hive_journal_commit_batch_writes")
+                     .Help("Writes carried by one group commit (one synced WriteBatch)")
+                     .Register(*registry_)
+                     .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
+                                                          1024, 2048, 4096});
+  commit_seconds_ = &BuildHistogram()
+                       .Name("hive_journal_commit_seconds")
+                       .Help("Time of one synced group-commit write")
+                       .Register(*registry_)
+                       .Add({}, latency_buckets());
+  append_seconds_ = &BuildHistogram()
+                       .Name("hive_journal_append_seconds")
+                       .Help("Time from queueing a journal append to its durable completion")
+                       .Register(*registry_)
+                       .Add({}, latency_buckets());
+  storage_failures_ = &BuildCounter()
+                         .Name("hive_storage_failures_total")
+                         .Help("Storage failures, by error code")
+                         .Register(*registry_);
+}
+
+void metrics::journal_commit(size_t writes, double seconds) {
+  commit_batch_->Observe(static_cast<double>(writes));
+  commit_seconds_->Observe(seconds);
+}
+
+void metrics::journal_append(double seconds) {
+  append_seconds_->Observe(seconds);
+}
+
+void metrics::storage_failure(std::string_view code) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  storage_failures_->Add({{"code", std::string{code}}}).Increment();
 }
 
 kind_metrics& metrics::for_kind(const std::string& kind) {
@@ -71,6 +117,9 @@ kind_metrics& metrics::for_kind(const std::string& kind) {
   km.failures = &failures_->Add({{"kind", kind}});
   km.handling = &handling_->Add({{"kind", kind}}, latency_buckets());
   km.restarts = &restarts_->Add({{"kind", kind}});
+  km.activations = &activations_->Add({{"kind", kind}});
+  km.passivations = &passivations_->Add({{"kind", kind}});
+  km.duplicates = &duplicates_->Add({{"kind", kind}});
   return kinds_.emplace(kind, km).first->second;
 }
 

@@ -25,6 +25,9 @@ struct kind_metrics {
   prometheus::Counter* failures = nullptr;         ///< hive_agent_failures_total{kind}
   prometheus::Histogram* handling = nullptr;       ///< hive_message_handling_seconds{kind}
   prometheus::Counter* restarts = nullptr;         ///< hive_restarts_total{kind}
+  prometheus::Counter* activations = nullptr;      ///< hive_activations_total{kind}
+  prometheus::Counter* passivations = nullptr;     ///< hive_passivations_total{kind}
+  prometheus::Counter* duplicates = nullptr;       ///< hive_duplicate_commands_total{kind}
 };
 
 /// The node's metrics registry. Every series is named `hive_<thing>_<unit>`, label sets are
@@ -59,6 +62,16 @@ public:
   /// `hive_gateway_request_seconds{route}`. `route` is a route template, never a raw path.
   void gateway_request(const std::string& route, int status, double seconds);
 
+  /// One group commit of the store: `hive_journal_commit_batch_writes` (writes per commit)
+  /// and `hive_journal_commit_seconds` (the synced write).
+  void journal_commit(size_t writes, double seconds);
+
+  /// `hive_journal_append_seconds`: enqueue of one journal append to its durable completion.
+  void journal_append(double seconds);
+
+  /// `hive_storage_failures_total{code}`: storage_error, storage_full, corrupt_record, ...
+  void storage_failure(std::string_view code);
+
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
     return registry_;
@@ -86,6 +99,13 @@ private:
   prometheus::Family<prometheus::Counter>* gateway_requests_;
   prometheus::Family<prometheus::Histogram>* gateway_latency_;
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
+  prometheus::Family<prometheus::Counter>* activations_;
+  prometheus::Family<prometheus::Counter>* passivations_;
+  prometheus::Family<prometheus::Counter>* duplicates_;
+  prometheus::Histogram* commit_batch_;
+  prometheus::Histogram* commit_seconds_;
+  prometheus::Histogram* append_seconds_;
+  prometheus::Family<prometheus::Counter>* storage_failures_;
 };
 
 } // namespace hive

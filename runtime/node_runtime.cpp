@@ -20,6 +20,27 @@ struct runtime_context {
   std::shared_ptr<directory> dir;
   std::shared_ptr<hive::metrics> metrics;
   const kind_registry* kinds = nullptr;
+  /// The node's store; null = every kind is ephemeral.
+  std::shared_ptr<store> db;
+  front_factory breaker_factory;
+
+  /// True if agents of `kind` keep their state in the store.
+  [[nodiscard]] bool persisted(const std::string& kind) const {
+    if (!db)
+      return false;
+    auto k = kinds->find(kind);
+    return k != nullptr && k->persistence != persistence_mode::ephemeral;
+  }
+};
+
+/// Receives the target of an agent once it is active (or why it is not). Runs inside the
+/// tenant supervisor: must not block.
+using continuation = std::function<void(caf::expected<caf::actor>)>;
+
+/// Asks a tenant supervisor to activate a persisted agent that is not running.
+struct activate_job {
+  agent_id id;
+  continuation then;
 };
 
 using ctx_ptr = std::shared_ptr<const runtime_context>;
@@ -60,6 +81,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::spawn_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::stop_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::ask_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::inspect_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::activate_job)
 
 namespace hive {
 
@@ -70,6 +92,82 @@ using stop_agent_atom = caf::atom_constant<caf::atom("hstop")>;
 using ask_atom = caf::atom_constant<caf::atom("hask")>;
 using inspect_atom = caf::atom_constant<caf::atom("hinspect")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+using activate_atom = caf::atom_constant<caf::atom("hactivate")>;
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Builds a fresh instance of a persisted agent from its kind, config and stored state
+/// (latest snapshot, then the journal after it). A record that fails verification fails the
+/// activation: it is never served as state.
+caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
+                                                    const agent_view& view,
+                                                    durable_position& pos) {
+  auto kind = ctx.kinds->find(view.kind);
+  if (kind == nullptr)
+    return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
+  auto made = kind->make(view.config ? *view.config : nlohmann::json::object());
+  if (!made)
+    return std::move(made.error());
+  std::shared_ptr<agent> instance{std::move(*made)};
+  auto id = view.id.str();
+  auto snap = ctx.db->get_snapshot(id);
+  if (!snap)
+    return std::move(snap.error());
+  pos.seq = pos.snapshot_seq = 0;
+  pos.dedup.clear();
+  if (*snap) {
+    if (auto err = instance->restore((*snap)->state))
+      return make_error(errc::corrupt_record,
+                        "snapshot of " + id + " does not restore: " + message_of(err));
+    pos.seq = pos.snapshot_seq = (*snap)->hdr.seq;
+    pos.dedup.assign((*snap)->dedup.begin(), (*snap)->dedup.end());
+  }
+  if (kind->persistence == persistence_mode::journaled) {
+    for (;;) {
+      auto events = ctx.db->read_events(id, pos.seq + 1, UINT64_MAX, 4096);
+      if (!events)
+        return std::move(events.error());
+      for (auto& ev : *events) {
+        if (ev.hdr.seq != pos.seq + 1)
+          return make_error(errc::corrupt_record, "journal of " + id + " jumps from seq "
+                                                    + std::to_string(pos.seq) + " to "
+                                                    + std::to_string(ev.hdr.seq));
+        if (auto err = instance->apply(ev.payload))
+          return make_error(errc::corrupt_record, "event " + std::to_string(ev.hdr.seq) + " of "
+                                                    + id + " does not apply: " + message_of(err));
+        pos.seq = ev.hdr.seq;
+        if (!ev.client_id.empty())
+          pos.dedup.push_back({ev.client_id, ev.client_seq, ev.reply});
+      }
+      if (events->size() < 4096)
+        break;
+    }
+    auto window = static_cast<size_t>(ctx.cfg.persistence.dedup_entries_max);
+    while (pos.dedup.size() > window)
+      pos.dedup.pop_front();
+  }
+  return instance;
+}
+
+/// The view of a stored agent that is not active.
+agent_view view_of_meta(const runtime_context& ctx, const agent_id& id,
+                        const records::meta_record& meta) {
+  agent_view view;
+  view.id = id;
+  view.kind = meta.kind;
+  view.node = ctx.cfg.node.name;
+  view.supervisor = "tenant:" + id.tenant;
+  view.restart = meta.restart;
+  view.has_breaker = meta.breaker;
+  auto config = nlohmann::json::parse(meta.config, nullptr, false);
+  view.config = std::make_shared<const nlohmann::json>(
+    config.is_object() ? std::move(config) : nlohmann::json::object());
+  return view;
+}
 
 std::string tenant_child_id(const std::string& tenant) {
   return "tenant:" + tenant;
@@ -82,9 +180,12 @@ void fail_spawn(const runtime_context& ctx, spawn_job& job, caf::error err) {
   job.done(std::move(err));
 }
 
-/// The child spec of one agent under its tenant supervisor.
+/// The child spec of one agent under its tenant supervisor. `pending` (activation only) are
+/// run with the new target before the directory publishes it, so that messages that waited
+/// for the activation are not overtaken by later ones.
 child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
-                            std::shared_ptr<agent> first_instance) {
+                            std::shared_ptr<agent> first_instance,
+                            std::shared_ptr<std::vector<continuation>> pending = nullptr) {
   child_spec spec;
   spec.id = view.id.name;
   spec.kind = view.kind;
@@ -94,25 +195,68 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
   spec.start = [ctx, view, first](caf::local_actor* sup) -> caf::expected<caf::actor> {
     std::shared_ptr<agent> instance = std::move(*first);
     first->reset();
+    auto kind = ctx->kinds->find(view.kind);
+    if (kind == nullptr)
+      return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
+    bool persisted = ctx->persisted(view.kind);
+    durable_position pos;
+    if (persisted)
+      pos.epoch = ctx->db->next_epoch();
     if (!instance) {
-      auto kind = ctx->kinds->find(view.kind);
-      if (kind == nullptr)
-        return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
-      auto made = kind->make(view.config ? *view.config : nlohmann::json::object());
-      if (!made)
-        return std::move(made.error());
-      instance = std::shared_ptr<agent>{std::move(*made)};
+      if (persisted) {
+        // An activation or a restart: the state is what the store holds.
+        auto restored = restore_agent(*ctx, view, pos);
+        if (!restored) {
+          log::event(spdlog::level::err, "agent_restore_failed",
+                     {{"reason", describe(restored.error())}}, view.id.str());
+          if (ctx->metrics)
+            ctx->metrics->storage_failure(to_string(code_of(restored.error())));
+          return std::move(restored.error());
+        }
+        instance = std::move(*restored);
+      } else {
+        auto made = kind->make(view.config ? *view.config : nlohmann::json::object());
+        if (!made)
+          return std::move(made.error());
+        instance = std::shared_ptr<agent>{std::move(*made)};
+      }
     }
-    agent_actor_config acfg{view.id, view.kind,
-                            static_cast<size_t>(ctx->cfg.gateway.json_depth_max), ctx->metrics};
+    agent_actor_config acfg;
+    acfg.id = view.id;
+    acfg.kind = view.kind;
+    acfg.json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
+    acfg.metrics = ctx->metrics;
+    if (persisted) {
+      auto& p = ctx->cfg.persistence;
+      acfg.mode = kind->persistence;
+      acfg.db = ctx->db;
+      acfg.position = std::move(pos);
+      acfg.restore = [ctx, view](durable_position& position) {
+        return restore_agent(*ctx, view, position);
+      };
+      acfg.snapshot_every_events = static_cast<uint64_t>(p.snapshot_every_events);
+      acfg.snapshot_every_messages = static_cast<uint64_t>(p.snapshot_every_messages);
+      acfg.snapshot_interval = std::chrono::milliseconds(p.snapshot_interval_ms);
+      acfg.journal_retention_events = static_cast<uint64_t>(p.journal_retention_events);
+      acfg.dedup_entries_max = static_cast<size_t>(p.dedup_entries_max);
+      acfg.passivate_idle = std::chrono::milliseconds(p.passivate_idle_ms);
+      acfg.parent = caf::actor_cast<caf::actor>(sup);
+    }
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
   };
   caf::actor breaker = view.has_breaker ? view.target : caf::actor{};
-  spec.on_started = [ctx, id = view.id, breaker](const caf::actor& handle, uint64_t restarts) {
+  spec.on_started = [ctx, id = view.id, breaker, pending](const caf::actor& handle,
+                                                         uint64_t restarts) {
+    if (pending && !pending->empty()) {
+      auto ks = std::move(*pending);
+      pending->clear();
+      for (auto& k : ks)
+        k(breaker ? breaker : handle);
+    }
     ctx->dir->set_handles(id, handle, breaker ? breaker : handle, restarts);
     if (breaker)
       caf::anon_send(breaker, target_atom::value, handle);
-    log::event(spdlog::level::info, restarts == 0 ? "agent_started" : "agent_restarted",
+    log::event(spdlog::level::debug, restarts == 0 ? "agent_started" : "agent_restarted",
                {{"restarts", restarts}}, id.str());
   };
   spec.on_removed = [ctx, id = view.id, breaker](const caf::error& reason) {
@@ -139,9 +283,79 @@ supervisor_flags flags_from(const runtime_context& ctx, std::string name, std::s
   return f;
 }
 
-/// Tenant supervisors accept spawns and stops of their agents.
+/// Activation bookkeeping of one tenant supervisor: agents passivating now, each with the
+/// messages that arrived meanwhile (re-delivered to the next activation).
+struct activation_book {
+  std::unordered_map<std::string, std::vector<continuation>> passivating;
+};
+
+/// Activates `id` (not running) under `self`, or fails `k`. Runs in the tenant supervisor.
+void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
+              std::vector<continuation> ks) {
+  auto fail_all = [&](const caf::error& err) {
+    for (auto& k : ks)
+      k(err);
+  };
+  auto meta = ctx->db->get_meta(id.str());
+  if (!meta)
+    return fail_all(meta.error());
+  if (!*meta)
+    return fail_all(make_error(errc::agent_not_found, "no agent " + id.str()));
+  auto view = view_of_meta(*ctx, id, **meta);
+  if (ctx->dir->size() >= static_cast<size_t>(ctx->cfg.agents.agents_max))
+    return fail_all(make_error(errc::overloaded, "node runs agents.agents_max = "
+                                                   + std::to_string(ctx->cfg.agents.agents_max)
+                                                   + " agents"));
+  if (!ctx->dir->reserve(view))
+    return fail_all(make_error(errc::agent_failed, id.str() + " is being created, retry"));
+  if (view.has_breaker && ctx->breaker_factory) {
+    view.target = ctx->breaker_factory(self->system(), id);
+    ctx->dir->set_handles(id, caf::actor{}, view.target, 0);
+  } else {
+    view.has_breaker = false;
+  }
+  auto pending = std::make_shared<std::vector<continuation>>(std::move(ks));
+  auto started = self->state.start_child(agent_child_spec(ctx, view, nullptr, pending));
+  if (!started) {
+    ctx->dir->erase(id);
+    if (view.has_breaker && view.target)
+      caf::anon_send_exit(view.target, caf::exit_reason::user_shutdown);
+    for (auto& k : *pending)
+      k(started.error());
+    return;
+  }
+  if (ctx->metrics)
+    ctx->metrics->for_kind(view.kind).activations->Increment();
+}
+
+/// Hands `k` the target of `id`: queued while it passivates, at once while it runs,
+/// after an activation otherwise.
+void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                 const agent_id& id, continuation k) {
+  if (auto p = book.passivating.find(id.name); p != book.passivating.end()) {
+    if (p->second.size() >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
+      return k(make_error(errc::overloaded,
+                          id.str() + " is passivating and holds persistence."
+                                     "activation_queue_messages_max messages"));
+    p->second.push_back(std::move(k));
+    return;
+  }
+  if (self->state.find_child(id.name) != nullptr) {
+    auto target = ctx->dir->target_of(id);
+    if (target && *target)
+      return k(*target);
+    return k(make_error(errc::agent_failed, id.str() + " is restarting"));
+  }
+  std::vector<continuation> ks;
+  ks.push_back(std::move(k));
+  activate(self, ctx, id, std::move(ks));
+}
+
+/// Tenant supervisors accept spawns and stops of their agents, activate persisted agents on
+/// demand and passivate idle ones.
 supervisor_extension tenant_extension(const ctx_ptr& ctx) {
-  return [ctx](supervisor_actor* self) -> caf::message_handler {
+  auto book = std::make_shared<activation_book>();
+  return [ctx, book](supervisor_actor* self) -> caf::message_handler {
     return {
       [self, ctx](spawn_agent_atom, spawn_job& job) {
         auto spec = agent_child_spec(ctx, job.view, std::move(job.first_instance));
@@ -159,6 +373,53 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
       },
       [self](stop_agent_atom, stop_job& job) {
         job.done(self->state.terminate_child(job.id.name));
+      },
+      [self, ctx, book](activate_atom, activate_job& job) {
+        with_target(self, ctx, *book, job.id, std::move(job.then));
+      },
+      [self, ctx, book](passivate_req_atom, const agent_id& id, const caf::actor& agent) {
+        auto child = self->state.find_child(id.name);
+        if (child == nullptr || child->handle != agent || book->passivating.count(id.name))
+          return;
+        // From now on new messages find no target and come here (activate_atom): they wait
+        // in the book until the state is written, then go to the next activation.
+        auto view = ctx->dir->erase(id);
+        if (view && view->has_breaker && view->target)
+          caf::anon_send_exit(view->target, caf::exit_reason::user_shutdown);
+        book->passivating.emplace(id.name, std::vector<continuation>{});
+        self->send(agent, passivate_go_atom::value);
+      },
+      [self, ctx, book](passivated_atom, const agent_id& id) {
+        // The agent quits by itself: forget it without a restart.
+        (void) self->state.release_child(id.name);
+        auto p = book->passivating.find(id.name);
+        if (p == book->passivating.end())
+          return;
+        auto waiting = std::move(p->second);
+        book->passivating.erase(p);
+        if (!waiting.empty())
+          activate(self, ctx, id, std::move(waiting));
+      },
+      [self, ctx, book](redeliver_atom, const agent_id& id, agent_call& call) {
+        // Delegated by a passivating agent: the original sender and request id come along.
+        bool is_request = self->current_mailbox_element()->mid.is_request();
+        auto rp = self->make_response_promise();
+        with_target(self, ctx, *book, id,
+                    [self, rp, is_request, call = std::move(call)](
+                      caf::expected<caf::actor> target) mutable {
+                      if (!target) {
+                        if (is_request)
+                          rp.deliver(std::move(target.error()));
+                        return;
+                      }
+                      if (!is_request) {
+                        caf::anon_send(*target, std::move(call));
+                        return;
+                      }
+                      self->request(*target, caf::infinite, std::move(call))
+                        .then([rp](agent_reply& reply) mutable { rp.deliver(std::move(reply)); },
+                              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                    });
       },
     };
   };
@@ -216,6 +477,23 @@ supervisor_extension root_extension(const ctx_ptr& ctx) {
           return;
         }
         self->send(child->handle, stop_agent_atom::value, std::move(job));
+      },
+      [self, ctx](activate_atom, activate_job& job) {
+        auto child_id = tenant_child_id(job.id.tenant);
+        auto child = self->state.find_child(child_id);
+        caf::actor tenant_sup;
+        if (child == nullptr) {
+          auto started = self->state.start_child(tenant_child_spec(ctx, job.id.tenant));
+          if (!started)
+            return job.then(std::move(started.error()));
+          tenant_sup = *started;
+        } else {
+          tenant_sup = child->handle;
+        }
+        if (!tenant_sup)
+          return job.then(make_error(errc::agent_failed, "supervisor of tenant '" + job.id.tenant
+                                                           + "' is restarting, retry shortly"));
+        self->send(tenant_sup, activate_atom::value, std::move(job));
       },
     };
   };
@@ -351,24 +629,29 @@ caf::behavior router_fn(router_actor* self, size_t /* router number */) {
 } // namespace
 
 node_runtime::node_runtime(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
-                           std::shared_ptr<hive::metrics> m, front_factory breaker_factory)
+                           std::shared_ptr<hive::metrics> m, front_factory breaker_factory,
+                           std::shared_ptr<store> db)
     : sys_(sys), cfg_(cfg), kinds_(std::move(kinds)), metrics_(std::move(m)),
-      breaker_factory_(std::move(breaker_factory)), directory_(std::make_shared<directory>()) {}
+      breaker_factory_(std::move(breaker_factory)), directory_(std::make_shared<directory>()),
+      db_(std::move(db)) {}
 
 caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(caf::actor_system& sys,
                                                                  const node_config& cfg,
                                                                  kind_registry kinds,
                                                                  std::shared_ptr<hive::metrics> m,
-                                                                 front_factory breaker_factory) {
+                                                                 front_factory breaker_factory,
+                                                                 std::shared_ptr<store> db) {
   if (!m)
     m = std::make_shared<hive::metrics>();
-  std::unique_ptr<node_runtime> rt{
-    new node_runtime(sys, cfg, std::move(kinds), std::move(m), std::move(breaker_factory))};
+  std::unique_ptr<node_runtime> rt{new node_runtime(sys, cfg, std::move(kinds), std::move(m),
+                                                    std::move(breaker_factory), std::move(db))};
   auto ctx = std::make_shared<runtime_context>();
   ctx->cfg = rt->cfg_;
   ctx->dir = rt->directory_;
   ctx->metrics = rt->metrics_;
   ctx->kinds = &rt->kinds_;
+  ctx->db = rt->db_;
+  ctx->breaker_factory = rt->breaker_factory_;
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   auto n = std::max<size_t>(1, sys.scheduler().num_workers());
   for (size_t i = 0; i < n; ++i)
@@ -434,18 +717,63 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
     view.target = breaker_factory_(sys_, req.id);
     directory_->set_handles(req.id, caf::actor{}, view.target, 0);
   }
+  bool persisted = db_ && kind->persistence != persistence_mode::ephemeral;
   spawn_job job{std::move(view), std::shared_ptr<agent>{std::move(*made)}, std::move(done),
                 req.correlation_id};
-  caf::anon_send(root_, spawn_agent_atom::value, std::move(job));
+  if (!persisted) {
+    caf::anon_send(root_, spawn_agent_atom::value, std::move(job));
+    return;
+  }
+  // A persisted agent exists once its kind and config are durable: it survives passivation
+  // and restarts of the node from then on.
+  records::meta_record meta;
+  meta.hdr.agent = req.id.str();
+  meta.kind = req.kind;
+  meta.config = job.view.config->dump();
+  meta.breaker = req.breaker;
+  meta.restart = job.view.restart;
+  meta.created_unix_ms = unix_ms_now();
+  meta.persistence = std::string{to_string(kind->persistence)};
+  auto shared_job = std::make_shared<spawn_job>(std::move(job));
+  db_->put_meta(std::move(meta), true,
+                [root = root_, dir = directory_, shared_job](caf::error err) {
+                  auto& job = *shared_job;
+                  if (err) {
+                    dir->erase(job.view.id);
+                    if (job.view.has_breaker && job.view.target)
+                      caf::anon_send_exit(job.view.target, caf::exit_reason::user_shutdown);
+                    job.done(std::move(err));
+                    return;
+                  }
+                  caf::anon_send(root, spawn_agent_atom::value, std::move(job));
+                });
 }
 
 void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done) {
   assert(done);
   if (stopping_.load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
-  if (!directory_->target_of(id))
+  auto view = directory_->find(id);
+  bool stored = false;
+  if (db_) {
+    auto meta = db_->get_meta(id.str());
+    if (!meta)
+      return done(std::move(meta.error()));
+    stored = meta->has_value();
+  }
+  if (!view && !stored)
     return done(make_error(errc::agent_not_found, "no agent " + id.str()));
-  caf::anon_send(root_, stop_agent_atom::value, stop_job{id, std::move(done)});
+  auto erase_stored = [db = db_, id, stored, done = std::move(done)](caf::error err) {
+    if (err && code_of(err) != errc::agent_not_found)
+      return done(std::move(err));
+    if (!stored)
+      return done(std::move(err));
+    // Stopped for good: its meta, snapshot and journal go too.
+    db->erase_agent(id.str(), done);
+  };
+  if (!view) // passivated: nothing runs
+    return erase_stored({});
+  caf::anon_send(root_, stop_agent_atom::value, stop_job{id, std::move(erase_stored)});
 }
 
 namespace {
@@ -488,9 +816,29 @@ caf::error unusable(const std::optional<caf::actor>& target, const agent_id& id)
 
 caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
   auto& target = cached_target(*directory_, id);
+  if (!target && db_)
+    return activate_then(id, [call](caf::expected<caf::actor> t) {
+      if (t)
+        caf::anon_send(*t, std::move(call));
+    });
   if (auto err = unusable(target, id))
     return err;
   caf::anon_send(*target, call);
+  return {};
+}
+
+caf::error node_runtime::activate_then(const agent_id& id,
+                                       std::function<void(caf::expected<caf::actor>)> then) {
+  // Not running here: a stored agent is activated by its tenant supervisor, which also holds
+  // messages for one that is passivating right now.
+  auto meta = db_->get_meta(id.str());
+  if (!meta)
+    return std::move(meta.error());
+  if (!*meta)
+    return make_error(errc::agent_not_found, "no agent " + id.str());
+  if (stopping_.load())
+    return make_error(errc::shutting_down, "node is shutting down");
+  caf::anon_send(root_, activate_atom::value, activate_job{id, std::move(then)});
   return {};
 }
 
@@ -531,9 +879,22 @@ void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::millise
                        reply_fn done) {
   assert(done);
   auto& target = cached_target(*directory_, id);
+  auto& router = routers_[call.env.correlation_id % routers_.size()];
+  if (!target && db_) {
+    auto shared_done = std::make_shared<reply_fn>(std::move(done));
+    auto err = activate_then(id, [router, call = std::move(call), timeout, shared_done](
+                                   caf::expected<caf::actor> t) mutable {
+      if (!t)
+        return (*shared_done)(std::move(t.error()));
+      caf::anon_send(router, ask_atom::value,
+                     ask_job{*t, std::move(call), timeout, std::move(*shared_done)});
+    });
+    if (err)
+      (*shared_done)(std::move(err));
+    return;
+  }
   if (auto err = unusable(target, id))
     return done(std::move(err));
-  auto& router = routers_[call.env.correlation_id % routers_.size()];
   caf::anon_send(router, ask_atom::value,
                  ask_job{*target, std::move(call), timeout, std::move(done)});
 }
@@ -542,11 +903,75 @@ void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,
                            std::function<void(caf::expected<nlohmann::json>)> done) {
   assert(done);
   auto view = directory_->find(id);
+  if (!view && db_) {
+    auto meta = db_->get_meta(id.str());
+    if (!meta)
+      return done(std::move(meta.error()));
+    if (*meta) {
+      // Passivated: described from the store, without activating it.
+      auto& m = **meta;
+      return done(nlohmann::json{{"id", id.str()},
+                                 {"kind", m.kind},
+                                 {"node", cfg_.node.name},
+                                 {"supervisor", "tenant:" + id.tenant},
+                                 {"restart", m.restart},
+                                 {"restarts", 0},
+                                 {"running", false},
+                                 {"passivated", true},
+                                 {"persistence", {{"mode", m.persistence}}},
+                                 {"breaker", nullptr},
+                                 {"mailbox_size", 0},
+                                 {"state", nullptr}});
+    }
+  }
   if (!view)
     return done(make_error(errc::agent_not_found, "no agent " + id.str()));
   auto& router = routers_[correlation_id % routers_.size()];
   caf::anon_send(router, inspect_atom::value,
                  inspect_job{std::move(*view), correlation_id, std::move(done)});
+}
+
+std::vector<agent_view> node_runtime::list(std::string_view tenant, std::string_view after,
+                                           size_t limit) const {
+  auto live = directory_->list(tenant, after, limit);
+  if (!db_)
+    return live;
+  auto stored = db_->list_meta(tenant, after, limit);
+  if (!stored) {
+    log::event(spdlog::level::warn, "list_failed", {{"reason", describe(stored.error())}});
+    return live;
+  }
+  // Merge by id: running agents as the directory sees them, passivated ones from the store.
+  std::vector<agent_view> out;
+  out.reserve(std::min(limit, live.size() + stored->size()));
+  size_t i = 0;
+  size_t j = 0;
+  runtime_context ctx;
+  ctx.cfg = cfg_;
+  while (out.size() < limit && (i < live.size() || j < stored->size())) {
+    auto live_key = i < live.size() ? live[i].id.str() : std::string{};
+    auto stored_key = j < stored->size() ? (*stored)[j].hdr.agent : std::string{};
+    if (j >= stored->size() || (i < live.size() && live_key <= stored_key)) {
+      if (j < stored->size() && live_key == stored_key)
+        ++j;
+      out.push_back(std::move(live[i++]));
+      continue;
+    }
+    auto id = parse_agent_id(stored_key);
+    if (id)
+      out.push_back(view_of_meta(ctx, *id, (*stored)[j]));
+    ++j;
+  }
+  return out;
+}
+
+caf::error node_runtime::backup(const std::string& dir) {
+  if (!db_)
+    return make_error(errc::invalid_argument, "this node has no store to back up");
+  auto err = db_->checkpoint(dir);
+  log::event(err ? spdlog::level::err : spdlog::level::info, "backup",
+             {{"dir", dir}, {"result", err ? describe(err) : std::string{"ok"}}});
+  return err;
 }
 
 void node_runtime::shutdown() {
@@ -572,6 +997,51 @@ void node_runtime::shutdown() {
   root_ = nullptr;
   routers_.clear();
   log::event(spdlog::level::info, "runtime_stopped");
+}
+
+namespace {
+
+/// Feeds the store's reports into the node's metrics and log.
+class metrics_store_observer : public store_observer {
+public:
+  explicit metrics_store_observer(std::shared_ptr<metrics> m) : m_(std::move(m)) {}
+
+  void on_commit(size_t writes, double write_seconds) override {
+    m_->journal_commit(writes, write_seconds);
+  }
+
+  void on_append_latency(double seconds) override {
+    m_->journal_append(seconds);
+  }
+
+  void on_failure(std::string_view code) override {
+    m_->storage_failure(code);
+    log::event(spdlog::level::warn, "storage_failure", {{"code", std::string{code}}});
+  }
+
+private:
+  std::shared_ptr<metrics> m_;
+};
+
+} // namespace
+
+caf::expected<std::shared_ptr<store>> open_node_store(const node_config& cfg,
+                                                      const std::string& data_dir,
+                                                      std::shared_ptr<metrics> m) {
+  store_options o;
+  o.path = data_dir + "/db";
+  auto& s = cfg.storage;
+  o.commit_batch_writes_max = static_cast<size_t>(s.commit_batch_writes_max);
+  o.commit_queue_writes_max = static_cast<size_t>(s.commit_queue_writes_max);
+  o.record_bytes_max = static_cast<size_t>(s.record_bytes_max);
+  o.block_cache_bytes = static_cast<size_t>(s.block_cache_bytes);
+  o.write_buffer_bytes = static_cast<size_t>(s.write_buffer_bytes);
+  if (m)
+    o.observer = std::make_shared<metrics_store_observer>(std::move(m));
+  auto opened = store::open(std::move(o));
+  if (!opened)
+    return std::move(opened.error());
+  return std::shared_ptr<store>{std::move(*opened)};
 }
 
 } // namespace hive

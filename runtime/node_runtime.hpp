@@ -20,6 +20,7 @@
 #include "runtime/kind.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/supervisor.hpp"
+#include "storage/store.hpp"
 
 namespace hive {
 
@@ -91,10 +92,14 @@ class node_runtime {
 public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;
 
-  /// Starts the root supervisor and the router actor.
+  /// Starts the root supervisor and the router actors. With a store `db`, agents of
+  /// persisted kinds keep their state in it (without one, every kind is ephemeral): they are
+  /// recorded durably at spawn, activated on their first message after passivation or a
+  /// restart of the node, passivated after `persistence.passivate_idle_ms`.
   [[nodiscard]] static caf::expected<std::unique_ptr<node_runtime>> start(
     caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
-    std::shared_ptr<hive::metrics> m, front_factory breaker_factory = {});
+    std::shared_ptr<hive::metrics> m, front_factory breaker_factory = {},
+    std::shared_ptr<store> db = nullptr);
 
   ~node_runtime();
 
@@ -152,13 +157,21 @@ public:
   }
 
   /// Lists agents in id order, strictly after `after` (a `tenant/name` string, may be empty),
-  /// at most `limit`, optionally only those of `tenant`.
+  /// at most `limit`, optionally only those of `tenant`: running ones and, with a store,
+  /// passivated ones (`activated` false, no handles).
   [[nodiscard]] std::vector<agent_view> list(std::string_view tenant, std::string_view after,
-                                             size_t limit) const {
-    return directory_->list(tenant, after, limit);
+                                             size_t limit) const;
+
+  /// Writes an online, consistent backup of the store to `dir` (absolute, must not exist).
+  /// Errors: invalid_argument, storage_error.
+  [[nodiscard]] caf::error backup(const std::string& dir);
+
+  /// The node's store, or null.
+  [[nodiscard]] const std::shared_ptr<store>& db() const noexcept {
+    return db_;
   }
 
-  /// Number of agents registered on this node.
+  /// Number of agents running (or starting) on this node.
   [[nodiscard]] size_t agent_count() const {
     return directory_->size();
   }
@@ -183,7 +196,13 @@ public:
 
 private:
   node_runtime(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
-               std::shared_ptr<hive::metrics> m, front_factory breaker_factory);
+               std::shared_ptr<hive::metrics> m, front_factory breaker_factory,
+               std::shared_ptr<store> db);
+
+  /// Activates a stored agent that is not running and hands `then` its target (inside its
+  /// tenant supervisor). Errors: agent_not_found, storage errors, shutting_down.
+  caf::error activate_then(const agent_id& id,
+                           std::function<void(caf::expected<caf::actor>)> then);
 
   caf::actor_system& sys_;
   node_config cfg_;
@@ -191,9 +210,16 @@ private:
   std::shared_ptr<hive::metrics> metrics_;
   front_factory breaker_factory_;
   std::shared_ptr<directory> directory_;
+  std::shared_ptr<store> db_;
   caf::actor root_;
   std::vector<caf::actor> routers_;
   std::atomic<bool> stopping_{false};
 };
+
+/// Opens the node's store in `<data_dir>/db` with the `storage.*` settings, reporting commits,
+/// append latencies and failures to `m`.
+[[nodiscard]] caf::expected<std::shared_ptr<store>> open_node_store(const node_config& cfg,
+                                                                    const std::string& data_dir,
+                                                                    std::shared_ptr<metrics> m);
 
 } // namespace hive

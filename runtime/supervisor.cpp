@@ -58,17 +58,62 @@ void supervisor_state::init(caf::event_based_actor* self, supervisor_flags flags
 }
 
 size_t supervisor_state::index_of(const caf::actor_addr& addr) const {
-  for (size_t i = 0; i < children_.size(); ++i)
-    if (children_[i].handle && children_[i].handle.address() == addr)
-      return i;
-  return children_.size();
+  auto i = by_actor_.find(addr.id());
+  if (i == by_actor_.end() || i->second >= children_.size()
+      || !children_[i->second].handle || children_[i->second].handle.address() != addr)
+    return children_.size();
+  return i->second;
+}
+
+size_t supervisor_state::position_of(std::string_view id) const {
+  auto i = by_id_.find(std::string{id});
+  return i == by_id_.end() ? children_.size() : i->second;
 }
 
 const supervisor_state::child* supervisor_state::find_child(std::string_view id) const {
-  for (auto& c : children_)
-    if (c.spec.id == id)
-      return &c;
-  return nullptr;
+  auto i = position_of(id);
+  return i == children_.size() ? nullptr : &children_[i];
+}
+
+void supervisor_state::set_handle(child& c, caf::actor handle) {
+  if (c.handle)
+    by_actor_.erase(c.handle.id());
+  c.handle = std::move(handle);
+  if (c.handle)
+    by_actor_[c.handle.id()] = position_of(c.spec.id);
+}
+
+void supervisor_state::reindex() {
+  by_id_.clear();
+  by_actor_.clear();
+  for (size_t i = 0; i < children_.size(); ++i) {
+    by_id_[children_[i].spec.id] = i;
+    if (children_[i].handle)
+      by_actor_[children_[i].handle.id()] = i;
+  }
+}
+
+supervisor_state::child supervisor_state::erase_at(size_t i) {
+  assert(i < children_.size());
+  auto removed = std::move(children_[i]);
+  by_id_.erase(removed.spec.id);
+  if (removed.handle)
+    by_actor_.erase(removed.handle.id());
+  if (flags_.strategy == restart_strategy::one_for_one) {
+    // Order only matters for group restarts: one_for_one removes in O(1) (tenant supervisors
+    // hold many thousands of agents) and keeps start order otherwise.
+    if (i + 1 != children_.size()) {
+      children_[i] = std::move(children_.back());
+      by_id_[children_[i].spec.id] = i;
+      if (children_[i].handle)
+        by_actor_[children_[i].handle.id()] = i;
+    }
+    children_.pop_back();
+  } else {
+    children_.erase(children_.begin() + static_cast<ptrdiff_t>(i));
+    reindex();
+  }
+  return removed;
 }
 
 caf::error supervisor_state::start_existing(child& c) {
@@ -78,7 +123,7 @@ caf::error supervisor_state::start_existing(child& c) {
     return std::move(handle.error());
   assert(*handle);
   self_->monitor(*handle);
-  c.handle = std::move(*handle);
+  set_handle(c, std::move(*handle));
   c.state = phase::running;
   if (c.spec.on_started)
     c.spec.on_started(c.handle, c.restarts);
@@ -94,28 +139,44 @@ caf::expected<caf::actor> supervisor_state::start_child(child_spec spec) {
                       flags_.name + ": child '" + spec.id + "' has no start function");
   child c;
   c.spec = std::move(spec);
-  if (auto err = start_existing(c))
-    return err;
   children_.push_back(std::move(c));
+  auto pos = children_.size() - 1;
+  by_id_[children_.back().spec.id] = pos;
+  if (auto err = start_existing(children_.back())) {
+    erase_at(pos);
+    return err;
+  }
   return children_.back().handle;
 }
 
 caf::error supervisor_state::terminate_child(std::string_view id) {
-  auto i = std::find_if(children_.begin(), children_.end(),
-                        [&](const child& c) { return c.spec.id == id; });
-  if (i == children_.end())
+  auto pos = position_of(id);
+  if (pos == children_.size())
     return make_error(errc::agent_not_found,
                       flags_.name + ": no child called '" + std::string{id} + "'");
-  if (i->handle) {
-    self_->demonitor(i->handle);
-    self_->send_exit(i->handle, caf::exit_reason::user_shutdown);
+  if (auto& h = children_[pos].handle) {
+    self_->demonitor(h);
+    self_->send_exit(h, caf::exit_reason::user_shutdown);
   }
-  auto removed = std::move(*i);
-  children_.erase(i);
+  auto removed = erase_at(pos);
   restart_group_.erase(std::remove(restart_group_.begin(), restart_group_.end(), removed.spec.id),
                        restart_group_.end());
   if (removed.spec.on_removed)
     removed.spec.on_removed(caf::exit_reason::user_shutdown);
+  try_restart_group();
+  return {};
+}
+
+caf::error supervisor_state::release_child(std::string_view id) {
+  auto pos = position_of(id);
+  if (pos == children_.size())
+    return make_error(errc::agent_not_found,
+                      flags_.name + ": no child called '" + std::string{id} + "'");
+  if (auto& h = children_[pos].handle)
+    self_->demonitor(h);
+  auto removed = erase_at(pos);
+  restart_group_.erase(std::remove(restart_group_.begin(), restart_group_.end(), removed.spec.id),
+                       restart_group_.end());
   try_restart_group();
   return {};
 }
@@ -154,7 +215,7 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
   if (idx == children_.size())
     return; // an earlier incarnation, or a child terminated on request
   auto& c = children_[idx];
-  c.handle = nullptr;
+  set_handle(c, nullptr);
   if (c.state == phase::terminating) {
     // Stopped by us as part of a group restart: now it may start again.
     c.state = phase::waiting_restart;
@@ -169,8 +230,7 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
                 {"restart", to_string(c.spec.restart)},
                 {"reason", describe(msg.reason)}},
                c.spec.id);
-    auto removed = std::move(c);
-    children_.erase(children_.begin() + static_cast<ptrdiff_t>(idx));
+    auto removed = erase_at(idx);
     if (removed.spec.on_removed)
       removed.spec.on_removed(msg.reason);
     return;
@@ -210,13 +270,7 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
   // Keep the group in start order.
   std::stable_sort(restart_group_.begin(), restart_group_.end(),
                    [&](const std::string& a, const std::string& b) {
-                     auto pos = [&](const std::string& id) {
-                       for (size_t i = 0; i < children_.size(); ++i)
-                         if (children_[i].spec.id == id)
-                           return i;
-                       return children_.size();
-                     };
-                     return pos(a) < pos(b);
+                     return position_of(a) < position_of(b);
                    });
   auto delay = backoff_for(c);
   stats_.last_backoff = delay;
@@ -244,17 +298,16 @@ void supervisor_state::try_restart_group() {
   if (!restart_timer_fired_ || restart_group_.empty())
     return;
   for (auto& id : restart_group_)
-    for (auto& c : children_)
-      if (c.spec.id == id && c.state == phase::terminating)
-        return; // wait until every stopped member is gone
+    if (auto* c = find_child(id); c != nullptr && c->state == phase::terminating)
+      return; // wait until every stopped member is gone
   auto group = std::move(restart_group_);
   restart_group_.clear();
   restart_timer_fired_ = false;
   for (size_t k = 0; k < group.size(); ++k) {
-    auto i = std::find_if(children_.begin(), children_.end(),
-                          [&](const child& c) { return c.spec.id == group[k]; });
-    if (i == children_.end() || i->state != phase::waiting_restart)
+    auto pos = position_of(group[k]);
+    if (pos == children_.size() || children_[pos].state != phase::waiting_restart)
       continue;
+    auto i = children_.begin() + static_cast<ptrdiff_t>(pos);
     ++i->restarts;
     if (auto err = start_existing(*i)) {
       log::event(spdlog::level::warn, "child_start_failed",
@@ -290,7 +343,7 @@ void supervisor_state::shutdown(const caf::error& reason) {
     if (i->handle) {
       self_->demonitor(i->handle);
       self_->send_exit(i->handle, reason ? reason : caf::error{caf::exit_reason::user_shutdown});
-      i->handle = nullptr;
+      set_handle(*i, nullptr);
     }
   }
   restart_group_.clear();

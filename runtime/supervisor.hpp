@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -109,10 +110,14 @@ public:
   /// Stops a child for good with `user_shutdown` (no restart); calls its `on_removed`.
   caf::error terminate_child(std::string_view id);
 
+  /// Removes a child that is leaving by itself (passivation) without stopping or restarting it
+  /// and without calling its `on_removed`. Errors: agent_not_found.
+  caf::error release_child(std::string_view id);
+
   /// Returns the child called `id`, or nullptr.
   [[nodiscard]] const child* find_child(std::string_view id) const;
 
-  /// Children in start order.
+  /// Children in start order (one_for_one supervisors may reorder them when one is removed).
   [[nodiscard]] const std::vector<child>& children() const noexcept {
     return children_;
   }
@@ -137,6 +142,10 @@ public:
 
 private:
   size_t index_of(const caf::actor_addr& addr) const;
+  size_t position_of(std::string_view id) const;
+  void set_handle(child& c, caf::actor handle);
+  void reindex();
+  child erase_at(size_t i);
   caf::timespan backoff_for(child& c);
   /// Records one restart now; true if that makes more than intensity_max within period.
   bool intensity_exceeded();
@@ -147,6 +156,9 @@ private:
   caf::event_based_actor* self_ = nullptr;
   supervisor_flags flags_;
   std::vector<child> children_;
+  /// Position in `children_` by child id and by the actor id of its current handle.
+  std::unordered_map<std::string, size_t> by_id_;
+  std::unordered_map<caf::actor_id, size_t> by_actor_;
   std::deque<caf::actor_clock::time_point> recent_restarts_;
   /// Ids waiting for the restart timer (in start order), and whether the timer fired.
   std::vector<std::string> restart_group_;

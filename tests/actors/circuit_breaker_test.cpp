@@ -145,7 +145,7 @@ public:
   std::shared_ptr<ask_result> ask_later(std::string body, int64_t deadline_unix_ms = 0) {
     auto result = std::make_shared<ask_result>();
     auto dest = breaker;
-    agent_call call{envelope{++cid, "acme", deadline_unix_ms, "client"}, std::move(body)};
+    agent_call call{envelope{++cid, "acme", deadline_unix_ms, "client", {}, 0}, std::move(body)};
     sys.spawn(ask_client, result, dest, std::move(call));
     return result;
   }
@@ -159,7 +159,7 @@ public:
 
   /// Sends `body` as a plain message (tell) to the breaker and runs.
   void tell(std::string body) {
-    self->send(breaker, agent_call{envelope{++cid, "acme", 0, "client"}, std::move(body)});
+    self->send(breaker, agent_call{envelope{++cid, "acme", 0, "client", {}, 0}, std::move(body)});
     run();
   }
 

@@ -81,7 +81,7 @@ public:
   caf::expected<nlohmann::json> ask(const std::string& id, nlohmann::json body,
                                     std::chrono::milliseconds timeout = 5s) {
     std::promise<caf::expected<std::string>> p;
-    rt->ask(*parse_agent_id(id), agent_call{envelope{7, "acme", 0, "test"}, body.dump()}, timeout,
+    rt->ask(*parse_agent_id(id), agent_call{envelope{7, "acme", 0, "test", {}, 0}, body.dump()}, timeout,
             [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
     if (!r)
@@ -248,7 +248,7 @@ TEST_F(node_runtime_test, a_call_past_its_deadline_is_refused_unhandled) {
     - 1000;
   std::promise<caf::expected<std::string>> p;
   rt->ask(*parse_agent_id("acme/c"),
-          agent_call{envelope{9, "acme", past, "test"}, R"({"op":"add","by":5})"}, 5s,
+          agent_call{envelope{9, "acme", past, "test", {}, 0}, R"({"op":"add","by":5})"}, 5s,
           [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
   auto r = p.get_future().get();
   ASSERT_FALSE(r);
