@@ -297,10 +297,10 @@ http::status status_of(errc code) {
     case errc::agent_exists:
     case errc::conflict: return http::status::conflict;
     case errc::storage_full: return http::status::insufficient_storage;
-    case errc::storage_error:
-    case errc::corrupt_record:
     case errc::too_large: return http::status::payload_too_large;
     case errc::rejected: return http::status::unprocessable_entity;
+    case errc::storage_error:
+    case errc::corrupt_record:
     case errc::overloaded:
     case errc::circuit_open:
     case errc::shutting_down:
@@ -315,9 +315,9 @@ http::status status_of(errc code) {
 /// decimal integer in 0..2^64-1.
 caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(std::string_view text) {
   auto bad = [&](std::string why) {
-    return make_error(errc::invalid_argument, "header Idempotency-Key must be CLIENT:SEQ ("
-                                                + why + "), got '"
-                                                + std::string{text.substr(0, 200)} + "'");
+    return make_error(errc::invalid_argument,
+                      "header Idempotency-Key must be CLIENT:SEQ (" + why + "), got '"
+                        + std::string{text.substr(0, 200)} + "'");
   };
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos)
@@ -708,10 +708,16 @@ private:
         return bad_field("unknown field '" + k.substr(0, 64) + "' (known: to)");
     auto dir = doc["to"].get<std::string>();
     auto t0 = steady_clock::now();
-    if (auto err = gw_.rt.backup(dir))
-      return reply_error(err);
-    auto ms = std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0).count();
-    reply_json(http::status::ok, dump({{"backup", dir}, {"elapsed_ms", ms}}));
+    // The checkpoint flushes and syncs: it runs off the I/O thread, which keeps serving.
+    auto done = bind_reply<caf::error>(
+      milliseconds{gw_.cfg.ask_timeout_ms_max} + guard_grace,
+      [dir, t0](session& s, caf::error& err) {
+        if (err)
+          return s.reply_error(err);
+        auto ms = std::chrono::duration_cast<milliseconds>(steady_clock::now() - t0).count();
+        s.reply_json(http::status::ok, dump({{"backup", dir}, {"elapsed_ms", ms}}));
+      });
+    gw_.rt.backup_async(dir, std::move(done));
   }
 
   caf::error no_query(std::string_view query) {

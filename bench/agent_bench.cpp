@@ -11,6 +11,12 @@
 //   by-id      node_runtime::tell(id, ...): a directory lookup per message + the same agent
 //   by-ref     agent_ref::tell(...): by id, re-resolved only when the directory changes
 // and prints msgs/s per way and each way's ratio to raw-caf.
+//
+//   agent-bench durable [--writers 1,16,256] [--seconds S | --ops N] [--runs R] [--json FILE]
+//
+// `durable` (issue #3): journaled counters acknowledged per second by closed-loop writers vs
+// RocksDB's own synced puts, activation latency of passivated agents, bytes per agent in
+// memory and on disk. See durable_bench.cpp and README.md.
 
 #include <algorithm>
 #include <atomic>
@@ -30,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/sample_kinds.hpp"
+#include "bench/durable_bench.hpp"
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
@@ -99,7 +106,8 @@ caf::behavior source(caf::event_based_actor* self, uint64_t n, uint64_t w, uint6
     std::chrono::steady_clock::time_point t0;
   };
   auto st = std::make_shared<run_state>();
-  auto call = std::make_shared<agent_call>(agent_call{envelope{1, "bench", 0, "bench", {}, 0}, "{}"});
+  auto call =
+    std::make_shared<agent_call>(agent_call{envelope{1, "bench", 0, "bench", {}, 0}, "{}"});
   return {
     [=](go_atom) {
       st->t0 = std::chrono::steady_clock::now();
@@ -271,7 +279,45 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 1000000));
   local->add_option("--runs", runs, "repetitions (median reported)")->check(CLI::Range(1, 100));
   local->add_option("--json", json_file, "write the figures as JSON to FILE");
+  bench::durable_options dur;
+  auto durable = app.add_subcommand(
+    "durable", "journaled agents: durable acks/s vs RocksDB sync puts, activation, footprint");
+  durable->add_option("--writers", dur.writers, "concurrent closed-loop writers, one run per count")
+    ->delimiter(',')
+    ->check(CLI::Range(1, 4096));
+  auto secs = durable->add_option("--seconds", dur.seconds, "length of one run")
+                ->check(CLI::Range(0.1, 3600.0));
+  durable->add_option("--ops", dur.ops, "acks per run in total instead (split over the writers)")
+    ->check(CLI::Range(1, 1000000000))
+    ->excludes(secs);
+  durable->add_option("--runs", dur.runs, "repetitions (medians reported)")
+    ->check(CLI::Range(1, 100));
+  durable
+    ->add_option("--rocksdb-puts", dur.rocksdb_puts,
+                 "RocksDB alone next to each run: this many synced puts, and as many batches "
+                 "(each at most 2 s)")
+    ->check(CLI::Range(10, 10000000));
+  durable->add_option("--rocksdb-batch", dur.rocksdb_batch, "puts per synced batch")
+    ->check(CLI::Range(1, 100000));
+  durable
+    ->add_option("--activation-agents", dur.activation_agents,
+                 "passivated counters activated one by one (0 = skip)")
+    ->check(CLI::Range(0, 1000000));
+  durable
+    ->add_option("--activation-adds", dur.activation_adds,
+                 "adds each of them gets before it passivates")
+    ->check(CLI::Range(1, 100000));
+  durable
+    ->add_option("--footprint-agents", dur.footprint_agents,
+                 "counters created for the memory and disk footprint (0 = skip)")
+    ->check(CLI::Range(0, 10000000));
+  durable->add_option("--dir", dur.parent_dir, "the temporary data directory is made under DIR")
+    ->check(CLI::ExistingDirectory);
+  durable->add_flag("--keep", dur.keep, "keep the data directory");
+  durable->add_option("--json", dur.json_file, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
+  if (durable->parsed())
+    return bench::run_durable(dur);
   if (local->parsed()) {
     if (messages % ack_every != 0 || window < ack_every) {
       std::cerr << "agent-bench: need --messages % --ack-every == 0 and --window >= --ack-every\n";

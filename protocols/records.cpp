@@ -18,8 +18,8 @@ namespace {
 
 /// Cap'n Proto reads words: copy the bytes into an aligned buffer (RocksDB values are not).
 kj::Array<capnp::word> aligned_copy(std::string_view bytes) {
-  auto words = kj::heapArray<capnp::word>((bytes.size() + sizeof(capnp::word) - 1)
-                                          / sizeof(capnp::word));
+  auto words =
+    kj::heapArray<capnp::word>((bytes.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word));
   if (!bytes.empty())
     std::memcpy(words.begin(), bytes.data(), bytes.size());
   return words;
@@ -77,7 +77,7 @@ std::string wrap(record_type type, const header& hdr, std::string_view body) {
 
 template <class Builder>
 std::string body_bytes(capnp::MallocMessageBuilder& msg) {
-  (void) sizeof(Builder);
+  (void)sizeof(Builder);
   return to_string(capnp::messageToFlatArray(msg));
 }
 
@@ -102,8 +102,8 @@ caf::expected<unwrapped> unwrap(std::string_view bytes) {
     auto rec = reader.getRoot<cr::Record>();
     if (rec.getVersion() != schema_version)
       return corrupt("record schema version " + std::to_string(rec.getVersion())
-                     + " is unknown (this build reads version "
-                     + std::to_string(schema_version) + ")");
+                     + " is unknown (this build reads version " + std::to_string(schema_version)
+                     + ")");
     auto type = static_cast<uint16_t>(rec.getType());
     if (type > static_cast<uint16_t>(record_type::meta))
       return corrupt("record type " + std::to_string(type) + " is unknown");
@@ -113,13 +113,12 @@ caf::expected<unwrapped> unwrap(std::string_view bytes) {
     out.hdr.epoch = rec.getEpoch();
     out.hdr.seq = rec.getSeq();
     out.body = std::string{view_of(rec.getBody())};
-    auto expected = checksum_of(rec.getVersion(), out.type, out.hdr.agent, out.hdr.epoch,
-                                out.hdr.seq, out.body);
+    auto expected =
+      checksum_of(rec.getVersion(), out.type, out.hdr.agent, out.hdr.epoch, out.hdr.seq, out.body);
     if (expected != rec.getChecksum())
-      return corrupt("checksum mismatch in the record of " + out.hdr.agent.substr(0, 256)
-                     + " seq " + std::to_string(out.hdr.seq) + " (stored "
-                     + std::to_string(rec.getChecksum()) + ", computed "
-                     + std::to_string(expected) + ")");
+      return corrupt("checksum mismatch in the record of " + out.hdr.agent.substr(0, 256) + " seq "
+                     + std::to_string(out.hdr.seq) + " (stored " + std::to_string(rec.getChecksum())
+                     + ", computed " + std::to_string(expected) + ")");
     return out;
   } catch (const kj::Exception& e) {
     return corrupt(std::string{"record is not a valid Cap'n Proto message: "}
@@ -237,8 +236,8 @@ caf::expected<snapshot_record> decode_snapshot(std::string_view bytes) {
   auto err = read_body<cr::Snapshot>(u->body, [&](cr::Snapshot::Reader snap) {
     out.state = std::string{view_of(snap.getState())};
     for (auto e : snap.getDedup())
-      out.dedup.push_back(
-        {std::string{view_of(e.getClientId())}, e.getClientSeq(), std::string{view_of(e.getReply())}});
+      out.dedup.push_back({std::string{view_of(e.getClientId())}, e.getClientSeq(),
+                           std::string{view_of(e.getReply())}});
   });
   if (err)
     return err;

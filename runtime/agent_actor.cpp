@@ -41,6 +41,8 @@ struct agent_actor_state {
   /// Events (journaled) / messages (snapshot) since the last snapshot was taken.
   uint64_t since_snapshot = 0;
   uint64_t snapshot_seq = 0;
+  /// Journal events up to this one are deleted (a snapshot covered them).
+  uint64_t pruned_through = 0;
   bool snapshot_timer = false;
   /// A write failed: calls are refused until the state is rebuilt from the store.
   bool recovering = false;
@@ -48,6 +50,8 @@ struct agent_actor_state {
   bool passivating = false;
   /// `handled` at the last idle check.
   uint64_t handled_at_idle_check = 0;
+  /// Idle checks passed before the first message.
+  uint64_t idle_checks_unused = 0;
 
   static inline const char* name = "hive.agent";
 };
@@ -102,6 +106,10 @@ void load_position(agent_actor_state& st, durable_position& pos) {
   st.applied_seq = st.durable_seq = pos.seq;
   st.snapshot_seq = pos.snapshot_seq;
   st.since_snapshot = pos.seq - pos.snapshot_seq;
+  // The snapshot that is stored pruned what it covered, minus the retention.
+  st.pruned_through = pos.snapshot_seq > st.cfg.journal_retention_events
+    ? pos.snapshot_seq - st.cfg.journal_retention_events
+    : 0;
   st.dedup.clear();
   st.dedup_order.clear();
   for (auto& e : pos.dedup)
@@ -144,7 +152,7 @@ void take_snapshot(agent_actor_type* self) {
     [h = self_handle(self), seq = st.applied_seq](caf::error err) {
       caf::anon_send(h, snapshotted_atom::value, seq, std::move(err));
     },
-    journaled);
+    journaled, prune > st.pruned_through ? st.pruned_through + 1 : 0);
 }
 
 void schedule_idle_check(agent_actor_type* self) {
@@ -159,9 +167,9 @@ void reload(agent_actor_type* self) {
   assert(st.inflight == 0);
   durable_position pos;
   pos.epoch = st.cfg.position.epoch;
-  auto fresh = st.cfg.restore ? st.cfg.restore(pos)
-                              : caf::expected<std::shared_ptr<agent>>{
-                                make_error(errc::internal, "no restore function")};
+  auto fresh = st.cfg.restore
+    ? st.cfg.restore(pos)
+    : caf::expected<std::shared_ptr<agent>>{make_error(errc::internal, "no restore function")};
   if (!fresh) {
     log::event(spdlog::level::warn, "agent_reload_failed", {{"reason", describe(fresh.error())}},
                st.cfg.id.str());
@@ -199,8 +207,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     // Stopped (node shutdown, restart of a group): a snapshot kind writes what it has.
     self->set_exit_handler([self](caf::exit_msg& msg) {
       auto& st = self->state;
-      if (st.cfg.mode == persistence_mode::snapshot && st.since_snapshot > 0
-          && !st.passivating)
+      if (st.cfg.mode == persistence_mode::snapshot && st.since_snapshot > 0 && !st.passivating)
         take_snapshot(self);
       for (auto& h : st.held)
         h.promise.deliver(make_error(errc::agent_failed, st.cfg.id.str() + " stopped"));
@@ -234,9 +241,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           rp.deliver(std::move(result.error()));
       };
       if (st.recovering)
-        return answer(make_error(errc::storage_error,
-                                 st.cfg.id.str()
-                                   + " is rebuilding its state after a storage failure"));
+        return answer(
+          make_error(errc::storage_error,
+                     st.cfg.id.str() + " is rebuilding its state after a storage failure"));
       if (call.env.deadline_unix_ms != 0) {
         auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
@@ -311,10 +318,10 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
             ev.reply = *result;
           }
           ++st.inflight;
-          st.cfg.db->append(std::move(ev), [h = self_handle(self), seq = st.applied_seq](
-                                             caf::error err) {
-            caf::anon_send(h, committed_atom::value, seq, std::move(err));
-          });
+          st.cfg.db->append(std::move(ev),
+                            [h = self_handle(self), seq = st.applied_seq](caf::error err) {
+                              caf::anon_send(h, committed_atom::value, seq, std::move(err));
+                            });
         }
         if (!events.empty()) {
           if (keyed && result)
@@ -360,10 +367,12 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       if (!err) {
         st.snapshot_seq = std::max(st.snapshot_seq, seq);
+        if (seq > st.cfg.journal_retention_events)
+          st.pruned_through = std::max(st.pruned_through, seq - st.cfg.journal_retention_events);
       } else if (code_of(err) != errc::conflict) {
         // A refused snapshot (conflict) only means an append failed first; that path recovers.
-        log::event(spdlog::level::warn, "snapshot_failed", {{"seq", seq}, {"reason", describe(err)}},
-                   st.cfg.id.str());
+        log::event(spdlog::level::warn, "snapshot_failed",
+                   {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
       }
       if (st.passivating) {
         // The final snapshot is done (or failed: a journaled agent loses nothing by it).
@@ -385,8 +394,12 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     },
     [self](idle_atom) {
       auto& st = self->state;
-      bool idle = st.handled == st.handled_at_idle_check && st.inflight == 0 && st.held.empty()
-        && !st.recovering && !st.passivating;
+      // A fresh activation waits for the message that activated it (it may still be on its
+      // way through a busy router) for a few idle periods before it counts as idle.
+      constexpr uint64_t fresh_idle_checks = 10;
+      bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
+      bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
+        && st.held.empty() && !st.recovering && !st.passivating;
       st.handled_at_idle_check = st.handled;
       if (idle)
         self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));
@@ -402,12 +415,10 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                          {"mailbox_size", self->mailbox().size()},
                          {"handled", st.handled}};
       if (st.cfg.mode != persistence_mode::ephemeral)
-        out["persistence"] = {{"mode", to_string(st.cfg.mode)},
-                              {"seq", st.applied_seq},
-                              {"durable_seq", st.durable_seq},
-                              {"snapshot_seq", st.snapshot_seq},
-                              {"epoch", st.cfg.position.epoch},
-                              {"dedup_entries", st.dedup_order.size()}};
+        out["persistence"] = {
+          {"mode", to_string(st.cfg.mode)}, {"seq", st.applied_seq},
+          {"durable_seq", st.durable_seq},  {"snapshot_seq", st.snapshot_seq},
+          {"epoch", st.cfg.position.epoch}, {"dedup_entries", st.dedup_order.size()}};
       return agent_reply{out.dump()};
     },
   };
@@ -421,8 +432,7 @@ void start_passivation(agent_actor_type* self) {
   flush(self);
   if (st.km != nullptr)
     st.km->passivations->Increment();
-  log::event(spdlog::level::debug, "agent_passivating", {{"seq", st.applied_seq}},
-             st.cfg.id.str());
+  log::event(spdlog::level::debug, "agent_passivating", {{"seq", st.applied_seq}}, st.cfg.id.str());
   if (st.applied_seq > st.snapshot_seq || st.since_snapshot > 0) {
     take_snapshot(self); // its completion finishes the passivation
     return;

@@ -60,12 +60,24 @@ struct stop_job {
 };
 
 /// An ask from a non-actor context, handled by a router.
+/// Sends an ask again by id (its target died before it got the message: a passivation or a
+/// restart raced with the send), with what remains of its timeout.
+using ask_retry_fn = std::function<void(const agent_id&, agent_call, std::chrono::milliseconds,
+                                        node_runtime::reply_fn, int attempt)>;
+
 struct ask_job {
   caf::actor target;
   agent_call call;
   caf::timespan timeout;
   node_runtime::reply_fn done;
+  /// Set when the ask may be retried: the agent's id and how to re-send it.
+  agent_id id;
+  std::shared_ptr<const ask_retry_fn> retry;
+  int attempt = 0;
 };
+
+/// Asks re-sent after their target died, at most (each within the ask's deadline).
+constexpr int ask_attempts_max = 10;
 
 /// An inspection, handled by a router.
 struct inspect_job {
@@ -104,8 +116,7 @@ int64_t unix_ms_now() {
 /// (latest snapshot, then the journal after it). A record that fails verification fails the
 /// activation: it is never served as state.
 caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
-                                                    const agent_view& view,
-                                                    durable_position& pos) {
+                                                    const agent_view& view, durable_position& pos) {
   auto kind = ctx.kinds->find(view.kind);
   if (kind == nullptr)
     return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
@@ -133,12 +144,13 @@ caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
         return std::move(events.error());
       for (auto& ev : *events) {
         if (ev.hdr.seq != pos.seq + 1)
-          return make_error(errc::corrupt_record, "journal of " + id + " jumps from seq "
-                                                    + std::to_string(pos.seq) + " to "
-                                                    + std::to_string(ev.hdr.seq));
+          return make_error(errc::corrupt_record,
+                            "journal of " + id + " jumps from seq " + std::to_string(pos.seq)
+                              + " to " + std::to_string(ev.hdr.seq));
         if (auto err = instance->apply(ev.payload))
-          return make_error(errc::corrupt_record, "event " + std::to_string(ev.hdr.seq) + " of "
-                                                    + id + " does not apply: " + message_of(err));
+          return make_error(errc::corrupt_record,
+                            "event " + std::to_string(ev.hdr.seq) + " of " + id
+                              + " does not apply: " + message_of(err));
         pos.seq = ev.hdr.seq;
         if (!ev.client_id.empty())
           pos.dedup.push_back({ev.client_id, ev.client_seq, ev.reply});
@@ -246,7 +258,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
   };
   caf::actor breaker = view.has_breaker ? view.target : caf::actor{};
   spec.on_started = [ctx, id = view.id, breaker, pending](const caf::actor& handle,
-                                                         uint64_t restarts) {
+                                                          uint64_t restarts) {
     if (pending && !pending->empty()) {
       auto ks = std::move(*pending);
       pending->clear();
@@ -303,9 +315,9 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
     return fail_all(make_error(errc::agent_not_found, "no agent " + id.str()));
   auto view = view_of_meta(*ctx, id, **meta);
   if (ctx->dir->size() >= static_cast<size_t>(ctx->cfg.agents.agents_max))
-    return fail_all(make_error(errc::overloaded, "node runs agents.agents_max = "
-                                                   + std::to_string(ctx->cfg.agents.agents_max)
-                                                   + " agents"));
+    return fail_all(make_error(
+      errc::overloaded,
+      "node runs agents.agents_max = " + std::to_string(ctx->cfg.agents.agents_max) + " agents"));
   if (!ctx->dir->reserve(view))
     return fail_all(make_error(errc::agent_failed, id.str() + " is being created, retry"));
   if (view.has_breaker && ctx->breaker_factory) {
@@ -335,8 +347,9 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
   if (auto p = book.passivating.find(id.name); p != book.passivating.end()) {
     if (p->second.size() >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
       return k(make_error(errc::overloaded,
-                          id.str() + " is passivating and holds persistence."
-                                     "activation_queue_messages_max messages"));
+                          id.str()
+                            + " is passivating and holds persistence."
+                              "activation_queue_messages_max messages"));
     p->second.push_back(std::move(k));
     return;
   }
@@ -391,7 +404,7 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
       },
       [self, ctx, book](passivated_atom, const agent_id& id) {
         // The agent quits by itself: forget it without a restart.
-        (void) self->state.release_child(id.name);
+        (void)self->state.release_child(id.name);
         auto p = book->passivating.find(id.name);
         if (p == book->passivating.end())
           return;
@@ -404,22 +417,22 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
         // Delegated by a passivating agent: the original sender and request id come along.
         bool is_request = self->current_mailbox_element()->mid.is_request();
         auto rp = self->make_response_promise();
-        with_target(self, ctx, *book, id,
-                    [self, rp, is_request, call = std::move(call)](
-                      caf::expected<caf::actor> target) mutable {
-                      if (!target) {
-                        if (is_request)
-                          rp.deliver(std::move(target.error()));
-                        return;
-                      }
-                      if (!is_request) {
-                        caf::anon_send(*target, std::move(call));
-                        return;
-                      }
-                      self->request(*target, caf::infinite, std::move(call))
-                        .then([rp](agent_reply& reply) mutable { rp.deliver(std::move(reply)); },
-                              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-                    });
+        with_target(
+          self, ctx, *book, id,
+          [self, rp, is_request, call = std::move(call)](caf::expected<caf::actor> target) mutable {
+            if (!target) {
+              if (is_request)
+                rp.deliver(std::move(target.error()));
+              return;
+            }
+            if (!is_request) {
+              caf::anon_send(*target, std::move(call));
+              return;
+            }
+            self->request(*target, caf::infinite, std::move(call))
+              .then([rp](agent_reply& reply) mutable { rp.deliver(std::move(reply)); },
+                    [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          });
       },
     };
   };
@@ -491,8 +504,9 @@ supervisor_extension root_extension(const ctx_ptr& ctx) {
           tenant_sup = child->handle;
         }
         if (!tenant_sup)
-          return job.then(make_error(errc::agent_failed, "supervisor of tenant '" + job.id.tenant
-                                                           + "' is restarting, retry shortly"));
+          return job.then(make_error(errc::agent_failed,
+                                     "supervisor of tenant '" + job.id.tenant
+                                       + "' is restarting, retry shortly"));
         self->send(tenant_sup, activate_atom::value, std::move(job));
       },
     };
@@ -551,9 +565,31 @@ caf::behavior router_fn(router_actor* self, size_t /* router number */) {
       schedule_sweep(self, deadline);
       // Infinite request + own deadline bookkeeping: finite CAF request timers are not
       // cancelled on reply in 0.17 and pile up on hot paths.
-      self->request(job.target, caf::infinite, std::move(job.call))
+      if (!job.retry || job.attempt >= ask_attempts_max) {
+        self->request(job.target, caf::infinite, std::move(job.call))
+          .then([self, id](agent_reply& reply) { complete(self, id, std::move(reply.body)); },
+                [self, id](caf::error& err) { complete(self, id, std::move(err)); });
+        return;
+      }
+      auto again = std::make_shared<ask_job>(std::move(job));
+      self->request(again->target, caf::infinite, again->call)
         .then([self, id](agent_reply& reply) { complete(self, id, std::move(reply.body)); },
-              [self, id](caf::error& err) { complete(self, id, std::move(err)); });
+              [self, id, again, deadline](caf::error& err) {
+                auto& st = self->state;
+                auto i = st.pending.find(id);
+                auto now = self->clock().now();
+                if (err != caf::sec::request_receiver_down || i == st.pending.end()
+                    || now >= deadline)
+                  return complete(self, id, std::move(err));
+                // The target died before it saw the call: resolve the id again.
+                auto done = std::move(i->second.done);
+                st.deadlines.erase(i->second.deadline);
+                st.pending.erase(i);
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+                (*again->retry)(again->id, std::move(again->call),
+                                std::max(left, std::chrono::milliseconds{1}), std::move(done),
+                                again->attempt + 1);
+              });
     },
     [self](sweep_atom) {
       auto& st = self->state;
@@ -628,6 +664,27 @@ caf::behavior router_fn(router_actor* self, size_t /* router number */) {
 
 } // namespace
 
+namespace {
+
+/// The tell path of an agent_ref to an id that is not running: like node_runtime::tell.
+caf::error tell_missing(const std::shared_ptr<store>& db, const caf::actor& root,
+                        const agent_id& id, const agent_call& call, bool known) {
+  if (!known) {
+    auto meta = db->get_meta(id.str());
+    if (!meta)
+      return std::move(meta.error());
+    if (!*meta)
+      return make_error(errc::agent_not_found, "no agent " + id.str());
+  }
+  caf::anon_send(root, activate_atom::value, activate_job{id, [call](caf::expected<caf::actor> t) {
+                                                            if (t)
+                                                              caf::anon_send(*t, std::move(call));
+                                                          }});
+  return {};
+}
+
+} // namespace
+
 node_runtime::node_runtime(caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
                            std::shared_ptr<hive::metrics> m, front_factory breaker_factory,
                            std::shared_ptr<store> db)
@@ -635,12 +692,9 @@ node_runtime::node_runtime(caf::actor_system& sys, const node_config& cfg, kind_
       breaker_factory_(std::move(breaker_factory)), directory_(std::make_shared<directory>()),
       db_(std::move(db)) {}
 
-caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(caf::actor_system& sys,
-                                                                 const node_config& cfg,
-                                                                 kind_registry kinds,
-                                                                 std::shared_ptr<hive::metrics> m,
-                                                                 front_factory breaker_factory,
-                                                                 std::shared_ptr<store> db) {
+caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
+  caf::actor_system& sys, const node_config& cfg, kind_registry kinds,
+  std::shared_ptr<hive::metrics> m, front_factory breaker_factory, std::shared_ptr<store> db) {
   if (!m)
     m = std::make_shared<hive::metrics>();
   std::unique_ptr<node_runtime> rt{new node_runtime(sys, cfg, std::move(kinds), std::move(m),
@@ -653,6 +707,26 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(caf::actor_syst
   ctx->db = rt->db_;
   ctx->breaker_factory = rt->breaker_factory_;
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
+  {
+    auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
+    rt->ask_retry_ = std::make_shared<ask_retry_fn>([self](const agent_id& id, agent_call call,
+                                                           std::chrono::milliseconds left,
+                                                           reply_fn done, int attempt) {
+      self->ask_attempt(id, std::move(call), left, std::move(done), attempt);
+    });
+  }
+  if (rt->db_) {
+    // Weak on the root: a reference that outlives the runtime finds nothing, it keeps nothing.
+    caf::actor_addr root_addr = rt->root_.address();
+    rt->miss_ = std::make_shared<const agent_ref::miss_fn>(
+      [db = rt->db_, root_addr](const agent_id& id, const agent_call& call,
+                                bool known) -> caf::error {
+        auto root = caf::actor_cast<caf::actor>(root_addr);
+        if (!root)
+          return make_error(errc::shutting_down, "node is shutting down");
+        return tell_missing(db, root, id, call, known);
+      });
+  }
   auto n = std::max<size_t>(1, sys.scheduler().num_workers());
   for (size_t i = 0; i < n; ++i)
     rt->routers_.push_back(sys.spawn(router_fn, i));
@@ -816,11 +890,14 @@ caf::error unusable(const std::optional<caf::actor>& target, const agent_id& id)
 
 caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
   auto& target = cached_target(*directory_, id);
-  if (!target && db_)
-    return activate_then(id, [call](caf::expected<caf::actor> t) {
-      if (t)
-        caf::anon_send(*t, std::move(call));
-    });
+  if ((!target || !*target) && db_)
+    return activate_then(
+      id,
+      [call](caf::expected<caf::actor> t) {
+        if (t)
+          caf::anon_send(*t, std::move(call));
+      },
+      target.has_value());
   if (auto err = unusable(target, id))
     return err;
   caf::anon_send(*target, call);
@@ -828,14 +905,18 @@ caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
 }
 
 caf::error node_runtime::activate_then(const agent_id& id,
-                                       std::function<void(caf::expected<caf::actor>)> then) {
+                                       std::function<void(caf::expected<caf::actor>)> then,
+                                       bool known) {
   // Not running here: a stored agent is activated by its tenant supervisor, which also holds
-  // messages for one that is passivating right now.
-  auto meta = db_->get_meta(id.str());
-  if (!meta)
-    return std::move(meta.error());
-  if (!*meta)
-    return make_error(errc::agent_not_found, "no agent " + id.str());
+  // messages for one that is passivating right now. An id the directory knows but that has
+  // no handle (activating, restarting) goes there too: the supervisor knows which it is.
+  if (!known) {
+    auto meta = db_->get_meta(id.str());
+    if (!meta)
+      return std::move(meta.error());
+    if (!*meta)
+      return make_error(errc::agent_not_found, "no agent " + id.str());
+  }
   if (stopping_.load())
     return make_error(errc::shutting_down, "node is shutting down");
   caf::anon_send(root_, activate_atom::value, activate_job{id, std::move(then)});
@@ -861,6 +942,8 @@ std::optional<caf::actor> agent_ref::target() {
 template <class Call>
 caf::error agent_ref::tell_impl(Call&& call) {
   refresh(); // and then use target_ in place: no reference-count traffic per message
+  if ((!target_ || !*target_) && miss_)
+    return (*miss_)(id_, call, target_.has_value());
   if (auto err = unusable(target_, id_))
     return err;
   caf::anon_send(*target_, std::forward<Call>(call));
@@ -878,25 +961,39 @@ caf::error agent_ref::tell(agent_call&& call) {
 void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
                        reply_fn done) {
   assert(done);
+  ask_attempt(id, std::move(call), timeout, std::move(done), 0);
+}
+
+void node_runtime::ask_attempt(const agent_id& id, agent_call call,
+                               std::chrono::milliseconds timeout, reply_fn done, int attempt) {
   auto& target = cached_target(*directory_, id);
   auto& router = routers_[call.env.correlation_id % routers_.size()];
-  if (!target && db_) {
+  if ((!target || !*target) && db_) {
     auto shared_done = std::make_shared<reply_fn>(std::move(done));
-    auto err = activate_then(id, [router, call = std::move(call), timeout, shared_done](
-                                   caf::expected<caf::actor> t) mutable {
-      if (!t)
-        return (*shared_done)(std::move(t.error()));
-      caf::anon_send(router, ask_atom::value,
-                     ask_job{*t, std::move(call), timeout, std::move(*shared_done)});
-    });
+    auto err = activate_then(
+      id,
+      [router, id, call = std::move(call), timeout, shared_done, attempt,
+       retry = ask_retry_](caf::expected<caf::actor> t) mutable {
+        if (!t)
+          return (*shared_done)(std::move(t.error()));
+        caf::anon_send(router, ask_atom::value,
+                       ask_job{*t, std::move(call), timeout, std::move(*shared_done), id,
+                               std::static_pointer_cast<const ask_retry_fn>(retry), attempt});
+      },
+      target.has_value());
     if (err)
       (*shared_done)(std::move(err));
     return;
   }
   if (auto err = unusable(target, id))
     return done(std::move(err));
-  caf::anon_send(router, ask_atom::value,
-                 ask_job{*target, std::move(call), timeout, std::move(done)});
+  ask_job job{*target, std::move(call), timeout, std::move(done), {}, nullptr, attempt};
+  if (db_) {
+    // Persisted agents passivate: a cached handle may die before the call reaches it.
+    job.id = id;
+    job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
+  }
+  caf::anon_send(router, ask_atom::value, std::move(job));
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,
@@ -969,9 +1066,24 @@ caf::error node_runtime::backup(const std::string& dir) {
   if (!db_)
     return make_error(errc::invalid_argument, "this node has no store to back up");
   auto err = db_->checkpoint(dir);
-  log::event(err ? spdlog::level::err : spdlog::level::info, "backup",
-             {{"dir", dir}, {"result", err ? describe(err) : std::string{"ok"}}});
+  auto level = !err                          ? spdlog::level::info
+    : code_of(err) == errc::invalid_argument ? spdlog::level::warn
+                                             : spdlog::level::err;
+  log::event(level, "backup", {{"dir", dir}, {"result", err ? describe(err) : std::string{"ok"}}});
   return err;
+}
+
+void node_runtime::backup_async(std::string dir, std::function<void(caf::error)> done) {
+  if (!db_)
+    return done(make_error(errc::invalid_argument, "this node has no store to back up"));
+  // A detached actor: its own thread, and the actor system waits for it at shutdown.
+  sys_.spawn<caf::detached>(
+    [this](caf::event_based_actor* self, const std::string& d,
+           const std::shared_ptr<std::function<void(caf::error)>>& k) {
+      (*k)(backup(d));
+      self->quit();
+    },
+    std::move(dir), std::make_shared<std::function<void(caf::error)>>(std::move(done)));
 }
 
 void node_runtime::shutdown() {

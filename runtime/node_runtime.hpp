@@ -58,7 +58,8 @@ public:
     return id_;
   }
 
-  /// Fire-and-forget send. Errors: agent_not_found, agent_failed (restarting).
+  /// Fire-and-forget send; activates a stored agent that is not running. Errors:
+  /// agent_not_found, agent_failed (restarting), storage errors.
   [[nodiscard]] caf::error tell(const agent_call& call);
   [[nodiscard]] caf::error tell(agent_call&& call);
 
@@ -69,8 +70,11 @@ public:
 private:
   friend class node_runtime;
 
-  agent_ref(std::shared_ptr<const directory> dir, agent_id id)
-      : dir_(std::move(dir)), id_(std::move(id)) {}
+  /// Sends a call to an agent that is not running (activates a stored one).
+  using miss_fn = std::function<caf::error(const agent_id&, const agent_call&, bool known)>;
+
+  agent_ref(std::shared_ptr<const directory> dir, agent_id id, std::shared_ptr<const miss_fn> miss)
+      : dir_(std::move(dir)), id_(std::move(id)), miss_(std::move(miss)) {}
 
   void refresh();
 
@@ -79,6 +83,7 @@ private:
 
   std::shared_ptr<const directory> dir_;
   agent_id id_;
+  std::shared_ptr<const miss_fn> miss_;
   std::optional<caf::actor> target_;
   uint64_t generation_ = 0;
 };
@@ -140,7 +145,7 @@ public:
 
   /// A reference that sends by id without a directory lookup per message.
   [[nodiscard]] agent_ref ref(agent_id id) const {
-    return agent_ref{directory_, std::move(id)};
+    return agent_ref{directory_, std::move(id), miss_};
   }
 
   /// Request/response by id with a deadline. Errors: agent_not_found, timeout,
@@ -165,6 +170,9 @@ public:
   /// Writes an online, consistent backup of the store to `dir` (absolute, must not exist).
   /// Errors: invalid_argument, storage_error.
   [[nodiscard]] caf::error backup(const std::string& dir);
+
+  /// Same, on a thread of its own; `done` runs there.
+  void backup_async(std::string dir, std::function<void(caf::error)> done);
 
   /// The node's store, or null.
   [[nodiscard]] const std::shared_ptr<store>& db() const noexcept {
@@ -201,8 +209,11 @@ private:
 
   /// Activates a stored agent that is not running and hands `then` its target (inside its
   /// tenant supervisor). Errors: agent_not_found, storage errors, shutting_down.
-  caf::error activate_then(const agent_id& id,
-                           std::function<void(caf::expected<caf::actor>)> then);
+  void ask_attempt(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
+                   reply_fn done, int attempt);
+
+  caf::error activate_then(const agent_id& id, std::function<void(caf::expected<caf::actor>)> then,
+                           bool known);
 
   caf::actor_system& sys_;
   node_config cfg_;
@@ -211,6 +222,10 @@ private:
   front_factory breaker_factory_;
   std::shared_ptr<directory> directory_;
   std::shared_ptr<store> db_;
+  /// What agent_refs call for an id that is not running (null without a store).
+  std::shared_ptr<const agent_ref::miss_fn> miss_;
+  /// Re-sends an ask whose target died first (type-erased: the type is internal).
+  std::shared_ptr<void> ask_retry_;
   caf::actor root_;
   std::vector<caf::actor> routers_;
   std::atomic<bool> stopping_{false};

@@ -12,6 +12,8 @@
 #   HIVE_TEST_JOBS=N          tests run in parallel (default 2)
 #   HIVE_TEST_TIMEOUT_S=N     timeout of a test that sets none itself (default 120 s;
 #                             GoogleTest cases get TIMEOUT 120 from tests/CMakeLists.txt)
+#   HIVE_TEST_SLOW=1          also run the tests labelled `slow` (left out by default: -LE slow),
+#                             e.g. `HIVE_TEST_SLOW=1 bash scripts/test.sh release -L slow`
 #   HIVE_JOBS, HIVE_SKIP_PACKAGES, CCACHE_DIR: see setup.sh
 set -euo pipefail
 
@@ -27,6 +29,8 @@ fi
 
 jobs="${HIVE_TEST_JOBS:-2}"
 timeout_s="${HIVE_TEST_TIMEOUT_S:-120}"
+label_args=(-LE slow)
+[[ "${HIVE_TEST_SLOW:-0}" == "1" ]] && label_args=()
 start=$(date +%s)
 status=0
 for mode in "${modes[@]}"; do
@@ -38,7 +42,7 @@ for mode in "${modes[@]}"; do
   fi
   echo "==> test: ctest in build/$mode, $jobs in parallel, per-test timeout ${timeout_s} s"
   ctest --test-dir "$repo/build/$mode" --output-on-failure --no-tests=error \
-    -j "$jobs" --timeout "$timeout_s" "$@" || status=$?
+    -j "$jobs" --timeout "$timeout_s" "${label_args[@]}" "$@" || status=$?
   if [[ $status -ne 0 ]]; then
     echo "==> test: FAILED in the $mode build (ctest exit $status)" >&2
     break

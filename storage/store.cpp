@@ -1,5 +1,6 @@
 #include "storage/store.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -7,6 +8,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -16,8 +18,10 @@
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
+#include <rocksdb/wal_filter.h>
 #include <rocksdb/write_batch.h>
 
 #include "protocols/errc.hpp"
@@ -71,6 +75,44 @@ rocksdb::ReadOptions read_options() {
   return ro;
 }
 
+/// Replays WAL records only up to `durable_seq_max`, the last sequence number acknowledged
+/// before a write failed: a failed group commit may have reached the log file (its append
+/// worked, its sync did not), and a reopen must not bring back what was reported as failed.
+class failed_tail_filter : public rocksdb::WalFilter {
+public:
+  explicit failed_tail_filter(uint64_t durable_seq_max) : durable_seq_max_(durable_seq_max) {}
+
+  WalProcessingOption LogRecord(const rocksdb::WriteBatch& batch, rocksdb::WriteBatch*,
+                                bool*) const override {
+    // A WriteBatch's representation starts with its sequence number (fixed64, little-endian).
+    const auto& rep = batch.Data();
+    if (rep.size() < 8)
+      return WalProcessingOption::kCorruptedRecord;
+    uint64_t seq = 0;
+    for (size_t i = 0; i < 8; ++i)
+      seq |= uint64_t{static_cast<uint8_t>(rep[i])} << (8 * i);
+    return seq > durable_seq_max_ ? WalProcessingOption::kIgnoreCurrentRecord
+                                  : WalProcessingOption::kContinueProcessing;
+  }
+
+  const char* Name() const override {
+    return "hive.failed_tail_filter";
+  }
+
+private:
+  uint64_t durable_seq_max_;
+};
+
+/// Turns off RocksDB's automatic recovery from write errors (NoSpace): the store recovers
+/// itself, by a filtered reopen (failed_tail_filter), so that no failed batch survives.
+class no_auto_recovery : public rocksdb::EventListener {
+public:
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+};
+
 } // namespace
 
 // -- the writer --------------------------------------------------------------------------------
@@ -84,6 +126,7 @@ struct store::impl {
     std::string value;
     uint64_t seq = 0;
     uint64_t prune_through = 0;
+    uint64_t prune_from = 0;
     bool must_be_new = false;
     done_fn done;
     std::chrono::steady_clock::time_point enqueued;
@@ -92,6 +135,13 @@ struct store::impl {
   store_options opts;
   /// The Env over `opts.file_system` (if any); outlives the database (closed in ~impl).
   std::unique_ptr<rocksdb::Env> env;
+  /// What the database is opened with, kept for reopening it after a write failure.
+  rocksdb::DBOptions dbo;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  /// Guards `db` and the handles: readers (and the writer while it builds and writes a batch)
+  /// hold it shared; the writer's `recover()` replaces the database holding it exclusively.
+  mutable std::shared_mutex db_mtx;
+  /// Null only after a failed reopen (reads fail with storage_error until one succeeds).
   std::unique_ptr<rocksdb::DB> db;
   rocksdb::ColumnFamilyHandle* h_default = nullptr;
   rocksdb::ColumnFamilyHandle* h_meta = nullptr;
@@ -108,8 +158,16 @@ struct store::impl {
   /// Writer-thread only: last sequence per agent with an activation (bounded by forget()).
   std::unordered_map<std::string, uint64_t> last_seqs;
   static constexpr size_t last_seqs_max = 1 << 20;
-  /// Writer-thread only: the last batch failed, try `Resume()` before the next.
-  bool needs_resume = false;
+  /// Writer-thread only: a write failed; reopen the database before the next write.
+  bool needs_recovery = false;
+  /// Writer-thread only, with `needs_recovery`: the database's last sequence number when the
+  /// first write failed, i.e. the last acknowledged one (see failed_tail_filter).
+  uint64_t durable_seq_max = 0;
+  /// How long the writer waits between reopen attempts while the database is closed.
+  static constexpr auto reopen_retry_interval = std::chrono::seconds{1};
+  /// A reservation that next_epoch() could not write: the writer's next batch carries it,
+  /// ahead of any record that could carry one of its epochs (0 = none).
+  std::atomic<uint64_t> epoch_reservation_pending{0};
 
   std::atomic<uint64_t> next_epoch{1};
   std::atomic<uint64_t> epoch_reserved{0};
@@ -126,14 +184,90 @@ struct store::impl {
       assert(writer.get_id() != std::this_thread::get_id());
       writer.join();
     }
-    if (db) {
-      for (auto h : handles)
-        db->DestroyColumnFamilyHandle(h);
-      handles.clear();
-      auto s = db->Close();
-      (void) s;
-      db.reset();
+    close_db();
+  }
+
+  /// Opens the database (`dbo`, `cfs`), replaying the WAL through `filter` if given.
+  rocksdb::Status open_db(rocksdb::WalFilter* filter) {
+    assert(!db);
+    auto o = dbo;
+    o.wal_filter = filter;
+    rocksdb::DB* raw = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> hs;
+    auto s = rocksdb::DB::Open(o, opts.path, cfs, &hs, &raw);
+    if (!s.ok())
+      return s;
+    assert(raw != nullptr && hs.size() == 4);
+    db.reset(raw);
+    handles = std::move(hs);
+    h_default = handles[0];
+    h_meta = handles[1];
+    h_snapshots = handles[2];
+    h_journal = handles[3];
+    return s;
+  }
+
+  void close_db() {
+    if (!db)
+      return;
+    for (auto h : handles)
+      db->DestroyColumnFamilyHandle(h);
+    handles.clear();
+    h_default = h_meta = h_snapshots = h_journal = nullptr;
+    auto s = db->Close(); // after a write failure: "Seen error", nothing more to do about it
+    (void)s;
+    db.reset();
+  }
+
+  /// The error of a read while the database is closed after a failed reopen.
+  caf::error closed_error() const {
+    return make_error(errc::storage_error,
+                      "database " + opts.path
+                        + " is closed after a write failure; it reopens"
+                          " once storage works again");
+  }
+
+  /// Whether storage takes a synced write again: a small file next to the database, written,
+  /// synced and removed. While it fails, the failed database stays open for reads.
+  rocksdb::IOStatus probe() {
+    const auto& fs = dbo.env->GetFileSystem();
+    auto name = opts.path + "/hive-write-probe.tmp";
+    rocksdb::IOOptions io;
+    std::unique_ptr<rocksdb::FSWritableFile> f;
+    auto s = fs->NewWritableFile(name, rocksdb::FileOptions{}, &f, nullptr);
+    if (s.ok())
+      s = f->Append(std::string(4096, '\0'), io, nullptr);
+    if (s.ok())
+      s = f->Sync(io, nullptr);
+    if (f) {
+      auto c = f->Close(io, nullptr);
+      if (s.ok())
+        s = c;
     }
+    auto d = fs->DeleteFile(name, io, nullptr);
+    d.PermitUncheckedError();
+    return s;
+  }
+
+  /// Writer thread, after a write failure: once a probe write succeeds, closes the database
+  /// and opens it again, replaying the WAL only up to the last acknowledged sequence number.
+  /// RocksDB's Resume() cannot do this: an I/O error on the WAL is fatal to it, and it would
+  /// keep a failed batch that reached the log file. Returns what still keeps writes failing.
+  caf::error recover() {
+    assert(needs_recovery || !db);
+    if (db) {
+      if (auto s = probe(); !s.ok())
+        return error_of(s, "storage still fails (write probe in " + opts.path + ")");
+    }
+    failed_tail_filter filter{durable_seq_max};
+    std::unique_lock<std::shared_mutex> guard{db_mtx};
+    close_db();
+    auto s = open_db(&filter);
+    if (!s.ok())
+      return error_of(s, "reopening database " + opts.path + " after a write failure");
+    needs_recovery = false;
+    last_seqs.clear();
+    return {};
   }
 
   void failure(std::string_view code) {
@@ -146,10 +280,10 @@ struct store::impl {
   void submit(op o) {
     caf::error refused;
     if (o.value.size() > opts.record_bytes_max) {
-      refused = make_error(errc::too_large, "record of " + o.agent.substr(0, 256) + " is "
-                                              + std::to_string(o.value.size())
-                                              + " bytes; storage.record_bytes_max is "
-                                              + std::to_string(opts.record_bytes_max));
+      refused = make_error(
+        errc::too_large,
+        "record of " + o.agent.substr(0, 256) + " is " + std::to_string(o.value.size())
+          + " bytes; storage.record_bytes_max is " + std::to_string(opts.record_bytes_max));
     } else {
       o.enqueued = std::chrono::steady_clock::now();
       std::lock_guard<std::mutex> guard{mtx};
@@ -180,15 +314,14 @@ struct store::impl {
       if (it->Valid() && it->key().ToStringView() == end)
         it->Prev();
       auto prefix = journal_prefix(agent);
-      if (it->Valid() && it->key().starts_with(prefix)
-          && it->key().size() == prefix.size() + 8)
+      if (it->Valid() && it->key().starts_with(prefix) && it->key().size() == prefix.size() + 8)
         last = get_be64(it->key().ToStringView().substr(prefix.size()));
       if (!it->status().ok())
         return error_of(it->status(), "reading the journal of " + std::string{agent});
     }
     std::string value;
-    auto s = db->Get(read_options(), h_snapshots, rocksdb::Slice{agent.data(), agent.size()},
-                     &value);
+    auto s =
+      db->Get(read_options(), h_snapshots, rocksdb::Slice{agent.data(), agent.size()}, &value);
     if (s.ok()) {
       auto snap = records::decode_snapshot(value);
       if (!snap)
@@ -200,13 +333,77 @@ struct store::impl {
     return last;
   }
 
+  /// True if an append of `seq` continues what is stored for `agent`: `seq` is not stored,
+  /// and `seq - 1` is with no snapshot beyond it (or is the snapshot's sequence, or `seq` is 1
+  /// with no snapshot). Point reads only; the journal is contiguous, so nothing lies past `seq`.
+  caf::expected<bool> follows_stored(const std::string& agent, uint64_t seq) const {
+    std::string v;
+    auto s = db->Get(read_options(), h_journal, store::journal_key(agent, seq), &v);
+    if (s.ok())
+      return false;
+    if (!s.IsNotFound())
+      return error_of(s, "reading the journal of " + agent);
+    // The snapshot counts too: it may be ahead of the journal (written without
+    // require_journal), and a corrupt one must stop the append rather than be skipped.
+    std::optional<uint64_t> snap_seq;
+    s = db->Get(read_options(), h_snapshots, agent, &v);
+    if (s.ok()) {
+      auto snap = records::decode_snapshot(v);
+      if (!snap)
+        return std::move(snap.error());
+      snap_seq = snap->hdr.seq;
+    } else if (!s.IsNotFound()) {
+      return error_of(s, "reading the snapshot of " + agent);
+    }
+    if (seq >= 2) {
+      s = db->Get(read_options(), h_journal, store::journal_key(agent, seq - 1), &v);
+      if (s.ok())
+        return !snap_seq || *snap_seq <= seq - 1;
+      if (!s.IsNotFound())
+        return error_of(s, "reading the journal of " + agent);
+    }
+    return snap_seq ? *snap_seq == seq - 1 : seq == 1;
+  }
+
+  /// Deletes the journal events of `agent` with seq <= `upto`, stored or appended earlier in
+  /// this batch, as point deletes: range tombstones would slow every journal read until they
+  /// are compacted away (each passivation prunes).
+  caf::error delete_journal(rocksdb::WriteBatch& batch,
+                            const std::unordered_map<std::string, std::vector<uint64_t>>& appended,
+                            const std::string& agent, uint64_t upto) {
+    auto lower = store::journal_key(agent, 0);
+    auto upper = upto == UINT64_MAX ? journal_end(agent) : store::journal_key(agent, upto + 1);
+    rocksdb::Slice upper_slice{upper};
+    auto ro = read_options();
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it{db->NewIterator(ro, h_journal)};
+    for (it->Seek(lower); it->Valid(); it->Next())
+      batch.Delete(h_journal, it->key());
+    if (!it->status().ok())
+      return error_of(it->status(), "reading the journal of " + agent);
+    if (auto a = appended.find(agent); a != appended.end())
+      for (auto seq : a->second)
+        if (seq <= upto)
+          batch.Delete(h_journal, store::journal_key(agent, seq));
+    return {};
+  }
+
   void run() {
     std::vector<op> batch_ops;
     for (;;) {
       batch_ops.clear();
       {
         std::unique_lock<std::mutex> guard{mtx};
-        cv.wait(guard, [this] { return stopping || !queue.empty(); });
+        auto ready = [this] { return stopping || !queue.empty(); };
+        if (db) {
+          cv.wait(guard, ready);
+        } else if (!cv.wait_for(guard, reopen_retry_interval, ready)) {
+          // Closed after a failed reopen and nothing to write: try again, so that reads
+          // come back once storage works.
+          guard.unlock();
+          (void)recover();
+          continue;
+        }
         if (queue.empty() && stopping)
           return;
         while (!queue.empty() && batch_ops.size() < opts.commit_batch_writes_max) {
@@ -219,12 +416,30 @@ struct store::impl {
   }
 
   void commit(std::vector<op>& ops) {
+    auto is_write = [](const op& o) {
+      return o.type != op_type::forget && o.type != op_type::barrier;
+    };
+    if ((needs_recovery || !db) && std::any_of(ops.begin(), ops.end(), is_write)) {
+      if (auto err = recover()) {
+        failure(to_string(code_of(err)));
+        for (auto& o : ops) {
+          if (o.type == op_type::forget)
+            last_seqs.erase(o.agent);
+          if (o.done)
+            o.done(is_write(o) ? err : caf::error{});
+        }
+        return;
+      }
+    }
+    std::shared_lock<std::shared_mutex> db_guard{db_mtx};
     rocksdb::WriteBatch batch;
     std::vector<caf::error> results(ops.size());
     std::vector<bool> in_batch(ops.size(), false);
     std::unordered_map<std::string, uint64_t> tentative;
     std::unordered_set<std::string> new_metas;
     std::unordered_set<std::string> erased;
+    /// Sequences appended in this batch, per agent (not yet visible to reads).
+    std::unordered_map<std::string, std::vector<uint64_t>> batch_appends;
     size_t writes = 0;
     auto current_seq = [&](const std::string& agent) -> caf::expected<uint64_t> {
       if (auto t = tentative.find(agent); t != tentative.end())
@@ -244,8 +459,7 @@ struct store::impl {
                                     "append to " + o.agent + " refused: the agent is deleted");
             break;
           }
-          if (!tentative.count(o.agent) && !last_seqs.count(o.agent)
-              && !new_metas.count(o.agent)) {
+          if (!tentative.count(o.agent) && !last_seqs.count(o.agent) && !new_metas.count(o.agent)) {
             // First append of an activation: the agent must still exist (a late append of a
             // deleted agent must not leave an orphan journal behind).
             std::string v;
@@ -259,20 +473,32 @@ struct store::impl {
               break;
             }
           }
-          auto cur = current_seq(o.agent);
+          caf::expected<uint64_t> cur{uint64_t{0}};
+          if (tentative.count(o.agent) || last_seqs.count(o.agent)) {
+            cur = current_seq(o.agent);
+          } else {
+            // First append of an activation: point reads (no iterator) tell whether it
+            // continues the stored journal; the full read only for the error message.
+            auto follows = follows_stored(o.agent, o.seq);
+            if (!follows)
+              cur = std::move(follows.error());
+            else
+              cur = *follows ? o.seq - 1 : stored_last_seq(o.agent);
+          }
           if (!cur) {
             results[i] = std::move(cur.error());
             break;
           }
           if (o.seq != *cur + 1) {
-            results[i] = make_error(errc::conflict, "append to " + o.agent + " at seq "
-                                                      + std::to_string(o.seq) + ": last is "
-                                                      + std::to_string(*cur));
+            results[i] = make_error(errc::conflict,
+                                    "append to " + o.agent + " at seq " + std::to_string(o.seq)
+                                      + ": last is " + std::to_string(*cur));
             break;
           }
           // The record was verified when it was encoded; assert it again right before the write.
           assert(!records::verify(o.value));
           batch.Put(h_journal, store::journal_key(o.agent, o.seq), o.value);
+          batch_appends[o.agent].push_back(o.seq);
           tentative[o.agent] = o.seq;
           in_batch[i] = true;
           ++writes;
@@ -296,12 +522,8 @@ struct store::impl {
             }
           }
           assert(!records::verify(o.value));
-          if (o.must_be_new) {
-            // A new agent starts clean, whatever an earlier one of this id left behind.
-            batch.Delete(h_snapshots, o.agent);
-            batch.DeleteRange(h_journal, journal_prefix(o.agent), journal_end(o.agent));
-            tentative[o.agent] = 0;
-          }
+          // (A new agent finds no journal or snapshot of an earlier one: erase removes them,
+          // and appends and snapshots without a meta are refused.)
           batch.Put(h_meta, o.agent, o.value);
           new_metas.insert(o.agent);
           erased.erase(o.agent);
@@ -312,7 +534,10 @@ struct store::impl {
         case op_type::erase: {
           batch.Delete(h_meta, o.agent);
           batch.Delete(h_snapshots, o.agent);
-          batch.DeleteRange(h_journal, journal_prefix(o.agent), journal_end(o.agent));
+          if (auto err = delete_journal(batch, batch_appends, o.agent, UINT64_MAX)) {
+            results[i] = std::move(err);
+            break;
+          }
           tentative[o.agent] = 0;
           new_metas.erase(o.agent);
           erased.insert(o.agent);
@@ -321,7 +546,9 @@ struct store::impl {
           break;
         }
         case op_type::snapshot: {
-          if (!new_metas.count(o.agent)) {
+          // An agent the writer has seen appending exists (erase drops it from last_seqs,
+          // but only once the erase is committed: `erased` covers this batch).
+          if (!new_metas.count(o.agent) && (erased.count(o.agent) || !last_seqs.count(o.agent))) {
             bool gone = erased.count(o.agent) > 0;
             if (!gone) {
               std::string v;
@@ -345,18 +572,24 @@ struct store::impl {
               break;
             }
             if (*cur < o.seq) {
-              results[i] = make_error(errc::conflict, "snapshot of " + o.agent + " at seq "
-                                                        + std::to_string(o.seq)
-                                                        + " refused: the journal ends at "
-                                                        + std::to_string(*cur));
+              results[i] = make_error(errc::conflict,
+                                      "snapshot of " + o.agent + " at seq " + std::to_string(o.seq)
+                                        + " refused: the journal ends at " + std::to_string(*cur));
               break;
             }
           }
           assert(!records::verify(o.value));
+          if (o.prune_through > 0 && o.prune_from > 0) {
+            // The caller knows what is stored: point deletes without reading.
+            for (auto seq = o.prune_from; seq <= o.prune_through; ++seq)
+              batch.Delete(h_journal, store::journal_key(o.agent, seq));
+          } else if (o.prune_through > 0) {
+            if (auto err = delete_journal(batch, batch_appends, o.agent, o.prune_through)) {
+              results[i] = std::move(err);
+              break;
+            }
+          }
           batch.Put(h_snapshots, o.agent, o.value);
-          if (o.prune_through > 0)
-            batch.DeleteRange(h_journal, store::journal_key(o.agent, 0),
-                              store::journal_key(o.agent, o.prune_through + 1));
           auto cur = current_seq(o.agent);
           tentative[o.agent] = std::max(cur ? *cur : 0, o.seq);
           if (!cur)
@@ -370,22 +603,32 @@ struct store::impl {
       }
     }
     caf::error batch_error;
+    uint64_t reservation = 0;
     if (writes > 0) {
-      if (needs_resume) {
-        auto s = db->Resume();
-        if (s.ok())
-          needs_resume = false;
+      if ((reservation = epoch_reservation_pending.exchange(0)) > 0) {
+        std::string nv;
+        put_be64(nv, reservation);
+        batch.Put(h_default, epoch_key, nv);
       }
       rocksdb::WriteOptions wo;
-      wo.sync = true;          // durable before any completion runs
-      wo.disableWAL = false;   // the WAL is what makes it durable
-      wo.no_slowdown = false;  // wait for stalls rather than fail
+      wo.sync = true;         // durable before any completion runs
+      wo.disableWAL = false;  // the WAL is what makes it durable
+      wo.no_slowdown = false; // wait for stalls rather than fail
       auto t0 = std::chrono::steady_clock::now();
       auto s = db->Write(wo, &batch);
       auto dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!s.ok()) {
         batch_error = error_of(s, "group commit of " + std::to_string(writes) + " writes");
-        needs_resume = true;
+        if (!needs_recovery) {
+          // Nothing is written after a failure until the reopen: this is the last
+          // acknowledged sequence number.
+          needs_recovery = true;
+          durable_seq_max = db->GetLatestSequenceNumber();
+        }
+        if (reservation > 0) {
+          uint64_t none = 0;
+          epoch_reservation_pending.compare_exchange_strong(none, reservation);
+        }
         failure(to_string(code_of(batch_error)));
         // What the cache believed may be wrong now: reload lazily.
         for (auto& [agent, _] : tentative)
@@ -397,6 +640,7 @@ struct store::impl {
           last_seqs[agent] = seq;
       }
     }
+    db_guard.unlock(); // completions may read the store
     auto now = std::chrono::steady_clock::now();
     for (size_t i = 0; i < ops.size(); ++i) {
       auto& o = ops[i];
@@ -440,7 +684,7 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
   if (ec)
     return make_error(errc::storage_error,
                       "cannot create database directory " + p->opts.path + ": " + ec.message());
-  rocksdb::DBOptions dbo;
+  auto& dbo = p->dbo;
   dbo.create_if_missing = true;
   dbo.create_missing_column_families = true;
   dbo.paranoid_checks = true;
@@ -450,6 +694,7 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
   dbo.keep_log_file_num = 4;
   dbo.max_total_wal_size = 256ull << 20;
   dbo.avoid_flush_during_shutdown = false;
+  dbo.listeners.push_back(std::make_shared<no_auto_recovery>());
   if (p->opts.file_system) {
     p->env = rocksdb::NewCompositeEnv(p->opts.file_system);
     dbo.env = p->env.get();
@@ -460,21 +705,15 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
   rocksdb::ColumnFamilyOptions cfo;
   cfo.write_buffer_size = p->opts.write_buffer_bytes;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs{
+  p->cfs = {
     {rocksdb::kDefaultColumnFamilyName, cfo},
     {cf_meta, cfo},
     {cf_snapshots, cfo},
     {cf_journal, cfo},
   };
-  rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(dbo, p->opts.path, cfs, &p->handles, &raw);
+  auto s = p->open_db(nullptr);
   if (!s.ok())
     return error_of(s, "cannot open database " + p->opts.path);
-  p->db.reset(raw);
-  p->h_default = p->handles[0];
-  p->h_meta = p->handles[1];
-  p->h_snapshots = p->handles[2];
-  p->h_journal = p->handles[3];
   // Epochs: continue above the last reserved block.
   std::string v;
   s = p->db->Get(read_options(), p->h_default, epoch_key, &v);
@@ -507,10 +746,17 @@ uint64_t store::next_epoch() {
       put_be64(nv, reserved);
       rocksdb::WriteOptions wo;
       wo.sync = true;
-      // A failed reservation write is not fatal to uniqueness within this process; the next
-      // start re-reads the last reservation that did land and may reuse higher values only
-      // if this write was lost, which then also lost every record carrying them.
-      (void) impl_->db->Put(wo, impl_->h_default, epoch_key, nv);
+      std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+      auto s = impl_->db ? impl_->db->Put(wo, impl_->h_default, epoch_key, nv)
+                         : rocksdb::Status::IOError("database closed");
+      if (!s.ok()) {
+        // The writer's next batch carries the reservation, ahead of any record with one of
+        // these epochs: a restart never reuses an epoch that a durable record carries.
+        auto pending = impl_->epoch_reservation_pending.load();
+        while (pending < reserved
+               && !impl_->epoch_reservation_pending.compare_exchange_weak(pending, reserved)) {
+        }
+      }
       impl_->epoch_reserved = reserved;
     }
   }
@@ -546,9 +792,10 @@ void store::append(records::event_record ev, done_fn done) {
 }
 
 void store::put_snapshot(records::snapshot_record snap, uint64_t prune_through, done_fn done,
-                         bool require_journal) {
+                         bool require_journal, uint64_t prune_from) {
   assert(prune_through <= snap.hdr.seq);
   impl::op o;
+  o.prune_from = prune_from;
   o.must_be_new = require_journal; // for snapshots: "require the journal to cover seq"
   o.type = impl::op_type::snapshot;
   o.agent = snap.hdr.agent;
@@ -574,9 +821,12 @@ void store::barrier(done_fn done) {
 }
 
 caf::expected<std::optional<records::meta_record>> store::get_meta(std::string_view agent) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   std::string v;
-  auto s = impl_->db->Get(read_options(), impl_->h_meta, rocksdb::Slice{agent.data(), agent.size()},
-                          &v);
+  auto s =
+    impl_->db->Get(read_options(), impl_->h_meta, rocksdb::Slice{agent.data(), agent.size()}, &v);
   if (s.IsNotFound())
     return std::optional<records::meta_record>{};
   if (!s.ok())
@@ -588,8 +838,9 @@ caf::expected<std::optional<records::meta_record>> store::get_meta(std::string_v
   }
   if (m->hdr.agent != agent) {
     impl_->failure("corrupt_record");
-    return make_error(errc::corrupt_record, "meta stored under " + std::string{agent}
-                                              + " names agent " + m->hdr.agent.substr(0, 256));
+    return make_error(errc::corrupt_record,
+                      "meta stored under " + std::string{agent} + " names agent "
+                        + m->hdr.agent.substr(0, 256));
   }
   return std::optional<records::meta_record>{std::move(*m)};
 }
@@ -597,6 +848,9 @@ caf::expected<std::optional<records::meta_record>> store::get_meta(std::string_v
 caf::expected<std::vector<records::meta_record>> store::list_meta(std::string_view tenant,
                                                                   std::string_view after,
                                                                   size_t limit) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   std::vector<records::meta_record> out;
   std::unique_ptr<rocksdb::Iterator> it{impl_->db->NewIterator(read_options(), impl_->h_meta)};
   std::string prefix = tenant.empty() ? std::string{} : std::string{tenant} + "/";
@@ -614,8 +868,9 @@ caf::expected<std::vector<records::meta_record>> store::list_meta(std::string_vi
     }
     if (m->hdr.agent != key) {
       impl_->failure("corrupt_record");
-      return make_error(errc::corrupt_record, "meta stored under " + std::string{key}.substr(0, 256)
-                                                + " names agent " + m->hdr.agent.substr(0, 256));
+      return make_error(errc::corrupt_record,
+                        "meta stored under " + std::string{key}.substr(0, 256) + " names agent "
+                          + m->hdr.agent.substr(0, 256));
     }
     out.push_back(std::move(*m));
   }
@@ -628,6 +883,9 @@ caf::expected<std::vector<records::event_record>> store::read_events(std::string
                                                                      uint64_t from_seq,
                                                                      uint64_t to_seq,
                                                                      size_t limit) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   std::vector<records::event_record> out;
   if (from_seq > to_seq)
     return out;
@@ -665,11 +923,17 @@ caf::expected<std::vector<records::event_record>> store::read_events(std::string
 }
 
 caf::expected<uint64_t> store::last_seq(std::string_view agent) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   return impl_->stored_last_seq(agent);
 }
 
 caf::expected<std::optional<records::snapshot_record>> store::get_snapshot(
   std::string_view agent) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   std::string v;
   auto s = impl_->db->Get(read_options(), impl_->h_snapshots,
                           rocksdb::Slice{agent.data(), agent.size()}, &v);
@@ -684,8 +948,9 @@ caf::expected<std::optional<records::snapshot_record>> store::get_snapshot(
   }
   if (snap->hdr.agent != agent) {
     impl_->failure("corrupt_record");
-    return make_error(errc::corrupt_record, "snapshot stored under " + std::string{agent}
-                                              + " names agent " + snap->hdr.agent.substr(0, 256));
+    return make_error(errc::corrupt_record,
+                      "snapshot stored under " + std::string{agent} + " names agent "
+                        + snap->hdr.agent.substr(0, 256));
   }
   return std::optional<records::snapshot_record>{std::move(*snap)};
 }
@@ -698,6 +963,9 @@ caf::error store::checkpoint(const std::string& dir) {
   if (std::filesystem::exists(dir, ec))
     return make_error(errc::invalid_argument,
                       "backup directory " + dir.substr(0, 256) + " exists; give a new one");
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   rocksdb::Checkpoint* raw = nullptr;
   auto s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
   if (!s.ok())
@@ -711,14 +979,18 @@ caf::error store::checkpoint(const std::string& dir) {
 }
 
 caf::expected<std::string> store::stats_json() const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
   nlohmann::json out;
   auto prop = [&](rocksdb::ColumnFamilyHandle* h, const char* name) {
     uint64_t v = 0;
     impl_->db->GetIntProperty(h, name, &v);
     return v;
   };
-  for (auto [h, name] : {std::pair{impl_->h_meta, cf_meta}, std::pair{impl_->h_snapshots, cf_snapshots},
-                         std::pair{impl_->h_journal, cf_journal}}) {
+  for (auto [h, name] :
+       {std::pair{impl_->h_meta, cf_meta}, std::pair{impl_->h_snapshots, cf_snapshots},
+        std::pair{impl_->h_journal, cf_journal}}) {
     out[name] = {{"keys_estimate", prop(h, "rocksdb.estimate-num-keys")},
                  {"sst_bytes", prop(h, "rocksdb.total-sst-files-size")},
                  {"memtable_bytes", prop(h, "rocksdb.cur-size-all-mem-tables")}};
@@ -730,7 +1002,8 @@ caf::expected<std::string> store::stats_json() const {
 caf::error restore_checkpoint(const std::string& checkpoint_dir, const std::string& data_dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::is_directory(checkpoint_dir, ec) || !fs::exists(fs::path{checkpoint_dir} / "CURRENT", ec))
+  if (!fs::is_directory(checkpoint_dir, ec)
+      || !fs::exists(fs::path{checkpoint_dir} / "CURRENT", ec))
     return make_error(errc::invalid_argument,
                       checkpoint_dir + " is not a backup (no RocksDB CURRENT file in it)");
   auto db_dir = fs::path{data_dir} / "db";
@@ -740,6 +1013,16 @@ caf::error restore_checkpoint(const std::string& checkpoint_dir, const std::stri
   fs::create_directories(data_dir, ec);
   if (ec)
     return make_error(errc::io_error, "cannot create " + data_dir + ": " + ec.message());
+  // Whatever fails from here on removes the partial copy, so that a retry can succeed.
+  struct cleanup {
+    fs::path dir;
+    bool keep = false;
+    ~cleanup() {
+      std::error_code ignored;
+      if (!keep)
+        fs::remove_all(dir, ignored);
+    }
+  } guard{db_dir};
   fs::copy(checkpoint_dir, db_dir, fs::copy_options::recursive, ec);
   if (ec)
     return make_error(errc::io_error,
@@ -765,6 +1048,7 @@ caf::error restore_checkpoint(const std::string& checkpoint_dir, const std::stri
     }
     after = metas->back().hdr.agent;
   }
+  guard.keep = true;
   return {};
 }
 

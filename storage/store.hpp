@@ -58,6 +58,13 @@ struct store_options {
 /// into one `WriteBatch` written with `sync = true`, then runs the completions (on that
 /// thread; they must not block). A completion without error means the write survives a crash
 /// of the process and of the machine. Reads are synchronous and thread-safe.
+///
+/// A write that fails (storage_error, storage_full) is not acknowledged and does not come back
+/// later: before the next write the writer reopens the database once a probe write succeeds,
+/// replaying the WAL only up to the last acknowledged write (RocksDB's own Resume() cannot
+/// recover from a failed WAL write). Reads keep working meanwhile, and fail with storage_error
+/// only while a reopen fails (retried every second). Only a crash of the process between the
+/// failure and that reopen may still recover a write whose sync failed.
 class store {
 public:
   using done_fn = std::function<void(caf::error)>;
@@ -83,8 +90,9 @@ public:
     std::string_view agent) const;
 
   /// Metas in id order strictly after `after`, at most `limit`, of `tenant` if non-empty.
-  [[nodiscard]] caf::expected<std::vector<records::meta_record>> list_meta(
-    std::string_view tenant, std::string_view after, size_t limit) const;
+  [[nodiscard]] caf::expected<std::vector<records::meta_record>> list_meta(std::string_view tenant,
+                                                                           std::string_view after,
+                                                                           size_t limit) const;
 
   /// Removes an agent durably: its meta, snapshot and whole journal.
   void erase_agent(std::string agent, done_fn done);
@@ -113,8 +121,12 @@ public:
   /// every event up to the snapshot's sequence at commit time: a snapshot never includes an
   /// event whose append failed. Refused with `agent_not_found` if the agent has no meta (it
   /// was deleted), so a late snapshot cannot resurrect a deleted agent.
+  ///
+  /// `prune_from` > 0 says the journal holds nothing below it: the events
+  /// `prune_from..prune_through` are deleted without reading the journal (faster; with 0 the
+  /// writer reads which events exist).
   void put_snapshot(records::snapshot_record snap, uint64_t prune_through, done_fn done,
-                    bool require_journal = false);
+                    bool require_journal = false, uint64_t prune_from = 0);
 
   /// The latest snapshot of `agent`, nullopt if none.
   [[nodiscard]] caf::expected<std::optional<records::snapshot_record>> get_snapshot(

@@ -1,0 +1,360 @@
+// agentctl: the admin command line of hive. One subcommand per task; each parses its own flags,
+// runs, prints one human-readable result line on stdout (errors on stderr) and exits 0 on
+// success, 1 when the task failed (node unreachable, HTTP error, bad backup, ...) and 2 for a
+// bad command line.
+//
+// Subcommands today:
+//   agentctl backup --to /abs/dir [--node http://127.0.0.1:8080] [--timeout-ms N]
+//   agentctl restore --from BACKUP_DIR --data-dir NEW_DATA_DIR
+// To add one: write an `add_<name>(CLI::App&)` that registers the subcommand and returns its
+// `command`, and list it in `main`.
+
+#include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <caf/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "protocols/errc.hpp"
+#include "storage/data_dir.hpp"
+#include "storage/store.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+/// Exit codes of every subcommand.
+constexpr int exit_ok = 0;
+constexpr int exit_failed = 1;
+constexpr int exit_usage = 2;
+
+/// Largest response body agentctl reads from a node.
+constexpr uint64_t response_bytes_max = 8 << 20;
+
+int fail(int code, const std::string& what) {
+  std::cerr << "agentctl: error: " << what << std::endl;
+  return code;
+}
+
+// -- HTTP to a node ---------------------------------------------------------------------------
+
+/// A node address `http://HOST[:PORT]` (no path).
+struct node_url {
+  std::string host;
+  std::string port;
+
+  [[nodiscard]] std::string str() const {
+    return "http://" + host + ":" + port;
+  }
+};
+
+/// Parses `http://HOST[:PORT][/]`; the port defaults to 80.
+caf::expected<node_url> parse_node_url(std::string text) {
+  auto bad = [&](const std::string& why) {
+    return hive::make_error(hive::errc::invalid_argument,
+                            "--node '" + text + "' must be http://HOST[:PORT] (" + why + ")");
+  };
+  const std::string scheme = "http://";
+  if (text.rfind(scheme, 0) != 0)
+    return bad("only http:// is supported");
+  auto rest = text.substr(scheme.size());
+  if (!rest.empty() && rest.back() == '/')
+    rest.pop_back();
+  if (rest.empty())
+    return bad("no host");
+  if (rest.find('/') != std::string::npos)
+    return bad("no path allowed");
+  node_url url;
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) {
+    url.host = rest;
+    url.port = "80";
+  } else {
+    url.host = rest.substr(0, colon);
+    url.port = rest.substr(colon + 1);
+    if (url.host.empty())
+      return bad("no host");
+    if (url.port.empty() || url.port.size() > 5
+        || url.port.find_first_not_of("0123456789") != std::string::npos || std::stoi(url.port) < 1
+        || std::stoi(url.port) > 65535)
+      return bad("port must be 1..65535");
+  }
+  return url;
+}
+
+/// What a node answered.
+struct http_reply {
+  int status = 0;
+  std::string body;
+};
+
+/// Sends one request to `node` and reads the reply; the whole exchange (connect, write, read)
+/// must finish within `timeout`. Errors, naming the node and the step: io_error, timeout.
+caf::expected<http_reply> http_call(const node_url& node, http::verb verb,
+                                    const std::string& target, const std::string& body,
+                                    milliseconds timeout) {
+  asio::io_context ioc;
+  beast::error_code ec;
+  tcp::resolver resolver{ioc};
+  auto endpoints = resolver.resolve(node.host, node.port, ec);
+  if (ec)
+    return hive::make_error(hive::errc::io_error,
+                            "cannot resolve " + node.host + ": " + ec.message());
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, node.host);
+  req.set(http::field::user_agent, "agentctl");
+  req.set(http::field::connection, "close");
+  if (!body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+  }
+  req.prepare_payload();
+  beast::tcp_stream stream{ioc};
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(response_bytes_max);
+  std::string step = "connect";
+  beast::error_code result;
+  // The deadline covers every operation started below (Beast's tcp_stream closes the socket
+  // when it passes, and the pending operation completes with beast::error::timeout).
+  stream.expires_after(timeout);
+  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+    if (e) {
+      result = e;
+      return;
+    }
+    step = "send";
+    http::async_write(stream, req, [&](beast::error_code e, size_t) {
+      if (e) {
+        result = e;
+        return;
+      }
+      step = "receive";
+      http::async_read(stream, buf, parser, [&](beast::error_code e, size_t) { result = e; });
+    });
+  });
+  ioc.run();
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  if (result == beast::error::timeout)
+    return hive::make_error(hive::errc::timeout,
+                            "no reply from node " + node.str() + " within "
+                              + std::to_string(timeout.count()) + " ms (" + step + ")");
+  if (result)
+    return hive::make_error(hive::errc::io_error,
+                            "cannot reach node " + node.str() + " (" + step
+                              + "): " + result.message());
+  auto& res = parser.get();
+  return http_reply{static_cast<int>(res.result_int()), std::move(res.body())};
+}
+
+/// Describes an error reply: `HTTP 400 invalid_argument: message` from the gateway's
+/// `{"error":{"code":..,"message":..}}`, or the raw body if it is not one.
+std::string describe_reply(const http_reply& r) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  std::string out = "HTTP " + std::to_string(r.status);
+  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+    auto& e = j["error"];
+    if (e.contains("code") && e["code"].is_string())
+      out += " " + e["code"].get<std::string>();
+    if (e.contains("message") && e["message"].is_string())
+      out += ": " + e["message"].get<std::string>();
+    return out;
+  }
+  return out + ": " + r.body.substr(0, 500);
+}
+
+// -- subcommands ------------------------------------------------------------------------------
+
+/// One registered subcommand: its CLI11 app and what runs when it was chosen.
+struct command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+/// `backup`: an online backup (RocksDB checkpoint) of a running node's store.
+command add_backup(CLI::App& parent) {
+  struct options {
+    std::string to;
+    std::string node = "http://127.0.0.1:8080";
+    int64_t timeout_ms = 120000;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand(
+    "backup",
+    "Write an online, consistent backup of a running node's store to a new directory "
+    "on the node's machine (POST /v1/admin/backup)");
+  app->add_option("--to", opts->to, "Backup directory: an absolute path that does not exist yet")
+    ->required();
+  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT]")
+    ->capture_default_str();
+  app->add_option("--timeout-ms", opts->timeout_ms, "Longest wait for the node's reply")
+    ->check(CLI::Range(int64_t{1}, int64_t{86400000}))
+    ->capture_default_str();
+  return {
+    app, [opts] {
+      if (opts->to.empty() || opts->to.front() != '/')
+        return fail(exit_usage,
+                    "--to '" + opts->to + "' must be an absolute path (on the node's machine)");
+      auto url = parse_node_url(opts->node);
+      if (!url)
+        return fail(exit_usage, hive::message_of(url.error()));
+      auto reply =
+        http_call(*url, http::verb::post, "/v1/admin/backup",
+                  nlohmann::json{{"to", opts->to}}.dump(), milliseconds{opts->timeout_ms});
+      if (!reply)
+        return fail(exit_failed, "backup: " + hive::message_of(reply.error()));
+      if (reply->status != 200)
+        return fail(exit_failed,
+                    "backup to " + opts->to + " refused by node " + url->str() + ": "
+                      + describe_reply(*reply));
+      auto j = nlohmann::json::parse(reply->body, nullptr, false);
+      if (!j.is_object() || !j.contains("backup") || !j["backup"].is_string())
+        return fail(exit_failed,
+                    "backup: unexpected reply from node " + url->str() + ": "
+                      + reply->body.substr(0, 500));
+      std::cout << "backup of " << url->str() << " written to " << j["backup"].get<std::string>();
+      if (j.contains("elapsed_ms") && j["elapsed_ms"].is_number())
+        std::cout << " in " << j["elapsed_ms"].dump() << " ms";
+      std::cout << std::endl;
+      return exit_ok;
+    }};
+}
+
+/// Counts the agents stored in `db_dir`, per kind.
+caf::expected<std::map<std::string, size_t>> count_agents(const std::string& db_dir) {
+  hive::store_options o;
+  o.path = db_dir;
+  auto st = hive::store::open(o);
+  if (!st)
+    return std::move(st.error());
+  std::map<std::string, size_t> kinds;
+  std::string after;
+  for (;;) {
+    auto page = (*st)->list_meta({}, after, 1000);
+    if (!page)
+      return std::move(page.error());
+    if (page->empty())
+      return kinds;
+    for (auto& m : *page)
+      ++kinds[m.kind];
+    after = page->back().hdr.agent;
+  }
+}
+
+/// `restore`: offline; copies a backup into a new data directory and verifies every record.
+command add_restore(CLI::App& parent) {
+  struct options {
+    std::string from;
+    std::string data_dir;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand(
+    "restore",
+    "Restore a backup into a new data directory (offline: no node may use it); "
+    "every restored record is verified");
+  app->add_option("--from", opts->from, "Backup directory written by 'agentctl backup'")
+    ->required();
+  app
+    ->add_option("--data-dir", opts->data_dir,
+                 "Data directory to restore into; it must not hold a database (db/) yet")
+    ->required();
+  return {app, [opts] {
+            namespace fs = std::filesystem;
+            if (opts->from.empty() || opts->data_dir.empty())
+              return fail(exit_usage, "--from and --data-dir must not be empty");
+            std::error_code ec;
+            auto from = fs::absolute(opts->from, ec).lexically_normal().string();
+            auto dir_path = fs::absolute(opts->data_dir, ec).lexically_normal();
+            if (dir_path.filename().empty()) // a trailing '/'
+              dir_path = dir_path.parent_path();
+            auto dir = dir_path.string();
+            auto db_dir = (dir_path / "db").string();
+            bool dir_existed = fs::exists(dir_path, ec);
+            bool db_existed = fs::exists(db_dir, ec);
+            // Lock the data directory as a node does, so no node can start on it meanwhile.
+            auto lock = std::make_optional(hive::data_dir::open(dir));
+            if (!*lock)
+              return fail(exit_failed, "restore: " + hive::message_of(lock->error()));
+            if (auto err = hive::restore_checkpoint(from, dir)) {
+              // Leave nothing half-restored behind: only what this run created is removed.
+              if (!db_existed)
+                fs::remove_all(db_dir, ec);
+              lock.reset();
+              if (!dir_existed)
+                fs::remove_all(dir_path, ec);
+              return fail(exit_failed,
+                          "restore from " + from + " into " + dir
+                            + " failed: " + hive::message_of(err));
+            }
+            auto kinds = count_agents(db_dir);
+            if (!kinds)
+              return fail(exit_failed,
+                          "restore: restored into " + db_dir
+                            + " but cannot read it back: " + hive::message_of(kinds.error()));
+            size_t total = 0;
+            std::string breakdown;
+            for (auto& [kind, n] : *kinds) {
+              total += n;
+              breakdown += (breakdown.empty() ? "" : ", ") + kind + " " + std::to_string(n);
+            }
+            std::cout << "restored " << total << " agents";
+            if (!breakdown.empty())
+              std::cout << " (" << breakdown << ")";
+            std::cout << " from " << from << " into " << db_dir << std::endl;
+            return exit_ok;
+          }};
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"agentctl: administer hive nodes (backup, restore)", "agentctl"};
+  app.require_subcommand(0, 1); // none given: reported below, after --help had its turn
+  std::vector<command> commands{add_backup(app), add_restore(app)};
+  if (argc > 1 && argv[1][0] != '-') {
+    auto named = [&](const command& c) { return c.app->check_name(argv[1]); };
+    if (std::none_of(commands.begin(), commands.end(), named)) {
+      std::string names;
+      for (auto& c : commands)
+        names += (names.empty() ? "" : ", ") + c.app->get_name();
+      return fail(exit_usage,
+                  std::string{"unknown subcommand '"} + argv[1] + "' (known: " + names
+                    + "; run 'agentctl --help')");
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help (of agentctl or of a subcommand) arrives as a ParseError with exit code 0; CLI11
+    // prints the help of the subcommand given, if any.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success))
+      return app.exit(e);
+    std::cerr << "agentctl: error: " << e.what() << "\n(run 'agentctl --help' for usage)"
+              << std::endl;
+    return exit_usage;
+  }
+  for (auto& c : commands)
+    if (c.app->parsed())
+      return c.run();
+  return fail(exit_usage, "no subcommand given (run 'agentctl --help')");
+}
