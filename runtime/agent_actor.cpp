@@ -2,6 +2,7 @@
 
 #include <cassert>
 #include <chrono>
+#include <list>
 #include <unordered_map>
 
 #include "protocols/errc.hpp"
@@ -34,10 +35,11 @@ struct agent_actor_state {
   uint64_t durable_seq = 0;
   /// Appends sent to the store and not yet completed.
   uint64_t inflight = 0;
-  std::deque<held_reply> held;
+  // Lists, not deques: an empty std::deque allocates ~600 bytes, and most agents hold none.
+  std::list<held_reply> held;
   /// Idempotency window: key -> reply, and keys oldest first.
   std::unordered_map<std::string, std::string> dedup;
-  std::deque<records::dedup_entry> dedup_order;
+  std::list<records::dedup_entry> dedup_order;
   /// Events (journaled) / messages (snapshot) since the last snapshot was taken.
   uint64_t since_snapshot = 0;
   uint64_t snapshot_seq = 0;

@@ -1,10 +1,10 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -25,13 +25,12 @@ struct durable_position {
   /// The activation's epoch (written into every record it writes).
   uint64_t epoch = 0;
   /// The de-duplication window, oldest first.
-  std::deque<records::dedup_entry> dedup;
+  std::vector<records::dedup_entry> dedup;
 };
 
 /// Re-creates an agent from its durable state (after a failed write the in-memory state may
 /// hold events that are not durable: it is thrown away and rebuilt).
-using restore_fn =
-  std::function<caf::expected<std::shared_ptr<agent>>(durable_position& position)>;
+using restore_fn = std::function<caf::expected<std::shared_ptr<agent>>(durable_position& position)>;
 
 /// What an agent actor needs besides its behaviour instance.
 struct agent_actor_config {

@@ -114,14 +114,14 @@ public:
   /// Snapshot and journaled kinds: replaces the state with one made by `snapshot`. An error
   /// fails the activation (the record is never served as state).
   [[nodiscard]] virtual caf::error restore(std::string_view state) {
-    (void) state;
+    (void)state;
     return {};
   }
 
   /// Journaled kinds: applies one event (from `call_context::emit` or on replay). Must be
   /// deterministic and must not fail for an event this kind emitted.
   [[nodiscard]] virtual caf::error apply(std::string_view event) {
-    (void) event;
+    (void)event;
     return {};
   }
 };

@@ -71,12 +71,13 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Name("hive_duplicate_commands_total")
                    .Help("Commands answered from the idempotency window, per agent kind")
                    .Register(*registry_);
-  commit_batch_ = &BuildHistogram()
-                     .Name("hive_journal_commit_batch_writes")
-                     .Help("Writes carried by one group commit (one synced WriteBatch)")
-                     .Register(*registry_)
-                     .Add({}, Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
-                                                          1024, 2048, 4096});
+  commit_batch_ =
+    &BuildHistogram()
+       .Name("hive_journal_commit_batch_writes")
+       .Help("Writes carried by one group commit (one synced WriteBatch)")
+       .Register(*registry_)
+       .Add({},
+            Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
   commit_seconds_ = &BuildHistogram()
                        .Name("hive_journal_commit_seconds")
                        .Help("Time of one synced group-commit write")

@@ -159,8 +159,9 @@ caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
         break;
     }
     auto window = static_cast<size_t>(ctx.cfg.persistence.dedup_entries_max);
-    while (pos.dedup.size() > window)
-      pos.dedup.pop_front();
+    if (pos.dedup.size() > window)
+      pos.dedup.erase(pos.dedup.begin(),
+                      pos.dedup.begin() + static_cast<ptrdiff_t>(pos.dedup.size() - window));
   }
   return instance;
 }

@@ -59,8 +59,8 @@ void supervisor_state::init(caf::event_based_actor* self, supervisor_flags flags
 
 size_t supervisor_state::index_of(const caf::actor_addr& addr) const {
   auto i = by_actor_.find(addr.id());
-  if (i == by_actor_.end() || i->second >= children_.size()
-      || !children_[i->second].handle || children_[i->second].handle.address() != addr)
+  if (i == by_actor_.end() || i->second >= children_.size() || !children_[i->second].handle
+      || children_[i->second].handle.address() != addr)
     return children_.size();
   return i->second;
 }
@@ -184,8 +184,9 @@ caf::error supervisor_state::release_child(std::string_view id) {
 caf::timespan supervisor_state::backoff_for(child& c) {
   auto now = self_->clock().now();
   c.recent_restarts.push_back(now);
-  while (!c.recent_restarts.empty() && c.recent_restarts.front() + flags_.period <= now)
-    c.recent_restarts.pop_front();
+  auto stale = std::find_if(c.recent_restarts.begin(), c.recent_restarts.end(),
+                            [&](auto t) { return t + flags_.period > now; });
+  c.recent_restarts.erase(c.recent_restarts.begin(), stale);
   auto n = c.recent_restarts.size();
   assert(n >= 1);
   caf::timespan delay = flags_.backoff_initial;
@@ -268,10 +269,9 @@ void supervisor_state::on_down(const caf::down_msg& msg) {
       restart_group_.push_back(other.spec.id);
   }
   // Keep the group in start order.
-  std::stable_sort(restart_group_.begin(), restart_group_.end(),
-                   [&](const std::string& a, const std::string& b) {
-                     return position_of(a) < position_of(b);
-                   });
+  std::stable_sort(
+    restart_group_.begin(), restart_group_.end(),
+    [&](const std::string& a, const std::string& b) { return position_of(a) < position_of(b); });
   auto delay = backoff_for(c);
   stats_.last_backoff = delay;
   log::event(spdlog::level::warn, "child_failed",

@@ -5,6 +5,7 @@
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/wal_filter.h>
@@ -115,6 +117,27 @@ public:
 
 } // namespace
 
+namespace {
+
+/// The agent part of a journal key: everything up to and including the first NUL.
+class agent_prefix : public rocksdb::SliceTransform {
+public:
+  const char* Name() const override {
+    return "hive.agent_prefix";
+  }
+
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    auto nul = static_cast<const char*>(std::memchr(key.data(), '\0', key.size()));
+    return {key.data(), nul == nullptr ? key.size() : static_cast<size_t>(nul - key.data()) + 1};
+  }
+
+  bool InDomain(const rocksdb::Slice&) const override {
+    return true;
+  }
+};
+
+} // namespace
+
 // -- the writer --------------------------------------------------------------------------------
 
 struct store::impl {
@@ -180,11 +203,75 @@ struct store::impl {
     }
     cv.notify_all();
     if (writer.joinable()) {
-      // Completions must never hold the last reference to the store (they run on the writer).
       assert(writer.get_id() != std::this_thread::get_id());
       writer.join();
     }
+    {
+      std::lock_guard<std::mutex> guard{done_mtx};
+      done_stopping = true;
+    }
+    done_cv.notify_all();
+    if (completer.joinable()) {
+      // Completions must never hold the last reference to the store (they run on completer).
+      assert(completer.get_id() != std::this_thread::get_id());
+      completer.join();
+    }
     close_db();
+  }
+
+  // -- completions ------------------------------------------------------------------------
+  // They run on a thread of their own, in commit order: the writer starts the next batch
+  // (and its sync) while the completions of the last one still run.
+
+  using completion = std::pair<done_fn, caf::error>;
+  std::mutex done_mtx;
+  std::condition_variable done_cv;
+  std::vector<completion> done_queue;
+  /// Completions handed over and not yet run.
+  size_t done_pending = 0;
+  std::condition_variable drained_cv;
+  bool done_stopping = false;
+  std::thread completer;
+
+  void hand_over(std::vector<completion>& items) {
+    if (items.empty())
+      return;
+    {
+      std::lock_guard<std::mutex> guard{done_mtx};
+      done_pending += items.size();
+      for (auto& x : items)
+        done_queue.push_back(std::move(x));
+    }
+    items.clear();
+    done_cv.notify_one();
+  }
+
+  /// Waits until every completion handed over so far has run.
+  void wait_drained() {
+    std::unique_lock<std::mutex> guard{done_mtx};
+    drained_cv.wait(guard, [this] { return done_pending == 0; });
+  }
+
+  void run_completions() {
+    std::vector<completion> local;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> guard{done_mtx};
+        done_cv.wait(guard, [this] { return done_stopping || !done_queue.empty(); });
+        if (done_queue.empty() && done_stopping)
+          return;
+        local.swap(done_queue);
+      }
+      for (auto& [fn, err] : local)
+        fn(std::move(err));
+      {
+        std::lock_guard<std::mutex> guard{done_mtx};
+        done_pending -= local.size();
+        if (done_pending == 0)
+          drained_cv.notify_all();
+      }
+      local.clear();
+    }
   }
 
   /// Opens the database (`dbo`, `cfs`), replaying the WAL through `filter` if given.
@@ -419,6 +506,7 @@ struct store::impl {
     auto is_write = [](const op& o) {
       return o.type != op_type::forget && o.type != op_type::barrier;
     };
+    std::vector<completion> completions;
     if ((needs_recovery || !db) && std::any_of(ops.begin(), ops.end(), is_write)) {
       if (auto err = recover()) {
         failure(to_string(code_of(err)));
@@ -426,8 +514,9 @@ struct store::impl {
           if (o.type == op_type::forget)
             last_seqs.erase(o.agent);
           if (o.done)
-            o.done(is_write(o) ? err : caf::error{});
+            completions.emplace_back(std::move(o.done), is_write(o) ? err : caf::error{});
         }
+        hand_over(completions);
         return;
       }
     }
@@ -652,9 +741,17 @@ struct store::impl {
         last_seqs.erase(o.agent);
       if (o.type == op_type::append && !results[i] && opts.observer)
         opts.observer->on_append_latency(std::chrono::duration<double>(now - o.enqueued).count());
-      if (o.done)
+      if (o.done && o.type == op_type::barrier) {
+        // A barrier completes on the writer once every earlier completion ran (tests hold
+        // the writer in one to gather the next group commit).
+        hand_over(completions);
+        wait_drained();
         o.done(std::move(results[i]));
+      } else if (o.done) {
+        completions.emplace_back(std::move(o.done), std::move(results[i]));
+      }
     }
+    hand_over(completions);
     if (last_seqs.size() > last_seqs_max)
       last_seqs.clear();
   }
@@ -705,11 +802,15 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
   rocksdb::ColumnFamilyOptions cfo;
   cfo.write_buffer_size = p->opts.write_buffer_bytes;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Journal keys of one agent share the prefix `id NUL`: the memtable inserts with a hint
+  // from the last insert of that prefix (measured ~3x faster per insert).
+  auto journal_cfo = cfo;
+  journal_cfo.memtable_insert_with_hint_prefix_extractor = std::make_shared<agent_prefix>();
   p->cfs = {
     {rocksdb::kDefaultColumnFamilyName, cfo},
     {cf_meta, cfo},
     {cf_snapshots, cfo},
-    {cf_journal, cfo},
+    {cf_journal, journal_cfo},
   };
   auto s = p->open_db(nullptr);
   if (!s.ok())
@@ -732,6 +833,7 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
     return error_of(s, "writing the epoch reservation");
   p->epoch_reserved = base + epoch_block;
   auto* ip = p.get();
+  p->completer = std::thread{[ip] { ip->run_completions(); }};
   p->writer = std::thread{[ip] { ip->run(); }};
   return std::unique_ptr<store>{new store(std::move(p))};
 }

@@ -55,9 +55,11 @@ struct store_options {
 /// read and before every write.
 ///
 /// Writes are asynchronous and durable: one writer thread group-commits everything queued
-/// into one `WriteBatch` written with `sync = true`, then runs the completions (on that
-/// thread; they must not block). A completion without error means the write survives a crash
-/// of the process and of the machine. Reads are synchronous and thread-safe.
+/// into one `WriteBatch` written with `sync = true`, then hands the completions, in commit
+/// order, to a completion thread (they must not block) and starts the next batch at once.
+/// Completions of writes refused before queueing (full queue, too large, closing) run on the
+/// calling thread. A completion without error means the write survives a crash of the process
+/// and of the machine. Reads are synchronous and thread-safe.
 ///
 /// A write that fails (storage_error, storage_full) is not acknowledged and does not come back
 /// later: before the next write the writer reopens the database once a probe write succeeds,
@@ -138,7 +140,8 @@ public:
   /// order with the writes queued before.
   void forget(std::string agent);
 
-  /// Calls `done` once every write queued before has completed.
+  /// Calls `done` once every write queued before has completed and their completions ran.
+  /// It runs on the writer thread: the next batch waits for it.
   void barrier(done_fn done);
 
   /// A fresh activation epoch: unique and increasing across restarts of the node.

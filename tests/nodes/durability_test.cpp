@@ -813,9 +813,8 @@ TEST(durability, an_idle_agent_passivates_and_its_next_message_activates_it) {
 
 // -- known bug: storage errors answer 413 ---------------------------------------------------
 
-// Disabled until actors/gateway.cpp status_of() maps storage_error and corrupt_record to 503
-// (today they fall through to too_large's 413 Payload Too Large). Enable with the fix.
-TEST(durability, DISABLED_a_backup_that_fails_in_the_storage_engine_answers_503) {
+// storage_error and corrupt_record map to 503 (they once fell through to 413).
+TEST(durability, a_backup_that_fails_in_the_storage_engine_answers_503) {
   temp_dir dir;
   auto log = dir.path / "node.log";
   auto node = start_node(dir.path / "data", log);

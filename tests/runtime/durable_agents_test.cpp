@@ -41,6 +41,35 @@ size_t rss_bytes() {
   return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
+/// A counter of the `snapshot` persistence mode: its state is saved every N messages, at
+/// passivation and at a clean stop; {"op":"crash"} throws.
+class snap_counter : public agent {
+public:
+  caf::expected<std::string> handle(call_context& call) override {
+    auto body = call.json();
+    if (!body)
+      return std::move(body.error());
+    auto op = (*body)->value("op", "");
+    if (op == "crash")
+      throw std::runtime_error("asked to crash");
+    if (op == "add")
+      value_ += (*body)->value("by", 0);
+    return nlohmann::json{{"value", value_}}.dump();
+  }
+
+  std::string snapshot() const override {
+    return std::to_string(value_);
+  }
+
+  caf::error restore(std::string_view state) override {
+    value_ = std::stoll(std::string{state});
+    return {};
+  }
+
+private:
+  int64_t value_ = 0;
+};
+
 class durable_agents_test : public ::testing::Test {
 public:
   void start(node_config nc = {}) {
@@ -53,6 +82,11 @@ public:
     sys.emplace(*sys_cfg);
     kind_registry kinds;
     ASSERT_FALSE(register_sample_kinds(kinds));
+    ASSERT_FALSE(kinds.add({"snapcounter", "a counter saved by snapshots",
+                            [](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
+                              return std::unique_ptr<agent>{new snap_counter};
+                            },
+                            persistence_mode::snapshot}));
     m = std::make_shared<metrics>();
     auto db = open_node_store(cfg, dir.path.string(), m);
     ASSERT_TRUE(db) << describe(db.error());
@@ -397,4 +431,44 @@ TEST_F(durable_agents_test, many_idle_agents_passivate_and_release_their_memory)
   lap("check");
   EXPECT_EQ(checked, 0u);
   EXPECT_EQ(wrong.load(), 0u);
+}
+
+TEST_F(durable_agents_test, snapshot_kinds_keep_their_last_snapshot) {
+  node_config nc;
+  nc.persistence.snapshot_every_messages = 5;
+  nc.persistence.snapshot_interval_ms = 0;
+  nc.persistence.passivate_idle_ms = 0;
+  start(nc);
+  ASSERT_TRUE(spawn("acme/s1", "snapcounter"));
+  for (int i = 0; i < 7; ++i)
+    ASSERT_TRUE(ask("acme/s1", {{"op", "add"}, {"by", 1}}));
+  // A snapshot after 5 messages (its write is asynchronous)...
+  ASSERT_TRUE(eventually([&] {
+    auto snap = rt->db()->get_snapshot("acme/s1");
+    return snap && *snap && (*snap)->state == "5";
+  }));
+  // ...so a crash loses the 2 adds after it: the restart restores the snapshot.
+  auto crashed = ask("acme/s1", {{"op", "crash"}});
+  ASSERT_FALSE(crashed);
+  EXPECT_EQ(code_of(crashed.error()), errc::agent_failed);
+  EXPECT_TRUE(eventually([&] {
+    auto r = ask("acme/s1", {{"op", "get"}});
+    return r && (*r)["value"] == 5;
+  }));
+  ASSERT_TRUE(ask("acme/s1", {{"op", "add"}, {"by", 10}}));
+  // A clean stop of the node writes a last snapshot.
+  restart();
+  EXPECT_EQ(value_of("acme/s1"), 15);
+}
+
+TEST_F(durable_agents_test, snapshot_kinds_are_saved_at_passivation) {
+  node_config nc;
+  nc.persistence.snapshot_every_messages = 1000;
+  nc.persistence.snapshot_interval_ms = 0;
+  nc.persistence.passivate_idle_ms = 50;
+  start(nc);
+  ASSERT_TRUE(spawn("acme/s2", "snapcounter"));
+  ASSERT_TRUE(ask("acme/s2", {{"op", "add"}, {"by", 3}}));
+  ASSERT_TRUE(eventually([&] { return rt->agent_count() == 0; }));
+  EXPECT_EQ(value_of("acme/s2"), 3);
 }
