@@ -1140,8 +1140,10 @@ private:
 
 caf::expected<std::shared_ptr<store>> open_node_store(const node_config& cfg,
                                                       const std::string& data_dir,
-                                                      std::shared_ptr<metrics> m) {
+                                                      std::shared_ptr<metrics> m,
+                                                      std::shared_ptr<rocksdb::FileSystem> fs) {
   store_options o;
+  o.file_system = std::move(fs);
   o.path = data_dir + "/db";
   auto& s = cfg.storage;
   o.commit_batch_writes_max = static_cast<size_t>(s.commit_batch_writes_max);

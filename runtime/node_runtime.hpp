@@ -232,9 +232,10 @@ private:
 };
 
 /// Opens the node's store in `<data_dir>/db` with the `storage.*` settings, reporting commits,
-/// append latencies and failures to `m`.
-[[nodiscard]] caf::expected<std::shared_ptr<store>> open_node_store(const node_config& cfg,
-                                                                    const std::string& data_dir,
-                                                                    std::shared_ptr<metrics> m);
+/// append latencies and failures to `m`. `fs` (tests: fault injection) replaces RocksDB's
+/// file system.
+[[nodiscard]] caf::expected<std::shared_ptr<store>> open_node_store(
+  const node_config& cfg, const std::string& data_dir, std::shared_ptr<metrics> m,
+  std::shared_ptr<rocksdb::FileSystem> fs = nullptr);
 
 } // namespace hive

@@ -14,6 +14,7 @@
 #include "protocols/errc.hpp"
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
+#include "support/faulty_fs.hpp"
 #include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
@@ -88,7 +89,7 @@ public:
                             },
                             persistence_mode::snapshot}));
     m = std::make_shared<metrics>();
-    auto db = open_node_store(cfg, dir.path.string(), m);
+    auto db = open_node_store(cfg, dir.path.string(), m, fs);
     ASSERT_TRUE(db) << describe(db.error());
     auto r = node_runtime::start(*sys, cfg, std::move(kinds), m, {}, *db);
     ASSERT_TRUE(r) << describe(r.error());
@@ -162,6 +163,8 @@ public:
   }
 
   test::temp_dir dir;
+  /// Set before start() to inject storage faults.
+  std::shared_ptr<rocksdb::FileSystem> fs;
   node_config cfg;
   std::optional<caf::actor_system_config> sys_cfg;
   std::optional<caf::actor_system> sys;
@@ -471,4 +474,38 @@ TEST_F(durable_agents_test, snapshot_kinds_are_saved_at_passivation) {
   ASSERT_TRUE(ask("acme/s2", {{"op", "add"}, {"by", 3}}));
   ASSERT_TRUE(eventually([&] { return rt->agent_count() == 0; }));
   EXPECT_EQ(value_of("acme/s2"), 3);
+}
+
+TEST_F(durable_agents_test, a_failed_write_is_never_acknowledged_and_the_agent_recovers) {
+  for (bool no_space : {true, false}) {
+    SCOPED_TRACE(no_space ? "no space" : "I/O error");
+    stop_all();
+    auto plan = std::make_shared<test::fault_plan>();
+    plan->at = test::fault_plan::where::sync;
+    plan->status = no_space ? rocksdb::IOStatus::NoSpace("injected: disk full")
+                            : rocksdb::IOStatus::IOError("injected: I/O error");
+    fs = std::make_shared<test::faulty_fs>(plan);
+    start();
+    auto id = std::string{"acme/f"} + (no_space ? "1" : "2");
+    ASSERT_TRUE(spawn(id));
+    ASSERT_TRUE(ask(id, {{"op", "add"}, {"by", 5}}));
+    plan->armed = true;
+    auto failed = ask(id, {{"op", "add"}, {"by", 1}});
+    ASSERT_FALSE(failed) << "a write that was not synced was acknowledged";
+    EXPECT_EQ(code_of(failed.error()), no_space ? errc::storage_full : errc::storage_error)
+      << describe(failed.error());
+    EXPECT_GT(plan->injected.load(), 0);
+    // The node stays up; the agent threw away the change that did not land.
+    plan->armed = false;
+    EXPECT_TRUE(eventually([&] {
+      auto r = ask(id, {{"op", "get"}});
+      return r && (*r)["value"] == 5;
+    }));
+    // Once the fault stops, writes work again, and what was acknowledged is what is stored.
+    EXPECT_TRUE(eventually([&] { return static_cast<bool>(ask(id, {{"op", "add"}, {"by", 2}})); }));
+    EXPECT_EQ(value_of(id), 7);
+    EXPECT_NE(m->render().find("hive_storage_failures_total{code=\""), std::string::npos);
+    restart();
+    EXPECT_EQ(value_of(id), 7);
+  }
 }
