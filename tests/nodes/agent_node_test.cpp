@@ -18,12 +18,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in{p};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using hive::test::read_file;
 
 std::vector<std::string> node_args(const temp_dir& dir) {
   return {"--name",      "e2e",         "--data-dir", (dir.path / "data").string(),

@@ -35,12 +35,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in{p};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using hive::test::read_file;
 
 /// The seed of this run: HIVE_SEED if set, otherwise a fresh one; printed either way.
 uint64_t test_seed() {

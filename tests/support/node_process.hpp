@@ -11,14 +11,24 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
 namespace hive::test {
 
 /// A fresh temporary directory, removed at destruction.
+/// The whole content of a file (e.g. a node's log), empty if it cannot be read.
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in{p};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 struct temp_dir {
   std::filesystem::path path;
 
