@@ -139,7 +139,7 @@ caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
   }
   if (kind->persistence == persistence_mode::journaled) {
     for (;;) {
-      auto events = ctx.db->read_events(id, pos.seq + 1, UINT64_MAX, 4096);
+      auto events = ctx.db->read_journal_from(id, pos.seq + 1, 4096);
       if (!events)
         return std::move(events.error());
       for (auto& ev : *events) {

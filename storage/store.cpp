@@ -981,6 +981,37 @@ caf::expected<std::vector<records::meta_record>> store::list_meta(std::string_vi
   return out;
 }
 
+caf::expected<std::vector<records::event_record>> store::read_journal_from(std::string_view agent,
+                                                                           uint64_t from_seq,
+                                                                           size_t limit) const {
+  std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
+  if (!impl_->db)
+    return impl_->closed_error();
+  std::vector<records::event_record> out;
+  std::string value;
+  for (auto seq = from_seq; out.size() < limit; ++seq) {
+    auto s = impl_->db->Get(read_options(), impl_->h_journal, journal_key(agent, seq), &value);
+    if (s.IsNotFound())
+      break;
+    if (!s.ok())
+      return error_of(s, "reading the journal of " + std::string{agent});
+    auto ev = records::decode_event(value);
+    if (!ev) {
+      impl_->failure("corrupt_record");
+      return std::move(ev.error());
+    }
+    if (ev->hdr.agent != agent || ev->hdr.seq != seq) {
+      impl_->failure("corrupt_record");
+      return make_error(errc::corrupt_record,
+                        "journal key " + std::string{agent} + "#" + std::to_string(seq)
+                          + " holds the event of " + ev->hdr.agent.substr(0, 256) + "#"
+                          + std::to_string(ev->hdr.seq));
+    }
+    out.push_back(std::move(*ev));
+  }
+  return out;
+}
+
 caf::expected<std::vector<records::event_record>> store::read_events(std::string_view agent,
                                                                      uint64_t from_seq,
                                                                      uint64_t to_seq,

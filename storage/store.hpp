@@ -111,6 +111,13 @@ public:
   [[nodiscard]] caf::expected<std::vector<records::event_record>> read_events(
     std::string_view agent, uint64_t from_seq, uint64_t to_seq, size_t limit) const;
 
+  /// Events of `agent` from `from_seq` on, in order, up to the first sequence number not
+  /// stored, at most `limit`: point lookups (bloom filters), no iterator, so its cost does not
+  /// depend on what else the journal holds. Recovery uses it (a journal has no gaps: appends
+  /// carry the expected sequence). Errors: corrupt_record, storage_error.
+  [[nodiscard]] caf::expected<std::vector<records::event_record>> read_journal_from(
+    std::string_view agent, uint64_t from_seq, size_t limit) const;
+
   /// The agent's last sequence number: the larger of its last journal event and its
   /// snapshot's sequence (0 if neither).
   [[nodiscard]] caf::expected<uint64_t> last_seq(std::string_view agent) const;
