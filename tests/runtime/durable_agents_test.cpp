@@ -409,7 +409,8 @@ TEST_F(durable_agents_test, many_idle_agents_passivate_and_release_their_memory)
       if (line.rfind("hive_journal", 0) == 0 && line.find("bucket") == std::string::npos)
         std::cout << line << std::endl;
       else if (line.rfind("hive_activations", 0) == 0 || line.rfind("hive_passivations", 0) == 0
-               || line.rfind("hive_storage_failures", 0) == 0 || line.rfind("hive_restarts", 0) == 0)
+               || line.rfind("hive_storage_failures", 0) == 0
+               || line.rfind("hive_restarts", 0) == 0)
         std::cout << line << std::endl;
   }
   ASSERT_EQ(touched, 0u);

@@ -269,6 +269,39 @@ TEST_F(Store, OversizeRecordIsRefusedWithTooLarge) {
   EXPECT_FALSE(append_sync(*st_, "acme/big", 1, std::string(500, 'x')));
 }
 
+TEST_F(Store, ReadJournalFromStopsAtTheFirstMissingSequence) {
+  for (auto id : {"acme/c1", "acme/c10"})
+    create(id);
+  append_n("acme/c1", 1, 10);
+  append_n("acme/c10", 1, 3);
+  auto all = st_->read_journal_from("acme/c1", 1, 100);
+  ASSERT_TRUE(all) << describe(all.error());
+  EXPECT_EQ(seqs_of(*all), iota_seqs(1, 10));
+  auto tail = st_->read_journal_from("acme/c1", 8, 100);
+  ASSERT_TRUE(tail);
+  EXPECT_EQ(seqs_of(*tail), iota_seqs(8, 10));
+  auto limited = st_->read_journal_from("acme/c1", 2, 3);
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(seqs_of(*limited), iota_seqs(2, 4));
+  auto none = st_->read_journal_from("acme/c1", 11, 100);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+  // A neighbour's journal never mixes in.
+  auto other = st_->read_journal_from("acme/c10", 1, 100);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(seqs_of(*other), iota_seqs(1, 3));
+  for (auto& ev : *other)
+    EXPECT_EQ(ev.hdr.agent, "acme/c10");
+  // After pruning by a snapshot, replay starts after it.
+  ASSERT_FALSE(put_snapshot_sync(*st_, make_snapshot("acme/c1", 6, "s6"), 6));
+  auto after = st_->read_journal_from("acme/c1", 7, 100);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(seqs_of(*after), iota_seqs(7, 10));
+  auto pruned = st_->read_journal_from("acme/c1", 1, 100);
+  ASSERT_TRUE(pruned);
+  EXPECT_TRUE(pruned->empty());
+}
+
 TEST_F(Store, ReadEventsHonoursFromToAndLimit) {
   for (auto id : {"acme/c1", "acme/c10", "acme/c", "acme/c1.x"})
     create(id);
