@@ -357,7 +357,7 @@ struct store::impl {
     return {};
   }
 
-  void failure(std::string_view code) {
+  void failure(std::string_view code) const {
     if (opts.observer)
       opts.observer->on_failure(code);
   }
@@ -922,29 +922,62 @@ void store::barrier(done_fn done) {
   impl_->submit(std::move(o));
 }
 
+namespace {
+
+/// Reads the record of `agent` in one column family and checks that it is the agent's:
+/// nullopt if none; corrupt_record (counted) if it fails to decode or names another agent.
+template <class Record, class Decode>
+caf::expected<std::optional<Record>> get_record(const store::impl& st,
+                                                rocksdb::ColumnFamilyHandle* cf,
+                                                std::string_view agent, Decode decode,
+                                                const char* what) {
+  std::string v;
+  auto s = st.db->Get(read_options(), cf, rocksdb::Slice{agent.data(), agent.size()}, &v);
+  if (s.IsNotFound())
+    return std::optional<Record>{};
+  if (!s.ok())
+    return error_of(s, std::string{"reading the "} + what + " of " + std::string{agent});
+  auto rec = decode(v);
+  if (!rec) {
+    st.failure("corrupt_record");
+    return std::move(rec.error());
+  }
+  if (rec->hdr.agent != agent) {
+    st.failure("corrupt_record");
+    return make_error(errc::corrupt_record,
+                      std::string{what} + " stored under " + std::string{agent} + " names agent "
+                        + rec->hdr.agent.substr(0, 256));
+  }
+  return std::optional<Record>{std::move(*rec)};
+}
+
+/// Decodes the journal event stored under (`agent`, `seq`) and checks that it is that one;
+/// corrupt_record (counted) otherwise.
+caf::expected<records::event_record> journal_entry(const store::impl& st, std::string_view agent,
+                                                   uint64_t seq, std::string_view value) {
+  auto ev = records::decode_event(value);
+  if (!ev) {
+    st.failure("corrupt_record");
+    return std::move(ev.error());
+  }
+  if (ev->hdr.agent != agent || ev->hdr.seq != seq) {
+    st.failure("corrupt_record");
+    return make_error(errc::corrupt_record,
+                      "journal key " + std::string{agent} + "#" + std::to_string(seq)
+                        + " holds the event of " + ev->hdr.agent.substr(0, 256) + "#"
+                        + std::to_string(ev->hdr.seq));
+  }
+  return ev;
+}
+
+} // namespace
+
 caf::expected<std::optional<records::meta_record>> store::get_meta(std::string_view agent) const {
   std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
   if (!impl_->db)
     return impl_->closed_error();
-  std::string v;
-  auto s =
-    impl_->db->Get(read_options(), impl_->h_meta, rocksdb::Slice{agent.data(), agent.size()}, &v);
-  if (s.IsNotFound())
-    return std::optional<records::meta_record>{};
-  if (!s.ok())
-    return error_of(s, "reading the meta of " + std::string{agent});
-  auto m = records::decode_meta(v);
-  if (!m) {
-    impl_->failure("corrupt_record");
-    return std::move(m.error());
-  }
-  if (m->hdr.agent != agent) {
-    impl_->failure("corrupt_record");
-    return make_error(errc::corrupt_record,
-                      "meta stored under " + std::string{agent} + " names agent "
-                        + m->hdr.agent.substr(0, 256));
-  }
-  return std::optional<records::meta_record>{std::move(*m)};
+  return get_record<records::meta_record>(*impl_, impl_->h_meta, agent, records::decode_meta,
+                                          "meta");
 }
 
 caf::expected<std::vector<records::meta_record>> store::list_meta(std::string_view tenant,
@@ -995,18 +1028,9 @@ caf::expected<std::vector<records::event_record>> store::read_journal_from(std::
       break;
     if (!s.ok())
       return error_of(s, "reading the journal of " + std::string{agent});
-    auto ev = records::decode_event(value);
-    if (!ev) {
-      impl_->failure("corrupt_record");
+    auto ev = journal_entry(*impl_, agent, seq, value);
+    if (!ev)
       return std::move(ev.error());
-    }
-    if (ev->hdr.agent != agent || ev->hdr.seq != seq) {
-      impl_->failure("corrupt_record");
-      return make_error(errc::corrupt_record,
-                        "journal key " + std::string{agent} + "#" + std::to_string(seq)
-                          + " holds the event of " + ev->hdr.agent.substr(0, 256) + "#"
-                          + std::to_string(ev->hdr.seq));
-    }
     out.push_back(std::move(*ev));
   }
   return out;
@@ -1036,18 +1060,9 @@ caf::expected<std::vector<records::event_record>> store::read_events(std::string
       return make_error(errc::corrupt_record, "malformed journal key under " + std::string{agent});
     }
     auto seq = get_be64(key.substr(prefix.size()));
-    auto ev = records::decode_event(it->value().ToStringView());
-    if (!ev) {
-      impl_->failure("corrupt_record");
+    auto ev = journal_entry(*impl_, agent, seq, it->value().ToStringView());
+    if (!ev)
       return std::move(ev.error());
-    }
-    if (ev->hdr.agent != agent || ev->hdr.seq != seq) {
-      impl_->failure("corrupt_record");
-      return make_error(errc::corrupt_record,
-                        "journal key " + std::string{agent} + "#" + std::to_string(seq)
-                          + " holds the event of " + ev->hdr.agent.substr(0, 256) + "#"
-                          + std::to_string(ev->hdr.seq));
-    }
     out.push_back(std::move(*ev));
   }
   if (!it->status().ok())
@@ -1067,25 +1082,8 @@ caf::expected<std::optional<records::snapshot_record>> store::get_snapshot(
   std::shared_lock<std::shared_mutex> db_guard{impl_->db_mtx};
   if (!impl_->db)
     return impl_->closed_error();
-  std::string v;
-  auto s = impl_->db->Get(read_options(), impl_->h_snapshots,
-                          rocksdb::Slice{agent.data(), agent.size()}, &v);
-  if (s.IsNotFound())
-    return std::optional<records::snapshot_record>{};
-  if (!s.ok())
-    return error_of(s, "reading the snapshot of " + std::string{agent});
-  auto snap = records::decode_snapshot(v);
-  if (!snap) {
-    impl_->failure("corrupt_record");
-    return std::move(snap.error());
-  }
-  if (snap->hdr.agent != agent) {
-    impl_->failure("corrupt_record");
-    return make_error(errc::corrupt_record,
-                      "snapshot stored under " + std::string{agent} + " names agent "
-                        + snap->hdr.agent.substr(0, 256));
-  }
-  return std::optional<records::snapshot_record>{std::move(*snap)};
+  return get_record<records::snapshot_record>(*impl_, impl_->h_snapshots, agent,
+                                              records::decode_snapshot, "snapshot");
 }
 
 caf::error store::checkpoint(const std::string& dir) {

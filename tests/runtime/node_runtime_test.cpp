@@ -81,8 +81,8 @@ public:
   caf::expected<nlohmann::json> ask(const std::string& id, nlohmann::json body,
                                     std::chrono::milliseconds timeout = 5s) {
     std::promise<caf::expected<std::string>> p;
-    rt->ask(*parse_agent_id(id), agent_call{envelope{7, "acme", 0, "test", {}, 0}, body.dump()}, timeout,
-            [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    rt->ask(*parse_agent_id(id), agent_call{envelope{7, "acme", 0, "test", {}, 0}, body.dump()},
+            timeout, [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
     if (!r)
       return r.error();
