@@ -90,6 +90,8 @@ const std::vector<key_spec>& key_table() {
                          },
                          "1..4096 bytes, relative to the working directory or absolute"});
     t.push_back(HIVE_INT_KEY(node, scheduler_threads, 0, 256, "threads (0 = one per core)"));
+    t.push_back(HIVE_INT_KEY(node, routers, 0, 4096, "actors (0 = 16 per scheduler thread)"));
+    t.push_back(HIVE_INT_KEY(node, asks_pending_max, 1, 100000000, "asks"));
     t.push_back(HIVE_INT_KEY(node, shutdown_drain_ms, 0, 600000, "milliseconds"));
     t.push_back(key_spec{"gateway.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
                          [](node_config& c) { return &c.gateway.listen; }, {}});

@@ -29,6 +29,8 @@ struct node_config {
     std::string name = "node1";
     std::string data_dir = "./hive-data";
     int64_t scheduler_threads = 0; ///< 0 = one per core
+    int64_t routers = 0;           ///< 0 = 16 per scheduler thread
+    int64_t asks_pending_max = 1000000;
     int64_t shutdown_drain_ms = 5000;
   } node;
 

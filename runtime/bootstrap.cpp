@@ -4,6 +4,7 @@
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace hive {
 
@@ -18,6 +19,8 @@ void configure_actor_system(caf::actor_system_config& sys_cfg, const node_config
   sys_cfg.set("scheduler.max-threads", scheduler_threads(cfg));
   // One aggressive poll, then back off: measured faster than CAF's defaults on 2 cores.
   sys_cfg.set("work-stealing.moderate-poll-attempts", size_t{1});
+  // CAF's work stealing, with O(1) steals (see scheduler.hpp).
+  use_hive_scheduler(sys_cfg);
   sys_cfg.set("logger.verbosity", caf::atom("quiet"));
   sys_cfg.add_message_types<caf::id_block::hive>();
   sys_cfg.add_error_category(errc_category, render_error);

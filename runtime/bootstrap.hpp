@@ -13,7 +13,8 @@ namespace hive {
 /// (../shared/peers: idle work-stealing workers sleep 50 us between polls).
 [[nodiscard]] size_t scheduler_threads(const node_config& cfg);
 
-/// Prepares a CAF config for a node: scheduler size, work-stealing poll settings, the `hive`
+/// Prepares a CAF config for a node: hive's scheduler (runtime/scheduler.hpp), its size,
+/// work-stealing poll settings, the `hive`
 /// type-ID block and error category. Call before constructing the `caf::actor_system`.
 void configure_actor_system(caf::actor_system_config& sys_cfg, const node_config& cfg);
 

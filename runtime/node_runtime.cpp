@@ -523,6 +523,8 @@ struct router_state {
     std::multimap<time_point, uint64_t>::iterator deadline;
   };
   uint64_t next_id = 1;
+  /// Most asks in flight through this router (node.asks_pending_max / routers).
+  size_t pending_max = 0;
   std::unordered_map<uint64_t, pending_ask> pending;
   std::multimap<time_point, uint64_t> deadlines;
   /// Earliest time a sweep is scheduled for (time_point::max() if none).
@@ -554,11 +556,15 @@ void schedule_sweep(router_actor* self, router_state::time_point at) {
   self->delayed_send(self, delay, sweep_atom::value);
 }
 
-/// The unused argument is there because UBSan flags arg-less function-actor spawns in CAF 0.17.
-caf::behavior router_fn(router_actor* self, size_t /* router number */) {
+/// (An argument-less function actor would trip UBSan's checks of CAF 0.17's spawn.)
+caf::behavior router_fn(router_actor* self, size_t pending_max) {
+  self->state.pending_max = pending_max;
   return {
     [self](ask_atom, ask_job& job) {
       auto& st = self->state;
+      if (st.pending.size() >= st.pending_max)
+        return job.done(make_error(errc::overloaded,
+                                   "node has node.asks_pending_max asks in flight; retry later"));
       auto id = st.next_id++;
       auto deadline = self->clock().now() + job.timeout;
       auto it = st.deadlines.emplace(deadline, id);
@@ -728,9 +734,13 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
         return tell_missing(db, root, id, call, known);
       });
   }
-  auto n = std::max<size_t>(1, sys.scheduler().num_workers());
+  // Many routers: a CAF 0.17 actor looks up and erases the handler of each reply by a linear
+  // scan over its outstanding requests, so one router's replies cost O(its asks in flight).
+  size_t n = cfg.node.routers > 0 ? static_cast<size_t>(cfg.node.routers)
+                                  : 16 * std::max<size_t>(1, sys.scheduler().num_workers());
+  size_t pending_max = std::max<size_t>(1, static_cast<size_t>(cfg.node.asks_pending_max) / n);
   for (size_t i = 0; i < n; ++i)
-    rt->routers_.push_back(sys.spawn(router_fn, i));
+    rt->routers_.push_back(sys.spawn(router_fn, pending_max));
   log::event(spdlog::level::info, "runtime_started",
              {{"kinds", rt->kinds_.names()}, {"routers", n}});
   return rt;
@@ -968,7 +978,7 @@ void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::millise
 void node_runtime::ask_attempt(const agent_id& id, agent_call call,
                                std::chrono::milliseconds timeout, reply_fn done, int attempt) {
   auto& target = cached_target(*directory_, id);
-  auto& router = routers_[call.env.correlation_id % routers_.size()];
+  auto& router = next_router();
   if ((!target || !*target) && db_) {
     auto shared_done = std::make_shared<reply_fn>(std::move(done));
     auto err = activate_then(
@@ -1024,7 +1034,7 @@ void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,
   }
   if (!view)
     return done(make_error(errc::agent_not_found, "no agent " + id.str()));
-  auto& router = routers_[correlation_id % routers_.size()];
+  auto& router = next_router();
   caf::anon_send(router, inspect_atom::value,
                  inspect_job{std::move(*view), correlation_id, std::move(done)});
 }

@@ -227,8 +227,15 @@ private:
   /// Re-sends an ask whose target died first (type-erased: the type is internal).
   std::shared_ptr<void> ask_retry_;
   caf::actor root_;
+  /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;
+  /// Round-robin position over `routers_`.
+  std::atomic<size_t> next_router_{0};
   std::atomic<bool> stopping_{false};
+
+  [[nodiscard]] const caf::actor& next_router() noexcept {
+    return routers_[next_router_.fetch_add(1, std::memory_order_relaxed) % routers_.size()];
+  }
 };
 
 /// Opens the node's store in `<data_dir>/db` with the `storage.*` settings, reporting commits,
