@@ -315,6 +315,9 @@ int main(int argc, char** argv) {
     ->check(CLI::ExistingDirectory);
   durable->add_flag("--keep", dur.keep, "keep the data directory");
   durable->add_option("--json", dur.json_file, "write the figures as JSON to FILE");
+  durable->add_option("--set", dur.settings,
+                      "node config override KEY=VALUE, repeatable (e.g. "
+                      "persistence.snapshot_every_events=10000)");
   CLI11_PARSE(app, argc, argv);
   if (durable->parsed())
     return bench::run_durable(dur);

@@ -32,6 +32,8 @@ struct durable_options {
   /// Keep the data directory (for inspection) instead of removing it.
   bool keep = false;
   std::string json_file;
+  /// Node config overrides `KEY=VALUE` (as agent-node's `--set`), applied in order.
+  std::vector<std::string> settings;
 };
 
 /// Runs the `durable` scenario; returns the process exit code (1 if a check failed).
