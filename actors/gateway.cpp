@@ -27,6 +27,7 @@
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/messages.hpp"
+#include "runtime/cluster.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/node_runtime.hpp"
 
@@ -337,7 +338,7 @@ caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(std::strin
 }
 
 /// The route templates, also the `route` label of the request metrics.
-enum class route_id { healthz, readyz, agents, agent, tell, ask, backup };
+enum class route_id { healthz, readyz, agents, agent, tell, ask, backup, cluster_nodes };
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -348,6 +349,7 @@ std::string_view path_template(route_id r) {
     case route_id::tell: return "/v1/agents/{id}/tell";
     case route_id::ask: return "/v1/agents/{id}/ask";
     case route_id::backup: return "/v1/admin/backup";
+    case route_id::cluster_nodes: return "/v1/cluster/nodes";
   }
   return "?";
 }
@@ -356,6 +358,7 @@ std::string_view allowed_methods(route_id r) {
   switch (r) {
     case route_id::agents: return "GET, POST";
     case route_id::agent: return "GET, DELETE";
+    case route_id::cluster_nodes: return "GET";
     case route_id::tell:
     case route_id::ask:
     case route_id::backup: return "POST";
@@ -367,6 +370,7 @@ bool method_allowed(route_id r, http::verb v) {
   switch (r) {
     case route_id::agents: return v == http::verb::get || v == http::verb::post;
     case route_id::agent: return v == http::verb::get || v == http::verb::delete_;
+    case route_id::cluster_nodes: return v == http::verb::get;
     case route_id::tell:
     case route_id::ask:
     case route_id::backup: return v == http::verb::post;
@@ -425,6 +429,7 @@ struct gateway::impl {
 
   std::atomic<bool> not_accepting{false};
   std::atomic<size_t> connections{0};
+  std::atomic<cluster*> cluster_view{nullptr};
 
   std::mutex drain_mtx;
   std::condition_variable drained;
@@ -634,6 +639,8 @@ private:
       route = route_id::readyz;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "admin" && parts[2] == "backup")
       route = route_id::backup;
+    else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "cluster" && parts[2] == "nodes")
+      route = route_id::cluster_nodes;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
       if (parts.size() == 2)
         route = route_id::agents;
@@ -691,7 +698,34 @@ private:
       case route_id::tell: return tell(*id, query, std::move(req.body()));
       case route_id::ask: return ask(*id, query, std::move(req.body()));
       case route_id::backup: return backup(query, req.body());
+      case route_id::cluster_nodes:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return cluster_nodes();
     }
+  }
+
+  /// `GET /v1/cluster/nodes`: the member list as this node sees it.
+  void cluster_nodes() {
+    nlohmann::json nodes = nlohmann::json::array();
+    if (auto* c = gw_.cluster_view.load()) {
+      for (auto& m : c->members())
+        nodes.push_back(
+          {{"name", m.name},
+           {"address", m.address},
+           {"gateway", m.gateway},
+           {"status", m.status},
+           {"incarnation", m.incarnation},
+           {"agents", m.name == gw_.rt.node_name() ? gw_.rt.agent_count() : m.agents}});
+    } else {
+      nodes.push_back({{"name", gw_.rt.node_name()},
+                       {"address", nullptr},
+                       {"gateway", gw_.address},
+                       {"status", "up"},
+                       {"incarnation", 0},
+                       {"agents", gw_.rt.agent_count()}});
+    }
+    reply_json(http::status::ok, nlohmann::json{{"nodes", std::move(nodes)}}.dump());
   }
 
   /// `POST /v1/admin/backup {"to":"/abs/dir"}`: an online, consistent copy of the store.
@@ -750,6 +784,7 @@ private:
                          R"({"id":"tenant/name","kind":"...","config":{},"breaker":false})");
     spawn_request sr;
     std::string id_text;
+    std::string node; // a pin: the node to spawn on (empty: placement decides)
     for (auto& [key, val] : doc.items()) {
       if (key == "id") {
         if (!val.is_string())
@@ -776,9 +811,13 @@ private:
                            "\"temporary\": "
                            + message_of(rt.error()));
         sr.restart = *rt;
+      } else if (key == "node") {
+        if (!val.is_string())
+          return bad_field("field 'node' must be a node name (a string)");
+        node = val.get<std::string>();
       } else {
         return bad_field("unknown field '" + key
-                         + "' (allowed: id, kind, config, breaker, restart)");
+                         + "' (allowed: id, kind, config, breaker, restart, node)");
       }
     }
     if (!doc.contains("id"))
@@ -799,6 +838,11 @@ private:
         s.reply_json(http::status::created, dump(out),
                      "/v1/agents/" + res->id.tenant + '/' + res->id.name);
       });
+    if (auto* c = gw_.cluster_view.load())
+      return c->spawn(std::move(sr), node, std::move(done));
+    if (!node.empty() && node != gw_.rt.node_name())
+      return bad_field("field 'node' names '" + node + "', but this node ('" + gw_.rt.node_name()
+                       + "') is not in a cluster");
     gw_.rt.spawn(std::move(sr), std::move(done));
   }
 
@@ -908,6 +952,8 @@ private:
           return s.reply_error(res.error());
         s.reply_json(http::status::ok, std::move(*res));
       });
+    if (auto* c = gw_.cluster_view.load())
+      return c->ask(id, std::move(call), milliseconds{timeout_ms}, std::move(done));
     gw_.rt.ask(id, std::move(call), milliseconds{timeout_ms}, std::move(done));
   }
 
@@ -1267,6 +1313,10 @@ size_t gateway::in_flight() const noexcept {
 
 size_t gateway::connections() const noexcept {
   return impl_->connections.load();
+}
+
+void gateway::set_cluster(cluster* c) noexcept {
+  impl_->cluster_view.store(c);
 }
 
 } // namespace hive

@@ -15,6 +15,10 @@
 //   GET    /v1/agents/{tenant}/{name}        200 the agent's inspection JSON
 //   DELETE /v1/agents/{tenant}/{name}        204
 //   POST   /v1/agents/{tenant}/{name}/tell   202 {"accepted":true}; body = any JSON document
+//   GET    /v1/cluster/nodes                 200 {"nodes":[{"name","address","gateway","status",
+//                                            "incarnation","agents"}...]}: the member list as
+//                                            this node sees it (a standalone node: itself,
+//                                            address null)
 //   POST   /v1/agents/{tenant}/{name}/ask    200 the agent's reply, verbatim
 //          ?timeout_ms=N (1..gateway.ask_timeout_ms_max, default ask_timeout_ms_default)
 //
@@ -59,6 +63,7 @@
 namespace hive {
 
 class node_runtime;
+class cluster;
 
 /// The HTTP gateway: accepts connections on `gateway.listen`, translates requests into
 /// `node_runtime` calls and answers with JSON. Runs `gateway.threads` threads of its own;
@@ -99,6 +104,10 @@ public:
 
   /// Number of open connections.
   [[nodiscard]] size_t connections() const noexcept;
+
+  /// Serves the cluster routes from `c` (nullptr: standalone). `c` must outlive the gateway or
+  /// be unset first.
+  void set_cluster(cluster* c) noexcept;
 
   /// Opaque implementation state (public only so that the .cpp can name it).
   struct impl;

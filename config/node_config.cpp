@@ -108,6 +108,32 @@ const std::vector<key_spec>& key_table() {
                          [](node_config& c) { return &c.metrics.listen; }, {}});
     t.push_back(key_spec{"log.level", "level", 0, 0, key_spec::level, {},
                          [](node_config& c) { return &c.log.level; }, {}, {}});
+    t.push_back(key_spec{"cluster.name", "cluster name", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.cluster.name; }, {},
+                         [](std::string_view v) {
+                           return validate_id_part(v, "cluster.name", tenant_bytes_max);
+                         },
+                         "1.." + std::to_string(tenant_bytes_max)
+                           + " bytes of a-z 0-9 '-' '_' '.', not '.' or '..'"});
+    t.push_back(key_spec{"cluster.listen", "HOST:PORT", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.cluster.listen; }, {},
+                         [](std::string_view v) -> caf::error {
+                           if (v.empty())
+                             return {};
+                           auto ep = parse_endpoint(v, "cluster.listen");
+                           return ep ? caf::error{} : ep.error();
+                         },
+                         "empty (standalone) or HOST:PORT, port 0..65535 (0 = ephemeral)"});
+    t.push_back(key_spec{"cluster.seeds", "HOST:PORT list", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.cluster.seeds; }, {},
+                         [](std::string_view v) -> caf::error {
+                           auto eps = parse_endpoint_list(v, "cluster.seeds");
+                           return eps ? caf::error{} : eps.error();
+                         },
+                         "comma-separated HOST:PORT, port 1..65535; empty = none"});
+    t.push_back(HIVE_INT_KEY(cluster, heartbeat_interval_ms, 10, 60000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(cluster, down_after_ms, 50, 600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(cluster, join_retry_ms, 10, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(agents, agents_max, 1, 100000000, "agents"));
     t.push_back(HIVE_INT_KEY(storage, commit_batch_writes_max, 1, 1000000, "writes"));
     t.push_back(HIVE_INT_KEY(storage, commit_queue_writes_max, 1, 100000000, "writes"));
@@ -326,17 +352,45 @@ caf::error validate(const node_config& cfg) {
   return {};
 }
 
+caf::expected<std::vector<endpoint>> parse_endpoint_list(std::string_view text,
+                                                         std::string_view what) {
+  std::vector<endpoint> out;
+  size_t pos = 0;
+  while (pos <= text.size() && !text.empty()) {
+    auto comma = text.find(',', pos);
+    auto item = text.substr(pos, comma == std::string_view::npos ? text.npos : comma - pos);
+    auto ep = parse_endpoint(item, what);
+    if (!ep)
+      return std::move(ep.error());
+    if (ep->port == 0)
+      return config_error("config key '" + std::string{what} + "': '" + std::string{item}
+                          + "' has port 0; a seed needs a real port");
+    out.push_back(std::move(*ep));
+    if (out.size() > 64)
+      return config_error("config key '" + std::string{what} + "' lists more than 64 endpoints");
+    if (comma == std::string_view::npos)
+      break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
 caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) {
   CLI::App app{"agent-node: one node of a hive cluster of agents", "agent-node"};
   app.set_version_flag("--version", "agent-node 0.1.0");
   std::string config_file, name, data_dir, gateway, metrics, log_level;
-  std::vector<std::string> sets;
+  std::string cluster;
+  std::vector<std::string> sets, seeds;
   app.add_option("--config", config_file, "TOML config file (see config/hive.toml)");
   app.add_option("--name", name, "node name (node.name)");
   app.add_option("--data-dir", data_dir, "data directory (node.data_dir)");
   app.add_option("--gateway", gateway, "HTTP gateway HOST:PORT, port 0 = ephemeral");
   app.add_option("--metrics", metrics, "Prometheus /metrics HOST:PORT, port 0 = ephemeral");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off");
+  app.add_option("--cluster", cluster,
+                 "cluster endpoint HOST:PORT of this node (cluster.listen); joins or forms a "
+                 "cluster");
+  app.add_option("--seed", seeds, "cluster endpoint HOST:PORT of a node to join, repeatable");
   app.add_option("--set", sets, "override any config key: --set section.key=value");
   cli_result result;
   try {
@@ -374,6 +428,13 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
     return err;
   if (auto err = flag(log_level, "log.level", "--log-level"))
     return err;
+  if (auto err = flag(cluster, "cluster.listen", "--cluster"))
+    return err;
+  for (auto& seed : seeds) {
+    auto joined = cfg.cluster.seeds.empty() ? seed : cfg.cluster.seeds + "," + seed;
+    if (auto err = set_config_key(cfg, "cluster.seeds", joined))
+      return make_error(errc::invalid_config, "--seed: " + message_of(err));
+  }
   for (auto& s : sets) {
     auto eq = s.find('=');
     if (eq == std::string::npos)

@@ -55,6 +55,18 @@ struct node_config {
     std::string level = "info";
   } log;
 
+  struct cluster_section {
+    /// Nodes only join a cluster of the same name.
+    std::string name = "hive";
+    /// Where this node's cluster endpoint listens (CAF BASP); empty = standalone node.
+    std::string listen;
+    /// Comma-separated `HOST:PORT` cluster endpoints tried when joining.
+    std::string seeds;
+    int64_t heartbeat_interval_ms = 100;
+    int64_t down_after_ms = 1000;
+    int64_t join_retry_ms = 500;
+  } cluster;
+
   struct agents_section {
     int64_t agents_max = 100000;
   } agents;
@@ -97,6 +109,10 @@ struct node_config {
   } breaker;
 };
 
+/// The endpoints of a comma-separated `HOST:PORT` list (`cluster.seeds`); empty text = none.
+[[nodiscard]] caf::expected<std::vector<endpoint>> parse_endpoint_list(std::string_view text,
+                                                                       std::string_view what);
+
 /// Describes one config key: its dotted path, unit, range or allowed values, and default.
 struct config_key_info {
   std::string path;
@@ -131,7 +147,9 @@ struct cli_result {
 };
 
 /// Parses `agent-node` flags: `--config FILE` is applied first, then `--name`, `--data-dir`,
-/// `--gateway HOST:PORT`, `--metrics HOST:PORT`, `--log-level`, and `--set key=value`
+/// `--gateway HOST:PORT`, `--metrics HOST:PORT`, `--log-level`, `--cluster HOST:PORT`
+/// (cluster.listen), `--seed HOST:PORT` (repeatable, appended to cluster.seeds), and
+/// `--set key=value`
 /// (repeatable) override it. Help text goes to stdout.
 [[nodiscard]] caf::expected<cli_result> parse_command_line(int argc, const char* const* argv);
 

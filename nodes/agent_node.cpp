@@ -18,6 +18,7 @@
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/bootstrap.hpp"
+#include "runtime/cluster.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node_runtime.hpp"
@@ -69,25 +70,41 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
     return fail(1, message_of(gw.error()));
   auto gateway_addr = cfg.gateway.listen.host + ":" + std::to_string((*gw)->port());
   auto metrics_addr = cfg.metrics.listen.host + ":" + std::to_string(*metrics_port);
+  std::unique_ptr<cluster> member;
+  if (!cfg.cluster.listen.empty()) {
+    auto c = cluster::start(sys, **rt, cfg, gateway_addr);
+    if (!c)
+      return fail(1, message_of(c.error()));
+    member = std::move(*c);
+    (*gw)->set_cluster(member.get());
+  }
+  std::string cluster_text = member ? " cluster " + member->address() : "";
   log::event(spdlog::level::info, "node_ready",
              {{"gateway", gateway_addr},
               {"metrics", metrics_addr},
               {"data_dir", dir->path()},
               {"pid", getpid()},
+              {"cluster", member ? member->address() : std::string{}},
               {"scheduler_threads", scheduler_threads(cfg)}});
   std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
-            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path() << " pid "
-            << getpid() << std::endl;
+            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
+            << cluster_text << " pid " << getpid() << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
   log::event(spdlog::level::info, "node_stopping",
              {{"signal", sig}, {"agents", (*rt)->agent_count()}});
   (*gw)->stop_accepting();
+  if (member) {
+    // The others see this node `leaving` at once rather than `down` after a timeout.
+    member->leave();
+    (*gw)->set_cluster(nullptr);
+  }
   if (!(*gw)->drain(std::chrono::milliseconds(cfg.node.shutdown_drain_ms)))
     log::event(spdlog::level::warn, "drain_incomplete",
                {{"shutdown_drain_ms", cfg.node.shutdown_drain_ms}});
   (*rt)->shutdown();
   gw->reset();
+  member.reset();
   rt->reset();
   db->reset(); // waits for queued writes, then closes the database
   log::event(spdlog::level::info, "node_stopped", {{"fatal", fatal.load()}});

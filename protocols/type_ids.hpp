@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include "protocols/agent_id.hpp"
+#include "protocols/cluster.hpp"
 #include "protocols/messages.hpp"
 
 CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
@@ -16,5 +17,12 @@ CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(hive, (hive::agent_call))
   CAF_ADD_TYPE_ID(hive, (hive::agent_reply))
   CAF_ADD_TYPE_ID(hive, (hive::inspect_request))
+  CAF_ADD_TYPE_ID(hive, (hive::member_info))
+  CAF_ADD_TYPE_ID(hive, (std::vector<hive::member_info>))
+  CAF_ADD_TYPE_ID(hive, (hive::join_request))
+  CAF_ADD_TYPE_ID(hive, (hive::join_reply))
+  CAF_ADD_TYPE_ID(hive, (hive::member_gossip))
+  CAF_ADD_TYPE_ID(hive, (hive::remote_ask))
+  CAF_ADD_TYPE_ID(hive, (hive::remote_spawn))
 
 CAF_END_TYPE_ID_BLOCK(hive)

@@ -4,6 +4,7 @@
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
+#include "runtime/cluster.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace hive {
@@ -23,6 +24,8 @@ void configure_actor_system(caf::actor_system_config& sys_cfg, const node_config
   use_hive_scheduler(sys_cfg);
   sys_cfg.set("logger.verbosity", caf::atom("quiet"));
   sys_cfg.add_message_types<caf::id_block::hive>();
+  if (!cfg.cluster.listen.empty())
+    configure_cluster_transport(sys_cfg, cfg);
   sys_cfg.add_error_category(errc_category, render_error);
 }
 

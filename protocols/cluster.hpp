@@ -1,0 +1,109 @@
+#pragma once
+
+// Messages between the node managers of a cluster (runtime/cluster.hpp). They cross the
+// network: each is registered in the `hive` type-ID block (protocols/type_ids.hpp), and every
+// node must register the same types under the same names.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "protocols/messages.hpp"
+
+namespace hive {
+
+/// Version of the node-manager protocol; a node refuses a peer that speaks another one.
+constexpr uint32_t cluster_protocol_version = 1;
+
+/// One node as the member list knows it.
+struct member_info {
+  /// `node.name`, unique in the cluster.
+  std::string name;
+  /// The node's cluster endpoint `HOST:PORT`.
+  std::string address;
+  /// The node's HTTP gateway `HOST:PORT` (informational).
+  std::string gateway;
+  /// `up`, `down` or `leaving` (see runtime/cluster.hpp).
+  std::string status;
+  /// Grows with every start of the node (milliseconds since the Unix epoch at start): the
+  /// entry with the larger incarnation wins; a restarted node replaces its old entry.
+  uint64_t incarnation = 0;
+  /// Agents running on the node (as it last reported).
+  uint64_t agents = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, member_info& x) {
+  return f(caf::meta::type_name("hive.member_info"), x.name, x.address, x.gateway, x.status,
+           x.incarnation, x.agents);
+}
+
+/// A node asks to join: it tells who it is and what it speaks.
+struct join_request {
+  std::string cluster_name;
+  uint32_t protocol_version = 0;
+  member_info self;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, join_request& x) {
+  return f(caf::meta::type_name("hive.join_request"), x.cluster_name, x.protocol_version, x.self);
+}
+
+/// The answer to a `join_request`: accepted with the member list, or refused with a reason.
+struct join_reply {
+  bool accepted = false;
+  std::string reason;
+  std::vector<member_info> members;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, join_reply& x) {
+  return f(caf::meta::type_name("hive.join_reply"), x.accepted, x.reason, x.members);
+}
+
+/// The sender's member list, spread to every member after each change.
+struct member_gossip {
+  std::vector<member_info> members;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, member_gossip& x) {
+  return f(caf::meta::type_name("hive.member_gossip"), x.members);
+}
+
+/// An ask forwarded from another node's gateway or runtime to the node that hosts the agent.
+/// Answered with `agent_reply` or an error.
+struct remote_ask {
+  agent_id id;
+  agent_call call;
+  int64_t timeout_ms = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_ask& x) {
+  return f(caf::meta::type_name("hive.remote_ask"), x.id, x.call, x.timeout_ms);
+}
+
+/// A spawn placed on another node (by rendezvous hashing or a pin). Answered with an
+/// `agent_reply` whose body is `{"id","kind","node"}`, or an error.
+struct remote_spawn {
+  agent_id id;
+  std::string kind;
+  /// The spawn config as JSON text.
+  std::string config;
+  bool breaker = false;
+  /// permanent | transient | temporary.
+  std::string restart;
+  uint64_t correlation_id = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, remote_spawn& x) {
+  return f(caf::meta::type_name("hive.remote_spawn"), x.id, x.kind, x.config, x.breaker, x.restart,
+           x.correlation_id);
+}
+
+} // namespace hive

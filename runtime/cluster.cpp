@@ -1,0 +1,614 @@
+#include "runtime/cluster.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/node_runtime.hpp"
+
+namespace hive {
+
+namespace {
+
+/// An ask to forward to the other members, tried in placement order (local message).
+struct forward_ask_job {
+  agent_id id;
+  agent_call call;
+  std::chrono::milliseconds timeout{0};
+  cluster::reply_fn done;
+};
+
+/// A spawn to place on another member (local message).
+struct forward_spawn_job {
+  std::string node;
+  remote_spawn req;
+  cluster::spawn_fn done;
+};
+
+} // namespace
+
+} // namespace hive
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_ask_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_spawn_job)
+
+namespace hive {
+
+namespace {
+
+using forward_atom = caf::atom_constant<caf::atom("hcfwd")>;
+using spawn_done_atom = caf::atom_constant<caf::atom("hcspdone")>;
+using tick_atom = caf::atom_constant<caf::atom("hctick")>;
+using connected_atom = caf::atom_constant<caf::atom("hcconn")>;
+using connect_failed_atom = caf::atom_constant<caf::atom("hcconnfail")>;
+using leave_atom = caf::atom_constant<caf::atom("hcleave")>;
+using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
+using start_atom = caf::atom_constant<caf::atom("hcstart")>;
+
+/// What the node manager knows of another node.
+struct peer {
+  member_info info;
+  /// Its node manager (invalid while not connected).
+  caf::actor handle;
+};
+
+struct manager_state {
+  std::shared_ptr<cluster::shared_state> shared;
+  node_runtime* rt = nullptr;
+  std::string cluster_name;
+  member_info self;
+  std::vector<std::string> seeds;
+  std::chrono::milliseconds join_retry{500};
+  std::map<std::string, peer> members; // other nodes, by name
+  /// Addresses a connection attempt is under way to.
+  std::set<std::string> connecting;
+  bool leaving = false;
+  uint64_t next_ask = 1;
+  std::unordered_map<uint64_t, caf::response_promise> asks;
+  size_t asks_max = 0;
+
+  static inline const char* name = "hive.node_manager";
+};
+
+using manager_actor = caf::stateful_actor<manager_state>;
+
+std::vector<member_info> member_list(const manager_state& st) {
+  std::vector<member_info> out;
+  out.reserve(st.members.size() + 1);
+  out.push_back(st.self);
+  for (auto& [_, p] : st.members)
+    out.push_back(p.info);
+  std::sort(out.begin(), out.end(),
+            [](const member_info& a, const member_info& b) { return a.name < b.name; });
+  return out;
+}
+
+void publish(manager_actor* self) {
+  auto& st = self->state;
+  st.self.agents = st.rt != nullptr ? st.rt->agent_count() : 0;
+  auto list = member_list(st);
+  std::lock_guard<std::mutex> guard{st.shared->mtx};
+  st.shared->members = std::move(list);
+}
+
+/// Sends the member list to every connected member.
+void gossip(manager_actor* self) {
+  auto& st = self->state;
+  member_gossip g{member_list(st)};
+  for (auto& [_, p] : st.members)
+    if (p.handle && p.info.status == "up")
+      self->send(p.handle, g);
+}
+
+void log_member(const member_info& m, const char* event) {
+  log::event(spdlog::level::info, event,
+             {{"member", m.name},
+              {"address", m.address},
+              {"status", m.status},
+              {"incarnation", m.incarnation}});
+}
+
+/// Connects to `address` off the scheduler (CAF's remote_actor blocks): the answer comes back
+/// as (connected_atom, address, handle) or (connect_failed_atom, address, reason).
+void connect(manager_actor* self, const std::string& address) {
+  auto& st = self->state;
+  if (address == st.self.address || st.connecting.count(address) > 0)
+    return;
+  auto ep = parse_endpoint(address, "cluster address");
+  if (!ep)
+    return;
+  st.connecting.insert(address);
+  auto mgr = caf::actor_cast<caf::actor>(self);
+  self->system().spawn<caf::detached>(
+    [mgr, address, host = ep->host, port = ep->port](caf::event_based_actor* helper) {
+      auto handle = helper->system().middleman().remote_actor(host, port);
+      if (handle)
+        caf::anon_send(mgr, connected_atom::value, address, *handle);
+      else
+        caf::anon_send(mgr, connect_failed_atom::value, address,
+                       helper->system().render(handle.error()));
+    });
+}
+
+/// Takes in what another node (`from`, null if unknown) says about the members. Returns true
+/// if anything changed. A claim that a member is down or leaving is taken from that member
+/// itself, or when this node has no connection to it: a live connection is better evidence
+/// than another node's failure detector (which may only have lost its own link).
+bool merge(manager_actor* self, const std::vector<member_info>& list,
+           const caf::actor_addr& from = {}) {
+  auto& st = self->state;
+  bool changed = false;
+  for (auto& m : list) {
+    if (m.name == st.self.name)
+      continue; // nobody else speaks for this node
+    auto i = st.members.find(m.name);
+    if (i == st.members.end()) {
+      st.members.emplace(m.name, peer{m, {}});
+      log_member(m, "member_added");
+      changed = true;
+      if (m.status == "up")
+        connect(self, m.address);
+      continue;
+    }
+    auto& known = i->second.info;
+    if (m.incarnation > known.incarnation) {
+      // A restart of that node: the old incarnation is gone.
+      if (i->second.handle)
+        self->demonitor(i->second.handle);
+      i->second = peer{m, {}};
+      log_member(m, "member_rejoined");
+      changed = true;
+      if (m.status == "up")
+        connect(self, m.address);
+    } else if (m.incarnation == known.incarnation && m.status != known.status
+               && known.status == "up"
+               && (!i->second.handle || i->second.handle.address() == from)) {
+      known.status = m.status;
+      log_member(known, m.status == "down" ? "member_down" : "member_leaving");
+      changed = true;
+    } else if (m.incarnation == known.incarnation && m.agents != known.agents && i->second.handle
+               && i->second.handle.address() == from) {
+      known.agents = m.agents; // each member reports its own count; not a change worth gossip
+    }
+  }
+  return changed;
+}
+
+/// Adds (or refreshes) the member behind a handle that just introduced itself.
+bool add_member(manager_actor* self, const member_info& m, const caf::actor& handle) {
+  auto& st = self->state;
+  auto i = st.members.find(m.name);
+  if (i != st.members.end() && i->second.info.incarnation > m.incarnation)
+    return false; // an older incarnation than the one we know: stale
+  bool fresh = i == st.members.end() || i->second.info.incarnation < m.incarnation
+    || i->second.info.status != "up";
+  if (i != st.members.end() && i->second.handle && i->second.handle != handle)
+    self->demonitor(i->second.handle);
+  auto& p = st.members[m.name];
+  if (p.handle != handle) {
+    p.handle = handle;
+    self->monitor(handle);
+  }
+  p.info = m;
+  p.info.status = "up";
+  if (fresh)
+    log_member(p.info, i == st.members.end() ? "member_joined" : "member_rejoined");
+  return fresh;
+}
+
+/// The connected, up members other than this node, best placement first for `id`.
+std::vector<const peer*> ranked_peers(const manager_state& st, const agent_id& id) {
+  std::vector<const peer*> out;
+  for (auto& [_, p] : st.members)
+    if (p.handle && p.info.status == "up")
+      out.push_back(&p);
+  auto key = id.str();
+  std::sort(out.begin(), out.end(), [&](const peer* a, const peer* b) {
+    return rendezvous_score(a->info.name, key) > rendezvous_score(b->info.name, key);
+  });
+  return out;
+}
+
+/// Tries `job` on `targets[i]`, then on the next ones while they answer agent_not_found.
+void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
+                 std::shared_ptr<std::vector<caf::actor>> targets, size_t i) {
+  if (i >= targets->size())
+    return job->done(make_error(errc::agent_not_found,
+                                "no agent " + job->id.str() + " on any up member of the cluster"));
+  remote_ask req{job->id, job->call, job->timeout.count()};
+  // A finite timeout (CAF 0.17 keeps such timers until they fire): a member that dies with the
+  // ask in flight must not leave it pending forever.
+  self->request((*targets)[i], job->timeout + std::chrono::seconds(1), std::move(req))
+    .then([job](agent_reply& reply) { job->done(std::move(reply.body)); },
+          [self, job, targets, i](caf::error& err) {
+            if (code_of(err) == errc::agent_not_found)
+              return forward_ask(self, job, targets, i + 1);
+            job->done(std::move(err));
+          });
+}
+
+void refuse_log(const std::string& peer_text, const std::string& reason) {
+  log::event(spdlog::level::warn, "cluster_join_refused",
+             {{"peer", peer_text}, {"reason", reason}});
+}
+
+caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_state> shared,
+                         node_runtime* rt, node_config cfg, member_info me) {
+  auto& st = self->state;
+  st.shared = std::move(shared);
+  st.rt = rt;
+  st.cluster_name = cfg.cluster.name;
+  st.self = std::move(me);
+  st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
+  st.asks_max = static_cast<size_t>(cfg.node.asks_pending_max);
+  if (auto seeds = parse_endpoint_list(cfg.cluster.seeds, "cluster.seeds"))
+    for (auto& ep : *seeds)
+      st.seeds.push_back(ep.str());
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    for (auto& [name, p] : st.members) {
+      if (p.handle && p.handle.address() == msg.source) {
+        p.handle = caf::actor{};
+        if (p.info.status == "up") {
+          p.info.status = "down";
+          log::event(spdlog::level::warn, "member_down",
+                     {{"member", name},
+                      {"address", p.info.address},
+                      {"incarnation", p.info.incarnation},
+                      {"reason", self->system().render(msg.reason)}});
+          gossip(self);
+        }
+        publish(self);
+        return;
+      }
+    }
+  });
+  return {
+    [self](start_atom, const std::string& address) {
+      // Published: now the node knows its own address and may introduce itself.
+      auto& st = self->state;
+      st.self.address = address;
+      publish(self);
+      for (auto& s : st.seeds)
+        connect(self, s);
+      self->send(self, tick_atom::value);
+    },
+    [self](tick_atom) {
+      auto& st = self->state;
+      if (st.leaving)
+        return;
+      // Keep trying the seeds while alone, and reconnect to members not connected.
+      bool alone = std::none_of(st.members.begin(), st.members.end(),
+                                [](auto& kv) { return kv.second.handle != caf::actor{}; });
+      if (alone)
+        for (auto& s : st.seeds)
+          connect(self, s);
+      // Down members too: a node that was only frozen or cut off comes back at the same
+      // incarnation once a connection and a join succeed again (a dead one refuses at once).
+      for (auto& [_, p] : st.members)
+        if (!p.handle && p.info.status != "leaving")
+          connect(self, p.info.address);
+      auto agents = st.rt != nullptr ? st.rt->agent_count() : 0;
+      if (agents != st.self.agents) {
+        publish(self);
+        gossip(self);
+      }
+      self->delayed_send(self, st.join_retry, tick_atom::value);
+    },
+    [self](connected_atom, const std::string& address, caf::actor& handle) {
+      auto& st = self->state;
+      st.connecting.erase(address);
+      if (st.leaving)
+        return;
+      join_request req{st.cluster_name, cluster_protocol_version, st.self};
+      self->request(handle, std::chrono::seconds(5), std::move(req))
+        .then(
+          [self, address, handle](join_reply& reply) {
+            auto& st = self->state;
+            if (!reply.accepted) {
+              refuse_log(address, reply.reason);
+              return;
+            }
+            // The peer's own entry is the first with its address; take it with its handle.
+            bool changed = false;
+            for (auto& m : reply.members)
+              if (m.address == address && m.name != st.self.name)
+                changed |= add_member(self, m, handle);
+            changed |= merge(self, reply.members, handle.address());
+            publish(self);
+            if (changed)
+              gossip(self);
+          },
+          [self, address](caf::error& err) {
+            log::event(spdlog::level::debug, "cluster_join_failed",
+                       {{"peer", address}, {"reason", self->system().render(err)}});
+          });
+    },
+    [self](connect_failed_atom, const std::string& address, const std::string& reason) {
+      self->state.connecting.erase(address);
+      log::event(spdlog::level::debug, "cluster_connect_failed",
+                 {{"peer", address}, {"reason", reason}});
+    },
+    [self](join_request& req) -> join_reply {
+      auto& st = self->state;
+      auto who = req.self.name + " at " + req.self.address;
+      if (req.cluster_name != st.cluster_name) {
+        auto reason = "cluster name '" + req.cluster_name + "' differs from this cluster's '"
+          + st.cluster_name + "'";
+        refuse_log(who, reason);
+        return {false, reason, {}};
+      }
+      if (req.protocol_version != cluster_protocol_version) {
+        auto reason = "protocol version " + std::to_string(req.protocol_version)
+          + " differs from this node's " + std::to_string(cluster_protocol_version);
+        refuse_log(who, reason);
+        return {false, reason, {}};
+      }
+      if (req.self.name == st.self.name) {
+        auto reason = req.self.incarnation == st.self.incarnation
+          ? std::string{"a node cannot join itself"}
+          : "node name '" + req.self.name + "' is taken by this node";
+        if (req.self.incarnation != st.self.incarnation)
+          refuse_log(who, reason);
+        return {false, reason, {}};
+      }
+      auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+      if (add_member(self, req.self, handle))
+        gossip(self);
+      publish(self);
+      return {true, {}, member_list(st)};
+    },
+    [self](member_gossip& g) {
+      if (merge(self, g.members,
+                self->current_sender() ? self->current_sender()->address() : caf::actor_addr{})) {
+        gossip(self);
+      }
+      publish(self);
+    },
+    [self](remote_ask& req) {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      if (st.rt == nullptr || st.asks.size() >= st.asks_max) {
+        rp.deliver(make_error(errc::overloaded, st.self.name + " has too many asks in flight"));
+        return;
+      }
+      auto key = st.next_ask++;
+      st.asks.emplace(key, rp);
+      auto mgr = caf::actor_cast<caf::actor>(self);
+      st.rt->ask(req.id, std::move(req.call), std::chrono::milliseconds(req.timeout_ms),
+                 [mgr, key](caf::expected<std::string> r) {
+                   if (r)
+                     caf::anon_send(mgr, ask_done_atom::value, key, agent_reply{std::move(*r)});
+                   else
+                     caf::anon_send(mgr, ask_done_atom::value, key, std::move(r.error()));
+                 });
+    },
+    [self](ask_done_atom, uint64_t key, agent_reply& reply) {
+      auto& st = self->state;
+      if (auto i = st.asks.find(key); i != st.asks.end()) {
+        i->second.deliver(std::move(reply));
+        st.asks.erase(i);
+      }
+    },
+    [self](ask_done_atom, uint64_t key, caf::error& err) {
+      auto& st = self->state;
+      if (auto i = st.asks.find(key); i != st.asks.end()) {
+        i->second.deliver(std::move(err));
+        st.asks.erase(i);
+      }
+    },
+    [self](forward_atom, forward_ask_job& job) {
+      auto& st = self->state;
+      auto targets = std::make_shared<std::vector<caf::actor>>();
+      for (auto* p : ranked_peers(st, job.id))
+        targets->push_back(p->handle);
+      forward_ask(self, std::make_shared<forward_ask_job>(std::move(job)), std::move(targets), 0);
+    },
+    [self](forward_atom, forward_spawn_job& job) {
+      auto& st = self->state;
+      auto i = st.members.find(job.node);
+      if (i == st.members.end() || !i->second.handle || i->second.info.status != "up")
+        return job.done(make_error(errc::invalid_argument,
+                                   "node '" + job.node + "' is not an up member of the cluster"));
+      auto done = std::make_shared<cluster::spawn_fn>(std::move(job.done));
+      self->request(i->second.handle, std::chrono::seconds(30), std::move(job.req))
+        .then(
+          [done](agent_reply& reply) {
+            auto doc = nlohmann::json::parse(reply.body, nullptr, false);
+            auto id = doc.is_object() && doc["id"].is_string()
+              ? parse_agent_id(doc["id"].get<std::string>())
+              : caf::expected<agent_id>{make_error(errc::internal, "bad reply")};
+            if (!id)
+              return (*done)(make_error(errc::internal, "remote spawn answered " + reply.body));
+            agent_view view;
+            view.id = std::move(*id);
+            view.kind = doc.value("kind", "");
+            view.node = doc.value("node", "");
+            view.activated = true;
+            (*done)(std::move(view));
+          },
+          [done](caf::error& err) { (*done)(std::move(err)); });
+    },
+    [self](remote_spawn& req) {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      if (st.rt == nullptr)
+        return rp.deliver(make_error(errc::shutting_down, "node is shutting down"));
+      spawn_request sr;
+      sr.id = req.id;
+      sr.kind = req.kind;
+      sr.config = nlohmann::json::parse(req.config, nullptr, false);
+      if (sr.config.is_discarded())
+        return rp.deliver(make_error(errc::invalid_argument, "spawn config is not JSON"));
+      sr.breaker = req.breaker;
+      auto restart = parse_restart_type(req.restart);
+      if (!restart)
+        return rp.deliver(std::move(restart.error()));
+      sr.restart = *restart;
+      sr.correlation_id = req.correlation_id;
+      auto key = st.next_ask++;
+      st.asks.emplace(key, rp);
+      auto mgr = caf::actor_cast<caf::actor>(self);
+      st.rt->spawn(std::move(sr), [mgr, key](caf::expected<agent_view> v) {
+        if (!v)
+          return caf::anon_send(mgr, ask_done_atom::value, key, std::move(v.error()));
+        nlohmann::json out{{"id", v->id.str()}, {"kind", v->kind}, {"node", v->node}};
+        caf::anon_send(mgr, ask_done_atom::value, key, agent_reply{out.dump()});
+      });
+    },
+    [self](leave_atom) {
+      auto& st = self->state;
+      st.leaving = true;
+      st.self.status = "leaving";
+      gossip(self);
+      publish(self);
+      log::event(spdlog::level::info, "cluster_left", {{"members", st.members.size()}});
+      self->quit();
+    },
+  };
+}
+
+} // namespace
+
+void configure_cluster_transport(caf::actor_system_config& sys_cfg, const node_config& cfg) {
+  sys_cfg.load<caf::io::middleman>();
+  sys_cfg.set("middleman.heartbeat-interval",
+              caf::timespan{std::chrono::milliseconds(cfg.cluster.heartbeat_interval_ms)});
+  sys_cfg.set("middleman.connection-timeout",
+              caf::timespan{std::chrono::milliseconds(cfg.cluster.down_after_ms)});
+}
+
+caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, node_runtime& rt,
+                                                       const node_config& cfg,
+                                                       std::string gateway) {
+  auto ep = parse_endpoint(cfg.cluster.listen, "cluster.listen");
+  if (!ep)
+    return std::move(ep.error());
+  if (!sys.has_middleman())
+    return make_error(errc::internal,
+                      "cluster.listen is set but the actor system has no middleman "
+                      "(configure_actor_system loads it)");
+  std::unique_ptr<cluster> c{new cluster};
+  c->rt_ = &rt;
+  c->self_name_ = cfg.node.name;
+  c->shared_ = std::make_shared<shared_state>();
+  member_info me;
+  me.name = cfg.node.name;
+  me.gateway = std::move(gateway);
+  me.status = "up";
+  me.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+  c->manager_ = sys.spawn(manager_fn, c->shared_, &rt, cfg, std::move(me));
+  auto bound = sys.middleman().publish(c->manager_, ep->port, ep->host.c_str(), true);
+  if (!bound) {
+    caf::anon_send_exit(c->manager_, caf::exit_reason::user_shutdown);
+    return make_error(errc::io_error,
+                      "cannot listen on cluster.listen " + ep->str() + ": "
+                        + sys.render(bound.error()));
+  }
+  c->port_ = *bound;
+  c->address_ = ep->host + ":" + std::to_string(c->port_);
+  caf::anon_send(c->manager_, start_atom::value, c->address_);
+  log::event(
+    spdlog::level::info, "cluster_listening",
+    {{"address", c->address_}, {"cluster", cfg.cluster.name}, {"seeds", cfg.cluster.seeds}});
+  return c;
+}
+
+uint64_t rendezvous_score(std::string_view node, std::string_view id) noexcept {
+  uint64_t h = 0xcbf29ce484222325ULL; // FNV-1a over node, a separator, id
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  };
+  for (auto c : node)
+    mix(static_cast<unsigned char>(c));
+  mix(0);
+  for (auto c : id)
+    mix(static_cast<unsigned char>(c));
+  // splitmix64's finalizer: FNV alone leaves similar inputs with correlated high bits.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+std::string cluster::place(const agent_id& id) const {
+  auto key = id.str();
+  std::string best = self_name_;
+  uint64_t best_score = rendezvous_score(self_name_, key);
+  for (auto& m : members()) {
+    if (m.status != "up" || m.name == self_name_)
+      continue;
+    auto score = rendezvous_score(m.name, key);
+    if (score > best_score || (score == best_score && m.name < best)) {
+      best = m.name;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
+  auto where = node.empty() ? place(req.id) : node;
+  if (where == self_name_)
+    return rt_->spawn(std::move(req), std::move(done));
+  remote_spawn rs{req.id,
+                  req.kind,
+                  req.config.dump(),
+                  req.breaker,
+                  std::string{to_string(req.restart)},
+                  req.correlation_id};
+  caf::anon_send(manager_, forward_atom::value,
+                 forward_spawn_job{std::move(where), std::move(rs), std::move(done)});
+}
+
+void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
+                  reply_fn done) {
+  auto started = std::chrono::steady_clock::now();
+  auto mgr = manager_;
+  rt_->ask(id, call, timeout,
+           [mgr, id, call, timeout, started,
+            done = std::move(done)](caf::expected<std::string> r) mutable {
+             if (r || code_of(r.error()) != errc::agent_not_found)
+               return done(std::move(r));
+             auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now() - started);
+             auto left = std::max(timeout - spent, std::chrono::milliseconds{1});
+             caf::anon_send(mgr, forward_atom::value,
+                            forward_ask_job{id, std::move(call), left, std::move(done)});
+           });
+}
+
+cluster::~cluster() {
+  leave();
+}
+
+std::vector<member_info> cluster::members() const {
+  std::lock_guard<std::mutex> guard{shared_->mtx};
+  return shared_->members;
+}
+
+void cluster::leave() {
+  if (left_ || !manager_)
+    return;
+  left_ = true;
+  caf::scoped_actor waiter{manager_.home_system()};
+  waiter->monitor(manager_);
+  caf::anon_send(manager_, leave_atom::value);
+  waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(5)) >> [] {});
+}
+
+} // namespace hive

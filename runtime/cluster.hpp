@@ -1,0 +1,117 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "config/node_config.hpp"
+#include "protocols/cluster.hpp"
+#include "runtime/directory.hpp"
+
+namespace hive {
+
+class node_runtime;
+struct spawn_request;
+
+/// The rendezvous (highest-random-weight) score of `node` for `id`: placement picks the up
+/// member with the highest score. Stable across processes and builds (FNV-1a, then a 64-bit
+/// finalizer).
+[[nodiscard]] uint64_t rendezvous_score(std::string_view node, std::string_view id) noexcept;
+
+/// This node's membership in a cluster of `agent-node` processes.
+///
+/// A node manager actor is published on `cluster.listen` (CAF's io middleman, BASP over TCP).
+/// At start it connects to the `cluster.seeds` in turn and sends a `join_request` (cluster
+/// name, protocol version, itself); a peer of another cluster or version refuses it, and both
+/// sides log why (`cluster_join_refused`). A node that reaches no seed forms a cluster of its
+/// own and keeps trying the seeds every `cluster.join_retry_ms`, so two halves started apart
+/// merge. An accepted node gets the member list, connects to every member it does not know
+/// yet (a full mesh) and spreads every change it sees to all members (`member_gossip`).
+///
+/// Member states: `up`; `down` once the connection to it is lost (a killed node at once, as
+/// its socket closes; a frozen one after `cluster.down_after_ms` without heartbeats, CAF's
+/// `middleman.connection-timeout`); `leaving` when it stops cleanly. Each start of a node has a
+/// new, larger incarnation; an entry with a larger incarnation replaces the old one, so a
+/// restarted node rejoins as a new member. Down is final for an incarnation.
+///
+/// Placement and routing (first form): a spawn goes to the node a pin names, else to the up
+/// member with the highest `rendezvous_score`. An ask by id is tried here first (running or
+/// stored here), then on the other up members in placement order until one knows the id: no
+/// directory owner yet, so a miss costs one round trip per member.
+///
+/// Not yet (issue #4 continues): a `suspect` state between up and down, a directory owner per
+/// id, tells to other nodes, migration and rebalancing.
+class cluster {
+public:
+  /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).
+  /// `gateway` is the node's HTTP address, shown to other members. Errors: invalid_config
+  /// (bad address), unavailable (the port cannot be bound).
+  [[nodiscard]] static caf::expected<std::unique_ptr<cluster>> start(caf::actor_system& sys,
+                                                                     node_runtime& rt,
+                                                                     const node_config& cfg,
+                                                                     std::string gateway);
+
+  ~cluster();
+  cluster(const cluster&) = delete;
+  cluster& operator=(const cluster&) = delete;
+
+  /// The port the cluster endpoint listens on (the real one when configured as 0).
+  [[nodiscard]] uint16_t port() const noexcept {
+    return port_;
+  }
+
+  /// This node's cluster endpoint `HOST:PORT`.
+  [[nodiscard]] const std::string& address() const noexcept {
+    return address_;
+  }
+
+  /// The member list as this node sees it, itself included, in name order.
+  [[nodiscard]] std::vector<member_info> members() const;
+
+  /// Tells the other members this node leaves, then stops the node manager. Idempotent.
+  void leave();
+
+  using reply_fn = std::function<void(caf::expected<std::string>)>;
+  using spawn_fn = std::function<void(caf::expected<agent_view>)>;
+
+  /// The node placement picks for `id` among the up members (this node included).
+  [[nodiscard]] std::string place(const agent_id& id) const;
+
+  /// Spawns on `node` (a pin; empty: where `place` says). Errors: those of
+  /// `node_runtime::spawn`, and invalid_argument when `node` is not an up member.
+  void spawn(spawn_request req, const std::string& node, spawn_fn done);
+
+  /// Asks by id wherever the agent lives (see above). Errors: those of `node_runtime::ask`;
+  /// agent_not_found only when no up member knows the id.
+  void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
+
+  /// Shared between the node manager and this object (the manager publishes the list).
+  struct shared_state {
+    mutable std::mutex mtx;
+    std::vector<member_info> members;
+  };
+
+private:
+  cluster() = default;
+
+  node_runtime* rt_ = nullptr;
+  std::string self_name_;
+  caf::actor manager_;
+  uint16_t port_ = 0;
+  std::string address_;
+  std::shared_ptr<shared_state> shared_;
+  bool left_ = false;
+};
+
+/// Sets the CAF options a cluster node needs (loads the io middleman; heartbeats and the
+/// connection timeout from `cluster.*`). Called by `configure_actor_system` when
+/// `cluster.listen` is set.
+void configure_cluster_transport(caf::actor_system_config& sys_cfg, const node_config& cfg);
+
+} // namespace hive
