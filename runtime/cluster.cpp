@@ -72,6 +72,8 @@ struct manager_state {
   /// Addresses a connection attempt is under way to.
   std::set<std::string> connecting;
   bool leaving = false;
+  /// This node's agent count in the last gossip it sent.
+  uint64_t gossiped_agents = 0;
   uint64_t next_ask = 1;
   std::unordered_map<uint64_t, caf::response_promise> asks;
   size_t asks_max = 0;
@@ -297,9 +299,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       for (auto& [_, p] : st.members)
         if (!p.handle && p.info.status != "leaving")
           connect(self, p.info.address);
-      auto agents = st.rt != nullptr ? st.rt->agent_count() : 0;
-      if (agents != st.self.agents) {
-        publish(self);
+      publish(self); // refreshes this node's agent count
+      if (st.self.agents != st.gossiped_agents) {
+        st.gossiped_agents = st.self.agents;
         gossip(self);
       }
       self->delayed_send(self, st.join_retry, tick_atom::value);

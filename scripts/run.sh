@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# run.sh: install what is missing, build agent-node (Release) and start one node in the
-# foreground with its embedded defaults:
+# run.sh: install what is missing, build agent-node (Release) and start a local cluster of 3
+# nodes on 127.0.0.1 (node1 in the foreground, node2 and node3 in the background):
 #
-#   node name  node1
-#   data       ./hive-data (in the repository root)
-#   gateway    http://127.0.0.1:8080   (HTTP/JSON API, /healthz, /readyz)
-#   metrics    http://127.0.0.1:9464/metrics
+#   node    gateway (HTTP/JSON)      metrics                         cluster endpoint  data
+#   node1   http://127.0.0.1:8080    http://127.0.0.1:9464/metrics   127.0.0.1:7101    ./hive-data/node1
+#   node2   http://127.0.0.1:8081    http://127.0.0.1:9465/metrics   127.0.0.1:7102    ./hive-data/node2
+#   node3   http://127.0.0.1:8082    http://127.0.0.1:9466/metrics   127.0.0.1:7103    ./hive-data/node3
 #
-#   bash scripts/run.sh [agent-node flags...]     e.g. --gateway 127.0.0.1:0 --log-level debug
+# node2 and node3 join through node1 (--seed). Logs of node2 and node3 go to
+# ./hive-data/nodeN.log; node1 logs to this terminal. Ctrl-C (or SIGTERM) stops all three
+# cleanly: each stops accepting, leaves the cluster, drains, stops its actors, exits 0.
 #
-# Extra arguments go to agent-node unchanged (`--help` lists them; config/hive.toml lists every
-# key). The node replaces this script's process, so Ctrl-C (SIGINT) reaches it directly and it
-# stops cleanly: stops accepting, drains, stops its actors, exits 0.
+#   bash scripts/run.sh [agent-node flags...]   extra flags go to every node (e.g. --log-level debug)
+#   HIVE_NODES=1 bash scripts/run.sh [flags]    one standalone node, as node1 above (no cluster)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,31 +22,52 @@ bash "$repo/scripts/setup.sh" release --target agent-node
 node="$repo/build/release/nodes/agent-node"
 [[ -x "$node" ]] || { echo "==> run: error: $node was not built" >&2; exit 1; }
 
-# The address to print: the gateway flag if given, else the default.
-gateway="127.0.0.1:8080"
-metrics="127.0.0.1:9464"
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case "${args[i]}" in
-    --gateway=*) gateway="${args[i]#--gateway=}" ;;
-    --gateway) gateway="${args[i + 1]:-$gateway}" ;;
-    --metrics=*) metrics="${args[i]#--metrics=}" ;;
-    --metrics) metrics="${args[i + 1]:-$metrics}" ;;
-  esac
+nodes="${HIVE_NODES:-3}"
+[[ "$nodes" == "1" || "$nodes" == "3" ]] || { echo "==> run: HIVE_NODES must be 1 or 3" >&2; exit 2; }
+
+cd "$repo"
+mkdir -p hive-data
+
+if [[ "$nodes" == "1" ]]; then
+  cat <<EOF
+==> run: starting one agent-node; data in $repo/hive-data/node1; Ctrl-C stops it.
+==> run: once it prints its ready line, from another terminal:
+    curl -s -X POST http://127.0.0.1:8080/v1/agents -d '{"id":"acme/c1","kind":"counter"}'
+    curl -s -X POST http://127.0.0.1:8080/v1/agents/acme/c1/ask -d '{"op":"add","by":5}'
+==> run: README.md has the full tour.
+EOF
+  exec "$node" --name node1 --data-dir hive-data/node1 --gateway 127.0.0.1:8080 \
+    --metrics 127.0.0.1:9464 "$@"
+fi
+
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+for i in 2 3; do
+  "$node" --name "node$i" --data-dir "hive-data/node$i" --gateway "127.0.0.1:808$((i - 1))" \
+    --metrics "127.0.0.1:946$((i + 3))" --cluster "127.0.0.1:710$i" --seed 127.0.0.1:7101 "$@" \
+    > "hive-data/node$i.log" 2>&1 &
+  pids+=($!)
 done
-[[ "$gateway" == *:0 ]] && gateway="<gateway HOST:PORT from the ready line>"
-[[ "$metrics" == *:0 ]] && metrics="<metrics HOST:PORT from the ready line>"
 
 cat <<EOF
-==> run: starting agent-node; data in $repo/hive-data; Ctrl-C stops it.
-==> run: once it prints its ready line, from another terminal:
-    curl -s -X POST http://$gateway/v1/agents -d '{"id":"acme/c1","kind":"counter","config":{}}'
-    curl -s -X POST http://$gateway/v1/agents/acme/c1/ask -d '{"op":"add","by":5}'
-    curl -s http://$gateway/v1/agents/acme/c1
-    curl -s http://$metrics/metrics | grep '^hive_'
+==> run: starting a 3-node cluster; data in $repo/hive-data; Ctrl-C stops all three.
+==> run:   node1 http://127.0.0.1:8080 (this terminal), node2 http://127.0.0.1:8081 and
+           node3 http://127.0.0.1:8082 (logs in hive-data/node2.log, hive-data/node3.log)
+==> run: once node1 prints its ready line, from another terminal:
+    curl -s http://127.0.0.1:8080/v1/cluster/nodes
+    curl -s -X POST http://127.0.0.1:8080/v1/agents -d '{"id":"acme/c1","kind":"counter"}'
+    curl -s -X POST http://127.0.0.1:8082/v1/agents/acme/c1/ask -d '{"op":"add","by":5}'
 ==> run: README.md has the full tour.
 EOF
 
-# Run from the repository root so the default data directory is ./hive-data there.
-cd "$repo"
-exec "$node" "$@"
+"$node" --name node1 --data-dir hive-data/node1 --gateway 127.0.0.1:8080 \
+  --metrics 127.0.0.1:9464 --cluster 127.0.0.1:7101 --seed 127.0.0.1:7102 \
+  --seed 127.0.0.1:7103 "$@" &
+pids+=($!)
+wait "${pids[-1]}"

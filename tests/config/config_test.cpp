@@ -469,3 +469,37 @@ TEST(Validate, OtherCrossKeyRules) {
 }
 
 } // namespace
+
+TEST(CommandLine, ClusterAndSeedFlagsSetTheClusterKeys) {
+  auto r = parse({"--cluster", "127.0.0.1:7101", "--seed", "127.0.0.1:7102", "--seed",
+                  "10.0.0.3:7103"});
+  ASSERT_TRUE(r) << hive::message_of(r.error());
+  EXPECT_EQ(r->config.cluster.listen, "127.0.0.1:7101");
+  EXPECT_EQ(r->config.cluster.seeds, "127.0.0.1:7102,10.0.0.3:7103");
+  auto seeds = hive::parse_endpoint_list(r->config.cluster.seeds, "cluster.seeds");
+  ASSERT_TRUE(seeds);
+  ASSERT_EQ(seeds->size(), 2u);
+  EXPECT_EQ((*seeds)[1].host, "10.0.0.3");
+  EXPECT_EQ((*seeds)[1].port, 7103);
+  // Standalone by default; seeds from a config file and flags add up.
+  auto d = parse({});
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->config.cluster.listen.empty());
+  EXPECT_TRUE(d->config.cluster.seeds.empty());
+}
+
+TEST(CommandLine, BadClusterAddressesAreErrorsNamingWhatWasWrong) {
+  EXPECT_THAT(parse_error({"--seed", "127.0.0.1"}), HasSubstr("--seed"));
+  EXPECT_THAT(parse_error({"--seed", "127.0.0.1:0"}), HasSubstr("port 0"));
+  EXPECT_THAT(parse_error({"--cluster", "nohost"}), HasSubstr("cluster.listen"));
+  EXPECT_THAT(parse_error({"--set", "cluster.name=Bad"}), HasSubstr("cluster.name"));
+  EXPECT_THAT(parse_error({"--set", "cluster.down_after_ms=10"}),
+              HasSubstr("cluster.down_after_ms"));
+  std::string many;
+  for (int i = 0; i < 65; ++i) {
+    if (i > 0)
+      many.push_back(',');
+    many.append("h:").append(std::to_string(1000 + i));
+  }
+  EXPECT_THAT(parse_error({"--set", "cluster.seeds=" + many}), HasSubstr("more than 64"));
+}

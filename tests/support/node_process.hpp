@@ -118,6 +118,9 @@ public:
     if (!std::regex_search(*line, m, mx))
       return false;
     metrics_port = static_cast<uint16_t>(std::stoi(m[1]));
+    std::regex cl{" cluster [^ ]+:([0-9]+)"};
+    if (std::regex_search(*line, m, cl))
+      cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
     return true;
   }
 
@@ -148,6 +151,8 @@ public:
 
   uint16_t gateway_port = 0;
   uint16_t metrics_port = 0;
+  /// The cluster endpoint's port (0 for a standalone node).
+  uint16_t cluster_port = 0;
 
 private:
   pid_t pid_ = -1;
