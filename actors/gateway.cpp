@@ -900,6 +900,16 @@ private:
           return s.reply_error(res.error());
         s.reply_json(http::status::ok, dump(*res));
       });
+    if (auto* c = gw_.cluster_view.load()) {
+      auto text_done = bind_reply<caf::expected<std::string>>(
+        default_guard(), [](session& s, caf::expected<std::string>& res) {
+          if (!res)
+            return s.reply_error(res.error());
+          s.reply_json(http::status::ok, std::move(*res));
+        });
+      return c->call("inspect", id, agent_call{envelope{cid_, id.tenant, 0, "gateway", {}, 0}, {}},
+                     default_timeout(), std::move(text_done));
+    }
     gw_.rt.inspect(id, cid_, std::move(done));
   }
 
@@ -909,6 +919,16 @@ private:
         return s.reply_error(err);
       s.reply_json(http::status::no_content, {});
     });
+    if (auto* c = gw_.cluster_view.load()) {
+      auto text_done = bind_reply<caf::expected<std::string>>(
+        default_guard(), [](session& s, caf::expected<std::string>& res) {
+          if (!res)
+            return s.reply_error(res.error());
+          s.reply_json(http::status::no_content, {});
+        });
+      return c->call("stop", id, agent_call{envelope{cid_, id.tenant, 0, "gateway", {}, 0}, {}},
+                     default_timeout(), std::move(text_done));
+    }
     gw_.rt.stop(id, std::move(done));
   }
 
@@ -919,6 +939,16 @@ private:
       return reply_error(err);
     agent_call call{envelope{cid_, id.tenant, 0, "gateway", client_id_, client_seq_},
                     std::move(body)};
+    if (auto* c = gw_.cluster_view.load()) {
+      // Found here or forwarded to the member that has the agent (which accepts it).
+      auto done = bind_reply<caf::expected<std::string>>(
+        default_guard(), [](session& s, caf::expected<std::string>& res) {
+          if (!res)
+            return s.reply_error(res.error());
+          s.reply_json(http::status::accepted, R"({"accepted":true})");
+        });
+      return c->call("tell", id, std::move(call), default_timeout(), std::move(done));
+    }
     if (auto err = gw_.rt.tell(id, std::move(call)))
       return reply_error(err);
     reply_json(http::status::accepted, R"({"accepted":true})");
@@ -962,6 +992,11 @@ private:
   }
 
   // -- waiting for the runtime ----------------------------------------------------------------
+
+  /// The deadline of a call that has no timeout of its own (tell, inspect, stop).
+  milliseconds default_timeout() const {
+    return milliseconds{gw_.cfg.ask_timeout_ms_default};
+  }
 
   milliseconds default_guard() const {
     return milliseconds{gw_.cfg.ask_timeout_ms_default} + guard_grace;

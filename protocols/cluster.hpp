@@ -74,17 +74,20 @@ typename Inspector::result_type inspect(Inspector& f, member_gossip& x) {
   return f(caf::meta::type_name("hive.member_gossip"), x.members);
 }
 
-/// An ask forwarded from another node's gateway or runtime to the node that hosts the agent.
-/// Answered with `agent_reply` or an error.
-struct remote_ask {
+/// A call by id forwarded from another node's gateway or runtime to a node that may host the
+/// agent. `op`: `ask` (answered with the agent's reply), `tell` (`{"accepted":true}`),
+/// `inspect` (the inspection JSON) or `stop` (`{}`); errors as errors (agent_not_found when
+/// the agent is not there).
+struct remote_call {
+  std::string op;
   agent_id id;
   agent_call call;
   int64_t timeout_ms = 0;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, remote_ask& x) {
-  return f(caf::meta::type_name("hive.remote_ask"), x.id, x.call, x.timeout_ms);
+typename Inspector::result_type inspect(Inspector& f, remote_call& x) {
+  return f(caf::meta::type_name("hive.remote_call"), x.op, x.id, x.call, x.timeout_ms);
 }
 
 /// A spawn placed on another node (by rendezvous hashing or a pin). Answered with an

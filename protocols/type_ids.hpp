@@ -22,7 +22,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(hive, (hive::join_request))
   CAF_ADD_TYPE_ID(hive, (hive::join_reply))
   CAF_ADD_TYPE_ID(hive, (hive::member_gossip))
-  CAF_ADD_TYPE_ID(hive, (hive::remote_ask))
+  CAF_ADD_TYPE_ID(hive, (hive::remote_call))
   CAF_ADD_TYPE_ID(hive, (hive::remote_spawn))
 
 CAF_END_TYPE_ID_BLOCK(hive)

@@ -21,6 +21,7 @@ namespace {
 
 /// An ask to forward to the other members, tried in placement order (local message).
 struct forward_ask_job {
+  std::string op;
   agent_id id;
   agent_call call;
   std::chrono::milliseconds timeout{0};
@@ -220,13 +221,39 @@ std::vector<const peer*> ranked_peers(const manager_state& st, const agent_id& i
   return out;
 }
 
+/// Runs a by-id call on this node only (no forwarding). Unknown `op`: invalid_argument.
+void run_local(node_runtime& rt, const std::string& op, const agent_id& id, agent_call call,
+               std::chrono::milliseconds timeout, cluster::reply_fn done) {
+  if (op == "ask")
+    return rt.ask(id, std::move(call), timeout, std::move(done));
+  if (op == "tell") {
+    if (auto err = rt.tell(id, call))
+      return done(std::move(err));
+    return done(std::string{R"({"accepted":true})"});
+  }
+  if (op == "inspect")
+    return rt.inspect(id, call.env.correlation_id,
+                      [done = std::move(done)](caf::expected<nlohmann::json> r) {
+                        if (!r)
+                          return done(std::move(r.error()));
+                        done(r->dump());
+                      });
+  if (op == "stop")
+    return rt.stop(id, [done = std::move(done)](caf::error err) {
+      if (err)
+        return done(std::move(err));
+      done(std::string{"{}"});
+    });
+  done(make_error(errc::invalid_argument, "unknown remote call '" + op + "'"));
+}
+
 /// Tries `job` on `targets[i]`, then on the next ones while they answer agent_not_found.
 void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
                  std::shared_ptr<std::vector<caf::actor>> targets, size_t i) {
   if (i >= targets->size())
     return job->done(make_error(errc::agent_not_found,
                                 "no agent " + job->id.str() + " on any up member of the cluster"));
-  remote_ask req{job->id, job->call, job->timeout.count()};
+  remote_call req{job->op, job->id, job->call, job->timeout.count()};
   // A finite timeout (CAF 0.17 keeps such timers until they fire): a member that dies with the
   // ask in flight must not leave it pending forever.
   self->request((*targets)[i], job->timeout + std::chrono::seconds(1), std::move(req))
@@ -376,23 +403,24 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       }
       publish(self);
     },
-    [self](remote_ask& req) {
+    [self](remote_call& req) {
       auto& st = self->state;
       auto rp = self->make_response_promise();
       if (st.rt == nullptr || st.asks.size() >= st.asks_max) {
-        rp.deliver(make_error(errc::overloaded, st.self.name + " has too many asks in flight"));
+        rp.deliver(make_error(errc::overloaded, st.self.name + " has too many calls in flight"));
         return;
       }
       auto key = st.next_ask++;
       st.asks.emplace(key, rp);
       auto mgr = caf::actor_cast<caf::actor>(self);
-      st.rt->ask(req.id, std::move(req.call), std::chrono::milliseconds(req.timeout_ms),
-                 [mgr, key](caf::expected<std::string> r) {
-                   if (r)
-                     caf::anon_send(mgr, ask_done_atom::value, key, agent_reply{std::move(*r)});
-                   else
-                     caf::anon_send(mgr, ask_done_atom::value, key, std::move(r.error()));
-                 });
+      run_local(*st.rt, req.op, req.id, std::move(req.call),
+                std::chrono::milliseconds(req.timeout_ms),
+                [mgr, key](caf::expected<std::string> r) {
+                  if (r)
+                    caf::anon_send(mgr, ask_done_atom::value, key, agent_reply{std::move(*r)});
+                  else
+                    caf::anon_send(mgr, ask_done_atom::value, key, std::move(r.error()));
+                });
     },
     [self](ask_done_atom, uint64_t key, agent_reply& reply) {
       auto& st = self->state;
@@ -577,21 +605,26 @@ void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
                  forward_spawn_job{std::move(where), std::move(rs), std::move(done)});
 }
 
-void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
-                  reply_fn done) {
+void cluster::call(const std::string& op, const agent_id& id, agent_call call,
+                   std::chrono::milliseconds timeout, reply_fn done) {
   auto started = std::chrono::steady_clock::now();
   auto mgr = manager_;
-  rt_->ask(id, call, timeout,
-           [mgr, id, call, timeout, started,
-            done = std::move(done)](caf::expected<std::string> r) mutable {
-             if (r || code_of(r.error()) != errc::agent_not_found)
-               return done(std::move(r));
-             auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::steady_clock::now() - started);
-             auto left = std::max(timeout - spent, std::chrono::milliseconds{1});
-             caf::anon_send(mgr, forward_atom::value,
-                            forward_ask_job{id, std::move(call), left, std::move(done)});
-           });
+  run_local(*rt_, op, id, call, timeout,
+            [mgr, op, id, call, timeout, started,
+             done = std::move(done)](caf::expected<std::string> r) mutable {
+              if (r || code_of(r.error()) != errc::agent_not_found)
+                return done(std::move(r));
+              auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started);
+              auto left = std::max(timeout - spent, std::chrono::milliseconds{1});
+              caf::anon_send(mgr, forward_atom::value,
+                             forward_ask_job{op, id, std::move(call), left, std::move(done)});
+            });
+}
+
+void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
+                  reply_fn done) {
+  this->call("ask", id, std::move(call), timeout, std::move(done));
 }
 
 cluster::~cluster() {

@@ -46,7 +46,7 @@ struct spawn_request;
 /// directory owner yet, so a miss costs one round trip per member.
 ///
 /// Not yet (issue #4 continues): a `suspect` state between up and down, a directory owner per
-/// id, tells to other nodes, migration and rebalancing.
+/// id, migration and rebalancing.
 class cluster {
 public:
   /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).
@@ -87,8 +87,14 @@ public:
   /// `node_runtime::spawn`, and invalid_argument when `node` is not an up member.
   void spawn(spawn_request req, const std::string& node, spawn_fn done);
 
-  /// Asks by id wherever the agent lives (see above). Errors: those of `node_runtime::ask`;
-  /// agent_not_found only when no up member knows the id.
+  /// A call by id wherever the agent lives (see above): `op` is `ask` (`done` gets the
+  /// agent's reply), `tell` (`{"accepted":true}`), `inspect` (the inspection JSON text) or
+  /// `stop` (`{}`). Errors: those of the `node_runtime` call; agent_not_found only when no up
+  /// member knows the id.
+  void call(const std::string& op, const agent_id& id, agent_call call,
+            std::chrono::milliseconds timeout, reply_fn done);
+
+  /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
 
   /// Shared between the node manager and this object (the manager publishes the list).

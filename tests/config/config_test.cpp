@@ -471,8 +471,8 @@ TEST(Validate, OtherCrossKeyRules) {
 } // namespace
 
 TEST(CommandLine, ClusterAndSeedFlagsSetTheClusterKeys) {
-  auto r = parse({"--cluster", "127.0.0.1:7101", "--seed", "127.0.0.1:7102", "--seed",
-                  "10.0.0.3:7103"});
+  auto r =
+    parse({"--cluster", "127.0.0.1:7101", "--seed", "127.0.0.1:7102", "--seed", "10.0.0.3:7103"});
   ASSERT_TRUE(r) << hive::message_of(r.error());
   EXPECT_EQ(r->config.cluster.listen, "127.0.0.1:7101");
   EXPECT_EQ(r->config.cluster.seeds, "127.0.0.1:7102,10.0.0.3:7103");

@@ -66,8 +66,9 @@ protected:
     std::map<std::string, json> out;
     if (!r || r->status != 200) {
       std::cout << "GET /v1/cluster/nodes on " << nodes[i].name << " (port "
-                << nodes[i].proc->gateway_port << "): "
-                << (r ? std::to_string(r->status) + " " + r->body : "no answer") << std::endl;
+                << nodes[i].proc->gateway_port
+                << "): " << (r ? std::to_string(r->status) + " " + r->body : "no answer")
+                << std::endl;
       return out;
     }
     auto doc = json::parse(r->body); // (a range-for over parse(...)["nodes"] would dangle)
@@ -151,7 +152,8 @@ TEST_F(cluster_test, three_nodes_form_a_cluster_and_asks_reach_agents_through_ev
                 static_cast<int>(via) + 1)
         << "ask through " << nodes[via].name << " to acme/c" << i;
   // A pin overrides placement; an unknown id is not found anywhere.
-  auto pinned = http.request("POST", "/v1/agents", R"({"id":"acme/p","kind":"counter","node":"n3"})");
+  auto pinned =
+    http.request("POST", "/v1/agents", R"({"id":"acme/p","kind":"counter","node":"n3"})");
   ASSERT_TRUE(pinned);
   ASSERT_EQ(pinned->status, 201) << pinned->body;
   EXPECT_EQ(json::parse(pinned->body)["node"], "n3");
@@ -163,14 +165,40 @@ TEST_F(cluster_test, three_nodes_form_a_cluster_and_asks_reach_agents_through_ev
     http.request("POST", "/v1/agents", R"({"id":"acme/q","kind":"counter","node":"n9"})");
   ASSERT_TRUE(bad_pin);
   EXPECT_EQ(bad_pin->status, 400) << bad_pin->body;
+  // Tells, inspection and stop by id work through any gateway too.
+  http_client via3{nodes[2].proc->gateway_port};
+  auto told = via3.request("POST", "/v1/agents/acme/p/tell", R"({"op":"add","by":3})");
+  ASSERT_TRUE(told);
+  EXPECT_EQ(told->status, 202) << told->body;
+  int value = 0;
+  ASSERT_TRUE(
+    within(10s, [&] { return (value = ask_value(0, "acme/p", R"({"op":"get"})")) == 10; }))
+    << "the tell through n3 did not reach acme/p: value " << value;
+  http_client via1{nodes[0].proc->gateway_port};
+  auto inspected = via1.request("GET", "/v1/agents/acme/p");
+  ASSERT_TRUE(inspected);
+  ASSERT_EQ(inspected->status, 200) << inspected->body;
+  auto ij = json::parse(inspected->body);
+  EXPECT_EQ(ij["node"], "n3") << inspected->body;
+  EXPECT_EQ(ij["state"]["value"], 10) << inspected->body;
+  auto told_missing = via1.request("POST", "/v1/agents/acme/nobody/tell", R"({})");
+  ASSERT_TRUE(told_missing);
+  EXPECT_EQ(told_missing->status, 404) << told_missing->body;
+  auto stopped = via1.request("DELETE", "/v1/agents/acme/p");
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->status, 204) << stopped->body;
+  auto gone = via1.request("POST", "/v1/agents/acme/p/ask", R"({"op":"get"})");
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->status, 404) << gone->body;
   // Agent counts per node add up (each node reports its own; poll: they travel with gossip).
   auto counted = within(10s, [&] {
     uint64_t total = 0;
     for (auto& [_, n] : view(0))
       total += n["agents"].get<uint64_t>();
-    return total == 31;
+    return total == 30;
   });
-  EXPECT_TRUE(counted) << "agents per node in n1's view do not add up to 31";
+  EXPECT_TRUE(counted)
+    << "agents per node in n1's view do not add up to 30 (31 spawned, 1 stopped)";
 }
 
 TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it_rejoins) {
@@ -223,7 +251,7 @@ TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why
   start(1, nodes[0].proc->cluster_port, {"--set", "cluster.name=other"});
   auto logged = within(10s, [&] {
     return read_file(nodes[0].log).find("cluster_join_refused") != std::string::npos
-           && read_file(nodes[1].log).find("cluster_join_refused") != std::string::npos;
+      && read_file(nodes[1].log).find("cluster_join_refused") != std::string::npos;
   });
   EXPECT_TRUE(logged) << "n1:\n" << read_file(nodes[0].log) << "\nx1:\n" << read_file(nodes[1].log);
   EXPECT_NE(read_file(nodes[1].log).find("differs from this cluster"), std::string::npos);
