@@ -1,0 +1,361 @@
+// agent-bench remote: cross-node asks through the runtime vs raw CAF, measured in one run.
+//
+//   raw CAF   this process's actor system asks an echo actor published by a child process
+//             (`remote_actor`, request/response of the same `agent_call`/`agent_reply` types)
+//   hive      this process runs a cluster member without agents; an `agent-node` child process
+//             joins it and hosts an `echo` agent; asks go by id through `cluster::ask` (a local
+//             miss, then the node manager forwards a `remote_call` to the other member, whose
+//             runtime asks the agent and answers back)
+//
+// Both: sequential asks (one in flight: round-trip latency p50/p99) and windowed asks (W in
+// flight: throughput). The two ways alternate run by run; medians over the runs.
+
+#include "bench/remote_bench.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+
+#include "config/node_config.hpp"
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/bootstrap.hpp"
+#include "runtime/cluster.hpp"
+#include "runtime/kind.hpp"
+#include "runtime/logging.hpp"
+#include "runtime/node_runtime.hpp"
+
+namespace hive::bench {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+[[noreturn]] void die(const std::string& what) {
+  std::cerr << "agent-bench remote: " << what << std::endl;
+  std::exit(1);
+}
+
+node_config member_config(const std::string& name) {
+  node_config cfg;
+  cfg.node.name = name;
+  cfg.log.level = "warn";
+  cfg.cluster.listen = "127.0.0.1:0";
+  return cfg;
+}
+
+/// The raw-CAF server: a child process with an echo actor published on an ephemeral port.
+/// Writes the port to `port_fd`, then serves until `stop_fd` reaches end of file.
+[[noreturn]] void raw_caf_server(int port_fd, int stop_fd) {
+  auto cfg = member_config("rawcaf");
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, cfg);
+  int code = 0;
+  {
+    caf::actor_system sys{sys_cfg};
+    auto echo = sys.spawn([]() -> caf::behavior {
+      return {[](agent_call& call) { return agent_reply{std::move(call.body)}; }};
+    });
+    auto port = sys.middleman().publish(echo, 0, "127.0.0.1", true);
+    uint16_t p = port ? *port : 0;
+    if (::write(port_fd, &p, sizeof(p)) != sizeof(p))
+      code = 1;
+    char c;
+    while (::read(stop_fd, &c, 1) > 0) {
+    }
+    caf::anon_send_exit(echo, caf::exit_reason::user_shutdown);
+  }
+  ::_exit(code);
+}
+
+double quantile(std::vector<double> xs, double q) {
+  if (xs.empty())
+    return 0;
+  std::sort(xs.begin(), xs.end());
+  return xs[std::min(xs.size() - 1, static_cast<size_t>(q * static_cast<double>(xs.size())))];
+}
+
+double median(std::vector<double> xs) {
+  return quantile(std::move(xs), 0.5);
+}
+
+struct run_figures {
+  double p50_us = 0;
+  double p99_us = 0;
+  double window_per_s = 0;
+};
+
+agent_call echo_call(uint64_t i) {
+  agent_call call;
+  call.env.correlation_id = i + 1;
+  call.env.tenant = "bench";
+  call.body = R"({"n":)" + std::to_string(i) + "}";
+  return call;
+}
+
+run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
+                        const remote_options& opts) {
+  run_figures f;
+  std::vector<double> lat;
+  lat.reserve(opts.asks);
+  {
+    caf::scoped_actor self{sys};
+    for (uint64_t i = 0; i < opts.asks; ++i) {
+      auto t0 = clock_type::now();
+      bool ok = false;
+      self->request(echo, caf::infinite, echo_call(i))
+        .receive([&](agent_reply&) { ok = true; }, [&](caf::error& err) {
+          die("raw CAF ask failed: " + sys.render(err));
+        });
+      if (!ok)
+        die("raw CAF ask got no reply");
+      lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+    }
+  }
+  f.p50_us = quantile(lat, 0.5);
+  f.p99_us = quantile(lat, 0.99);
+  std::promise<void> done;
+  auto t0 = clock_type::now();
+  auto n = opts.window_asks;
+  auto w = std::min(opts.window, n);
+  sys.spawn([&done, echo, n, w](caf::event_based_actor* self) {
+    auto sent = std::make_shared<uint64_t>(0);
+    auto got = std::make_shared<uint64_t>(0);
+    auto next = std::make_shared<std::function<void()>>();
+    *next = [=, &done] {
+      auto i = (*sent)++;
+      self->request(echo, caf::infinite, echo_call(i))
+        .then([=, &done](agent_reply&) {
+          if (++*got == n) {
+            done.set_value();
+            self->quit();
+          } else if (*sent < n) {
+            (*next)();
+          }
+        });
+    };
+    for (uint64_t i = 0; i < w; ++i)
+      (*next)();
+  });
+  done.get_future().wait();
+  f.window_per_s =
+    static_cast<double>(n) / std::chrono::duration<double>(clock_type::now() - t0).count();
+  return f;
+}
+
+run_figures hive_run(cluster& c, const agent_id& id, const remote_options& opts) {
+  run_figures f;
+  std::vector<double> lat;
+  lat.reserve(opts.asks);
+  for (uint64_t i = 0; i < opts.asks; ++i) {
+    std::promise<caf::expected<std::string>> p;
+    auto t0 = clock_type::now();
+    c.ask(id, echo_call(i), std::chrono::milliseconds(10000),
+          [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    if (!r)
+      die("hive ask failed: " + describe(r.error()));
+    lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+  }
+  f.p50_us = quantile(lat, 0.5);
+  f.p99_us = quantile(lat, 0.99);
+  auto n = opts.window_asks;
+  auto w = std::min(opts.window, n);
+  std::promise<void> done;
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> got{0};
+  std::atomic<uint64_t> failed{0};
+  std::function<void()> next = [&] {
+    auto i = sent.fetch_add(1);
+    if (i >= n)
+      return;
+    c.ask(id, echo_call(i), std::chrono::milliseconds(10000), [&](caf::expected<std::string> r) {
+      if (!r)
+        ++failed;
+      if (got.fetch_add(1) + 1 == n)
+        done.set_value();
+      else
+        next();
+    });
+  };
+  auto t0 = clock_type::now();
+  for (uint64_t i = 0; i < w; ++i)
+    next();
+  done.get_future().wait();
+  f.window_per_s =
+    static_cast<double>(n) / std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (failed > 0)
+    die(std::to_string(failed.load()) + " windowed hive asks failed");
+  return f;
+}
+
+} // namespace
+
+int run_remote(const remote_options& opts, const char* argv0) {
+  // The raw-CAF server forks first, before this process starts any thread.
+  int port_pipe[2];
+  int stop_pipe[2];
+  if (::pipe(port_pipe) != 0 || ::pipe(stop_pipe) != 0)
+    die("pipe failed");
+  auto raw_pid = ::fork();
+  if (raw_pid == 0) {
+    ::close(port_pipe[0]);
+    ::close(stop_pipe[1]);
+    raw_caf_server(port_pipe[1], stop_pipe[0]);
+  }
+  ::close(port_pipe[1]);
+  ::close(stop_pipe[0]);
+  uint16_t raw_port = 0;
+  if (::read(port_pipe[0], &raw_port, sizeof(raw_port)) != sizeof(raw_port) || raw_port == 0)
+    die("the raw-CAF server did not start");
+
+  auto node_bin = opts.node_binary;
+  if (node_bin.empty())
+    node_bin =
+      (std::filesystem::path{argv0}.parent_path() / ".." / "nodes" / "agent-node").string();
+  auto cfg = member_config("bench-a");
+  log::init(cfg.node.name, cfg.log.level);
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, cfg);
+  int status = 0;
+  pid_t node_pid = -1;
+  char tmpl[] = "/tmp/hive-remote-XXXXXX";
+  std::string data_dir = ::mkdtemp(tmpl);
+  {
+    caf::actor_system sys{sys_cfg};
+    kind_registry kinds; // this member hosts nothing
+    auto rt = node_runtime::start(sys, cfg, std::move(kinds), std::make_shared<metrics>());
+    if (!rt)
+      die("runtime: " + describe(rt.error()));
+    auto member = cluster::start(sys, **rt, cfg, "-");
+    if (!member)
+      die("cluster: " + describe(member.error()));
+    // The other member: a real agent-node, joining through this one.
+    int out[2];
+    if (::pipe(out) != 0)
+      die("pipe failed");
+    node_pid = ::fork();
+    if (node_pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      std::string seed = "127.0.0.1:" + std::to_string((*member)->port());
+      std::string dd = data_dir + "/b";
+      ::execl(node_bin.c_str(), node_bin.c_str(), "--name", "bench-b", "--data-dir", dd.c_str(),
+              "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--cluster",
+              "127.0.0.1:0", "--seed", seed.c_str(), "--log-level", "warn", nullptr);
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char ch;
+    while (::read(out[0], &ch, 1) == 1 && ch != '\n')
+      line.push_back(ch);
+    if (line.find(" ready: ") == std::string::npos)
+      die("agent-node (" + node_bin + ") did not start: " + line);
+    auto joined = [&] {
+      for (auto& m : (*member)->members())
+        if (m.name == "bench-b" && m.status == "up")
+          return true;
+      return false;
+    };
+    for (int i = 0; i < 2000 && !joined(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!joined())
+      die("the agent-node did not join");
+    auto id = *make_agent_id("bench", "echo1");
+    std::promise<caf::expected<agent_view>> spawned;
+    spawn_request req;
+    req.id = id;
+    req.kind = "echo";
+    (*member)->spawn(req, "bench-b",
+                     [&](caf::expected<agent_view> v) { spawned.set_value(std::move(v)); });
+    auto v = spawned.get_future().get();
+    if (!v)
+      die("spawn on bench-b: " + describe(v.error()));
+    auto raw = sys.middleman().remote_actor("127.0.0.1", raw_port);
+    if (!raw)
+      die("remote_actor to the raw-CAF server: " + sys.render(raw.error()));
+    std::printf("agent-bench remote: %d runs; sequential %llu asks, windowed %llu asks with "
+                "%llu in flight; echo of a %zu-byte JSON body in an agent_call\n",
+                opts.runs, static_cast<unsigned long long>(opts.asks),
+                static_cast<unsigned long long>(opts.window_asks),
+                static_cast<unsigned long long>(opts.window), echo_call(0).body.size());
+    // Warm-up of both paths.
+    auto warm = opts;
+    warm.asks = 200;
+    warm.window_asks = 2000;
+    (void)raw_caf_run(sys, *raw, warm);
+    (void)hive_run(**member, id, warm);
+    std::vector<run_figures> raws, hives;
+    for (int r = 0; r < opts.runs; ++r) {
+      bool raw_first = r % 2 == 0;
+      for (int k = 0; k < 2; ++k) {
+        if ((k == 0) == raw_first)
+          raws.push_back(raw_caf_run(sys, *raw, opts));
+        else
+          hives.push_back(hive_run(**member, id, opts));
+      }
+      auto& a = raws.back();
+      auto& b = hives.back();
+      std::printf("  run %d/%d  raw CAF: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed | hive: "
+                  "p50 %.0f us, p99 %.0f us, %.0f asks/s windowed\n",
+                  r + 1, opts.runs, a.p50_us, a.p99_us, a.window_per_s, b.p50_us, b.p99_us,
+                  b.window_per_s);
+    }
+    auto med = [](const std::vector<run_figures>& xs, double run_figures::*field) {
+      std::vector<double> v;
+      for (auto& x : xs)
+        v.push_back(x.*field);
+      return median(std::move(v));
+    };
+    nlohmann::json out;
+    std::printf("\n%-10s %10s %10s %14s\n", "way", "p50 us", "p99 us", "windowed/s");
+    for (auto [name, xs] : {std::pair{"raw-caf", &raws}, std::pair{"hive", &hives}}) {
+      auto p50 = med(*xs, &run_figures::p50_us);
+      auto p99 = med(*xs, &run_figures::p99_us);
+      auto win = med(*xs, &run_figures::window_per_s);
+      std::printf("%-10s %10.0f %10.0f %14.0f\n", name, p50, p99, win);
+      out[name] = {{"p50_us", p50}, {"p99_us", p99}, {"windowed_asks_per_s", win}};
+    }
+    auto ratio_p50 = out["hive"]["p50_us"].get<double>() / out["raw-caf"]["p50_us"].get<double>();
+    auto ratio_win = out["hive"]["windowed_asks_per_s"].get<double>()
+                     / out["raw-caf"]["windowed_asks_per_s"].get<double>();
+    std::printf("hive / raw CAF: p50 latency %.2fx, windowed throughput %.2fx\n", ratio_p50,
+                ratio_win);
+    out["hive_vs_raw_p50"] = ratio_p50;
+    out["hive_vs_raw_windowed"] = ratio_win;
+    out["runs"] = opts.runs;
+    if (!opts.json_file.empty())
+      std::ofstream{opts.json_file} << out.dump(1) << "\n";
+    ::kill(node_pid, SIGTERM);
+    ::waitpid(node_pid, nullptr, 0);
+    (*member)->leave();
+    member->reset();
+    (*rt)->shutdown();
+  }
+  ::close(stop_pipe[1]); // the raw-CAF server exits
+  ::waitpid(raw_pid, nullptr, 0);
+  std::error_code ec;
+  std::filesystem::remove_all(data_dir, ec);
+  return status;
+}
+
+} // namespace hive::bench

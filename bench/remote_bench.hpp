@@ -1,0 +1,25 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace hive::bench {
+
+/// Settings of `agent-bench remote` (see bench/README.md).
+struct remote_options {
+  /// Sequential asks per run (one in flight: round-trip latency).
+  uint64_t asks = 5000;
+  /// Asks per windowed run, and how many are in flight at once.
+  uint64_t window_asks = 50000;
+  uint64_t window = 64;
+  /// Repetitions; medians reported. Raw CAF and hive alternate.
+  int runs = 5;
+  /// The agent-node binary that hosts the remote agent (default: next to agent-bench).
+  std::string node_binary;
+  std::string json_file;
+};
+
+/// Runs the `remote` scenario; returns the process exit code (1 if a check failed).
+[[nodiscard]] int run_remote(const remote_options& opts, const char* argv0);
+
+} // namespace hive::bench
