@@ -37,6 +37,7 @@
 
 #include "actors/sample_kinds.hpp"
 #include "bench/durable_bench.hpp"
+#include "bench/remote_bench.hpp"
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
@@ -318,7 +319,22 @@ int main(int argc, char** argv) {
   durable->add_option("--set", dur.settings,
                       "node config override KEY=VALUE, repeatable (e.g. "
                       "persistence.snapshot_every_events=10000)");
+  bench::remote_options rem;
+  auto remote = app.add_subcommand(
+    "remote", "cross-node asks by id through the cluster vs raw CAF remote request/response");
+  remote->add_option("--asks", rem.asks, "sequential asks per run (latency)")
+    ->check(CLI::Range(10, 100000000));
+  remote->add_option("--window-asks", rem.window_asks, "asks per windowed run (throughput)")
+    ->check(CLI::Range(10, 100000000));
+  remote->add_option("--window", rem.window, "asks in flight in the windowed runs")
+    ->check(CLI::Range(1, 100000));
+  remote->add_option("--runs", rem.runs, "repetitions (medians reported)")
+    ->check(CLI::Range(1, 100));
+  remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");
+  remote->add_option("--json", rem.json_file, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
+  if (remote->parsed())
+    return bench::run_remote(rem, argv[0]);
   if (durable->parsed())
     return bench::run_durable(dur);
   if (local->parsed()) {

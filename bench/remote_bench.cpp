@@ -71,9 +71,12 @@ node_config member_config(const std::string& name) {
   int code = 0;
   {
     caf::actor_system sys{sys_cfg};
-    auto echo = sys.spawn([]() -> caf::behavior {
-      return {[](agent_call& call) { return agent_reply{std::move(call.body)}; }};
-    });
+    // (The int argument: UBSan flags argument-less function-actor spawns in CAF 0.17.)
+    auto echo = sys.spawn(
+      [](int) -> caf::behavior {
+        return {[](agent_call& call) { return agent_reply{std::move(call.body)}; }};
+      },
+      0);
     auto port = sys.middleman().publish(echo, 0, "127.0.0.1", true);
     uint16_t p = port ? *port : 0;
     if (::write(port_fd, &p, sizeof(p)) != sizeof(p))
@@ -122,9 +125,8 @@ run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
       auto t0 = clock_type::now();
       bool ok = false;
       self->request(echo, caf::infinite, echo_call(i))
-        .receive([&](agent_reply&) { ok = true; }, [&](caf::error& err) {
-          die("raw CAF ask failed: " + sys.render(err));
-        });
+        .receive([&](agent_reply&) { ok = true; },
+                 [&](caf::error& err) { die("raw CAF ask failed: " + sys.render(err)); });
       if (!ok)
         die("raw CAF ask got no reply");
       lat.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
@@ -136,14 +138,14 @@ run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
   auto t0 = clock_type::now();
   auto n = opts.window_asks;
   auto w = std::min(opts.window, n);
-  sys.spawn([&done, echo, n, w](caf::event_based_actor* self) {
-    auto sent = std::make_shared<uint64_t>(0);
-    auto got = std::make_shared<uint64_t>(0);
-    auto next = std::make_shared<std::function<void()>>();
-    *next = [=, &done] {
-      auto i = (*sent)++;
-      self->request(echo, caf::infinite, echo_call(i))
-        .then([=, &done](agent_reply&) {
+  sys.spawn(
+    [&done, echo, n](caf::event_based_actor* self, uint64_t w) {
+      auto sent = std::make_shared<uint64_t>(0);
+      auto got = std::make_shared<uint64_t>(0);
+      auto next = std::make_shared<std::function<void()>>();
+      *next = [=, &done] {
+        auto i = (*sent)++;
+        self->request(echo, caf::infinite, echo_call(i)).then([=, &done](agent_reply&) {
           if (++*got == n) {
             done.set_value();
             self->quit();
@@ -151,10 +153,11 @@ run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
             (*next)();
           }
         });
-    };
-    for (uint64_t i = 0; i < w; ++i)
-      (*next)();
-  });
+      };
+      for (uint64_t i = 0; i < w; ++i)
+        (*next)();
+    },
+    w);
   done.get_future().wait();
   f.window_per_s =
     static_cast<double>(n) / std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -249,24 +252,24 @@ int run_remote(const remote_options& opts, const char* argv0) {
     if (!member)
       die("cluster: " + describe(member.error()));
     // The other member: a real agent-node, joining through this one.
-    int out[2];
-    if (::pipe(out) != 0)
+    int node_out[2];
+    if (::pipe(node_out) != 0)
       die("pipe failed");
     node_pid = ::fork();
     if (node_pid == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
+      ::dup2(node_out[1], 1);
+      ::close(node_out[0]);
       std::string seed = "127.0.0.1:" + std::to_string((*member)->port());
       std::string dd = data_dir + "/b";
       ::execl(node_bin.c_str(), node_bin.c_str(), "--name", "bench-b", "--data-dir", dd.c_str(),
-              "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--cluster",
-              "127.0.0.1:0", "--seed", seed.c_str(), "--log-level", "warn", nullptr);
+              "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--cluster", "127.0.0.1:0",
+              "--seed", seed.c_str(), "--log-level", "warn", nullptr);
       ::_exit(127);
     }
-    ::close(out[1]);
+    ::close(node_out[1]);
     std::string line;
     char ch;
-    while (::read(out[0], &ch, 1) == 1 && ch != '\n')
+    while (::read(node_out[0], &ch, 1) == 1 && ch != '\n')
       line.push_back(ch);
     if (line.find(" ready: ") == std::string::npos)
       die("agent-node (" + node_bin + ") did not start: " + line);
@@ -337,7 +340,7 @@ int run_remote(const remote_options& opts, const char* argv0) {
     }
     auto ratio_p50 = out["hive"]["p50_us"].get<double>() / out["raw-caf"]["p50_us"].get<double>();
     auto ratio_win = out["hive"]["windowed_asks_per_s"].get<double>()
-                     / out["raw-caf"]["windowed_asks_per_s"].get<double>();
+      / out["raw-caf"]["windowed_asks_per_s"].get<double>();
     std::printf("hive / raw CAF: p50 latency %.2fx, windowed throughput %.2fx\n", ratio_p50,
                 ratio_win);
     out["hive_vs_raw_p50"] = ratio_p50;

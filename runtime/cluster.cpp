@@ -13,6 +13,7 @@
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/membership.hpp"
 #include "runtime/node_runtime.hpp"
 
 namespace hive {
@@ -55,21 +56,16 @@ using leave_atom = caf::atom_constant<caf::atom("hcleave")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 
-/// What the node manager knows of another node.
-struct peer {
-  member_info info;
-  /// Its node manager (invalid while not connected).
-  caf::actor handle;
-};
-
 struct manager_state {
   std::shared_ptr<cluster::shared_state> shared;
   node_runtime* rt = nullptr;
   std::string cluster_name;
-  member_info self;
+  /// The member list and its rules (runtime/membership.hpp).
+  std::unique_ptr<member_table> table;
+  /// Live links: the node managers of other members, by name (invalid: not connected).
+  std::map<std::string, caf::actor> handles;
   std::vector<std::string> seeds;
   std::chrono::milliseconds join_retry{500};
-  std::map<std::string, peer> members; // other nodes, by name
   /// Addresses a connection attempt is under way to.
   std::set<std::string> connecting;
   bool leaving = false;
@@ -80,24 +76,32 @@ struct manager_state {
   size_t asks_max = 0;
 
   static inline const char* name = "hive.node_manager";
+
+  /// The member whose node manager is `addr` (empty if none).
+  std::string name_of(const caf::actor_addr& addr) const {
+    for (auto& [n, h] : handles)
+      if (h && h.address() == addr)
+        return n;
+    return {};
+  }
+
+  /// A live link to an up member, or an invalid handle.
+  caf::actor up_handle(const std::string& n) const {
+    auto h = handles.find(n);
+    auto m = table->find(n);
+    return h != handles.end() && m != nullptr && m->status == "up" ? h->second : caf::actor{};
+  }
 };
 
 using manager_actor = caf::stateful_actor<manager_state>;
 
 std::vector<member_info> member_list(const manager_state& st) {
-  std::vector<member_info> out;
-  out.reserve(st.members.size() + 1);
-  out.push_back(st.self);
-  for (auto& [_, p] : st.members)
-    out.push_back(p.info);
-  std::sort(out.begin(), out.end(),
-            [](const member_info& a, const member_info& b) { return a.name < b.name; });
-  return out;
+  return st.table->list();
 }
 
 void publish(manager_actor* self) {
   auto& st = self->state;
-  st.self.agents = st.rt != nullptr ? st.rt->agent_count() : 0;
+  st.table->self().agents = st.rt != nullptr ? st.rt->agent_count() : 0;
   auto list = member_list(st);
   std::lock_guard<std::mutex> guard{st.shared->mtx};
   st.shared->members = std::move(list);
@@ -107,9 +111,9 @@ void publish(manager_actor* self) {
 void gossip(manager_actor* self) {
   auto& st = self->state;
   member_gossip g{member_list(st)};
-  for (auto& [_, p] : st.members)
-    if (p.handle && p.info.status == "up")
-      self->send(p.handle, g);
+  for (auto& [n, h] : st.handles)
+    if (auto up = st.up_handle(n))
+      self->send(up, g);
 }
 
 void log_member(const member_info& m, const char* event) {
@@ -124,100 +128,92 @@ void log_member(const member_info& m, const char* event) {
 /// as (connected_atom, address, handle) or (connect_failed_atom, address, reason).
 void connect(manager_actor* self, const std::string& address) {
   auto& st = self->state;
-  if (address == st.self.address || st.connecting.count(address) > 0)
+  if (address == st.table->self().address || st.connecting.count(address) > 0)
     return;
   auto ep = parse_endpoint(address, "cluster address");
   if (!ep)
     return;
   st.connecting.insert(address);
   auto mgr = caf::actor_cast<caf::actor>(self);
+  // (The int argument: UBSan flags argument-less function-actor spawns in CAF 0.17.)
   self->system().spawn<caf::detached>(
-    [mgr, address, host = ep->host, port = ep->port](caf::event_based_actor* helper) {
+    [mgr, address, host = ep->host](caf::event_based_actor* helper, uint16_t port) {
       auto handle = helper->system().middleman().remote_actor(host, port);
       if (handle)
         caf::anon_send(mgr, connected_atom::value, address, *handle);
       else
         caf::anon_send(mgr, connect_failed_atom::value, address,
                        helper->system().render(handle.error()));
-    });
+    },
+    ep->port);
 }
 
-/// Takes in what another node (`from`, null if unknown) says about the members. Returns true
-/// if anything changed. A claim that a member is down or leaving is taken from that member
-/// itself, or when this node has no connection to it: a live connection is better evidence
-/// than another node's failure detector (which may only have lost its own link).
-bool merge(manager_actor* self, const std::vector<member_info>& list,
-           const caf::actor_addr& from = {}) {
+/// Drops the links that the table no longer counts as live (a member restarted: its old
+/// incarnation's node manager is gone).
+void sync_links(manager_actor* self) {
   auto& st = self->state;
-  bool changed = false;
-  for (auto& m : list) {
-    if (m.name == st.self.name)
-      continue; // nobody else speaks for this node
-    auto i = st.members.find(m.name);
-    if (i == st.members.end()) {
-      st.members.emplace(m.name, peer{m, {}});
-      log_member(m, "member_added");
-      changed = true;
-      if (m.status == "up")
-        connect(self, m.address);
-      continue;
+  for (auto& [n, h] : st.handles)
+    if (h && !st.table->linked(n)) {
+      self->demonitor(h);
+      h = caf::actor{};
     }
-    auto& known = i->second.info;
-    if (m.incarnation > known.incarnation) {
-      // A restart of that node: the old incarnation is gone.
-      if (i->second.handle)
-        self->demonitor(i->second.handle);
-      i->second = peer{m, {}};
-      log_member(m, "member_rejoined");
-      changed = true;
-      if (m.status == "up")
-        connect(self, m.address);
-    } else if (m.incarnation == known.incarnation && m.status != known.status
-               && known.status == "up"
-               && (!i->second.handle || i->second.handle.address() == from)) {
-      known.status = m.status;
-      log_member(known, m.status == "down" ? "member_down" : "member_leaving");
-      changed = true;
-    } else if (m.incarnation == known.incarnation && m.agents != known.agents && i->second.handle
-               && i->second.handle.address() == from) {
-      known.agents = m.agents; // each member reports its own count; not a change worth gossip
-    }
-  }
-  return changed;
 }
 
-/// Adds (or refreshes) the member behind a handle that just introduced itself.
+/// Takes in a member list gossiped by the node manager `from`. True if anything changed.
+bool merge(manager_actor* self, const std::vector<member_info>& list, const caf::actor_addr& from) {
+  auto& st = self->state;
+  auto before = st.table->list();
+  auto ch = st.table->merge(list, st.name_of(from));
+  sync_links(self);
+  if (ch.changed)
+    for (auto& m : st.table->list()) {
+      auto old = std::find_if(before.begin(), before.end(),
+                              [&](const member_info& b) { return b.name == m.name; });
+      if (old == before.end())
+        log_member(m, "member_added");
+      else if (old->incarnation != m.incarnation)
+        log_member(m, "member_rejoined");
+      else if (old->status != m.status)
+        log_member(m, m.status == "down" ? "member_down" : "member_leaving");
+    }
+  for (auto& n : ch.connect)
+    if (auto m = st.table->find(n))
+      connect(self, m->address);
+  return ch.changed;
+}
+
+/// Adds (or refreshes) the member behind a live link that just introduced itself.
 bool add_member(manager_actor* self, const member_info& m, const caf::actor& handle) {
   auto& st = self->state;
-  auto i = st.members.find(m.name);
-  if (i != st.members.end() && i->second.info.incarnation > m.incarnation)
-    return false; // an older incarnation than the one we know: stale
-  bool fresh = i == st.members.end() || i->second.info.incarnation < m.incarnation
-    || i->second.info.status != "up";
-  if (i != st.members.end() && i->second.handle && i->second.handle != handle)
-    self->demonitor(i->second.handle);
-  auto& p = st.members[m.name];
-  if (p.handle != handle) {
-    p.handle = handle;
+  bool known = st.table->find(m.name) != nullptr;
+  bool fresh = st.table->introduce(m);
+  auto entry = st.table->find(m.name);
+  if (entry == nullptr || entry->incarnation != m.incarnation)
+    return false; // stale: an older incarnation than the one known
+  auto& h = st.handles[m.name];
+  if (h != handle) {
+    if (h)
+      self->demonitor(h);
+    h = handle;
     self->monitor(handle);
   }
-  p.info = m;
-  p.info.status = "up";
   if (fresh)
-    log_member(p.info, i == st.members.end() ? "member_joined" : "member_rejoined");
+    log_member(*entry, known ? "member_rejoined" : "member_joined");
   return fresh;
 }
 
 /// The connected, up members other than this node, best placement first for `id`.
-std::vector<const peer*> ranked_peers(const manager_state& st, const agent_id& id) {
-  std::vector<const peer*> out;
-  for (auto& [_, p] : st.members)
-    if (p.handle && p.info.status == "up")
-      out.push_back(&p);
+std::vector<caf::actor> ranked_peers(const manager_state& st, const agent_id& id) {
+  std::vector<std::pair<uint64_t, caf::actor>> scored;
   auto key = id.str();
-  std::sort(out.begin(), out.end(), [&](const peer* a, const peer* b) {
-    return rendezvous_score(a->info.name, key) > rendezvous_score(b->info.name, key);
-  });
+  for (auto& [n, _] : st.handles)
+    if (auto h = st.up_handle(n))
+      scored.emplace_back(rendezvous_score(n, key), h);
+  std::sort(scored.begin(), scored.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<caf::actor> out;
+  for (auto& [_, h] : scored)
+    out.push_back(h);
   return out;
 }
 
@@ -276,7 +272,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.shared = std::move(shared);
   st.rt = rt;
   st.cluster_name = cfg.cluster.name;
-  st.self = std::move(me);
+  st.table = std::make_unique<member_table>(std::move(me));
   st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
   st.asks_max = static_cast<size_t>(cfg.node.asks_pending_max);
   if (auto seeds = parse_endpoint_list(cfg.cluster.seeds, "cluster.seeds"))
@@ -284,28 +280,26 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       st.seeds.push_back(ep.str());
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    for (auto& [name, p] : st.members) {
-      if (p.handle && p.handle.address() == msg.source) {
-        p.handle = caf::actor{};
-        if (p.info.status == "up") {
-          p.info.status = "down";
-          log::event(spdlog::level::warn, "member_down",
-                     {{"member", name},
-                      {"address", p.info.address},
-                      {"incarnation", p.info.incarnation},
-                      {"reason", self->system().render(msg.reason)}});
-          gossip(self);
-        }
-        publish(self);
-        return;
-      }
+    auto n = st.name_of(msg.source);
+    if (n.empty())
+      return;
+    st.handles[n] = caf::actor{};
+    if (st.table->link_lost(n)) {
+      auto m = st.table->find(n);
+      log::event(spdlog::level::warn, "member_down",
+                 {{"member", n},
+                  {"address", m->address},
+                  {"incarnation", m->incarnation},
+                  {"reason", self->system().render(msg.reason)}});
+      gossip(self);
     }
+    publish(self);
   });
   return {
     [self](start_atom, const std::string& address) {
       // Published: now the node knows its own address and may introduce itself.
       auto& st = self->state;
-      st.self.address = address;
+      st.table->self().address = address;
       publish(self);
       for (auto& s : st.seeds)
         connect(self, s);
@@ -316,19 +310,19 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       if (st.leaving)
         return;
       // Keep trying the seeds while alone, and reconnect to members not connected.
-      bool alone = std::none_of(st.members.begin(), st.members.end(),
-                                [](auto& kv) { return kv.second.handle != caf::actor{}; });
+      bool alone = std::none_of(st.handles.begin(), st.handles.end(),
+                                [](auto& kv) { return kv.second != caf::actor{}; });
       if (alone)
         for (auto& s : st.seeds)
           connect(self, s);
       // Down members too: a node that was only frozen or cut off comes back at the same
       // incarnation once a connection and a join succeed again (a dead one refuses at once).
-      for (auto& [_, p] : st.members)
-        if (!p.handle && p.info.status != "leaving")
-          connect(self, p.info.address);
+      for (auto& [n, m] : st.table->others())
+        if (!st.handles[n] && m.status != "leaving")
+          connect(self, m.address);
       publish(self); // refreshes this node's agent count
-      if (st.self.agents != st.gossiped_agents) {
-        st.gossiped_agents = st.self.agents;
+      if (st.table->self().agents != st.gossiped_agents) {
+        st.gossiped_agents = st.table->self().agents;
         gossip(self);
       }
       self->delayed_send(self, st.join_retry, tick_atom::value);
@@ -338,7 +332,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       st.connecting.erase(address);
       if (st.leaving)
         return;
-      join_request req{st.cluster_name, cluster_protocol_version, st.self};
+      join_request req{st.cluster_name, cluster_protocol_version, st.table->self()};
       self->request(handle, std::chrono::seconds(5), std::move(req))
         .then(
           [self, address, handle](join_reply& reply) {
@@ -350,7 +344,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
             // The peer's own entry is the first with its address; take it with its handle.
             bool changed = false;
             for (auto& m : reply.members)
-              if (m.address == address && m.name != st.self.name)
+              if (m.address == address && m.name != st.table->self().name)
                 changed |= add_member(self, m, handle);
             changed |= merge(self, reply.members, handle.address());
             publish(self);
@@ -382,11 +376,11 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         refuse_log(who, reason);
         return {false, reason, {}};
       }
-      if (req.self.name == st.self.name) {
-        auto reason = req.self.incarnation == st.self.incarnation
+      if (req.self.name == st.table->self().name) {
+        auto reason = req.self.incarnation == st.table->self().incarnation
           ? std::string{"a node cannot join itself"}
           : "node name '" + req.self.name + "' is taken by this node";
-        if (req.self.incarnation != st.self.incarnation)
+        if (req.self.incarnation != st.table->self().incarnation)
           refuse_log(who, reason);
         return {false, reason, {}};
       }
@@ -407,7 +401,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto& st = self->state;
       auto rp = self->make_response_promise();
       if (st.rt == nullptr || st.asks.size() >= st.asks_max) {
-        rp.deliver(make_error(errc::overloaded, st.self.name + " has too many calls in flight"));
+        rp.deliver(
+          make_error(errc::overloaded, st.table->self().name + " has too many calls in flight"));
         return;
       }
       auto key = st.next_ask++;
@@ -438,19 +433,17 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     },
     [self](forward_atom, forward_ask_job& job) {
       auto& st = self->state;
-      auto targets = std::make_shared<std::vector<caf::actor>>();
-      for (auto* p : ranked_peers(st, job.id))
-        targets->push_back(p->handle);
+      auto targets = std::make_shared<std::vector<caf::actor>>(ranked_peers(st, job.id));
       forward_ask(self, std::make_shared<forward_ask_job>(std::move(job)), std::move(targets), 0);
     },
     [self](forward_atom, forward_spawn_job& job) {
       auto& st = self->state;
-      auto i = st.members.find(job.node);
-      if (i == st.members.end() || !i->second.handle || i->second.info.status != "up")
+      auto target = st.up_handle(job.node);
+      if (!target)
         return job.done(make_error(errc::invalid_argument,
                                    "node '" + job.node + "' is not an up member of the cluster"));
       auto done = std::make_shared<cluster::spawn_fn>(std::move(job.done));
-      self->request(i->second.handle, std::chrono::seconds(30), std::move(job.req))
+      self->request(target, std::chrono::seconds(30), std::move(job.req))
         .then(
           [done](agent_reply& reply) {
             auto doc = nlohmann::json::parse(reply.body, nullptr, false);
@@ -498,10 +491,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     [self](leave_atom) {
       auto& st = self->state;
       st.leaving = true;
-      st.self.status = "leaving";
+      st.table->self().status = "leaving";
       gossip(self);
       publish(self);
-      log::event(spdlog::level::info, "cluster_left", {{"members", st.members.size()}});
+      log::event(spdlog::level::info, "cluster_left", {{"members", st.table->others().size()}});
       self->quit();
     },
   };
