@@ -65,6 +65,7 @@ struct node_config {
     int64_t heartbeat_interval_ms = 100;
     int64_t down_after_ms = 1000;
     int64_t join_retry_ms = 500;
+    int64_t location_cache_entries_max = 100000;
   } cluster;
 
   struct agents_section {

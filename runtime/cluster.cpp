@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include <caf/io/all.hpp>
@@ -27,6 +28,10 @@ struct forward_ask_job {
   agent_call call;
   std::chrono::milliseconds timeout{0};
   cluster::reply_fn done;
+  /// The member the location cache named (tried first), or empty.
+  std::string preferred;
+  /// Whether this node was asked already (else it is tried last).
+  bool tried_local = true;
 };
 
 /// A spawn to place on another member (local message).
@@ -172,9 +177,10 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
       if (old == before.end())
         log_member(m, "member_added");
       else if (old->incarnation != m.incarnation)
-        log_member(m, "member_rejoined");
+        log_member(m, "member_rejoined"), st.shared->forget_member(m.name);
       else if (old->status != m.status)
-        log_member(m, m.status == "down" ? "member_down" : "member_leaving");
+        log_member(m, m.status == "down" ? "member_down" : "member_leaving"),
+          st.shared->forget_member(m.name);
     }
   for (auto& n : ch.connect)
     if (auto m = st.table->find(n))
@@ -202,18 +208,22 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
   return fresh;
 }
 
-/// The connected, up members other than this node, best placement first for `id`.
-std::vector<caf::actor> ranked_peers(const manager_state& st, const agent_id& id) {
-  std::vector<std::pair<uint64_t, caf::actor>> scored;
+using target_list = std::vector<std::pair<std::string, caf::actor>>;
+
+/// The connected, up members other than this node: `preferred` first (if up), then the rest
+/// in placement order for `id`.
+target_list ranked_peers(const manager_state& st, const agent_id& id,
+                         const std::string& preferred) {
+  std::vector<std::tuple<uint64_t, std::string, caf::actor>> scored;
   auto key = id.str();
   for (auto& [n, _] : st.handles)
     if (auto h = st.up_handle(n))
-      scored.emplace_back(rendezvous_score(n, key), h);
+      scored.emplace_back(n == preferred ? UINT64_MAX : rendezvous_score(n, key), n, h);
   std::sort(scored.begin(), scored.end(),
-            [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::vector<caf::actor> out;
-  for (auto& [_, h] : scored)
-    out.push_back(h);
+            [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
+  target_list out;
+  for (auto& [_, n, h] : scored)
+    out.emplace_back(n, h);
   return out;
 }
 
@@ -243,22 +253,40 @@ void run_local(node_runtime& rt, const std::string& op, const agent_id& id, agen
   done(make_error(errc::invalid_argument, "unknown remote call '" + op + "'"));
 }
 
-/// Tries `job` on `targets[i]`, then on the next ones while they answer agent_not_found.
+/// Tries `job` on `targets[i]`, then on the next ones while they answer agent_not_found,
+/// then (if not done yet) on this node.
 void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
-                 std::shared_ptr<std::vector<caf::actor>> targets, size_t i) {
-  if (i >= targets->size())
+                 std::shared_ptr<target_list> targets, size_t i) {
+  auto& st = self->state;
+  if (i >= targets->size()) {
+    if (!job->tried_local && st.rt != nullptr) {
+      job->tried_local = true;
+      return run_local(*st.rt, job->op, job->id, job->call, job->timeout, std::move(job->done));
+    }
     return job->done(make_error(errc::agent_not_found,
                                 "no agent " + job->id.str() + " on any up member of the cluster"));
+  }
   remote_call req{job->op, job->id, job->call, job->timeout.count()};
+  auto member = (*targets)[i].first;
   // A finite timeout (CAF 0.17 keeps such timers until they fire): a member that dies with the
   // ask in flight must not leave it pending forever.
-  self->request((*targets)[i], job->timeout + std::chrono::seconds(1), std::move(req))
-    .then([job](agent_reply& reply) { job->done(std::move(reply.body)); },
-          [self, job, targets, i](caf::error& err) {
-            if (code_of(err) == errc::agent_not_found)
-              return forward_ask(self, job, targets, i + 1);
-            job->done(std::move(err));
-          });
+  self->request((*targets)[i].second, job->timeout + std::chrono::seconds(1), std::move(req))
+    .then(
+      [self, job, member](agent_reply& reply) {
+        if (job->op != "stop")
+          self->state.shared->remember(job->id.str(), member);
+        else
+          self->state.shared->forget(job->id.str());
+        job->done(std::move(reply.body));
+      },
+      [self, job, targets, i, member](caf::error& err) {
+        if (code_of(err) == errc::agent_not_found) {
+          if (member == job->preferred)
+            self->state.shared->forget(job->id.str());
+          return forward_ask(self, job, targets, i + 1);
+        }
+        job->done(std::move(err));
+      });
 }
 
 void refuse_log(const std::string& peer_text, const std::string& reason) {
@@ -284,6 +312,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     if (n.empty())
       return;
     st.handles[n] = caf::actor{};
+    st.shared->forget_member(n);
     if (st.table->link_lost(n)) {
       auto m = st.table->find(n);
       log::event(spdlog::level::warn, "member_down",
@@ -433,7 +462,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     },
     [self](forward_atom, forward_ask_job& job) {
       auto& st = self->state;
-      auto targets = std::make_shared<std::vector<caf::actor>>(ranked_peers(st, job.id));
+      auto targets = std::make_shared<target_list>(ranked_peers(st, job.id, job.preferred));
       forward_ask(self, std::make_shared<forward_ask_job>(std::move(job)), std::move(targets), 0);
     },
     [self](forward_atom, forward_spawn_job& job) {
@@ -524,6 +553,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   c->rt_ = &rt;
   c->self_name_ = cfg.node.name;
   c->shared_ = std::make_shared<shared_state>();
+  c->shared_->located_max = static_cast<size_t>(cfg.cluster.location_cache_entries_max);
   member_info me;
   me.name = cfg.node.name;
   me.gateway = std::move(gateway);
@@ -602,6 +632,11 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
                    std::chrono::milliseconds timeout, reply_fn done) {
   auto started = std::chrono::steady_clock::now();
   auto mgr = manager_;
+  if (auto where = shared_->where(id.str()); where && *where != self_name_) {
+    // Found there last time: go straight there (this node comes last if that fails).
+    forward_ask_job job{op, id, std::move(call), timeout, std::move(done), *where, false};
+    return caf::anon_send(mgr, forward_atom::value, std::move(job));
+  }
   run_local(*rt_, op, id, call, timeout,
             [mgr, op, id, call, timeout, started,
              done = std::move(done)](caf::expected<std::string> r) mutable {
@@ -610,14 +645,43 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
               auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started);
               auto left = std::max(timeout - spent, std::chrono::milliseconds{1});
-              caf::anon_send(mgr, forward_atom::value,
-                             forward_ask_job{op, id, std::move(call), left, std::move(done)});
+              caf::anon_send(
+                mgr, forward_atom::value,
+                forward_ask_job{op, id, std::move(call), left, std::move(done), {}, true});
             });
 }
 
 void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
                   reply_fn done) {
   this->call("ask", id, std::move(call), timeout, std::move(done));
+}
+
+std::optional<std::string> cluster::shared_state::where(const std::string& id) {
+  std::lock_guard<std::mutex> guard{loc_mtx};
+  auto i = located.find(id);
+  if (i == located.end())
+    return std::nullopt;
+  return i->second;
+}
+
+void cluster::shared_state::remember(const std::string& id, const std::string& member) {
+  if (located_max == 0)
+    return;
+  std::lock_guard<std::mutex> guard{loc_mtx};
+  if (located.size() >= located_max && located.count(id) == 0)
+    located.clear(); // bounded: start over (entries are hints, never needed for correctness)
+  located[id] = member;
+}
+
+void cluster::shared_state::forget(const std::string& id) {
+  std::lock_guard<std::mutex> guard{loc_mtx};
+  located.erase(id);
+}
+
+void cluster::shared_state::forget_member(const std::string& member) {
+  std::lock_guard<std::mutex> guard{loc_mtx};
+  for (auto i = located.begin(); i != located.end();)
+    i = i->second == member ? located.erase(i) : std::next(i);
 }
 
 cluster::~cluster() {

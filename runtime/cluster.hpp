@@ -5,7 +5,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -101,6 +103,18 @@ public:
   struct shared_state {
     mutable std::mutex mtx;
     std::vector<member_info> members;
+
+    /// Where an id was last found: agent id -> member name. Calls go there first, without
+    /// the local miss and the search. At most `located_max` entries (then it starts over).
+    std::mutex loc_mtx;
+    std::unordered_map<std::string, std::string> located;
+    size_t located_max = 0;
+
+    [[nodiscard]] std::optional<std::string> where(const std::string& id);
+    void remember(const std::string& id, const std::string& member);
+    void forget(const std::string& id);
+    /// Drops every entry that points at `member` (it went down, left or restarted).
+    void forget_member(const std::string& member);
   };
 
 private:
