@@ -19,44 +19,28 @@ void job_queue::lock() noexcept {
   }
 }
 
-void job_queue::prepend(job x) {
+void job_queue::put(job x, bool at_head) {
   assert(x != nullptr);
   lock();
-  jobs_.push_front(x);
+  if (at_head)
+    jobs_.push_front(x);
+  else
+    jobs_.push_back(x);
   size_.fetch_add(1);
   unlock();
 }
 
-void job_queue::append(job x) {
-  assert(x != nullptr);
-  lock();
-  jobs_.push_back(x);
-  size_.fetch_add(1);
-  unlock();
-}
-
-job_queue::job job_queue::take_head() {
+job_queue::job job_queue::take(bool from_head) {
   if (empty())
     return nullptr; // polling workers mostly find nothing: no lock for that
   lock();
   job x = nullptr;
   if (!jobs_.empty()) {
-    x = jobs_.front();
-    jobs_.pop_front();
-    size_.fetch_sub(1);
-  }
-  unlock();
-  return x;
-}
-
-job_queue::job job_queue::take_tail() {
-  if (empty())
-    return nullptr;
-  lock();
-  job x = nullptr;
-  if (!jobs_.empty()) {
-    x = jobs_.back();
-    jobs_.pop_back();
+    x = from_head ? jobs_.front() : jobs_.back();
+    if (from_head)
+      jobs_.pop_front();
+    else
+      jobs_.pop_back();
     size_.fetch_sub(1);
   }
   unlock();

@@ -35,16 +35,24 @@ public:
   job_queue& operator=(const job_queue&) = delete;
 
   /// Adds `x` at the head (the owning worker's newest job, run next).
-  void prepend(job x);
+  void prepend(job x) {
+    put(x, true);
+  }
 
   /// Adds `x` at the tail (jobs from other threads, and jobs that yielded).
-  void append(job x);
+  void append(job x) {
+    put(x, false);
+  }
 
   /// Removes the head (the owner's next job), nullptr if empty.
-  [[nodiscard]] job take_head();
+  [[nodiscard]] job take_head() {
+    return take(true);
+  }
 
   /// Removes the tail (the oldest job: what a thief takes), nullptr if empty.
-  [[nodiscard]] job take_tail();
+  [[nodiscard]] job take_tail() {
+    return take(false);
+  }
 
   /// Whether the queue holds no job (a snapshot: it may change right after).
   [[nodiscard]] bool empty() const noexcept {
@@ -57,6 +65,8 @@ public:
   }
 
 private:
+  void put(job x, bool at_head);
+  job take(bool from_head);
   void lock() noexcept;
   void unlock() noexcept {
     locked_.store(false, std::memory_order_release);
