@@ -290,8 +290,8 @@ TEST(durability, kill_9_keeps_every_acknowledged_add_of_100_counters) {
       if (!signalled)
         ++writers_done;
     });
-  // A liveness bound, not a speed check: under ASan the node does ~230 adds/s alone (less
-  // next to other tests), in Release ~3,000.
+    // A liveness bound, not a speed check: under ASan the node does ~230 adds/s alone (less
+    // next to other tests), in Release ~3,000.
 #if defined(__SANITIZE_ADDRESS__)
   auto load_deadline = t0 + 100s;
 #else
