@@ -174,13 +174,18 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
     for (auto& m : st.table->list()) {
       auto old = std::find_if(before.begin(), before.end(),
                               [&](const member_info& b) { return b.name == m.name; });
-      if (old == before.end())
+      if (old == before.end()) {
         log_member(m, "member_added");
-      else if (old->incarnation != m.incarnation)
-        log_member(m, "member_rejoined"), st.shared->forget_member(m.name);
-      else if (old->status != m.status)
-        log_member(m, m.status == "down" ? "member_down" : "member_leaving"),
-          st.shared->forget_member(m.name);
+        continue;
+      }
+      const char* event = old->incarnation != m.incarnation ? "member_rejoined"
+        : old->status == m.status                           ? nullptr
+        : m.status == "down"                                ? "member_down"
+                                                            : "member_leaving";
+      if (event != nullptr) {
+        log_member(m, event);
+        st.shared->forget_member(m.name); // its agents are elsewhere now, or nowhere
+      }
     }
   for (auto& n : ch.connect)
     if (auto m = st.table->find(n))
