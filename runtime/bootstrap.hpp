@@ -14,8 +14,9 @@ namespace hive {
 [[nodiscard]] size_t scheduler_threads(const node_config& cfg);
 
 /// Prepares a CAF config for a node: hive's scheduler (runtime/scheduler.hpp), its size,
-/// work-stealing poll settings, the `hive`
-/// type-ID block and error category. Call before constructing the `caf::actor_system`.
+/// work-stealing poll settings, the `hive` type-ID block and error category, and (with
+/// `cluster.listen` set) the io middleman with heartbeats. Call before constructing the
+/// `caf::actor_system`.
 void configure_actor_system(caf::actor_system_config& sys_cfg, const node_config& cfg);
 
 } // namespace hive
