@@ -500,6 +500,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto rp = self->make_response_promise();
       if (st.rt == nullptr)
         return rp.deliver(make_error(errc::shutting_down, "node is shutting down"));
+      if (st.asks.size() >= st.asks_max) // spawns share the bound of forwarded calls
+        return rp.deliver(
+          make_error(errc::overloaded, st.table->self().name + " has too many calls in flight"));
       spawn_request sr;
       sr.id = req.id;
       sr.kind = req.kind;
