@@ -302,6 +302,7 @@ http::status status_of(errc code) {
     case errc::rejected: return http::status::unprocessable_entity;
     case errc::storage_error:
     case errc::corrupt_record:
+    case errc::migrated:
     case errc::overloaded:
     case errc::circuit_open:
     case errc::shutting_down:
@@ -338,7 +339,7 @@ caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(std::strin
 }
 
 /// The route templates, also the `route` label of the request metrics.
-enum class route_id { healthz, readyz, agents, agent, tell, ask, backup, cluster_nodes };
+enum class route_id { healthz, readyz, agents, agent, tell, ask, migrate, backup, cluster_nodes };
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -348,6 +349,7 @@ std::string_view path_template(route_id r) {
     case route_id::agent: return "/v1/agents/{id}";
     case route_id::tell: return "/v1/agents/{id}/tell";
     case route_id::ask: return "/v1/agents/{id}/ask";
+    case route_id::migrate: return "/v1/agents/{id}/migrate";
     case route_id::backup: return "/v1/admin/backup";
     case route_id::cluster_nodes: return "/v1/cluster/nodes";
   }
@@ -361,6 +363,7 @@ std::string_view allowed_methods(route_id r) {
     case route_id::cluster_nodes: return "GET";
     case route_id::tell:
     case route_id::ask:
+    case route_id::migrate:
     case route_id::backup: return "POST";
     default: return "GET";
   }
@@ -373,6 +376,7 @@ bool method_allowed(route_id r, http::verb v) {
     case route_id::cluster_nodes: return v == http::verb::get;
     case route_id::tell:
     case route_id::ask:
+    case route_id::migrate:
     case route_id::backup: return v == http::verb::post;
     default: return v == http::verb::get;
   }
@@ -650,6 +654,8 @@ private:
         route = route_id::tell;
       else if (parts.size() == 5 && parts[4] == "ask")
         route = route_id::ask;
+      else if (parts.size() == 5 && parts[4] == "migrate")
+        route = route_id::migrate;
       else if (parts.size() == 3)
         return not_found("no route for '" + std::string{path}
                          + "' (agent ids have the form tenant/name: /v1/agents/{tenant}/{name})");
@@ -697,6 +703,10 @@ private:
         return stop(*id);
       case route_id::tell: return tell(*id, query, std::move(req.body()));
       case route_id::ask: return ask(*id, query, std::move(req.body()));
+      case route_id::migrate:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return migrate(*id, req.body());
       case route_id::backup: return backup(query, req.body());
       case route_id::cluster_nodes:
         if (auto err = no_query(query))
@@ -911,6 +921,33 @@ private:
                      default_timeout(), std::move(text_done));
     }
     gw_.rt.inspect(id, cid_, std::move(done));
+  }
+
+  /// `POST /v1/agents/{id}/migrate` `{"to":"NODE"}`: moves the agent live to NODE.
+  void migrate(const agent_id& id, const std::string& body) {
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto doc = nlohmann::json::parse(body, nullptr, false);
+    if (!doc.is_object() || !doc.contains("to") || !doc["to"].is_string()
+        || doc["to"].get<std::string>().empty())
+      return bad_field(R"(body must be {"to":"NODE"}: the name of a cluster member)");
+    for (auto& [k, _] : doc.items())
+      if (k != "to")
+        return bad_field("unknown field '" + k.substr(0, 64) + "' in a migrate request (known: to)");
+    auto* c = gw_.cluster_view.load();
+    if (c == nullptr)
+      return reply_error(http::status::bad_request, errc::invalid_argument,
+                         "node '" + gw_.rt.node_name()
+                           + "' is not in a cluster: there is nowhere to migrate to");
+    auto done = bind_reply<caf::expected<std::string>>(
+      milliseconds{2 * gw_.rt.config().cluster.migration_timeout_ms} + guard_grace
+        + std::chrono::seconds(1),
+      [](session& s, caf::expected<std::string>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        s.reply_json(http::status::ok, std::move(*res));
+      });
+    c->migrate(id, doc["to"].get<std::string>(), cid_, std::move(done));
   }
 
   void stop(const agent_id& id) {

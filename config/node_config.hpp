@@ -66,6 +66,10 @@ struct node_config {
     int64_t down_after_ms = 1000;
     int64_t join_retry_ms = 500;
     int64_t location_cache_entries_max = 100000;
+    /// A live migration whose target does not confirm within this is aborted.
+    int64_t migration_timeout_ms = 5000;
+    /// How long a node forwards calls for an agent that moved away.
+    int64_t migration_forward_ms = 10000;
   } cluster;
 
   struct agents_section {

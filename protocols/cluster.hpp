@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 1;
+constexpr uint32_t cluster_protocol_version = 2;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -76,8 +76,9 @@ typename Inspector::result_type inspect(Inspector& f, member_gossip& x) {
 
 /// A call by id forwarded from another node's gateway or runtime to a node that may host the
 /// agent. `op`: `ask` (answered with the agent's reply), `tell` (`{"accepted":true}`),
-/// `inspect` (the inspection JSON) or `stop` (`{}`); errors as errors (agent_not_found when
-/// the agent is not there).
+/// `inspect` (the inspection JSON), `stop` (`{}`) or `migrate` (the body names the target
+/// node; answered with the migration's result); errors as errors (agent_not_found when the
+/// agent is not there).
 struct remote_call {
   std::string op;
   agent_id id;
@@ -107,6 +108,25 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, remote_spawn& x) {
   return f(caf::meta::type_name("hive.remote_spawn"), x.id, x.kind, x.config, x.breaker, x.restart,
            x.correlation_id);
+}
+
+/// A live migration hands an agent to another node (runtime/cluster.hpp): its meta and its
+/// state, as the checksummed records of protocols/records.hpp (verified by the receiver). The
+/// receiver stores both durably, activates the agent, then answers an `agent_reply` with
+/// `{"node","epoch"}`; on an error it keeps nothing.
+struct migrate_in {
+  agent_id id;
+  /// `records::encode(meta_record)`.
+  std::string meta;
+  /// `records::encode(snapshot_record)`: the state as of the last event applied.
+  std::string snapshot;
+  /// The node the agent leaves.
+  std::string from;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_in& x) {
+  return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from);
 }
 
 } // namespace hive

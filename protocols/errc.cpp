@@ -25,6 +25,7 @@ std::string_view to_string(errc x) noexcept {
     case errc::storage_error: return "storage_error";
     case errc::storage_full: return "storage_full";
     case errc::corrupt_record: return "corrupt_record";
+    case errc::migrated: return "migrated";
   }
   return "unknown";
 }

@@ -54,6 +54,9 @@ enum class errc : uint8_t {
   storage_full = 19,
   /// A stored record failed its checksum or could not be decoded; it is never served as state.
   corrupt_record = 20,
+  /// The agent moved to another node (live migration): its old activation stopped with this
+  /// reason; re-resolve the id.
+  migrated = 21,
 };
 
 /// The error category atom of `errc` ("hive").

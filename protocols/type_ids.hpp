@@ -24,5 +24,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(hive, (hive::member_gossip))
   CAF_ADD_TYPE_ID(hive, (hive::remote_call))
   CAF_ADD_TYPE_ID(hive, (hive::remote_spawn))
+  CAF_ADD_TYPE_ID(hive, (hive::migrate_in))
 
 CAF_END_TYPE_ID_BLOCK(hive)

@@ -48,8 +48,14 @@ struct agent_actor_state {
   bool snapshot_timer = false;
   /// A write failed: calls are refused until the state is rebuilt from the store.
   bool recovering = false;
-  /// Passivation began: calls are handed back to the supervisor.
+  /// Passivation began (or the agent moved): calls are handed back to the supervisor.
   bool passivating = false;
+  /// A migration is capturing the state: calls are handed back to the supervisor.
+  bool migrating = false;
+  /// The state is captured once no append is in flight any more.
+  bool migrate_waiting = false;
+  /// The agent moved to another node: this activation only re-delivers until it quits.
+  bool moved = false;
   /// `handled` at the last idle check.
   uint64_t handled_at_idle_check = 0;
   /// Idle checks passed before the first message.
@@ -186,6 +192,23 @@ void reload(agent_actor_type* self) {
 
 void start_passivation(agent_actor_type* self);
 
+/// Hands the supervisor the state of a migrating agent (every applied event is durable).
+void send_migration_state(agent_actor_type* self) {
+  auto& st = self->state;
+  st.migrate_waiting = false;
+  if (st.recovering) {
+    self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
+               make_error(errc::storage_error,
+                          st.cfg.id.str() + " is rebuilding its state after a storage failure"));
+    return;
+  }
+  records::snapshot_record snap;
+  snap.hdr = {st.cfg.id.str(), st.cfg.position.epoch, st.applied_seq};
+  snap.state = st.instance->snapshot();
+  snap.dedup.assign(st.dedup_order.begin(), st.dedup_order.end());
+  self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id, records::encode(snap));
+}
+
 caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                              std::shared_ptr<agent> instance) {
   assert(instance != nullptr);
@@ -222,8 +245,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       // Tells need no answer: only a request gets a response promise (and the message that
       // carries the reply), which keeps the tell path free of that allocation.
       auto& st = self->state;
-      if (st.passivating) {
-        // Sent before the directory forgot this activation: the next one handles it.
+      if (st.passivating || st.migrating) {
+        // Sent before the directory forgot this activation: the next one (here or on the node
+        // the agent moves to) handles it.
         self->delegate(st.cfg.parent, redeliver_atom::value, st.cfg.id, std::move(call));
         return;
       }
@@ -362,6 +386,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         st.durable_seq = std::max(st.durable_seq, seq);
         release_held(self);
       }
+      if (st.migrate_waiting && st.inflight == 0)
+        send_migration_state(self);
       if (st.recovering && st.inflight == 0)
         reload(self);
     },
@@ -376,7 +402,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         log::event(spdlog::level::warn, "snapshot_failed",
                    {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
       }
-      if (st.passivating) {
+      if (st.passivating && !st.moved) {
         // The final snapshot is done (or failed: a journaled agent loses nothing by it).
         st.cfg.db->forget(st.cfg.id.str());
         self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
@@ -401,7 +427,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       constexpr uint64_t fresh_idle_checks = 10;
       bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
       bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
-        && st.held.empty() && !st.recovering && !st.passivating;
+        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating;
       st.handled_at_idle_check = st.handled;
       if (idle)
         self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));
@@ -409,6 +435,35 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         schedule_idle_check(self);
     },
     [self](passivate_go_atom) { start_passivation(self); },
+    [self](migrate_go_atom) {
+      auto& st = self->state;
+      if (st.passivating || st.migrating) {
+        self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
+                   make_error(errc::conflict, st.cfg.id.str() + " is passivating or migrating"));
+        return;
+      }
+      st.migrating = true;
+      flush(self);
+      if (st.inflight == 0)
+        send_migration_state(self);
+      else
+        st.migrate_waiting = true; // the last completion sends it
+    },
+    [self](migrate_end_atom, bool moved) {
+      auto& st = self->state;
+      if (st.moved) // the linger timer: calls on stale handles had their time
+        return self->quit(make_error(errc::migrated, st.cfg.id.str() + " moved"));
+      st.migrating = false;
+      st.migrate_waiting = false;
+      if (!moved)
+        return; // aborted: this activation goes on
+      // Moved: nothing of it may be written here any more (the store forgot the agent).
+      st.moved = true;
+      st.passivating = true;
+      st.since_snapshot = 0;
+      st.cfg.db->forget(st.cfg.id.str());
+      self->delayed_send(self, migrate_linger, migrate_end_atom::value, false);
+    },
     [self](flush_atom) { flush(self); },
     [self](const inspect_request&) -> agent_reply {
       auto& st = self->state;

@@ -64,6 +64,20 @@ using passivated_atom = caf::atom_constant<caf::atom("pasvdone")>;
 /// to the next activation.
 using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 
+/// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends
+/// `migrate_go_atom`; from then on the agent re-delivers new calls to the supervisor (which
+/// stashes them), waits until every event it applied is durable, and answers
+/// `(migrate_state_atom, id, bytes)` with its state as an encoded `records::snapshot_record`
+/// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true)`: the agent moved; it keeps
+/// re-delivering stale calls for `migrate_linger` and then quits with reason `migrated`.
+/// `(migrate_end_atom, false)`: the migration was aborted; it takes calls again.
+using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
+using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
+using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;
+
+/// How long a moved activation keeps re-delivering calls sent to its stale handle.
+constexpr std::chrono::milliseconds migrate_linger{2000};
+
 /// Spawns the CAF actor that hosts one activation of an agent: it feeds `agent_call`s to the
 /// instance one at a time, answers asks with `agent_reply` or an error, answers
 /// `inspect_request` with `{"summary":..., "mailbox_size":N, "handled":N}`, refuses (with

@@ -34,6 +34,13 @@ struct forward_ask_job {
   bool tried_local = true;
 };
 
+/// A migrating agent's records to carry to another member (local message).
+struct ship_job {
+  std::string to;
+  migration_payload payload;
+  std::function<void(caf::expected<caf::actor>)> done;
+};
+
 /// A spawn to place on another member (local message).
 struct forward_spawn_job {
   std::string node;
@@ -47,6 +54,7 @@ struct forward_spawn_job {
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_ask_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_spawn_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::ship_job)
 
 namespace hive {
 
@@ -60,6 +68,7 @@ using connect_failed_atom = caf::atom_constant<caf::atom("hcconnfail")>;
 using leave_atom = caf::atom_constant<caf::atom("hcleave")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
+using ship_atom = caf::atom_constant<caf::atom("hcship")>;
 
 struct manager_state {
   std::shared_ptr<cluster::shared_state> shared;
@@ -79,6 +88,7 @@ struct manager_state {
   uint64_t next_ask = 1;
   std::unordered_map<uint64_t, caf::response_promise> asks;
   size_t asks_max = 0;
+  std::chrono::milliseconds migration_timeout{5000};
 
   static inline const char* name = "hive.node_manager";
 
@@ -232,9 +242,30 @@ target_list ranked_peers(const manager_state& st, const agent_id& id,
   return out;
 }
 
-/// Runs a by-id call on this node only (no forwarding). Unknown `op`: invalid_argument.
-void run_local(node_runtime& rt, const std::string& op, const agent_id& id, agent_call call,
-               std::chrono::milliseconds timeout, cluster::reply_fn done) {
+/// Runs a by-id call on this node only (no forwarding); `mgr` is this node's manager (it ships
+/// migrating agents). Unknown `op`: invalid_argument.
+void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, const agent_id& id,
+               agent_call call, std::chrono::milliseconds timeout, cluster::reply_fn done) {
+  if (op == "migrate") {
+    auto to = call.body;
+    auto ship = [mgr, to](migration_payload p,
+                          std::function<void(caf::expected<caf::actor>)> shipped) {
+      caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(p), std::move(shipped)});
+    };
+    return rt.migrate_out(
+      id, std::move(to), std::move(ship),
+      [id, done = std::move(done)](caf::expected<migration_result> r) {
+        if (!r)
+          return done(std::move(r.error()));
+        done(nlohmann::json{{"id", id.str()},
+                            {"from", r->from},
+                            {"to", r->to},
+                            {"moved", r->moved},
+                            {"pause_ms", r->pause_ms},
+                            {"state_bytes", r->state_bytes}}
+               .dump());
+      });
+  }
   if (op == "ask")
     return rt.ask(id, std::move(call), timeout, std::move(done));
   if (op == "tell") {
@@ -266,7 +297,8 @@ void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
   if (i >= targets->size()) {
     if (!job->tried_local && st.rt != nullptr) {
       job->tried_local = true;
-      return run_local(*st.rt, job->op, job->id, job->call, job->timeout, std::move(job->done));
+      return run_local(*st.rt, caf::actor_cast<caf::actor>(self), job->op, job->id, job->call,
+                       job->timeout, std::move(job->done));
     }
     return job->done(make_error(errc::agent_not_found,
                                 "no agent " + job->id.str() + " on any up member of the cluster"));
@@ -278,7 +310,7 @@ void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
   self->request((*targets)[i].second, job->timeout + std::chrono::seconds(1), std::move(req))
     .then(
       [self, job, member](agent_reply& reply) {
-        if (job->op != "stop")
+        if (job->op != "stop" && job->op != "migrate") // (a migrated agent is elsewhere now)
           self->state.shared->remember(job->id.str(), member);
         else
           self->state.shared->forget(job->id.str());
@@ -308,6 +340,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.table = std::make_unique<member_table>(std::move(me));
   st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
   st.asks_max = static_cast<size_t>(cfg.node.asks_pending_max);
+  st.migration_timeout = std::chrono::milliseconds(cfg.cluster.migration_timeout_ms);
   if (auto seeds = parse_endpoint_list(cfg.cluster.seeds, "cluster.seeds"))
     for (auto& ep : *seeds)
       st.seeds.push_back(ep.str());
@@ -442,7 +475,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto key = st.next_ask++;
       st.asks.emplace(key, rp);
       auto mgr = caf::actor_cast<caf::actor>(self);
-      run_local(*st.rt, req.op, req.id, std::move(req.call),
+      run_local(*st.rt, mgr, req.op, req.id, std::move(req.call),
                 std::chrono::milliseconds(req.timeout_ms),
                 [mgr, key](caf::expected<std::string> r) {
                   if (r)
@@ -525,6 +558,45 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         caf::anon_send(mgr, ask_done_atom::value, key, agent_reply{out.dump()});
       });
     },
+    [self](ship_atom, ship_job& job) {
+      auto& st = self->state;
+      auto target = st.up_handle(job.to);
+      if (!target)
+        return job.done(make_error(errc::invalid_argument,
+                                   "node '" + job.to + "' is not an up member of the cluster"));
+      auto done = std::make_shared<ship_job>(std::move(job));
+      migrate_in msg{done->payload.id, std::move(done->payload.meta),
+                     std::move(done->payload.snapshot), st.table->self().name};
+      self->request(target, st.migration_timeout, std::move(msg))
+        .then(
+          [self, done, target](agent_reply&) {
+            self->state.shared->remember(done->payload.id.str(), done->to);
+            done->done(target);
+          },
+          [done](caf::error& err) { done->done(std::move(err)); });
+    },
+    [self](migrate_in& req) {
+      auto& st = self->state;
+      auto rp = self->make_response_promise();
+      if (st.rt == nullptr)
+        return rp.deliver(make_error(errc::shutting_down, "node is shutting down"));
+      if (st.asks.size() >= st.asks_max)
+        return rp.deliver(
+          make_error(errc::overloaded, st.table->self().name + " has too many calls in flight"));
+      st.shared->forget(req.id.str()); // here from now on
+      auto key = st.next_ask++;
+      st.asks.emplace(key, rp);
+      auto mgr = caf::actor_cast<caf::actor>(self);
+      log::event(spdlog::level::debug, "agent_migrating_in",
+                 {{"from", req.from}, {"state_bytes", req.snapshot.size()}}, req.id.str());
+      st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot)},
+                   [mgr, key, node = st.table->self().name](caf::error err) {
+                     if (err)
+                       return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
+                     caf::anon_send(mgr, ask_done_atom::value, key,
+                                    agent_reply{nlohmann::json{{"node", node}}.dump()});
+                   });
+    },
     [self](leave_atom) {
       auto& st = self->state;
       st.leaving = true;
@@ -562,6 +634,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   c->self_name_ = cfg.node.name;
   c->shared_ = std::make_shared<shared_state>();
   c->shared_->located_max = static_cast<size_t>(cfg.cluster.location_cache_entries_max);
+  c->migration_timeout_ = std::chrono::milliseconds(cfg.cluster.migration_timeout_ms);
   member_info me;
   me.name = cfg.node.name;
   me.gateway = std::move(gateway);
@@ -645,7 +718,7 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
     forward_ask_job job{op, id, std::move(call), timeout, std::move(done), *where, false};
     return caf::anon_send(mgr, forward_atom::value, std::move(job));
   }
-  run_local(*rt_, op, id, call, timeout,
+  run_local(*rt_, mgr, op, id, call, timeout,
             [mgr, op, id, call, timeout, started,
              done = std::move(done)](caf::expected<std::string> r) mutable {
               if (r || code_of(r.error()) != errc::agent_not_found)
@@ -657,6 +730,19 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
                 mgr, forward_atom::value,
                 forward_ask_job{op, id, std::move(call), left, std::move(done), {}, true});
             });
+}
+
+void cluster::migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,
+                      reply_fn done) {
+  auto list = members();
+  auto m = std::find_if(list.begin(), list.end(), [&](const member_info& x) { return x.name == to; });
+  if (m == list.end() || m->status != "up")
+    return done(make_error(errc::invalid_argument,
+                           "node '" + to + "' is not an up member of the cluster"));
+  // Time to capture the state, ship it and hear back, twice over, plus the hops.
+  auto timeout = 2 * migration_timeout_ + std::chrono::seconds(1);
+  call("migrate", id, agent_call{envelope{correlation_id, id.tenant, 0, "gateway", {}, 0}, to},
+       timeout, std::move(done));
 }
 
 void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout,

@@ -47,8 +47,12 @@ struct spawn_request;
 /// stored here), then on the other up members in placement order until one knows the id: no
 /// directory owner yet, so a miss costs one round trip per member.
 ///
+/// Live migration (`migrate`): the node that has the agent captures its state and sends it
+/// (`migrate_in`) to the target's node manager, which stores and activates it; the source then
+/// forwards what it stashed and what still reaches it (see node_runtime::migrate_out).
+///
 /// Not yet (issue #4 continues): a `suspect` state between up and down, a directory owner per
-/// id, migration and rebalancing.
+/// id and rebalancing.
 class cluster {
 public:
   /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).
@@ -96,6 +100,12 @@ public:
   void call(const std::string& op, const agent_id& id, agent_call call,
             std::chrono::milliseconds timeout, reply_fn done);
 
+  /// Moves `id` live to member `to` (node_runtime::migrate_out on the node that has it);
+  /// `done` gets `{"id","from","to","moved","pause_ms","state_bytes"}`. Errors: those of
+  /// `migrate_out`, invalid_argument when `to` is not an up member, agent_not_found.
+  void migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,
+               reply_fn done);
+
   /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
 
@@ -126,6 +136,7 @@ private:
   uint16_t port_ = 0;
   std::string address_;
   std::shared_ptr<shared_state> shared_;
+  std::chrono::milliseconds migration_timeout_{5000};
   bool left_ = false;
 };
 

@@ -92,6 +92,16 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Name("hive_storage_failures_total")
                          .Help("Storage failures, by error code")
                          .Register(*registry_);
+  migrations_ = &BuildCounter()
+                   .Name("hive_migrations_total")
+                   .Help("Live migrations out of this node, by result (moved, aborted)")
+                   .Register(*registry_);
+  migration_pause_ = &BuildHistogram()
+                        .Name("hive_migration_pause_seconds")
+                        .Help("Pause of a live migration: first message stashed to the stash "
+                              "forwarded to the new node")
+                        .Register(*registry_)
+                        .Add({}, latency_buckets());
 }
 
 void metrics::journal_commit(size_t writes, double seconds) {
@@ -101,6 +111,15 @@ void metrics::journal_commit(size_t writes, double seconds) {
 
 void metrics::journal_append(double seconds) {
   append_seconds_->Observe(seconds);
+}
+
+void metrics::migration(bool moved, double pause_seconds) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    migrations_->Add({{"result", moved ? "moved" : "aborted"}}).Increment();
+  }
+  if (moved)
+    migration_pause_->Observe(pause_seconds);
 }
 
 void metrics::storage_failure(std::string_view code) {

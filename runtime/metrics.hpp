@@ -72,6 +72,11 @@ public:
   /// `hive_storage_failures_total{code}`: storage_error, storage_full, corrupt_record, ...
   void storage_failure(std::string_view code);
 
+  /// One live migration out of this node: `hive_migrations_total{result}` (`moved` or
+  /// `aborted`) and, when moved, `hive_migration_pause_seconds` (first message stashed to the
+  /// stash forwarded to the new node, whose activation is then running).
+  void migration(bool moved, double pause_seconds);
+
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
     return registry_;
@@ -98,6 +103,8 @@ private:
   prometheus::Family<prometheus::Gauge>* breakers_;
   prometheus::Family<prometheus::Counter>* gateway_requests_;
   prometheus::Family<prometheus::Histogram>* gateway_latency_;
+  prometheus::Family<prometheus::Counter>* migrations_;
+  prometheus::Histogram* migration_pause_;
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
   prometheus::Family<prometheus::Counter>* activations_;
   prometheus::Family<prometheus::Counter>* passivations_;

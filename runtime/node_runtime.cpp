@@ -1,5 +1,6 @@
 #include "runtime/node_runtime.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <map>
 #include <unordered_map>
@@ -79,6 +80,20 @@ struct ask_job {
 /// Asks re-sent after their target died, at most (each within the ask's deadline).
 constexpr int ask_attempts_max = 10;
 
+/// A live migration travelling root -> tenant supervisor.
+struct migrate_job {
+  agent_id id;
+  std::string to;
+  ship_fn ship;
+  std::function<void(caf::expected<migration_result>)> done;
+};
+
+/// An agent that migrated here and is stored: the tenant supervisor activates it.
+struct adopt_job {
+  agent_id id;
+  std::function<void(caf::expected<caf::actor>)> done;
+};
+
 /// An inspection, handled by a router.
 struct inspect_job {
   agent_view view;
@@ -94,6 +109,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::stop_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::ask_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::inspect_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::activate_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::migrate_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::adopt_job)
 
 namespace hive {
 
@@ -105,6 +122,11 @@ using ask_atom = caf::atom_constant<caf::atom("hask")>;
 using inspect_atom = caf::atom_constant<caf::atom("hinspect")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using activate_atom = caf::atom_constant<caf::atom("hactivate")>;
+using migrate_atom = caf::atom_constant<caf::atom("hmigrate")>;
+using adopt_atom = caf::atom_constant<caf::atom("hadopt")>;
+using migrate_shipped_atom = caf::atom_constant<caf::atom("hmigship")>;
+using migrate_check_atom = caf::atom_constant<caf::atom("hmigcheck")>;
+using migrate_expire_atom = caf::atom_constant<caf::atom("hmigexp")>;
 
 int64_t unix_ms_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -136,6 +158,9 @@ caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
                         "snapshot of " + id + " does not restore: " + message_of(err));
     pos.seq = pos.snapshot_seq = (*snap)->hdr.seq;
     pos.dedup.assign((*snap)->dedup.begin(), (*snap)->dedup.end());
+    // Epochs grow per id across nodes too: a snapshot shipped by a migration carries the
+    // epoch of the activation it left.
+    pos.epoch = std::max(pos.epoch, (*snap)->hdr.epoch + 1);
   }
   if (kind->persistence == persistence_mode::journaled) {
     for (;;) {
@@ -300,6 +325,29 @@ supervisor_flags flags_from(const runtime_context& ctx, std::string name, std::s
 /// messages that arrived meanwhile (re-delivered to the next activation).
 struct activation_book {
   std::unordered_map<std::string, std::vector<continuation>> passivating;
+
+  /// A migration out of this node: the agent is out of the directory (calls come here and
+  /// wait in `waiting`) until its state is shipped, or the migration is aborted.
+  struct migration {
+    agent_view view;
+    caf::actor agent;
+    migrate_job job;
+    std::vector<continuation> waiting;
+    std::chrono::steady_clock::time_point started;
+    uint64_t token = 0;
+    bool shipping = false;
+    size_t state_bytes = 0;
+  };
+  std::unordered_map<std::string, migration> migrating;
+
+  /// An agent that moved away: calls that still reach this node go to `forwarder`.
+  struct moved_entry {
+    caf::actor forwarder;
+    std::string to;
+    uint64_t token = 0;
+  };
+  std::unordered_map<std::string, moved_entry> moved;
+  uint64_t next_token = 1;
 };
 
 /// Activates `id` (not running) under `self`, or fails `k`. Runs in the tenant supervisor.
@@ -345,6 +393,18 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
 /// after an activation otherwise.
 void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                  const agent_id& id, continuation k) {
+  if (auto m = book.moved.find(id.name); m != book.moved.end())
+    return k(m->second.forwarder);
+  if (auto m = book.migrating.find(id.name); m != book.migrating.end()) {
+    if (m->second.waiting.size()
+        >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
+      return k(make_error(errc::overloaded,
+                          id.str()
+                            + " is migrating and holds persistence."
+                              "activation_queue_messages_max messages"));
+    m->second.waiting.push_back(std::move(k));
+    return;
+  }
   if (auto p = book.passivating.find(id.name); p != book.passivating.end()) {
     if (p->second.size() >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
       return k(make_error(errc::overloaded,
@@ -363,6 +423,200 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
   std::vector<continuation> ks;
   ks.push_back(std::move(k));
   activate(self, ctx, id, std::move(ks));
+}
+
+// -- live migration ------------------------------------------------------------------------
+
+struct forwarder_state {
+  /// Requests to the new node not answered yet (the forwarder quits only without any).
+  size_t outstanding = 0;
+  bool closing = false;
+  static inline const char* name = "hive.forwarder";
+};
+
+using forwarder_actor = caf::stateful_actor<forwarder_state>;
+
+/// Calls for an agent that moved away go on to `remote` (the node manager of the node it
+/// moved to) as `remote_call`s, in arrival order. `migrate_expire_atom` makes it quit once
+/// every forwarded ask is answered.
+caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id) {
+  auto maybe_quit = [self] {
+    if (self->state.closing && self->state.outstanding == 0)
+      self->quit();
+  };
+  return {
+    [self, remote, id, maybe_quit](agent_call& call) {
+      if (!self->current_mailbox_element()->mid.is_request()) {
+        self->send(remote, remote_call{"tell", id, std::move(call), 0});
+        return;
+      }
+      // The caller keeps its own deadline; this one only bounds the forwarder's wait.
+      std::chrono::milliseconds timeout{30000};
+      if (call.env.deadline_unix_ms != 0)
+        timeout = std::clamp(std::chrono::milliseconds(call.env.deadline_unix_ms - unix_ms_now()),
+                             std::chrono::milliseconds{1}, timeout);
+      auto rp = self->make_response_promise();
+      ++self->state.outstanding;
+      self->request(remote, timeout + std::chrono::seconds(1),
+                    remote_call{"ask", id, std::move(call), timeout.count()})
+        .then(
+          [self, rp, maybe_quit](agent_reply& reply) mutable {
+            rp.deliver(std::move(reply));
+            --self->state.outstanding;
+            maybe_quit();
+          },
+          [self, rp, maybe_quit](caf::error& err) mutable {
+            rp.deliver(std::move(err));
+            --self->state.outstanding;
+            maybe_quit();
+          });
+    },
+    [](agent_reply&) {}, // the answers to forwarded tells
+    [](caf::error&) {},
+    [self, maybe_quit](migrate_expire_atom) {
+      self->state.closing = true;
+      maybe_quit();
+    },
+  };
+}
+
+/// Puts a migrating agent back: it goes on here, the stash first.
+void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                     const agent_id& id, caf::error why) {
+  auto i = book.migrating.find(id.name);
+  if (i == book.migrating.end())
+    return;
+  auto m = std::move(i->second);
+  book.migrating.erase(i);
+  auto child = self->state.find_child(id.name);
+  caf::actor agent = child != nullptr ? child->handle : caf::actor{};
+  if (agent)
+    // Before the stash: the agent takes calls again once it sees this.
+    self->send(agent, migrate_end_atom::value, false);
+  auto view = m.view;
+  view.agent = agent;
+  if (!view.has_breaker)
+    view.target = agent;
+  if (child != nullptr) {
+    (void)ctx->dir->reserve(view);
+    ctx->dir->set_handles(id, view.agent, view.target, view.restarts);
+  }
+  for (auto& k : m.waiting) {
+    if (child == nullptr)
+      k(make_error(errc::agent_failed, id.str() + " stopped while migrating"));
+    else if (view.target)
+      k(view.target);
+    else
+      k(make_error(errc::agent_failed, id.str() + " is restarting"));
+  }
+  if (ctx->metrics)
+    ctx->metrics->migration(false, 0);
+  log::event(spdlog::level::warn, "agent_migration_aborted",
+             {{"to", m.job.to}, {"reason", describe(why)}}, id.str());
+  m.job.done(std::move(why));
+}
+
+/// The state is stored and active on the new node: forward the stash and later calls there.
+void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                      const agent_id& id, const caf::actor& remote) {
+  auto i = book.migrating.find(id.name);
+  if (i == book.migrating.end())
+    return;
+  auto m = std::move(i->second);
+  book.migrating.erase(i);
+  (void)self->state.release_child(id.name);
+  ctx->db->erase_agent(id.str(), [id](caf::error err) {
+    if (err)
+      log::event(spdlog::level::err, "migrated_agent_not_erased", {{"reason", describe(err)}},
+                 id.str());
+  });
+  if (m.view.has_breaker && m.view.target)
+    caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
+  auto fwd = self->system().spawn(forwarder_fn, remote, id);
+  auto token = book.next_token++;
+  book.moved[id.name] = {fwd, m.job.to, token};
+  self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
+                     migrate_expire_atom::value, id.name, token);
+  if (m.agent)
+    self->send(m.agent, migrate_end_atom::value, true);
+  for (auto& k : m.waiting)
+    k(fwd);
+  auto pause = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now()
+                                                         - m.started)
+                 .count();
+  if (ctx->metrics)
+    ctx->metrics->migration(true, pause / 1000.0);
+  log::event(spdlog::level::info, "agent_migrated",
+             {{"to", m.job.to}, {"pause_ms", pause}, {"state_bytes", m.state_bytes}}, id.str());
+  m.job.done(migration_result{ctx->cfg.node.name, m.job.to, true, pause, m.state_bytes});
+}
+
+/// Starts moving `job.id` away (tenant supervisor): activated first if only stored.
+void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                     migrate_job job) {
+  auto id = job.id; // (a copy: `job` moves into the book below)
+  if (auto mv = book.moved.find(id.name); mv != book.moved.end())
+    return job.done(
+      make_error(errc::agent_not_found, id.str() + " moved to " + mv->second.to));
+  if (book.migrating.count(id.name) > 0)
+    return job.done(make_error(errc::conflict, id.str() + " is migrating already"));
+  auto child = self->state.find_child(id.name);
+  if (child == nullptr || book.passivating.count(id.name) > 0) {
+    // Stored only (or passivating): activate it, then start again.
+    return with_target(self, ctx, book, id,
+                       [self, job](caf::expected<caf::actor> t) mutable {
+                         if (!t)
+                           return job.done(std::move(t.error()));
+                         self->send(self, migrate_atom::value, std::move(job));
+                       });
+  }
+  if (!child->handle)
+    return job.done(make_error(errc::agent_failed, id.str() + " is restarting"));
+  auto view = ctx->dir->erase(id);
+  if (!view)
+    return job.done(make_error(errc::internal, id.str() + " runs but is not in the directory"));
+  if (!ctx->persisted(view->kind)) {
+    (void)ctx->dir->reserve(*view);
+    return job.done(make_error(errc::invalid_argument,
+                               id.str() + " is of kind '" + view->kind
+                                 + "', which keeps no state to move (ephemeral)"));
+  }
+  auto token = book.next_token++;
+  activation_book::migration m;
+  m.view = std::move(*view);
+  m.agent = child->handle;
+  m.job = std::move(job);
+  m.started = std::chrono::steady_clock::now();
+  m.token = token;
+  self->send(m.agent, migrate_go_atom::value);
+  // A state that never comes (the agent crashed and restarted) must not hold calls forever.
+  self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_timeout_ms),
+                     migrate_check_atom::value, id, token);
+  book.migrating.emplace(id.name, std::move(m));
+}
+
+/// The agent handed over its state: ship it with its meta.
+void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                    const agent_id& id, std::string state) {
+  auto i = book.migrating.find(id.name);
+  if (i == book.migrating.end() || i->second.shipping)
+    return;
+  auto meta = ctx->db->get_meta(id.str());
+  if (!meta || !*meta)
+    return abort_migration(self, ctx, book, id,
+                           meta ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
+                                : std::move(meta.error()));
+  i->second.shipping = true;
+  i->second.state_bytes = state.size();
+  auto sup = caf::actor_cast<caf::actor>(self);
+  i->second.job.ship(migration_payload{id, records::encode(**meta), std::move(state)},
+                     [sup, id](caf::expected<caf::actor> r) {
+                       if (r)
+                         caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
+                       else
+                         caf::anon_send(sup, migrate_shipped_atom::value, id,
+                                        std::move(r.error()));
+                     });
 }
 
 /// Tenant supervisors accept spawns and stops of their agents, activate persisted agents on
@@ -391,9 +645,48 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
       [self, ctx, book](activate_atom, activate_job& job) {
         with_target(self, ctx, *book, job.id, std::move(job.then));
       },
+      [self, ctx, book](migrate_atom, migrate_job& job) {
+        start_migration(self, ctx, *book, std::move(job));
+      },
+      [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state) {
+        ship_migration(self, ctx, *book, id, std::move(state));
+      },
+      [self, ctx, book](migrate_state_atom, const agent_id& id, caf::error& err) {
+        abort_migration(self, ctx, *book, id, std::move(err));
+      },
+      [self, ctx, book](migrate_shipped_atom, const agent_id& id, const caf::actor& remote) {
+        finish_migration(self, ctx, *book, id, remote);
+      },
+      [self, ctx, book](migrate_shipped_atom, const agent_id& id, caf::error& err) {
+        abort_migration(self, ctx, *book, id, std::move(err));
+      },
+      [self, ctx, book](migrate_check_atom, const agent_id& id, uint64_t token) {
+        auto i = book->migrating.find(id.name);
+        if (i != book->migrating.end() && i->second.token == token && !i->second.shipping)
+          abort_migration(self, ctx, *book, id,
+                          make_error(errc::timeout, id.str()
+                                                      + " did not hand over its state within "
+                                                        "cluster.migration_timeout_ms"));
+      },
+      [book](migrate_expire_atom, const std::string& name, uint64_t token) {
+        auto i = book->moved.find(name);
+        if (i == book->moved.end() || i->second.token != token)
+          return;
+        caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
+        book->moved.erase(i);
+      },
+      [self, ctx, book](adopt_atom, adopt_job& job) {
+        // It came back (or here for the first time): calls are served here again.
+        if (auto i = book->moved.find(job.id.name); i != book->moved.end()) {
+          caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
+          book->moved.erase(i);
+        }
+        with_target(self, ctx, *book, job.id, std::move(job.done));
+      },
       [self, ctx, book](passivate_req_atom, const agent_id& id, const caf::actor& agent) {
         auto child = self->state.find_child(id.name);
-        if (child == nullptr || child->handle != agent || book->passivating.count(id.name))
+        if (child == nullptr || child->handle != agent || book->passivating.count(id.name)
+            || book->migrating.count(id.name))
           return;
         // From now on new messages find no target and come here (activate_atom): they wait
         // in the book until the state is written, then go to the next activation.
@@ -457,32 +750,34 @@ child_spec tenant_child_spec(const ctx_ptr& ctx, const std::string& tenant) {
   return spec;
 }
 
+/// The supervisor of `tenant` under the root `self`, started if missing.
+caf::expected<caf::actor> tenant_supervisor(supervisor_actor* self, const ctx_ptr& ctx,
+                                            const std::string& tenant) {
+  auto child = self->state.find_child(tenant_child_id(tenant));
+  caf::actor sup;
+  if (child == nullptr) {
+    auto started = self->state.start_child(tenant_child_spec(ctx, tenant));
+    if (!started)
+      return std::move(started.error());
+    sup = *started;
+  } else {
+    sup = child->handle;
+  }
+  if (!sup)
+    return make_error(errc::agent_failed,
+                      "supervisor of tenant '" + tenant + "' is restarting, retry shortly");
+  return sup;
+}
+
 /// The root supervisor routes spawns and stops to tenant supervisors, creating them on demand.
 supervisor_extension root_extension(const ctx_ptr& ctx) {
   return [ctx](supervisor_actor* self) -> caf::message_handler {
     return {
       [self, ctx](spawn_agent_atom, spawn_job& job) {
-        auto child_id = tenant_child_id(job.view.id.tenant);
-        auto child = self->state.find_child(child_id);
-        caf::actor tenant_sup;
-        if (child == nullptr) {
-          auto started = self->state.start_child(tenant_child_spec(ctx, job.view.id.tenant));
-          if (!started) {
-            fail_spawn(*ctx, job, std::move(started.error()));
-            return;
-          }
-          tenant_sup = *started;
-        } else {
-          tenant_sup = child->handle;
-        }
-        if (!tenant_sup) {
-          fail_spawn(*ctx, job,
-                     make_error(errc::agent_failed,
-                                "supervisor of tenant '" + job.view.id.tenant
-                                  + "' is restarting, retry shortly"));
-          return;
-        }
-        self->send(tenant_sup, spawn_agent_atom::value, std::move(job));
+        auto sup = tenant_supervisor(self, ctx, job.view.id.tenant);
+        if (!sup)
+          return fail_spawn(*ctx, job, std::move(sup.error()));
+        self->send(*sup, spawn_agent_atom::value, std::move(job));
       },
       [self](stop_agent_atom, stop_job& job) {
         auto child = self->state.find_child(tenant_child_id(job.id.tenant));
@@ -493,22 +788,22 @@ supervisor_extension root_extension(const ctx_ptr& ctx) {
         self->send(child->handle, stop_agent_atom::value, std::move(job));
       },
       [self, ctx](activate_atom, activate_job& job) {
-        auto child_id = tenant_child_id(job.id.tenant);
-        auto child = self->state.find_child(child_id);
-        caf::actor tenant_sup;
-        if (child == nullptr) {
-          auto started = self->state.start_child(tenant_child_spec(ctx, job.id.tenant));
-          if (!started)
-            return job.then(std::move(started.error()));
-          tenant_sup = *started;
-        } else {
-          tenant_sup = child->handle;
-        }
-        if (!tenant_sup)
-          return job.then(make_error(errc::agent_failed,
-                                     "supervisor of tenant '" + job.id.tenant
-                                       + "' is restarting, retry shortly"));
-        self->send(tenant_sup, activate_atom::value, std::move(job));
+        auto sup = tenant_supervisor(self, ctx, job.id.tenant);
+        if (!sup)
+          return job.then(std::move(sup.error()));
+        self->send(*sup, activate_atom::value, std::move(job));
+      },
+      [self, ctx](migrate_atom, migrate_job& job) {
+        auto sup = tenant_supervisor(self, ctx, job.id.tenant);
+        if (!sup)
+          return job.done(std::move(sup.error()));
+        self->send(*sup, migrate_atom::value, std::move(job));
+      },
+      [self, ctx](adopt_atom, adopt_job& job) {
+        auto sup = tenant_supervisor(self, ctx, job.id.tenant);
+        if (!sup)
+          return job.done(std::move(sup.error()));
+        self->send(*sup, adopt_atom::value, std::move(job));
       },
     };
   };
@@ -1005,6 +1300,87 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
     job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
   }
   caf::anon_send(router, ask_atom::value, std::move(job));
+}
+
+void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
+                               std::function<void(caf::expected<migration_result>)> done) {
+  assert(done && ship);
+  if (!db_)
+    return done(make_error(errc::invalid_argument,
+                           "node " + node_name() + " has no store: its agents cannot migrate"));
+  if (stopping_.load())
+    return done(make_error(errc::shutting_down, "node is shutting down"));
+  if (!directory_->find(id)) {
+    auto meta = db_->get_meta(id.str());
+    if (!meta)
+      return done(std::move(meta.error()));
+    if (!*meta)
+      return done(make_error(errc::agent_not_found, "no agent " + id.str()));
+  }
+  if (to == node_name())
+    return done(migration_result{to, to, false, 0, 0});
+  caf::anon_send(root_, migrate_atom::value,
+                 migrate_job{id, std::move(to), std::move(ship), std::move(done)});
+}
+
+void node_runtime::adopt(const migration_payload& in, std::function<void(caf::error)> done) {
+  assert(done);
+  if (!db_)
+    return done(make_error(errc::invalid_argument,
+                           "node " + node_name() + " has no store: it cannot take agents in"));
+  if (stopping_.load())
+    return done(make_error(errc::shutting_down, "node is shutting down"));
+  auto meta = records::decode_meta(in.meta);
+  if (!meta)
+    return done(std::move(meta.error()));
+  auto snap = records::decode_snapshot(in.snapshot);
+  if (!snap)
+    return done(std::move(snap.error()));
+  auto key = in.id.str();
+  if (meta->hdr.agent != key || snap->hdr.agent != key)
+    return done(make_error(errc::invalid_argument,
+                           "migration of " + key + " carries records of '" + meta->hdr.agent
+                             + "' and '" + snap->hdr.agent + "'"));
+  auto kind = kinds_.find(meta->kind);
+  if (kind == nullptr)
+    return done(make_error(errc::unknown_kind, "kind '" + meta->kind
+                                                 + "' of migrating agent " + key
+                                                 + " is not registered on " + node_name()));
+  if (kind->persistence == persistence_mode::ephemeral)
+    return done(make_error(errc::invalid_argument,
+                           "kind '" + meta->kind + "' is ephemeral on " + node_name()));
+  if (directory_->find(in.id))
+    return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
+  // The meta first, then the snapshot, which also prunes any journal an older copy left.
+  db_->forget(key);
+  auto seq = snap->hdr.seq;
+  auto db = db_;
+  auto root = root_;
+  auto id = in.id;
+  db_->put_meta(
+    std::move(*meta), false,
+    [db, root, id, seq, snap = std::move(*snap), done](caf::error err) mutable {
+      if (err)
+        return done(std::move(err));
+      db->put_snapshot(
+        std::move(snap), seq,
+        [db, root, id, done](caf::error err) mutable {
+          if (err) {
+            db->erase_agent(id.str(), [](caf::error) {});
+            return done(std::move(err));
+          }
+          caf::anon_send(root, adopt_atom::value,
+                         adopt_job{id, [db, id, done](caf::expected<caf::actor> t) {
+                                     if (t)
+                                       return done(caf::error{});
+                                     // Not active here: keep no copy (the agent goes on at
+                                     // the node it was to leave).
+                                     db->erase_agent(id.str(), [](caf::error) {});
+                                     done(std::move(t.error()));
+                                   }});
+        },
+        false, 0);
+    });
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,

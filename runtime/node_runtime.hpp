@@ -36,6 +36,35 @@ struct spawn_request {
   uint64_t correlation_id = 0;
 };
 
+/// What a live migration hands to the node the agent moves to: its records, encoded and
+/// checksummed (protocols/records.hpp).
+struct migration_payload {
+  agent_id id;
+  /// `records::encode(meta_record)`: kind, config and options.
+  std::string meta;
+  /// `records::encode(snapshot_record)`: the state as of the last applied event, which is
+  /// durable here.
+  std::string snapshot;
+};
+
+/// Carries a payload to the target node, which stores and activates the agent; then calls
+/// back (on any thread) with the actor that accepts calls for the agent there (`remote_call`s:
+/// the target's node manager), or why it did not take it.
+using ship_fn = std::function<void(migration_payload,
+                                   std::function<void(caf::expected<caf::actor>)>)>;
+
+/// What a finished migration reports.
+struct migration_result {
+  std::string from;
+  std::string to;
+  /// False when the agent already was on `to` (nothing happened).
+  bool moved = false;
+  /// First call stashed to the stash forwarded (milliseconds).
+  double pause_ms = 0;
+  /// Size of the encoded state shipped.
+  size_t state_bytes = 0;
+};
+
 /// Makes the actor that fronts an agent (the circuit breaker). The runtime sends it
 /// `(target_atom, caf::actor)` after every (re)start of the agent and an exit
 /// (`user_shutdown`) when the agent is stopped. Injected by the node, since runtime/ may not
@@ -151,6 +180,24 @@ public:
   /// Request/response by id with a deadline. Errors: agent_not_found, timeout,
   /// circuit_open, agent_failed, and whatever the agent answered.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
+
+  /// Moves a persisted agent that lives here to node `to`, live (ARCHITECTURE.md, Migration):
+  /// new calls are stashed in arrival order, the state is captured once every applied event is
+  /// durable, `ship` carries it to `to` (which stores and activates it), then the stash and
+  /// every later call that reaches this node go there, in order, for
+  /// `cluster.migration_forward_ms`; the local copy is erased and the old activation stops
+  /// with reason `migrated`. If `ship` fails, the agent goes on here with its stash: nothing
+  /// is lost either way. A stored agent that is not running is activated first.
+  /// Errors: agent_not_found, invalid_argument (ephemeral kind, no store), conflict (already
+  /// migrating), agent_failed (restarting), timeout, the target's errors.
+  void migrate_out(const agent_id& id, std::string to, ship_fn ship,
+                   std::function<void(caf::expected<migration_result>)> done);
+
+  /// Takes in an agent migrating to this node: verifies its records, stores them durably
+  /// (replacing any older copy), then activates it with a larger epoch than the one it had.
+  /// Errors: corrupt_record, invalid_argument, unknown_kind, agent_exists (running here),
+  /// storage errors.
+  void adopt(const migration_payload& in, std::function<void(caf::error)> done);
 
   /// Inspects an agent: kind, node, restarts, supervisor, mailbox size, breaker, state summary.
   void inspect(const agent_id& id, uint64_t correlation_id,

@@ -2,6 +2,8 @@
 // through every gateway, kill -9 and SIGSTOP declared down, restart and thaw rejoining, and a
 // node of another cluster refused on both sides.
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -272,4 +274,144 @@ TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why
   nodes[2].proc->signal(SIGTERM);
   EXPECT_TRUE(within(10s, [&] { return all_see({0}, "n2", "leaving"); }))
     << "n1 sees n2 as " << view(0)["n2"].dump();
+}
+
+TEST_F(cluster_test, a_counter_migrated_50_times_under_load_keeps_every_acknowledged_increment) {
+  form_three();
+  http_client http{nodes[0].proc->gateway_port};
+  auto made =
+    http.request("POST", "/v1/agents", R"({"id":"acme/hot","kind":"counter","node":"n1"})");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  // 20 clients, each through one of the gateways, ask increments one at a time. An increment
+  // that fails (a timeout, a node busy moving the agent) is retried with the same idempotency
+  // key until it is acknowledged, so every increment started is acknowledged exactly once.
+  constexpr int clients = 20;
+  std::atomic<bool> stop{false};
+  std::vector<int64_t> acked(clients, 0);
+  std::vector<int64_t> retries(clients, 0);
+  std::vector<std::string> disorder(clients);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c)
+    threads.emplace_back([&, c] {
+      http_client client{nodes[static_cast<size_t>(c) % 3].proc->gateway_port};
+      int64_t last = -1;
+      for (int64_t seq = 1; !stop.load(); ++seq) {
+        auto key = "client-" + std::to_string(c) + ":" + std::to_string(seq);
+        for (;;) {
+          auto r = client.request("POST", "/v1/agents/acme/hot/ask?timeout_ms=5000",
+                                  R"({"op":"add","by":1})", {{"Idempotency-Key", key}});
+          if (r && r->status == 200) {
+            auto value = json::parse(r->body)["value"].get<int64_t>();
+            if (value <= last && disorder[static_cast<size_t>(c)].empty())
+              disorder[static_cast<size_t>(c)] = "reply " + std::to_string(value) + " after "
+                + std::to_string(last) + " (key " + key + ")";
+            last = value;
+            ++acked[static_cast<size_t>(c)];
+            break;
+          }
+          if (!r)
+            client.close();
+          ++retries[static_cast<size_t>(c)];
+          std::this_thread::sleep_for(5ms);
+        }
+      }
+    });
+  struct joiner { // stops the clients also when an assertion below returns early
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~joiner() {
+      stop = true;
+      for (auto& t : threads)
+        if (t.joinable())
+          t.join();
+    }
+  } join_clients{stop, threads};
+  // 50 moves among the three nodes, each to another node than the current one.
+  std::vector<double> pauses;
+  std::string host = "n1";
+  for (int i = 0; i < 50; ++i) {
+    std::string to = "n"; // (append: g++ 12's -Wrestrict misfires on "n" + std::string)
+    to += std::to_string(((host[1] - '1') + 1 + i % 2) % 3 + 1);
+    http_client via{nodes[static_cast<size_t>(i) % 3].proc->gateway_port};
+    auto r = via.request("POST", "/v1/agents/acme/hot/migrate", R"({"to":")" + to + R"("})");
+    ASSERT_TRUE(r) << "migration " << i;
+    ASSERT_EQ(r->status, 200) << "migration " << i << " " << host << " -> " << to << ": "
+                              << r->body;
+    auto doc = json::parse(r->body);
+    ASSERT_EQ(doc["from"], host) << r->body;
+    ASSERT_EQ(doc["to"], to) << r->body;
+    ASSERT_TRUE(doc["moved"].get<bool>()) << r->body;
+    pauses.push_back(doc["pause_ms"].get<double>());
+    host = to;
+    std::this_thread::sleep_for(20ms);
+  }
+  stop = true;
+  for (auto& t : threads)
+    t.join();
+  int64_t total = 0, retried = 0;
+  for (int c = 0; c < clients; ++c) {
+    total += acked[static_cast<size_t>(c)];
+    retried += retries[static_cast<size_t>(c)];
+    EXPECT_TRUE(disorder[static_cast<size_t>(c)].empty())
+      << "client " << c << " saw its replies out of order: " << disorder[static_cast<size_t>(c)];
+  }
+  std::sort(pauses.begin(), pauses.end());
+  std::cout << "50 migrations under load: " << total << " increments acknowledged, " << retried
+            << " retries; pause p50 " << pauses[pauses.size() / 2] << " ms, max "
+            << pauses.back() << " ms" << std::endl;
+  EXPECT_GT(total, 50) << "the clients got almost nothing done";
+  // The counter holds exactly the acknowledged increments, read through every gateway.
+  for (size_t via = 0; via < 3; ++via)
+    EXPECT_EQ(ask_value(via, "acme/hot", R"({"op":"get"})"), total) << "through " << nodes[via].name;
+  http_client last{nodes[1].proc->gateway_port};
+  auto inspected = last.request("GET", "/v1/agents/acme/hot");
+  ASSERT_TRUE(inspected);
+  ASSERT_EQ(inspected->status, 200) << inspected->body;
+  EXPECT_EQ(json::parse(inspected->body)["node"], host) << inspected->body;
+}
+
+TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_agent_stays) {
+  form_three();
+  http_client http{nodes[0].proc->gateway_port};
+  auto made =
+    http.request("POST", "/v1/agents", R"({"id":"acme/stay","kind":"counter","node":"n2"})");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_EQ(ask_value(0, "acme/stay", R"({"op":"add","by":3})"), 3);
+  for (auto& [body, why] : std::vector<std::pair<std::string, std::string>>{
+         {R"({"to":"n9"})", "not an up member"},
+         {R"({"node":"n3"})", "body must be"},
+         {R"({"to":"n3","x":1})", "unknown field"}}) {
+    auto r = http.request("POST", "/v1/agents/acme/stay/migrate", body);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << body << ": " << r->body;
+    EXPECT_NE(r->body.find(why), std::string::npos) << body << ": " << r->body;
+  }
+  auto missing = http.request("POST", "/v1/agents/acme/nobody/migrate", R"({"to":"n3"})");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
+  // An ephemeral agent keeps no state to move.
+  auto echo = http.request("POST", "/v1/agents", R"({"id":"acme/e","kind":"echo","node":"n1"})");
+  ASSERT_TRUE(echo);
+  ASSERT_EQ(echo->status, 201) << echo->body;
+  auto eph = http.request("POST", "/v1/agents/acme/e/migrate", R"({"to":"n3"})");
+  ASSERT_TRUE(eph);
+  EXPECT_EQ(eph->status, 400) << eph->body;
+  EXPECT_EQ(ask_value(2, "acme/stay", R"({"op":"add","by":1})"), 4);
+  // To where it is: nothing happens.
+  auto same = http.request("POST", "/v1/agents/acme/stay/migrate", R"({"to":"n2"})");
+  ASSERT_TRUE(same);
+  ASSERT_EQ(same->status, 200) << same->body;
+  EXPECT_FALSE(json::parse(same->body)["moved"].get<bool>()) << same->body;
+  // A move, then the old node restarted on its data: it does not serve a stale copy.
+  auto moved = http.request("POST", "/v1/agents/acme/stay/migrate", R"({"to":"n3"})");
+  ASSERT_TRUE(moved);
+  ASSERT_EQ(moved->status, 200) << moved->body;
+  nodes[1].proc->signal(SIGKILL);
+  ASSERT_TRUE(within(10s, [&] { return all_see({0, 2}, "n2", "down"); }));
+  start(1, nodes[0].proc->cluster_port);
+  ASSERT_TRUE(within(20s, [&] { return all_see({0, 1, 2}, "n2", "up"); }));
+  EXPECT_EQ(ask_value(1, "acme/stay", R"({"op":"add","by":1})"), 5);
+  EXPECT_EQ(ask_value(0, "acme/stay", R"({"op":"get"})"), 5);
 }
