@@ -15,62 +15,12 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-
-def get_nodes(gateway):
-    with urllib.request.urlopen(f"http://{gateway}/v1/cluster/nodes", timeout=2) as r:
-        return {n["name"]: n for n in json.load(r)["nodes"]}
-
-
-class Node:
-    def __init__(self, binary, name, data, seed_port):
-        self.binary, self.name, self.data, self.seed_port = binary, name, data, seed_port
-        self.proc = None
-        self.gateway = None
-        self.cluster_port = None
-
-    def start(self):
-        args = [self.binary, "--name", self.name, "--data-dir", self.data,
-                "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-                "--cluster", "127.0.0.1:0", "--log-level", "warn"]
-        if self.seed_port:
-            args += ["--seed", f"127.0.0.1:{self.seed_port}"]
-        log = open(os.path.join(self.data + ".log"), "a")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
-        line = self.proc.stdout.readline()
-        m = re.search(r"gateway http://([^ ]+) .* cluster [^ ]+:(\d+)", line)
-        if not m:
-            sys.exit(f"{self.name} did not start: {line!r}")
-        self.gateway, self.cluster_port = m.group(1), int(m.group(2))
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-
-def wait_until(pred, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            if pred():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.001)
-    return False
-
-
-def quantile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+from cluster_common import form_cluster, get_nodes, quantile, stop_all, wait_until
 
 
 def main():
@@ -87,21 +37,7 @@ def main():
     root = tempfile.mkdtemp(prefix="hive-down-")
     nodes = []
     try:
-        first = Node(opts.node, "n1", os.path.join(root, "n1"), None)
-        first.start()
-        nodes.append(first)
-        for name in ("n2", "n3"):
-            n = Node(opts.node, name, os.path.join(root, name), first.cluster_port)
-            n.start()
-            nodes.append(n)
-        names = [n.name for n in nodes]
-
-        def all_up():
-            return all(all(v.get(x, {}).get("status") == "up" for x in names)
-                       for v in (get_nodes(n.gateway) for n in nodes))
-
-        if not wait_until(all_up, 20):
-            sys.exit("the cluster did not form")
+        nodes, all_up = form_cluster(opts.node, root, ["n1", "n2", "n3"])
         samples = []
         for k in range(opts.kills):
             victim = rng.choice(nodes[1:])
@@ -129,15 +65,7 @@ def main():
                 json.dump({"seed": seed, "kills": len(samples), "samples_ms": samples,
                            "p50_ms": p50, "p99_ms": p99, "max_ms": mx}, f, indent=1)
     finally:
-        for n in nodes:
-            if n.proc and n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-        for n in nodes:
-            if n.proc:
-                try:
-                    n.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
+        stop_all(nodes)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -70,6 +70,10 @@ struct node_config {
     int64_t migration_timeout_ms = 5000;
     /// How long a node forwards calls for an agent that moved away.
     int64_t migration_forward_ms = 10000;
+    /// A node that stops (SIGTERM) hands its agents off for at most this long (0 = not at all).
+    int64_t handoff_timeout_ms = 30000;
+    /// Migrations one hand-off runs at once.
+    int64_t handoff_migrations_max = 8;
   } cluster;
 
   struct agents_section {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <set>
 #include <tuple>
@@ -66,6 +67,8 @@ using tick_atom = caf::atom_constant<caf::atom("hctick")>;
 using connected_atom = caf::atom_constant<caf::atom("hcconn")>;
 using connect_failed_atom = caf::atom_constant<caf::atom("hcconnfail")>;
 using leave_atom = caf::atom_constant<caf::atom("hcleave")>;
+/// The last word of a leaving node: its member list (answered with `true`).
+using farewell_atom = caf::atom_constant<caf::atom("hcbye")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
@@ -105,6 +108,16 @@ struct manager_state {
     auto h = handles.find(n);
     auto m = table->find(n);
     return h != handles.end() && m != nullptr && m->status == "up" ? h->second : caf::actor{};
+  }
+
+  /// A live link to a member that still serves calls (up, or leaving: handing its agents
+  /// off), or an invalid handle.
+  caf::actor serving_handle(const std::string& n) const {
+    auto h = handles.find(n);
+    auto m = table->find(n);
+    return h != handles.end() && m != nullptr && (m->status == "up" || m->status == "leaving")
+      ? h->second
+      : caf::actor{};
   }
 };
 
@@ -232,7 +245,7 @@ target_list ranked_peers(const manager_state& st, const agent_id& id,
   std::vector<std::tuple<uint64_t, std::string, caf::actor>> scored;
   auto key = id.str();
   for (auto& [n, _] : st.handles)
-    if (auto h = st.up_handle(n))
+    if (auto h = st.serving_handle(n))
       scored.emplace_back(n == preferred ? UINT64_MAX : rendezvous_score(n, key), n, h);
   std::sort(scored.begin(), scored.end(),
             [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
@@ -262,6 +275,7 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                             {"to", r->to},
                             {"moved", r->moved},
                             {"pause_ms", r->pause_ms},
+                            {"capture_ms", r->capture_ms},
                             {"state_bytes", r->state_bytes}}
                .dump());
       });
@@ -597,14 +611,48 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                                     agent_reply{nlohmann::json{{"node", node}}.dump()});
                    });
     },
-    [self](leave_atom) {
+    [self](leave_atom, bool final) {
       auto& st = self->state;
-      st.leaving = true;
+      if (!final) {
+        // Stage 1: the others stop placing agents here; calls still come while the agents
+        // are handed off (node_runtime::migrate_out per agent, driven by cluster::leave).
+        st.leaving = true;
+        st.table->self().status = "leaving";
+        gossip(self);
+        publish(self);
+        log::event(spdlog::level::info, "cluster_leaving",
+                   {{"members", st.table->others().size()}});
+        return;
+      }
+      // Stage 2: tell every member, wait for their answers (at most a second), then quit.
+      // A bare gossip could still sit in the transport when the process exits, and the
+      // others would see the closed connection first: `down` instead of `leaving`.
       st.table->self().status = "leaving";
-      gossip(self);
-      publish(self);
+      member_gossip g{member_list(st)};
+      auto waiting = std::make_shared<size_t>(0);
+      for (auto& [n, h] : st.handles)
+        if (auto peer = st.serving_handle(n)) {
+          ++*waiting;
+          self->request(peer, std::chrono::seconds(1), farewell_atom::value, g)
+            .then([self, waiting](bool) {
+              if (--*waiting == 0)
+                self->quit();
+            },
+                  [self, waiting](caf::error&) {
+                    if (--*waiting == 0)
+                      self->quit();
+                  });
+        }
       log::event(spdlog::level::info, "cluster_left", {{"members", st.table->others().size()}});
-      self->quit();
+      if (*waiting == 0)
+        self->quit();
+    },
+    [self](farewell_atom, member_gossip& g) {
+      if (merge(self, g.members,
+                self->current_sender() ? self->current_sender()->address() : caf::actor_addr{}))
+        gossip(self);
+      publish(self);
+      return true;
     },
   };
 }
@@ -793,8 +841,104 @@ void cluster::leave() {
   left_ = true;
   caf::scoped_actor waiter{manager_.home_system()};
   waiter->monitor(manager_);
-  caf::anon_send(manager_, leave_atom::value);
+  caf::anon_send(manager_, leave_atom::value, false);
+  hand_off();
+  caf::anon_send(manager_, leave_atom::value, true);
   waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(5)) >> [] {});
+}
+
+void cluster::hand_off() {
+  auto& cfg = rt_->config().cluster;
+  if (cfg.handoff_timeout_ms <= 0)
+    return;
+  auto deadline =
+    std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.handoff_timeout_ms);
+  std::vector<agent_id> ids;
+  size_t ephemeral = 0;
+  std::string after;
+  for (;;) {
+    auto page = rt_->list("", after, 1000);
+    for (auto& v : page) {
+      auto kind = rt_->kinds().find(v.kind);
+      if (kind == nullptr || kind->persistence == persistence_mode::ephemeral || !rt_->db())
+        ++ephemeral;
+      else
+        ids.push_back(v.id);
+    }
+    if (page.size() < 1000)
+      break;
+    after = page.back().id.str();
+  }
+  log::event(spdlog::level::info, "handoff_started",
+             {{"agents", ids.size()}, {"ephemeral_not_moved", ephemeral}});
+  struct progress {
+    std::mutex mtx;
+    std::condition_variable cv;
+    size_t running = 0;
+    size_t moved = 0;
+    size_t failed = 0;
+  };
+  auto p = std::make_shared<progress>();
+  auto parallel = static_cast<size_t>(std::max<int64_t>(1, cfg.handoff_migrations_max));
+  auto mgr = manager_;
+  size_t next = 0;
+  bool timed_out = false;
+  for (; next < ids.size(); ++next) {
+    std::unique_lock<std::mutex> lock{p->mtx};
+    if (!p->cv.wait_until(lock, deadline, [&] { return p->running < parallel; })) {
+      timed_out = true;
+      break;
+    }
+    auto to = place_among_others(ids[next]);
+    if (to.empty())
+      break; // no other member: the agents stay on disk here
+    ++p->running;
+    lock.unlock();
+    auto ship = [mgr, to](migration_payload pl,
+                          std::function<void(caf::expected<caf::actor>)> shipped) {
+      caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(pl), std::move(shipped)});
+    };
+    rt_->migrate_out(ids[next], to, std::move(ship),
+                     [p, id = ids[next], to](caf::expected<migration_result> r) {
+                       std::lock_guard<std::mutex> guard{p->mtx};
+                       --p->running;
+                       if (r) {
+                         ++p->moved;
+                       } else {
+                         ++p->failed;
+                         log::event(spdlog::level::warn, "handoff_failed",
+                                    {{"to", to}, {"reason", describe(r.error())}}, id.str());
+                       }
+                       p->cv.notify_all();
+                     });
+  }
+  std::unique_lock<std::mutex> lock{p->mtx};
+  if (!p->cv.wait_until(lock, deadline, [&] { return p->running == 0; }))
+    timed_out = true;
+  log::event(timed_out || p->failed > 0 || next < ids.size() ? spdlog::level::warn
+                                                             : spdlog::level::info,
+             "handoff_done",
+             {{"moved", p->moved},
+              {"failed", p->failed},
+              {"not_tried", ids.size() - next},
+              {"timed_out", timed_out},
+              {"handoff_timeout_ms", cfg.handoff_timeout_ms}});
+}
+
+std::string cluster::place_among_others(const agent_id& id) const {
+  auto key = id.str();
+  std::string best;
+  uint64_t best_score = 0;
+  for (auto& m : members()) {
+    if (m.status != "up" || m.name == self_name_)
+      continue;
+    auto score = rendezvous_score(m.name, key);
+    if (best.empty() || score > best_score || (score == best_score && m.name < best)) {
+      best = m.name;
+      best_score = score;
+    }
+  }
+  return best;
 }
 
 } // namespace hive

@@ -80,7 +80,12 @@ public:
   /// The member list as this node sees it, itself included, in name order.
   [[nodiscard]] std::vector<member_info> members() const;
 
-  /// Tells the other members this node leaves, then stops the node manager. Idempotent.
+  /// Leaves the cluster gracefully: the others see this node `leaving` (no new agents are
+  /// placed here, calls still arrive), every persisted agent it has (running or stored) moves
+  /// live to its placement among the up members, at most `cluster.handoff_migrations_max` at a
+  /// time, for at most `cluster.handoff_timeout_ms` (what is left stays on disk here, served
+  /// again when the node comes back; ephemeral agents end with the node); then the others get
+  /// a last member list and the node manager stops. Blocks; idempotent.
   void leave();
 
   using reply_fn = std::function<void(caf::expected<std::string>)>;
@@ -129,6 +134,12 @@ public:
 
 private:
   cluster() = default;
+
+  /// Moves this node's persisted agents to the others (the middle part of `leave`).
+  void hand_off();
+
+  /// Like `place`, but among the up members other than this node; empty if none.
+  [[nodiscard]] std::string place_among_others(const agent_id& id) const;
 
   node_runtime* rt_ = nullptr;
   std::string self_name_;

@@ -334,6 +334,8 @@ struct activation_book {
     migrate_job job;
     std::vector<continuation> waiting;
     std::chrono::steady_clock::time_point started;
+    /// When the agent handed over its state.
+    std::chrono::steady_clock::time_point captured;
     uint64_t token = 0;
     bool shipping = false;
     size_t state_bytes = 0;
@@ -541,14 +543,19 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
     self->send(m.agent, migrate_end_atom::value, true);
   for (auto& k : m.waiting)
     k(fwd);
-  auto pause = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now()
-                                                         - m.started)
-                 .count();
+  using ms = std::chrono::duration<double, std::milli>;
+  auto now = std::chrono::steady_clock::now();
+  migration_result r{ctx->cfg.node.name, m.job.to, true, ms(now - m.started).count(),
+                     m.state_bytes, ms(m.captured - m.started).count()};
   if (ctx->metrics)
-    ctx->metrics->migration(true, pause / 1000.0);
+    ctx->metrics->migration(true, r.pause_ms / 1000.0);
   log::event(spdlog::level::info, "agent_migrated",
-             {{"to", m.job.to}, {"pause_ms", pause}, {"state_bytes", m.state_bytes}}, id.str());
-  m.job.done(migration_result{ctx->cfg.node.name, m.job.to, true, pause, m.state_bytes});
+             {{"to", m.job.to},
+              {"pause_ms", r.pause_ms},
+              {"capture_ms", r.capture_ms},
+              {"state_bytes", m.state_bytes}},
+             id.str());
+  m.job.done(std::move(r));
 }
 
 /// Starts moving `job.id` away (tenant supervisor): activated first if only stored.
@@ -607,6 +614,7 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
                            meta ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
                                 : std::move(meta.error()));
   i->second.shipping = true;
+  i->second.captured = std::chrono::steady_clock::now();
   i->second.state_bytes = state.size();
   auto sup = caf::actor_cast<caf::actor>(self);
   i->second.job.ship(migration_payload{id, records::encode(**meta), std::move(state)},
@@ -1351,36 +1359,43 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
-  // The meta first, then the snapshot, which also prunes any journal an older copy left.
+  // The meta, then the snapshot (which also prunes any journal an older copy left), queued
+  // together so that one group commit usually carries both: their completions run in order.
   db_->forget(key);
   auto seq = snap->hdr.seq;
   auto db = db_;
   auto root = root_;
   auto id = in.id;
-  db_->put_meta(
-    std::move(*meta), false,
-    [db, root, id, seq, snap = std::move(*snap), done](caf::error err) mutable {
-      if (err)
-        return done(std::move(err));
-      db->put_snapshot(
-        std::move(snap), seq,
-        [db, root, id, done](caf::error err) mutable {
-          if (err) {
-            db->erase_agent(id.str(), [](caf::error) {});
-            return done(std::move(err));
-          }
-          caf::anon_send(root, adopt_atom::value,
-                         adopt_job{id, [db, id, done](caf::expected<caf::actor> t) {
-                                     if (t)
-                                       return done(caf::error{});
-                                     // Not active here: keep no copy (the agent goes on at
-                                     // the node it was to leave).
-                                     db->erase_agent(id.str(), [](caf::error) {});
-                                     done(std::move(t.error()));
-                                   }});
-        },
-        false, 0);
-    });
+  auto t0 = std::chrono::steady_clock::now();
+  auto meta_err = std::make_shared<caf::error>();
+  db_->put_meta(std::move(*meta), false, [meta_err](caf::error err) { *meta_err = std::move(err); });
+  db_->put_snapshot(
+    std::move(*snap), seq,
+    [db, root, id, t0, meta_err, done](caf::error err) mutable {
+      if (*meta_err || err) {
+        db->erase_agent(id.str(), [](caf::error) {});
+        return done(*meta_err ? std::move(*meta_err) : std::move(err));
+      }
+      auto t1 = std::chrono::steady_clock::now();
+      caf::anon_send(root, adopt_atom::value,
+                     adopt_job{id, [db, id, t0, t1, done](caf::expected<caf::actor> t) {
+                                 using ms = std::chrono::duration<double, std::milli>;
+                                 log::event(
+                                   spdlog::level::debug, "agent_adopted",
+                                   {{"store_ms", ms(t1 - t0).count()},
+                                    {"activate_ms",
+                                     ms(std::chrono::steady_clock::now() - t1).count()},
+                                    {"ok", static_cast<bool>(t)}},
+                                   id.str());
+                                 if (t)
+                                   return done(caf::error{});
+                                 // Not active here: keep no copy (the agent goes on at the
+                                 // node it was to leave).
+                                 db->erase_agent(id.str(), [](caf::error) {});
+                                 done(std::move(t.error()));
+                               }});
+    },
+    false, 0);
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,

@@ -63,6 +63,9 @@ struct migration_result {
   double pause_ms = 0;
   /// Size of the encoded state shipped.
   size_t state_bytes = 0;
+  /// Of the pause: until the agent handed over its state (its last events durable); the rest
+  /// is shipping, storing and activating on the new node.
+  double capture_ms = 0;
 };
 
 /// Makes the actor that fronts an agent (the circuit breaker). The runtime sends it

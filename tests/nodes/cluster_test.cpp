@@ -124,6 +124,17 @@ protected:
     std::cout << "cluster of 3 formed in " << formed->count() << " ms" << std::endl;
   }
 
+  /// The end of every node's log (for failure messages).
+  std::string log_tails(size_t bytes = 3000) {
+    std::string out;
+    for (auto& m : nodes) {
+      auto text = read_file(m.log);
+      out += "--- " + m.name + " (" + m.log + "):\n";
+      out += text.size() > bytes ? text.substr(text.size() - bytes) : text;
+    }
+    return out;
+  }
+
   int ask_value(size_t via, const std::string& id, const std::string& body) {
     http_client http{nodes[via].proc->gateway_port};
     auto r = http.request("POST", "/v1/agents/" + id + "/ask", body);
@@ -398,7 +409,7 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
   auto eph = http.request("POST", "/v1/agents/acme/e/migrate", R"({"to":"n3"})");
   ASSERT_TRUE(eph);
   EXPECT_EQ(eph->status, 400) << eph->body;
-  EXPECT_EQ(ask_value(2, "acme/stay", R"({"op":"add","by":1})"), 4);
+  ASSERT_EQ(ask_value(2, "acme/stay", R"({"op":"add","by":1})"), 4) << log_tails();
   // To where it is: nothing happens.
   auto same = http.request("POST", "/v1/agents/acme/stay/migrate", R"({"to":"n2"})");
   ASSERT_TRUE(same);
@@ -407,11 +418,41 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
   // A move, then the old node restarted on its data: it does not serve a stale copy.
   auto moved = http.request("POST", "/v1/agents/acme/stay/migrate", R"({"to":"n3"})");
   ASSERT_TRUE(moved);
-  ASSERT_EQ(moved->status, 200) << moved->body;
+  ASSERT_EQ(moved->status, 200) << moved->body << "\n" << log_tails();
   nodes[1].proc->signal(SIGKILL);
   ASSERT_TRUE(within(10s, [&] { return all_see({0, 2}, "n2", "down"); }));
   start(1, nodes[0].proc->cluster_port);
   ASSERT_TRUE(within(20s, [&] { return all_see({0, 1, 2}, "n2", "up"); }));
   EXPECT_EQ(ask_value(1, "acme/stay", R"({"op":"add","by":1})"), 5);
   EXPECT_EQ(ask_value(0, "acme/stay", R"({"op":"get"})"), 5);
+}
+
+TEST_F(cluster_test, a_node_stopped_with_sigterm_hands_its_agents_off_first) {
+  form_three();
+  http_client http{nodes[0].proc->gateway_port};
+  // Ten persisted counters on n3 with values, and an ephemeral one (it ends with n3).
+  for (int i = 0; i < 10; ++i) {
+    auto id = "acme/h" + std::to_string(i);
+    auto r = http.request("POST", "/v1/agents",
+                          R"({"id":")" + id + R"(","kind":"counter","node":"n3"})");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201) << r->body;
+    ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":)" + std::to_string(i + 1) + "}"), i + 1);
+  }
+  auto echo = http.request("POST", "/v1/agents", R"({"id":"acme/he","kind":"echo","node":"n3"})");
+  ASSERT_TRUE(echo);
+  ASSERT_EQ(echo->status, 201) << echo->body;
+  nodes[2].proc->signal(SIGTERM);
+  auto code = nodes[2].proc->wait_exit(40s);
+  ASSERT_TRUE(code) << "n3 did not exit after SIGTERM\n" << log_tails();
+  EXPECT_EQ(*code, 0) << log_tails();
+  EXPECT_TRUE(all_see({0, 1}, "n3", "leaving")) << "n1 sees n3 as " << view(0)["n3"].dump();
+  auto log = read_file(nodes[2].log);
+  EXPECT_NE(log.find(R"("event":"handoff_done")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("moved":10)"), std::string::npos) << log;
+  // Every counter lives on n1 or n2 now, with its value, found through both gateways.
+  for (int i = 0; i < 10; ++i)
+    for (size_t via = 0; via < 2; ++via)
+      EXPECT_EQ(ask_value(via, "acme/h" + std::to_string(i), R"({"op":"get"})"), i + 1)
+        << "acme/h" << i << " through " << nodes[via].name;
 }

@@ -1,0 +1,111 @@
+"""Shared by the cluster benchmarks (cluster_down.py, migration_pause.py): agent-node
+processes on 127.0.0.1 with their own data directories, polling, quantiles."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def get_nodes(gateway):
+    with urllib.request.urlopen(f"http://{gateway}/v1/cluster/nodes", timeout=2) as r:
+        return {n["name"]: n for n in json.load(r)["nodes"]}
+
+
+class Node:
+    def __init__(self, binary, name, data, seed_port, extra=()):
+        self.binary, self.name, self.data, self.seed_port = binary, name, data, seed_port
+        self.extra = list(extra)
+        self.proc = None
+        self.gateway = None
+        self.cluster_port = None
+
+    def start(self):
+        args = [self.binary, "--name", self.name, "--data-dir", self.data,
+                "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                "--cluster", "127.0.0.1:0", "--log-level", os.environ.get("HIVE_BENCH_LOG_LEVEL", "warn")]
+        if self.seed_port:
+            args += ["--seed", f"127.0.0.1:{self.seed_port}"]
+        args += self.extra
+        log = open(os.path.join(self.data + ".log"), "a")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"gateway http://([^ ]+) .* cluster [^ ]+:(\d+)", line)
+        if not m:
+            sys.exit(f"{self.name} did not start: {line!r}")
+        self.gateway, self.cluster_port = m.group(1), int(m.group(2))
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def wait_until(pred, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if pred():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return False
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def request(gateway, method, path, body=None, timeout=10, headers=None):
+    """One HTTP request with a JSON body; returns (status, parsed JSON or text)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{gateway}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+def form_cluster(binary, root, names, extra=()):
+    """Starts one node per name (the first seeds the others) and waits until all see all up."""
+    nodes = []
+    first = Node(binary, names[0], os.path.join(root, names[0]), None, extra)
+    first.start()
+    nodes.append(first)
+    for name in names[1:]:
+        n = Node(binary, name, os.path.join(root, name), first.cluster_port, extra)
+        n.start()
+        nodes.append(n)
+
+    def all_up():
+        return all(all(v.get(x, {}).get("status") == "up" for x in names)
+                   for v in (get_nodes(n.gateway) for n in nodes))
+
+    if not wait_until(all_up, 20):
+        stop_all(nodes)
+        sys.exit("the cluster did not form")
+    return nodes, all_up
+
+
+def stop_all(nodes):
+    for n in nodes:
+        if n.proc and n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGTERM)
+    for n in nodes:
+        if n.proc:
+            try:
+                n.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
