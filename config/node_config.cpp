@@ -139,6 +139,8 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(cluster, migration_forward_ms, 0, 3600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, handoff_timeout_ms, 0, 3600000, "milliseconds (0 = none)"));
     t.push_back(HIVE_INT_KEY(cluster, handoff_migrations_max, 1, 1024, "migrations"));
+    t.push_back(
+      HIVE_INT_KEY(cluster, rebalance_migrations_per_s, 0, 100000, "migrations per second (0 = off)"));
     t.push_back(HIVE_INT_KEY(agents, agents_max, 1, 100000000, "agents"));
     t.push_back(HIVE_INT_KEY(storage, commit_batch_writes_max, 1, 1000000, "writes"));
     t.push_back(HIVE_INT_KEY(storage, commit_queue_writes_max, 1, 100000000, "writes"));

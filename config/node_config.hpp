@@ -74,6 +74,8 @@ struct node_config {
     int64_t handoff_timeout_ms = 30000;
     /// Migrations one hand-off runs at once.
     int64_t handoff_migrations_max = 8;
+    /// Rebalancing moves at most this many agents per second (0 = no rebalancing).
+    int64_t rebalance_migrations_per_s = 20;
   } cluster;
 
   struct agents_section {

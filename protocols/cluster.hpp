@@ -102,12 +102,14 @@ struct remote_spawn {
   /// permanent | transient | temporary.
   std::string restart;
   uint64_t correlation_id = 0;
+  /// The creator chose the node.
+  bool pinned = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, remote_spawn& x) {
   return f(caf::meta::type_name("hive.remote_spawn"), x.id, x.kind, x.config, x.breaker, x.restart,
-           x.correlation_id);
+           x.correlation_id, x.pinned);
 }
 
 /// A live migration hands an agent to another node (runtime/cluster.hpp): its meta and its

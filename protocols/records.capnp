@@ -56,4 +56,6 @@ struct Meta {
   restart @3 :Text;
   createdUnixMs @4 :Int64;
   persistence @5 :Text;
+  # Spawned on a node the creator named, or moved there by hand: rebalancing leaves it.
+  pinned @6 :Bool;
 }

@@ -207,6 +207,7 @@ std::string encode(const meta_record& x) {
   m.setRestart(x.restart);
   m.setCreatedUnixMs(x.created_unix_ms);
   m.setPersistence(x.persistence);
+  m.setPinned(x.pinned);
   return wrap(record_type::meta, x.hdr, body_bytes<cr::Meta>(msg));
 }
 
@@ -257,6 +258,7 @@ caf::expected<meta_record> decode_meta(std::string_view bytes) {
     out.restart = std::string{view_of(m.getRestart())};
     out.created_unix_ms = m.getCreatedUnixMs();
     out.persistence = std::string{view_of(m.getPersistence())};
+    out.pinned = m.getPinned();
   });
   if (err)
     return err;

@@ -61,6 +61,8 @@ struct meta_record {
   std::string restart = "permanent";
   int64_t created_unix_ms = 0;
   std::string persistence;
+  /// Placed on a node by its creator, or moved there by hand: rebalancing leaves it there.
+  bool pinned = false;
 };
 
 /// CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start):

@@ -463,6 +463,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       st.since_snapshot = 0;
       st.cfg.db->forget(st.cfg.id.str());
       self->delayed_send(self, migrate_linger, migrate_end_atom::value, false);
+      // Released by its supervisor: it lingers no longer than the supervisor lives.
+      self->monitor(st.cfg.parent);
+      self->set_down_handler([self](caf::down_msg&) {
+        self->quit(make_error(errc::migrated, self->state.cfg.id.str() + " moved"));
+      });
     },
     [self](flush_atom) { flush(self); },
     [self](const inspect_request&) -> agent_reply {

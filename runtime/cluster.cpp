@@ -4,6 +4,7 @@
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <set>
 #include <tuple>
@@ -278,7 +279,8 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                             {"capture_ms", r->capture_ms},
                             {"state_bytes", r->state_bytes}}
                .dump());
-      });
+      },
+      true); // moved by hand: rebalancing leaves it where it was sent
   }
   if (op == "ask")
     return rt.ask(id, std::move(call), timeout, std::move(done));
@@ -562,6 +564,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         return rp.deliver(std::move(restart.error()));
       sr.restart = *restart;
       sr.correlation_id = req.correlation_id;
+      sr.pinned = req.pinned;
       auto key = st.next_ask++;
       st.asks.emplace(key, rp);
       auto mgr = caf::actor_cast<caf::actor>(self);
@@ -701,6 +704,8 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   c->port_ = *bound;
   c->address_ = ep->host + ":" + std::to_string(c->port_);
   caf::anon_send(c->manager_, start_atom::value, c->address_);
+  if (cfg.cluster.rebalance_migrations_per_s > 0)
+    c->rebalancer_ = std::thread{[p = c.get()] { p->rebalance_loop(); }};
   log::event(
     spdlog::level::info, "cluster_listening",
     {{"address", c->address_}, {"cluster", cfg.cluster.name}, {"seeds", cfg.cluster.seeds}});
@@ -744,6 +749,7 @@ std::string cluster::place(const agent_id& id) const {
 }
 
 void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
+  req.pinned = !node.empty();
   auto where = node.empty() ? place(req.id) : node;
   if (where == self_name_)
     return rt_->spawn(std::move(req), std::move(done));
@@ -752,7 +758,8 @@ void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
                   req.config.dump(),
                   req.breaker,
                   std::string{to_string(req.restart)},
-                  req.correlation_id};
+                  req.correlation_id,
+                  req.pinned};
   caf::anon_send(manager_, forward_atom::value,
                  forward_spawn_job{std::move(where), std::move(rs), std::move(done)});
 }
@@ -828,6 +835,115 @@ void cluster::shared_state::forget_member(const std::string& member) {
 
 cluster::~cluster() {
   leave();
+  stop_rebalancer();
+}
+
+void cluster::stop_rebalancer() {
+  {
+    std::lock_guard<std::mutex> guard{rb_mtx_};
+    rb_stop_ = true;
+  }
+  rb_cv_.notify_all();
+  if (rebalancer_.joinable())
+    rebalancer_.join();
+}
+
+bool cluster::move_and_wait(const agent_id& id, const std::string& to, bool pin) {
+  auto mgr = manager_;
+  auto ship = [mgr, to](migration_payload pl,
+                        std::function<void(caf::expected<caf::actor>)> shipped) {
+    caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(pl), std::move(shipped)});
+  };
+  auto result = std::make_shared<std::promise<caf::expected<migration_result>>>();
+  auto fut = result->get_future();
+  rt_->migrate_out(
+    id, to, std::move(ship),
+    [result](caf::expected<migration_result> r) { result->set_value(std::move(r)); }, pin);
+  if (fut.wait_for(2 * migration_timeout_ + std::chrono::seconds(1))
+      != std::future_status::ready) {
+    log::event(spdlog::level::warn, "rebalance_move_timed_out", {{"to", to}}, id.str());
+    return false;
+  }
+  auto r = fut.get();
+  if (!r)
+    log::event(spdlog::level::warn, "rebalance_move_failed",
+               {{"to", to}, {"reason", describe(r.error())}}, id.str());
+  return r && r->moved;
+}
+
+void cluster::rebalance_loop() {
+  auto& cfg = rt_->config().cluster;
+  auto tick = std::chrono::milliseconds(cfg.join_retry_ms);
+  auto gap = std::chrono::microseconds(1000000 / std::max<int64_t>(1, cfg.rebalance_migrations_per_s));
+  auto signature = [this] {
+    std::string sig;
+    size_t up = 0;
+    for (auto& m : members())
+      if (m.status == "up") {
+        sig += m.name + "@" + std::to_string(m.incarnation) + ",";
+        ++up;
+      }
+    return up > 1 ? sig : std::string{}; // alone: nothing to move anywhere
+  };
+  std::string done_sig;
+  std::string seen_sig;
+  std::unique_lock<std::mutex> lock{rb_mtx_};
+  while (!rb_stop_) {
+    rb_cv_.wait_for(lock, tick, [this] { return rb_stop_; });
+    if (rb_stop_)
+      break;
+    auto sig = signature();
+    if (sig == done_sig)
+      continue;
+    if (sig != seen_sig) { // changed since the last tick: let the membership settle first
+      seen_sig = sig;
+      continue;
+    }
+    done_sig = sig;
+    if (sig.empty() || !rt_->db())
+      continue;
+    lock.unlock();
+    size_t moved = 0;
+    size_t looked = 0;
+    std::string after;
+    bool stop = false;
+    for (;;) {
+      auto page = rt_->list("", after, 1000);
+      for (auto& v : page) {
+        {
+          std::lock_guard<std::mutex> guard{rb_mtx_};
+          stop = rb_stop_;
+        }
+        if (stop || signature() != sig) {
+          stop = true;
+          break;
+        }
+        auto kind = rt_->kinds().find(v.kind);
+        if (kind == nullptr || kind->persistence == persistence_mode::ephemeral)
+          continue;
+        auto meta = rt_->db()->get_meta(v.id.str());
+        if (!meta || !*meta || (*meta)->pinned)
+          continue;
+        ++looked;
+        auto to = place(v.id);
+        if (to == self_name_)
+          continue;
+        if (move_and_wait(v.id, to, false))
+          ++moved;
+        std::unique_lock<std::mutex> pause{rb_mtx_};
+        rb_cv_.wait_for(pause, gap, [this] { return rb_stop_; });
+      }
+      if (stop || page.size() < 1000)
+        break;
+      after = page.back().id.str();
+    }
+    if (stop)
+      done_sig.clear(); // the members changed again (or the node stops): scan anew
+    if (moved > 0 || stop)
+      log::event(spdlog::level::info, "rebalanced",
+                 {{"moved", moved}, {"unpinned_agents", looked}, {"interrupted", stop}});
+    lock.lock();
+  }
 }
 
 std::vector<member_info> cluster::members() const {
@@ -839,6 +955,7 @@ void cluster::leave() {
   if (left_ || !manager_)
     return;
   left_ = true;
+  stop_rebalancer();
   caf::scoped_actor waiter{manager_.home_system()};
   waiter->monitor(manager_);
   caf::anon_send(manager_, leave_atom::value, false);

@@ -1,12 +1,14 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -51,8 +53,11 @@ struct spawn_request;
 /// (`migrate_in`) to the target's node manager, which stores and activates it; the source then
 /// forwards what it stashed and what still reaches it (see node_runtime::migrate_out).
 ///
+/// Rebalancing: when the set of up members changes, unpinned persisted agents whose
+/// placement now names another member move there, rate-limited (`rebalance_loop`).
+///
 /// Not yet (issue #4 continues): a `suspect` state between up and down, a directory owner per
-/// id and rebalancing.
+/// id.
 class cluster {
 public:
   /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).
@@ -140,6 +145,22 @@ private:
 
   /// Like `place`, but among the up members other than this node; empty if none.
   [[nodiscard]] std::string place_among_others(const agent_id& id) const;
+
+  /// The rebalancer thread: after the set of up members changed (and then held for one
+  /// `cluster.join_retry_ms`), moves this node's unpinned persisted agents whose placement is
+  /// another member there, one at a time, at most `cluster.rebalance_migrations_per_s`.
+  void rebalance_loop();
+
+  /// Runs one migration of `id` to `to` and waits for it; true if it moved.
+  bool move_and_wait(const agent_id& id, const std::string& to, bool pin);
+
+  /// Stops the rebalancer thread (if any) and waits for it.
+  void stop_rebalancer();
+
+  std::thread rebalancer_;
+  std::mutex rb_mtx_;
+  std::condition_variable rb_cv_;
+  bool rb_stop_ = false;
 
   node_runtime* rt_ = nullptr;
   std::string self_name_;

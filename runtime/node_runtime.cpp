@@ -24,6 +24,7 @@ struct runtime_context {
   /// The node's store; null = every kind is ephemeral.
   std::shared_ptr<store> db;
   front_factory breaker_factory;
+  std::shared_ptr<moved_agents> moved;
 
   /// True if agents of `kind` keep their state in the store.
   [[nodiscard]] bool persisted(const std::string& kind) const {
@@ -86,6 +87,8 @@ struct migrate_job {
   std::string to;
   ship_fn ship;
   std::function<void(caf::expected<migration_result>)> done;
+  /// Pin the agent to `to` (a move by hand).
+  bool pin = false;
 };
 
 /// An agent that migrated here and is stored: the tenant supervisor activates it.
@@ -440,8 +443,11 @@ using forwarder_actor = caf::stateful_actor<forwarder_state>;
 
 /// Calls for an agent that moved away go on to `remote` (the node manager of the node it
 /// moved to) as `remote_call`s, in arrival order. `migrate_expire_atom` makes it quit once
-/// every forwarded ask is answered.
-caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id) {
+/// every forwarded ask is answered; so does the end of `owner` (its tenant supervisor).
+caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id,
+                           caf::actor owner) {
+  self->monitor(owner);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   auto maybe_quit = [self] {
     if (self->state.closing && self->state.outstanding == 0)
       self->quit();
@@ -534,11 +540,12 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   });
   if (m.view.has_breaker && m.view.target)
     caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
-  auto fwd = self->system().spawn(forwarder_fn, remote, id);
+  auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self));
   auto token = book.next_token++;
   book.moved[id.name] = {fwd, m.job.to, token};
+  ctx->moved->put(id.str(), fwd);
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
-                     migrate_expire_atom::value, id.name, token);
+                     migrate_expire_atom::value, id, token);
   if (m.agent)
     self->send(m.agent, migrate_end_atom::value, true);
   for (auto& k : m.waiting)
@@ -613,6 +620,8 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
     return abort_migration(self, ctx, book, id,
                            meta ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
                                 : std::move(meta.error()));
+  if (i->second.job.pin)
+    (*meta)->pinned = true;
   i->second.shipping = true;
   i->second.captured = std::chrono::steady_clock::now();
   i->second.state_bytes = state.size();
@@ -676,16 +685,18 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
                                                       + " did not hand over its state within "
                                                         "cluster.migration_timeout_ms"));
       },
-      [book](migrate_expire_atom, const std::string& name, uint64_t token) {
-        auto i = book->moved.find(name);
+      [ctx, book](migrate_expire_atom, const agent_id& id, uint64_t token) {
+        auto i = book->moved.find(id.name);
         if (i == book->moved.end() || i->second.token != token)
           return;
+        ctx->moved->erase(id.str(), i->second.forwarder);
         caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
         book->moved.erase(i);
       },
       [self, ctx, book](adopt_atom, adopt_job& job) {
         // It came back (or here for the first time): calls are served here again.
         if (auto i = book->moved.find(job.id.name); i != book->moved.end()) {
+          ctx->moved->erase(job.id.str(), i->second.forwarder);
           caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
           book->moved.erase(i);
         }
@@ -977,14 +988,20 @@ caf::behavior router_fn(router_actor* self, size_t pending_max) {
 namespace {
 
 /// The tell path of an agent_ref to an id that is not running: like node_runtime::tell.
-caf::error tell_missing(const std::shared_ptr<store>& db, const caf::actor& root,
-                        const agent_id& id, const agent_call& call, bool known) {
+caf::error tell_missing(const std::shared_ptr<store>& db, const moved_agents& moved,
+                        const caf::actor& root, const agent_id& id, const agent_call& call,
+                        bool known) {
   if (!known) {
     auto meta = db->get_meta(id.str());
     if (!meta)
       return std::move(meta.error());
-    if (!*meta)
+    if (!*meta) {
+      if (auto fwd = moved.find(id.str())) { // moved away: on to its new node
+        caf::anon_send(*fwd, call);
+        return {};
+      }
       return make_error(errc::agent_not_found, "no agent " + id.str());
+    }
   }
   caf::anon_send(root, activate_atom::value, activate_job{id, [call](caf::expected<caf::actor> t) {
                                                             if (t)
@@ -1016,6 +1033,7 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->kinds = &rt->kinds_;
   ctx->db = rt->db_;
   ctx->breaker_factory = rt->breaker_factory_;
+  ctx->moved = rt->moved_;
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
     auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
@@ -1029,12 +1047,12 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
     // Weak on the root: a reference that outlives the runtime finds nothing, it keeps nothing.
     caf::actor_addr root_addr = rt->root_.address();
     rt->miss_ = std::make_shared<const agent_ref::miss_fn>(
-      [db = rt->db_, root_addr](const agent_id& id, const agent_call& call,
-                                bool known) -> caf::error {
+      [db = rt->db_, moved = rt->moved_, root_addr](const agent_id& id, const agent_call& call,
+                                                    bool known) -> caf::error {
         auto root = caf::actor_cast<caf::actor>(root_addr);
         if (!root)
           return make_error(errc::shutting_down, "node is shutting down");
-        return tell_missing(db, root, id, call, known);
+        return tell_missing(db, *moved, root, id, call, known);
       });
   }
   // Many routers: a CAF 0.17 actor looks up and erases the handler of each reply by a linear
@@ -1122,6 +1140,7 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
   meta.restart = job.view.restart;
   meta.created_unix_ms = unix_ms_now();
   meta.persistence = std::string{to_string(kind->persistence)};
+  meta.pinned = req.pinned;
   auto shared_job = std::make_shared<spawn_job>(std::move(job));
   db_->put_meta(std::move(meta), true,
                 [root = root_, dir = directory_, shared_job](caf::error err) {
@@ -1228,8 +1247,13 @@ caf::error node_runtime::activate_then(const agent_id& id,
     auto meta = db_->get_meta(id.str());
     if (!meta)
       return std::move(meta.error());
-    if (!*meta)
+    if (!*meta) {
+      if (auto fwd = moved_->find(id.str())) { // moved away: on to its new node
+        then(*fwd);
+        return {};
+      }
       return make_error(errc::agent_not_found, "no agent " + id.str());
+    }
   }
   if (stopping_.load())
     return make_error(errc::shutting_down, "node is shutting down");
@@ -1310,8 +1334,29 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
   caf::anon_send(router, ask_atom::value, std::move(job));
 }
 
+void moved_agents::put(const std::string& id, caf::actor forwarder) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  map_[id] = std::move(forwarder);
+}
+
+void moved_agents::erase(const std::string& id, const caf::actor& forwarder) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = map_.find(id);
+  if (i != map_.end() && (!forwarder || i->second == forwarder))
+    map_.erase(i);
+}
+
+std::optional<caf::actor> moved_agents::find(const std::string& id) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = map_.find(id);
+  if (i == map_.end())
+    return std::nullopt;
+  return i->second;
+}
+
 void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
-                               std::function<void(caf::expected<migration_result>)> done) {
+                               std::function<void(caf::expected<migration_result>)> done,
+                               bool pin) {
   assert(done && ship);
   if (!db_)
     return done(make_error(errc::invalid_argument,
@@ -1328,7 +1373,7 @@ void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
   if (to == node_name())
     return done(migration_result{to, to, false, 0, 0});
   caf::anon_send(root_, migrate_atom::value,
-                 migrate_job{id, std::move(to), std::move(ship), std::move(done)});
+                 migrate_job{id, std::move(to), std::move(ship), std::move(done), pin});
 }
 
 void node_runtime::adopt(const migration_payload& in, std::function<void(caf::error)> done) {

@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -34,6 +36,8 @@ struct spawn_request {
   /// When the supervisor restarts the agent.
   restart_type restart = restart_type::permanent;
   uint64_t correlation_id = 0;
+  /// The creator chose the node (cluster rebalancing leaves the agent there).
+  bool pinned = false;
 };
 
 /// What a live migration hands to the node the agent moves to: its records, encoded and
@@ -120,6 +124,21 @@ private:
   uint64_t generation_ = 0;
 };
 
+/// Agents that moved away from this node recently, by id: where calls for them go (the
+/// forwarder to the node they moved to) until `cluster.migration_forward_ms` passed.
+/// Thread-safe.
+class moved_agents {
+public:
+  void put(const std::string& id, caf::actor forwarder);
+  /// Removes `id` if it still maps to `forwarder` (any forwarder when invalid).
+  void erase(const std::string& id, const caf::actor& forwarder = {});
+  [[nodiscard]] std::optional<caf::actor> find(const std::string& id) const;
+
+private:
+  mutable std::mutex mtx_;
+  std::unordered_map<std::string, caf::actor> map_;
+};
+
 /// The single-node actor runtime: the supervision tree (root -> tenant supervisors ->
 /// agents), the local directory of agents by id, and the by-id tell/ask paths.
 ///
@@ -193,8 +212,10 @@ public:
   /// is lost either way. A stored agent that is not running is activated first.
   /// Errors: agent_not_found, invalid_argument (ephemeral kind, no store), conflict (already
   /// migrating), agent_failed (restarting), timeout, the target's errors.
+  /// With `pin`, the agent counts as pinned to `to` from then on (a move by hand, which
+  /// rebalancing must not undo); without, its pin flag moves with it unchanged.
   void migrate_out(const agent_id& id, std::string to, ship_fn ship,
-                   std::function<void(caf::expected<migration_result>)> done);
+                   std::function<void(caf::expected<migration_result>)> done, bool pin = false);
 
   /// Takes in an agent migrating to this node: verifies its records, stores them durably
   /// (replacing any older copy), then activates it with a larger epoch than the one it had.
@@ -276,6 +297,8 @@ private:
   std::shared_ptr<const agent_ref::miss_fn> miss_;
   /// Re-sends an ask whose target died first (type-erased: the type is internal).
   std::shared_ptr<void> ask_retry_;
+  /// Agents that moved away (their calls go on to the new node for a while).
+  std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cluster.hpp"
 #include "support/http_client.hpp"
 #include "support/node_process.hpp"
 
@@ -248,6 +249,9 @@ TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it
   auto rejoined = within(20s, [&] { return all_see({0, 1, 2}, "n2", "up"); });
   ASSERT_TRUE(rejoined) << read_file(nodes[1].log);
   EXPECT_GT(view(2)["n2"]["incarnation"].get<uint64_t>(), old_incarnation);
+  // (Up in n3's list may come before n3's own link to n2: until then n3 cannot reach it.)
+  EXPECT_TRUE(within(10s, [&] { return ask_value(2, "acme/on-n2", R"({"op":"get"})") == 5; }))
+    << log_tails();
   EXPECT_EQ(ask_value(2, "acme/on-n2", R"({"op":"add","by":1})"), 6);
 }
 
@@ -455,4 +459,65 @@ TEST_F(cluster_test, a_node_stopped_with_sigterm_hands_its_agents_off_first) {
     for (size_t via = 0; via < 2; ++via)
       EXPECT_EQ(ask_value(via, "acme/h" + std::to_string(i), R"({"op":"get"})"), i + 1)
         << "acme/h" << i << " through " << nodes[via].name;
+}
+
+TEST_F(cluster_test, unpinned_agents_move_to_a_node_that_joins_where_placement_now_puts_them) {
+  add("n1");
+  add("n2");
+  add("n3");
+  start(0, 0);
+  start(1, nodes[0].proc->cluster_port);
+  ASSERT_TRUE(within(20s, [&] { return all_see({0, 1}, "n1", "up") && all_see({0, 1}, "n2", "up"); }));
+  http_client http{nodes[0].proc->gateway_port};
+  constexpr int agents = 30;
+  for (int i = 0; i < agents; ++i) {
+    auto id = "acme/r" + std::to_string(i);
+    auto r = http.request("POST", "/v1/agents", R"({"id":")" + id + R"(","kind":"counter"})");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201) << r->body;
+    ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":)" + std::to_string(i + 1) + "}"), i + 1);
+  }
+  auto pinned =
+    http.request("POST", "/v1/agents", R"({"id":"acme/rpin","kind":"counter","node":"n1"})");
+  ASSERT_TRUE(pinned);
+  ASSERT_EQ(pinned->status, 201) << pinned->body;
+  start(2, nodes[0].proc->cluster_port);
+  // Where rendezvous hashing over all three puts each id; the pinned one stays on n1.
+  auto expected = [](const std::string& id) {
+    std::string best;
+    uint64_t best_score = 0;
+    for (std::string n : {"n1", "n2", "n3"})
+      if (auto s = hive::rendezvous_score(n, id); best.empty() || s > best_score) {
+        best = n;
+        best_score = s;
+      }
+    return best;
+  };
+  int to_n3 = 0;
+  for (int i = 0; i < agents; ++i)
+    to_n3 += expected("acme/r" + std::to_string(i)) == "n3" ? 1 : 0;
+  ASSERT_GT(to_n3, 0) << "no id of this test hashes to n3: the test checks nothing";
+  auto node_of = [&](const std::string& id) {
+    http_client via{nodes[1].proc->gateway_port};
+    auto r = via.request("GET", "/v1/agents/" + id);
+    return r && r->status == 200 ? json::parse(r->body)["node"].get<std::string>()
+                                 : std::string{"?"};
+  };
+  std::string wrong;
+  auto settled = within(30s, [&] {
+    for (int i = 0; i < agents; ++i) {
+      auto id = "acme/r" + std::to_string(i);
+      if (auto at = node_of(id); at != expected(id)) {
+        wrong = id + " on " + at + ", placement says " + expected(id);
+        return false;
+      }
+    }
+    return true;
+  });
+  ASSERT_TRUE(settled) << "rebalancing did not finish: " << wrong << "\n" << log_tails();
+  std::cout << to_n3 << " of " << agents << " agents moved to the new node n3 in "
+            << settled->count() << " ms" << std::endl;
+  EXPECT_EQ(node_of("acme/rpin"), "n1");
+  for (int i = 0; i < agents; ++i)
+    EXPECT_EQ(ask_value(2, "acme/r" + std::to_string(i), R"({"op":"get"})"), i + 1);
 }

@@ -1,0 +1,309 @@
+// The live-migration protocol of node_runtime (migrate_out on the source, adopt on the target)
+// with two runtimes and two stores in one process, and a transport the test controls: it
+// delivers the state at once, late, or fails, so that each step of the protocol can be made to
+// go wrong. Calls keep arriving at the source all along; none may be lost or applied twice.
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "actors/sample_kinds.hpp"
+#include "protocols/errc.hpp"
+#include "protocols/records.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/bootstrap.hpp"
+#include "runtime/node_runtime.hpp"
+#include "support/node_process.hpp"
+
+using namespace std::chrono_literals;
+using namespace hive;
+
+namespace {
+
+/// What the test's transport does with a migration.
+enum class transport { deliver, fail_after_delay };
+
+class migration_test : public ::testing::Test {
+public:
+  void SetUp() override {
+    cfg.node.scheduler_threads = 2;
+    cfg.persistence.passivate_idle_ms = 300000;
+    sys_cfg.emplace();
+    configure_actor_system(*sys_cfg, cfg);
+    sys.emplace(*sys_cfg);
+    a = start_runtime("a", dir_a);
+    b = start_runtime("b", dir_b);
+    // B's side of the "network": remote_calls as B's node manager would run them.
+    auto* rt_b = b.get();
+    remote_b = sys->spawn(
+      [rt_b](caf::event_based_actor* self, int) -> caf::behavior {
+        return {[self, rt_b](remote_call& req) {
+          auto rp = self->make_response_promise();
+          auto done = [rp](caf::expected<std::string> r) mutable {
+            if (r)
+              rp.deliver(agent_reply{std::move(*r)});
+            else
+              rp.deliver(std::move(r.error()));
+          };
+          if (req.op == "tell") {
+            if (auto err = rt_b->tell(req.id, req.call))
+              return done(std::move(err));
+            return done(std::string{"{}"});
+          }
+          rt_b->ask(req.id, std::move(req.call), std::chrono::milliseconds(req.timeout_ms),
+                    std::move(done));
+        }};
+      },
+      0);
+  }
+
+  void TearDown() override {
+    caf::anon_send_exit(remote_b, caf::exit_reason::user_shutdown);
+    for (auto* rt : {a.get(), b.get()})
+      if (rt)
+        rt->shutdown();
+    a.reset();
+    b.reset();
+    sys.reset();
+  }
+
+  std::unique_ptr<node_runtime> start_runtime(const std::string& name, test::temp_dir& dir) {
+    auto nc = cfg;
+    nc.node.name = name;
+    kind_registry kinds;
+    EXPECT_FALSE(register_sample_kinds(kinds));
+    auto m = std::make_shared<metrics>();
+    auto db = open_node_store(nc, dir.path.string(), m);
+    EXPECT_TRUE(db) << describe(db.error());
+    auto rt = node_runtime::start(*sys, nc, std::move(kinds), m, {}, *db);
+    EXPECT_TRUE(rt) << describe(rt.error());
+    return std::move(*rt);
+  }
+
+  /// The ship function of a migration from A to B.
+  ship_fn ship(transport how, std::chrono::milliseconds delay = 0ms) {
+    auto* rt_b = b.get();
+    auto remote = remote_b;
+    return [rt_b, remote, how, delay](migration_payload p,
+                                      std::function<void(caf::expected<caf::actor>)> done) {
+      std::thread{[=, p = std::move(p)] {
+        std::this_thread::sleep_for(delay);
+        if (how != transport::deliver)
+          return done(make_error(errc::io_error, "the test's transport lost the state"));
+        rt_b->adopt(p, [remote, done](caf::error err) {
+          if (err)
+            return done(std::move(err));
+          done(remote);
+        });
+      }}.detach();
+    };
+  }
+
+  caf::expected<migration_result> migrate(const std::string& id, transport how,
+                                          std::chrono::milliseconds delay = 0ms) {
+    std::promise<caf::expected<migration_result>> p;
+    a->migrate_out(*parse_agent_id(id), "b", ship(how, delay),
+                   [&](caf::expected<migration_result> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  }
+
+  static caf::expected<nlohmann::json> ask(node_runtime& rt, const std::string& id,
+                                           const nlohmann::json& body, std::string client = {},
+                                           uint64_t seq = 0) {
+    std::promise<caf::expected<std::string>> p;
+    rt.ask(*parse_agent_id(id), agent_call{envelope{1, "acme", 0, "test", std::move(client), seq},
+                                           body.dump()},
+           5s, [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    if (!r)
+      return r.error();
+    return nlohmann::json::parse(*r);
+  }
+
+  template <class Pred>
+  static bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
+    for (auto t0 = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t0 < limit;
+         std::this_thread::sleep_for(10ms))
+      if (pred())
+        return true;
+    return pred();
+  }
+
+  void spawn(const std::string& id) {
+    std::promise<caf::expected<agent_view>> p;
+    a->spawn(spawn_request{*parse_agent_id(id), "counter"},
+             [&](caf::expected<agent_view> v) { p.set_value(std::move(v)); });
+    auto v = p.get_future().get();
+    ASSERT_TRUE(v) << describe(v.error());
+  }
+
+  /// Clients that ask increments of `id` through A, one at a time, each with its own
+  /// idempotency keys, retrying a failed one with the same key until it is acknowledged.
+  struct load {
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    std::vector<int64_t> acked;
+    std::vector<std::string> disorder;
+
+    load(node_runtime& rt, const std::string& id, int clients)
+        : acked(static_cast<size_t>(clients)), disorder(static_cast<size_t>(clients)) {
+      for (int c = 0; c < clients; ++c)
+        threads.emplace_back([this, &rt, id, c] {
+          auto i = static_cast<size_t>(c);
+          int64_t last = -1;
+          for (uint64_t seq = 1; !stop.load(); ++seq)
+            for (;;) {
+              std::string client = "client-"; // (append: g++ 12's -Wrestrict misfires)
+              client += std::to_string(c);
+              auto r = ask(rt, id, {{"op", "add"}, {"by", 1}}, client, seq);
+              if (r) {
+                auto v = (*r)["value"].get<int64_t>();
+                if (v <= last && disorder[i].empty())
+                  disorder[i] = std::to_string(v) + " after " + std::to_string(last);
+                last = v;
+                ++acked[i];
+                break;
+              }
+              std::this_thread::sleep_for(1ms);
+            }
+        });
+    }
+
+    int64_t finish() {
+      stop = true;
+      for (auto& t : threads)
+        t.join();
+      threads.clear();
+      int64_t total = 0;
+      for (auto n : acked)
+        total += n;
+      return total;
+    }
+
+    ~load() {
+      if (!threads.empty())
+        finish();
+    }
+  };
+
+  node_config cfg;
+  test::temp_dir dir_a;
+  test::temp_dir dir_b;
+  std::optional<caf::actor_system_config> sys_cfg;
+  std::optional<caf::actor_system> sys;
+  std::unique_ptr<node_runtime> a;
+  std::unique_ptr<node_runtime> b;
+  caf::actor remote_b;
+};
+
+} // namespace
+
+TEST_F(migration_test, a_slow_transport_holds_the_calls_and_then_they_reach_the_new_node) {
+  spawn("acme/m");
+  load clients{*a, "acme/m", 4};
+  std::this_thread::sleep_for(100ms);
+  // The state takes 300 ms to arrive: every call meanwhile waits in the stash.
+  auto r = migrate("acme/m", transport::deliver, 300ms);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(r->moved);
+  EXPECT_GE(r->pause_ms, 300.0);
+  std::this_thread::sleep_for(200ms); // calls through A now go on to B
+  auto total = clients.finish();
+  for (size_t c = 0; c < clients.disorder.size(); ++c)
+    EXPECT_TRUE(clients.disorder[c].empty()) << "client " << c << ": " << clients.disorder[c];
+  ASSERT_GT(total, 10);
+  auto on_b = ask(*b, "acme/m", {{"op", "get"}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], total) << "B holds a different count than was acknowledged";
+  EXPECT_TRUE(b->find(*parse_agent_id("acme/m"))) << "not active on B";
+  // A keeps no copy: its store forgot the agent (the erase follows the hand-over).
+  ASSERT_TRUE(eventually([&] {
+    auto meta = a->db()->get_meta("acme/m");
+    return meta && !*meta;
+  }));
+}
+
+TEST_F(migration_test, a_lost_state_leaves_the_agent_where_it_was_with_every_call) {
+  spawn("acme/m");
+  load clients{*a, "acme/m", 4};
+  std::this_thread::sleep_for(100ms);
+  auto r = migrate("acme/m", transport::fail_after_delay, 200ms);
+  ASSERT_FALSE(r) << "a migration whose state was lost reported success";
+  EXPECT_EQ(code_of(r.error()), errc::io_error) << describe(r.error());
+  std::this_thread::sleep_for(100ms); // the stash and later calls are served by A again
+  auto total = clients.finish();
+  for (size_t c = 0; c < clients.disorder.size(); ++c)
+    EXPECT_TRUE(clients.disorder[c].empty()) << "client " << c << ": " << clients.disorder[c];
+  auto on_a = ask(*a, "acme/m", {{"op", "get"}});
+  ASSERT_TRUE(on_a) << describe(on_a.error());
+  EXPECT_EQ((*on_a)["value"], total);
+  auto meta = b->db()->get_meta("acme/m");
+  ASSERT_TRUE(meta);
+  EXPECT_FALSE(*meta) << "B stored the agent although the state never reached it";
+  // And it can still move afterwards.
+  auto again = migrate("acme/m", transport::deliver);
+  ASSERT_TRUE(again) << describe(again.error());
+  auto on_b = ask(*b, "acme/m", {{"op", "get"}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], total);
+}
+
+TEST_F(migration_test, a_duplicate_command_after_the_move_gets_its_original_reply) {
+  spawn("acme/m");
+  auto first = ask(*a, "acme/m", {{"op", "add"}, {"by", 5}}, "client", 1);
+  ASSERT_TRUE(first) << describe(first.error());
+  ASSERT_TRUE(migrate("acme/m", transport::deliver));
+  // The retry of an acknowledged command reaches the new node: the de-duplication window
+  // moved with the state.
+  auto retry = ask(*b, "acme/m", {{"op", "add"}, {"by", 5}}, "client", 1);
+  ASSERT_TRUE(retry) << describe(retry.error());
+  EXPECT_EQ((*retry)["value"], 5);
+  EXPECT_EQ((*ask(*b, "acme/m", {{"op", "get"}}))["value"], 5);
+}
+
+TEST_F(migration_test, a_stored_agent_that_is_not_running_moves_too_and_epochs_grow) {
+  spawn("acme/m");
+  ASSERT_TRUE(ask(*a, "acme/m", {{"op", "add"}, {"by", 2}}));
+  // Restart A's runtime on its store: the agent is stored, not running.
+  a->shutdown();
+  a.reset();
+  a = start_runtime("a", dir_a);
+  ASSERT_FALSE(a->find(*parse_agent_id("acme/m")));
+  auto r = migrate("acme/m", transport::deliver);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(r->moved);
+  auto on_b = ask(*b, "acme/m", {{"op", "add"}, {"by", 1}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], 3);
+  // B's activation writes with a larger epoch than any the agent had on A.
+  auto shipped = b->db()->get_snapshot("acme/m");
+  ASSERT_TRUE(shipped && *shipped);
+  auto events = b->db()->read_events("acme/m", 0, UINT64_MAX, 100);
+  ASSERT_TRUE(events);
+  ASSERT_FALSE(events->empty());
+  EXPECT_GT(events->back().hdr.epoch, (*shipped)->hdr.epoch)
+    << "the activation on B writes with epoch " << events->back().hdr.epoch
+    << ", not above A's " << (*shipped)->hdr.epoch;
+}
+
+TEST_F(migration_test, an_ephemeral_or_unknown_agent_does_not_migrate) {
+  std::promise<caf::expected<agent_view>> p;
+  a->spawn(spawn_request{*parse_agent_id("acme/e"), "echo"},
+           [&](caf::expected<agent_view> v) { p.set_value(std::move(v)); });
+  ASSERT_TRUE(p.get_future().get());
+  auto eph = migrate("acme/e", transport::deliver);
+  ASSERT_FALSE(eph);
+  EXPECT_EQ(code_of(eph.error()), errc::invalid_argument) << describe(eph.error());
+  EXPECT_TRUE(ask(*a, "acme/e", {{"x", 1}})) << "the ephemeral agent stopped serving";
+  auto none = migrate("acme/nobody", transport::deliver);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(code_of(none.error()), errc::agent_not_found) << describe(none.error());
+  // A corrupted record is refused by the target, which keeps nothing.
+  migration_payload bad{*parse_agent_id("acme/x"), "not a record", "not a record"};
+  std::promise<caf::error> q;
+  b->adopt(bad, [&](caf::error err) { q.set_value(std::move(err)); });
+  auto err = q.get_future().get();
+  EXPECT_EQ(code_of(err), errc::corrupt_record) << describe(err);
+}
