@@ -933,7 +933,8 @@ private:
       return bad_field(R"(body must be {"to":"NODE"}: the name of a cluster member)");
     for (auto& [k, _] : doc.items())
       if (k != "to")
-        return bad_field("unknown field '" + k.substr(0, 64) + "' in a migrate request (known: to)");
+        return bad_field("unknown field '" + k.substr(0, 64)
+                         + "' in a migrate request (known: to)");
     auto* c = gw_.cluster_view.load();
     if (c == nullptr)
       return reply_error(http::status::bad_request, errc::invalid_argument,

@@ -6,6 +6,8 @@
 // Subcommands today:
 //   agentctl backup --to /abs/dir [--node http://127.0.0.1:8080] [--timeout-ms N]
 //   agentctl restore --from BACKUP_DIR --data-dir NEW_DATA_DIR
+//   agentctl migrate TENANT/NAME --to NODE [--node http://127.0.0.1:8080]
+//   agentctl nodes [--node http://127.0.0.1:8080]
 // To add one: write an `add_<name>(CLI::App&)` that registers the subcommand and returns its
 // `command`, and list it in `main`.
 
@@ -30,6 +32,7 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
 #include "storage/data_dir.hpp"
 #include "storage/store.hpp"
@@ -239,6 +242,81 @@ command add_backup(CLI::App& parent) {
     }};
 }
 
+/// `migrate`: moves an agent live to another cluster member.
+command add_migrate(CLI::App& parent) {
+  struct options {
+    std::string id;
+    std::string to;
+    std::string node = "http://127.0.0.1:8080";
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand(
+    "migrate", "Move a persisted agent live to another node (POST /v1/agents/{id}/migrate)");
+  app->add_option("id", opts->id, "The agent, TENANT/NAME")->required();
+  app->add_option("--to", opts->to, "The node to move it to (a member's node.name)")->required();
+  app->add_option("--node", opts->node, "Any node's gateway, http://HOST[:PORT]")
+    ->capture_default_str();
+  return {app, [opts] {
+            auto id = hive::parse_agent_id(opts->id);
+            if (!id)
+              return fail(exit_usage, "agent id: " + hive::message_of(id.error()));
+            auto url = parse_node_url(opts->node);
+            if (!url)
+              return fail(exit_usage, hive::message_of(url.error()));
+            auto reply = http_call(*url, http::verb::post, "/v1/agents/" + id->str() + "/migrate",
+                                   nlohmann::json{{"to", opts->to}}.dump(), milliseconds{60000});
+            if (!reply)
+              return fail(exit_failed, "migrate: " + hive::message_of(reply.error()));
+            if (reply->status != 200)
+              return fail(exit_failed,
+                          "migrate " + id->str() + " to " + opts->to
+                            + " refused: " + describe_reply(*reply));
+            auto j = nlohmann::json::parse(reply->body, nullptr, false);
+            if (!j.is_object())
+              return fail(exit_failed, "migrate: unexpected reply " + reply->body.substr(0, 500));
+            if (!j.value("moved", false))
+              std::cout << id->str() << " already is on " << j.value("to", opts->to) << std::endl;
+            else
+              std::cout << id->str() << " moved from " << j.value("from", "?") << " to "
+                        << j.value("to", "?") << ", pause " << j.value("pause_ms", 0.0) << " ms, "
+                        << j.value("state_bytes", 0) << " bytes of state" << std::endl;
+            return exit_ok;
+          }};
+}
+
+/// `nodes`: the cluster's members as one node sees them.
+command add_nodes(CLI::App& parent) {
+  auto node = std::make_shared<std::string>("http://127.0.0.1:8080");
+  auto* app = parent.add_subcommand("nodes", "List the cluster's members (GET /v1/cluster/nodes)");
+  app->add_option("--node", *node, "Any node's gateway, http://HOST[:PORT]")->capture_default_str();
+  return {app, [node] {
+            auto url = parse_node_url(*node);
+            if (!url)
+              return fail(exit_usage, hive::message_of(url.error()));
+            auto reply =
+              http_call(*url, http::verb::get, "/v1/cluster/nodes", {}, milliseconds{10000});
+            if (!reply)
+              return fail(exit_failed, "nodes: " + hive::message_of(reply.error()));
+            if (reply->status != 200)
+              return fail(exit_failed, "nodes: " + describe_reply(*reply));
+            auto j = nlohmann::json::parse(reply->body, nullptr, false);
+            if (!j.is_object() || !j["nodes"].is_array())
+              return fail(exit_failed, "nodes: unexpected reply " + reply->body.substr(0, 500));
+            std::cout << "NAME      STATUS   AGENTS  ADDRESS               GATEWAY" << std::endl;
+            for (auto& n : j["nodes"]) {
+              auto col = [](std::string s, size_t w) {
+                s.resize(std::max(s.size(), w), ' ');
+                return s;
+              };
+              std::cout << col(n.value("name", ""), 9) << " " << col(n.value("status", ""), 8)
+                        << " " << col(std::to_string(n.value("agents", 0)), 7) << " "
+                        << col(n.value("address", ""), 21) << " " << n.value("gateway", "")
+                        << std::endl;
+            }
+            return exit_ok;
+          }};
+}
+
 /// Counts the agents stored in `db_dir`, per kind.
 caf::expected<std::map<std::string, size_t>> count_agents(const std::string& db_dir) {
   hive::store_options o;
@@ -330,7 +408,8 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"agentctl: administer hive nodes (backup, restore)", "agentctl"};
   app.require_subcommand(0, 1); // none given: reported below, after --help had its turn
-  std::vector<command> commands{add_backup(app), add_restore(app)};
+  std::vector<command> commands{add_backup(app), add_restore(app), add_migrate(app),
+                                add_nodes(app)};
   if (argc > 1 && argv[1][0] != '-') {
     auto named = [&](const command& c) { return c.app->check_name(argv[1]); };
     if (std::none_of(commands.begin(), commands.end(), named)) {

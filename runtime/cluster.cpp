@@ -637,14 +637,15 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         if (auto peer = st.serving_handle(n)) {
           ++*waiting;
           self->request(peer, std::chrono::seconds(1), farewell_atom::value, g)
-            .then([self, waiting](bool) {
-              if (--*waiting == 0)
-                self->quit();
-            },
-                  [self, waiting](caf::error&) {
-                    if (--*waiting == 0)
-                      self->quit();
-                  });
+            .then(
+              [self, waiting](bool) {
+                if (--*waiting == 0)
+                  self->quit();
+              },
+              [self, waiting](caf::error&) {
+                if (--*waiting == 0)
+                  self->quit();
+              });
         }
       log::event(spdlog::level::info, "cluster_left", {{"members", st.table->others().size()}});
       if (*waiting == 0)
@@ -790,10 +791,11 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
 void cluster::migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,
                       reply_fn done) {
   auto list = members();
-  auto m = std::find_if(list.begin(), list.end(), [&](const member_info& x) { return x.name == to; });
+  auto m =
+    std::find_if(list.begin(), list.end(), [&](const member_info& x) { return x.name == to; });
   if (m == list.end() || m->status != "up")
-    return done(make_error(errc::invalid_argument,
-                           "node '" + to + "' is not an up member of the cluster"));
+    return done(
+      make_error(errc::invalid_argument, "node '" + to + "' is not an up member of the cluster"));
   // Time to capture the state, ship it and hear back, twice over, plus the hops.
   auto timeout = 2 * migration_timeout_ + std::chrono::seconds(1);
   call("migrate", id, agent_call{envelope{correlation_id, id.tenant, 0, "gateway", {}, 0}, to},
@@ -859,8 +861,7 @@ bool cluster::move_and_wait(const agent_id& id, const std::string& to, bool pin)
   rt_->migrate_out(
     id, to, std::move(ship),
     [result](caf::expected<migration_result> r) { result->set_value(std::move(r)); }, pin);
-  if (fut.wait_for(2 * migration_timeout_ + std::chrono::seconds(1))
-      != std::future_status::ready) {
+  if (fut.wait_for(2 * migration_timeout_ + std::chrono::seconds(1)) != std::future_status::ready) {
     log::event(spdlog::level::warn, "rebalance_move_timed_out", {{"to", to}}, id.str());
     return false;
   }
@@ -874,7 +875,8 @@ bool cluster::move_and_wait(const agent_id& id, const std::string& to, bool pin)
 void cluster::rebalance_loop() {
   auto& cfg = rt_->config().cluster;
   auto tick = std::chrono::milliseconds(cfg.join_retry_ms);
-  auto gap = std::chrono::microseconds(1000000 / std::max<int64_t>(1, cfg.rebalance_migrations_per_s));
+  auto gap =
+    std::chrono::microseconds(1000000 / std::max<int64_t>(1, cfg.rebalance_migrations_per_s));
   auto signature = [this] {
     std::string sig;
     size_t up = 0;

@@ -113,8 +113,7 @@ public:
   /// Moves `id` live to member `to` (node_runtime::migrate_out on the node that has it);
   /// `done` gets `{"id","from","to","moved","pause_ms","state_bytes"}`. Errors: those of
   /// `migrate_out`, invalid_argument when `to` is not an up member, agent_not_found.
-  void migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,
-               reply_fn done);
+  void migrate(const agent_id& id, const std::string& to, uint64_t correlation_id, reply_fn done);
 
   /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);

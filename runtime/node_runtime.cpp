@@ -465,8 +465,9 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
                              std::chrono::milliseconds{1}, timeout);
       auto rp = self->make_response_promise();
       ++self->state.outstanding;
-      self->request(remote, timeout + std::chrono::seconds(1),
-                    remote_call{"ask", id, std::move(call), timeout.count()})
+      self
+        ->request(remote, timeout + std::chrono::seconds(1),
+                  remote_call{"ask", id, std::move(call), timeout.count()})
         .then(
           [self, rp, maybe_quit](agent_reply& reply) mutable {
             rp.deliver(std::move(reply));
@@ -552,8 +553,9 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
     k(fwd);
   using ms = std::chrono::duration<double, std::milli>;
   auto now = std::chrono::steady_clock::now();
-  migration_result r{ctx->cfg.node.name, m.job.to, true, ms(now - m.started).count(),
-                     m.state_bytes, ms(m.captured - m.started).count()};
+  migration_result r{
+    ctx->cfg.node.name,          m.job.to,      true,
+    ms(now - m.started).count(), m.state_bytes, ms(m.captured - m.started).count()};
   if (ctx->metrics)
     ctx->metrics->migration(true, r.pause_ms / 1000.0);
   log::event(spdlog::level::info, "agent_migrated",
@@ -570,19 +572,17 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
                      migrate_job job) {
   auto id = job.id; // (a copy: `job` moves into the book below)
   if (auto mv = book.moved.find(id.name); mv != book.moved.end())
-    return job.done(
-      make_error(errc::agent_not_found, id.str() + " moved to " + mv->second.to));
+    return job.done(make_error(errc::agent_not_found, id.str() + " moved to " + mv->second.to));
   if (book.migrating.count(id.name) > 0)
     return job.done(make_error(errc::conflict, id.str() + " is migrating already"));
   auto child = self->state.find_child(id.name);
   if (child == nullptr || book.passivating.count(id.name) > 0) {
     // Stored only (or passivating): activate it, then start again.
-    return with_target(self, ctx, book, id,
-                       [self, job](caf::expected<caf::actor> t) mutable {
-                         if (!t)
-                           return job.done(std::move(t.error()));
-                         self->send(self, migrate_atom::value, std::move(job));
-                       });
+    return with_target(self, ctx, book, id, [self, job](caf::expected<caf::actor> t) mutable {
+      if (!t)
+        return job.done(std::move(t.error()));
+      self->send(self, migrate_atom::value, std::move(job));
+    });
   }
   if (!child->handle)
     return job.done(make_error(errc::agent_failed, id.str() + " is restarting"));
@@ -631,8 +631,7 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
                        if (r)
                          caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
                        else
-                         caf::anon_send(sup, migrate_shipped_atom::value, id,
-                                        std::move(r.error()));
+                         caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(r.error()));
                      });
 }
 
@@ -681,9 +680,10 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
         auto i = book->migrating.find(id.name);
         if (i != book->migrating.end() && i->second.token == token && !i->second.shipping)
           abort_migration(self, ctx, *book, id,
-                          make_error(errc::timeout, id.str()
-                                                      + " did not hand over its state within "
-                                                        "cluster.migration_timeout_ms"));
+                          make_error(errc::timeout,
+                                     id.str()
+                                       + " did not hand over its state within "
+                                         "cluster.migration_timeout_ms"));
       },
       [ctx, book](migrate_expire_atom, const agent_id& id, uint64_t token) {
         auto i = book->moved.find(id.name);
@@ -1396,9 +1396,9 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
                              + "' and '" + snap->hdr.agent + "'"));
   auto kind = kinds_.find(meta->kind);
   if (kind == nullptr)
-    return done(make_error(errc::unknown_kind, "kind '" + meta->kind
-                                                 + "' of migrating agent " + key
-                                                 + " is not registered on " + node_name()));
+    return done(make_error(errc::unknown_kind,
+                           "kind '" + meta->kind + "' of migrating agent " + key
+                             + " is not registered on " + node_name()));
   if (kind->persistence == persistence_mode::ephemeral)
     return done(make_error(errc::invalid_argument,
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
@@ -1413,7 +1413,8 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
   auto id = in.id;
   auto t0 = std::chrono::steady_clock::now();
   auto meta_err = std::make_shared<caf::error>();
-  db_->put_meta(std::move(*meta), false, [meta_err](caf::error err) { *meta_err = std::move(err); });
+  db_->put_meta(std::move(*meta), false,
+                [meta_err](caf::error err) { *meta_err = std::move(err); });
   db_->put_snapshot(
     std::move(*snap), seq,
     [db, root, id, t0, meta_err, done](caf::error err) mutable {
@@ -1422,23 +1423,22 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
         return done(*meta_err ? std::move(*meta_err) : std::move(err));
       }
       auto t1 = std::chrono::steady_clock::now();
-      caf::anon_send(root, adopt_atom::value,
-                     adopt_job{id, [db, id, t0, t1, done](caf::expected<caf::actor> t) {
-                                 using ms = std::chrono::duration<double, std::milli>;
-                                 log::event(
-                                   spdlog::level::debug, "agent_adopted",
-                                   {{"store_ms", ms(t1 - t0).count()},
-                                    {"activate_ms",
-                                     ms(std::chrono::steady_clock::now() - t1).count()},
-                                    {"ok", static_cast<bool>(t)}},
-                                   id.str());
-                                 if (t)
-                                   return done(caf::error{});
-                                 // Not active here: keep no copy (the agent goes on at the
-                                 // node it was to leave).
-                                 db->erase_agent(id.str(), [](caf::error) {});
-                                 done(std::move(t.error()));
-                               }});
+      caf::anon_send(
+        root, adopt_atom::value,
+        adopt_job{id, [db, id, t0, t1, done](caf::expected<caf::actor> t) {
+                    using ms = std::chrono::duration<double, std::milli>;
+                    log::event(spdlog::level::debug, "agent_adopted",
+                               {{"store_ms", ms(t1 - t0).count()},
+                                {"activate_ms", ms(std::chrono::steady_clock::now() - t1).count()},
+                                {"ok", static_cast<bool>(t)}},
+                               id.str());
+                    if (t)
+                      return done(caf::error{});
+                    // Not active here: keep no copy (the agent goes on at the
+                    // node it was to leave).
+                    db->erase_agent(id.str(), [](caf::error) {});
+                    done(std::move(t.error()));
+                  }});
     },
     false, 0);
 }

@@ -54,8 +54,8 @@ struct migration_payload {
 /// Carries a payload to the target node, which stores and activates the agent; then calls
 /// back (on any thread) with the actor that accepts calls for the agent there (`remote_call`s:
 /// the target's node manager), or why it did not take it.
-using ship_fn = std::function<void(migration_payload,
-                                   std::function<void(caf::expected<caf::actor>)>)>;
+using ship_fn =
+  std::function<void(migration_payload, std::function<void(caf::expected<caf::actor>)>)>;
 
 /// What a finished migration reports.
 struct migration_result {

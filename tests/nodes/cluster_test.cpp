@@ -125,6 +125,18 @@ protected:
     std::cout << "cluster of 3 formed in " << formed->count() << " ms" << std::endl;
   }
 
+  /// Spawns `id` of `kind` through node `via`, pinned to `node` (empty: placement decides).
+  void spawn_agent(size_t via, const std::string& id, const std::string& kind,
+                   const std::string& node = {}) {
+    http_client http{nodes[via].proc->gateway_port};
+    json body{{"id", id}, {"kind", kind}};
+    if (!node.empty())
+      body["node"] = node;
+    auto r = http.request("POST", "/v1/agents", body.dump());
+    ASSERT_TRUE(r) << "spawn of " << id << ": no answer";
+    ASSERT_EQ(r->status, 201) << "spawn of " << id << ": " << r->body;
+  }
+
   /// The end of every node's log (for failure messages).
   std::string log_tails(size_t bytes = 3000) {
     std::string out;
@@ -293,11 +305,7 @@ TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why
 
 TEST_F(cluster_test, a_counter_migrated_50_times_under_load_keeps_every_acknowledged_increment) {
   form_three();
-  http_client http{nodes[0].proc->gateway_port};
-  auto made =
-    http.request("POST", "/v1/agents", R"({"id":"acme/hot","kind":"counter","node":"n1"})");
-  ASSERT_TRUE(made);
-  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/hot", "counter", "n1"));
   // 20 clients, each through one of the gateways, ask increments one at a time. An increment
   // that fails (a timeout, a node busy moving the agent) is retried with the same idempotency
   // key until it is acknowledged, so every increment started is acknowledged exactly once.
@@ -373,12 +381,13 @@ TEST_F(cluster_test, a_counter_migrated_50_times_under_load_keeps_every_acknowle
   }
   std::sort(pauses.begin(), pauses.end());
   std::cout << "50 migrations under load: " << total << " increments acknowledged, " << retried
-            << " retries; pause p50 " << pauses[pauses.size() / 2] << " ms, max "
-            << pauses.back() << " ms" << std::endl;
+            << " retries; pause p50 " << pauses[pauses.size() / 2] << " ms, max " << pauses.back()
+            << " ms" << std::endl;
   EXPECT_GT(total, 50) << "the clients got almost nothing done";
   // The counter holds exactly the acknowledged increments, read through every gateway.
   for (size_t via = 0; via < 3; ++via)
-    EXPECT_EQ(ask_value(via, "acme/hot", R"({"op":"get"})"), total) << "through " << nodes[via].name;
+    EXPECT_EQ(ask_value(via, "acme/hot", R"({"op":"get"})"), total)
+      << "through " << nodes[via].name;
   http_client last{nodes[1].proc->gateway_port};
   auto inspected = last.request("GET", "/v1/agents/acme/hot");
   ASSERT_TRUE(inspected);
@@ -389,10 +398,7 @@ TEST_F(cluster_test, a_counter_migrated_50_times_under_load_keeps_every_acknowle
 TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_agent_stays) {
   form_three();
   http_client http{nodes[0].proc->gateway_port};
-  auto made =
-    http.request("POST", "/v1/agents", R"({"id":"acme/stay","kind":"counter","node":"n2"})");
-  ASSERT_TRUE(made);
-  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/stay", "counter", "n2"));
   ASSERT_EQ(ask_value(0, "acme/stay", R"({"op":"add","by":3})"), 3);
   for (auto& [body, why] : std::vector<std::pair<std::string, std::string>>{
          {R"({"to":"n9"})", "not an up member"},
@@ -407,9 +413,7 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404) << missing->body;
   // An ephemeral agent keeps no state to move.
-  auto echo = http.request("POST", "/v1/agents", R"({"id":"acme/e","kind":"echo","node":"n1"})");
-  ASSERT_TRUE(echo);
-  ASSERT_EQ(echo->status, 201) << echo->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/e", "echo", "n1"));
   auto eph = http.request("POST", "/v1/agents/acme/e/migrate", R"({"to":"n3"})");
   ASSERT_TRUE(eph);
   EXPECT_EQ(eph->status, 400) << eph->body;
@@ -423,6 +427,19 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
   auto moved = http.request("POST", "/v1/agents/acme/stay/migrate", R"({"to":"n3"})");
   ASSERT_TRUE(moved);
   ASSERT_EQ(moved->status, 200) << moved->body << "\n" << log_tails();
+  // agentctl moves it on to n1 and lists the members.
+  auto ctl = run_agentctl({"migrate", "acme/stay", "--to", "n1", "--node",
+                           "http://127.0.0.1:" + std::to_string(nodes[2].proc->gateway_port)});
+  EXPECT_EQ(ctl.code, 0) << ctl.output;
+  EXPECT_NE(ctl.output.find("moved from n3 to n1"), std::string::npos) << ctl.output;
+  auto listed = run_agentctl(
+    {"nodes", "--node", "http://127.0.0.1:" + std::to_string(nodes[0].proc->gateway_port)});
+  EXPECT_EQ(listed.code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("n3        up"), std::string::npos) << listed.output;
+  auto bad = run_agentctl({"migrate", "acme/stay", "--to", "n9", "--node",
+                           "http://127.0.0.1:" + std::to_string(nodes[0].proc->gateway_port)});
+  EXPECT_EQ(bad.code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("not an up member"), std::string::npos) << bad.output;
   nodes[1].proc->signal(SIGKILL);
   ASSERT_TRUE(within(10s, [&] { return all_see({0, 2}, "n2", "down"); }));
   start(1, nodes[0].proc->cluster_port);
@@ -433,19 +450,13 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
 
 TEST_F(cluster_test, a_node_stopped_with_sigterm_hands_its_agents_off_first) {
   form_three();
-  http_client http{nodes[0].proc->gateway_port};
   // Ten persisted counters on n3 with values, and an ephemeral one (it ends with n3).
   for (int i = 0; i < 10; ++i) {
     auto id = "acme/h" + std::to_string(i);
-    auto r = http.request("POST", "/v1/agents",
-                          R"({"id":")" + id + R"(","kind":"counter","node":"n3"})");
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 201) << r->body;
+    ASSERT_NO_FATAL_FAILURE(spawn_agent(0, id, "counter", "n3"));
     ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":)" + std::to_string(i + 1) + "}"), i + 1);
   }
-  auto echo = http.request("POST", "/v1/agents", R"({"id":"acme/he","kind":"echo","node":"n3"})");
-  ASSERT_TRUE(echo);
-  ASSERT_EQ(echo->status, 201) << echo->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/he", "echo", "n3"));
   nodes[2].proc->signal(SIGTERM);
   auto code = nodes[2].proc->wait_exit(40s);
   ASSERT_TRUE(code) << "n3 did not exit after SIGTERM\n" << log_tails();
@@ -467,20 +478,16 @@ TEST_F(cluster_test, unpinned_agents_move_to_a_node_that_joins_where_placement_n
   add("n3");
   start(0, 0);
   start(1, nodes[0].proc->cluster_port);
-  ASSERT_TRUE(within(20s, [&] { return all_see({0, 1}, "n1", "up") && all_see({0, 1}, "n2", "up"); }));
-  http_client http{nodes[0].proc->gateway_port};
+  ASSERT_TRUE(within(20s, [&] {
+    return all_see({0, 1}, "n1", "up") && all_see({0, 1}, "n2", "up");
+  }));
   constexpr int agents = 30;
   for (int i = 0; i < agents; ++i) {
     auto id = "acme/r" + std::to_string(i);
-    auto r = http.request("POST", "/v1/agents", R"({"id":")" + id + R"(","kind":"counter"})");
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 201) << r->body;
+    ASSERT_NO_FATAL_FAILURE(spawn_agent(0, id, "counter"));
     ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":)" + std::to_string(i + 1) + "}"), i + 1);
   }
-  auto pinned =
-    http.request("POST", "/v1/agents", R"({"id":"acme/rpin","kind":"counter","node":"n1"})");
-  ASSERT_TRUE(pinned);
-  ASSERT_EQ(pinned->status, 201) << pinned->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/rpin", "counter", "n1"));
   start(2, nodes[0].proc->cluster_port);
   // Where rendezvous hashing over all three puts each id; the pinned one stays on n1.
   auto expected = [](const std::string& id) {

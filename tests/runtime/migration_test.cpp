@@ -113,9 +113,9 @@ public:
                                            const nlohmann::json& body, std::string client = {},
                                            uint64_t seq = 0) {
     std::promise<caf::expected<std::string>> p;
-    rt.ask(*parse_agent_id(id), agent_call{envelope{1, "acme", 0, "test", std::move(client), seq},
-                                           body.dump()},
-           5s, [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    rt.ask(*parse_agent_id(id),
+           agent_call{envelope{1, "acme", 0, "test", std::move(client), seq}, body.dump()}, 5s,
+           [&](caf::expected<std::string> r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
     if (!r)
       return r.error();
@@ -284,8 +284,8 @@ TEST_F(migration_test, a_stored_agent_that_is_not_running_moves_too_and_epochs_g
   ASSERT_TRUE(events);
   ASSERT_FALSE(events->empty());
   EXPECT_GT(events->back().hdr.epoch, (*shipped)->hdr.epoch)
-    << "the activation on B writes with epoch " << events->back().hdr.epoch
-    << ", not above A's " << (*shipped)->hdr.epoch;
+    << "the activation on B writes with epoch " << events->back().hdr.epoch << ", not above A's "
+    << (*shipped)->hdr.epoch;
 }
 
 TEST_F(migration_test, an_ephemeral_or_unknown_agent_does_not_migrate) {

@@ -161,4 +161,41 @@ private:
   std::string out_;
 };
 
+/// Runs agentctl with `args`; returns its exit code (or 128+signal) and stdout+stderr.
+struct ctl_result {
+  int code = -1;
+  std::string output;
+};
+
+inline ctl_result run_agentctl(std::vector<std::string> args) {
+  int out[2];
+  if (::pipe(out) != 0)
+    return {};
+  auto pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    ::close(out[0]);
+    ::close(out[1]);
+    std::string bin = HIVE_AGENTCTL;
+    std::vector<char*> argv{bin.data()};
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ctl_result res;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::read(out[0], buf, sizeof(buf))) > 0)
+    res.output.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  res.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return res;
+}
+
 } // namespace hive::test
