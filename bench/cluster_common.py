@@ -101,6 +101,9 @@ def form_cluster(binary, root, names, extra=()):
 
 def stop_all(nodes):
     for n in nodes:
+        if n.proc and n.proc.poll() is not None and n.proc.returncode != 0:
+            print(f"{n.name} had exited by itself with status {n.proc.returncode} "
+                  f"(log: {n.data}.log)", file=sys.stderr)
         if n.proc and n.proc.poll() is None:
             n.proc.send_signal(signal.SIGTERM)
     for n in nodes:

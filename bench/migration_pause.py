@@ -134,7 +134,11 @@ def main():
         if opts.json:
             with open(opts.json, "w") as f:
                 json.dump({"moves": opts.moves, "results": results}, f, indent=1)
-    finally:
+    except SystemExit:
+        stop_all(nodes)
+        print(f"node logs kept in {root}", file=sys.stderr)
+        raise
+    else:
         stop_all(nodes)
         shutil.rmtree(root, ignore_errors=True)
 

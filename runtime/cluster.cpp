@@ -96,6 +96,14 @@ struct manager_state {
 
   static inline const char* name = "hive.node_manager";
 
+  /// Whether this node opens the connection to member `n` (the other one waits for it): of
+  /// two members the one with the smaller name dials. Two nodes dialling each other at the
+  /// same moment can leave both of CAF 0.17's `remote_actor` calls hanging until the
+  /// connection timeout, with neither link up. (Seeds are dialled regardless.)
+  bool dials(const std::string& n) const {
+    return table->self().name < n;
+  }
+
   /// The member whose node manager is `addr` (empty if none).
   std::string name_of(const caf::actor_addr& addr) const {
     for (auto& [n, h] : handles)
@@ -212,7 +220,7 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
       }
     }
   for (auto& n : ch.connect)
-    if (auto m = st.table->find(n))
+    if (auto m = st.table->find(n); m != nullptr && st.dials(n))
       connect(self, m->address);
   return ch.changed;
 }
@@ -401,7 +409,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       // Down members too: a node that was only frozen or cut off comes back at the same
       // incarnation once a connection and a join succeed again (a dead one refuses at once).
       for (auto& [n, m] : st.table->others())
-        if (!st.handles[n] && m.status != "leaving")
+        if (!st.handles[n] && m.status != "leaving" && st.dials(n))
           connect(self, m.address);
       publish(self); // refreshes this node's agent count
       if (st.table->self().agents != st.gossiped_agents) {
