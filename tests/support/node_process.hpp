@@ -43,6 +43,16 @@ struct temp_dir {
   }
 };
 
+/// In a forked child: replaces the process with `bin args...` (exits 127 if that fails).
+[[noreturn]] inline void exec_child(std::string bin, std::vector<std::string> args) {
+  std::vector<char*> argv{bin.data()};
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(bin.c_str(), argv.data());
+  ::_exit(127);
+}
+
 class node_process {
 public:
   /// Starts `agent-node` with `args`; stderr goes to `log_file`.
@@ -57,14 +67,7 @@ public:
       if (err >= 0)
         ::dup2(err, 2);
       ::close(out[0]);
-      std::vector<char*> argv;
-      std::string bin = HIVE_AGENT_NODE;
-      argv.push_back(bin.data());
-      for (auto& a : args)
-        argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(bin.c_str(), argv.data());
-      ::_exit(127);
+      exec_child(HIVE_AGENT_NODE, std::move(args));
     }
     ::close(out[1]);
     out_fd_ = out[0];
@@ -177,13 +180,7 @@ inline ctl_result run_agentctl(std::vector<std::string> args) {
     ::dup2(out[1], 2);
     ::close(out[0]);
     ::close(out[1]);
-    std::string bin = HIVE_AGENTCTL;
-    std::vector<char*> argv{bin.data()};
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
+    exec_child(HIVE_AGENTCTL, std::move(args));
   }
   ::close(out[1]);
   ctl_result res;
