@@ -74,6 +74,35 @@ using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
 
+/// How node_runtime::migrate_out ships a migrating agent to member `to`: through this node's
+/// manager `mgr`, which sends the `migrate_in` and reports the answer.
+ship_fn ship_via(caf::actor mgr, std::string to) {
+  return [mgr = std::move(mgr), to = std::move(to)](
+           migration_payload p, std::function<void(caf::expected<caf::actor>)> shipped) {
+    caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(p), std::move(shipped)});
+  };
+}
+
+/// This node's persisted agents (running and stored), in id order; `skipped` counts the
+/// ephemeral ones.
+std::vector<agent_id> persisted_agents(const node_runtime& rt, size_t& skipped) {
+  std::vector<agent_id> ids;
+  std::string after;
+  for (;;) {
+    auto page = rt.list("", after, 1000);
+    for (auto& v : page) {
+      auto kind = rt.kinds().find(v.kind);
+      if (kind == nullptr || kind->persistence == persistence_mode::ephemeral || !rt.db())
+        ++skipped;
+      else
+        ids.push_back(v.id);
+    }
+    if (page.size() < 1000)
+      return ids;
+    after = page.back().id.str();
+  }
+}
+
 struct manager_state {
   std::shared_ptr<cluster::shared_state> shared;
   node_runtime* rt = nullptr;
@@ -270,12 +299,8 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                agent_call call, std::chrono::milliseconds timeout, cluster::reply_fn done) {
   if (op == "migrate") {
     auto to = call.body;
-    auto ship = [mgr, to](migration_payload p,
-                          std::function<void(caf::expected<caf::actor>)> shipped) {
-      caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(p), std::move(shipped)});
-    };
     return rt.migrate_out(
-      id, std::move(to), std::move(ship),
+      id, to, ship_via(mgr, to),
       [id, done = std::move(done)](caf::expected<migration_result> r) {
         if (!r)
           return done(std::move(r.error()));
@@ -858,17 +883,12 @@ void cluster::stop_rebalancer() {
     rebalancer_.join();
 }
 
-bool cluster::move_and_wait(const agent_id& id, const std::string& to, bool pin) {
-  auto mgr = manager_;
-  auto ship = [mgr, to](migration_payload pl,
-                        std::function<void(caf::expected<caf::actor>)> shipped) {
-    caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(pl), std::move(shipped)});
-  };
+bool cluster::move_and_wait(const agent_id& id, const std::string& to) {
   auto result = std::make_shared<std::promise<caf::expected<migration_result>>>();
   auto fut = result->get_future();
-  rt_->migrate_out(
-    id, to, std::move(ship),
-    [result](caf::expected<migration_result> r) { result->set_value(std::move(r)); }, pin);
+  rt_->migrate_out(id, to, ship_via(manager_, to), [result](caf::expected<migration_result> r) {
+    result->set_value(std::move(r));
+  });
   if (fut.wait_for(2 * migration_timeout_ + std::chrono::seconds(1)) != std::future_status::ready) {
     log::event(spdlog::level::warn, "rebalance_move_timed_out", {{"to", to}}, id.str());
     return false;
@@ -915,37 +935,28 @@ void cluster::rebalance_loop() {
     lock.unlock();
     size_t moved = 0;
     size_t looked = 0;
-    std::string after;
+    size_t ephemeral = 0;
     bool stop = false;
-    for (;;) {
-      auto page = rt_->list("", after, 1000);
-      for (auto& v : page) {
-        {
-          std::lock_guard<std::mutex> guard{rb_mtx_};
-          stop = rb_stop_;
-        }
-        if (stop || signature() != sig) {
-          stop = true;
-          break;
-        }
-        auto kind = rt_->kinds().find(v.kind);
-        if (kind == nullptr || kind->persistence == persistence_mode::ephemeral)
-          continue;
-        auto meta = rt_->db()->get_meta(v.id.str());
-        if (!meta || !*meta || (*meta)->pinned)
-          continue;
-        ++looked;
-        auto to = place(v.id);
-        if (to == self_name_)
-          continue;
-        if (move_and_wait(v.id, to, false))
-          ++moved;
-        std::unique_lock<std::mutex> pause{rb_mtx_};
-        rb_cv_.wait_for(pause, gap, [this] { return rb_stop_; });
+    for (auto& id : persisted_agents(*rt_, ephemeral)) {
+      {
+        std::lock_guard<std::mutex> guard{rb_mtx_};
+        stop = rb_stop_;
       }
-      if (stop || page.size() < 1000)
+      if (stop || signature() != sig) {
+        stop = true;
         break;
-      after = page.back().id.str();
+      }
+      auto meta = rt_->db()->get_meta(id.str());
+      if (!meta || !*meta || (*meta)->pinned)
+        continue;
+      ++looked;
+      auto to = place(id);
+      if (to == self_name_)
+        continue;
+      if (move_and_wait(id, to))
+        ++moved;
+      std::unique_lock<std::mutex> pause{rb_mtx_};
+      rb_cv_.wait_for(pause, gap, [this] { return rb_stop_; });
     }
     if (stop)
       done_sig.clear(); // the members changed again (or the node stops): scan anew
@@ -980,22 +991,8 @@ void cluster::hand_off() {
     return;
   auto deadline =
     std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.handoff_timeout_ms);
-  std::vector<agent_id> ids;
   size_t ephemeral = 0;
-  std::string after;
-  for (;;) {
-    auto page = rt_->list("", after, 1000);
-    for (auto& v : page) {
-      auto kind = rt_->kinds().find(v.kind);
-      if (kind == nullptr || kind->persistence == persistence_mode::ephemeral || !rt_->db())
-        ++ephemeral;
-      else
-        ids.push_back(v.id);
-    }
-    if (page.size() < 1000)
-      break;
-    after = page.back().id.str();
-  }
+  auto ids = persisted_agents(*rt_, ephemeral);
   log::event(spdlog::level::info, "handoff_started",
              {{"agents", ids.size()}, {"ephemeral_not_moved", ephemeral}});
   struct progress {
@@ -1007,7 +1004,6 @@ void cluster::hand_off() {
   };
   auto p = std::make_shared<progress>();
   auto parallel = static_cast<size_t>(std::max<int64_t>(1, cfg.handoff_migrations_max));
-  auto mgr = manager_;
   size_t next = 0;
   bool timed_out = false;
   for (; next < ids.size(); ++next) {
@@ -1021,11 +1017,7 @@ void cluster::hand_off() {
       break; // no other member: the agents stay on disk here
     ++p->running;
     lock.unlock();
-    auto ship = [mgr, to](migration_payload pl,
-                          std::function<void(caf::expected<caf::actor>)> shipped) {
-      caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(pl), std::move(shipped)});
-    };
-    rt_->migrate_out(ids[next], to, std::move(ship),
+    rt_->migrate_out(ids[next], to, ship_via(manager_, to),
                      [p, id = ids[next], to](caf::expected<migration_result> r) {
                        std::lock_guard<std::mutex> guard{p->mtx};
                        --p->running;

@@ -151,7 +151,7 @@ private:
   void rebalance_loop();
 
   /// Runs one migration of `id` to `to` and waits for it; true if it moved.
-  bool move_and_wait(const agent_id& id, const std::string& to, bool pin);
+  bool move_and_wait(const agent_id& id, const std::string& to);
 
   /// Stops the rebalancer thread (if any) and waits for it.
   void stop_rebalancer();

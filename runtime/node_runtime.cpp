@@ -344,14 +344,7 @@ struct activation_book {
     size_t state_bytes = 0;
   };
   std::unordered_map<std::string, migration> migrating;
-
-  /// An agent that moved away: calls that still reach this node go to `forwarder`.
-  struct moved_entry {
-    caf::actor forwarder;
-    std::string to;
-    uint64_t token = 0;
-  };
-  std::unordered_map<std::string, moved_entry> moved;
+  /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
   uint64_t next_token = 1;
 };
 
@@ -398,8 +391,8 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
 /// after an activation otherwise.
 void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                  const agent_id& id, continuation k) {
-  if (auto m = book.moved.find(id.name); m != book.moved.end())
-    return k(m->second.forwarder);
+  if (auto m = ctx->moved->find(id.str()))
+    return k(m->forwarder);
   if (auto m = book.migrating.find(id.name); m != book.migrating.end()) {
     if (m->second.waiting.size()
         >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
@@ -543,8 +536,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
     caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
   auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self));
   auto token = book.next_token++;
-  book.moved[id.name] = {fwd, m.job.to, token};
-  ctx->moved->put(id.str(), fwd);
+  ctx->moved->put(id.str(), {fwd, m.job.to, token});
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
                      migrate_expire_atom::value, id, token);
   if (m.agent)
@@ -571,8 +563,8 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
 void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                      migrate_job job) {
   auto id = job.id; // (a copy: `job` moves into the book below)
-  if (auto mv = book.moved.find(id.name); mv != book.moved.end())
-    return job.done(make_error(errc::agent_not_found, id.str() + " moved to " + mv->second.to));
+  if (auto mv = ctx->moved->find(id.str()))
+    return job.done(make_error(errc::agent_not_found, id.str() + " moved to " + mv->to));
   if (book.migrating.count(id.name) > 0)
     return job.done(make_error(errc::conflict, id.str() + " is migrating already"));
   auto child = self->state.find_child(id.name);
@@ -685,21 +677,14 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
                                        + " did not hand over its state within "
                                          "cluster.migration_timeout_ms"));
       },
-      [ctx, book](migrate_expire_atom, const agent_id& id, uint64_t token) {
-        auto i = book->moved.find(id.name);
-        if (i == book->moved.end() || i->second.token != token)
-          return;
-        ctx->moved->erase(id.str(), i->second.forwarder);
-        caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
-        book->moved.erase(i);
+      [ctx](migrate_expire_atom, const agent_id& id, uint64_t token) {
+        if (auto fwd = ctx->moved->take(id.str(), token))
+          caf::anon_send(*fwd, migrate_expire_atom::value);
       },
       [self, ctx, book](adopt_atom, adopt_job& job) {
         // It came back (or here for the first time): calls are served here again.
-        if (auto i = book->moved.find(job.id.name); i != book->moved.end()) {
-          ctx->moved->erase(job.id.str(), i->second.forwarder);
-          caf::anon_send(i->second.forwarder, migrate_expire_atom::value);
-          book->moved.erase(i);
-        }
+        if (auto fwd = ctx->moved->take(job.id.str()))
+          caf::anon_send(*fwd, migrate_expire_atom::value);
         with_target(self, ctx, *book, job.id, std::move(job.done));
       },
       [self, ctx, book](passivate_req_atom, const agent_id& id, const caf::actor& agent) {
@@ -996,8 +981,8 @@ caf::error tell_missing(const std::shared_ptr<store>& db, const moved_agents& mo
     if (!meta)
       return std::move(meta.error());
     if (!*meta) {
-      if (auto fwd = moved.find(id.str())) { // moved away: on to its new node
-        caf::anon_send(*fwd, call);
+      if (auto m = moved.find(id.str())) { // moved away: on to its new node
+        caf::anon_send(m->forwarder, call);
         return {};
       }
       return make_error(errc::agent_not_found, "no agent " + id.str());
@@ -1248,8 +1233,8 @@ caf::error node_runtime::activate_then(const agent_id& id,
     if (!meta)
       return std::move(meta.error());
     if (!*meta) {
-      if (auto fwd = moved_->find(id.str())) { // moved away: on to its new node
-        then(*fwd);
+      if (auto m = moved_->find(id.str())) { // moved away: on to its new node
+        then(m->forwarder);
         return {};
       }
       return make_error(errc::agent_not_found, "no agent " + id.str());
@@ -1334,24 +1319,27 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
   caf::anon_send(router, ask_atom::value, std::move(job));
 }
 
-void moved_agents::put(const std::string& id, caf::actor forwarder) {
+void moved_agents::put(const std::string& id, entry e) {
   std::lock_guard<std::mutex> guard{mtx_};
-  map_[id] = std::move(forwarder);
+  map_[id] = std::move(e);
 }
 
-void moved_agents::erase(const std::string& id, const caf::actor& forwarder) {
-  std::lock_guard<std::mutex> guard{mtx_};
-  auto i = map_.find(id);
-  if (i != map_.end() && (!forwarder || i->second == forwarder))
-    map_.erase(i);
-}
-
-std::optional<caf::actor> moved_agents::find(const std::string& id) const {
+std::optional<moved_agents::entry> moved_agents::find(const std::string& id) const {
   std::lock_guard<std::mutex> guard{mtx_};
   auto i = map_.find(id);
   if (i == map_.end())
     return std::nullopt;
   return i->second;
+}
+
+std::optional<caf::actor> moved_agents::take(const std::string& id, uint64_t token) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = map_.find(id);
+  if (i == map_.end() || (token != 0 && i->second.token != token))
+    return std::nullopt;
+  auto fwd = std::move(i->second.forwarder);
+  map_.erase(i);
+  return fwd;
 }
 
 void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,

@@ -129,14 +129,22 @@ private:
 /// Thread-safe.
 class moved_agents {
 public:
-  void put(const std::string& id, caf::actor forwarder);
-  /// Removes `id` if it still maps to `forwarder` (any forwarder when invalid).
-  void erase(const std::string& id, const caf::actor& forwarder = {});
-  [[nodiscard]] std::optional<caf::actor> find(const std::string& id) const;
+  struct entry {
+    caf::actor forwarder;
+    /// The node it moved to.
+    std::string to;
+    /// Tells this move from a later one of the same id.
+    uint64_t token = 0;
+  };
+
+  void put(const std::string& id, entry e);
+  [[nodiscard]] std::optional<entry> find(const std::string& id) const;
+  /// Removes `id` and returns its forwarder, if `token` matches (0: any).
+  std::optional<caf::actor> take(const std::string& id, uint64_t token = 0);
 
 private:
   mutable std::mutex mtx_;
-  std::unordered_map<std::string, caf::actor> map_;
+  std::unordered_map<std::string, entry> map_;
 };
 
 /// The single-node actor runtime: the supervision tree (root -> tenant supervisors ->

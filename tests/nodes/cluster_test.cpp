@@ -218,10 +218,7 @@ TEST_F(cluster_test, three_nodes_form_a_cluster_and_asks_reach_agents_through_ev
   EXPECT_EQ(gone->status, 404) << gone->body;
   // n2 found acme/p on n3 before (its location cache says so); re-created on n1, n2's stale
   // entry costs a retry, not a wrong answer.
-  auto again =
-    http.request("POST", "/v1/agents", R"({"id":"acme/p","kind":"counter","node":"n1"})");
-  ASSERT_TRUE(again);
-  ASSERT_EQ(again->status, 201) << again->body;
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/p", "counter", "n1"));
   EXPECT_EQ(ask_value(1, "acme/p", R"({"op":"add","by":4})"), 4);
   EXPECT_EQ(ask_value(1, "acme/p", R"({"op":"add","by":4})"), 8);
   // Agent counts per node add up (each node reports its own; poll: they travel with gossip).
@@ -440,6 +437,9 @@ TEST_F(cluster_test, a_migration_to_a_node_that_is_not_up_is_refused_and_the_age
                            "http://127.0.0.1:" + std::to_string(nodes[0].proc->gateway_port)});
   EXPECT_EQ(bad.code, 1) << bad.output;
   EXPECT_NE(bad.output.find("not an up member"), std::string::npos) << bad.output;
+  auto bad_id = run_agentctl({"migrate", "Acme/x", "--to", "n1"});
+  EXPECT_EQ(bad_id.code, 2) << bad_id.output;
+  EXPECT_NE(bad_id.output.find("agent id"), std::string::npos) << bad_id.output;
   nodes[1].proc->signal(SIGKILL);
   ASSERT_TRUE(within(10s, [&] { return all_see({0, 2}, "n2", "down"); }));
   start(1, nodes[0].proc->cluster_port);
