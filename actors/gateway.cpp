@@ -303,6 +303,7 @@ http::status status_of(errc code) {
     case errc::storage_error:
     case errc::corrupt_record:
     case errc::migrated:
+    case errc::unavailable:
     case errc::overloaded:
     case errc::circuit_open:
     case errc::shutting_down:
@@ -724,6 +725,7 @@ private:
           {{"name", m.name},
            {"address", m.address},
            {"gateway", m.gateway},
+           {"transport", m.transport},
            {"status", m.status},
            {"incarnation", m.incarnation},
            {"agents", m.name == gw_.rt.node_name() ? gw_.rt.agent_count() : m.agents}});

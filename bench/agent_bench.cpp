@@ -328,6 +328,12 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(10, 100000000));
   remote->add_option("--window", rem.window, "asks in flight in the windowed runs")
     ->check(CLI::Range(1, 100000));
+  remote->add_option("--tells", rem.tells, "one-way messages per windowed tell run")
+    ->check(CLI::Range(1, 100000000));
+  remote->add_option("--tell-window", rem.tell_window, "unacknowledged tells at most")
+    ->check(CLI::Range(1, 1000000));
+  remote->add_option("--ack-every", rem.ack_every, "every N-th message is an acknowledging ask")
+    ->check(CLI::Range(1, 1000000));
   remote->add_option("--runs", rem.runs, "repetitions (medians reported)")
     ->check(CLI::Range(1, 100));
   remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");

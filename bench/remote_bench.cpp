@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -104,6 +106,7 @@ struct run_figures {
   double p50_us = 0;
   double p99_us = 0;
   double window_per_s = 0;
+  double tells_per_s = 0;
 };
 
 agent_call echo_call(uint64_t i) {
@@ -161,6 +164,39 @@ run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
   done.get_future().wait();
   f.window_per_s =
     static_cast<double>(n) / std::chrono::duration<double>(clock_type::now() - t0).count();
+  // Windowed one-way sends, acknowledged every K-th message by an ask.
+  auto k = std::max<uint64_t>(1, opts.ack_every);
+  auto tells = std::max<uint64_t>(k, opts.tells / k * k);
+  std::promise<void> tells_done;
+  t0 = clock_type::now();
+  sys.spawn(
+    [&tells_done, echo, tells, k, w = opts.tell_window](caf::event_based_actor* self, int) {
+      auto sent = std::make_shared<uint64_t>(0);
+      auto acked = std::make_shared<uint64_t>(0);
+      auto pump = std::make_shared<std::function<void()>>();
+      *pump = [=, &tells_done] {
+        while (*sent < tells && *sent - *acked * k < w) {
+          auto i = (*sent)++;
+          if ((i + 1) % k != 0) {
+            caf::anon_send(echo, echo_call(i)); // (no sender: the echo's answer is dropped)
+            continue;
+          }
+          self->request(echo, caf::infinite, echo_call(i)).then([=, &tells_done](agent_reply&) {
+            if (++*acked == tells / k) {
+              tells_done.set_value();
+              self->quit();
+            } else {
+              (*pump)();
+            }
+          });
+        }
+      };
+      (*pump)();
+    },
+    0);
+  tells_done.get_future().wait();
+  f.tells_per_s =
+    static_cast<double>(tells) / std::chrono::duration<double>(clock_type::now() - t0).count();
   return f;
 }
 
@@ -207,6 +243,39 @@ run_figures hive_run(cluster& c, const agent_id& id, const remote_options& opts)
     static_cast<double>(n) / std::chrono::duration<double>(clock_type::now() - t0).count();
   if (failed > 0)
     die(std::to_string(failed.load()) + " windowed hive asks failed");
+  // Windowed one-way sends (cluster::send), acknowledged every K-th message by an ask.
+  auto k = std::max<uint64_t>(1, opts.ack_every);
+  auto tells = std::max<uint64_t>(k, opts.tells / k * k);
+  std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t acked = 0;
+  t0 = clock_type::now();
+  for (uint64_t i = 0; i < tells; ++i) {
+    {
+      std::unique_lock<std::mutex> lk{mtx};
+      cv.wait(lk, [&] { return i - acked * k < opts.tell_window; });
+    }
+    if ((i + 1) % k != 0) {
+      if (auto err = c.send(id, echo_call(i)))
+        die("hive send failed: " + describe(err));
+      continue;
+    }
+    c.ask(id, echo_call(i), std::chrono::milliseconds(10000), [&](caf::expected<std::string> r) {
+      if (!r)
+        ++failed;
+      std::lock_guard<std::mutex> lk{mtx};
+      ++acked;
+      cv.notify_one();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lk{mtx};
+    cv.wait(lk, [&] { return acked == tells / k; });
+  }
+  f.tells_per_s =
+    static_cast<double>(tells) / std::chrono::duration<double>(clock_type::now() - t0).count();
+  if (failed > 0)
+    die(std::to_string(failed.load()) + " acknowledging hive asks failed");
   return f;
 }
 
@@ -297,14 +366,19 @@ int run_remote(const remote_options& opts, const char* argv0) {
     if (!raw)
       die("remote_actor to the raw-CAF server: " + sys.render(raw.error()));
     std::printf("agent-bench remote: %d runs; sequential %llu asks, windowed %llu asks with "
-                "%llu in flight; echo of a %zu-byte JSON body in an agent_call\n",
+                "%llu in flight, %llu tells with %llu unacknowledged (an ask every %llu); echo "
+                "of a %zu-byte JSON body in an agent_call\n",
                 opts.runs, static_cast<unsigned long long>(opts.asks),
                 static_cast<unsigned long long>(opts.window_asks),
-                static_cast<unsigned long long>(opts.window), echo_call(0).body.size());
+                static_cast<unsigned long long>(opts.window),
+                static_cast<unsigned long long>(opts.tells),
+                static_cast<unsigned long long>(opts.tell_window),
+                static_cast<unsigned long long>(opts.ack_every), echo_call(0).body.size());
     // Warm-up of both paths.
     auto warm = opts;
     warm.asks = 200;
     warm.window_asks = 2000;
+    warm.tells = 20000;
     (void)raw_caf_run(sys, *raw, warm);
     (void)hive_run(**member, id, warm);
     std::vector<run_figures> raws, hives;
@@ -318,10 +392,11 @@ int run_remote(const remote_options& opts, const char* argv0) {
       }
       auto& a = raws.back();
       auto& b = hives.back();
-      std::printf("  run %d/%d  raw CAF: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed | hive: "
-                  "p50 %.0f us, p99 %.0f us, %.0f asks/s windowed\n",
-                  r + 1, opts.runs, a.p50_us, a.p99_us, a.window_per_s, b.p50_us, b.p99_us,
-                  b.window_per_s);
+      std::printf("  run %d/%d  raw CAF: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f "
+                  "tells/s | hive: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f tells/s\n",
+                  r + 1, opts.runs, a.p50_us, a.p99_us, a.window_per_s, a.tells_per_s, b.p50_us,
+                  b.p99_us, b.window_per_s, b.tells_per_s);
+      std::fflush(stdout);
     }
     auto med = [](const std::vector<run_figures>& xs, double run_figures::*field) {
       std::vector<double> v;
@@ -330,19 +405,27 @@ int run_remote(const remote_options& opts, const char* argv0) {
       return median(std::move(v));
     };
     nlohmann::json out;
-    std::printf("\n%-10s %10s %10s %14s\n", "way", "p50 us", "p99 us", "windowed/s");
+    std::printf("\n%-10s %10s %10s %14s %14s\n", "way", "p50 us", "p99 us", "asks/s (W)",
+                "tells/s (W)");
     for (auto [name, xs] : {std::pair{"raw-caf", &raws}, std::pair{"hive", &hives}}) {
       auto p50 = med(*xs, &run_figures::p50_us);
       auto p99 = med(*xs, &run_figures::p99_us);
       auto win = med(*xs, &run_figures::window_per_s);
-      std::printf("%-10s %10.0f %10.0f %14.0f\n", name, p50, p99, win);
-      out[name] = {{"p50_us", p50}, {"p99_us", p99}, {"windowed_asks_per_s", win}};
+      auto tps = med(*xs, &run_figures::tells_per_s);
+      std::printf("%-10s %10.0f %10.0f %14.0f %14.0f\n", name, p50, p99, win, tps);
+      out[name] = {{"p50_us", p50},
+                   {"p99_us", p99},
+                   {"windowed_asks_per_s", win},
+                   {"windowed_tells_per_s", tps}};
     }
     auto ratio_p50 = out["hive"]["p50_us"].get<double>() / out["raw-caf"]["p50_us"].get<double>();
     auto ratio_win = out["hive"]["windowed_asks_per_s"].get<double>()
       / out["raw-caf"]["windowed_asks_per_s"].get<double>();
-    std::printf("hive / raw CAF: p50 latency %.2fx, windowed throughput %.2fx\n", ratio_p50,
-                ratio_win);
+    auto ratio_tells = out["hive"]["windowed_tells_per_s"].get<double>()
+      / out["raw-caf"]["windowed_tells_per_s"].get<double>();
+    std::printf("hive / raw CAF: p50 latency %.2fx, windowed asks %.2fx, windowed tells %.2fx\n",
+                ratio_p50, ratio_win, ratio_tells);
+    out["hive_vs_raw_tells"] = ratio_tells;
     out["hive_vs_raw_p50"] = ratio_p50;
     out["hive_vs_raw_windowed"] = ratio_win;
     out["runs"] = opts.runs;

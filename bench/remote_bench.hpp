@@ -12,6 +12,12 @@ struct remote_options {
   /// Asks per windowed run, and how many are in flight at once.
   uint64_t window_asks = 50000;
   uint64_t window = 64;
+  /// One-way messages per windowed tell run (the peers' fire-and-forget pattern): at most
+  /// `tell_window` unacknowledged, every `ack_every`-th message is an ask whose answer
+  /// acknowledges it and those before it.
+  uint64_t tells = 500000;
+  uint64_t tell_window = 1000;
+  uint64_t ack_every = 100;
   /// Repetitions; medians reported. Raw CAF and hive alternate.
   int runs = 5;
   /// The agent-node binary that hosts the remote agent (default: next to agent-bench).

@@ -76,6 +76,13 @@ struct node_config {
     int64_t handoff_migrations_max = 8;
     /// Rebalancing moves at most this many agents per second (0 = no rebalancing).
     int64_t rebalance_migrations_per_s = 20;
+    /// Port of the call transport (calls by id between nodes) on cluster.listen's host;
+    /// 0 = any free port (members learn it from the member list).
+    int64_t transport_port = 0;
+    /// Largest frame the call transport sends or accepts.
+    int64_t frame_bytes_max = 16 << 20;
+    /// Bytes queued for one transport connection whose peer does not read.
+    int64_t send_queue_bytes_max = 64 << 20;
   } cluster;
 
   struct agents_section {

@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 2;
+constexpr uint32_t cluster_protocol_version = 3;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -32,11 +32,14 @@ struct member_info {
   uint64_t incarnation = 0;
   /// Agents running on the node (as it last reported).
   uint64_t agents = 0;
+  /// Where the node takes calls by id (`HOST:PORT` of its call transport,
+  /// runtime/transport.hpp).
+  std::string transport;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, member_info& x) {
-  return f(caf::meta::type_name("hive.member_info"), x.name, x.address, x.gateway, x.status,
+  return f(caf::meta::type_name("hive.member_info"), x.name, x.address, x.gateway, x.transport, x.status,
            x.incarnation, x.agents);
 }
 

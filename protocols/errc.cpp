@@ -26,6 +26,7 @@ std::string_view to_string(errc x) noexcept {
     case errc::storage_full: return "storage_full";
     case errc::corrupt_record: return "corrupt_record";
     case errc::migrated: return "migrated";
+    case errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

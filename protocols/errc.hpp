@@ -57,6 +57,9 @@ enum class errc : uint8_t {
   /// The agent moved to another node (live migration): its old activation stopped with this
   /// reason; re-resolve the id.
   migrated = 21,
+  /// The node that has the agent cannot be reached (the connection to it failed or broke
+  /// before the answer); the call may or may not have taken effect there.
+  unavailable = 22,
 };
 
 /// The error category atom of `errc` ("hive").

@@ -18,22 +18,27 @@
 #include "runtime/logging.hpp"
 #include "runtime/membership.hpp"
 #include "runtime/node_runtime.hpp"
+#include "runtime/transport.hpp"
 
 namespace hive {
 
 namespace {
 
-/// An ask to forward to the other members, tried in placement order (local message).
-struct forward_ask_job {
+/// A call by id forwarded to the other members over the call transport, tried in order
+/// (`targets`: the location cache's member first, then placement order) until one has the id.
+struct forward_job {
   std::string op;
   agent_id id;
   agent_call call;
-  std::chrono::milliseconds timeout{0};
+  std::chrono::steady_clock::time_point deadline;
   cluster::reply_fn done;
   /// The member the location cache named (tried first), or empty.
   std::string preferred;
   /// Whether this node was asked already (else it is tried last).
   bool tried_local = true;
+  /// (member name, transport address), in the order to try.
+  std::vector<std::pair<std::string, std::string>> targets;
+  size_t next = 0;
 };
 
 /// A migrating agent's records to carry to another member (local message).
@@ -54,7 +59,6 @@ struct forward_spawn_job {
 
 } // namespace hive
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_ask_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_spawn_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::ship_job)
 
@@ -169,8 +173,13 @@ void publish(manager_actor* self) {
   auto& st = self->state;
   st.table->self().agents = st.rt != nullptr ? st.rt->agent_count() : 0;
   auto list = member_list(st);
+  std::set<std::string> linked;
+  for (auto& [n, h] : st.handles)
+    if (h)
+      linked.insert(n);
   std::lock_guard<std::mutex> guard{st.shared->mtx};
   st.shared->members = std::move(list);
+  st.shared->linked = std::move(linked);
 }
 
 /// Sends the member list to every connected member.
@@ -246,6 +255,8 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
       if (event != nullptr) {
         log_member(m, event);
         st.shared->forget_member(m.name); // its agents are elsewhere now, or nowhere
+        if (m.status == "down" || old->transport != m.transport)
+          st.shared->transport->drop(old->transport); // its waiting calls fail now
       }
     }
   for (auto& n : ch.connect)
@@ -272,25 +283,6 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
   if (fresh)
     log_member(*entry, known ? "member_rejoined" : "member_joined");
   return fresh;
-}
-
-using target_list = std::vector<std::pair<std::string, caf::actor>>;
-
-/// The connected, up members other than this node: `preferred` first (if up), then the rest
-/// in placement order for `id`.
-target_list ranked_peers(const manager_state& st, const agent_id& id,
-                         const std::string& preferred) {
-  std::vector<std::tuple<uint64_t, std::string, caf::actor>> scored;
-  auto key = id.str();
-  for (auto& [n, _] : st.handles)
-    if (auto h = st.serving_handle(n))
-      scored.emplace_back(n == preferred ? UINT64_MAX : rendezvous_score(n, key), n, h);
-  std::sort(scored.begin(), scored.end(),
-            [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
-  target_list out;
-  for (auto& [_, n, h] : scored)
-    out.emplace_back(n, h);
-  return out;
 }
 
 /// Runs a by-id call on this node only (no forwarding); `mgr` is this node's manager (it ships
@@ -338,41 +330,41 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
   done(make_error(errc::invalid_argument, "unknown remote call '" + op + "'"));
 }
 
-/// Tries `job` on `targets[i]`, then on the next ones while they answer agent_not_found,
-/// then (if not done yet) on this node.
-void forward_ask(manager_actor* self, std::shared_ptr<forward_ask_job> job,
-                 std::shared_ptr<target_list> targets, size_t i) {
-  auto& st = self->state;
-  if (i >= targets->size()) {
-    if (!job->tried_local && st.rt != nullptr) {
+/// Tries `job` on its next target, then on the ones after while they answer agent_not_found,
+/// then (if not done yet) on this node. Runs on any thread (the caller's, then the transport's).
+void forward(const std::shared_ptr<cluster::shared_state>& shared, std::shared_ptr<forward_job> job) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    job->deadline - std::chrono::steady_clock::now());
+  left = std::max(left, std::chrono::milliseconds{1});
+  if (job->next >= job->targets.size()) {
+    if (!job->tried_local && shared->rt != nullptr) {
       job->tried_local = true;
-      return run_local(*st.rt, caf::actor_cast<caf::actor>(self), job->op, job->id, job->call,
-                       job->timeout, std::move(job->done));
+      return run_local(*shared->rt, shared->manager, job->op, job->id, std::move(job->call), left,
+                       std::move(job->done));
     }
     return job->done(make_error(errc::agent_not_found,
                                 "no agent " + job->id.str() + " on any up member of the cluster"));
   }
-  remote_call req{job->op, job->id, job->call, job->timeout.count()};
-  auto member = (*targets)[i].first;
-  // A finite timeout (CAF 0.17 keeps such timers until they fire): a member that dies with the
-  // ask in flight must not leave it pending forever.
-  self->request((*targets)[i].second, job->timeout + std::chrono::seconds(1), std::move(req))
-    .then(
-      [self, job, member](agent_reply& reply) {
+  auto [member, address] = job->targets[job->next++];
+  remote_call req{job->op, job->id, job->call, left.count()};
+  // The callee times out after `left`; wait a little longer for its answer.
+  shared->transport->call(
+    address, req, left + std::chrono::seconds(1),
+    [shared, job, member = member](caf::expected<std::string> r) {
+      if (r) {
         if (job->op != "stop" && job->op != "migrate") // (a migrated agent is elsewhere now)
-          self->state.shared->remember(job->id.str(), member);
+          shared->remember(job->id.str(), member);
         else
-          self->state.shared->forget(job->id.str());
-        job->done(std::move(reply.body));
-      },
-      [self, job, targets, i, member](caf::error& err) {
-        if (code_of(err) == errc::agent_not_found) {
-          if (member == job->preferred)
-            self->state.shared->forget(job->id.str());
-          return forward_ask(self, job, targets, i + 1);
-        }
-        job->done(std::move(err));
-      });
+          shared->forget(job->id.str());
+        return job->done(std::move(r));
+      }
+      if (code_of(r.error()) == errc::agent_not_found) {
+        if (member == job->preferred)
+          shared->forget(job->id.str());
+        return forward(shared, job);
+      }
+      job->done(std::move(r));
+    });
 }
 
 void refuse_log(const std::string& peer_text, const std::string& reason) {
@@ -402,6 +394,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     st.shared->forget_member(n);
     if (st.table->link_lost(n)) {
       auto m = st.table->find(n);
+      st.shared->transport->drop(m->transport); // its waiting calls fail now
       log::event(spdlog::level::warn, "member_down",
                  {{"member", n},
                   {"address", m->address},
@@ -546,11 +539,6 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         i->second.deliver(std::move(err));
         st.asks.erase(i);
       }
-    },
-    [self](forward_atom, forward_ask_job& job) {
-      auto& st = self->state;
-      auto targets = std::make_shared<target_list>(ranked_peers(st, job.id, job.preferred));
-      forward_ask(self, std::make_shared<forward_ask_job>(std::move(job)), std::move(targets), 0);
     },
     [self](forward_atom, forward_spawn_job& job) {
       auto& st = self->state;
@@ -727,7 +715,27 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   me.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                            std::chrono::system_clock::now().time_since_epoch())
                                            .count());
+  // The call transport first: its address goes into this node's member entry.
+  transport_limits limits;
+  limits.frame_bytes_max = static_cast<size_t>(cfg.cluster.frame_bytes_max);
+  limits.send_queue_bytes_max =
+    std::max(limits.frame_bytes_max, static_cast<size_t>(cfg.cluster.send_queue_bytes_max));
+  limits.calls_pending_max = static_cast<size_t>(cfg.node.asks_pending_max);
+  auto shared = c->shared_;
+  auto transport = call_transport::start(
+    sys, ep->host, static_cast<uint16_t>(cfg.cluster.transport_port), cfg.cluster.name,
+    cfg.node.name, limits, [shared](remote_call req, call_transport::reply_fn done) {
+      run_local(*shared->rt, shared->manager, req.op, req.id, std::move(req.call),
+                std::chrono::milliseconds(req.timeout_ms), std::move(done));
+    });
+  if (!transport)
+    return std::move(transport.error());
+  c->shared_->transport = std::shared_ptr<call_transport>{std::move(*transport)};
+  c->shared_->rt = &rt;
+  c->shared_->self_name = cfg.node.name;
+  me.transport = ep->host + ":" + std::to_string(c->shared_->transport->port());
   c->manager_ = sys.spawn(manager_fn, c->shared_, &rt, cfg, std::move(me));
+  c->shared_->manager = c->manager_;
   auto bound = sys.middleman().publish(c->manager_, ep->port, ep->host.c_str(), true);
   if (!bound) {
     caf::anon_send_exit(c->manager_, caf::exit_reason::user_shutdown);
@@ -800,25 +808,80 @@ void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
 
 void cluster::call(const std::string& op, const agent_id& id, agent_call call,
                    std::chrono::milliseconds timeout, reply_fn done) {
-  auto started = std::chrono::steady_clock::now();
-  auto mgr = manager_;
+  auto job = std::make_shared<forward_job>();
+  job->op = op;
+  job->id = id;
+  job->deadline = std::chrono::steady_clock::now() + timeout;
   if (auto where = shared_->where(id.str()); where && *where != self_name_) {
     // Found there last time: go straight there (this node comes last if that fails).
-    forward_ask_job job{op, id, std::move(call), timeout, std::move(done), *where, false};
-    return caf::anon_send(mgr, forward_atom::value, std::move(job));
+    job->call = std::move(call);
+    job->done = std::move(done);
+    job->preferred = *where;
+    job->tried_local = false;
+    job->targets = shared_->call_targets(id, *where);
+    return forward(shared_, std::move(job));
   }
-  run_local(*rt_, mgr, op, id, call, timeout,
-            [mgr, op, id, call, timeout, started,
-             done = std::move(done)](caf::expected<std::string> r) mutable {
+  job->call = call;
+  run_local(*rt_, manager_, op, id, std::move(call), timeout,
+            [shared = shared_, job, done = std::move(done)](caf::expected<std::string> r) mutable {
               if (r || code_of(r.error()) != errc::agent_not_found)
                 return done(std::move(r));
-              auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started);
-              auto left = std::max(timeout - spent, std::chrono::milliseconds{1});
-              caf::anon_send(
-                mgr, forward_atom::value,
-                forward_ask_job{op, id, std::move(call), left, std::move(done), {}, true});
+              job->done = std::move(done);
+              job->tried_local = true;
+              job->targets = shared->call_targets(job->id, {});
+              forward(shared, std::move(job));
             });
+}
+
+caf::error cluster::send(const agent_id& id, agent_call call) {
+  auto key = id.str();
+  if (auto where = shared_->where(key); where && *where != self_name_)
+    if (auto address = shared_->transport_of(*where)) {
+      remote_call req{"tell", id, std::move(call), 0};
+      return shared_->transport->tell(*address, req);
+    }
+  auto err = rt_->tell(id, call);
+  if (!err || code_of(err) != errc::agent_not_found)
+    return err;
+  // Neither here nor located: an acknowledged tell finds it (and remembers where).
+  this->call("tell", id, std::move(call), std::chrono::seconds(10),
+             [key](caf::expected<std::string> r) {
+               if (!r)
+                 log::event(spdlog::level::warn, "send_failed", {{"reason", describe(r.error())}},
+                            key);
+             });
+  return {};
+}
+
+std::optional<std::string> cluster::shared_state::transport_of(const std::string& member) const {
+  std::lock_guard<std::mutex> guard{mtx};
+  if (linked.count(member) == 0)
+    return std::nullopt;
+  for (auto& m : members)
+    if (m.name == member && !m.transport.empty() && (m.status == "up" || m.status == "leaving"))
+      return m.transport;
+  return std::nullopt;
+}
+
+std::vector<std::pair<std::string, std::string>>
+cluster::shared_state::call_targets(const agent_id& id, const std::string& preferred) const {
+  std::vector<std::tuple<uint64_t, std::string, std::string>> scored;
+  auto key = id.str();
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    for (auto& m : members)
+      if (m.name != self_name && !m.transport.empty() && linked.count(m.name) > 0
+          && (m.status == "up" || m.status == "leaving"))
+        scored.emplace_back(m.name == preferred ? UINT64_MAX : rendezvous_score(m.name, key),
+                            m.name, m.transport);
+  }
+  std::sort(scored.begin(), scored.end(),
+            [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(scored.size());
+  for (auto& [_, n, t] : scored)
+    out.emplace_back(std::move(n), std::move(t));
+  return out;
 }
 
 void cluster::migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,
@@ -871,6 +934,10 @@ void cluster::shared_state::forget_member(const std::string& member) {
 cluster::~cluster() {
   leave();
   stop_rebalancer();
+  // Pending calls fail with shutting_down; the transport's thread ends here. (The object
+  // itself lives on in callbacks that still hold it, closed.)
+  if (shared_ && shared_->transport)
+    shared_->transport->shutdown();
 }
 
 void cluster::stop_rebalancer() {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -21,6 +22,7 @@
 namespace hive {
 
 class node_runtime;
+class call_transport;
 struct spawn_request;
 
 /// The rendezvous (highest-random-weight) score of `node` for `id`: placement picks the up
@@ -45,9 +47,13 @@ struct spawn_request;
 /// restarted node rejoins as a new member. Down is final for an incarnation.
 ///
 /// Placement and routing (first form): a spawn goes to the node a pin names, else to the up
-/// member with the highest `rendezvous_score`. An ask by id is tried here first (running or
-/// stored here), then on the other up members in placement order until one knows the id: no
-/// directory owner yet, so a miss costs one round trip per member.
+/// member with the highest `rendezvous_score`. An ask by id goes first to the member where the
+/// id was last found (the location cache), else it is tried here first (running or stored
+/// here), then on the other up members in placement order until one knows the id: no
+/// directory owner yet, so a miss costs one round trip per member. Calls by id travel on the
+/// call transport (runtime/transport.hpp: plain TCP, frames of CAF-serialized messages),
+/// straight from the calling thread, not through the node manager; everything else between
+/// node managers travels on BASP.
 ///
 /// Live migration (`migrate`): the node that has the agent captures its state and sends it
 /// (`migrate_in`) to the target's node manager, which stores and activates it; the source then
@@ -115,6 +121,15 @@ public:
   /// `migrate_out`, invalid_argument when `to` is not an up member, agent_not_found.
   void migrate(const agent_id& id, const std::string& to, uint64_t correlation_id, reply_fn done);
 
+  /// Sends `call` to `id` one way, like Erlang's `!` or Akka's `tell`: no answer, no
+  /// acknowledgement. Running here: straight to the agent. Found on another member last time:
+  /// one transport frame there, queued and written in bursts (the fast path for streams of
+  /// messages). Otherwise (not located yet) an acknowledged `call("tell")` locates the agent
+  /// (its failure is logged). Messages from one thread to one agent keep their order, asks
+  /// included. Errors (immediate only): those of node_runtime::tell here, overloaded when the
+  /// connection has too many bytes queued.
+  [[nodiscard]] caf::error send(const agent_id& id, agent_call call);
+
   /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
 
@@ -122,12 +137,29 @@ public:
   struct shared_state {
     mutable std::mutex mtx;
     std::vector<member_info> members;
+    /// The members this node's manager has a live link to (calls go only to those).
+    std::set<std::string> linked;
 
     /// Where an id was last found: agent id -> member name. Calls go there first, without
     /// the local miss and the search. At most `located_max` entries (then it starts over).
     std::mutex loc_mtx;
     std::unordered_map<std::string, std::string> located;
     size_t located_max = 0;
+
+    /// Set once at start, before any call: this node's runtime, node manager and call
+    /// transport (runtime/transport.hpp), which carries calls by id to the other members.
+    node_runtime* rt = nullptr;
+    caf::actor manager;
+    std::shared_ptr<call_transport> transport;
+    std::string self_name;
+
+    /// The linked members that serve calls (up or leaving), this node excluded, as (name, transport
+    /// address): `preferred` first (if among them), then in placement order for `id`.
+    [[nodiscard]] std::vector<std::pair<std::string, std::string>>
+    call_targets(const agent_id& id, const std::string& preferred) const;
+
+    /// The transport address of linked member `member`, if it serves calls.
+    [[nodiscard]] std::optional<std::string> transport_of(const std::string& member) const;
 
     [[nodiscard]] std::optional<std::string> where(const std::string& id);
     void remember(const std::string& id, const std::string& member);

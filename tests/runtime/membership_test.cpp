@@ -21,7 +21,7 @@ using namespace hive;
 namespace {
 
 member_info info(const std::string& name, uint64_t incarnation, const std::string& status = "up") {
-  return member_info{name, name + ":1", "-", status, incarnation, 0};
+  return member_info{name, name + ":1", "-", status, incarnation, 0, name + ":2"};
 }
 
 } // namespace

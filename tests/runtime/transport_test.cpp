@@ -1,0 +1,355 @@
+// The call transport (runtime/transport.hpp): two transports in one process on 127.0.0.1,
+// and raw sockets that speak the frame format badly.
+
+#include "runtime/transport.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+
+using namespace hive;
+using namespace std::chrono_literals;
+
+namespace {
+
+caf::actor_system_config& plain_config(caf::actor_system_config& cfg) {
+  cfg.set("scheduler.max-threads", size_t{2});
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  cfg.add_message_types<caf::id_block::hive>();
+  cfg.add_error_category(errc_category, render_error);
+  return cfg;
+}
+
+remote_call make_call(const std::string& op, const std::string& body) {
+  remote_call req;
+  req.op = op;
+  req.id = *make_agent_id("acme", "a1");
+  req.call.env.tenant = "acme";
+  req.call.body = body;
+  req.timeout_ms = 1000;
+  return req;
+}
+
+/// Waits for one reply.
+caf::expected<std::string> wait_reply(call_transport& t, const std::string& address,
+                                      const remote_call& req,
+                                      std::chrono::milliseconds timeout = 2000ms) {
+  std::promise<caf::expected<std::string>> p;
+  t.call(address, req, timeout, [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+  auto f = p.get_future();
+  if (f.wait_for(10s) != std::future_status::ready)
+    return make_error(errc::internal, "no callback within 10 s");
+  return f.get();
+}
+
+/// A TCP connection to 127.0.0.1:port (raw bytes).
+int dial(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// Whether the peer closes `fd` within 5 s (a read returns 0 or an error).
+bool closed_by_peer(int fd) {
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[256];
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof(buf));
+    if (n == 0)
+      return true;
+    if (n < 0)
+      return errno != EAGAIN && errno != EWOULDBLOCK;
+  }
+}
+
+class transport_test : public ::testing::Test {
+protected:
+  transport_test() : sys(plain_config(cfg)) {}
+
+  /// A transport on an ephemeral port whose handler is `h`.
+  std::unique_ptr<call_transport> make(call_transport::call_handler h,
+                                       const std::string& cluster_name = "hive",
+                                       transport_limits limits = {}) {
+    auto t = call_transport::start(sys, "127.0.0.1", 0, cluster_name, "n-" + cluster_name, limits,
+                                   std::move(h));
+    EXPECT_TRUE(t) << describe(t.error());
+    return t ? std::move(*t) : nullptr;
+  }
+
+  static std::string addr(const call_transport& t) {
+    return "127.0.0.1:" + std::to_string(t.port());
+  }
+
+  caf::actor_system_config cfg;
+  caf::actor_system sys;
+};
+
+call_transport::call_handler echo_handler() {
+  return [](remote_call req, call_transport::reply_fn done) {
+    if (req.call.body == "fail")
+      return done(make_error(errc::rejected, "told to fail"));
+    done(req.op + ":" + req.id.str() + ":" + req.call.body);
+  };
+}
+
+} // namespace
+
+TEST_F(transport_test, a_call_gets_its_answer_and_an_error_keeps_its_code_and_text) {
+  auto server = make(echo_handler());
+  auto client = make(echo_handler());
+  ASSERT_TRUE(server && client);
+  auto r = wait_reply(*client, addr(*server), make_call("ask", R"({"x":1})"));
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(*r, R"(ask:acme/a1:{"x":1})");
+  auto e = wait_reply(*client, addr(*server), make_call("ask", "fail"));
+  ASSERT_FALSE(e);
+  EXPECT_EQ(code_of(e.error()), errc::rejected);
+  EXPECT_NE(describe(e.error()).find("told to fail"), std::string::npos) << describe(e.error());
+  auto big = std::string(1 << 20, 'b'); // 1 MiB: several reads and writes per frame
+  auto rb = wait_reply(*client, addr(*server), make_call("ask", big));
+  ASSERT_TRUE(rb) << describe(rb.error());
+  EXPECT_EQ(rb->size(), big.size() + std::string{"ask:acme/a1:"}.size());
+}
+
+TEST_F(transport_test, tells_and_calls_from_one_thread_arrive_in_the_order_sent) {
+  std::mutex mtx;
+  std::vector<std::string> seen;
+  auto server = make([&](remote_call req, call_transport::reply_fn done) {
+    {
+      std::lock_guard<std::mutex> lk{mtx};
+      seen.push_back(req.call.body);
+    }
+    done(std::string{"ok"});
+  });
+  auto client = make(echo_handler());
+  ASSERT_TRUE(server && client);
+  std::vector<std::string> sent;
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 5000; ++i) {
+    auto body = std::to_string(i);
+    sent.push_back(body);
+    if (i % 7 == 0) {
+      client->call(addr(*server), make_call("ask", body), 5000ms,
+                   [&](caf::expected<std::string> r) {
+                     EXPECT_TRUE(r);
+                     ++answered;
+                   });
+    } else {
+      ASSERT_FALSE(client->tell(addr(*server), make_call("tell", body)));
+    }
+  }
+  auto last = wait_reply(*client, addr(*server), make_call("ask", "last"));
+  ASSERT_TRUE(last) << describe(last.error());
+  sent.push_back("last");
+  std::lock_guard<std::mutex> lk{mtx};
+  EXPECT_EQ(seen, sent);
+  EXPECT_EQ(answered.load(), (5000 + 6) / 7);
+  auto st = client->stats();
+  EXPECT_GE(st.frames_sent, 5001u);
+}
+
+TEST_F(transport_test, no_listener_or_a_peer_that_goes_away_fails_the_call_as_unavailable) {
+  auto client = make(echo_handler());
+  ASSERT_TRUE(client);
+  uint16_t free_port = 0;
+  {
+    auto tmp = make(echo_handler());
+    free_port = tmp->port();
+  } // closed: nobody listens there now
+  auto r = wait_reply(*client, "127.0.0.1:" + std::to_string(free_port), make_call("ask", "x"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << describe(r.error());
+  // A server that holds the call and then shuts down: the waiting caller hears at once.
+  std::vector<call_transport::reply_fn> held;
+  std::mutex mtx;
+  auto server = make([&](remote_call, call_transport::reply_fn done) {
+    std::lock_guard<std::mutex> lk{mtx};
+    held.push_back(std::move(done));
+  });
+  std::promise<caf::expected<std::string>> p;
+  client->call(addr(*server), make_call("ask", "x"), 30000ms,
+               [&p](caf::expected<std::string> r2) { p.set_value(std::move(r2)); });
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard<std::mutex> lk{mtx};
+      if (!held.empty())
+        break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  server->shutdown();
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  auto r2 = f.get();
+  ASSERT_FALSE(r2);
+  EXPECT_EQ(code_of(r2.error()), errc::unavailable) << describe(r2.error());
+  std::lock_guard<std::mutex> lk{mtx};
+  ASSERT_EQ(held.size(), 1u);
+  held.front()(std::string{"too late"}); // answering on a closed connection is harmless
+}
+
+TEST_F(transport_test, an_unanswered_call_times_out_and_a_late_answer_is_ignored) {
+  std::mutex mtx;
+  std::vector<call_transport::reply_fn> held;
+  auto server = make([&](remote_call, call_transport::reply_fn done) {
+    std::lock_guard<std::mutex> lk{mtx};
+    held.push_back(std::move(done));
+  });
+  auto client = make(echo_handler());
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = wait_reply(*client, addr(*server), make_call("ask", "x"), 200ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::timeout) << describe(r.error());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  {
+    std::lock_guard<std::mutex> lk{mtx};
+    ASSERT_EQ(held.size(), 1u);
+    held.front()(std::string{"late"});
+  }
+  // The connection still works.
+  {
+    std::lock_guard<std::mutex> lk{mtx};
+    held.clear();
+  }
+  std::thread answerer{[&] {
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard<std::mutex> lk{mtx};
+        if (!held.empty()) {
+          held.front()(std::string{"fresh"});
+          return;
+        }
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  }};
+  auto r2 = wait_reply(*client, addr(*server), make_call("ask", "y"));
+  answerer.join();
+  ASSERT_TRUE(r2) << describe(r2.error());
+  EXPECT_EQ(*r2, "fresh");
+}
+
+TEST_F(transport_test, limits_are_enforced_with_clear_errors) {
+  transport_limits small;
+  small.frame_bytes_max = 64 << 10;
+  small.send_queue_bytes_max = 1 << 20;
+  small.calls_pending_max = 4;
+  std::mutex mtx;
+  std::vector<call_transport::reply_fn> held;
+  auto server = make(
+    [&](remote_call, call_transport::reply_fn done) {
+      std::lock_guard<std::mutex> lk{mtx};
+      held.push_back(std::move(done));
+    },
+    "hive", small);
+  auto client = make(echo_handler(), "hive", small);
+  // A call that would encode above frame_bytes_max fails at once, naming the limit.
+  auto big = wait_reply(*client, addr(*server), make_call("ask", std::string(70 << 10, 'x')));
+  ASSERT_FALSE(big);
+  EXPECT_EQ(code_of(big.error()), errc::too_large);
+  EXPECT_NE(describe(big.error()).find("cluster.frame_bytes_max"), std::string::npos);
+  // calls_pending_max calls wait; the next one is refused as overloaded.
+  std::atomic<int> done_count{0};
+  for (int i = 0; i < 4; ++i)
+    client->call(addr(*server), make_call("ask", "x"), 5000ms,
+                 [&](caf::expected<std::string>) { ++done_count; });
+  auto over = wait_reply(*client, addr(*server), make_call("ask", "y"));
+  ASSERT_FALSE(over);
+  EXPECT_EQ(code_of(over.error()), errc::overloaded) << describe(over.error());
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard<std::mutex> lk{mtx};
+      if (held.size() == 4)
+        break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  std::lock_guard<std::mutex> lk{mtx};
+  ASSERT_EQ(held.size(), 4u);
+  for (auto& d : held)
+    d(std::string{"ok"});
+}
+
+TEST_F(transport_test, a_peer_of_another_cluster_or_a_bad_frame_is_disconnected) {
+  auto server = make(echo_handler(), "hive");
+  auto stranger = make(echo_handler(), "other");
+  ASSERT_TRUE(server && stranger);
+  auto r = wait_reply(*stranger, addr(*server), make_call("ask", "x"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << describe(r.error());
+  EXPECT_EQ(server->stats().connections_refused, 1u);
+  // A length above frame_bytes_max: closed without reading the rest.
+  int fd = dial(server->port());
+  ASSERT_GE(fd, 0);
+  unsigned char huge[13] = {0x7f, 0xff, 0xff, 0xff, 2};
+  ASSERT_EQ(::write(fd, huge, sizeof(huge)), 13);
+  EXPECT_TRUE(closed_by_peer(fd));
+  ::close(fd);
+  // A call before any hello: closed.
+  fd = dial(server->port());
+  ASSERT_GE(fd, 0);
+  unsigned char early[15] = {0, 0, 0, 11, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+  ASSERT_EQ(::write(fd, early, sizeof(early)), 15);
+  EXPECT_TRUE(closed_by_peer(fd));
+  ::close(fd);
+  // Garbage: closed.
+  fd = dial(server->port());
+  ASSERT_GE(fd, 0);
+  unsigned char junk[20] = {0, 0, 0, 16, 1, 9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7};
+  ASSERT_EQ(::write(fd, junk, sizeof(junk)), 20);
+  EXPECT_TRUE(closed_by_peer(fd));
+  ::close(fd);
+  // And the server still serves a proper client.
+  auto client = make(echo_handler(), "hive");
+  auto ok = wait_reply(*client, addr(*server), make_call("ask", "after"));
+  ASSERT_TRUE(ok) << describe(ok.error());
+  EXPECT_EQ(*ok, "ask:acme/a1:after");
+}
+
+TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
+  std::mutex mtx;
+  std::vector<call_transport::reply_fn> held;
+  auto server = make([&](remote_call, call_transport::reply_fn done) {
+    std::lock_guard<std::mutex> lk{mtx};
+    held.push_back(std::move(done));
+  });
+  auto client = make(echo_handler());
+  std::promise<caf::expected<std::string>> p;
+  client->call(addr(*server), make_call("ask", "x"), 30000ms,
+               [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+  client->shutdown();
+  auto r = p.get_future().get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::shutting_down);
+  auto again = wait_reply(*client, addr(*server), make_call("ask", "y"));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(code_of(again.error()), errc::shutting_down);
+  EXPECT_TRUE(client->tell(addr(*server), make_call("tell", "z")));
+  server->shutdown();
+  std::lock_guard<std::mutex> lk{mtx};
+  for (auto& d : held)
+    d(std::string{"after the end"});
+}
