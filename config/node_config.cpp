@@ -133,6 +133,7 @@ const std::vector<key_spec>& key_table() {
                          "comma-separated HOST:PORT, port 1..65535; empty = none"});
     t.push_back(HIVE_INT_KEY(cluster, heartbeat_interval_ms, 10, 60000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, down_after_ms, 50, 600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(cluster, suspect_after_ms, 20, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, join_retry_ms, 10, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, location_cache_entries_max, 0, 100000000, "entries (0 = off)"));
     t.push_back(HIVE_INT_KEY(cluster, migration_timeout_ms, 100, 600000, "milliseconds"));

@@ -64,6 +64,8 @@ struct node_config {
     std::string seeds;
     int64_t heartbeat_interval_ms = 100;
     int64_t down_after_ms = 1000;
+    /// A member not heard from (its heartbeat) for this long is shown `suspect`.
+    int64_t suspect_after_ms = 300;
     int64_t join_retry_ms = 500;
     int64_t location_cache_entries_max = 100000;
     /// A live migration whose target does not confirm within this is aborted.

@@ -39,8 +39,8 @@ struct member_info {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, member_info& x) {
-  return f(caf::meta::type_name("hive.member_info"), x.name, x.address, x.gateway, x.transport, x.status,
-           x.incarnation, x.agents);
+  return f(caf::meta::type_name("hive.member_info"), x.name, x.address, x.gateway, x.transport,
+           x.status, x.incarnation, x.agents);
 }
 
 /// A node asks to join: it tells who it is and what it speaks.

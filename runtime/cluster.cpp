@@ -77,6 +77,10 @@ using farewell_atom = caf::atom_constant<caf::atom("hcbye")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
+/// Every `cluster.heartbeat_interval_ms`: pings the linked members, checks for silent ones.
+using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
+/// A member's heartbeat: (ping_atom, its name).
+using ping_atom = caf::atom_constant<caf::atom("hcping")>;
 
 /// How node_runtime::migrate_out ships a migrating agent to member `to`: through this node's
 /// manager `mgr`, which sends the `migrate_in` and reports the answer.
@@ -125,6 +129,12 @@ struct manager_state {
   uint64_t next_ask = 1;
   std::unordered_map<uint64_t, caf::response_promise> asks;
   size_t asks_max = 0;
+  /// Failure detection: when each linked member was last heard (its ping), and the members
+  /// silent for longer than `suspect_after` (shown as `suspect`; this node's view only).
+  std::map<std::string, std::chrono::steady_clock::time_point> heard;
+  std::set<std::string> suspects;
+  std::chrono::milliseconds heartbeat{100};
+  std::chrono::milliseconds suspect_after{300};
   std::chrono::milliseconds migration_timeout{5000};
 
   static inline const char* name = "hive.node_manager";
@@ -173,6 +183,9 @@ void publish(manager_actor* self) {
   auto& st = self->state;
   st.table->self().agents = st.rt != nullptr ? st.rt->agent_count() : 0;
   auto list = member_list(st);
+  for (auto& m : list) // this node's suspicion shows in its own view, never in its gossip
+    if (m.status == "up" && st.suspects.count(m.name) > 0)
+      m.status = "suspect";
   std::set<std::string> linked;
   for (auto& [n, h] : st.handles)
     if (h)
@@ -280,6 +293,8 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
     h = handle;
     self->monitor(handle);
   }
+  st.heard[m.name] = std::chrono::steady_clock::now();
+  st.suspects.erase(m.name);
   if (fresh)
     log_member(*entry, known ? "member_rejoined" : "member_joined");
   return fresh;
@@ -332,7 +347,8 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
 
 /// Tries `job` on its next target, then on the ones after while they answer agent_not_found,
 /// then (if not done yet) on this node. Runs on any thread (the caller's, then the transport's).
-void forward(const std::shared_ptr<cluster::shared_state>& shared, std::shared_ptr<forward_job> job) {
+void forward(const std::shared_ptr<cluster::shared_state>& shared,
+             std::shared_ptr<forward_job> job) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
     job->deadline - std::chrono::steady_clock::now());
   left = std::max(left, std::chrono::milliseconds{1});
@@ -348,23 +364,23 @@ void forward(const std::shared_ptr<cluster::shared_state>& shared, std::shared_p
   auto [member, address] = job->targets[job->next++];
   remote_call req{job->op, job->id, job->call, left.count()};
   // The callee times out after `left`; wait a little longer for its answer.
-  shared->transport->call(
-    address, req, left + std::chrono::seconds(1),
-    [shared, job, member = member](caf::expected<std::string> r) {
-      if (r) {
-        if (job->op != "stop" && job->op != "migrate") // (a migrated agent is elsewhere now)
-          shared->remember(job->id.str(), member);
-        else
-          shared->forget(job->id.str());
-        return job->done(std::move(r));
-      }
-      if (code_of(r.error()) == errc::agent_not_found) {
-        if (member == job->preferred)
-          shared->forget(job->id.str());
-        return forward(shared, job);
-      }
-      job->done(std::move(r));
-    });
+  shared->transport->call(address, req, left + std::chrono::seconds(1),
+                          [shared, job, member = member](caf::expected<std::string> r) {
+                            if (r) {
+                              if (job->op != "stop"
+                                  && job->op != "migrate") // (a migrated agent is elsewhere now)
+                                shared->remember(job->id.str(), member);
+                              else
+                                shared->forget(job->id.str());
+                              return job->done(std::move(r));
+                            }
+                            if (code_of(r.error()) == errc::agent_not_found) {
+                              if (member == job->preferred)
+                                shared->forget(job->id.str());
+                              return forward(shared, job);
+                            }
+                            job->done(std::move(r));
+                          });
 }
 
 void refuse_log(const std::string& peer_text, const std::string& reason) {
@@ -380,6 +396,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.cluster_name = cfg.cluster.name;
   st.table = std::make_unique<member_table>(std::move(me));
   st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
+  st.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_interval_ms);
+  st.suspect_after = std::chrono::milliseconds(cfg.cluster.suspect_after_ms);
   st.asks_max = static_cast<size_t>(cfg.node.asks_pending_max);
   st.migration_timeout = std::chrono::milliseconds(cfg.cluster.migration_timeout_ms);
   if (auto seeds = parse_endpoint_list(cfg.cluster.seeds, "cluster.seeds"))
@@ -391,6 +409,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     if (n.empty())
       return;
     st.handles[n] = caf::actor{};
+    st.suspects.erase(n);
+    st.heard.erase(n);
     st.shared->forget_member(n);
     if (st.table->link_lost(n)) {
       auto m = st.table->find(n);
@@ -413,6 +433,46 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       for (auto& s : st.seeds)
         connect(self, s);
       self->send(self, tick_atom::value);
+      self->send(self, beat_atom::value);
+    },
+    [self](beat_atom) {
+      auto& st = self->state;
+      if (st.leaving)
+        return;
+      auto now = std::chrono::steady_clock::now();
+      bool changed = false;
+      for (auto& [n, h] : st.handles) {
+        if (!h)
+          continue;
+        self->send(h, ping_atom::value, st.table->self().name);
+        auto m = st.table->find(n);
+        auto heard = st.heard.find(n);
+        if (m == nullptr || m->status != "up" || heard == st.heard.end()
+            || now - heard->second <= st.suspect_after || st.suspects.count(n) > 0)
+          continue;
+        st.suspects.insert(n);
+        changed = true;
+        log::event(
+          spdlog::level::warn, "member_suspect",
+          {{"member", n},
+           {"silent_ms",
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - heard->second).count()},
+           {"incarnation", m->incarnation}});
+      }
+      if (changed)
+        publish(self);
+      self->delayed_send(self, st.heartbeat, beat_atom::value);
+    },
+    [self](ping_atom, const std::string& from) {
+      auto& st = self->state;
+      auto h = st.handles.find(from);
+      if (h == st.handles.end() || !h->second)
+        return;
+      st.heard[from] = std::chrono::steady_clock::now();
+      if (st.suspects.erase(from) > 0) {
+        log::event(spdlog::level::info, "member_reachable", {{"member", from}});
+        publish(self);
+      }
     },
     [self](tick_atom) {
       auto& st = self->state;
@@ -844,12 +904,11 @@ caf::error cluster::send(const agent_id& id, agent_call call) {
   if (!err || code_of(err) != errc::agent_not_found)
     return err;
   // Neither here nor located: an acknowledged tell finds it (and remembers where).
-  this->call("tell", id, std::move(call), std::chrono::seconds(10),
-             [key](caf::expected<std::string> r) {
-               if (!r)
-                 log::event(spdlog::level::warn, "send_failed", {{"reason", describe(r.error())}},
-                            key);
-             });
+  this->call(
+    "tell", id, std::move(call), std::chrono::seconds(10), [key](caf::expected<std::string> r) {
+      if (!r)
+        log::event(spdlog::level::warn, "send_failed", {{"reason", describe(r.error())}}, key);
+    });
   return {};
 }
 
@@ -858,20 +917,21 @@ std::optional<std::string> cluster::shared_state::transport_of(const std::string
   if (linked.count(member) == 0)
     return std::nullopt;
   for (auto& m : members)
-    if (m.name == member && !m.transport.empty() && (m.status == "up" || m.status == "leaving"))
+    if (m.name == member && !m.transport.empty()
+        && (m.status == "up" || m.status == "suspect" || m.status == "leaving"))
       return m.transport;
   return std::nullopt;
 }
 
-std::vector<std::pair<std::string, std::string>>
-cluster::shared_state::call_targets(const agent_id& id, const std::string& preferred) const {
+std::vector<std::pair<std::string, std::string>> cluster::shared_state::call_targets(
+  const agent_id& id, const std::string& preferred) const {
   std::vector<std::tuple<uint64_t, std::string, std::string>> scored;
   auto key = id.str();
   {
     std::lock_guard<std::mutex> guard{mtx};
     for (auto& m : members)
       if (m.name != self_name && !m.transport.empty() && linked.count(m.name) > 0
-          && (m.status == "up" || m.status == "leaving"))
+          && (m.status == "up" || m.status == "suspect" || m.status == "leaving"))
         scored.emplace_back(m.name == preferred ? UINT64_MAX : rendezvous_score(m.name, key),
                             m.name, m.transport);
   }

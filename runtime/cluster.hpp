@@ -40,8 +40,10 @@ struct spawn_request;
 /// merge. An accepted node gets the member list, connects to every member it does not know
 /// yet (a full mesh) and spreads every change it sees to all members (`member_gossip`).
 ///
-/// Member states: `up`; `down` once the connection to it is lost (a killed node at once, as
-/// its socket closes; a frozen one after `cluster.down_after_ms` without heartbeats, CAF's
+/// Member states: `up`; `suspect` in this node's view while its heartbeat has been missing for
+/// `cluster.suspect_after_ms` (not gossiped; no new agents placed there, calls still go);
+/// `down` once the connection to it is lost (a killed node at once, as its socket closes; a
+/// frozen one after `cluster.down_after_ms` without heartbeats, CAF's
 /// `middleman.connection-timeout`); `leaving` when it stops cleanly. Each start of a node has a
 /// new, larger incarnation; an entry with a larger incarnation replaces the old one, so a
 /// restarted node rejoins as a new member. Down is final for an incarnation.
@@ -62,8 +64,7 @@ struct spawn_request;
 /// Rebalancing: when the set of up members changes, unpinned persisted agents whose
 /// placement now names another member move there, rate-limited (`rebalance_loop`).
 ///
-/// Not yet (issue #4 continues): a `suspect` state between up and down, a directory owner per
-/// id.
+/// Not yet (issue #4 continues): a directory owner per id; `joining` and `removed` states.
 class cluster {
 public:
   /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).
@@ -155,8 +156,8 @@ public:
 
     /// The linked members that serve calls (up or leaving), this node excluded, as (name, transport
     /// address): `preferred` first (if among them), then in placement order for `id`.
-    [[nodiscard]] std::vector<std::pair<std::string, std::string>>
-    call_targets(const agent_id& id, const std::string& preferred) const;
+    [[nodiscard]] std::vector<std::pair<std::string, std::string>> call_targets(
+      const agent_id& id, const std::string& preferred) const;
 
     /// The transport address of linked member `member`, if it serves calls.
     [[nodiscard]] std::optional<std::string> transport_of(const std::string& member) const;

@@ -93,13 +93,8 @@ struct stats_block {
 struct transport_conn : std::enable_shared_from_this<transport_conn> {
   transport_conn(std::shared_ptr<asio::io_context> ctx, call_transport::impl* o, bool dialled,
                  std::shared_ptr<stats_block> s, size_t queue_max)
-      : io(std::move(ctx)),
-        sock(*io),
-        resolver(*io),
-        owner(o),
-        dialler(dialled),
-        stats(std::move(s)),
-        queue_bytes_max(queue_max) {}
+      : io(std::move(ctx)), sock(*io), resolver(*io), owner(o), dialler(dialled),
+        stats(std::move(s)), queue_bytes_max(queue_max) {}
 
   std::shared_ptr<asio::io_context> io;
   tcp::socket sock;
@@ -127,21 +122,22 @@ struct transport_conn : std::enable_shared_from_this<transport_conn> {
   /// Accepted: calls run here whose answers are not written yet.
   std::atomic<size_t> calls_running{0};
 
-  /// Writes (`direct`: from this thread if nothing is queued) or queues `len` bytes. False if
-  /// closed or the queue is full.
-  bool send(const char* data, size_t len, bool direct = true) {
+  enum class sent { ok, closed, full };
+
+  /// Writes (`direct`: from this thread if nothing is queued) or queues `len` bytes.
+  sent send(const char* data, size_t len, bool direct = true) {
     std::unique_lock<std::mutex> lk{mtx};
     if (closed)
-      return false;
+      return sent::closed;
     if (direct && ready && !writing && out.empty()) {
       auto n = ::send(sock.native_handle(), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n == static_cast<ssize_t>(len)) {
         stats->direct_writes.fetch_add(1, std::memory_order_relaxed);
-        return true;
+        return sent::ok;
       }
       if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-          return false; // the read side sees the broken connection and closes it
+          return sent::closed; // the read side sees the broken connection and closes it
         n = 0;
       }
       data += n;
@@ -149,14 +145,14 @@ struct transport_conn : std::enable_shared_from_this<transport_conn> {
     }
     // (A frame is never larger than the queue bound, so a partly written frame always fits.)
     if (out.size() + len > queue_bytes_max && out.size() > 0)
-      return false;
+      return sent::full;
     out.insert(out.end(), data, data + len);
     stats->queued_writes.fetch_add(1, std::memory_order_relaxed);
     if (ready && !writing) {
       writing = true;
       asio::post(*io, [self = shared_from_this()] { self->flush(); });
     }
-    return true;
+    return sent::ok;
   }
 
   /// I/O thread: writes everything queued, until the queue stays empty.
@@ -209,6 +205,8 @@ struct call_transport::impl {
   std::optional<asio::steady_timer> sweep_timer;
   std::thread thread;
   uint16_t port = 0;
+  /// I/O thread only: shutdown has begun (nothing re-arms).
+  bool closing = false;
 
   std::mutex mtx;
   bool stopping = false;
@@ -233,8 +231,11 @@ struct call_transport::impl {
   void accept() {
     auto c = std::make_shared<transport_conn>(io, this, false, stats, limits.send_queue_bytes_max);
     acceptor->async_accept(c->sock, [this, c](boost::system::error_code ec) {
-      if (ec == asio::error::operation_aborted)
+      if (ec == asio::error::operation_aborted || closing) {
+        boost::system::error_code ignored;
+        c->sock.close(ignored);
         return;
+      }
       if (!ec) {
         boost::system::error_code ignored;
         c->sock.set_option(tcp::no_delay(true), ignored);
@@ -271,11 +272,21 @@ struct call_transport::impl {
     auto host = colon == std::string::npos ? address : address.substr(0, colon);
     auto port_text = colon == std::string::npos ? std::string{} : address.substr(colon + 1);
     asio::post(*io, [c, host, port_text] {
+      {
+        std::lock_guard<std::mutex> lk{c->mtx};
+        if (c->closed)
+          return;
+      }
       c->resolver.async_resolve(
         host, port_text,
         [c](boost::system::error_code ec, const tcp::resolver::results_type& results) {
           if (ec)
             return c->close("cannot resolve: " + ec.message());
+          {
+            std::lock_guard<std::mutex> lk{c->mtx};
+            if (c->closed)
+              return; // (async_connect would open the closed socket again)
+          }
           asio::async_connect(c->sock, results,
                               [c](boost::system::error_code ec2, const tcp::endpoint&) {
                                 if (ec2)
@@ -369,7 +380,8 @@ struct call_transport::impl {
           + " differs from this node's " + std::to_string(cluster_protocol_version);
       if (!why.empty()) {
         stats->connections_refused.fetch_add(1, std::memory_order_relaxed);
-        log::event(spdlog::level::warn, "transport_refused", {{"peer", hello.node}, {"reason", why}});
+        log::event(spdlog::level::warn, "transport_refused",
+                   {{"peer", hello.node}, {"reason", why}});
         return c.close(why);
       }
       c.greeted = true;
@@ -393,7 +405,8 @@ struct call_transport::impl {
       return;
     }
     auto self = c.shared_from_this();
-    auto answer = [self, id, sys = sys, max = limits.frame_bytes_max](caf::expected<std::string> r) {
+    auto answer = [self, id, sys = sys,
+                   max = limits.frame_bytes_max](caf::expected<std::string> r) {
       self->calls_running.fetch_sub(1, std::memory_order_relaxed);
       caf::expected<std::vector<char>> frame{std::vector<char>{}};
       if (r) {
@@ -406,7 +419,7 @@ struct call_transport::impl {
         auto err = std::move(frame.error());
         frame = encode_frame(*sys, f_error, id, err, max);
       }
-      if (frame && self->send(frame->data(), frame->size()))
+      if (frame && self->send(frame->data(), frame->size()) == transport_conn::sent::ok)
         self->stats->frames_sent.fetch_add(1, std::memory_order_relaxed);
     };
     if (c.calls_running.fetch_add(1, std::memory_order_relaxed) >= limits.calls_pending_max)
@@ -418,8 +431,8 @@ struct call_transport::impl {
   void sweep() {
     sweep_timer->expires_after(std::chrono::milliseconds(50));
     sweep_timer->async_wait([this](boost::system::error_code ec) {
-      if (ec)
-        return;
+      if (ec || closing)
+        return; // (an expiry queued before the cancel still arrives with success)
       auto now = clock_type::now();
       std::vector<std::pair<reply_fn, std::string>> expired;
       std::vector<std::shared_ptr<transport_conn>> slow;
@@ -494,8 +507,8 @@ void transport_conn::read() {
           break;
         }
         auto* p = self->in.data() + pos;
-        self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8),
-                              p + header_bytes, len + 4 - header_bytes);
+        self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8), p + header_bytes,
+                              len + 4 - header_bytes);
         {
           std::lock_guard<std::mutex> lk{self->mtx};
           if (self->closed)
@@ -515,10 +528,9 @@ void transport_conn::read() {
     });
 }
 
-caf::expected<std::unique_ptr<call_transport>>
-call_transport::start(caf::actor_system& sys, const std::string& host, uint16_t port,
-                      std::string cluster_name, std::string node_name, transport_limits limits,
-                      call_handler on_call) {
+caf::expected<std::unique_ptr<call_transport>> call_transport::start(
+  caf::actor_system& sys, const std::string& host, uint16_t port, std::string cluster_name,
+  std::string node_name, transport_limits limits, call_handler on_call) {
   assert(on_call);
   assert(limits.frame_bytes_max <= limits.send_queue_bytes_max);
   std::unique_ptr<call_transport> t{new call_transport};
@@ -548,8 +560,9 @@ call_transport::start(caf::actor_system& sys, const std::string& host, uint16_t 
   if (!ec)
     im.acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
-    return make_error(errc::io_error, "cannot listen for cluster calls on " + host + ":"
-                                        + std::to_string(port) + ": " + ec.message());
+    return make_error(errc::io_error,
+                      "cannot listen for cluster calls on " + host + ":" + std::to_string(port)
+                        + ": " + ec.message());
   im.port = im.acceptor->local_endpoint().port();
   im.sweep_timer.emplace(*im.io);
   im.work.emplace(asio::make_work_guard(*im.io));
@@ -581,6 +594,7 @@ void call_transport::shutdown() {
   for (auto& done : failed)
     done(make_error(errc::shutting_down, "the node is shutting down"));
   asio::post(*im.io, [&im] {
+    im.closing = true;
     boost::system::error_code ignored;
     im.acceptor->close(ignored);
     im.sweep_timer->cancel();
@@ -615,8 +629,9 @@ void call_transport::call(const std::string& address, const remote_call& req,
     if (im.stopping)
       return done(make_error(errc::shutting_down, "the node is shutting down"));
     if (im.pending.size() >= im.limits.calls_pending_max)
-      return done(make_error(errc::overloaded, im.node_name + " waits on too many calls ("
-                                                 + std::to_string(im.pending.size()) + ")"));
+      return done(make_error(errc::overloaded,
+                             im.node_name + " waits on too many calls ("
+                               + std::to_string(im.pending.size()) + ")"));
     id = im.next_id++;
     c = im.conn_to(address);
     auto& p = im.pending[id];
@@ -625,20 +640,25 @@ void call_transport::call(const std::string& address, const remote_call& req,
     p.deadline = im.deadlines.emplace(clock_type::now() + timeout, id);
     p.done = std::move(done);
   }
-  auto frame = encode_frame(*im.sys, f_call, id, const_cast<remote_call&>(req),
-                            im.limits.frame_bytes_max);
+  auto frame =
+    encode_frame(*im.sys, f_call, id, const_cast<remote_call&>(req), im.limits.frame_bytes_max);
   if (!frame) {
     if (auto d = im.take(id))
       d(std::move(frame.error()));
     return;
   }
-  if (c->send(frame->data(), frame->size())) {
+  auto r = c->send(frame->data(), frame->size());
+  if (r == transport_conn::sent::ok) {
     im.stats->frames_sent.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   if (auto d = im.take(id))
-    d(make_error(errc::overloaded, "the connection to " + address
-                                     + " is closed or has too many bytes queued"));
+    d(r == transport_conn::sent::full
+        ? make_error(errc::overloaded,
+                     "the connection to " + address
+                       + " has too many bytes queued (cluster.send_queue_bytes_max)")
+        : make_error(errc::unavailable,
+                     "the connection to " + address + " closed before the call was sent"));
 }
 
 caf::error call_transport::tell(const std::string& address, const remote_call& req) {
@@ -655,9 +675,14 @@ caf::error call_transport::tell(const std::string& address, const remote_call& r
   if (!frame)
     return std::move(frame.error());
   // Queued, never written from here: the I/O thread writes a burst of tells in one go.
-  if (!c->send(frame->data(), frame->size(), false))
-    return make_error(errc::overloaded, "the connection to " + address
-                                          + " is closed or has too many bytes queued");
+  auto r = c->send(frame->data(), frame->size(), false);
+  if (r == transport_conn::sent::full)
+    return make_error(errc::overloaded,
+                      "the connection to " + address
+                        + " has too many bytes queued (cluster.send_queue_bytes_max)");
+  if (r == transport_conn::sent::closed)
+    return make_error(errc::unavailable,
+                      "the connection to " + address + " closed before the tell was sent");
   im.stats->frames_sent.fetch_add(1, std::memory_order_relaxed);
   return {};
 }
@@ -678,8 +703,8 @@ void call_transport::drop(const std::string& address) {
 
 call_transport::counters call_transport::stats() const {
   auto& s = *impl_->stats;
-  return {s.frames_sent.load(),         s.frames_received.load(), s.direct_writes.load(),
-          s.queued_writes.load(),       s.connections_refused.load(), s.tells_failed.load()};
+  return {s.frames_sent.load(),   s.frames_received.load(),     s.direct_writes.load(),
+          s.queued_writes.load(), s.connections_refused.load(), s.tells_failed.load()};
 }
 
 } // namespace hive

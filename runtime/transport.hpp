@@ -46,7 +46,8 @@ struct transport_limits {
 /// | 4 | length L of what follows (type, request id, payload) |
 /// | 1 | type: 1 hello, 2 call, 3 reply, 4 error, 5 tell (one way: never answered) |
 /// | 8 | request id (0 in hello and tell) |
-/// | L - 9 | payload: hello = `transport_hello`, call and tell = `remote_call`, reply = `agent_reply`, error = `caf::error`, each CAF binary-serialized |
+/// | L - 9 | payload: hello = `transport_hello`, call and tell = `remote_call`, reply =
+/// `agent_reply`, error = `caf::error`, each CAF binary-serialized |
 ///
 /// A connection starts with the dialler's hello (cluster name, protocol version, node name);
 /// the acceptor closes it, logging why, if the name or version differs, and also on a frame
@@ -59,9 +60,9 @@ public:
 
   /// Listens on `host:port` (0: any free port) and starts the I/O thread. Errors: io_error
   /// when the port cannot be bound.
-  [[nodiscard]] static caf::expected<std::unique_ptr<call_transport>>
-  start(caf::actor_system& sys, const std::string& host, uint16_t port, std::string cluster_name,
-        std::string node_name, transport_limits limits, call_handler on_call);
+  [[nodiscard]] static caf::expected<std::unique_ptr<call_transport>> start(
+    caf::actor_system& sys, const std::string& host, uint16_t port, std::string cluster_name,
+    std::string node_name, transport_limits limits, call_handler on_call);
 
   /// Closes every connection (pending calls fail with shutting_down, later calls too) and
   /// joins the I/O thread. Idempotent; must not be called from a callback of this transport.
@@ -87,7 +88,8 @@ public:
   /// Sends `req` one way (like Erlang's `!`): nobody answers; the receiver counts and logs a
   /// failure. Frames from one thread to one address arrive in the order sent, calls
   /// included. Queued for the I/O thread, which writes bursts in one system call. Errors
-  /// (immediate): overloaded (too many bytes queued), too_large, shutting_down.
+  /// (immediate): overloaded (too many bytes queued), unavailable (the connection just
+  /// closed), too_large, shutting_down. A tell on a connection that breaks later is lost.
   [[nodiscard]] caf::error tell(const std::string& address, const remote_call& req);
 
   /// Closes the connection to `address` (a member went down or restarted): its pending calls

@@ -264,14 +264,22 @@ TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it
   EXPECT_EQ(ask_value(2, "acme/on-n2", R"({"op":"add","by":1})"), 6);
 }
 
-TEST_F(cluster_test, a_frozen_node_is_declared_down_and_comes_back_when_thawed) {
+TEST_F(cluster_test, a_frozen_node_is_suspect_then_down_and_comes_back_when_thawed) {
   form_three();
   nodes[2].proc->signal(SIGSTOP);
+  // Silent for cluster.suspect_after_ms (300): suspect; for down_after_ms (1000): down.
+  auto suspect = within(15s, [&] {
+    return all_see({0, 1}, "n3", "suspect") || all_see({0, 1}, "n3", "down");
+  });
+  bool seen_suspect = all_see({0, 1}, "n3", "suspect");
   auto down = within(15s, [&] { return all_see({0, 1}, "n3", "down"); });
   nodes[2].proc->signal(SIGCONT);
-  ASSERT_TRUE(down) << "a SIGSTOPped n3 was not declared down";
-  std::cout << "SIGSTOP -> down after " << down->count() << " ms (cluster.down_after_ms 1000)"
-            << std::endl;
+  ASSERT_TRUE(suspect && down) << "a SIGSTOPped n3 was not declared suspect and then down";
+  EXPECT_TRUE(seen_suspect) << "n3 went down without being suspect first";
+  EXPECT_NE(read_file(nodes[0].log).find(R"("event":"member_suspect")"), std::string::npos);
+  std::cout << "SIGSTOP -> suspect after " << suspect->count() << " ms, down after "
+            << (suspect->count() + down->count())
+            << " ms (cluster.suspect_after_ms 300, down_after_ms 1000)" << std::endl;
   auto back = within(20s, [&] {
     return all_see({0, 1, 2}, "n3", "up") && all_see({2}, "n1", "up") && all_see({2}, "n2", "up");
   });
