@@ -205,9 +205,67 @@ private:
   std::map<std::string, json> data_;
 };
 
+/// Passes every call's body on to the agent `to` (one way, `call_context::send`) and answers
+/// how many it relayed. Journaled: the count is an event, so a message leaves only once its
+/// relaying is durable, and a retried command (idempotency key) is not relayed twice.
+class relay_agent : public agent {
+public:
+  explicit relay_agent(agent_id to) : to_(std::move(to)) {}
+
+  caf::expected<std::string> handle(call_context& call) override {
+    if (auto err = call.send(to_, call.body_text()))
+      return err;
+    if (auto err = call.emit("r"))
+      return err;
+    return json{{"relayed", relayed_}, {"to", to_.str()}}.dump();
+  }
+
+  caf::error apply(std::string_view event) override {
+    if (event != "r")
+      return make_error(errc::internal, "relay: unknown event");
+    ++relayed_;
+    return {};
+  }
+
+  std::string snapshot() const override {
+    return std::to_string(relayed_);
+  }
+
+  caf::error restore(std::string_view state) override {
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(state.data(), state.data() + state.size(), v);
+    if (ec != std::errc{} || p != state.data() + state.size())
+      return make_error(errc::corrupt_record, "relay: bad snapshot");
+    relayed_ = v;
+    return {};
+  }
+
+  json summary() const override {
+    return {{"relayed", relayed_}, {"to", to_.str()}};
+  }
+
+private:
+  agent_id to_;
+  uint64_t relayed_ = 0;
+};
+
 } // namespace
 
 caf::error register_sample_kinds(kind_registry& registry) {
+  if (auto err = registry.add(
+        {"relay", "passes each body on to the agent config.to (same tenant), one way",
+         [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
+           if (auto err = check_config_keys(config, {"to"}))
+             return err;
+           if (!config.contains("to") || !config["to"].is_string())
+             return make_error(errc::invalid_argument, "config 'to' (an agent id) is required");
+           auto to = parse_agent_id(config["to"].get<std::string>());
+           if (!to)
+             return std::move(to.error());
+           return std::unique_ptr<agent>{new relay_agent(std::move(*to))};
+         },
+         persistence_mode::journaled}))
+    return err;
   if (auto err = registry.add({"echo", "answers with the body it got",
                                [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
                                  if (auto err = check_config_keys(config, {}))

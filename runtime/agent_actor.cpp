@@ -13,11 +13,20 @@ namespace hive {
 
 namespace {
 
+/// A message an agent sends to another agent, released with its reply.
+struct agent_call_out {
+  agent_id to;
+  agent_call call;
+};
+
 /// A reply held until the events before it are durable.
 struct held_reply {
   uint64_t required_seq = 0;
+  /// Invalid for a tell that holds only messages to send.
   caf::response_promise promise;
   caf::expected<std::string> result;
+  /// What the call sent to other agents, released with the reply.
+  std::vector<agent_call_out> outbox;
 };
 
 struct agent_actor_state {
@@ -130,11 +139,27 @@ caf::actor self_handle(agent_actor_type* self) {
 }
 
 /// Answers held replies whose events are durable now.
+/// Sends what a call sent to other agents (it succeeded and is durable).
+void send_outbox(agent_actor_state& st, std::vector<agent_call_out>& outbox) {
+  for (auto& m : outbox) {
+    if (st.cfg.send) {
+      st.cfg.send(m.to, std::move(m.call));
+    } else {
+      log::event(spdlog::level::warn, "agent_send_dropped", {{"to", m.to.str()}}, st.cfg.id.str(),
+                 m.call.env.correlation_id);
+    }
+  }
+  outbox.clear();
+}
+
 void release_held(agent_actor_type* self) {
   auto& st = self->state;
   while (!st.held.empty() && st.held.front().required_seq <= st.durable_seq) {
     auto h = std::move(st.held.front());
     st.held.pop_front();
+    send_outbox(st, h.outbox);
+    if (!h.promise.pending())
+      continue;
     if (h.result)
       h.promise.deliver(agent_reply{std::move(*h.result)});
     else
@@ -235,7 +260,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       if (st.cfg.mode == persistence_mode::snapshot && st.since_snapshot > 0 && !st.passivating)
         take_snapshot(self);
       for (auto& h : st.held)
-        h.promise.deliver(make_error(errc::agent_failed, st.cfg.id.str() + " stopped"));
+        if (h.promise.pending())
+          h.promise.deliver(make_error(errc::agent_failed, st.cfg.id.str() + " stopped"));
       st.held.clear();
       self->quit(std::move(msg.reason));
     });
@@ -252,15 +278,23 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         return;
       }
       bool is_request = self->current_mailbox_element()->mid.is_request();
+      std::vector<agent_call_out> outbox; // what a successful call sends to other agents
       auto answer = [&](caf::expected<std::string> result) {
-        if (!is_request)
+        if (!result)
+          outbox.clear(); // a failed call has no effects
+        if (!is_request && outbox.empty())
           return;
-        auto rp = self->make_response_promise();
+        caf::response_promise rp;
+        if (is_request)
+          rp = self->make_response_promise();
         if (st.durable_seq < st.applied_seq) {
           // Earlier events are not durable yet: nobody may see state that could be lost.
-          st.held.push_back({st.applied_seq, std::move(rp), std::move(result)});
+          st.held.push_back({st.applied_seq, std::move(rp), std::move(result), std::move(outbox)});
           return;
         }
+        send_outbox(st, outbox);
+        if (!is_request)
+          return;
         if (result)
           rp.deliver(agent_reply{std::move(*result)});
         else
@@ -305,6 +339,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       } catch (...) {
         result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed");
       }
+      for (auto& [to, body] : ctx.outbox())
+        outbox.push_back(
+          {to,
+           agent_call{envelope{call.env.correlation_id, to.tenant, 0, st.cfg.id.str(), {}, 0},
+                      std::move(body)}});
       ++st.handled;
       ++st.unflushed;
       if (timed) {
@@ -379,7 +418,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                      {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
           // Nothing after the last durable event is acknowledged: fail whoever waits.
           for (auto& h : st.held)
-            h.promise.deliver(err);
+            if (h.promise.pending())
+              h.promise.deliver(err);
           st.held.clear();
         }
       } else if (!st.recovering) {

@@ -39,6 +39,9 @@ struct agent_actor_config {
   /// Limit on the nesting of JSON bodies parsed for this agent.
   size_t json_depth_max = 32;
   std::shared_ptr<hive::metrics> metrics;
+  /// Delivers what the agent sends to other agents (`call_context::send`), by id, anywhere in
+  /// the cluster; failures are the hook's to log. Empty: such messages are dropped and logged.
+  std::function<void(const agent_id& to, agent_call call)> send;
 
   // -- persistence (ignored for ephemeral agents) -----------------------------------------
   persistence_mode mode = persistence_mode::ephemeral;

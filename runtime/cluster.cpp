@@ -752,6 +752,11 @@ void configure_cluster_transport(caf::actor_system_config& sys_cfg, const node_c
               caf::timespan{std::chrono::milliseconds(cfg.cluster.down_after_ms)});
 }
 
+namespace {
+caf::error send_via(const std::shared_ptr<cluster::shared_state>& shared, const agent_id& id,
+                    agent_call call);
+} // namespace
+
 caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, node_runtime& rt,
                                                        const node_config& cfg,
                                                        std::string gateway) {
@@ -808,6 +813,9 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   caf::anon_send(c->manager_, start_atom::value, c->address_);
   if (cfg.cluster.rebalance_migrations_per_s > 0)
     c->rebalancer_ = std::thread{[p = c.get()] { p->rebalance_loop(); }};
+  rt.set_agent_sender([shared = c->shared_](const agent_id& to, agent_call call) {
+    return send_via(shared, to, std::move(call));
+  });
   log::event(
     spdlog::level::info, "cluster_listening",
     {{"address", c->address_}, {"cluster", cfg.cluster.name}, {"seeds", cfg.cluster.seeds}});
@@ -866,24 +874,28 @@ void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
                  forward_spawn_job{std::move(where), std::move(rs), std::move(done)});
 }
 
-void cluster::call(const std::string& op, const agent_id& id, agent_call call,
-                   std::chrono::milliseconds timeout, reply_fn done) {
+namespace {
+
+/// `cluster::call` on the shared state (also used after the cluster object is gone).
+void call_via(const std::shared_ptr<cluster::shared_state>& shared, const std::string& op,
+              const agent_id& id, agent_call call, std::chrono::milliseconds timeout,
+              cluster::reply_fn done) {
   auto job = std::make_shared<forward_job>();
   job->op = op;
   job->id = id;
   job->deadline = std::chrono::steady_clock::now() + timeout;
-  if (auto where = shared_->where(id.str()); where && *where != self_name_) {
+  if (auto where = shared->where(id.str()); where && *where != shared->self_name) {
     // Found there last time: go straight there (this node comes last if that fails).
     job->call = std::move(call);
     job->done = std::move(done);
     job->preferred = *where;
     job->tried_local = false;
-    job->targets = shared_->call_targets(id, *where);
-    return forward(shared_, std::move(job));
+    job->targets = shared->call_targets(id, *where);
+    return forward(shared, std::move(job));
   }
   job->call = call;
-  run_local(*rt_, manager_, op, id, std::move(call), timeout,
-            [shared = shared_, job, done = std::move(done)](caf::expected<std::string> r) mutable {
+  run_local(*shared->rt, shared->manager, op, id, std::move(call), timeout,
+            [shared, job, done = std::move(done)](caf::expected<std::string> r) mutable {
               if (r || code_of(r.error()) != errc::agent_not_found)
                 return done(std::move(r));
               job->done = std::move(done);
@@ -893,23 +905,37 @@ void cluster::call(const std::string& op, const agent_id& id, agent_call call,
             });
 }
 
-caf::error cluster::send(const agent_id& id, agent_call call) {
+/// `cluster::send` on the shared state.
+caf::error send_via(const std::shared_ptr<cluster::shared_state>& shared, const agent_id& id,
+                    agent_call call) {
   auto key = id.str();
-  if (auto where = shared_->where(key); where && *where != self_name_)
-    if (auto address = shared_->transport_of(*where)) {
+  if (auto where = shared->where(key); where && *where != shared->self_name)
+    if (auto address = shared->transport_of(*where)) {
       remote_call req{"tell", id, std::move(call), 0};
-      return shared_->transport->tell(*address, req);
+      return shared->transport->tell(*address, req);
     }
-  auto err = rt_->tell(id, call);
+  auto err = shared->rt->tell(id, call);
   if (!err || code_of(err) != errc::agent_not_found)
     return err;
   // Neither here nor located: an acknowledged tell finds it (and remembers where).
-  this->call(
-    "tell", id, std::move(call), std::chrono::seconds(10), [key](caf::expected<std::string> r) {
+  call_via(
+    shared, "tell", id, std::move(call), std::chrono::seconds(10),
+    [key](caf::expected<std::string> r) {
       if (!r)
         log::event(spdlog::level::warn, "send_failed", {{"reason", describe(r.error())}}, key);
     });
   return {};
+}
+
+} // namespace
+
+void cluster::call(const std::string& op, const agent_id& id, agent_call call,
+                   std::chrono::milliseconds timeout, reply_fn done) {
+  call_via(shared_, op, id, std::move(call), timeout, std::move(done));
+}
+
+caf::error cluster::send(const agent_id& id, agent_call call) {
+  return send_via(shared_, id, std::move(call));
 }
 
 std::optional<std::string> cluster::shared_state::transport_of(const std::string& member) const {
@@ -992,6 +1018,8 @@ void cluster::shared_state::forget_member(const std::string& member) {
 }
 
 cluster::~cluster() {
+  if (rt_ != nullptr)
+    rt_->set_agent_sender({}); // agents' sends stay on this node from now on
   leave();
   stop_rebalancer();
   // Pending calls fail with shutting_down; the transport's thread ends here. (The object

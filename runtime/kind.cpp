@@ -37,6 +37,19 @@ caf::error call_context::emit(std::string event) {
   return {};
 }
 
+caf::error call_context::send(const agent_id& to, std::string body) {
+  if (to.tenant != self_id_.tenant)
+    return make_error(errc::invalid_argument,
+                      self_id_.str() + " may not send to " + to.str()
+                        + ": agents talk within their tenant only");
+  if (outbox_.size() >= outbox_messages_max)
+    return make_error(errc::too_large,
+                      "a call may send at most " + std::to_string(outbox_messages_max)
+                        + " messages");
+  outbox_.emplace_back(to, std::move(body));
+  return {};
+}
+
 caf::expected<const nlohmann::json*> call_context::json() {
   if (!parsed_) {
     auto parsed = nlohmann::json::parse(body_, nullptr, false);

@@ -67,6 +67,22 @@ public:
   /// Other kinds: applies the event without journaling it.
   [[nodiscard]] caf::error emit(std::string event);
 
+  /// Sends `body` (JSON text) one way to the agent `to` of the same tenant, wherever it lives
+  /// in the cluster (like Erlang's `!` from inside a process). The message goes out only if
+  /// this call succeeds, after its reply is released: for journaled kinds once this call's
+  /// events are durable, so a crash never leaks a message about state that was lost. It
+  /// carries this call's correlation id and this agent's id as sender. At most
+  /// `outbox_messages_max` per call. Errors: invalid_argument (another tenant), too_large.
+  [[nodiscard]] caf::error send(const agent_id& to, std::string body);
+
+  /// Messages `send` queued by this call, in order.
+  [[nodiscard]] std::vector<std::pair<agent_id, std::string>>& outbox() noexcept {
+    return outbox_;
+  }
+
+  /// The most messages one call may send.
+  static constexpr size_t outbox_messages_max = 1024;
+
   /// Events emitted by this call, in order.
   [[nodiscard]] std::vector<std::string>& events() noexcept {
     return events_;
@@ -85,6 +101,7 @@ private:
   std::optional<nlohmann::json> parsed_;
   agent* target_ = nullptr;
   std::vector<std::string> events_;
+  std::vector<std::pair<agent_id, std::string>> outbox_;
 };
 
 /// An agent's behaviour. The runtime owns one instance per activation inside a CAF actor and

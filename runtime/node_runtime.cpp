@@ -25,6 +25,7 @@ struct runtime_context {
   std::shared_ptr<store> db;
   front_factory breaker_factory;
   std::shared_ptr<moved_agents> moved;
+  std::shared_ptr<agent_sender> sender;
 
   /// True if agents of `kind` keep their state in the store.
   [[nodiscard]] bool persisted(const std::string& kind) const {
@@ -267,6 +268,15 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     acfg.kind = view.kind;
     acfg.json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
     acfg.metrics = ctx->metrics;
+    acfg.send = [sender = ctx->sender, from = view.id](const agent_id& to, agent_call call) {
+      auto f = sender->get();
+      auto cid = call.env.correlation_id;
+      auto err = f ? (*f)(to, std::move(call))
+                   : make_error(errc::shutting_down, "the node is shutting down");
+      if (err)
+        log::event(spdlog::level::warn, "agent_send_failed",
+                   {{"to", to.str()}, {"reason", describe(err)}}, from.str(), cid);
+    };
     if (persisted) {
       auto& p = ctx->cfg.persistence;
       acfg.mode = kind->persistence;
@@ -1019,6 +1029,8 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->db = rt->db_;
   ctx->breaker_factory = rt->breaker_factory_;
   ctx->moved = rt->moved_;
+  ctx->sender = rt->sender_;
+  rt->set_agent_sender({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
     auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
@@ -1317,6 +1329,14 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
     job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
   }
   caf::anon_send(router, ask_atom::value, std::move(job));
+}
+
+void node_runtime::set_agent_sender(agent_sender::fn f) {
+  if (!f) {
+    auto* self = this; // agents, the only callers, stop in shutdown() before it dies
+    f = [self](const agent_id& to, agent_call call) { return self->tell(to, call); };
+  }
+  sender_->set(std::move(f));
 }
 
 void moved_agents::put(const std::string& id, entry e) {

@@ -152,6 +152,26 @@ private:
 ///
 /// Thread-safe. Callbacks run on a CAF worker thread (or inline on the calling thread for
 /// errors found before any message is sent); they must not block.
+/// Where agents' own messages to other agents go (`call_context::send`): this node's runtime,
+/// or the cluster once one is attached. Thread-safe.
+class agent_sender {
+public:
+  using fn = std::function<caf::error(const agent_id& to, agent_call call)>;
+  void set(fn f) {
+    auto p = f ? std::make_shared<const fn>(std::move(f)) : nullptr;
+    std::lock_guard<std::mutex> guard{mtx_};
+    f_ = std::move(p);
+  }
+  [[nodiscard]] std::shared_ptr<const fn> get() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return f_;
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::shared_ptr<const fn> f_;
+};
+
 class node_runtime {
 public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;
@@ -185,6 +205,11 @@ public:
   [[nodiscard]] hive::metrics& metrics() noexcept {
     return *metrics_;
   }
+
+  /// Routes what agents send to other agents (`call_context::send`) through `f` (the cluster's
+  /// `send`); empty: back to this node only (`tell`). Call with nullptr before `f`'s target
+  /// goes away.
+  void set_agent_sender(agent_sender::fn f);
 
   [[nodiscard]] const kind_registry& kinds() const noexcept {
     return kinds_;
@@ -307,6 +332,7 @@ private:
   std::shared_ptr<void> ask_retry_;
   /// Agents that moved away (their calls go on to the new node for a while).
   std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
+  std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;

@@ -232,6 +232,40 @@ TEST_F(cluster_test, three_nodes_form_a_cluster_and_asks_reach_agents_through_ev
     << "agents per node in n1's view do not add up to 31 (32 spawned, 1 stopped)";
 }
 
+TEST_F(cluster_test, an_agent_sends_to_an_agent_on_another_node_by_id) {
+  form_three();
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/sum", "counter", "n3"));
+  // A relay on n1 passes each body on to acme/sum on n3 (call_context::send, one way).
+  http_client http{nodes[0].proc->gateway_port};
+  auto r =
+    http.request("POST", "/v1/agents",
+                 R"({"id":"acme/relay","kind":"relay","node":"n1","config":{"to":"acme/sum"}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  http_client via2{nodes[1].proc->gateway_port};
+  for (int i = 0; i < 20; ++i) {
+    auto a = via2.request("POST", "/v1/agents/acme/relay/ask", R"({"op":"add","by":3})");
+    ASSERT_TRUE(a);
+    ASSERT_EQ(a->status, 200) << a->body;
+    EXPECT_EQ(json::parse(a->body)["relayed"], i + 1);
+  }
+  // Sends are one way, after each reply: the sum gets there shortly, in full.
+  int value = -1;
+  EXPECT_TRUE(
+    within(10s, [&] { return (value = ask_value(2, "acme/sum", R"({"op":"get"})")) == 60; }))
+    << "acme/sum = " << value << "\n"
+    << log_tails();
+  // An agent may not send to another tenant's agent: the call fails and nothing is sent.
+  r = http.request("POST", "/v1/agents",
+                   R"({"id":"acme/leak","kind":"relay","config":{"to":"beta/sum"}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  auto bad = http.request("POST", "/v1/agents/acme/leak/ask", R"({"op":"add","by":1})");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  EXPECT_NE(bad->body.find("within their tenant"), std::string::npos) << bad->body;
+}
+
 TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it_rejoins) {
   form_three();
   http_client http{nodes[0].proc->gateway_port};
