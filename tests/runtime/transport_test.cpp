@@ -107,6 +107,44 @@ protected:
   caf::actor_system sys;
 };
 
+/// A handler that keeps every call's `done` unanswered until the test answers it.
+struct holder {
+  std::mutex mtx;
+  std::vector<call_transport::reply_fn> held;
+
+  call_transport::call_handler handler() {
+    return [this](remote_call, call_transport::reply_fn done) {
+      std::lock_guard<std::mutex> lk{mtx};
+      held.push_back(std::move(done));
+    };
+  }
+
+  /// Waits (at most 5 s) until `n` calls are held; returns how many are.
+  size_t wait_for(size_t n) {
+    for (int i = 0; i < 1000; ++i) {
+      {
+        std::lock_guard<std::mutex> lk{mtx};
+        if (held.size() >= n)
+          return held.size();
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    std::lock_guard<std::mutex> lk{mtx};
+    return held.size();
+  }
+
+  /// Answers every held call with `text` (and forgets them).
+  void answer_all(const std::string& text) {
+    std::vector<call_transport::reply_fn> all;
+    {
+      std::lock_guard<std::mutex> lk{mtx};
+      all.swap(held);
+    }
+    for (auto& d : all)
+      d(text);
+  }
+};
+
 call_transport::call_handler echo_handler() {
   return [](remote_call req, call_transport::reply_fn done) {
     if (req.call.body == "fail")
@@ -183,68 +221,36 @@ TEST_F(transport_test, no_listener_or_a_peer_that_goes_away_fails_the_call_as_un
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of(r.error()), errc::unavailable) << describe(r.error());
   // A server that holds the call and then shuts down: the waiting caller hears at once.
-  std::vector<call_transport::reply_fn> held;
-  std::mutex mtx;
-  auto server = make([&](remote_call, call_transport::reply_fn done) {
-    std::lock_guard<std::mutex> lk{mtx};
-    held.push_back(std::move(done));
-  });
+  holder h;
+  auto server = make(h.handler());
   std::promise<caf::expected<std::string>> p;
   client->call(addr(*server), make_call("ask", "x"), 30000ms,
                [&p](caf::expected<std::string> r2) { p.set_value(std::move(r2)); });
-  for (int i = 0; i < 500; ++i) {
-    {
-      std::lock_guard<std::mutex> lk{mtx};
-      if (!held.empty())
-        break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
+  ASSERT_EQ(h.wait_for(1), 1u);
   server->shutdown();
   auto f = p.get_future();
   ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
   auto r2 = f.get();
   ASSERT_FALSE(r2);
   EXPECT_EQ(code_of(r2.error()), errc::unavailable) << describe(r2.error());
-  std::lock_guard<std::mutex> lk{mtx};
-  ASSERT_EQ(held.size(), 1u);
-  held.front()(std::string{"too late"}); // answering on a closed connection is harmless
+  h.answer_all("too late"); // answering on a closed connection is harmless
 }
 
 TEST_F(transport_test, an_unanswered_call_times_out_and_a_late_answer_is_ignored) {
-  std::mutex mtx;
-  std::vector<call_transport::reply_fn> held;
-  auto server = make([&](remote_call, call_transport::reply_fn done) {
-    std::lock_guard<std::mutex> lk{mtx};
-    held.push_back(std::move(done));
-  });
+  holder h;
+  auto server = make(h.handler());
   auto client = make(echo_handler());
   auto t0 = std::chrono::steady_clock::now();
   auto r = wait_reply(*client, addr(*server), make_call("ask", "x"), 200ms);
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of(r.error()), errc::timeout) << describe(r.error());
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
-  {
-    std::lock_guard<std::mutex> lk{mtx};
-    ASSERT_EQ(held.size(), 1u);
-    held.front()(std::string{"late"});
-  }
+  ASSERT_EQ(h.wait_for(1), 1u);
+  h.answer_all("late");
   // The connection still works.
-  {
-    std::lock_guard<std::mutex> lk{mtx};
-    held.clear();
-  }
   std::thread answerer{[&] {
-    for (int i = 0; i < 500; ++i) {
-      {
-        std::lock_guard<std::mutex> lk{mtx};
-        if (!held.empty()) {
-          held.front()(std::string{"fresh"});
-          return;
-        }
-      }
-      std::this_thread::sleep_for(5ms);
-    }
+    if (h.wait_for(1) == 1)
+      h.answer_all("fresh");
   }};
   auto r2 = wait_reply(*client, addr(*server), make_call("ask", "y"));
   answerer.join();
@@ -257,14 +263,8 @@ TEST_F(transport_test, limits_are_enforced_with_clear_errors) {
   small.frame_bytes_max = 64 << 10;
   small.send_queue_bytes_max = 1 << 20;
   small.calls_pending_max = 4;
-  std::mutex mtx;
-  std::vector<call_transport::reply_fn> held;
-  auto server = make(
-    [&](remote_call, call_transport::reply_fn done) {
-      std::lock_guard<std::mutex> lk{mtx};
-      held.push_back(std::move(done));
-    },
-    "hive", small);
+  holder h;
+  auto server = make(h.handler(), "hive", small);
   auto client = make(echo_handler(), "hive", small);
   // A call that would encode above frame_bytes_max fails at once, naming the limit.
   auto big = wait_reply(*client, addr(*server), make_call("ask", std::string(70 << 10, 'x')));
@@ -279,18 +279,8 @@ TEST_F(transport_test, limits_are_enforced_with_clear_errors) {
   auto over = wait_reply(*client, addr(*server), make_call("ask", "y"));
   ASSERT_FALSE(over);
   EXPECT_EQ(code_of(over.error()), errc::overloaded) << describe(over.error());
-  for (int i = 0; i < 500; ++i) {
-    {
-      std::lock_guard<std::mutex> lk{mtx};
-      if (held.size() == 4)
-        break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  std::lock_guard<std::mutex> lk{mtx};
-  ASSERT_EQ(held.size(), 4u);
-  for (auto& d : held)
-    d(std::string{"ok"});
+  ASSERT_EQ(h.wait_for(4), 4u);
+  h.answer_all("ok");
 }
 
 TEST_F(transport_test, a_peer_of_another_cluster_or_a_bad_frame_is_disconnected) {
@@ -330,12 +320,8 @@ TEST_F(transport_test, a_peer_of_another_cluster_or_a_bad_frame_is_disconnected)
 }
 
 TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
-  std::mutex mtx;
-  std::vector<call_transport::reply_fn> held;
-  auto server = make([&](remote_call, call_transport::reply_fn done) {
-    std::lock_guard<std::mutex> lk{mtx};
-    held.push_back(std::move(done));
-  });
+  holder h;
+  auto server = make(h.handler());
   auto client = make(echo_handler());
   std::promise<caf::expected<std::string>> p;
   client->call(addr(*server), make_call("ask", "x"), 30000ms,
@@ -349,7 +335,5 @@ TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
   EXPECT_EQ(code_of(again.error()), errc::shutting_down);
   EXPECT_TRUE(client->tell(addr(*server), make_call("tell", "z")));
   server->shutdown();
-  std::lock_guard<std::mutex> lk{mtx};
-  for (auto& d : held)
-    d(std::string{"after the end"});
+  h.answer_all("after the end");
 }
