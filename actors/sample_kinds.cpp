@@ -5,6 +5,8 @@
 #include <optional>
 
 #include "protocols/errc.hpp"
+#include "protocols/messages.hpp"
+#include "protocols/type_ids.hpp"
 
 namespace hive {
 
@@ -56,6 +58,16 @@ public:
   explicit counter_agent(int64_t initial) : value_(initial) {}
 
   caf::expected<std::string> handle(call_context& call) override {
+    if (!call.content().empty()) {
+      // A typed call: add_request from another agent (C++ values, serialized by CAF).
+      if (!call.content().match_elements<add_request>())
+        return make_error(errc::invalid_argument,
+                          "counter takes the typed message add_request only, not "
+                            + caf::to_string(call.content()).substr(0, 80));
+      if (auto err = add(call, call.content().get_as<add_request>(0).by))
+        return err;
+      return json{{"value", value_}}.dump();
+    }
     const json* body = nullptr;
     auto op = op_of(call, body);
     if (!op)
@@ -64,18 +76,21 @@ public:
       auto by = body->find("by");
       if (by == body->end() || !by->is_number_integer())
         return make_error(errc::invalid_argument, "'add' needs an integer field 'by'");
-      auto n = by->get<int64_t>();
-      int64_t sum = 0;
-      if (__builtin_add_overflow(value_, n, &sum))
-        return make_error(errc::invalid_argument, "'add' would overflow the counter");
-      // The state changes through the journaled event only (applied at once by emit).
-      if (auto err = call.emit(std::to_string(n)))
+      if (auto err = add(call, by->get<int64_t>()))
         return err;
     } else if (*op != "get") {
       return make_error(errc::invalid_argument,
                         "unknown op '" + op->substr(0, 40) + "': counter knows add|get");
     }
     return json{{"value", value_}}.dump();
+  }
+
+  /// Adds `n` through a journaled event (the state changes only as emit applies it).
+  caf::error add(call_context& call, int64_t n) {
+    int64_t sum = 0;
+    if (__builtin_add_overflow(value_, n, &sum))
+      return make_error(errc::invalid_argument, "'add' would overflow the counter");
+    return call.emit(std::to_string(n));
   }
 
   json summary() const override {
@@ -210,11 +225,24 @@ private:
 /// relaying is durable, and a retried command (idempotency key) is not relayed twice.
 class relay_agent : public agent {
 public:
-  explicit relay_agent(agent_id to) : to_(std::move(to)) {}
+  relay_agent(agent_id to, bool typed) : to_(std::move(to)), typed_(typed) {}
 
   caf::expected<std::string> handle(call_context& call) override {
-    if (auto err = call.send(to_, call.body_text()))
+    if (typed_) {
+      // {"op":"add","by":N} goes on as the typed message add_request{N}.
+      auto body = call.json();
+      if (!body)
+        return std::move(body.error());
+      auto& j = **body;
+      if (!j.is_object() || !j.contains("op") || j["op"] != "add" || !j.contains("by")
+          || !j["by"].is_number_integer())
+        return make_error(errc::invalid_argument,
+                          "a typed relay takes {\"op\":\"add\",\"by\":N} only");
+      if (auto err = call.send(to_, caf::make_message(add_request{j["by"].get<int64_t>()})))
+        return err;
+    } else if (auto err = call.send(to_, call.body_text())) {
       return err;
+    }
     if (auto err = call.emit("r"))
       return err;
     return json{{"relayed", relayed_}, {"to", to_.str()}}.dump();
@@ -246,6 +274,7 @@ public:
 
 private:
   agent_id to_;
+  bool typed_ = false;
   uint64_t relayed_ = 0;
 };
 
@@ -253,16 +282,21 @@ private:
 
 caf::error register_sample_kinds(kind_registry& registry) {
   if (auto err = registry.add(
-        {"relay", "passes each body on to the agent config.to (same tenant), one way",
+        {"relay",
+         "passes each body on to the agent config.to (same tenant), one way; with "
+         "config.typed, {op:add,by:N} goes on as the typed C++ message add_request{N}",
          [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
-           if (auto err = check_config_keys(config, {"to"}))
+           if (auto err = check_config_keys(config, {"to", "typed"}))
              return err;
            if (!config.contains("to") || !config["to"].is_string())
              return make_error(errc::invalid_argument, "config 'to' (an agent id) is required");
            auto to = parse_agent_id(config["to"].get<std::string>());
            if (!to)
              return std::move(to.error());
-           return std::unique_ptr<agent>{new relay_agent(std::move(*to))};
+           if (config.contains("typed") && !config["typed"].is_boolean())
+             return make_error(errc::invalid_argument, "config 'typed' must be true or false");
+           return std::unique_ptr<agent>{
+             new relay_agent(std::move(*to), config.value("typed", false))};
          },
          persistence_mode::journaled}))
     return err;

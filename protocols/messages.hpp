@@ -41,11 +41,28 @@ struct agent_call {
   envelope env;
   /// The JSON document given to the agent.
   std::string body;
+  /// A typed message instead of a JSON body: CAF values whose types are in a type-ID block
+  /// registered on every node (the `hive` block here, e.g. `add_request`), serialized by CAF
+  /// when the call crosses nodes. Empty: a JSON call. Agents read it through
+  /// `call_context::content()`.
+  caf::message content = {};
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, agent_call& x) {
-  return f(caf::meta::type_name("hive.agent_call"), x.env, x.body);
+  return f(caf::meta::type_name("hive.agent_call"), x.env, x.body, x.content);
+}
+
+/// A typed increment, understood by the `counter` kind: an example of a typed C++ message
+/// between agents (the `relay` kind sends it with `"typed":true`), on one node or across
+/// nodes.
+struct add_request {
+  int64_t by = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, add_request& x) {
+  return f(caf::meta::type_name("hive.add_request"), x.by);
 }
 
 /// The answer of an agent to an `agent_call` sent as a request.

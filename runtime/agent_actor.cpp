@@ -329,7 +329,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       std::chrono::steady_clock::time_point t0;
       if (timed)
         t0 = std::chrono::steady_clock::now();
-      call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max};
+      call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max, call.content};
       ctx.bind(st.instance.get());
       caf::expected<std::string> result{std::string{}};
       try {
@@ -339,11 +339,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       } catch (...) {
         result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed");
       }
-      for (auto& [to, body] : ctx.outbox())
+      for (auto& m : ctx.outbox())
         outbox.push_back(
-          {to,
-           agent_call{envelope{call.env.correlation_id, to.tenant, 0, st.cfg.id.str(), {}, 0},
-                      std::move(body)}});
+          {m.to,
+           agent_call{envelope{call.env.correlation_id, m.to.tenant, 0, st.cfg.id.str(), {}, 0},
+                      std::move(m.body), std::move(m.content)}});
       ++st.handled;
       ++st.unflushed;
       if (timed) {

@@ -490,6 +490,11 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         if (!st.handles[n] && m.status != "leaving" && st.dials(n))
           connect(self, m.address);
       publish(self); // refreshes this node's agent count
+      if (st.rt != nullptr) {
+        auto t = st.shared->transport->stats();
+        st.rt->metrics().transport_totals(t.frames_sent, t.frames_received, t.direct_writes,
+                                          t.queued_writes, t.connections_refused, t.tells_failed);
+      }
       if (st.table->self().agents != st.gossiped_agents) {
         st.gossiped_agents = st.table->self().agents;
         gossip(self);

@@ -37,7 +37,7 @@ caf::error call_context::emit(std::string event) {
   return {};
 }
 
-caf::error call_context::send(const agent_id& to, std::string body) {
+caf::error call_context::check_send(const agent_id& to) const {
   if (to.tenant != self_id_.tenant)
     return make_error(errc::invalid_argument,
                       self_id_.str() + " may not send to " + to.str()
@@ -46,7 +46,20 @@ caf::error call_context::send(const agent_id& to, std::string body) {
     return make_error(errc::too_large,
                       "a call may send at most " + std::to_string(outbox_messages_max)
                         + " messages");
-  outbox_.emplace_back(to, std::move(body));
+  return {};
+}
+
+caf::error call_context::send(const agent_id& to, std::string body) {
+  if (auto err = check_send(to))
+    return err;
+  outbox_.push_back({to, std::move(body), {}});
+  return {};
+}
+
+caf::error call_context::send(const agent_id& to, caf::message content) {
+  if (auto err = check_send(to))
+    return err;
+  outbox_.push_back({to, {}, std::move(content)});
   return {};
 }
 

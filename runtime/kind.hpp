@@ -40,8 +40,14 @@ enum class persistence_mode : uint8_t {
 class call_context {
 public:
   call_context(const agent_id& self_id, const envelope& env, const std::string& body,
-               size_t json_depth_max)
-      : self_id_(self_id), env_(env), body_(body), json_depth_max_(json_depth_max) {}
+               size_t json_depth_max, const caf::message& content = empty_content())
+      : self_id_(self_id), env_(env), body_(body), content_(content),
+        json_depth_max_(json_depth_max) {}
+
+  /// A typed call's message (`agent_call::content`); empty for a JSON call.
+  [[nodiscard]] const caf::message& content() const noexcept {
+    return content_;
+  }
 
   /// The id of the agent handling the call.
   [[nodiscard]] const agent_id& self_id() const noexcept {
@@ -75,8 +81,19 @@ public:
   /// `outbox_messages_max` per call. Errors: invalid_argument (another tenant), too_large.
   [[nodiscard]] caf::error send(const agent_id& to, std::string body);
 
+  /// Like `send`, with a typed message (CAF values of registered types, e.g.
+  /// `caf::make_message(add_request{5})`) instead of a JSON body.
+  [[nodiscard]] caf::error send(const agent_id& to, caf::message content);
+
+  /// One message `send` queued.
+  struct outgoing {
+    agent_id to;
+    std::string body;
+    caf::message content;
+  };
+
   /// Messages `send` queued by this call, in order.
-  [[nodiscard]] std::vector<std::pair<agent_id, std::string>>& outbox() noexcept {
+  [[nodiscard]] std::vector<outgoing>& outbox() noexcept {
     return outbox_;
   }
 
@@ -94,14 +111,22 @@ public:
   }
 
 private:
+  static const caf::message& empty_content() {
+    static const caf::message none;
+    return none;
+  }
+
+  caf::error check_send(const agent_id& to) const;
+
   const agent_id& self_id_;
   const envelope& env_;
   const std::string& body_;
+  const caf::message& content_;
   size_t json_depth_max_;
   std::optional<nlohmann::json> parsed_;
   agent* target_ = nullptr;
   std::vector<std::string> events_;
-  std::vector<std::pair<agent_id, std::string>> outbox_;
+  std::vector<outgoing> outbox_;
 };
 
 /// An agent's behaviour. The runtime owns one instance per activation inside a CAF actor and

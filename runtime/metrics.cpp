@@ -102,6 +102,44 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                               "forwarded to the new node")
                         .Register(*registry_)
                         .Add({}, latency_buckets());
+  transport_frames_ = &BuildCounter()
+                         .Name("hive_transport_frames_total")
+                         .Help("Frames of the call transport, by direction (sent, received)")
+                         .Register(*registry_);
+  transport_writes_ = &BuildCounter()
+                         .Name("hive_transport_writes_total")
+                         .Help("Frames written by the caller's thread (direct) or handed to the "
+                               "transport's I/O thread (queued)")
+                         .Register(*registry_);
+  transport_refused_ = &BuildCounter()
+                          .Name("hive_transport_connections_refused_total")
+                          .Help("Transport connections refused: another cluster or protocol "
+                                "version, or no hello first")
+                          .Register(*registry_)
+                          .Add({});
+  transport_tells_failed_ = &BuildCounter()
+                               .Name("hive_transport_tells_failed_total")
+                               .Help("One-way messages from other nodes that failed here (agent "
+                                     "not found, overloaded, ...)")
+                               .Register(*registry_)
+                               .Add({});
+}
+
+void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
+                               uint64_t refused, uint64_t tells_failed) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::array<uint64_t, 6> now{sent, received, direct, queued, refused, tells_failed};
+  std::array<prometheus::Counter*, 6> counters{&transport_frames_->Add({{"direction", "sent"}}),
+                                               &transport_frames_->Add({{"direction", "received"}}),
+                                               &transport_writes_->Add({{"way", "direct"}}),
+                                               &transport_writes_->Add({{"way", "queued"}}),
+                                               transport_refused_,
+                                               transport_tells_failed_};
+  for (size_t i = 0; i < now.size(); ++i)
+    if (now[i] > transport_seen_[i]) {
+      counters[i]->Increment(static_cast<double>(now[i] - transport_seen_[i]));
+      transport_seen_[i] = now[i];
+    }
 }
 
 void metrics::journal_commit(size_t writes, double seconds) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -77,6 +78,15 @@ public:
   /// stash forwarded to the new node, whose activation is then running).
   void migration(bool moved, double pause_seconds);
 
+  /// Totals of the call transport since start (runtime/transport.hpp), copied in now and then:
+  /// `hive_transport_frames_total{direction}` (sent, received),
+  /// `hive_transport_writes_total{way}` (direct: from the caller's thread; queued: handed to
+  /// the I/O thread), `hive_transport_connections_refused_total` (bad hello) and
+  /// `hive_transport_tells_failed_total` (one-way messages that failed here). Totals that
+  /// did not grow leave the counters as they are.
+  void transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
+                        uint64_t refused, uint64_t tells_failed);
+
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
     return registry_;
@@ -105,6 +115,12 @@ private:
   prometheus::Family<prometheus::Histogram>* gateway_latency_;
   prometheus::Family<prometheus::Counter>* migrations_;
   prometheus::Histogram* migration_pause_;
+  prometheus::Family<prometheus::Counter>* transport_frames_;
+  prometheus::Family<prometheus::Counter>* transport_writes_;
+  prometheus::Counter* transport_refused_;
+  prometheus::Counter* transport_tells_failed_;
+  /// The transport totals last copied in (counters grow by the difference).
+  std::array<uint64_t, 6> transport_seen_{};
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
   prometheus::Family<prometheus::Counter>* activations_;
   prometheus::Family<prometheus::Counter>* passivations_;
