@@ -85,6 +85,8 @@ struct node_config {
     int64_t frame_bytes_max = 16 << 20;
     /// Bytes queued for one transport connection whose peer does not read.
     int64_t send_queue_bytes_max = 64 << 20;
+    /// Incoming transport connections open at once.
+    int64_t transport_connections_max = 1024;
   } cluster;
 
   struct agents_section {

@@ -791,6 +791,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   limits.send_queue_bytes_max =
     std::max(limits.frame_bytes_max, static_cast<size_t>(cfg.cluster.send_queue_bytes_max));
   limits.calls_pending_max = static_cast<size_t>(cfg.node.asks_pending_max);
+  limits.connections_max = static_cast<size_t>(cfg.cluster.transport_connections_max);
   auto shared = c->shared_;
   auto transport = call_transport::start(
     sys, ep->host, static_cast<uint16_t>(cfg.cluster.transport_port), cfg.cluster.name,

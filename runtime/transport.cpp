@@ -239,13 +239,24 @@ struct call_transport::impl {
       if (!ec) {
         boost::system::error_code ignored;
         c->sock.set_option(tcp::no_delay(true), ignored);
+        bool full = false;
         {
           std::lock_guard<std::mutex> lk{mtx};
           if (stopping) {
             c->sock.close(ignored);
             return;
           }
-          accepted.insert(c);
+          full = accepted.size() >= limits.connections_max;
+          if (!full)
+            accepted.insert(c);
+        }
+        if (full) {
+          stats->connections_refused.fetch_add(1, std::memory_order_relaxed); // (before the
+          c->sock.close(ignored); // peer can see the close)
+          log::event(spdlog::level::warn, "transport_connection_refused",
+                     {{"reason", "cluster.transport_connections_max reached"},
+                      {"connections", limits.connections_max}});
+          return accept();
         }
         {
           std::lock_guard<std::mutex> lk{c->mtx};
@@ -427,7 +438,8 @@ struct call_transport::impl {
     on_call(std::move(req), std::move(answer));
   }
 
-  /// I/O thread, every 50 ms: fails calls past their deadline, gives up slow dials.
+  /// I/O thread, every 50 ms: fails calls past their deadline, gives up slow dials, closes
+  /// accepted connections that said no hello within `connect_timeout`.
   void sweep() {
     sweep_timer->expires_after(std::chrono::milliseconds(50));
     sweep_timer->async_wait([this](boost::system::error_code ec) {
@@ -452,9 +464,14 @@ struct call_transport::impl {
             if (!c->ready)
               slow.push_back(c);
           }
+        for (auto& c : accepted) // (greeted is the I/O thread's, like this sweep)
+          if (!c->greeted && now - c->created > connect_timeout)
+            slow.push_back(c);
       }
       for (auto& c : slow)
-        c->close("no connection within " + std::to_string(connect_timeout.count()) + " ms");
+        c->close(c->dialler
+                   ? "no connection within " + std::to_string(connect_timeout.count()) + " ms"
+                   : "no hello within " + std::to_string(connect_timeout.count()) + " ms");
       for (auto& [done, address] : expired)
         done(make_error(errc::timeout, "no answer from " + address + " in time"));
       sweep();

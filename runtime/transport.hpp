@@ -24,6 +24,8 @@ struct transport_limits {
   /// Calls this node waits on over all connections, and calls one incoming connection may
   /// have in flight here; beyond it a call fails with overloaded.
   size_t calls_pending_max = 10000;
+  /// Incoming connections open at once; one more is closed at once (and counted as refused).
+  size_t connections_max = 1024;
 };
 
 /// The data plane between the members of a cluster: by-id calls (`remote_call`) and their
@@ -50,8 +52,9 @@ struct transport_limits {
 /// `agent_reply`, error = `caf::error`, each CAF binary-serialized |
 ///
 /// A connection starts with the dialler's hello (cluster name, protocol version, node name);
-/// the acceptor closes it, logging why, if the name or version differs, and also on a frame
-/// above `frame_bytes_max`, an unknown type or a payload that does not decode.
+/// the acceptor closes it, logging why, if the name or version differs, if no hello came
+/// within 2 s, and also on a frame above `frame_bytes_max`, an unknown type or a payload that
+/// does not decode. At most `connections_max` accepted connections are open at once.
 class call_transport {
 public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;

@@ -319,6 +319,41 @@ TEST_F(transport_test, a_peer_of_another_cluster_or_a_bad_frame_is_disconnected)
   EXPECT_EQ(*ok, "ask:acme/a1:after");
 }
 
+TEST_F(transport_test, connections_beyond_the_bound_are_closed_and_members_still_get_in) {
+  transport_limits few;
+  few.connections_max = 3;
+  auto server = make(echo_handler(), "hive", few);
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    fds.push_back(dial(server->port()));
+    ASSERT_GE(fds.back(), 0);
+  }
+  // The fourth is closed at once; the three stay open.
+  int extra = dial(server->port());
+  ASSERT_GE(extra, 0);
+  EXPECT_TRUE(closed_by_peer(extra));
+  ::close(extra);
+  EXPECT_EQ(server->stats().connections_refused, 1u);
+  // Once one closes, a member connects and is served.
+  ::close(fds.back());
+  fds.pop_back();
+  auto client = make(echo_handler());
+  caf::expected<std::string> ok{make_error(errc::internal, "not tried")};
+  for (int i = 0; i < 50; ++i) { // (the server notices the closed socket shortly)
+    ok = wait_reply(*client, addr(*server), make_call("ask", "in"));
+    if (ok)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(ok) << describe(ok.error());
+  EXPECT_EQ(*ok, "ask:acme/a1:in");
+  // Connections that never say hello do not keep their slot: closed after 2 s.
+  for (auto fd : fds) {
+    EXPECT_TRUE(closed_by_peer(fd));
+    ::close(fd);
+  }
+}
+
 TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
   holder h;
   auto server = make(h.handler());
