@@ -1032,6 +1032,10 @@ cluster::~cluster() {
   // itself lives on in callbacks that still hold it, closed.)
   if (shared_ && shared_->transport)
     shared_->transport->shutdown();
+  // The manager has stopped; its handle in the shared state (which its own state holds) would
+  // keep it from ever being freed.
+  if (shared_)
+    shared_->manager = caf::actor{};
 }
 
 void cluster::stop_rebalancer() {

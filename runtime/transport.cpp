@@ -629,6 +629,9 @@ void call_transport::shutdown() {
   // Every operation ends (aborted) once its socket is closed; then run() returns.
   assert(std::this_thread::get_id() != im.thread.get_id());
   im.thread.join();
+  // Nothing calls the handler any more: drop what it holds (the cluster's shared state holds
+  // this transport; keeping the handler would make a cycle that is never freed).
+  im.on_call = nullptr;
 }
 
 uint16_t call_transport::port() const noexcept {
