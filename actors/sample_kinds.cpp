@@ -161,6 +161,24 @@ public:
         return err;
       return json{{"ok", true}}.dump();
     }
+    if (*op == "append") {
+      // Appends to the list at `key` (created empty): one way to see the order calls came in.
+      auto value = body->find("value");
+      if (value == body->end())
+        return make_error(errc::invalid_argument, "'append' needs a field 'value'");
+      auto i = data_.find(key);
+      if (i == data_.end() && data_.size() >= entries_max_)
+        return make_error(errc::too_large,
+                          "kv holds entries_max = " + std::to_string(entries_max_) + " entries");
+      if (i != data_.end() && !i->second.is_array())
+        return make_error(errc::invalid_argument, "'" + key.substr(0, 40) + "' is not a list");
+      if (i != data_.end() && i->second.size() >= list_items_max)
+        return make_error(errc::too_large,
+                          "a kv list holds at most " + std::to_string(list_items_max) + " items");
+      if (auto err = call.emit(json{{"append", key}, {"value", *value}}.dump()))
+        return err;
+      return json{{"ok", true}}.dump();
+    }
     if (*op == "get") {
       auto i = data_.find(key);
       if (i == data_.end())
@@ -175,7 +193,7 @@ public:
       return json{{"deleted", true}}.dump();
     }
     return make_error(errc::invalid_argument,
-                      "unknown op '" + op->substr(0, 40) + "': kv knows put|get|delete");
+                      "unknown op '" + op->substr(0, 40) + "': kv knows put|append|get|delete");
   }
 
   json summary() const override {
@@ -206,14 +224,22 @@ public:
       data_[j["put"].get<std::string>()] = j["value"];
       return {};
     }
+    if (j.is_object() && j.contains("append") && j["append"].is_string() && j.contains("value")) {
+      auto& list = data_[j["append"].get<std::string>()];
+      if (!list.is_array())
+        list = json::array();
+      list.push_back(j["value"]);
+      return {};
+    }
     if (j.is_object() && j.contains("delete") && j["delete"].is_string()) {
       data_.erase(j["delete"].get<std::string>());
       return {};
     }
-    return make_error(errc::corrupt_record, "kv event is not a put or delete");
+    return make_error(errc::corrupt_record, "kv event is not a put, append or delete");
   }
 
   static constexpr size_t key_bytes_max = 1024;
+  static constexpr size_t list_items_max = 10000;
 
 private:
   size_t entries_max_;
@@ -323,7 +349,8 @@ caf::error register_sample_kinds(kind_registry& registry) {
                                persistence_mode::journaled}))
     return err;
   return registry.add(
-    {"kv", "a bounded key-value map: {op:put|get|delete,key,value}",
+    {"kv",
+     "a bounded key-value map: {op:put|append|get|delete,key,value} (append: to a list, at most 10000 items)",
      [](const json& config) -> caf::expected<std::unique_ptr<agent>> {
        if (auto err = check_config_keys(config, {"entries_max"}))
          return err;

@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 4;
+constexpr uint32_t cluster_protocol_version = 5;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -81,7 +81,8 @@ typename Inspector::result_type inspect(Inspector& f, member_gossip& x) {
 /// agent. `op`: `ask` (answered with the agent's reply), `tell` (`{"accepted":true}`),
 /// `inspect` (the inspection JSON), `stop` (`{}`) or `migrate` (the body names the target
 /// node; answered with the migration's result); errors as errors (agent_not_found when the
-/// agent is not there).
+/// agent is not there). A `tell` for an agent that moved on from the receiving node goes on
+/// from there once, as `relayed_tell` (a tell that is not passed on again).
 struct remote_call {
   std::string op;
   agent_id id;

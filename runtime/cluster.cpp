@@ -39,6 +39,9 @@ struct forward_job {
   /// (member name, transport address), in the order to try.
   std::vector<std::pair<std::string, std::string>> targets;
   size_t next = 0;
+  /// Whether `targets` holds the ranked list already; a call to a cached location starts with
+  /// that member alone and ranks the others only if it answers agent_not_found.
+  bool ranked = true;
 };
 
 /// A migrating agent's records to carry to another member (local message).
@@ -81,6 +84,64 @@ using ship_atom = caf::atom_constant<caf::atom("hcship")>;
 using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
 /// A member's heartbeat: (ping_atom, its name).
 using ping_atom = caf::atom_constant<caf::atom("hcping")>;
+
+using proxy_done_atom = caf::atom_constant<caf::atom("hcpxdone")>;
+
+struct transport_proxy_state {
+  uint64_t next = 1;
+  /// Forwarded asks waiting for the transport's answer, by number.
+  std::unordered_map<uint64_t, caf::response_promise> waiting;
+  static inline const char* name = "hive.transport_proxy";
+};
+
+using transport_proxy_actor = caf::stateful_actor<transport_proxy_state>;
+
+/// The actor a moved agent's forwarder (node_runtime) sends to: it puts each `remote_call` on
+/// the call transport to `member`, the same connection new calls take, so forwarded and new
+/// messages to the agent's new node travel one ordered path. A request gets the member's
+/// answer; a plain send is a tell. Ends with its last reference (the forwarder's).
+caf::behavior transport_proxy_fn(transport_proxy_actor* self,
+                                 std::weak_ptr<cluster::shared_state> weak, std::string member) {
+  return {
+    [self, weak, member](remote_call& req) -> caf::result<agent_reply> {
+      auto shared = weak.lock();
+      auto address = shared ? shared->transport_of(member) : std::nullopt;
+      if (!address)
+        return make_error(errc::unavailable, member + " does not take calls from this node now");
+      if (!self->current_mailbox_element()->mid.is_request()) {
+        if (auto err = shared->transport->tell(*address, req))
+          log::event(spdlog::level::warn, "forwarded_tell_failed",
+                     {{"to", member}, {"reason", describe(err)}}, req.id.str());
+        return agent_reply{};
+      }
+      auto n = self->state.next++;
+      auto rp = self->make_response_promise<agent_reply>();
+      self->state.waiting.emplace(n, rp);
+      auto timeout = std::chrono::milliseconds(req.timeout_ms) + std::chrono::seconds(1);
+      shared->transport->call(
+        *address, req, timeout,
+        [me = caf::actor_cast<caf::actor>(self), n](caf::expected<std::string> r) {
+          if (r)
+            caf::anon_send(me, proxy_done_atom::value, n, agent_reply{std::move(*r)});
+          else
+            caf::anon_send(me, proxy_done_atom::value, n, std::move(r.error()));
+        });
+      return rp;
+    },
+    [self](proxy_done_atom, uint64_t n, agent_reply& r) {
+      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
+        i->second.deliver(std::move(r));
+        self->state.waiting.erase(i);
+      }
+    },
+    [self](proxy_done_atom, uint64_t n, caf::error& err) {
+      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
+        i->second.deliver(std::move(err));
+        self->state.waiting.erase(i);
+      }
+    },
+  };
+}
 
 /// How node_runtime::migrate_out ships a migrating agent to member `to`: through this node's
 /// manager `mgr`, which sends the `migrate_in` and reports the answer.
@@ -352,6 +413,12 @@ void forward(const std::shared_ptr<cluster::shared_state>& shared,
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
     job->deadline - std::chrono::steady_clock::now());
   left = std::max(left, std::chrono::milliseconds{1});
+  if (job->next >= job->targets.size() && !job->ranked) {
+    job->ranked = true;
+    for (auto& t : shared->call_targets(job->id, {}))
+      if (t.first != job->preferred)
+        job->targets.push_back(std::move(t));
+  }
   if (job->next >= job->targets.size()) {
     if (!job->tried_local && shared->rt != nullptr) {
       job->tried_local = true;
@@ -672,9 +739,12 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                      std::move(done->payload.snapshot), st.table->self().name};
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
-          [self, done, target](agent_reply&) {
+          [self, done](agent_reply&) {
             self->state.shared->remember(done->payload.id.str(), done->to);
-            done->done(target);
+            // Forwarded calls take the call transport, like new ones.
+            done->done(self->system().spawn(
+              transport_proxy_fn, std::weak_ptr<cluster::shared_state>{self->state.shared},
+              done->to));
           },
           [done](caf::error& err) { done->done(std::move(err)); });
     },
@@ -795,7 +865,28 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   auto shared = c->shared_;
   auto transport = call_transport::start(
     sys, ep->host, static_cast<uint16_t>(cfg.cluster.transport_port), cfg.cluster.name,
-    cfg.node.name, limits, [shared](remote_call req, call_transport::reply_fn done) {
+    cfg.node.name, limits,
+    [weak = std::weak_ptr<shared_state>{shared}](remote_call req, call_transport::reply_fn done) {
+      auto shared = weak.lock();
+      if (!shared)
+        return done(make_error(errc::shutting_down, "node is shutting down"));
+      if (req.op == "tell") {
+        // Not here (any more): if it moved on from here and its forwarder has ended, the
+        // location cache knows where it went; pass the tell on once ("relayed_tell") rather
+        // than lose it. A sender with a stale location keeps its stream this way.
+        auto err = shared->rt->tell(req.id, req.call);
+        if (err && code_of(err) == errc::agent_not_found)
+          if (auto where = shared->where(req.id.str()); where && *where != shared->self_name)
+            if (auto address = shared->transport_of(*where)) {
+              req.op = "relayed_tell";
+              err = shared->transport->tell(*address, req);
+            }
+        if (err)
+          return done(std::move(err));
+        return done(std::string{R"({"accepted":true})"});
+      }
+      if (req.op == "relayed_tell")
+        req.op = "tell";
       run_local(*shared->rt, shared->manager, req.op, req.id, std::move(req.call),
                 std::chrono::milliseconds(req.timeout_ms), std::move(done));
     });
@@ -891,13 +982,17 @@ void call_via(const std::shared_ptr<cluster::shared_state>& shared, const std::s
   job->id = id;
   job->deadline = std::chrono::steady_clock::now() + timeout;
   if (auto where = shared->where(id.str()); where && *where != shared->self_name) {
-    // Found there last time: go straight there (this node comes last if that fails).
-    job->call = std::move(call);
-    job->done = std::move(done);
-    job->preferred = *where;
-    job->tried_local = false;
-    job->targets = shared->call_targets(id, *where);
-    return forward(shared, std::move(job));
+    if (auto address = shared->transport_of(*where)) {
+      // Found there last time: go straight there; the other members are ranked only if it
+      // no longer has the id (and this node comes last).
+      job->call = std::move(call);
+      job->done = std::move(done);
+      job->preferred = *where;
+      job->tried_local = false;
+      job->ranked = false;
+      job->targets.emplace_back(*where, std::move(*address));
+      return forward(shared, std::move(job));
+    }
   }
   job->call = call;
   run_local(*shared->rt, shared->manager, op, id, std::move(call), timeout,
@@ -944,13 +1039,15 @@ caf::error cluster::send(const agent_id& id, agent_call call) {
   return send_via(shared_, id, std::move(call));
 }
 
+bool cluster::shared_state::serves_calls(const member_info& m) const {
+  return m.name != self_name && !m.transport.empty() && linked.count(m.name) > 0
+    && (m.status == "up" || m.status == "suspect" || m.status == "leaving");
+}
+
 std::optional<std::string> cluster::shared_state::transport_of(const std::string& member) const {
   std::lock_guard<std::mutex> guard{mtx};
-  if (linked.count(member) == 0)
-    return std::nullopt;
   for (auto& m : members)
-    if (m.name == member && !m.transport.empty()
-        && (m.status == "up" || m.status == "suspect" || m.status == "leaving"))
+    if (m.name == member && serves_calls(m))
       return m.transport;
   return std::nullopt;
 }
@@ -962,8 +1059,7 @@ std::vector<std::pair<std::string, std::string>> cluster::shared_state::call_tar
   {
     std::lock_guard<std::mutex> guard{mtx};
     for (auto& m : members)
-      if (m.name != self_name && !m.transport.empty() && linked.count(m.name) > 0
-          && (m.status == "up" || m.status == "suspect" || m.status == "leaving"))
+      if (serves_calls(m))
         scored.emplace_back(m.name == preferred ? UINT64_MAX : rendezvous_score(m.name, key),
                             m.name, m.transport);
   }

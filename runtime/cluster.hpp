@@ -159,6 +159,10 @@ public:
     [[nodiscard]] std::vector<std::pair<std::string, std::string>> call_targets(
       const agent_id& id, const std::string& preferred) const;
 
+    /// Whether calls may go to `m`: another member with a transport, linked to this node's
+    /// manager, and up, suspect or leaving. Call with `mtx` held.
+    [[nodiscard]] bool serves_calls(const member_info& m) const;
+
     /// The transport address of linked member `member`, if it serves calls.
     [[nodiscard]] std::optional<std::string> transport_of(const std::string& member) const;
 

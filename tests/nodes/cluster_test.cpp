@@ -105,13 +105,13 @@ protected:
   }
 
   /// Starts n1, then n2 and n3 seeded by n1, and waits until every node sees all three up.
-  void form_three() {
+  void form_three(const std::vector<std::string>& extra = {}) {
     add("n1");
     add("n2");
     add("n3");
-    start(0, 0);
-    start(1, nodes[0].proc->cluster_port);
-    start(2, nodes[0].proc->cluster_port);
+    start(0, 0, extra);
+    start(1, nodes[0].proc->cluster_port, extra);
+    start(2, nodes[0].proc->cluster_port, extra);
     auto formed = within(20s, [&] {
       for (size_t i = 0; i < 3; ++i)
         for (auto& n : {"n1", "n2", "n3"})
@@ -296,6 +296,61 @@ TEST_F(cluster_test, an_agent_sends_to_an_agent_on_another_node_by_id) {
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400) << bad->body;
   EXPECT_NE(bad->body.find("within their tenant"), std::string::npos) << bad->body;
+}
+
+TEST_F(cluster_test, one_way_sends_follow_a_migrating_agent_in_order_after_its_forwarder_ends) {
+  // Forwarders of moved agents last 200 ms here, so the stale location is seen soon.
+  form_three({"--set", "cluster.migration_forward_ms=200"});
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/log", "kv", "n2"));
+  http_client http{nodes[0].proc->gateway_port};
+  auto r = http.request("POST", "/v1/agents",
+                        R"({"id":"acme/r","kind":"relay","node":"n1","config":{"to":"acme/log"}})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  // Each ask of the relay sends one append to acme/log, one way (call_context::send).
+  int next = 0;
+  auto relay = [&](int count) {
+    for (int i = 0; i < count; ++i, ++next) {
+      auto a = http.request("POST", "/v1/agents/acme/r/ask",
+                            json{{"op", "append"}, {"key", "seq"}, {"value", next}}.dump());
+      ASSERT_TRUE(a);
+      ASSERT_EQ(a->status, 200) << a->body;
+    }
+  };
+  auto list_of = [&](size_t via) {
+    http_client h{nodes[via].proc->gateway_port};
+    auto g = h.request("POST", "/v1/agents/acme/log/ask", R"({"op":"get","key":"seq"})");
+    if (!g || g->status != 200)
+      return json::array();
+    return json::parse(g->body)["value"];
+  };
+  auto expect_all = [&](const char* when) {
+    json want = json::array();
+    for (int i = 0; i < next; ++i)
+      want.push_back(i);
+    json got;
+    EXPECT_TRUE(within(10s, [&] { return (got = list_of(2)) == want; }))
+      << when << ": acme/log has " << got.dump() << "\n"
+      << log_tails();
+  };
+  auto migrate = [&](const std::string& to) {
+    http_client h{nodes[2].proc->gateway_port};
+    auto m = h.request("POST", "/v1/agents/acme/log/migrate", json{{"to", to}}.dump());
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->status, 200) << m->body;
+  };
+  ASSERT_NO_FATAL_FAILURE(relay(10)); // n1 learns that acme/log is on n2
+  expect_all("before any move");
+  // Moved to n3 while the relay keeps sending: n2 forwards on the call transport, in order.
+  std::thread mover{[&] { migrate("n3"); }};
+  ASSERT_NO_FATAL_FAILURE(relay(20));
+  mover.join();
+  expect_all("after the move to n3");
+  // The forwarder on n2 has ended; n1 still sends to n2, which passes the tells on to n3.
+  std::this_thread::sleep_for(600ms);
+  ASSERT_NO_FATAL_FAILURE(relay(20));
+  expect_all("after n2's forwarder ended");
+  EXPECT_NE(read_file(nodes[1].log).find("agent_migrated"), std::string::npos);
 }
 
 TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it_rejoins) {
