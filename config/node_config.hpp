@@ -67,6 +67,12 @@ struct node_config {
     /// A member not heard from (its heartbeat) for this long is shown `suspect`.
     int64_t suspect_after_ms = 300;
     int64_t join_retry_ms = 500;
+    /// A seeded node is `joining` until linked to every up member, for at most this long.
+    int64_t join_timeout_ms = 5000;
+    /// A member down this long is `removed`; a removed one is forgotten after this more.
+    int64_t removed_after_ms = 30000;
+    /// Entries in the member list, this node's included.
+    int64_t members_max = 1024;
     int64_t location_cache_entries_max = 100000;
     /// A live migration whose target does not confirm within this is aborted.
     int64_t migration_timeout_ms = 5000;

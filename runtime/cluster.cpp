@@ -85,64 +85,6 @@ using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
 /// A member's heartbeat: (ping_atom, its name).
 using ping_atom = caf::atom_constant<caf::atom("hcping")>;
 
-using proxy_done_atom = caf::atom_constant<caf::atom("hcpxdone")>;
-
-struct transport_proxy_state {
-  uint64_t next = 1;
-  /// Forwarded asks waiting for the transport's answer, by number.
-  std::unordered_map<uint64_t, caf::response_promise> waiting;
-  static inline const char* name = "hive.transport_proxy";
-};
-
-using transport_proxy_actor = caf::stateful_actor<transport_proxy_state>;
-
-/// The actor a moved agent's forwarder (node_runtime) sends to: it puts each `remote_call` on
-/// the call transport to `member`, the same connection new calls take, so forwarded and new
-/// messages to the agent's new node travel one ordered path. A request gets the member's
-/// answer; a plain send is a tell. Ends with its last reference (the forwarder's).
-caf::behavior transport_proxy_fn(transport_proxy_actor* self,
-                                 std::weak_ptr<cluster::shared_state> weak, std::string member) {
-  return {
-    [self, weak, member](remote_call& req) -> caf::result<agent_reply> {
-      auto shared = weak.lock();
-      auto address = shared ? shared->transport_of(member) : std::nullopt;
-      if (!address)
-        return make_error(errc::unavailable, member + " does not take calls from this node now");
-      if (!self->current_mailbox_element()->mid.is_request()) {
-        if (auto err = shared->transport->tell(*address, req))
-          log::event(spdlog::level::warn, "forwarded_tell_failed",
-                     {{"to", member}, {"reason", describe(err)}}, req.id.str());
-        return agent_reply{};
-      }
-      auto n = self->state.next++;
-      auto rp = self->make_response_promise<agent_reply>();
-      self->state.waiting.emplace(n, rp);
-      auto timeout = std::chrono::milliseconds(req.timeout_ms) + std::chrono::seconds(1);
-      shared->transport->call(
-        *address, req, timeout,
-        [me = caf::actor_cast<caf::actor>(self), n](caf::expected<std::string> r) {
-          if (r)
-            caf::anon_send(me, proxy_done_atom::value, n, agent_reply{std::move(*r)});
-          else
-            caf::anon_send(me, proxy_done_atom::value, n, std::move(r.error()));
-        });
-      return rp;
-    },
-    [self](proxy_done_atom, uint64_t n, agent_reply& r) {
-      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
-        i->second.deliver(std::move(r));
-        self->state.waiting.erase(i);
-      }
-    },
-    [self](proxy_done_atom, uint64_t n, caf::error& err) {
-      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
-        i->second.deliver(std::move(err));
-        self->state.waiting.erase(i);
-      }
-    },
-  };
-}
-
 /// How node_runtime::migrate_out ships a migrating agent to member `to`: through this node's
 /// manager `mgr`, which sends the `migrate_in` and reports the answer.
 ship_fn ship_via(caf::actor mgr, std::string to) {
@@ -197,6 +139,18 @@ struct manager_state {
   std::chrono::milliseconds heartbeat{100};
   std::chrono::milliseconds suspect_after{300};
   std::chrono::milliseconds migration_timeout{5000};
+  /// Joining: when this node started, and how long it stays joining at most.
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::chrono::milliseconds join_timeout{5000};
+  /// Down members are removed after this, removed ones forgotten after this more.
+  std::chrono::milliseconds removed_after{30000};
+  /// Seeds whose first join attempt ended (joined, refused or failed).
+  std::set<std::string> seeds_tried;
+
+  void tried(const std::string& address) {
+    if (std::find(seeds.begin(), seeds.end(), address) != seeds.end())
+      seeds_tried.insert(address);
+  }
 
   static inline const char* name = "hive.node_manager";
 
@@ -214,6 +168,15 @@ struct manager_state {
       if (h && h.address() == addr)
         return n;
     return {};
+  }
+
+  /// A live link to a joining or up member (those get the member list), or an invalid handle.
+  caf::actor gossip_handle(const std::string& n) const {
+    auto h = handles.find(n);
+    auto m = table->find(n);
+    return h != handles.end() && m != nullptr && member_table::status_rank(m->status) <= 1
+      ? h->second
+      : caf::actor{};
   }
 
   /// A live link to an up member, or an invalid handle.
@@ -261,8 +224,47 @@ void gossip(manager_actor* self) {
   auto& st = self->state;
   member_gossip g{member_list(st)};
   for (auto& [n, h] : st.handles)
-    if (auto up = st.up_handle(n))
-      self->send(up, g);
+    if (auto peer = st.gossip_handle(n))
+      self->send(peer, g);
+}
+
+/// A joining node is up once it has a live link to every up member it knows (at least one),
+/// or when no seed answered its first round (it forms a cluster), or after
+/// `cluster.join_timeout_ms` (logged: some member did not let it in).
+void maybe_up(manager_actor* self) {
+  auto& st = self->state;
+  if (st.table->self().status != "joining")
+    return;
+  size_t links = 0;
+  bool all = true;
+  for (auto& [n, m] : st.table->others()) {
+    if (m.status != "up" && m.status != "joining")
+      continue;
+    if (st.table->linked(n))
+      ++links;
+    else if (m.status == "up")
+      all = false;
+  }
+  const char* why = nullptr;
+  if (links > 0 && all)
+    why = "joined";
+  else if (links == 0 && st.connecting.empty() && st.seeds_tried.size() >= st.seeds.size())
+    why = "no seed took it in: formed a cluster";
+  else if (std::chrono::steady_clock::now() - st.started >= st.join_timeout)
+    why = "cluster.join_timeout_ms passed without a link to every up member";
+  if (why == nullptr)
+    return;
+  st.table->self().status = "up";
+  log::event(links > 0 && all ? spdlog::level::info : spdlog::level::warn, "member_up",
+             {{"member", st.table->self().name},
+              {"reason", why},
+              {"members", st.table->others().size() + 1},
+              {"joining_ms",
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - st.started)
+                 .count()}});
+  gossip(self);
+  publish(self);
 }
 
 void log_member(const member_info& m, const char* event) {
@@ -324,9 +326,13 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
       }
       const char* event = old->incarnation != m.incarnation ? "member_rejoined"
         : old->status == m.status                           ? nullptr
+        : m.status == "up"                                  ? "member_up"
         : m.status == "down"                                ? "member_down"
+        : m.status == "removed"                             ? "member_removed"
                                                             : "member_leaving";
-      if (event != nullptr) {
+      if (event != nullptr && std::string_view{event} == "member_up") {
+        log_member(m, event);
+      } else if (event != nullptr) {
         log_member(m, event);
         st.shared->forget_member(m.name); // its agents are elsewhere now, or nowhere
         if (m.status == "down" || old->transport != m.transport)
@@ -353,6 +359,9 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
       self->demonitor(h);
     h = handle;
     self->monitor(handle);
+    // A new link: the peer hears this node's view now, whatever changed since it last did
+    // (e.g. this node went up while the peer knew it joining).
+    self->send(handle, member_gossip{member_list(st)});
   }
   st.heard[m.name] = std::chrono::steady_clock::now();
   st.suspects.erase(m.name);
@@ -461,7 +470,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.shared = std::move(shared);
   st.rt = rt;
   st.cluster_name = cfg.cluster.name;
-  st.table = std::make_unique<member_table>(std::move(me));
+  st.table =
+    std::make_unique<member_table>(std::move(me), static_cast<size_t>(cfg.cluster.members_max));
+  st.join_timeout = std::chrono::milliseconds(cfg.cluster.join_timeout_ms);
+  st.removed_after = std::chrono::milliseconds(cfg.cluster.removed_after_ms);
   st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
   st.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_interval_ms);
   st.suspect_after = std::chrono::milliseconds(cfg.cluster.suspect_after_ms);
@@ -482,7 +494,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     if (st.table->link_lost(n)) {
       auto m = st.table->find(n);
       st.shared->transport->drop(m->transport); // its waiting calls fail now
-      log::event(spdlog::level::warn, "member_down",
+      bool left = m->status == "removed";
+      log::event(left ? spdlog::level::info : spdlog::level::warn,
+                 left ? "member_removed" : "member_down",
                  {{"member", n},
                   {"address", m->address},
                   {"incarnation", m->incarnation},
@@ -496,6 +510,11 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       // Published: now the node knows its own address and may introduce itself.
       auto& st = self->state;
       st.table->self().address = address;
+      // Seeded by others: joining until linked to the members (maybe_up); else up at once.
+      st.seeds.erase(std::remove(st.seeds.begin(), st.seeds.end(), address), st.seeds.end());
+      st.started = std::chrono::steady_clock::now();
+      if (!st.seeds.empty())
+        st.table->self().status = "joining";
       publish(self);
       for (auto& s : st.seeds)
         connect(self, s);
@@ -554,8 +573,22 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       // Down members too: a node that was only frozen or cut off comes back at the same
       // incarnation once a connection and a join succeed again (a dead one refuses at once).
       for (auto& [n, m] : st.table->others())
-        if (!st.handles[n] && m.status != "leaving" && st.dials(n))
+        if (!st.handles[n] && m.status != "leaving" && m.status != "removed" && st.dials(n))
           connect(self, m.address);
+      // Down members are removed after cluster.removed_after_ms, then forgotten.
+      auto aged = st.table->expire(std::chrono::steady_clock::now(), st.removed_after);
+      for (auto& n : aged) {
+        auto m = st.table->find(n);
+        log::event(spdlog::level::info, m != nullptr ? "member_removed" : "member_forgotten",
+                   {{"member", n}});
+        if (m == nullptr) {
+          st.handles.erase(n);
+          st.heard.erase(n);
+        }
+      }
+      if (!aged.empty())
+        gossip(self);
+      maybe_up(self);
       publish(self); // refreshes this node's agent count
       if (st.rt != nullptr) {
         auto t = st.shared->transport->stats();
@@ -578,9 +611,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         .then(
           [self, address, handle](join_reply& reply) {
             auto& st = self->state;
+            st.tried(address);
             if (!reply.accepted) {
               refuse_log(address, reply.reason);
-              return;
+              return maybe_up(self);
             }
             // The peer's own entry is the first with its address; take it with its handle.
             bool changed = false;
@@ -591,16 +625,21 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
             publish(self);
             if (changed)
               gossip(self);
+            maybe_up(self);
           },
           [self, address](caf::error& err) {
             log::event(spdlog::level::debug, "cluster_join_failed",
                        {{"peer", address}, {"reason", self->system().render(err)}});
+            self->state.tried(address);
+            maybe_up(self);
           });
     },
     [self](connect_failed_atom, const std::string& address, const std::string& reason) {
       self->state.connecting.erase(address);
       log::event(spdlog::level::debug, "cluster_connect_failed",
                  {{"peer", address}, {"reason", reason}});
+      self->state.tried(address);
+      maybe_up(self);
     },
     [self](join_request& req) -> join_reply {
       auto& st = self->state;
@@ -625,10 +664,17 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
           refuse_log(who, reason);
         return {false, reason, {}};
       }
+      if (st.table->find(req.self.name) == nullptr && st.table->full()) {
+        auto reason = "the member list is full (cluster.members_max = "
+          + std::to_string(st.table->list().size()) + ")";
+        refuse_log(who, reason);
+        return {false, reason, {}};
+      }
       auto handle = caf::actor_cast<caf::actor>(self->current_sender());
       if (add_member(self, req.self, handle))
         gossip(self);
       publish(self);
+      maybe_up(self);
       return {true, {}, member_list(st)};
     },
     [self](member_gossip& g) {
@@ -637,6 +683,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         gossip(self);
       }
       publish(self);
+      maybe_up(self);
     },
     [self](remote_call& req) {
       auto& st = self->state;
@@ -739,12 +786,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                      std::move(done->payload.snapshot), st.table->self().name};
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
-          [self, done](agent_reply&) {
+          [self, done, target](agent_reply&) {
             self->state.shared->remember(done->payload.id.str(), done->to);
-            // Forwarded calls take the call transport, like new ones.
-            done->done(self->system().spawn(
-              transport_proxy_fn, std::weak_ptr<cluster::shared_state>{self->state.shared},
-              done->to));
+            done->done(target); // (forwarders send on the call transport: set_remote_forwarder)
           },
           [done](caf::error& err) { done->done(std::move(err)); });
     },
@@ -913,6 +957,27 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   rt.set_agent_sender([shared = c->shared_](const agent_id& to, agent_call call) {
     return send_via(shared, to, std::move(call));
   });
+  // Forwarders of moved agents send on the call transport: the connection new calls to that
+  // member take, so forwarded and later messages keep one order.
+  rt.set_remote_forwarder(
+    [weak = std::weak_ptr<shared_state>{c->shared_}](const std::string& member, remote_call req,
+                                                     remote_forwarder::reply_fn done) {
+      auto shared = weak.lock();
+      auto address = shared ? shared->transport_of(member) : std::nullopt;
+      if (!address) {
+        if (done)
+          done(make_error(errc::unavailable, member + " does not take calls from this node now"));
+        return;
+      }
+      if (!done) {
+        if (auto err = shared->transport->tell(*address, req))
+          log::event(spdlog::level::warn, "forwarded_tell_failed",
+                     {{"to", member}, {"reason", describe(err)}}, req.id.str());
+        return;
+      }
+      auto timeout = std::chrono::milliseconds(req.timeout_ms) + std::chrono::seconds(1);
+      shared->transport->call(*address, req, timeout, std::move(done));
+    });
   log::event(
     spdlog::level::info, "cluster_listening",
     {{"address", c->address_}, {"cluster", cfg.cluster.name}, {"seeds", cfg.cluster.seeds}});
@@ -1041,7 +1106,8 @@ caf::error cluster::send(const agent_id& id, agent_call call) {
 
 bool cluster::shared_state::serves_calls(const member_info& m) const {
   return m.name != self_name && !m.transport.empty() && linked.count(m.name) > 0
-    && (m.status == "up" || m.status == "suspect" || m.status == "leaving");
+    && (m.status == "joining" || m.status == "up" || m.status == "suspect"
+        || m.status == "leaving");
 }
 
 std::optional<std::string> cluster::shared_state::transport_of(const std::string& member) const {
@@ -1122,6 +1188,7 @@ void cluster::shared_state::forget_member(const std::string& member) {
 cluster::~cluster() {
   if (rt_ != nullptr)
     rt_->set_agent_sender({}); // agents' sends stay on this node from now on
+  rt_->set_remote_forwarder({});
   leave();
   stop_rebalancer();
   // Pending calls fail with shutting_down; the transport's thread ends here. (The object

@@ -40,13 +40,15 @@ struct spawn_request;
 /// merge. An accepted node gets the member list, connects to every member it does not know
 /// yet (a full mesh) and spreads every change it sees to all members (`member_gossip`).
 ///
-/// Member states: `up`; `suspect` in this node's view while its heartbeat has been missing for
-/// `cluster.suspect_after_ms` (not gossiped; no new agents placed there, calls still go);
-/// `down` once the connection to it is lost (a killed node at once, as its socket closes; a
-/// frozen one after `cluster.down_after_ms` without heartbeats, CAF's
-/// `middleman.connection-timeout`); `leaving` when it stops cleanly. Each start of a node has a
-/// new, larger incarnation; an entry with a larger incarnation replaces the old one, so a
-/// restarted node rejoins as a new member. Down is final for an incarnation.
+/// Member states: `joining` while a seeded node is not yet linked to every up member (see
+/// member_table; nothing placed on it); `up`; `suspect` in this node's view while its heartbeat has
+/// been missing for `cluster.suspect_after_ms` (not gossiped; no new agents placed there, calls
+/// still go); `down` once the connection to it is lost (a killed node at once, as its socket
+/// closes; a frozen one after `cluster.down_after_ms` without heartbeats, CAF's
+/// `middleman.connection-timeout`); `leaving` when it stops cleanly, `removed` once it is gone (or
+/// down for `cluster.removed_after_ms`). Each start of a node has a new, larger incarnation; an
+/// entry with a larger incarnation replaces the old one, so a restarted node rejoins as a new
+/// member. Down is final for an incarnation.
 ///
 /// Placement and routing (first form): a spawn goes to the node a pin names, else to the up
 /// member with the highest `rendezvous_score`. An ask by id goes first to the member where the
@@ -64,7 +66,7 @@ struct spawn_request;
 /// Rebalancing: when the set of up members changes, unpinned persisted agents whose
 /// placement now names another member move there, rate-limited (`rebalance_loop`).
 ///
-/// Not yet (issue #4 continues): a directory owner per id; `joining` and `removed` states.
+/// Not yet (issue #4 continues): a directory owner per id.
 class cluster {
 public:
   /// Starts the node manager and publishes it on `cfg.cluster.listen` (which must be set).

@@ -26,6 +26,7 @@ struct runtime_context {
   front_factory breaker_factory;
   std::shared_ptr<moved_agents> moved;
   std::shared_ptr<agent_sender> sender;
+  std::shared_ptr<remote_forwarder> forwarder;
 
   /// True if agents of `kind` keep their state in the store.
   [[nodiscard]] bool persisted(const std::string& kind) const {
@@ -435,30 +436,48 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
 
 // -- live migration ------------------------------------------------------------------------
 
+using forward_done_atom = caf::atom_constant<caf::atom("hfwddone")>;
+using forward_gone_atom = caf::atom_constant<caf::atom("hfwdgone")>;
+
 struct forwarder_state {
   /// Requests to the new node not answered yet (the forwarder quits only without any).
   size_t outstanding = 0;
   bool closing = false;
+  /// Asks sent through the remote forwarder, waiting for their answers, by number.
+  uint64_t next = 1;
+  std::unordered_map<uint64_t, caf::response_promise> waiting;
   static inline const char* name = "hive.forwarder";
 };
 
 using forwarder_actor = caf::stateful_actor<forwarder_state>;
 
-/// Calls for an agent that moved away go on to `remote` (the node manager of the node it
-/// moved to) as `remote_call`s, in arrival order. `migrate_expire_atom` makes it quit once
-/// every forwarded ask is answered; so does the end of `owner` (its tenant supervisor).
-caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id,
-                           caf::actor owner) {
+/// Calls for an agent that moved away go on to node `to` as `remote_call`s, in arrival order:
+/// through `ctx->forwarder` when set (the call transport), else to `remote` (what the ship
+/// function returned). `migrate_expire_atom` ends the forwarding: the forwarder removes its
+/// `moved` entry itself (so every call handed to it before is still sent, and in order, ahead
+/// of anything sent to the new node afterwards), then quits once every forwarded ask is
+/// answered; the end of `owner` (its tenant supervisor) ends it too.
+caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id, caf::actor owner,
+                           std::string to, ctx_ptr ctx, uint64_t token) {
   self->monitor(owner);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   auto maybe_quit = [self] {
     if (self->state.closing && self->state.outstanding == 0)
       self->quit();
   };
+  auto finish = [self, maybe_quit](caf::response_promise& rp, auto&& result) {
+    rp.deliver(std::forward<decltype(result)>(result));
+    --self->state.outstanding;
+    maybe_quit();
+  };
   return {
-    [self, remote, id, maybe_quit](agent_call& call) {
+    [self, remote, id, to, ctx, maybe_quit](agent_call& call) {
+      auto via = ctx->forwarder->get();
       if (!self->current_mailbox_element()->mid.is_request()) {
-        self->send(remote, remote_call{"tell", id, std::move(call), 0});
+        if (via)
+          (*via)(to, remote_call{"tell", id, std::move(call), 0}, nullptr);
+        else
+          self->send(remote, remote_call{"tell", id, std::move(call), 0});
         return;
       }
       // The caller keeps its own deadline; this one only bounds the forwarder's wait.
@@ -468,6 +487,18 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
                              std::chrono::milliseconds{1}, timeout);
       auto rp = self->make_response_promise();
       ++self->state.outstanding;
+      if (via) {
+        auto n = self->state.next++;
+        self->state.waiting.emplace(n, rp);
+        (*via)(to, remote_call{"ask", id, std::move(call), timeout.count()},
+               [me = caf::actor_cast<caf::actor>(self), n](caf::expected<std::string> r) {
+                 if (r)
+                   caf::anon_send(me, forward_done_atom::value, n, agent_reply{std::move(*r)});
+                 else
+                   caf::anon_send(me, forward_done_atom::value, n, std::move(r.error()));
+               });
+        return;
+      }
       self
         ->request(remote, timeout + std::chrono::seconds(1),
                   remote_call{"ask", id, std::move(call), timeout.count()})
@@ -483,9 +514,29 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
             maybe_quit();
           });
     },
+    [self, finish](forward_done_atom, uint64_t n, agent_reply& reply) {
+      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
+        auto rp = std::move(i->second);
+        self->state.waiting.erase(i);
+        finish(rp, std::move(reply));
+      }
+    },
+    [self, finish](forward_done_atom, uint64_t n, caf::error& err) {
+      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
+        auto rp = std::move(i->second);
+        self->state.waiting.erase(i);
+        finish(rp, std::move(err));
+      }
+    },
     [](agent_reply&) {}, // the answers to forwarded tells
     [](caf::error&) {},
-    [self, maybe_quit](migrate_expire_atom) {
+    [self, id, ctx, token](migrate_expire_atom) {
+      // From now on calls by id no longer come here; those queued before this point are
+      // still in the mailbox, ahead of `forward_gone_atom`.
+      (void)ctx->moved->take(id.str(), token);
+      self->send(self, forward_gone_atom::value);
+    },
+    [self, maybe_quit](forward_gone_atom) {
       self->state.closing = true;
       maybe_quit();
     },
@@ -537,16 +588,19 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   auto m = std::move(i->second);
   book.migrating.erase(i);
   (void)self->state.release_child(id.name);
+  if (m.view.has_breaker && m.view.target)
+    caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
+  auto token = book.next_token++;
+  auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self),
+                                  m.job.to, ctx, token);
+  // The forwarder is in place before the record goes: a call that finds no record here
+  // (node_runtime::tell on another thread) then finds the forwarder, never "not found".
+  ctx->moved->put(id.str(), {fwd, m.job.to, token});
   ctx->db->erase_agent(id.str(), [id](caf::error err) {
     if (err)
       log::event(spdlog::level::err, "migrated_agent_not_erased", {{"reason", describe(err)}},
                  id.str());
   });
-  if (m.view.has_breaker && m.view.target)
-    caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
-  auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self));
-  auto token = book.next_token++;
-  ctx->moved->put(id.str(), {fwd, m.job.to, token});
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
                      migrate_expire_atom::value, id, token);
   if (m.agent)
@@ -688,8 +742,9 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
                                          "cluster.migration_timeout_ms"));
       },
       [ctx](migrate_expire_atom, const agent_id& id, uint64_t token) {
-        if (auto fwd = ctx->moved->take(id.str(), token))
-          caf::anon_send(*fwd, migrate_expire_atom::value);
+        // The forwarder takes its entry itself (see forwarder_fn).
+        if (auto m = ctx->moved->find(id.str()); m && m->token == token)
+          caf::anon_send(m->forwarder, migrate_expire_atom::value);
       },
       [self, ctx, book](adopt_atom, adopt_job& job) {
         // It came back (or here for the first time): calls are served here again.
@@ -1030,6 +1085,7 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->breaker_factory = rt->breaker_factory_;
   ctx->moved = rt->moved_;
   ctx->sender = rt->sender_;
+  ctx->forwarder = rt->forwarder_;
   rt->set_agent_sender({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
@@ -1329,6 +1385,10 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
     job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
   }
   caf::anon_send(router, ask_atom::value, std::move(job));
+}
+
+void node_runtime::set_remote_forwarder(remote_forwarder::fn f) {
+  forwarder_->set(std::move(f));
 }
 
 void node_runtime::set_agent_sender(agent_sender::fn f) {

@@ -17,6 +17,7 @@
 
 #include "config/node_config.hpp"
 #include "protocols/agent_id.hpp"
+#include "protocols/cluster.hpp"
 #include "protocols/messages.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/kind.hpp"
@@ -172,6 +173,28 @@ private:
   std::shared_ptr<const fn> f_;
 };
 
+/// How forwarders of agents that moved away reach the agent's new node (the cluster's call
+/// transport once a cluster is attached; without it, the actor the ship function returned).
+/// `done` empty: a tell. Thread-safe.
+class remote_forwarder {
+public:
+  using reply_fn = std::function<void(caf::expected<std::string>)>;
+  using fn = std::function<void(const std::string& member, remote_call req, reply_fn done)>;
+  void set(fn f) {
+    auto p = f ? std::make_shared<const fn>(std::move(f)) : nullptr;
+    std::lock_guard<std::mutex> guard{mtx_};
+    f_ = std::move(p);
+  }
+  [[nodiscard]] std::shared_ptr<const fn> get() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return f_;
+  }
+
+private:
+  mutable std::mutex mtx_;
+  std::shared_ptr<const fn> f_;
+};
+
 class node_runtime {
 public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;
@@ -210,6 +233,11 @@ public:
   /// `send`); empty: back to this node only (`tell`). Call with nullptr before `f`'s target
   /// goes away.
   void set_agent_sender(agent_sender::fn f);
+
+  /// Forwarders of moved agents send through `f` (the cluster's call transport, so that
+  /// forwarded and new calls to the agent's new node share one ordered path); empty: to the
+  /// actor the ship function returned. Call with nullptr before `f`'s target goes away.
+  void set_remote_forwarder(remote_forwarder::fn f);
 
   [[nodiscard]] const kind_registry& kinds() const noexcept {
     return kinds_;
@@ -333,6 +361,7 @@ private:
   /// Agents that moved away (their calls go on to the new node for a while).
   std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
+  std::shared_ptr<remote_forwarder> forwarder_ = std::make_shared<remote_forwarder>();
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;

@@ -121,7 +121,7 @@ protected:
     });
     ASSERT_TRUE(formed) << "the three nodes did not all see each other up; n1 sees "
                         << json(view(0)).dump() << "\n"
-                        << read_file(nodes[0].log);
+                        << log_tails(6000);
     std::cout << "cluster of 3 formed in " << formed->count() << " ms" << std::endl;
   }
 
@@ -161,6 +161,13 @@ protected:
 
 TEST_F(cluster_test, three_nodes_form_a_cluster_and_asks_reach_agents_through_every_gateway) {
   form_three();
+  // n2 and n3 were seeded: joining, then up once linked to every up member; n1 had no seed.
+  for (size_t i = 1; i < 3; ++i) {
+    auto log = read_file(nodes[i].log);
+    EXPECT_NE(log.find(R"("event":"member_up")"), std::string::npos) << log;
+    EXPECT_NE(log.find(R"("reason":"joined")"), std::string::npos) << log;
+  }
+  EXPECT_EQ(read_file(nodes[0].log).find(R"("reason":"joined")"), std::string::npos);
   // Spawned through n1: placement spreads them over the members.
   std::set<std::string> hosts;
   http_client http{nodes[0].proc->gateway_port};
@@ -407,6 +414,17 @@ TEST_F(cluster_test, a_frozen_node_is_suspect_then_down_and_comes_back_when_thaw
   EXPECT_TRUE(back) << "n3 did not come back after SIGCONT\n" << read_file(nodes[2].log);
 }
 
+TEST_F(cluster_test, a_node_whose_seeds_do_not_answer_forms_a_cluster_and_is_up) {
+  add("n1");
+  // Port 1 on 127.0.0.1: nothing listens there, the connection is refused at once.
+  start(0, 1);
+  // Within 3 s: before cluster.join_timeout_ms (5 s) would make it up anyway.
+  EXPECT_TRUE(within(3s, [&] { return all_see({0}, "n1", "up"); })) << json(view(0)).dump() << "\n"
+                                                                    << read_file(nodes[0].log);
+  EXPECT_NE(read_file(nodes[0].log).find("no seed took it in"), std::string::npos)
+    << read_file(nodes[0].log);
+}
+
 TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why) {
   add("n1");
   add("x1");
@@ -420,13 +438,21 @@ TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why
   EXPECT_NE(read_file(nodes[1].log).find("differs from this cluster"), std::string::npos);
   EXPECT_EQ(view(0).count("x1"), 0u) << "the refused node is listed";
   EXPECT_EQ(view(1).size(), 1u) << "the refused node lists others";
-  // A clean stop is `leaving` for the others, not `down`.
+  // A clean stop is `leaving` for the others, then `removed` once it is gone; never `down`.
   add("n2");
   start(2, nodes[0].proc->cluster_port);
   ASSERT_TRUE(within(10s, [&] { return all_see({0}, "n2", "up"); }));
   nodes[2].proc->signal(SIGTERM);
-  EXPECT_TRUE(within(10s, [&] { return all_see({0}, "n2", "leaving"); }))
+  std::set<std::string> seen;
+  EXPECT_TRUE(within(10s,
+                     [&] {
+                       auto v = view(0);
+                       if (v.count("n2") > 0)
+                         seen.insert(v["n2"]["status"].get<std::string>());
+                       return all_see({0}, "n2", "removed");
+                     }))
     << "n1 sees n2 as " << view(0)["n2"].dump();
+  EXPECT_EQ(seen.count("down"), 0u) << "a clean stop was seen as down";
 }
 
 TEST_F(cluster_test, a_counter_migrated_50_times_under_load_keeps_every_acknowledged_increment) {
@@ -590,7 +616,12 @@ TEST_F(cluster_test, a_node_stopped_with_sigterm_hands_its_agents_off_first) {
   auto code = nodes[2].proc->wait_exit(40s);
   ASSERT_TRUE(code) << "n3 did not exit after SIGTERM\n" << log_tails();
   EXPECT_EQ(*code, 0) << log_tails();
-  EXPECT_TRUE(all_see({0, 1}, "n3", "leaving")) << "n1 sees n3 as " << view(0)["n3"].dump();
+  // It left: its link closed while it was leaving, so the others list it as removed.
+  EXPECT_TRUE(within(5s,
+                     [&] {
+                       return all_see({0, 1}, "n3", "removed");
+                     }))
+    << "n1 sees n3 as " << view(0)["n3"].dump();
   auto log = read_file(nodes[2].log);
   EXPECT_NE(log.find(R"("event":"handoff_done")"), std::string::npos) << log;
   EXPECT_NE(log.find(R"("moved":10)"), std::string::npos) << log;

@@ -87,6 +87,64 @@ TEST(member_table, a_member_reports_its_own_leaving_and_agent_count) {
   EXPECT_EQ(t.find("c")->agents, 42u) << "only c reports c's count";
 }
 
+TEST(member_table, a_joining_member_goes_up_by_its_own_word_and_never_back) {
+  member_table t{info("a", 1)};
+  EXPECT_TRUE(t.introduce(info("b", 2, "joining")));
+  EXPECT_EQ(t.find("b")->status, "joining");
+  EXPECT_FALSE(t.merge({info("b", 2, "up")}, "c").changed) << "linked: only b speaks for b";
+  EXPECT_TRUE(t.merge({info("b", 2, "up")}, "b").changed);
+  EXPECT_EQ(t.find("b")->status, "up");
+  EXPECT_FALSE(t.merge({info("b", 2, "joining")}, "b").changed) << "status never goes back";
+  EXPECT_EQ(t.find("b")->status, "up");
+  // Learned by gossip while joining: connect to it like to an up member.
+  auto ch = t.merge({info("c", 3, "joining")}, "b");
+  ASSERT_EQ(ch.connect.size(), 1u);
+  EXPECT_EQ(ch.connect[0], "c");
+  // A joining member whose link breaks is down.
+  t.introduce(info("d", 4, "joining"));
+  EXPECT_TRUE(t.link_lost("d"));
+  EXPECT_EQ(t.find("d")->status, "down");
+}
+
+TEST(member_table, down_members_are_removed_then_forgotten_and_a_clean_leave_is_removed) {
+  using namespace std::chrono_literals;
+  member_table t{info("a", 1)};
+  auto t0 = member_table::clock::now();
+  t.introduce(info("b", 2));
+  t.introduce(info("c", 3));
+  t.merge({info("c", 3, "leaving")}, "c", t0);
+  EXPECT_TRUE(t.link_lost("b", t0));
+  EXPECT_TRUE(t.link_lost("c", t0)) << "c left cleanly";
+  EXPECT_EQ(t.find("c")->status, "removed");
+  EXPECT_TRUE(t.expire(t0 + 999ms, 1s).empty());
+  auto aged = t.expire(t0 + 1s, 1s);
+  ASSERT_EQ(aged.size(), 2u); // b down -> removed; c removed -> forgotten
+  EXPECT_EQ(t.find("b")->status, "removed");
+  EXPECT_EQ(t.find("c"), nullptr);
+  // Gossip that still names c as removed does not bring it back; a new incarnation does.
+  EXPECT_FALSE(t.merge({info("c", 3, "removed")}, "b").changed);
+  EXPECT_EQ(t.find("c"), nullptr);
+  EXPECT_FALSE(t.merge({info("b", 2, "down")}, "x").changed) << "removed is final";
+  EXPECT_TRUE(t.merge({info("b", 5, "joining")}, "x").changed);
+  EXPECT_EQ(t.find("b")->status, "joining");
+  EXPECT_EQ(t.find("b")->incarnation, 5u);
+  EXPECT_EQ(t.expire(t0 + 10s, 1s).size(), 0u) << "b's new incarnation is not down";
+  EXPECT_EQ(t.find("b")->status, "joining");
+}
+
+TEST(member_table, holds_at_most_members_max_entries) {
+  member_table t{info("a", 1), 3};
+  EXPECT_TRUE(t.introduce(info("b", 2)));
+  EXPECT_FALSE(t.full());
+  t.merge({info("c", 3), info("d", 4)}, "b");
+  EXPECT_TRUE(t.full());
+  EXPECT_EQ(t.list().size(), 3u);
+  EXPECT_EQ(t.find("d"), nullptr);
+  EXPECT_FALSE(t.introduce(info("e", 5)));
+  EXPECT_EQ(t.find("e"), nullptr);
+  EXPECT_TRUE(t.merge({info("c", 9)}, "c").changed) << "known names still change";
+}
+
 namespace {
 
 /// A simulated cluster: each node's table, its current incarnation, live links, and gossip in
