@@ -153,11 +153,12 @@ private:
 ///
 /// Thread-safe. Callbacks run on a CAF worker thread (or inline on the calling thread for
 /// errors found before any message is sent); they must not block.
-/// Where agents' own messages to other agents go (`call_context::send`): this node's runtime,
-/// or the cluster once one is attached. Thread-safe.
-class agent_sender {
+/// A function that can be replaced while other threads call it: `get` hands out the current
+/// one (kept alive by the caller's copy of the pointer). Thread-safe.
+template <class Fn>
+class replaceable_fn {
 public:
-  using fn = std::function<caf::error(const agent_id& to, agent_call call)>;
+  using fn = Fn;
   void set(fn f) {
     auto p = f ? std::make_shared<const fn>(std::move(f)) : nullptr;
     std::lock_guard<std::mutex> guard{mtx_};
@@ -173,26 +174,17 @@ private:
   std::shared_ptr<const fn> f_;
 };
 
+/// Where agents' own messages to other agents go (`call_context::send`): this node's runtime,
+/// or the cluster once one is attached.
+using agent_sender = replaceable_fn<std::function<caf::error(const agent_id& to, agent_call call)>>;
+
 /// How forwarders of agents that moved away reach the agent's new node (the cluster's call
 /// transport once a cluster is attached; without it, the actor the ship function returned).
-/// `done` empty: a tell. Thread-safe.
-class remote_forwarder {
-public:
+/// `done` empty: a tell.
+struct remote_forwarder
+    : replaceable_fn<std::function<void(const std::string& member, remote_call req,
+                                        std::function<void(caf::expected<std::string>)> done)>> {
   using reply_fn = std::function<void(caf::expected<std::string>)>;
-  using fn = std::function<void(const std::string& member, remote_call req, reply_fn done)>;
-  void set(fn f) {
-    auto p = f ? std::make_shared<const fn>(std::move(f)) : nullptr;
-    std::lock_guard<std::mutex> guard{mtx_};
-    f_ = std::move(p);
-  }
-  [[nodiscard]] std::shared_ptr<const fn> get() const {
-    std::lock_guard<std::mutex> guard{mtx_};
-    return f_;
-  }
-
-private:
-  mutable std::mutex mtx_;
-  std::shared_ptr<const fn> f_;
 };
 
 class node_runtime {
