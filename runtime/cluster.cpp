@@ -330,10 +330,10 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
         : m.status == "down"                                ? "member_down"
         : m.status == "removed"                             ? "member_removed"
                                                             : "member_leaving";
-      if (event != nullptr && std::string_view{event} == "member_up") {
-        log_member(m, event);
-      } else if (event != nullptr) {
-        log_member(m, event);
+      if (event == nullptr)
+        continue;
+      log_member(m, event);
+      if (old->incarnation != m.incarnation || m.status != "up") { // (joining -> up moves none)
         st.shared->forget_member(m.name); // its agents are elsewhere now, or nowhere
         if (m.status == "down" || old->transport != m.transport)
           st.shared->transport->drop(old->transport); // its waiting calls fail now
@@ -666,7 +666,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       }
       if (st.table->find(req.self.name) == nullptr && st.table->full()) {
         auto reason = "the member list is full (cluster.members_max = "
-          + std::to_string(st.table->list().size()) + ")";
+          + std::to_string(st.table->others().size() + 1) + ")";
         refuse_log(who, reason);
         return {false, reason, {}};
       }
@@ -1186,9 +1186,10 @@ void cluster::shared_state::forget_member(const std::string& member) {
 }
 
 cluster::~cluster() {
-  if (rt_ != nullptr)
+  if (rt_ != nullptr) {
     rt_->set_agent_sender({}); // agents' sends stay on this node from now on
-  rt_->set_remote_forwarder({});
+    rt_->set_remote_forwarder({});
+  }
   leave();
   stop_rebalancer();
   // Pending calls fail with shutting_down; the transport's thread ends here. (The object

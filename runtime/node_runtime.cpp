@@ -458,7 +458,7 @@ using forwarder_actor = caf::stateful_actor<forwarder_state>;
 /// of anything sent to the new node afterwards), then quits once every forwarded ask is
 /// answered; the end of `owner` (its tenant supervisor) ends it too.
 caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id, caf::actor owner,
-                           std::string to, ctx_ptr ctx, uint64_t token) {
+                           std::string to, const ctx_ptr& ctx, uint64_t token) {
   self->monitor(owner);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   auto maybe_quit = [self] {
@@ -470,9 +470,17 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
     --self->state.outstanding;
     maybe_quit();
   };
+  // The answer to forwarded ask `n` (sent through the remote forwarder).
+  auto settle = [self, finish](uint64_t n, auto&& result) {
+    if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
+      auto rp = std::move(i->second);
+      self->state.waiting.erase(i);
+      finish(rp, std::forward<decltype(result)>(result));
+    }
+  };
   return {
-    [self, remote, id, to, ctx, maybe_quit](agent_call& call) {
-      auto via = ctx->forwarder->get();
+    [self, remote, id, to, forwarder = ctx->forwarder, finish](agent_call& call) {
+      auto via = forwarder->get();
       if (!self->current_mailbox_element()->mid.is_request()) {
         if (via)
           (*via)(to, remote_call{"tell", id, std::move(call), 0}, nullptr);
@@ -502,38 +510,17 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
       self
         ->request(remote, timeout + std::chrono::seconds(1),
                   remote_call{"ask", id, std::move(call), timeout.count()})
-        .then(
-          [self, rp, maybe_quit](agent_reply& reply) mutable {
-            rp.deliver(std::move(reply));
-            --self->state.outstanding;
-            maybe_quit();
-          },
-          [self, rp, maybe_quit](caf::error& err) mutable {
-            rp.deliver(std::move(err));
-            --self->state.outstanding;
-            maybe_quit();
-          });
+        .then([rp, finish](agent_reply& reply) mutable { finish(rp, std::move(reply)); },
+              [rp, finish](caf::error& err) mutable { finish(rp, std::move(err)); });
     },
-    [self, finish](forward_done_atom, uint64_t n, agent_reply& reply) {
-      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
-        auto rp = std::move(i->second);
-        self->state.waiting.erase(i);
-        finish(rp, std::move(reply));
-      }
-    },
-    [self, finish](forward_done_atom, uint64_t n, caf::error& err) {
-      if (auto i = self->state.waiting.find(n); i != self->state.waiting.end()) {
-        auto rp = std::move(i->second);
-        self->state.waiting.erase(i);
-        finish(rp, std::move(err));
-      }
-    },
+    [settle](forward_done_atom, uint64_t n, agent_reply& reply) { settle(n, std::move(reply)); },
+    [settle](forward_done_atom, uint64_t n, caf::error& err) { settle(n, std::move(err)); },
     [](agent_reply&) {}, // the answers to forwarded tells
     [](caf::error&) {},
-    [self, id, ctx, token](migrate_expire_atom) {
+    [self, id, moved = ctx->moved, token](migrate_expire_atom) {
       // From now on calls by id no longer come here; those queued before this point are
       // still in the mailbox, ahead of `forward_gone_atom`.
-      (void)ctx->moved->take(id.str(), token);
+      (void)moved->take(id.str(), token);
       self->send(self, forward_gone_atom::value);
     },
     [self, maybe_quit](forward_gone_atom) {
