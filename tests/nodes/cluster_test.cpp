@@ -425,6 +425,23 @@ TEST_F(cluster_test, a_node_whose_seeds_do_not_answer_forms_a_cluster_and_is_up)
     << read_file(nodes[0].log);
 }
 
+TEST_F(cluster_test, a_join_beyond_members_max_is_refused_naming_the_key) {
+  add("n1");
+  add("n2");
+  add("n3");
+  std::vector<std::string> two{"--set", "cluster.members_max=2"};
+  start(0, 0, two);
+  start(1, nodes[0].proc->cluster_port, two);
+  ASSERT_TRUE(within(10s, [&] { return all_see({0}, "n2", "up") && all_see({1}, "n1", "up"); }))
+    << log_tails();
+  start(2, nodes[0].proc->cluster_port, two);
+  EXPECT_TRUE(within(
+    10s, [&] { return read_file(nodes[2].log).find("cluster.members_max") != std::string::npos; }))
+    << log_tails();
+  EXPECT_EQ(view(0).count("n3"), 0u) << "n1 let a third member in";
+  EXPECT_EQ(view(0).size(), 2u);
+}
+
 TEST_F(cluster_test, a_node_of_another_cluster_is_refused_and_both_sides_log_why) {
   add("n1");
   add("x1");
