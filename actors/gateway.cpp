@@ -24,6 +24,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "actors/auth.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/messages.hpp"
@@ -294,7 +295,11 @@ http::status status_of(errc code) {
     case errc::invalid_agent_id:
     case errc::unknown_kind:
     case errc::invalid_config: return http::status::bad_request;
-    case errc::agent_not_found: return http::status::not_found;
+    case errc::agent_not_found:
+    case errc::not_found: return http::status::not_found;
+    case errc::unauthenticated: return http::status::unauthorized;
+    case errc::forbidden: return http::status::forbidden;
+    case errc::rate_limited: return http::status::too_many_requests;
     case errc::agent_exists:
     case errc::conflict: return http::status::conflict;
     case errc::storage_full: return http::status::insufficient_storage;
@@ -340,7 +345,19 @@ caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(std::strin
 }
 
 /// The route templates, also the `route` label of the request metrics.
-enum class route_id { healthz, readyz, agents, agent, tell, ask, migrate, backup, cluster_nodes };
+enum class route_id {
+  healthz,
+  readyz,
+  agents,
+  agent,
+  tell,
+  ask,
+  migrate,
+  backup,
+  cluster_nodes,
+  keys,
+  key
+};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -353,14 +370,18 @@ std::string_view path_template(route_id r) {
     case route_id::migrate: return "/v1/agents/{id}/migrate";
     case route_id::backup: return "/v1/admin/backup";
     case route_id::cluster_nodes: return "/v1/cluster/nodes";
+    case route_id::keys: return "/v1/keys";
+    case route_id::key: return "/v1/keys/{id}";
   }
   return "?";
 }
 
 std::string_view allowed_methods(route_id r) {
   switch (r) {
-    case route_id::agents: return "GET, POST";
+    case route_id::agents:
+    case route_id::keys: return "GET, POST";
     case route_id::agent: return "GET, DELETE";
+    case route_id::key: return "DELETE";
     case route_id::cluster_nodes: return "GET";
     case route_id::tell:
     case route_id::ask:
@@ -372,14 +393,49 @@ std::string_view allowed_methods(route_id r) {
 
 bool method_allowed(route_id r, http::verb v) {
   switch (r) {
-    case route_id::agents: return v == http::verb::get || v == http::verb::post;
+    case route_id::agents:
+    case route_id::keys: return v == http::verb::get || v == http::verb::post;
     case route_id::agent: return v == http::verb::get || v == http::verb::delete_;
+    case route_id::key: return v == http::verb::delete_;
     case route_id::cluster_nodes: return v == http::verb::get;
     case route_id::tell:
     case route_id::ask:
     case route_id::migrate:
     case route_id::backup: return v == http::verb::post;
     default: return v == http::verb::get;
+  }
+}
+
+/// The least role a request needs (the permission table in gateway.hpp). Tenant scoping is
+/// checked separately, against the agent or key the request names.
+role required_role(route_id r, http::verb v) {
+  switch (r) {
+    case route_id::healthz:
+    case route_id::readyz:
+    case route_id::cluster_nodes: return role::viewer;
+    case route_id::agents:
+    case route_id::agent: return v == http::verb::get ? role::viewer : role::operator_;
+    case route_id::tell:
+    case route_id::ask:
+    case route_id::keys:
+    case route_id::key: return role::operator_;
+    case route_id::migrate:
+    case route_id::backup: return role::admin;
+  }
+  return role::admin;
+}
+
+/// Whether a request on `r` changes state outside an agent's own message handling: those are
+/// written to the audit log whatever their outcome.
+bool audited(route_id r, http::verb v) {
+  switch (r) {
+    case route_id::agents:
+    case route_id::keys: return v == http::verb::post;
+    case route_id::agent:
+    case route_id::key: return v == http::verb::delete_;
+    case route_id::migrate:
+    case route_id::backup: return true;
+    default: return false;
   }
 }
 
@@ -417,11 +473,12 @@ struct post_gate {
 };
 
 struct gateway::impl {
-  impl(node_runtime& runtime, const node_config::gateway_section& config)
-      : rt(runtime), cfg(config), gate(std::make_shared<post_gate>()) {}
+  impl(node_runtime& runtime, const node_config::gateway_section& config, security& security)
+      : rt(runtime), cfg(config), sec(security), gate(std::make_shared<post_gate>()) {}
 
   node_runtime& rt;
   const node_config::gateway_section cfg;
+  security& sec;
   std::shared_ptr<post_gate> gate;
   std::optional<asio::io_context> ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -597,6 +654,11 @@ private:
     version_ = 11;
     keep_alive_ = false;
     waiting_ = false;
+    principal_.reset();
+    audit_ = false;
+    audit_target_.clear();
+    retry_after_s_ = 1;
+    code_.clear();
   }
 
   // -- routing --------------------------------------------------------------------------------
@@ -637,6 +699,25 @@ private:
                            "path '" + std::string{path} + "' has a bad %-escape");
       parts.push_back(std::move(*d));
     }
+    // Every route but the probes needs credentials: checked before routing, so that an
+    // anonymous caller learns nothing about which paths exist.
+    bool probe = parts.size() == 1 && (parts[0] == "healthz" || parts[0] == "readyz");
+    if (!probe) {
+      auto who = gw_.sec.authenticate(std_sv(req[http::field::authorization]));
+      if (!who)
+        return reply_error(who.error());
+      principal_ = std::move(*who);
+      auto wait_ms = gw_.sec.limiter().admit(principal_->tenant, steady_clock::now());
+      if (wait_ms > 0) {
+        retry_after_s_ = (wait_ms + 999) / 1000;
+        auto& q = gw_.sec.quota();
+        return reply_error(make_error(
+          errc::rate_limited, "tenant '" + principal_->tenant + "' exceeds quota.requests_per_s = "
+                                + std::to_string(q.requests_per_s) + " (quota.burst_requests = "
+                                + std::to_string(q.burst_requests) + "); retry in "
+                                + std::to_string(wait_ms) + " ms"));
+      }
+    }
     std::optional<route_id> route;
     if (parts.size() == 1 && parts[0] == "healthz")
       route = route_id::healthz;
@@ -646,6 +727,10 @@ private:
       route = route_id::backup;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "cluster" && parts[2] == "nodes")
       route = route_id::cluster_nodes;
+    else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "keys")
+      route = route_id::keys;
+    else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "keys")
+      route = route_id::key;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
       if (parts.size() == 2)
         route = route_id::agents;
@@ -672,6 +757,10 @@ private:
                          allowed_methods(*route));
     }
     route_ = std::string{std_sv(req.method_string())} + ' ' + std::string{path_template(*route)};
+    audit_ = audited(*route, req.method());
+    if (principal_)
+      if (auto err = authorize(*principal_, required_role(*route, req.method()), {}, route_))
+        return reply_error(err);
     std::optional<agent_id> id;
     if (parts.size() >= 4) {
       auto parsed = make_agent_id(parts[2], parts[3]);
@@ -679,6 +768,8 @@ private:
         return reply_error(parsed.error());
       id = std::move(*parsed);
       actor_ = id->str();
+      if (auto err = authorize(*principal_, role::viewer, id->tenant, route_))
+        return reply_error(err);
     }
     switch (*route) {
       case route_id::healthz:
@@ -713,7 +804,130 @@ private:
         if (auto err = no_query(query))
           return reply_error(err);
         return cluster_nodes();
+      case route_id::keys:
+        if (req.method() == http::verb::post)
+          return create_key(query, req.body());
+        return list_keys(query);
+      case route_id::key:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return revoke_key(parts[2]);
     }
+  }
+
+  // -- API keys -------------------------------------------------------------------------------
+
+  /// `POST /v1/keys {"tenant","role","name"}`: 201 with the key, shown this once.
+  void create_key(std::string_view query, const std::string& body) {
+    if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto doc = nlohmann::json::parse(body, nullptr, false);
+    if (!doc.is_object())
+      return bad_field(R"(body must be {"tenant":"...","role":"admin|operator|viewer","name":"..."})");
+    std::string tenant = principal_->tenant;
+    std::optional<role> level;
+    std::string name;
+    for (auto& [k, v] : doc.items()) {
+      if (k == "tenant") {
+        if (!v.is_string())
+          return bad_field("field 'tenant' must be a string");
+        tenant = v.get<std::string>();
+      } else if (k == "role") {
+        auto r = v.is_string() ? parse_role(v.get<std::string>())
+                               : caf::expected<role>{make_error(errc::invalid_argument, "")};
+        if (!r)
+          return bad_field(R"(field 'role' must be "admin", "operator" or "viewer")");
+        level = *r;
+      } else if (k == "name") {
+        if (!v.is_string())
+          return bad_field("field 'name' must be a string");
+        name = v.get<std::string>();
+      } else {
+        return bad_field("unknown field '" + k.substr(0, 64) + "' (allowed: tenant, role, name)");
+      }
+    }
+    if (!level)
+      return bad_field(R"(field 'role' is required ("admin", "operator" or "viewer"))");
+    if (name.empty())
+      return bad_field("field 'name' is required (1..64 bytes of A-Z a-z 0-9 '-' '_' '.')");
+    if (*level > principal_->level)
+      return reply_error(make_error(errc::forbidden,
+                                    principal_->subject + " has role "
+                                      + std::string{to_string(principal_->level)}
+                                      + " and may not create a key of role "
+                                      + std::string{to_string(*level)}));
+    if (auto err = authorize(*principal_, role::operator_, tenant, route_))
+      return reply_error(err);
+    auto made = gw_.sec.keys().create(tenant, *level, name);
+    if (!made)
+      return reply_error(made.error());
+    audit_target_ = made->first.id;
+    log::event(spdlog::level::info, "api_key_created",
+               {{"id", made->first.id},
+                {"tenant", made->first.tenant},
+                {"role", std::string{to_string(made->first.level)}},
+                {"name", made->first.name},
+                {"by", principal_->subject}},
+               {}, cid_);
+    reply_json(http::status::created,
+               dump({{"id", made->first.id},
+                     {"key", made->second},
+                     {"tenant", made->first.tenant},
+                     {"role", std::string{to_string(made->first.level)}},
+                     {"name", made->first.name},
+                     {"created_ms", made->first.created_ms}}),
+               "/v1/keys/" + made->first.id);
+  }
+
+  /// `GET /v1/keys?tenant=`: the keys the caller may see (never their hashes).
+  void list_keys(std::string_view query) {
+    auto q = parse_query(query, {"tenant"});
+    if (!q)
+      return reply_error(q.error());
+    std::string tenant;
+    if (auto i = q->find("tenant"); i != q->end())
+      tenant = i->second;
+    if (principal_->level != role::admin) {
+      if (!tenant.empty())
+        if (auto err = authorize(*principal_, role::operator_, tenant, route_))
+          return reply_error(err);
+      tenant = principal_->tenant;
+    }
+    auto keys = nlohmann::json::array();
+    for (auto& r : gw_.sec.keys().list(tenant))
+      keys.push_back({{"id", r.id},
+                      {"tenant", r.tenant},
+                      {"role", std::string{to_string(r.level)}},
+                      {"name", r.name},
+                      {"created_ms", r.created_ms}});
+    reply_json(http::status::ok, dump({{"keys", std::move(keys)}}));
+  }
+
+  /// `DELETE /v1/keys/{id}`: 204; the key stops working at once on this node.
+  void revoke_key(const std::string& key_id) {
+    audit_target_ = key_id.substr(0, 64);
+    auto rec = gw_.sec.keys().find(key_id);
+    if (!rec)
+      return reply_error(make_error(
+        errc::not_found, "no API key with id '" + key_id.substr(0, 64) + "'"
+                           + (key_id == "bootstrap" ? std::string{" (the key of auth.admin_key_file "
+                                                                  "is changed in that file)"}
+                                                    : std::string{})));
+    if (auto err = authorize(*principal_, role::operator_, rec->tenant, route_))
+      return reply_error(err);
+    if (rec->level > principal_->level)
+      return reply_error(make_error(errc::forbidden,
+                                    principal_->subject + " has role "
+                                      + std::string{to_string(principal_->level)}
+                                      + " and may not revoke a key of role "
+                                      + std::string{to_string(rec->level)}));
+    if (auto err = gw_.sec.keys().revoke(key_id))
+      return reply_error(err);
+    log::event(spdlog::level::info, "api_key_revoked",
+               {{"id", key_id}, {"tenant", rec->tenant}, {"by", principal_->subject}}, {}, cid_);
+    reply_json(http::status::no_content, {});
   }
 
   /// `GET /v1/cluster/nodes`: the member list as this node sees it.
@@ -840,6 +1054,8 @@ private:
     if (!id)
       return reply_error(id.error());
     actor_ = id->str();
+    if (auto err = authorize(*principal_, role::operator_, id->tenant, route_))
+      return reply_error(err);
     sr.id = std::move(*id);
     sr.correlation_id = cid_;
     auto done = bind_reply<caf::expected<agent_view>>(
@@ -887,6 +1103,16 @@ private:
         return reply_error(
           make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
       tenant = i->second;
+    }
+    if (principal_->level != role::admin) {
+      // Listings never show another tenant's agents.
+      if (!tenant.empty())
+        if (auto err = authorize(*principal_, role::viewer, tenant, route_))
+          return reply_error(err);
+      tenant = principal_->tenant;
+      if (!after.empty() && parse_agent_id(after)->tenant != tenant)
+        return reply_error(make_error(errc::forbidden, "query parameter 'after' names an agent of "
+                                                       "another tenant"));
     }
     auto views = gw_.rt.list(tenant, after, limit + 1);
     nlohmann::json next = nullptr;
@@ -972,8 +1198,20 @@ private:
     gw_.rt.stop(id, std::move(done));
   }
 
+  /// Checks a tell or ask body against `quota.message_bytes_max`.
+  caf::error check_message_size(const std::string& body) const {
+    auto max = gw_.sec.quota().message_bytes_max;
+    if (static_cast<int64_t>(body.size()) > max)
+      return make_error(errc::too_large, "message body of " + std::to_string(body.size())
+                                           + " bytes exceeds quota.message_bytes_max ("
+                                           + std::to_string(max) + " bytes)");
+    return {};
+  }
+
   void tell(const agent_id& id, std::string_view query, std::string body) {
     if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_message_size(body))
       return reply_error(err);
     if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
       return reply_error(err);
@@ -1008,6 +1246,8 @@ private:
                              + "'");
       timeout_ms = *n;
     }
+    if (auto err = check_message_size(body))
+      return reply_error(err);
     if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
       return reply_error(err);
     auto now_ms =
@@ -1099,12 +1339,17 @@ private:
                   {"code", std::string{code}},
                   {"message", message}},
                  actor_, cid_);
+    code_ = std::string{code};
     nlohmann::json body{{"error", {{"code", std::string{code}}, {"message", std::move(message)}}}};
     res_ = {};
     if (!allow.empty())
       res_.set(http::field::allow, beast_sv(allow));
     if (st == http::status::service_unavailable)
       res_.set(http::field::retry_after, "1");
+    if (st == http::status::too_many_requests)
+      res_.set(http::field::retry_after, std::to_string(retry_after_s_));
+    if (st == http::status::unauthorized)
+      res_.set(http::field::www_authenticate, R"(Bearer realm="hive")");
     send(st, dump(body));
   }
 
@@ -1128,6 +1373,8 @@ private:
     res_.prepare_payload();
     auto secs = std::chrono::duration<double>(steady_clock::now() - started_).count();
     gw_.rt.metrics().gateway_request(route_, static_cast<int>(st), secs);
+    if (audit_ || st == http::status::unauthorized || st == http::status::forbidden)
+      write_audit(st);
     if (log::enabled(spdlog::level::debug))
       log::event(spdlog::level::debug, "http_request",
                  {{"method", method_},
@@ -1141,6 +1388,32 @@ private:
                       [self = shared_from_this(), keep](beast::error_code ec, size_t) {
                         self->on_write(ec, keep);
                       });
+  }
+
+  /// One audit line for this exchange.
+  void write_audit(http::status st) {
+    auto* log = gw_.sec.audit();
+    if (log == nullptr)
+      return;
+    auto now_ms = std::chrono::duration_cast<milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    auto path = target_.substr(0, target_.find('?'));
+    nlohmann::json rec{
+      {"ts_ms", now_ms},
+      {"node", gw_.sec.node_name()},
+      {"principal", principal_ ? principal_->subject : std::string{"anonymous"}},
+      {"tenant", principal_ ? nlohmann::json(principal_->tenant) : nlohmann::json(nullptr)},
+      {"role", principal_ ? nlohmann::json(std::string{to_string(principal_->level)})
+                          : nlohmann::json(nullptr)},
+      {"action", route_},
+      {"method", method_},
+      {"path", path.substr(0, 512)},
+      {"target", !actor_.empty() ? actor_ : audit_target_},
+      {"status", static_cast<unsigned>(st)},
+      {"result", code_.empty() ? std::string{"ok"} : code_},
+      {"correlation_id", log::format_cid(cid_)}};
+    log->write(rec);
   }
 
   void on_write(beast::error_code ec, bool keep) {
@@ -1209,6 +1482,16 @@ private:
   std::string target_;
   std::string actor_;
   steady_clock::time_point started_;
+  /// Who sent the request (unset for the probes and before authentication).
+  std::optional<principal> principal_;
+  /// Write this exchange to the audit log whatever its status.
+  bool audit_ = false;
+  /// What the exchange acted on when that is not an agent (a key id).
+  std::string audit_target_;
+  /// The Retry-After of a 429, in seconds.
+  int64_t retry_after_s_ = 1;
+  /// The error code of the response (empty: success).
+  std::string code_;
 };
 
 } // namespace
@@ -1256,7 +1539,8 @@ void gateway::impl::on_accept(beast::error_code ec, tcp::socket socket) {
 gateway::gateway(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
 
 caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
-                                                       const node_config::gateway_section& cfg) {
+                                                       const node_config::gateway_section& cfg,
+                                                       security& sec) {
   auto bad = [](std::string key, int64_t value, std::string range) {
     return make_error(errc::invalid_config,
                       "gateway." + key + " = " + std::to_string(value) + " is out of range ("
@@ -1281,7 +1565,7 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
                "1..gateway.ask_timeout_ms_max");
   if (cfg.page_size_max < 1)
     return bad("page_size_max", cfg.page_size_max, ">= 1");
-  auto st = std::make_shared<impl>(rt, cfg);
+  auto st = std::make_shared<impl>(rt, cfg, sec);
   auto where = cfg.listen.str();
   try {
     st->ioc.emplace(static_cast<int>(cfg.threads));

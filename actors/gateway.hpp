@@ -64,6 +64,7 @@ namespace hive {
 
 class node_runtime;
 class cluster;
+class security;
 
 /// The HTTP gateway: accepts connections on `gateway.listen`, translates requests into
 /// `node_runtime` calls and answers with JSON. Runs `gateway.threads` threads of its own;
@@ -76,11 +77,12 @@ class cluster;
 /// dropped. The `node_runtime` must outlive the gateway.
 class gateway {
 public:
-  /// Binds `cfg.listen` (port 0 = ephemeral) and starts serving. Errors: `io_error` naming the
-  /// address and the reason when resolving or binding fails, `invalid_config` for limits
-  /// out of range.
+  /// Binds `cfg.listen` (port 0 = ephemeral) and starts serving, authenticating and
+  /// authorizing every request through `sec` (which must outlive the gateway). Errors:
+  /// `io_error` naming the address and the reason when resolving or binding fails,
+  /// `invalid_config` for limits out of range.
   [[nodiscard]] static caf::expected<std::unique_ptr<gateway>> start(
-    node_runtime& rt, const node_config::gateway_section& cfg);
+    node_runtime& rt, const node_config::gateway_section& cfg, security& sec);
 
   /// Stops accepting, closes every connection and joins the threads.
   ~gateway();

@@ -1,5 +1,6 @@
 """Shared by the cluster benchmarks (cluster_down.py, migration_pause.py): agent-node
-processes on 127.0.0.1 with their own data directories, polling, quantiles."""
+processes on 127.0.0.1 with their own data directories, polling, quantiles. Every node takes
+the admin key of ADMIN_KEY_FILE (--admin-key-file) and every request carries it."""
 
 import json
 import os
@@ -10,9 +11,17 @@ import sys
 import time
 import urllib.request
 
+# One admin key per benchmark run, in a file only this user can read.
+ADMIN_KEY = "hive-bench-admin-" + os.urandom(16).hex()
+ADMIN_KEY_FILE = os.path.join("/tmp", f"hive-bench-admin-key-{os.getpid()}")
+with open(os.open(ADMIN_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+    f.write(ADMIN_KEY + "\n")
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
 
 def get_nodes(gateway):
-    with urllib.request.urlopen(f"http://{gateway}/v1/cluster/nodes", timeout=2) as r:
+    req = urllib.request.Request(f"http://{gateway}/v1/cluster/nodes", headers=AUTH)
+    with urllib.request.urlopen(req, timeout=2) as r:
         return {n["name"]: n for n in json.load(r)["nodes"]}
 
 
@@ -27,7 +36,8 @@ class Node:
     def start(self):
         args = [self.binary, "--name", self.name, "--data-dir", self.data,
                 "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-                "--cluster", "127.0.0.1:0", "--log-level", os.environ.get("HIVE_BENCH_LOG_LEVEL", "warn")]
+                "--cluster", "127.0.0.1:0", "--admin-key-file", ADMIN_KEY_FILE,
+                "--log-level", os.environ.get("HIVE_BENCH_LOG_LEVEL", "warn")]
         if self.seed_port:
             args += ["--seed", f"127.0.0.1:{self.seed_port}"]
         args += self.extra
@@ -65,7 +75,8 @@ def request(gateway, method, path, body=None, timeout=10, headers=None):
     """One HTTP request with a JSON body; returns (status, parsed JSON or text)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://{gateway}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+                                 headers={"Content-Type": "application/json", **AUTH,
+                                          **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             text = r.read().decode()

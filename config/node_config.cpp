@@ -175,6 +175,37 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(breaker, reset_timeout_ms_max, 1, 86400000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(breaker, half_open_probes, 1, 10000, "calls"));
     t.push_back(HIVE_INT_KEY(breaker, call_timeout_ms, 1, 3600000, "milliseconds"));
+    auto path_key = [](std::string path, std::function<std::string*(node_config&)> field) {
+      return key_spec{path, "file path", 0, 0, key_spec::string, {}, std::move(field), {},
+                      [path](std::string_view v) -> caf::error {
+                        if (v.size() > 4096)
+                          return config_error(path + " is longer than 4096 bytes");
+                        return {};
+                      },
+                      "empty or a file path of at most 4096 bytes"};
+    };
+    auto name_key = [](std::string path, std::function<std::string*(node_config&)> field) {
+      return key_spec{path, "claim value", 0, 0, key_spec::string, {}, std::move(field), {},
+                      [path](std::string_view v) -> caf::error {
+                        if (v.empty() || v.size() > 256)
+                          return config_error(path + " must be 1..256 bytes");
+                        return {};
+                      },
+                      "1..256 bytes"};
+    };
+    t.push_back(path_key("auth.admin_key_file", [](node_config& c) { return &c.auth.admin_key_file; }));
+    t.push_back(path_key("auth.jwt_secret_file", [](node_config& c) { return &c.auth.jwt_secret_file; }));
+    t.push_back(name_key("auth.jwt_issuer", [](node_config& c) { return &c.auth.jwt_issuer; }));
+    t.push_back(name_key("auth.jwt_audience", [](node_config& c) { return &c.auth.jwt_audience; }));
+    t.push_back(HIVE_INT_KEY(auth, jwt_clock_skew_ms, 0, 600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(auth, keys_max, 1, 1000000, "keys"));
+    t.push_back(HIVE_INT_KEY(quota, requests_per_s, 1, 100000000, "requests per second per tenant"));
+    t.push_back(HIVE_INT_KEY(quota, burst_requests, 1, 1000000000, "requests"));
+    t.push_back(HIVE_INT_KEY(quota, message_bytes_max, 1, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(quota, tenants_tracked_max, 1, 100000000, "tenants"));
+    t.push_back(path_key("audit.path", [](node_config& c) { return &c.audit.path; }));
+    t.push_back(HIVE_INT_KEY(audit, file_bytes_max, 4096, int64_t{1} << 40, "bytes"));
+    t.push_back(HIVE_INT_KEY(audit, files_max, 1, 1000, "files"));
     return t;
   }();
   return table;
@@ -406,6 +437,9 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
                  "cluster endpoint HOST:PORT of this node (cluster.listen); joins or forms a "
                  "cluster");
   app.add_option("--seed", seeds, "cluster endpoint HOST:PORT of a node to join, repeatable");
+  std::string admin_key_file;
+  app.add_option("--admin-key-file", admin_key_file,
+                 "file holding the bootstrap admin API key (auth.admin_key_file)");
   app.add_option("--set", sets, "override any config key: --set section.key=value");
   cli_result result;
   try {
@@ -444,6 +478,8 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
   if (auto err = flag(log_level, "log.level", "--log-level"))
     return err;
   if (auto err = flag(cluster, "cluster.listen", "--cluster"))
+    return err;
+  if (auto err = flag(admin_key_file, "auth.admin_key_file", "--admin-key-file"))
     return err;
   for (auto& seed : seeds) {
     auto joined = cfg.cluster.seeds.empty() ? seed : cfg.cluster.seeds + "," + seed;

@@ -135,6 +135,35 @@ struct node_config {
     int64_t half_open_probes = 1;
     int64_t call_timeout_ms = 5000;
   } breaker;
+
+  /// Gateway authentication: API keys and HS256 JWTs (actors/auth.hpp).
+  struct auth_section {
+    /// File holding the bootstrap admin key (`--admin-key-file`); empty: one is generated at
+    /// first start, stored hashed in the data directory and printed once.
+    std::string admin_key_file = {};
+    /// File holding the HS256 secret for JWT bearer tokens; empty: JWTs are refused.
+    std::string jwt_secret_file = {};
+    std::string jwt_issuer = "hive";
+    std::string jwt_audience = "hive";
+    int64_t jwt_clock_skew_ms = 30000;
+    int64_t keys_max = 10000;
+  } auth;
+
+  /// Per-tenant limits enforced by the gateway.
+  struct quota_section {
+    int64_t requests_per_s = 10000;
+    int64_t burst_requests = 20000;
+    int64_t message_bytes_max = 1 << 20;
+    int64_t tenants_tracked_max = 100000;
+  } quota;
+
+  /// The audit log: one JSON line per state-changing or refused call.
+  struct audit_section {
+    /// Empty: `audit.log` in the data directory.
+    std::string path = {};
+    int64_t file_bytes_max = int64_t{256} << 20;
+    int64_t files_max = 4;
+  } audit;
 };
 
 /// The endpoints of a comma-separated `HOST:PORT` list (`cluster.seeds`); empty text = none.

@@ -12,6 +12,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/auth.hpp"
 #include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
 #include "actors/sample_kinds.hpp"
@@ -38,6 +39,13 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   auto dir = data_dir::open(cfg.node.data_dir);
   if (!dir)
     return fail(1, message_of(dir.error()));
+  auto sec_settings = security::settings_from(cfg, dir->path());
+  if (!sec_settings)
+    return fail(2, message_of(sec_settings.error()));
+  std::string generated_admin_key;
+  auto sec = security::open(cfg, std::move(*sec_settings), &generated_admin_key);
+  if (!sec)
+    return fail(1, message_of(sec.error()));
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
   caf::actor_system sys{sys_cfg};
@@ -65,7 +73,7 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
     fatal = true;
     kill(getpid(), SIGTERM);
   });
-  auto gw = gateway::start(**rt, cfg.gateway);
+  auto gw = gateway::start(**rt, cfg.gateway, **sec);
   if (!gw)
     return fail(1, message_of(gw.error()));
   auto gateway_addr = cfg.gateway.listen.host + ":" + std::to_string((*gw)->port());
@@ -89,6 +97,10 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
             << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
             << cluster_text << " pid " << getpid() << std::endl;
+  if (!generated_admin_key.empty())
+    std::cout << "agent-node " << cfg.node.name
+              << " generated the bootstrap admin key (shown this once; only its hash is kept, in "
+              << dir->path() << "/keys.json): " << generated_admin_key << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
   log::event(spdlog::level::info, "node_stopping",

@@ -3,8 +3,15 @@
 // success, 1 when the task failed (node unreachable, HTTP error, bad backup, ...) and 2 for a
 // bad command line.
 //
+// Credentials: every request carries `Authorization: Bearer <token>`, the token taken from
+// `--token`, else the file of `--token-file`, else $HIVE_TOKEN, else the file named by
+// $HIVE_TOKEN_FILE (an API key or a JWT; `agent-node` prints its generated admin key once).
+//
 // Subcommands today:
 //   agentctl backup --to /abs/dir [--node http://127.0.0.1:8080] [--timeout-ms N]
+//   agentctl keys create --role admin|operator|viewer --name NAME [--tenant T]
+//   agentctl keys list [--tenant T]
+//   agentctl keys revoke ID
 //   agentctl restore --from BACKUP_DIR --data-dir NEW_DATA_DIR
 //   agentctl migrate TENANT/NAME --to NODE [--node http://127.0.0.1:8080]
 //   agentctl nodes [--node http://127.0.0.1:8080]
@@ -17,8 +24,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -56,6 +66,25 @@ constexpr uint64_t response_bytes_max = 8 << 20;
 int fail(int code, const std::string& what) {
   std::cerr << "agentctl: error: " << what << std::endl;
   return code;
+}
+
+/// The bearer credential sent with every request (empty: none).
+std::string bearer_token;
+
+/// Reads a token file: its contents without surrounding whitespace.
+caf::expected<std::string> read_token_file(const std::string& path, const std::string& what) {
+  std::ifstream in{path};
+  if (!in)
+    return hive::make_error(hive::errc::invalid_argument,
+                            what + " '" + path + "' cannot be read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto text = ss.str();
+  auto first = text.find_first_not_of(" \t\r\n");
+  auto last = text.find_last_not_of(" \t\r\n");
+  if (first == std::string::npos)
+    return hive::make_error(hive::errc::invalid_argument, what + " '" + path + "' is empty");
+  return text.substr(first, last - first + 1);
 }
 
 // -- HTTP to a node ---------------------------------------------------------------------------
@@ -126,6 +155,8 @@ caf::expected<http_reply> http_call(const node_url& node, http::verb verb,
   req.set(http::field::host, node.host);
   req.set(http::field::user_agent, "agentctl");
   req.set(http::field::connection, "close");
+  if (!bearer_token.empty())
+    req.set(http::field::authorization, "Bearer " + bearer_token);
   if (!body.empty()) {
     req.set(http::field::content_type, "application/json");
     req.body() = body;
@@ -317,6 +348,87 @@ command add_nodes(CLI::App& parent) {
           }};
 }
 
+/// `keys`: create, list and revoke API keys.
+command add_keys(CLI::App& parent) {
+  struct options {
+    std::string node = "http://127.0.0.1:8080";
+    std::string tenant;
+    std::string role;
+    std::string name;
+    std::string id;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand("keys", "Create, list and revoke API keys (/v1/keys)");
+  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT]")
+    ->capture_default_str();
+  app->require_subcommand(1);
+  auto* create = app->add_subcommand("create", "Create a key; it is printed this once");
+  create->add_option("--tenant", opts->tenant, "Its tenant (default: the caller's)");
+  create->add_option("--role", opts->role, "admin, operator or viewer")->required();
+  create->add_option("--name", opts->name, "A name for it: 1..64 of A-Z a-z 0-9 - _ .")
+    ->required();
+  auto* list = app->add_subcommand("list", "List the keys the caller may see (never the keys)");
+  list->add_option("--tenant", opts->tenant, "Only this tenant's keys");
+  auto* revoke = app->add_subcommand("revoke", "Revoke a key: it stops working at once");
+  revoke->add_option("id", opts->id, "The key's id (16 hex digits)")->required();
+  return {app, [opts, create, list, revoke] {
+            auto url = parse_node_url(opts->node);
+            if (!url)
+              return fail(exit_usage, hive::message_of(url.error()));
+            if (create->parsed()) {
+              nlohmann::json body{{"role", opts->role}, {"name", opts->name}};
+              if (!opts->tenant.empty())
+                body["tenant"] = opts->tenant;
+              auto reply =
+                http_call(*url, http::verb::post, "/v1/keys", body.dump(), milliseconds{10000});
+              if (!reply)
+                return fail(exit_failed, "keys create: " + hive::message_of(reply.error()));
+              if (reply->status != 201)
+                return fail(exit_failed, "keys create: " + describe_reply(*reply));
+              auto j = nlohmann::json::parse(reply->body, nullptr, false);
+              if (!j.is_object() || !j.contains("key"))
+                return fail(exit_failed, "keys create: unexpected reply " + reply->body.substr(0, 500));
+              std::cout << "created key " << j.value("id", "?") << " (tenant "
+                        << j.value("tenant", "?") << ", role " << j.value("role", "?")
+                        << ", name " << j.value("name", "?") << "); it is shown only now:\n"
+                        << j.value("key", "") << std::endl;
+              return exit_ok;
+            }
+            if (list->parsed()) {
+              std::string target = "/v1/keys";
+              if (!opts->tenant.empty())
+                target += "?tenant=" + opts->tenant;
+              auto reply = http_call(*url, http::verb::get, target, {}, milliseconds{10000});
+              if (!reply)
+                return fail(exit_failed, "keys list: " + hive::message_of(reply.error()));
+              if (reply->status != 200)
+                return fail(exit_failed, "keys list: " + describe_reply(*reply));
+              auto j = nlohmann::json::parse(reply->body, nullptr, false);
+              if (!j.is_object() || !j["keys"].is_array())
+                return fail(exit_failed, "keys list: unexpected reply " + reply->body.substr(0, 500));
+              auto col = [](std::string s, size_t w) {
+                s.resize(std::max(s.size(), w), ' ');
+                return s;
+              };
+              std::cout << "ID               TENANT           ROLE      NAME" << std::endl;
+              for (auto& k : j["keys"])
+                std::cout << col(k.value("id", ""), 16) << " " << col(k.value("tenant", ""), 16)
+                          << " " << col(k.value("role", ""), 9) << " " << k.value("name", "")
+                          << std::endl;
+              return exit_ok;
+            }
+            (void) revoke;
+            auto reply =
+              http_call(*url, http::verb::delete_, "/v1/keys/" + opts->id, {}, milliseconds{10000});
+            if (!reply)
+              return fail(exit_failed, "keys revoke: " + hive::message_of(reply.error()));
+            if (reply->status != 204)
+              return fail(exit_failed, "keys revoke " + opts->id + ": " + describe_reply(*reply));
+            std::cout << "revoked key " << opts->id << std::endl;
+            return exit_ok;
+          }};
+}
+
 /// Counts the agents stored in `db_dir`, per kind.
 caf::expected<std::map<std::string, size_t>> count_agents(const std::string& db_dir) {
   hive::store_options o;
@@ -406,10 +518,14 @@ command add_restore(CLI::App& parent) {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"agentctl: administer hive nodes (backup, restore)", "agentctl"};
+  CLI::App app{"agentctl: administer hive nodes", "agentctl"};
   app.require_subcommand(0, 1); // none given: reported below, after --help had its turn
+  app.fallthrough(); // --token may follow the subcommand
+  std::string token, token_file;
+  app.add_option("--token", token, "Bearer credential: an API key or a JWT (else $HIVE_TOKEN)");
+  app.add_option("--token-file", token_file, "File holding the credential (else $HIVE_TOKEN_FILE)");
   std::vector<command> commands{add_backup(app), add_restore(app), add_migrate(app),
-                                add_nodes(app)};
+                                add_nodes(app), add_keys(app)};
   if (argc > 1 && argv[1][0] != '-') {
     auto named = [&](const command& c) { return c.app->check_name(argv[1]); };
     if (std::none_of(commands.begin(), commands.end(), named)) {
@@ -431,6 +547,21 @@ int main(int argc, char** argv) {
     std::cerr << "agentctl: error: " << e.what() << "\n(run 'agentctl --help' for usage)"
               << std::endl;
     return exit_usage;
+  }
+  if (!token.empty()) {
+    bearer_token = token;
+  } else if (!token_file.empty()) {
+    auto t = read_token_file(token_file, "--token-file");
+    if (!t)
+      return fail(exit_usage, hive::message_of(t.error()));
+    bearer_token = *t;
+  } else if (auto* env = std::getenv("HIVE_TOKEN"); env != nullptr && *env != '\0') {
+    bearer_token = env;
+  } else if (auto* envf = std::getenv("HIVE_TOKEN_FILE"); envf != nullptr && *envf != '\0') {
+    auto t = read_token_file(envf, "$HIVE_TOKEN_FILE");
+    if (!t)
+      return fail(exit_usage, hive::message_of(t.error()));
+    bearer_token = *t;
   }
   for (auto& c : commands)
     if (c.app->parsed())

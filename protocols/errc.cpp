@@ -27,6 +27,10 @@ std::string_view to_string(errc x) noexcept {
     case errc::corrupt_record: return "corrupt_record";
     case errc::migrated: return "migrated";
     case errc::unavailable: return "unavailable";
+    case errc::unauthenticated: return "unauthenticated";
+    case errc::forbidden: return "forbidden";
+    case errc::rate_limited: return "rate_limited";
+    case errc::not_found: return "not_found";
   }
   return "unknown";
 }

@@ -60,6 +60,15 @@ enum class errc : uint8_t {
   /// The node that has the agent cannot be reached (the connection to it failed or broke
   /// before the answer); the call may or may not have taken effect there.
   unavailable = 22,
+  /// The request carries no credentials, or ones that are malformed, unknown, revoked,
+  /// expired or forged (HTTP 401).
+  unauthenticated = 23,
+  /// The credentials are valid but their role or tenant does not allow the call (HTTP 403).
+  forbidden = 24,
+  /// The tenant's request rate exceeds its quota; retry after the time given (HTTP 429).
+  rate_limited = 25,
+  /// The named object (an API key, ...) does not exist.
+  not_found = 26,
 };
 
 /// The error category atom of `errc` ("hive").

@@ -14,6 +14,7 @@
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/http_client.hpp"
+#include "support/test_security.hpp"
 
 using namespace std::chrono_literals;
 using namespace hive;
@@ -57,7 +58,9 @@ public:
       node_runtime::start(*sys, cfg, std::move(kinds), m, make_breaker_factory(cfg.breaker, m));
     ASSERT_TRUE(r) << describe(r.error());
     rt = std::move(*r);
-    auto g = gateway::start(*rt, cfg.gateway);
+    sec = test::make_test_security(cfg);
+    ASSERT_TRUE(sec);
+    auto g = gateway::start(*rt, cfg.gateway, *sec);
     ASSERT_TRUE(g) << describe(g.error());
     gw = std::move(*g);
   }
@@ -79,6 +82,7 @@ public:
   std::optional<caf::actor_system> sys;
   std::shared_ptr<metrics> m;
   std::unique_ptr<node_runtime> rt;
+  std::unique_ptr<security> sec;
   std::unique_ptr<gateway> gw;
 };
 

@@ -28,6 +28,7 @@
 #include "runtime/logging.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node_runtime.hpp"
+#include "support/test_security.hpp"
 
 namespace {
 
@@ -41,6 +42,11 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 using response = http::response<http::string_body>;
+
+/// The Authorization header line of the test admin key, for raw requests.
+std::string auth_line() {
+  return "Authorization: Bearer " + hive::test::test_admin_key + "\r\n";
+}
 
 std::string str(beast::string_view x) {
   return std::string{x.data(), x.size()};
@@ -105,6 +111,9 @@ public:
     return ec_;
   }
 
+  /// The bearer credential of `request` (empty: none).
+  std::string token = hive::test::test_admin_key;
+
   /// Sends raw bytes.
   beast::error_code write_raw(std::string data) {
     raw_ = std::move(data);
@@ -146,6 +155,8 @@ public:
                                   std::vector<std::pair<std::string, std::string>> headers = {}) {
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, "127.0.0.1");
+    if (!token.empty())
+      req.set(http::field::authorization, "Bearer " + token);
     for (auto& [k, v] : headers)
       req.set(k, v);
     if (!body.empty()) {
@@ -232,6 +243,11 @@ protected:
   /// Lets a derived fixture change the config before start.
   virtual void configure(hive::node_config&) {}
 
+  /// The audit log of the gateway (empty: none).
+  virtual std::string audit_path() {
+    return {};
+  }
+
   void SetUp() override {
     configure(cfg);
     if (auto* level = std::getenv("HIVE_TEST_LOG_LEVEL")) // e.g. debug, to see every request
@@ -245,7 +261,9 @@ protected:
     auto r = hive::node_runtime::start(*sys, cfg, test_kinds(), m);
     ASSERT_TRUE(r) << caf::to_string(r.error());
     rt = std::move(*r);
-    auto g = hive::gateway::start(*rt, cfg.gateway);
+    sec = hive::test::make_test_security(cfg, audit_path());
+    ASSERT_TRUE(sec);
+    auto g = hive::gateway::start(*rt, cfg.gateway, *sec);
     ASSERT_TRUE(g) << hive::message_of(g.error());
     gw = std::move(*g);
     ASSERT_NE(gw->port(), 0);
@@ -287,6 +305,7 @@ protected:
   std::unique_ptr<caf::actor_system> sys;
   std::shared_ptr<hive::metrics> m;
   std::unique_ptr<hive::node_runtime> rt;
+  std::unique_ptr<hive::security> sec;
   std::unique_ptr<hive::gateway> gw;
   uint64_t errors_before = 0;
 };
@@ -479,7 +498,7 @@ TEST_F(gateway_test, keep_alive_serves_many_requests_on_one_connection) {
 TEST_F(gateway_test, expect_100_continue_is_honoured) {
   auto c = client();
   std::string body = R"({"id":"acme/x1","kind":"echo"})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+  ASSERT_FALSE(c->write_raw("POST /v1/agents HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Expect: 100-continue\r\n"
                             "Content-Type: application/json\r\nContent-Length: "
                             + std::to_string(body.size()) + "\r\n\r\n"));
   auto interim = c->read_interim(2s);
@@ -728,14 +747,14 @@ TEST_F(gateway_test, malformed_request_line_is_400_then_closed) {
 TEST_F(gateway_test, bind_failure_is_io_error_naming_the_address) {
   auto taken = cfg.gateway;
   taken.listen.port = gw->port();
-  auto second = hive::gateway::start(*rt, taken);
+  auto second = hive::gateway::start(*rt, taken, *sec);
   ASSERT_FALSE(second);
   EXPECT_EQ(hive::code_of(second.error()), hive::errc::io_error);
   auto msg = hive::message_of(second.error());
   EXPECT_NE(msg.find("127.0.0.1:" + std::to_string(gw->port())), std::string::npos) << msg;
   auto bad_host = cfg.gateway;
   bad_host.listen.host = "no-such-host.invalid";
-  auto third = hive::gateway::start(*rt, bad_host);
+  auto third = hive::gateway::start(*rt, bad_host, *sec);
   ASSERT_FALSE(third);
   EXPECT_EQ(hive::code_of(third.error()), hive::errc::io_error);
 }
@@ -779,7 +798,7 @@ TEST_F(gateway_test, drain_waits_for_requests_in_flight) {
   ASSERT_TRUE(gw->drain(2s));
   auto c = client();
   std::string body = R"({"sleep_ms":400})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\nContent-Length: "
+  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Content-Length: "
                             + std::to_string(body.size()) + "\r\n\r\n" + body));
   auto deadline = steady_clock::now() + 2s;
   while (gw->in_flight() == 0 && steady_clock::now() < deadline)
@@ -803,7 +822,7 @@ TEST_F(gateway_test, destroying_the_gateway_with_a_request_in_flight_is_safe) {
   ASSERT_TRUE(gw->drain(2s));
   auto c = client();
   std::string body = R"({"sleep_ms":300})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\nContent-Length: "
+  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Content-Length: "
                             + std::to_string(body.size()) + "\r\n\r\n" + body));
   auto deadline = steady_clock::now() + 2s;
   while (gw->in_flight() == 0 && steady_clock::now() < deadline)

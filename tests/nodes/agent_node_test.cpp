@@ -9,6 +9,7 @@
 
 #include "support/http_client.hpp"
 #include "support/node_process.hpp"
+#include "actors/auth.hpp"
 
 using namespace std::chrono_literals;
 using hive::test::http_client;
@@ -149,4 +150,110 @@ TEST(agent_node, an_occupied_gateway_port_is_a_clear_start_error) {
   EXPECT_NE(read_file(dir2.path / "b.log").find(std::to_string(first.gateway_port)),
             std::string::npos)
     << read_file(dir2.path / "b.log");
+}
+
+TEST(agent_node, without_an_admin_key_file_one_key_is_generated_printed_once_and_kept_hashed) {
+  temp_dir dir;
+  auto log = (dir.path / "node.log").string();
+  std::string key;
+  {
+    node_process node{node_args(dir), log, false};
+    ASSERT_TRUE(node.wait_ready()) << read_file(log);
+    auto line = node.wait_line("generated the bootstrap admin key", 10s);
+    ASSERT_TRUE(line) << read_file(log);
+    key = line->substr(line->rfind(' ') + 1);
+    ASSERT_EQ(key.rfind("hive_", 0), 0u) << *line;
+    http_client anonymous{node.gateway_port, ""};
+    auto denied = anonymous.request("GET", "/v1/agents");
+    ASSERT_TRUE(denied);
+    EXPECT_EQ(denied->status, 401) << denied->body;
+    EXPECT_EQ(anonymous.request("GET", "/healthz")->status, 200);
+    http_client admin{node.gateway_port, key};
+    auto ok = admin.request("GET", "/v1/agents");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+    node.signal(SIGTERM);
+    EXPECT_EQ(node.wait_exit(20s), 0);
+  }
+  auto stored = read_file(dir.path / "data" / "keys.json");
+  EXPECT_EQ(stored.find(key.substr(22)), std::string::npos) << "the key is stored in clear";
+  // A restart on the same data directory keeps the key and prints none.
+  node_process again{node_args(dir), log, false};
+  ASSERT_TRUE(again.wait_ready()) << read_file(log);
+  EXPECT_FALSE(again.wait_line("generated the bootstrap admin key", 1s));
+  http_client admin{again.gateway_port, key};
+  auto ok = admin.request("GET", "/v1/agents");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+TEST(agent_node, a_bad_admin_key_file_or_jwt_secret_file_exits_2_naming_it) {
+  temp_dir dir;
+  auto log = (dir.path / "node.log").string();
+  std::ofstream{dir.path / "short.key"} << "short\n";
+  for (auto flag : {std::vector<std::string>{"--admin-key-file", (dir.path / "short.key").string()},
+                    std::vector<std::string>{"--set", "auth.jwt_secret_file="
+                                                        + (dir.path / "none").string()}}) {
+    auto args = node_args(dir);
+    args.insert(args.end(), flag.begin(), flag.end());
+    node_process node{args, log};
+    EXPECT_EQ(node.wait_exit(20s), 2) << read_file(log);
+    auto text = read_file(log);
+    EXPECT_NE(text.find(flag[0] == "--set" ? "auth.jwt_secret_file" : "auth.admin_key_file"),
+              std::string::npos)
+      << text;
+  }
+}
+
+TEST(agent_node, agentctl_manages_keys_and_a_jwt_from_the_secret_file_is_accepted) {
+  temp_dir dir;
+  auto log = (dir.path / "node.log").string();
+  auto secret = std::string{"agent-node-test-jwt-secret-0123456789abcdef"};
+  std::ofstream{dir.path / "jwt.secret"} << secret << "\n";
+  auto args = node_args(dir);
+  args.insert(args.end(), {"--set", "auth.jwt_secret_file=" + (dir.path / "jwt.secret").string()});
+  node_process node{args, log};
+  ASSERT_TRUE(node.wait_ready()) << read_file(log);
+  auto url = "http://127.0.0.1:" + std::to_string(node.gateway_port);
+  auto made = hive::test::run_agentctl(
+    {"keys", "create", "--tenant", "beta", "--role", "operator", "--name", "ci", "--node", url});
+  ASSERT_EQ(made.code, 0) << made.output;
+  auto key = made.output.substr(made.output.rfind('\n', made.output.size() - 2) + 1);
+  key.erase(key.find_last_not_of("\n") + 1);
+  ASSERT_EQ(key.rfind("hive_", 0), 0u) << made.output;
+  auto id = key.substr(5, 16);
+  // The new key works, only within its tenant.
+  http_client op{node.gateway_port, key};
+  EXPECT_EQ(op.request("POST", "/v1/agents", R"({"id":"beta/c","kind":"counter"})")->status, 201);
+  EXPECT_EQ(op.request("POST", "/v1/agents", R"({"id":"gamma/c","kind":"counter"})")->status, 403);
+  auto listed = hive::test::run_agentctl({"keys", "list", "--node", url});
+  ASSERT_EQ(listed.code, 0) << listed.output;
+  EXPECT_NE(listed.output.find(id), std::string::npos) << listed.output;
+  EXPECT_EQ(listed.output.find(key), std::string::npos) << "list shows the key itself";
+  // Without credentials agentctl fails with exit 1 and says why.
+  ::setenv("HIVE_TOKEN", "", 1);
+  auto anon = hive::test::run_agentctl({"keys", "list", "--node", url, "--token", "nope"});
+  ::unsetenv("HIVE_TOKEN");
+  EXPECT_EQ(anon.code, 1) << anon.output;
+  EXPECT_NE(anon.output.find("401 unauthenticated"), std::string::npos) << anon.output;
+  auto revoked = hive::test::run_agentctl({"keys", "revoke", id, "--node", url});
+  ASSERT_EQ(revoked.code, 0) << revoked.output;
+  op.close();
+  EXPECT_EQ(op.request("GET", "/v1/agents")->status, 401);
+  // A JWT signed with the configured secret.
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  json claims{{"iss", "hive"}, {"aud", "hive"}, {"sub", "svc"}, {"tenant", "beta"},
+              {"role", "viewer"}, {"exp", now + 300}};
+  auto token = hive::sign_jwt(claims, secret);
+  http_client viewer{node.gateway_port, token};
+  auto seen = viewer.request("GET", "/v1/agents/beta/c");
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->status, 200) << seen->body;
+  EXPECT_EQ(viewer.request("DELETE", "/v1/agents/beta/c")->status, 403);
+  // The audit log of the data directory holds the key's creation and revocation.
+  auto audit = read_file(dir.path / "data" / "audit.log");
+  EXPECT_NE(audit.find("\"POST /v1/keys\""), std::string::npos) << audit;
+  EXPECT_NE(audit.find("\"DELETE /v1/keys/{id}\""), std::string::npos) << audit;
 }

@@ -1,7 +1,10 @@
 #pragma once
 
 // A minimal blocking HTTP/1.1 client over one keep-alive TCP connection to 127.0.0.1, for
-// tests that talk to a real gateway. Only Content-Length bodies are supported.
+// tests that talk to a real gateway. Only Content-Length bodies are supported. Every request
+// carries `Authorization: Bearer <token>` (by default `test_admin_key`, which test nodes and
+// test gateways accept as their bootstrap admin key) unless the token is empty or the request
+// sets its own Authorization header.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,6 +18,9 @@
 
 namespace hive::test {
 
+/// The bootstrap admin key of every test node and gateway (`--admin-key-file` holds it).
+inline const std::string test_admin_key = "hive-test-admin-key-0123456789abcdef0123456789";
+
 struct http_response {
   int status = 0;
   std::map<std::string, std::string> headers; ///< lower-case names
@@ -23,7 +29,13 @@ struct http_response {
 
 class http_client {
 public:
-  explicit http_client(uint16_t port) : port_(port) {}
+  explicit http_client(uint16_t port, std::string token = test_admin_key)
+      : port_(port), token_(std::move(token)) {}
+
+  /// The bearer credential sent from now on (empty: none).
+  void set_token(std::string token) {
+    token_ = std::move(token);
+  }
 
   ~http_client() {
     close();
@@ -43,8 +55,16 @@ public:
     if (fd_ < 0 && !connect())
       return std::nullopt;
     std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-    for (auto& [k, v] : headers)
+    bool own_auth = false;
+    for (auto& [k, v] : headers) {
       req += k + ": " + v + "\r\n";
+      std::string lower = k;
+      for (auto& c : lower)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      own_auth = own_auth || lower == "authorization";
+    }
+    if (!own_auth && !token_.empty())
+      req += "Authorization: Bearer " + token_ + "\r\n";
     if (!body.empty() || method == "POST")
       req +=
         "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
@@ -153,6 +173,7 @@ private:
   }
 
   uint16_t port_;
+  std::string token_;
   int fd_ = -1;
   std::string buf_;
 };

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +18,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/http_client.hpp"
 
 namespace hive::test {
 
@@ -53,10 +56,29 @@ struct temp_dir {
   ::_exit(127);
 }
 
+/// A file holding `test_admin_key` (written once per test process).
+inline const std::string& test_admin_key_file() {
+  static const std::string path = [] {
+    auto p = std::filesystem::temp_directory_path()
+             / ("hive-test-admin-key-" + std::to_string(::getpid()));
+    std::ofstream out{p};
+    out << test_admin_key << "\n";
+    return p.string();
+  }();
+  return path;
+}
+
 class node_process {
 public:
-  /// Starts `agent-node` with `args`; stderr goes to `log_file`.
-  node_process(std::vector<std::string> args, const std::string& log_file) {
+  /// Starts `agent-node` with `args`; stderr goes to `log_file`. Unless `args` names one or
+  /// `with_test_key` is false, `--admin-key-file test_admin_key_file()` is added.
+  node_process(std::vector<std::string> args, const std::string& log_file,
+               bool with_test_key = true) {
+    if (with_test_key
+        && std::find(args.begin(), args.end(), "--admin-key-file") == args.end()) {
+      args.push_back("--admin-key-file");
+      args.push_back(test_admin_key_file());
+    }
     int out[2];
     if (::pipe(out) != 0)
       return;
@@ -180,6 +202,8 @@ inline ctl_result run_agentctl(std::vector<std::string> args) {
     ::dup2(out[1], 2);
     ::close(out[0]);
     ::close(out[1]);
+    if (::getenv("HIVE_TOKEN") == nullptr)
+      ::setenv("HIVE_TOKEN", test_admin_key.c_str(), 1);
     exec_child(HIVE_AGENTCTL, std::move(args));
   }
   ::close(out[1]);

@@ -1,0 +1,386 @@
+// The gateway's security over real HTTP: the auth matrix (every route x every kind of
+// principal x same/other tenant), listings scoped to the caller's tenant, API key life cycle,
+// the audit log, per-tenant rate limits (counted, not timed) and the message size quota.
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "actors/auth.hpp"
+#include "actors/gateway.hpp"
+#include "actors/sample_kinds.hpp"
+#include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/bootstrap.hpp"
+#include "runtime/metrics.hpp"
+#include "runtime/node_runtime.hpp"
+#include "support/http_client.hpp"
+#include "support/node_process.hpp"
+#include "support/test_security.hpp"
+
+namespace {
+
+using namespace hive;
+using json = nlohmann::json;
+using test::http_client;
+
+const std::string jwt_secret = "gateway-auth-test-secret-0123456789abcdef";
+
+int64_t unix_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string jwt(json changes) {
+  json c{{"iss", "hive"},     {"aud", "hive"},       {"sub", "tester"},
+         {"tenant", "beta"},  {"role", "operator"},  {"exp", unix_s() + 600}};
+  for (auto& [k, v] : changes.items())
+    if (v.is_null())
+      c.erase(k);
+    else
+      c[k] = v;
+  return sign_jwt(c, jwt_secret);
+}
+
+class gateway_auth_test : public ::testing::Test {
+public:
+  virtual void configure(node_config&) {}
+
+  void SetUp() override {
+    cfg.node.name = "ga";
+    cfg.node.scheduler_threads = 2;
+    cfg.gateway.listen = {"127.0.0.1", 0};
+    configure(cfg);
+    configure_actor_system(sys_cfg, cfg);
+    sys.emplace(sys_cfg);
+    kind_registry kinds;
+    ASSERT_FALSE(register_sample_kinds(kinds));
+    m = std::make_shared<metrics>();
+    auto r = node_runtime::start(*sys, cfg, std::move(kinds), m);
+    ASSERT_TRUE(r) << describe(r.error());
+    rt = std::move(*r);
+    audit_path = (dir.path / "audit.log").string();
+    sec = test::make_test_security(cfg, audit_path, jwt_secret);
+    ASSERT_TRUE(sec);
+    auto g = gateway::start(*rt, cfg.gateway, *sec);
+    ASSERT_TRUE(g) << describe(g.error());
+    gw = std::move(*g);
+  }
+
+  void TearDown() override {
+    gw.reset();
+    if (rt)
+      rt->shutdown();
+  }
+
+  /// One request with `token` as the credential (empty: none).
+  test::http_response call(const std::string& token, const std::string& method,
+                           const std::string& target, const std::string& body = {}) {
+    http_client c{gw->port(), token};
+    auto r = c.request(method, target, body);
+    EXPECT_TRUE(r) << method << " " << target << ": no response";
+    return r ? *r : test::http_response{};
+  }
+
+  /// Creates a key with the admin key; returns {id, key}.
+  std::pair<std::string, std::string> make_key(const std::string& tenant, const std::string& role,
+                                               const std::string& name = "k") {
+    auto r = call(test::test_admin_key, "POST", "/v1/keys",
+                  json{{"tenant", tenant}, {"role", role}, {"name", name}}.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    auto j = json::parse(r.body, nullptr, false);
+    return {j.value("id", ""), j.value("key", "")};
+  }
+
+  void spawn(const std::string& id) {
+    auto r = call(test::test_admin_key, "POST", "/v1/agents",
+                  json{{"id", id}, {"kind", "counter"}}.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+
+  std::vector<std::string> audit_lines() {
+    std::ifstream in{audit_path};
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);)
+      lines.push_back(line);
+    return lines;
+  }
+
+  test::temp_dir dir;
+  node_config cfg;
+  caf::actor_system_config sys_cfg;
+  std::optional<caf::actor_system> sys;
+  std::shared_ptr<metrics> m;
+  std::unique_ptr<node_runtime> rt;
+  std::string audit_path;
+  std::unique_ptr<security> sec;
+  std::unique_ptr<gateway> gw;
+};
+
+/// A kind of caller in the matrix.
+struct caller {
+  std::string what;
+  std::string token;
+  /// 0: unauthenticated; else the role's rank + 1 (viewer 1, operator 2, admin 3).
+  int rank;
+  std::string tenant;
+};
+
+/// A route in the matrix; `{T}` in the target and body is the tenant acted on, `{N}` a fresh
+/// number.
+struct route_row {
+  std::string method;
+  std::string target;
+  std::string body;
+  int needed_rank;
+  bool scoped;
+};
+
+TEST_F(gateway_auth_test, every_route_by_every_principal_and_tenant) {
+  spawn("beta/c1");
+  spawn("gamma/c1");
+  auto [revoked_id, revoked_key] = make_key("beta", "admin", "gone");
+  ASSERT_EQ(call(test::test_admin_key, "DELETE", "/v1/keys/" + revoked_id).status, 204);
+  std::vector<caller> callers{
+    {"anonymous", "", 0, ""},
+    {"garbage token", "not-a-token", 0, ""},
+    {"revoked key", revoked_key, 0, ""},
+    {"expired jwt", jwt({{"exp", unix_s() - 3600}}), 0, ""},
+    {"not-yet-valid jwt", jwt({{"nbf", unix_s() + 3600}}), 0, ""},
+    {"forged jwt", sign_jwt(json{{"iss", "hive"}, {"aud", "hive"}, {"sub", "x"},
+                                 {"tenant", "beta"}, {"role", "admin"}, {"exp", unix_s() + 600}},
+                            "not-the-secret-not-the-secret-not-the-secret"),
+     0, ""},
+    {"wrong-audience jwt", jwt({{"aud", "elsewhere"}}), 0, ""},
+    {"admin key", test::test_admin_key, 3, "*"},
+    {"beta admin key", make_key("beta", "admin").second, 3, "beta"},
+    {"beta operator key", make_key("beta", "operator").second, 2, "beta"},
+    {"beta viewer key", make_key("beta", "viewer").second, 1, "beta"},
+    {"beta operator jwt", jwt({}), 2, "beta"},
+    {"beta viewer jwt", jwt({{"role", "viewer"}}), 1, "beta"},
+  };
+  auto backup_root = dir.path / "backups";
+  std::vector<route_row> routes{
+    {"GET", "/v1/agents?tenant={T}", "", 1, true},
+    {"POST", "/v1/agents", R"({"id":"{T}/n{N}","kind":"counter"})", 2, true},
+    {"GET", "/v1/agents/{T}/c1", "", 1, true},
+    {"DELETE", "/v1/agents/{T}/d{N}", "", 2, true},
+    {"POST", "/v1/agents/{T}/c1/tell", R"({"op":"add","by":1})", 2, true},
+    {"POST", "/v1/agents/{T}/c1/ask", R"({"op":"get"})", 2, true},
+    {"POST", "/v1/agents/{T}/c1/migrate", R"({"to":"elsewhere"})", 3, false},
+    {"POST", "/v1/admin/backup", R"({"to":")" + (backup_root / "b{N}").string() + "\"}", 3,
+     false},
+    {"GET", "/v1/cluster/nodes", "", 1, false},
+    {"GET", "/v1/keys?tenant={T}", "", 2, true},
+    {"POST", "/v1/keys", R"({"tenant":"{T}","role":"viewer","name":"m{N}"})", 2, true},
+    {"DELETE", "/v1/keys/{KEY}", "", 2, true},
+    {"GET", "/v1/no-such-route", "", 1, false},
+  };
+  int n = 0;
+  size_t checked = 0;
+  for (auto& r : routes) {
+    for (auto& c : callers) {
+      for (std::string tenant : {"beta", "gamma"}) {
+        if (!r.scoped && tenant == "gamma")
+          continue;
+        ++n;
+        auto fill = [&](std::string s) {
+          for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+                 {"{T}", tenant}, {"{N}", std::to_string(n)}}) {
+            for (auto p = s.find(from); p != std::string::npos; p = s.find(from))
+              s.replace(p, from.size(), to);
+          }
+          if (auto p = s.find("{KEY}"); p != std::string::npos)
+            s.replace(p, 5, make_key(tenant, "viewer", "victim").first);
+          return s;
+        };
+        auto target = fill(r.target);
+        auto res = call(c.token, r.method, target, fill(r.body));
+        int expected_class;
+        if (c.rank == 0)
+          expected_class = 401;
+        else if (c.rank < r.needed_rank || (r.scoped && c.rank < 3 && tenant != c.tenant))
+          expected_class = 403;
+        else
+          expected_class = 0; // anything but 401/403
+        auto where = c.what + ": " + r.method + " " + target + " -> " + std::to_string(res.status)
+                     + " " + res.body;
+        if (expected_class == 0) {
+          EXPECT_NE(res.status, 401) << where;
+          EXPECT_NE(res.status, 403) << where;
+          EXPECT_GE(res.status, 200) << where;
+        } else {
+          EXPECT_EQ(res.status, expected_class) << where;
+          auto code = json::parse(res.body, nullptr, false)["error"].value("code", "");
+          EXPECT_EQ(code, expected_class == 401 ? "unauthenticated" : "forbidden") << where;
+          if (expected_class == 401) {
+            EXPECT_EQ(res.headers["www-authenticate"], R"(Bearer realm="hive")") << where;
+          }
+        }
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 13u * (9u * 2u + 4u));
+  // The probes need no credentials.
+  EXPECT_EQ(call("", "GET", "/healthz").status, 200);
+  EXPECT_EQ(call("", "GET", "/readyz").status, 200);
+}
+
+TEST_F(gateway_auth_test, listings_never_show_another_tenants_agents_or_keys) {
+  spawn("beta/a1");
+  spawn("beta/a2");
+  spawn("gamma/a1");
+  auto beta_op = make_key("beta", "operator").second;
+  make_key("gamma", "operator");
+  auto r = call(beta_op, "GET", "/v1/agents");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto agents = json::parse(r.body)["agents"];
+  ASSERT_EQ(agents.size(), 2u) << r.body;
+  for (auto& a : agents)
+    EXPECT_EQ(a["id"].get<std::string>().rfind("beta/", 0), 0u) << r.body;
+  // Paging from another tenant's id is refused rather than leaking the order.
+  EXPECT_EQ(call(beta_op, "GET", "/v1/agents?after=gamma/a1").status, 403);
+  auto all = call(test::test_admin_key, "GET", "/v1/agents");
+  EXPECT_EQ(json::parse(all.body)["agents"].size(), 3u) << all.body;
+  auto keys = call(beta_op, "GET", "/v1/keys");
+  ASSERT_EQ(keys.status, 200);
+  for (auto& k : json::parse(keys.body)["keys"]) {
+    EXPECT_EQ(k["tenant"], "beta") << keys.body;
+    EXPECT_FALSE(k.contains("hash")) << keys.body;
+    EXPECT_FALSE(k.contains("key")) << keys.body;
+  }
+}
+
+TEST_F(gateway_auth_test, keys_cannot_escalate_and_stop_working_when_revoked) {
+  auto [op_id, op_key] = make_key("beta", "operator", "ci");
+  // An operator may hand out operator and viewer keys of its own tenant only.
+  auto up = call(op_key, "POST", "/v1/keys", R"({"role":"admin","name":"up"})");
+  EXPECT_EQ(up.status, 403) << up.body;
+  auto other = call(op_key, "POST", "/v1/keys", R"({"tenant":"gamma","role":"viewer","name":"x"})");
+  EXPECT_EQ(other.status, 403) << other.body;
+  auto star = call(op_key, "POST", "/v1/keys", R"({"tenant":"*","role":"viewer","name":"x"})");
+  EXPECT_EQ(star.status, 403) << star.body;
+  auto mine = call(op_key, "POST", "/v1/keys", R"({"role":"viewer","name":"dash"})");
+  ASSERT_EQ(mine.status, 201) << mine.body;
+  auto viewer = json::parse(mine.body);
+  EXPECT_EQ(viewer["tenant"], "beta");
+  EXPECT_EQ(call(viewer["key"], "GET", "/v1/agents").status, 200);
+  // An operator cannot revoke an admin key of its tenant.
+  auto [admin_id, admin_key] = make_key("beta", "admin", "boss");
+  EXPECT_EQ(call(op_key, "DELETE", "/v1/keys/" + admin_id).status, 403);
+  // Revocation takes effect at once.
+  EXPECT_EQ(call(op_key, "DELETE", "/v1/keys/" + viewer["id"].get<std::string>()).status, 204);
+  auto after = call(viewer["key"], "GET", "/v1/agents");
+  EXPECT_EQ(after.status, 401) << after.body;
+  EXPECT_NE(after.body.find("revoked"), std::string::npos) << after.body;
+  EXPECT_EQ(call(op_key, "DELETE", "/v1/keys/" + viewer["id"].get<std::string>()).status, 404);
+  // Bad bodies name the field.
+  auto bad = call(test::test_admin_key, "POST", "/v1/keys", R"({"role":"root","name":"x"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("role"), std::string::npos) << bad.body;
+  auto extra = call(test::test_admin_key, "POST", "/v1/keys", R"({"role":"viewer","name":"x","y":1})");
+  EXPECT_EQ(extra.status, 400);
+  EXPECT_NE(extra.body.find("'y'"), std::string::npos) << extra.body;
+  EXPECT_EQ(call(test::test_admin_key, "DELETE", "/v1/keys/bootstrap").status, 404);
+}
+
+TEST_F(gateway_auth_test, the_audit_log_records_changes_and_refusals_with_their_principal) {
+  auto [op_id, op_key] = make_key("beta", "operator", "ci");
+  ASSERT_EQ(call(op_key, "POST", "/v1/agents", R"({"id":"beta/a","kind":"counter"})").status, 201);
+  ASSERT_EQ(call(op_key, "POST", "/v1/agents", R"({"id":"gamma/a","kind":"counter"})").status, 403);
+  ASSERT_EQ(call("", "DELETE", "/v1/agents/beta/a").status, 401);
+  ASSERT_EQ(call(op_key, "DELETE", "/v1/agents/beta/a").status, 204);
+  // Reads and messages are not audited.
+  ASSERT_EQ(call(op_key, "GET", "/v1/agents").status, 200);
+  auto lines = audit_lines();
+  // Key creation by the admin, then the four calls above.
+  ASSERT_EQ(lines.size(), 5u) << audit_path;
+  std::vector<json> recs;
+  for (auto& l : lines)
+    recs.push_back(json::parse(l));
+  EXPECT_EQ(recs[0]["principal"], "key:bootstrap");
+  EXPECT_EQ(recs[0]["action"], "POST /v1/keys");
+  EXPECT_EQ(recs[0]["target"], op_id);
+  EXPECT_EQ(recs[1]["principal"], "key:" + op_id);
+  EXPECT_EQ(recs[1]["tenant"], "beta");
+  EXPECT_EQ(recs[1]["target"], "beta/a");
+  EXPECT_EQ(recs[1]["status"], 201);
+  EXPECT_EQ(recs[1]["result"], "ok");
+  EXPECT_EQ(recs[2]["status"], 403);
+  EXPECT_EQ(recs[2]["result"], "forbidden");
+  EXPECT_EQ(recs[2]["target"], "gamma/a");
+  EXPECT_EQ(recs[3]["principal"], "anonymous");
+  EXPECT_EQ(recs[3]["status"], 401);
+  EXPECT_EQ(recs[4]["action"], "DELETE /v1/agents/{id}");
+  EXPECT_EQ(recs[4]["status"], 204);
+  for (auto& r : recs) {
+    EXPECT_EQ(r["node"], "ga");
+    EXPECT_EQ(r["correlation_id"].get<std::string>().size(), 16u);
+    EXPECT_GT(r["ts_ms"].get<int64_t>(), 0);
+  }
+}
+
+class gateway_quota_test : public gateway_auth_test {
+public:
+  void configure(node_config& c) override {
+    c.quota.requests_per_s = 1;
+    c.quota.burst_requests = 5;
+    c.quota.message_bytes_max = 64;
+  }
+};
+
+TEST_F(gateway_quota_test, a_burst_passes_then_429_with_retry_after_per_tenant) {
+  auto beta = make_key("beta", "viewer").second;  // the admin's own bucket ("*") pays these
+  auto gamma = make_key("gamma", "viewer").second;
+  int ok = 0;
+  int limited = 0;
+  std::string retry_after;
+  std::string message;
+  for (int i = 0; i < 8; ++i) {
+    auto r = call(beta, "GET", "/v1/cluster/nodes");
+    if (r.status == 200) {
+      ++ok;
+    } else if (r.status == 429) {
+      ++limited;
+      retry_after = r.headers["retry-after"];
+      message = r.body;
+    }
+  }
+  // One token may have come back while the loop ran (1 per second).
+  EXPECT_GE(ok, 5);
+  EXPECT_LE(ok, 6);
+  EXPECT_EQ(ok + limited, 8);
+  EXPECT_EQ(retry_after, "1");
+  EXPECT_NE(message.find("rate_limited"), std::string::npos) << message;
+  EXPECT_NE(message.find("quota.requests_per_s"), std::string::npos) << message;
+  // Another tenant has its own bucket.
+  EXPECT_EQ(call(gamma, "GET", "/v1/cluster/nodes").status, 200);
+  // Probes are never limited.
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(call("", "GET", "/healthz").status, 200);
+}
+
+TEST_F(gateway_quota_test, a_message_above_message_bytes_max_is_413_naming_the_key) {
+  spawn("beta/c");
+  auto body = R"({"op":"add","by":1,"pad":")" + std::string(100, 'x') + "\"}";
+  auto r = call(test::test_admin_key, "POST", "/v1/agents/beta/c/ask", body);
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_NE(r.body.find("quota.message_bytes_max"), std::string::npos) << r.body;
+  auto t = call(test::test_admin_key, "POST", "/v1/agents/beta/c/tell", body);
+  EXPECT_EQ(t.status, 413) << t.body;
+  EXPECT_EQ(call(test::test_admin_key, "POST", "/v1/agents/beta/c/ask", R"({"op":"get"})").status,
+            200);
+}
+
+} // namespace
