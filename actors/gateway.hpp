@@ -21,6 +21,43 @@
 //                                            address null)
 //   POST   /v1/agents/{tenant}/{name}/ask    200 the agent's reply, verbatim
 //          ?timeout_ms=N (1..gateway.ask_timeout_ms_max, default ask_timeout_ms_default)
+//   POST   /v1/agents/{tenant}/{name}/migrate  200 {"moved","from","to","pause_ms",...}
+//          body {"to":"NODE"}
+//   POST   /v1/admin/backup                  200 {"backup","elapsed_ms"}; body {"to":"/abs/dir"}
+//   POST   /v1/keys                          201 {"id","key","tenant","role","name","created_ms"}
+//          body {"tenant":"beta","role":"operator","name":"ci"} (tenant: default the caller's;
+//          "*" only for admin keys). The key is in this answer only; the node keeps its SHA-256.
+//   GET    /v1/keys?tenant=                  200 {"keys":[{"id","tenant","role","name",
+//                                            "created_ms"}...]} (never a key or hash)
+//   DELETE /v1/keys/{id}                     204; the key stops working at once
+//
+// Authentication: every route except /healthz and /readyz needs `Authorization: Bearer X`,
+// X an API key (`hive_<16 hex id>_<64 hex>`), the bootstrap admin key (auth.admin_key_file)
+// or an HS256 JWT (auth.jwt_*). Missing or bad: 401 unauthenticated with
+// `WWW-Authenticate: Bearer realm="hive"`, also on unknown paths (nothing is revealed to an
+// anonymous caller).
+//
+// Permissions (least role; "own tenant" = the agent's or key's tenant must be the caller's,
+// unless the caller is admin, who acts on every tenant). Otherwise 403 forbidden.
+//
+//   GET  /v1/agents, GET /v1/agents/{id}          viewer, own tenant (listings show only it;
+//                                                 ?tenant= of another tenant is a 403)
+//   GET  /v1/cluster/nodes                        viewer
+//   POST /v1/agents, DELETE /v1/agents/{id},
+//   POST .../tell, POST .../ask                   operator, own tenant
+//   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or
+//                                                 revokes a key of a higher role than its own
+//   POST .../migrate, POST /v1/admin/backup       admin
+//
+// Quotas per tenant of the caller: `quota.requests_per_s` with bucket `quota.burst_requests`
+// (429 rate_limited with Retry-After in seconds; the probes are never limited), tell and ask
+// bodies up to `quota.message_bytes_max` (413 too_large).
+//
+// Audit: spawn, stop, migrate, backup, key creation and revocation, and every 401 and 403,
+// whatever their outcome, are one JSON line each in the audit log (audit.path): ts_ms, node,
+// principal ("key:<id>", "key:bootstrap", "jwt:<sub>" or "anonymous"), tenant, role, action
+// (route), method, path, target (agent or key id), status, result (errc name or "ok"),
+// correlation_id. Reads, tells and asks are not audited (they are counted in metrics).
 //
 // Errors answer `{"error":{"code":"...","message":"..."}}`. `code` is an `errc` name
 // (protocols/errc.hpp), except for three HTTP-level codes: `route_not_found` (404, unknown
@@ -28,7 +65,10 @@
 // malformed HTTP; the connection is closed afterwards). Status by errc:
 //
 //   invalid_argument, invalid_agent_id, unknown_kind, invalid_config   400
-//   agent_not_found                                                    404
+//   unauthenticated                                                    401
+//   forbidden                                                          403
+//   agent_not_found, not_found                                         404
+//   rate_limited                                                       429 (+ Retry-After)
 //   agent_exists                                                       409
 //   too_large (body > body_bytes_max, header > header_bytes_max,
 //              JSON nested deeper than json_depth_max)                 413
