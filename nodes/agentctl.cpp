@@ -7,7 +7,18 @@
 // `--token`, else the file of `--token-file`, else $HIVE_TOKEN, else the file named by
 // $HIVE_TOKEN_FILE (an API key or a JWT; `agent-node` prints its generated admin key once).
 //
+// The gateway: `--url URL`, else $HIVE_URL, else http://127.0.0.1:8080 (the older
+// subcommands also take `--node URL`). `--json` prints the node's JSON answers as they are.
+// Exit codes: 0 done; 1 the task failed (node unreachable, HTTP error such as 401/403/404,
+// bad backup); 2 bad command line (unknown subcommand, bad flag, bad agent id or JSON).
+//
 // Subcommands today:
+//   agentctl agents [--tenant T] [--kind K] [--node NAME] [--max N]
+//   agentctl inspect TENANT/NAME
+//   agentctl spawn TENANT/NAME --kind K [--config JSON] [--restart R] [--on NODE] [--breaker]
+//   agentctl tell TENANT/NAME JSON
+//   agentctl ask TENANT/NAME JSON [--timeout-ms N]
+//   agentctl stop TENANT/NAME
 //   agentctl backup --to /abs/dir [--node http://127.0.0.1:8080] [--timeout-ms N]
 //   agentctl keys create --role admin|operator|viewer --name NAME [--tenant T]
 //   agentctl keys list [--tenant T]
@@ -32,6 +43,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +82,13 @@ int fail(int code, const std::string& what) {
 
 /// The bearer credential sent with every request (empty: none).
 std::string bearer_token;
+
+/// The gateway talked to: `--url`, else $HIVE_URL, else http://127.0.0.1:8080 (a subcommand's
+/// own `--node URL` wins over it).
+std::string gateway_url = "http://127.0.0.1:8080";
+
+/// `--json`: print the node's JSON answer as it is instead of a table or a summary.
+bool json_output = false;
 
 /// Reads a token file: its contents without surrounding whitespace.
 caf::expected<std::string> read_token_file(const std::string& path, const std::string& what) {
@@ -228,7 +247,7 @@ struct command {
 command add_backup(CLI::App& parent) {
   struct options {
     std::string to;
-    std::string node = "http://127.0.0.1:8080";
+    std::string node;
     int64_t timeout_ms = 120000;
   };
   auto opts = std::make_shared<options>();
@@ -238,8 +257,7 @@ command add_backup(CLI::App& parent) {
     "on the node's machine (POST /v1/admin/backup)");
   app->add_option("--to", opts->to, "Backup directory: an absolute path that does not exist yet")
     ->required();
-  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT]")
-    ->capture_default_str();
+  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT] (default: --url)");
   app->add_option("--timeout-ms", opts->timeout_ms, "Longest wait for the node's reply")
     ->check(CLI::Range(int64_t{1}, int64_t{86400000}))
     ->capture_default_str();
@@ -248,7 +266,7 @@ command add_backup(CLI::App& parent) {
       if (opts->to.empty() || opts->to.front() != '/')
         return fail(exit_usage,
                     "--to '" + opts->to + "' must be an absolute path (on the node's machine)");
-      auto url = parse_node_url(opts->node);
+      auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
       if (!url)
         return fail(exit_usage, hive::message_of(url.error()));
       auto reply =
@@ -278,20 +296,19 @@ command add_migrate(CLI::App& parent) {
   struct options {
     std::string id;
     std::string to;
-    std::string node = "http://127.0.0.1:8080";
+    std::string node;
   };
   auto opts = std::make_shared<options>();
   auto* app = parent.add_subcommand(
     "migrate", "Move a persisted agent live to another node (POST /v1/agents/{id}/migrate)");
   app->add_option("id", opts->id, "The agent, TENANT/NAME")->required();
   app->add_option("--to", opts->to, "The node to move it to (a member's node.name)")->required();
-  app->add_option("--node", opts->node, "Any node's gateway, http://HOST[:PORT]")
-    ->capture_default_str();
+  app->add_option("--node", opts->node, "Any node's gateway, http://HOST[:PORT] (default: --url)");
   return {app, [opts] {
             auto id = hive::parse_agent_id(opts->id);
             if (!id)
               return fail(exit_usage, "agent id: " + hive::message_of(id.error()));
-            auto url = parse_node_url(opts->node);
+            auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
             if (!url)
               return fail(exit_usage, hive::message_of(url.error()));
             auto reply = http_call(*url, http::verb::post, "/v1/agents/" + id->str() + "/migrate",
@@ -317,11 +334,11 @@ command add_migrate(CLI::App& parent) {
 
 /// `nodes`: the cluster's members as one node sees them.
 command add_nodes(CLI::App& parent) {
-  auto node = std::make_shared<std::string>("http://127.0.0.1:8080");
+  auto node = std::make_shared<std::string>();
   auto* app = parent.add_subcommand("nodes", "List the cluster's members (GET /v1/cluster/nodes)");
-  app->add_option("--node", *node, "Any node's gateway, http://HOST[:PORT]")->capture_default_str();
+  app->add_option("--node", *node, "Any node's gateway, http://HOST[:PORT] (default: --url)");
   return {app, [node] {
-            auto url = parse_node_url(*node);
+            auto url = parse_node_url(node->empty() ? gateway_url : *node);
             if (!url)
               return fail(exit_usage, hive::message_of(url.error()));
             auto reply =
@@ -348,10 +365,254 @@ command add_nodes(CLI::App& parent) {
           }};
 }
 
+/// Pads `s` with spaces to `w` columns.
+std::string col(std::string s, size_t w) {
+  s.resize(std::max(s.size(), w), ' ');
+  return s;
+}
+
+/// Runs one request against the gateway; on success returns the body, else prints why (with
+/// `what` in front) and returns the exit code in `code`.
+std::optional<std::string> call_gateway(http::verb verb, const std::string& target,
+                                        const std::string& body, int expected_status,
+                                        const std::string& what, int& code,
+                                        milliseconds timeout = milliseconds{10000}) {
+  auto url = parse_node_url(gateway_url);
+  if (!url) {
+    code = fail(exit_usage, hive::message_of(url.error()));
+    return std::nullopt;
+  }
+  auto reply = http_call(*url, verb, target, body, timeout);
+  if (!reply) {
+    code = fail(exit_failed, what + ": " + hive::message_of(reply.error()));
+    return std::nullopt;
+  }
+  if (reply->status != expected_status) {
+    code = fail(exit_failed, what + ": " + describe_reply(*reply));
+    return std::nullopt;
+  }
+  return std::move(reply->body);
+}
+
+/// Parses a command-line agent id, printing why it is bad.
+std::optional<hive::agent_id> cli_agent_id(const std::string& text, int& code) {
+  auto id = hive::parse_agent_id(text);
+  if (!id) {
+    code = fail(exit_usage, "agent id '" + text + "': " + hive::message_of(id.error()));
+    return std::nullopt;
+  }
+  return std::move(*id);
+}
+
+/// Parses a command-line JSON document, printing why it is bad.
+std::optional<nlohmann::json> cli_json(const std::string& text, const std::string& what,
+                                       int& code) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) {
+    code = fail(exit_usage, what + " is not valid JSON: '" + text.substr(0, 200) + "'");
+    return std::nullopt;
+  }
+  return j;
+}
+
+/// `agents`: every agent the caller may see, following the pages.
+command add_agents(CLI::App& parent) {
+  struct options {
+    std::string tenant;
+    std::string kind;
+    std::string node;
+    size_t max = 100000;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand("agents", "List agents (GET /v1/agents, every page)");
+  app->add_option("--tenant", opts->tenant, "Only this tenant's agents");
+  app->add_option("--kind", opts->kind, "Only agents of this kind");
+  app->add_option("--node", opts->node, "Only agents on this node (a node name)");
+  app->add_option("--max", opts->max, "Stop after this many agents")->capture_default_str();
+  return {app, [opts] {
+            int code = exit_ok;
+            std::string after;
+            nlohmann::json all = nlohmann::json::array();
+            for (;;) {
+              std::string target = "/v1/agents?limit=1000";
+              if (!opts->tenant.empty())
+                target += "&tenant=" + opts->tenant;
+              if (!after.empty())
+                target += "&after=" + after;
+              auto body = call_gateway(http::verb::get, target, {}, 200, "agents", code);
+              if (!body)
+                return code;
+              auto page = nlohmann::json::parse(*body, nullptr, false);
+              if (!page.is_object() || !page["agents"].is_array())
+                return fail(exit_failed, "agents: unexpected reply " + body->substr(0, 500));
+              for (auto& a : page["agents"]) {
+                if (!opts->kind.empty() && a.value("kind", "") != opts->kind)
+                  continue;
+                if (!opts->node.empty() && a.value("node", "") != opts->node)
+                  continue;
+                all.push_back(a);
+              }
+              if (!page["next"].is_string() || all.size() >= opts->max)
+                break;
+              after = page["next"].get<std::string>();
+            }
+            if (json_output) {
+              std::cout << nlohmann::json{{"agents", all}}.dump() << std::endl;
+              return exit_ok;
+            }
+            size_t w = 5;
+            for (auto& a : all)
+              w = std::max(w, a.value("id", "").size());
+            std::cout << col("ID", w) << "  " << col("KIND", 10) << " " << col("NODE", 10) << " "
+                      << col("RUNNING", 7) << " RESTARTS" << std::endl;
+            for (auto& a : all)
+              std::cout << col(a.value("id", ""), w) << "  " << col(a.value("kind", ""), 10) << " "
+                        << col(a.value("node", ""), 10) << " "
+                        << col(a.value("running", false) ? "yes" : "no", 7) << " "
+                        << a.value("restarts", 0) << std::endl;
+            std::cout << all.size() << " agents" << std::endl;
+            return exit_ok;
+          }};
+}
+
+/// `inspect`: one agent's inspection.
+command add_inspect(CLI::App& parent) {
+  auto id_text = std::make_shared<std::string>();
+  auto* app = parent.add_subcommand("inspect", "Show one agent (GET /v1/agents/{id})");
+  app->add_option("id", *id_text, "The agent, TENANT/NAME")->required();
+  return {app, [id_text] {
+            int code = exit_ok;
+            auto id = cli_agent_id(*id_text, code);
+            if (!id)
+              return code;
+            auto body =
+              call_gateway(http::verb::get, "/v1/agents/" + id->str(), {}, 200, "inspect", code);
+            if (!body)
+              return code;
+            auto j = nlohmann::json::parse(*body, nullptr, false);
+            if (json_output || !j.is_object()) {
+              std::cout << *body << std::endl;
+              return exit_ok;
+            }
+            for (auto& [k, v] : j.items())
+              std::cout << col(k + ":", 14) << " " << (v.is_string() ? v.get<std::string>() : v.dump())
+                        << std::endl;
+            return exit_ok;
+          }};
+}
+
+/// `spawn`: creates an agent.
+command add_spawn(CLI::App& parent) {
+  struct options {
+    std::string id;
+    std::string kind;
+    std::string config = "{}";
+    std::string restart;
+    std::string on;
+    bool breaker = false;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand("spawn", "Create an agent (POST /v1/agents)");
+  app->add_option("id", opts->id, "The agent, TENANT/NAME")->required();
+  app->add_option("--kind", opts->kind, "A registered kind (echo, counter, kv, relay, ...)")
+    ->required();
+  app->add_option("--config", opts->config, "The kind's config, a JSON object")
+    ->capture_default_str();
+  app->add_option("--restart", opts->restart, "permanent, transient or temporary");
+  app->add_option("--on", opts->on, "Pin it to this node (a node name)");
+  app->add_flag("--breaker", opts->breaker, "Put a circuit breaker in front of it");
+  return {app, [opts] {
+            int code = exit_ok;
+            auto id = cli_agent_id(opts->id, code);
+            if (!id)
+              return code;
+            auto cfg = cli_json(opts->config, "--config", code);
+            if (!cfg)
+              return code;
+            nlohmann::json body{{"id", id->str()}, {"kind", opts->kind}, {"config", *cfg}};
+            if (opts->breaker)
+              body["breaker"] = true;
+            if (!opts->restart.empty())
+              body["restart"] = opts->restart;
+            if (!opts->on.empty())
+              body["node"] = opts->on;
+            auto reply =
+              call_gateway(http::verb::post, "/v1/agents", body.dump(), 201, "spawn", code);
+            if (!reply)
+              return code;
+            auto j = nlohmann::json::parse(*reply, nullptr, false);
+            if (json_output)
+              std::cout << *reply << std::endl;
+            else
+              std::cout << "spawned " << j.value("id", id->str()) << " (" << j.value("kind", "")
+                        << ") on " << j.value("node", "?") << std::endl;
+            return exit_ok;
+          }};
+}
+
+/// `tell` and `ask`: one message to an agent.
+command add_message(CLI::App& parent, bool ask) {
+  struct options {
+    std::string id;
+    std::string body;
+    int64_t timeout_ms = 5000;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand(
+    ask ? "ask" : "tell", ask ? "Ask an agent and print its reply (POST /v1/agents/{id}/ask)"
+                              : "Send an agent a one-way message (POST /v1/agents/{id}/tell)");
+  app->add_option("id", opts->id, "The agent, TENANT/NAME")->required();
+  app->add_option("body", opts->body, "The message, a JSON document")->required();
+  if (ask)
+    app->add_option("--timeout-ms", opts->timeout_ms, "Deadline of the ask")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}))
+      ->capture_default_str();
+  return {app, [opts, ask] {
+            int code = exit_ok;
+            auto id = cli_agent_id(opts->id, code);
+            if (!id)
+              return code;
+            if (!cli_json(opts->body, "the message", code))
+              return code;
+            std::string target = "/v1/agents/" + id->str() + (ask ? "/ask" : "/tell");
+            if (ask)
+              target += "?timeout_ms=" + std::to_string(opts->timeout_ms);
+            auto reply = call_gateway(http::verb::post, target, opts->body, ask ? 200 : 202,
+                                      ask ? "ask" : "tell", code,
+                                      milliseconds{opts->timeout_ms + 5000});
+            if (!reply)
+              return code;
+            if (ask || json_output)
+              std::cout << *reply << std::endl;
+            else
+              std::cout << "told " << id->str() << std::endl;
+            return exit_ok;
+          }};
+}
+
+/// `stop`: stops an agent for good (its stored state is deleted).
+command add_stop(CLI::App& parent) {
+  auto id_text = std::make_shared<std::string>();
+  auto* app = parent.add_subcommand(
+    "stop", "Stop an agent for good; a persisted one's state is deleted (DELETE /v1/agents/{id})");
+  app->add_option("id", *id_text, "The agent, TENANT/NAME")->required();
+  return {app, [id_text] {
+            int code = exit_ok;
+            auto id = cli_agent_id(*id_text, code);
+            if (!id)
+              return code;
+            if (!call_gateway(http::verb::delete_, "/v1/agents/" + id->str(), {}, 204, "stop",
+                              code))
+              return code;
+            std::cout << "stopped " << id->str() << std::endl;
+            return exit_ok;
+          }};
+}
+
 /// `keys`: create, list and revoke API keys.
 command add_keys(CLI::App& parent) {
   struct options {
-    std::string node = "http://127.0.0.1:8080";
+    std::string node;
     std::string tenant;
     std::string role;
     std::string name;
@@ -359,8 +620,7 @@ command add_keys(CLI::App& parent) {
   };
   auto opts = std::make_shared<options>();
   auto* app = parent.add_subcommand("keys", "Create, list and revoke API keys (/v1/keys)");
-  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT]")
-    ->capture_default_str();
+  app->add_option("--node", opts->node, "The node's gateway, http://HOST[:PORT] (default: --url)");
   app->require_subcommand(1);
   auto* create = app->add_subcommand("create", "Create a key; it is printed this once");
   create->add_option("--tenant", opts->tenant, "Its tenant (default: the caller's)");
@@ -372,7 +632,7 @@ command add_keys(CLI::App& parent) {
   auto* revoke = app->add_subcommand("revoke", "Revoke a key: it stops working at once");
   revoke->add_option("id", opts->id, "The key's id (16 hex digits)")->required();
   return {app, [opts, create, list, revoke] {
-            auto url = parse_node_url(opts->node);
+            auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
             if (!url)
               return fail(exit_usage, hive::message_of(url.error()));
             if (create->parsed()) {
@@ -524,8 +784,15 @@ int main(int argc, char** argv) {
   std::string token, token_file;
   app.add_option("--token", token, "Bearer credential: an API key or a JWT (else $HIVE_TOKEN)");
   app.add_option("--token-file", token_file, "File holding the credential (else $HIVE_TOKEN_FILE)");
-  std::vector<command> commands{add_backup(app), add_restore(app), add_migrate(app),
-                                add_nodes(app), add_keys(app)};
+  std::string url;
+  app.add_option("--url", url,
+                 "The gateway to talk to, http://HOST[:PORT] (else $HIVE_URL, else "
+                 "http://127.0.0.1:8080)");
+  app.add_flag("--json", json_output, "Print the node's JSON answers as they are");
+  std::vector<command> commands{add_agents(app),       add_inspect(app),      add_spawn(app),
+                                add_message(app, false), add_message(app, true), add_stop(app),
+                                add_migrate(app),      add_nodes(app),        add_keys(app),
+                                add_backup(app),       add_restore(app)};
   if (argc > 1 && argv[1][0] != '-') {
     auto named = [&](const command& c) { return c.app->check_name(argv[1]); };
     if (std::none_of(commands.begin(), commands.end(), named)) {
@@ -548,6 +815,10 @@ int main(int argc, char** argv) {
               << std::endl;
     return exit_usage;
   }
+  if (!url.empty())
+    gateway_url = url;
+  else if (auto* env = std::getenv("HIVE_URL"); env != nullptr && *env != '\0')
+    gateway_url = env;
   if (!token.empty()) {
     bearer_token = token;
   } else if (!token_file.empty()) {

@@ -257,3 +257,56 @@ TEST(agent_node, agentctl_manages_keys_and_a_jwt_from_the_secret_file_is_accepte
   EXPECT_NE(audit.find("\"POST /v1/keys\""), std::string::npos) << audit;
   EXPECT_NE(audit.find("\"DELETE /v1/keys/{id}\""), std::string::npos) << audit;
 }
+
+TEST(agent_node, agentctl_spawns_tells_asks_lists_inspects_and_stops_agents) {
+  temp_dir dir;
+  auto log = (dir.path / "node.log").string();
+  node_process node{node_args(dir), log};
+  ASSERT_TRUE(node.wait_ready()) << read_file(log);
+  auto url = "http://127.0.0.1:" + std::to_string(node.gateway_port);
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--url", url});
+    return hive::test::run_agentctl(args);
+  };
+  auto spawned = ctl({"spawn", "acme/c1", "--kind", "counter"});
+  ASSERT_EQ(spawned.code, 0) << spawned.output;
+  EXPECT_NE(spawned.output.find("spawned acme/c1 (counter) on e2e"), std::string::npos)
+    << spawned.output;
+  ASSERT_EQ(ctl({"spawn", "acme/k1", "--kind", "kv", "--config", R"({"entries_max":5})"}).code, 0);
+  auto told = ctl({"tell", "acme/c1", R"({"op":"add","by":4})"});
+  ASSERT_EQ(told.code, 0) << told.output;
+  auto asked = ctl({"ask", "acme/c1", R"({"op":"add","by":1})", "--timeout-ms", "3000"});
+  ASSERT_EQ(asked.code, 0) << asked.output;
+  EXPECT_NE(asked.output.find(R"({"value":5})"), std::string::npos) << asked.output;
+  auto listed = ctl({"agents", "--kind", "counter"});
+  ASSERT_EQ(listed.code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("acme/c1"), std::string::npos) << listed.output;
+  EXPECT_EQ(listed.output.find("acme/k1"), std::string::npos) << listed.output;
+  EXPECT_NE(listed.output.find("1 agents"), std::string::npos) << listed.output;
+  auto as_json = ctl({"--json", "agents"});
+  ASSERT_EQ(as_json.code, 0) << as_json.output;
+  auto j = json::parse(as_json.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << as_json.output;
+  EXPECT_EQ(j["agents"].size(), 2u) << as_json.output;
+  auto inspected = ctl({"inspect", "acme/c1"});
+  ASSERT_EQ(inspected.code, 0) << inspected.output;
+  EXPECT_NE(inspected.output.find("kind:"), std::string::npos) << inspected.output;
+  EXPECT_NE(inspected.output.find("counter"), std::string::npos) << inspected.output;
+  // Failures: exit 1 naming the HTTP answer; bad usage: exit 2.
+  auto missing = ctl({"inspect", "acme/nobody"});
+  EXPECT_EQ(missing.code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("404 agent_not_found"), std::string::npos) << missing.output;
+  auto bad_json = ctl({"ask", "acme/c1", "{not json"});
+  EXPECT_EQ(bad_json.code, 2) << bad_json.output;
+  auto bad_id = ctl({"stop", "Acme/C1"});
+  EXPECT_EQ(bad_id.code, 2) << bad_id.output;
+  auto stopped = ctl({"stop", "acme/c1"});
+  ASSERT_EQ(stopped.code, 0) << stopped.output;
+  EXPECT_EQ(ctl({"inspect", "acme/c1"}).code, 1);
+  // $HIVE_URL is the default gateway.
+  ::setenv("HIVE_URL", url.c_str(), 1);
+  auto via_env = hive::test::run_agentctl({"agents"});
+  ::unsetenv("HIVE_URL");
+  EXPECT_EQ(via_env.code, 0) << via_env.output;
+  EXPECT_NE(via_env.output.find("acme/k1"), std::string::npos) << via_env.output;
+}
