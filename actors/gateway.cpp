@@ -356,8 +356,15 @@ enum class route_id {
   backup,
   cluster_nodes,
   keys,
-  key
+  key,
+  openapi
 };
+
+/// Every route, for `gateway::routes()`.
+constexpr route_id all_routes[] = {
+  route_id::healthz, route_id::readyz,  route_id::agents, route_id::agent,
+  route_id::tell,    route_id::ask,     route_id::migrate, route_id::backup,
+  route_id::cluster_nodes, route_id::keys, route_id::key, route_id::openapi};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -372,6 +379,7 @@ std::string_view path_template(route_id r) {
     case route_id::cluster_nodes: return "/v1/cluster/nodes";
     case route_id::keys: return "/v1/keys";
     case route_id::key: return "/v1/keys/{id}";
+    case route_id::openapi: return "/v1/openapi.json";
   }
   return "?";
 }
@@ -412,7 +420,8 @@ role required_role(route_id r, http::verb v) {
   switch (r) {
     case route_id::healthz:
     case route_id::readyz:
-    case route_id::cluster_nodes: return role::viewer;
+    case route_id::cluster_nodes:
+    case route_id::openapi: return role::viewer;
     case route_id::agents:
     case route_id::agent: return v == http::verb::get ? role::viewer : role::operator_;
     case route_id::tell:
@@ -729,6 +738,8 @@ private:
       route = route_id::cluster_nodes;
     else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "keys")
       route = route_id::keys;
+    else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "openapi.json")
+      route = route_id::openapi;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "keys")
       route = route_id::key;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
@@ -812,6 +823,10 @@ private:
         if (auto err = no_query(query))
           return reply_error(err);
         return revoke_key(parts[2]);
+      case route_id::openapi:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return reply_json(http::status::ok, std::string{gateway::openapi_json()});
     }
   }
 
@@ -1672,6 +1687,21 @@ size_t gateway::in_flight() const noexcept {
 
 size_t gateway::connections() const noexcept {
   return impl_->connections.load();
+}
+
+std::vector<gateway::route_info> gateway::routes() {
+  std::vector<route_info> out;
+  for (auto r : all_routes) {
+    route_info info;
+    info.path = std::string{path_template(r)};
+    // The metrics label `{id}` of agent routes is two path segments in the document.
+    if (auto p = info.path.find("/v1/agents/{id}"); p == 0)
+      info.path.replace(0, 15, "/v1/agents/{tenant}/{name}");
+    for (auto m : split(allowed_methods(r), ','))
+      info.methods.emplace_back(m.substr(m.find_first_not_of(' ')));
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 void gateway::set_cluster(cluster* c) noexcept {

@@ -30,6 +30,9 @@
 //   GET    /v1/keys?tenant=                  200 {"keys":[{"id","tenant","role","name",
 //                                            "created_ms"}...]} (never a key or hash)
 //   DELETE /v1/keys/{id}                     204; the key stops working at once
+//   GET    /v1/openapi.json                  200 the OpenAPI 3 document of these routes
+//                                            (protocols/openapi.json; a test checks it against
+//                                            `routes()` and the behaviour, both ways)
 //
 // Authentication: every route except /healthz and /readyz needs `Authorization: Bearer X`,
 // X an API key (`hive_<16 hex id>_<64 hex>`), the bootstrap admin key (auth.admin_key_file)
@@ -42,7 +45,7 @@
 //
 //   GET  /v1/agents, GET /v1/agents/{id}          viewer, own tenant (listings show only it;
 //                                                 ?tenant= of another tenant is a 403)
-//   GET  /v1/cluster/nodes                        viewer
+//   GET  /v1/cluster/nodes, GET /v1/openapi.json  viewer
 //   POST /v1/agents, DELETE /v1/agents/{id},
 //   POST .../tell, POST .../ask                   operator, own tenant
 //   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or
@@ -95,6 +98,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -150,6 +156,19 @@ public:
   /// Serves the cluster routes from `c` (nullptr: standalone). `c` must outlive the gateway or
   /// be unset first.
   void set_cluster(cluster* c) noexcept;
+
+  /// The OpenAPI 3 document served at `/v1/openapi.json` (protocols/openapi.json).
+  [[nodiscard]] static std::string_view openapi_json() noexcept;
+
+  /// One route as the OpenAPI document names it: path (`/v1/agents/{tenant}/{name}`) and
+  /// its methods in upper case.
+  struct route_info {
+    std::string path;
+    std::vector<std::string> methods;
+  };
+
+  /// Every route the gateway serves (tests check the OpenAPI document against it).
+  [[nodiscard]] static std::vector<route_info> routes();
 
   /// Opaque implementation state (public only so that the .cpp can name it).
   struct impl;

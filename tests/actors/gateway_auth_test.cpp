@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -381,6 +383,74 @@ TEST_F(gateway_quota_test, a_message_above_message_bytes_max_is_413_naming_the_k
   EXPECT_EQ(t.status, 413) << t.body;
   EXPECT_EQ(call(test::test_admin_key, "POST", "/v1/agents/beta/c/ask", R"({"op":"get"})").status,
             200);
+}
+
+} // namespace
+
+namespace {
+
+// -- the OpenAPI document -------------------------------------------------------------------------
+
+TEST_F(gateway_auth_test, the_openapi_document_lists_exactly_the_routes_the_gateway_serves) {
+  auto r = call(test::test_admin_key, "GET", "/v1/openapi.json");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto doc = json::parse(r.body, nullptr, false);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["openapi"].get<std::string>().rfind("3.", 0), 0u);
+  EXPECT_EQ(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+  EXPECT_EQ(call("", "GET", "/v1/openapi.json").status, 401);
+  // The same paths and methods as the gateway's route table, both ways.
+  std::map<std::string, std::set<std::string>> documented;
+  for (auto& [path, item] : doc["paths"].items())
+    for (auto& [method, op] : item.items())
+      if (method != "parameters") {
+        auto upper = method;
+        for (auto& c : upper)
+          c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        documented[path].insert(upper);
+        EXPECT_TRUE(op.contains("responses")) << method << " " << path;
+      }
+  std::map<std::string, std::set<std::string>> served;
+  for (auto& route : gateway::routes())
+    served[route.path] = {route.methods.begin(), route.methods.end()};
+  EXPECT_EQ(documented, served);
+  // Every documented operation is routed (no 404 route_not_found, no 405), and every other
+  // method on its path is a 405.
+  spawn("acme/x");
+  auto concrete = [](std::string p) {
+    for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"{tenant}", "acme"}, {"{name}", "x"}, {"{id}", "0000000000000000"}})
+      if (auto i = p.find(from); i != std::string::npos)
+        p.replace(i, from.size(), to);
+    return p;
+  };
+  for (auto& [path, methods] : documented) {
+    for (std::string m : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
+      std::string body;
+      if (m == "POST" && methods.count(m)) {
+        auto& op = doc["paths"][path]["post"];
+        body = op["requestBody"]["content"]["application/json"].value("example", json::object()).dump();
+        if (path == "/v1/admin/backup")
+          body = json{{"to", (dir.path / "openapi-backup").string()}}.dump();
+      }
+      auto res = call(test::test_admin_key, m, concrete(path), body);
+      auto code = json::parse(res.body, nullptr, false);
+      auto err = code.is_object() && code.contains("error") ? code["error"].value("code", "") : "";
+      auto where = m + " " + path + " -> " + std::to_string(res.status) + " " + res.body;
+      if (methods.count(m)) {
+        EXPECT_NE(err, "route_not_found") << where;
+        EXPECT_NE(res.status, 405) << where;
+      } else {
+        EXPECT_EQ(res.status, 405) << where;
+      }
+    }
+  }
+  // Every errc name is in the documented error code enum.
+  auto codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+  for (int i = 1; i <= static_cast<int>(errc::not_found); ++i) {
+    auto name = std::string{to_string(static_cast<errc>(i))};
+    EXPECT_NE(std::find(codes.begin(), codes.end(), name), codes.end()) << name << " undocumented";
+  }
 }
 
 } // namespace
