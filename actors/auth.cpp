@@ -79,17 +79,17 @@ caf::error validate_key_name(std::string_view name) {
   for (char c : name)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
       return make_error(errc::invalid_argument,
-                        "key name may hold only A-Z a-z 0-9 '-' '_' '.', got '"
-                          + std::string{name} + "'");
+                        "key name may hold only A-Z a-z 0-9 '-' '_' '.', got '" + std::string{name}
+                          + "'");
   return {};
 }
 
 caf::error validate_key_tenant(std::string_view tenant, role level) {
   if (tenant == all_tenants)
     return level == role::admin
-             ? caf::error{}
-             : make_error(errc::invalid_argument,
-                          "tenant '*' (all tenants) is only for keys of role admin");
+      ? caf::error{}
+      : make_error(errc::invalid_argument,
+                   "tenant '*' (all tenants) is only for keys of role admin");
   return validate_id_part(tenant, "tenant", tenant_bytes_max);
 }
 
@@ -97,8 +97,8 @@ caf::error validate_key_tenant(std::string_view tenant, role level) {
 caf::expected<std::string> read_secret_file(const std::string& path, std::string_view key) {
   std::ifstream in{path, std::ios::binary};
   if (!in)
-    return make_error(errc::invalid_config, std::string{key} + ": cannot read '" + path
-                                              + "': " + std::strerror(errno));
+    return make_error(errc::invalid_config,
+                      std::string{key} + ": cannot read '" + path + "': " + std::strerror(errno));
   std::ostringstream buf;
   buf << in.rdbuf();
   auto text = buf.str();
@@ -132,20 +132,21 @@ caf::expected<role> parse_role(std::string_view text) {
     return role::operator_;
   if (text == "viewer")
     return role::viewer;
-  return make_error(errc::invalid_argument, "role must be \"admin\", \"operator\" or \"viewer\", got '"
-                                              + std::string{text.substr(0, 64)} + "'");
+  return make_error(errc::invalid_argument,
+                    "role must be \"admin\", \"operator\" or \"viewer\", got '"
+                      + std::string{text.substr(0, 64)} + "'");
 }
 
 caf::error authorize(const principal& p, role needed, std::string_view tenant,
                      std::string_view action) {
   if (p.level < needed)
-    return make_error(errc::forbidden, std::string{action} + " needs role "
-                                         + std::string{to_string(needed)} + "; " + p.subject
-                                         + " has role " + std::string{to_string(p.level)});
+    return make_error(errc::forbidden,
+                      std::string{action} + " needs role " + std::string{to_string(needed)} + "; "
+                        + p.subject + " has role " + std::string{to_string(p.level)});
   if (!tenant.empty() && !p.may_access(tenant))
-    return make_error(errc::forbidden, p.subject + " of tenant '" + p.tenant
-                                         + "' may not act on tenant '" + std::string{tenant}
-                                         + "'");
+    return make_error(errc::forbidden,
+                      p.subject + " of tenant '" + p.tenant + "' may not act on tenant '"
+                        + std::string{tenant} + "'");
   return {};
 }
 
@@ -160,11 +161,11 @@ std::string sha256_hex(std::string_view data) {
 std::string hmac_sha256(std::string_view key, std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned len = 0;
-  auto* res = HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-                   reinterpret_cast<const unsigned char*>(data.data()), data.size(), md.data(),
-                   &len);
+  auto* res =
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(data.data()), data.size(), md.data(), &len);
   assert(res != nullptr && len == 32);
-  (void) res;
+  (void)res;
   return std::string{reinterpret_cast<const char*>(md.data()), len};
 }
 
@@ -351,7 +352,8 @@ caf::expected<std::unique_ptr<key_store>> key_store::open(std::string path, size
     return ks;
   std::ifstream in{path, std::ios::binary};
   if (!in)
-    return make_error(errc::io_error, "cannot read key file '" + path + "': " + std::strerror(errno));
+    return make_error(errc::io_error,
+                      "cannot read key file '" + path + "': " + std::strerror(errno));
   std::ostringstream buf;
   buf << in.rdbuf();
   auto doc = nlohmann::json::parse(buf.str(), nullptr, false);
@@ -401,8 +403,9 @@ caf::error key_store::save(const std::map<std::string, api_key_record, std::less
   auto text = nlohmann::json{{"version", 1}, {"keys", std::move(arr)}}.dump(1) + "\n";
   auto tmp = path_ + ".tmp";
   auto fail = [&](std::string_view step) {
-    auto err = make_error(errc::io_error, "cannot write key file '" + path_ + "' ("
-                                            + std::string{step} + "): " + std::strerror(errno));
+    auto err = make_error(errc::io_error,
+                          "cannot write key file '" + path_ + "' (" + std::string{step}
+                            + "): " + std::strerror(errno));
     ::unlink(tmp.c_str());
     return err;
   };
@@ -436,17 +439,18 @@ caf::error key_store::save(const std::map<std::string, api_key_record, std::less
   return {};
 }
 
-caf::expected<std::pair<api_key_record, std::string>>
-key_store::create(std::string tenant, role level, std::string name) {
+caf::expected<std::pair<api_key_record, std::string>> key_store::create(std::string tenant,
+                                                                        role level,
+                                                                        std::string name) {
   if (auto err = validate_key_tenant(tenant, level))
     return err;
   if (auto err = validate_key_name(name))
     return err;
   std::lock_guard<std::mutex> guard{mtx_};
   if (keys_.size() >= keys_max_)
-    return make_error(errc::overloaded, "the node stores auth.keys_max = "
-                                          + std::to_string(keys_max_)
-                                          + " API keys; revoke one first");
+    return make_error(errc::overloaded,
+                      "the node stores auth.keys_max = " + std::to_string(keys_max_)
+                        + " API keys; revoke one first");
   api_key_record r;
   do
     r.id = random_hex(key_id_hex / 2);
@@ -469,7 +473,8 @@ caf::error key_store::revoke(std::string_view id) {
   std::lock_guard<std::mutex> guard{mtx_};
   auto i = keys_.find(id);
   if (i == keys_.end())
-    return make_error(errc::not_found, "no API key with id '" + std::string{id.substr(0, 64)} + "'");
+    return make_error(errc::not_found,
+                      "no API key with id '" + std::string{id.substr(0, 64)} + "'");
   auto next = keys_;
   next.erase(std::string{id});
   if (auto err = save(next))
@@ -554,15 +559,15 @@ size_t tenant_limiter::tracked() const {
 // -- audit log ------------------------------------------------------------------------------------
 
 caf::expected<std::unique_ptr<audit_log>> audit_log::open(std::string path, int64_t file_bytes_max,
-                                                         int64_t files_max) {
+                                                          int64_t files_max) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0)
     return make_error(errc::io_error,
                       "cannot open audit log '" + path + "': " + std::strerror(errno));
   struct stat st {};
   int64_t size = ::fstat(fd, &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
-  return std::unique_ptr<audit_log>{new audit_log(std::move(path), fd, size, file_bytes_max,
-                                                  files_max)};
+  return std::unique_ptr<audit_log>{
+    new audit_log(std::move(path), fd, size, file_bytes_max, files_max)};
 }
 
 audit_log::~audit_log() {
@@ -614,9 +619,7 @@ security::security(const node_config& cfg, settings s, std::unique_ptr<key_store
                    std::unique_ptr<audit_log> audit)
     : jwt_{std::move(s.jwt_secret), cfg.auth.jwt_issuer, cfg.auth.jwt_audience,
            cfg.auth.jwt_clock_skew_ms},
-      quota_(cfg.quota),
-      node_name_(std::move(s.node_name)),
-      keys_(std::move(keys)),
+      quota_(cfg.quota), node_name_(std::move(s.node_name)), keys_(std::move(keys)),
       limiter_(static_cast<double>(cfg.quota.requests_per_s),
                static_cast<double>(cfg.quota.burst_requests),
                static_cast<size_t>(cfg.quota.tenants_tracked_max)),
@@ -657,8 +660,8 @@ caf::expected<security::settings> security::settings_from(const node_config& cfg
       return std::move(secret.error());
     if (secret->size() < jwt_secret_bytes_min)
       return make_error(errc::invalid_config,
-                        "auth.jwt_secret_file: the secret in '" + cfg.auth.jwt_secret_file
-                          + "' is " + std::to_string(secret->size()) + " bytes; HS256 needs at least "
+                        "auth.jwt_secret_file: the secret in '" + cfg.auth.jwt_secret_file + "' is "
+                          + std::to_string(secret->size()) + " bytes; HS256 needs at least "
                           + std::to_string(jwt_secret_bytes_min));
     s.jwt_secret = std::move(*secret);
   }

@@ -220,10 +220,7 @@ public:
 
 private:
   audit_log(std::string path, int fd, int64_t size, int64_t file_bytes_max, int64_t files_max)
-      : path_(std::move(path)),
-        fd_(fd),
-        size_(size),
-        file_bytes_max_(file_bytes_max),
+      : path_(std::move(path)), fd_(fd), size_(size), file_bytes_max_(file_bytes_max),
         files_max_(files_max) {}
 
   void rotate();

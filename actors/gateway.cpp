@@ -21,7 +21,9 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/auth.hpp"
@@ -40,6 +42,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
@@ -361,10 +364,10 @@ enum class route_id {
 };
 
 /// Every route, for `gateway::routes()`.
-constexpr route_id all_routes[] = {
-  route_id::healthz, route_id::readyz,  route_id::agents, route_id::agent,
-  route_id::tell,    route_id::ask,     route_id::migrate, route_id::backup,
-  route_id::cluster_nodes, route_id::keys, route_id::key, route_id::openapi};
+constexpr route_id all_routes[] = {route_id::healthz, route_id::readyz, route_id::agents,
+                                   route_id::agent,   route_id::tell,   route_id::ask,
+                                   route_id::migrate, route_id::backup, route_id::cluster_nodes,
+                                   route_id::keys,    route_id::key,    route_id::openapi};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -490,6 +493,8 @@ struct gateway::impl {
   security& sec;
   std::shared_ptr<post_gate> gate;
   std::optional<asio::io_context> ioc;
+  /// Set when the gateway serves HTTPS (`gateway.tls_cert_file`, `gateway.tls_key_file`).
+  std::optional<asio::ssl::context> tls;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
 
@@ -532,10 +537,16 @@ namespace {
 
 // -- one connection ---------------------------------------------------------------------------
 
-class session : public std::enable_shared_from_this<session> {
+/// One connection. `Stream` is `beast::tcp_stream` (HTTP) or
+/// `beast::ssl_stream<beast::tcp_stream>` (HTTPS: the TLS handshake comes first, within
+/// `idle_timeout_ms`).
+template <class Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
 public:
-  session(gateway::impl& gw, tcp::socket&& socket, bool counted)
-      : gw_(gw), stream_(std::move(socket)), guard_(stream_.get_executor()), counted_(counted) {
+  static constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  session(gateway::impl& gw, Stream&& stream, bool counted)
+      : gw_(gw), stream_(std::move(stream)), guard_(stream_.get_executor()), counted_(counted) {
     if (counted_)
       gw_.connections.fetch_add(1);
   }
@@ -557,21 +568,53 @@ public:
 
   /// Serves requests until the client closes, times out or errs.
   void start() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->handshake_then([](session& s) { s.do_read(); });
+    });
   }
 
   /// Answers 503 (connection limit) and closes.
   void refuse() {
-    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      self->new_exchange("refused");
-      self->close_after_ = true;
-      self->reply_error(http::status::service_unavailable, errc::overloaded,
-                        "connection limit gateway.connections_max ("
-                          + std::to_string(self->gw_.cfg.connections_max) + ") reached");
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->handshake_then([](session& s) { s.refuse_now(); });
     });
   }
 
 private:
+  /// The TCP layer under TLS (or the stream itself).
+  beast::tcp_stream& lowest() {
+    return beast::get_lowest_layer(stream_);
+  }
+
+  /// Runs `next(*this)` after the TLS handshake (at once for plain HTTP). A failed or slow
+  /// handshake closes the connection without an answer.
+  template <class Next>
+  void handshake_then(Next next) {
+    if constexpr (is_tls) {
+      lowest().expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this(), next](beast::error_code ec) {
+                                if (ec) {
+                                  if (log::enabled(spdlog::level::debug))
+                                    log::event(spdlog::level::debug, "tls_handshake_failed",
+                                               {{"reason", ec.message()}});
+                                  return self->close_now();
+                                }
+                                next(*self);
+                              });
+    } else {
+      next(*this);
+    }
+  }
+
+  void refuse_now() {
+    new_exchange("refused");
+    close_after_ = true;
+    reply_error(http::status::service_unavailable, errc::overloaded,
+                "connection limit gateway.connections_max ("
+                  + std::to_string(gw_.cfg.connections_max) + ") reached");
+  }
+
   // -- reading --------------------------------------------------------------------------------
 
   void do_read() {
@@ -579,9 +622,9 @@ private:
     parser_->header_limit(static_cast<uint32_t>(gw_.cfg.header_bytes_max));
     parser_->body_limit(static_cast<uint64_t>(gw_.cfg.body_bytes_max));
     // One deadline for the whole request (headers and body), also the keep-alive idle time.
-    stream_.expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
+    lowest().expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
     http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&session::on_header, shared_from_this()));
+                            beast::bind_front_handler(&session::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, size_t) {
@@ -593,7 +636,7 @@ private:
       continue_res_.version(req.version());
       continue_res_.result(http::status::continue_);
       http::async_write(stream_, continue_res_,
-                        [self = shared_from_this()](beast::error_code wec, size_t) {
+                        [self = this->shared_from_this()](beast::error_code wec, size_t) {
                           if (wec)
                             return self->close_now();
                           self->read_body();
@@ -605,7 +648,7 @@ private:
 
   void read_body() {
     http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&session::on_read, shared_from_this()));
+                     beast::bind_front_handler(&session::on_read, this->shared_from_this()));
   }
 
   void on_read_error(beast::error_code ec) {
@@ -640,7 +683,7 @@ private:
   void on_read(beast::error_code ec, size_t) {
     if (ec)
       return on_read_error(ec);
-    stream_.expires_never();
+    lowest().expires_never();
     new_exchange("unmatched");
     busy_ = true;
     gw_.begin_request();
@@ -721,10 +764,10 @@ private:
         retry_after_s_ = (wait_ms + 999) / 1000;
         auto& q = gw_.sec.quota();
         return reply_error(make_error(
-          errc::rate_limited, "tenant '" + principal_->tenant + "' exceeds quota.requests_per_s = "
-                                + std::to_string(q.requests_per_s) + " (quota.burst_requests = "
-                                + std::to_string(q.burst_requests) + "); retry in "
-                                + std::to_string(wait_ms) + " ms"));
+          errc::rate_limited,
+          "tenant '" + principal_->tenant + "' exceeds quota.requests_per_s = "
+            + std::to_string(q.requests_per_s) + " (quota.burst_requests = "
+            + std::to_string(q.burst_requests) + "); retry in " + std::to_string(wait_ms) + " ms"));
       }
     }
     std::optional<route_id> route;
@@ -840,7 +883,8 @@ private:
       return reply_error(err);
     auto doc = nlohmann::json::parse(body, nullptr, false);
     if (!doc.is_object())
-      return bad_field(R"(body must be {"tenant":"...","role":"admin|operator|viewer","name":"..."})");
+      return bad_field(
+        R"(body must be {"tenant":"...","role":"admin|operator|viewer","name":"..."})");
     std::string tenant = principal_->tenant;
     std::optional<role> level;
     std::string name;
@@ -848,9 +892,9 @@ private:
       if (k == "tenant") {
         if (!v.is_string())
           return bad_field("field 'tenant' must be a string");
-        tenant = v.get<std::string>();
+        tenant = v.template get<std::string>();
       } else if (k == "role") {
-        auto r = v.is_string() ? parse_role(v.get<std::string>())
+        auto r = v.is_string() ? parse_role(v.template get<std::string>())
                                : caf::expected<role>{make_error(errc::invalid_argument, "")};
         if (!r)
           return bad_field(R"(field 'role' must be "admin", "operator" or "viewer")");
@@ -858,7 +902,7 @@ private:
       } else if (k == "name") {
         if (!v.is_string())
           return bad_field("field 'name' must be a string");
-        name = v.get<std::string>();
+        name = v.template get<std::string>();
       } else {
         return bad_field("unknown field '" + k.substr(0, 64) + "' (allowed: tenant, role, name)");
       }
@@ -868,11 +912,10 @@ private:
     if (name.empty())
       return bad_field("field 'name' is required (1..64 bytes of A-Z a-z 0-9 '-' '_' '.')");
     if (*level > principal_->level)
-      return reply_error(make_error(errc::forbidden,
-                                    principal_->subject + " has role "
-                                      + std::string{to_string(principal_->level)}
-                                      + " and may not create a key of role "
-                                      + std::string{to_string(*level)}));
+      return reply_error(
+        make_error(errc::forbidden,
+                   principal_->subject + " has role " + std::string{to_string(principal_->level)}
+                     + " and may not create a key of role " + std::string{to_string(*level)}));
     if (auto err = authorize(*principal_, role::operator_, tenant, route_))
       return reply_error(err);
     auto made = gw_.sec.keys().create(tenant, *level, name);
@@ -925,19 +968,19 @@ private:
     audit_target_ = key_id.substr(0, 64);
     auto rec = gw_.sec.keys().find(key_id);
     if (!rec)
-      return reply_error(make_error(
-        errc::not_found, "no API key with id '" + key_id.substr(0, 64) + "'"
-                           + (key_id == "bootstrap" ? std::string{" (the key of auth.admin_key_file "
-                                                                  "is changed in that file)"}
-                                                    : std::string{})));
+      return reply_error(
+        make_error(errc::not_found,
+                   "no API key with id '" + key_id.substr(0, 64) + "'"
+                     + (key_id == "bootstrap" ? std::string{" (the key of auth.admin_key_file "
+                                                            "is changed in that file)"}
+                                              : std::string{})));
     if (auto err = authorize(*principal_, role::operator_, rec->tenant, route_))
       return reply_error(err);
     if (rec->level > principal_->level)
-      return reply_error(make_error(errc::forbidden,
-                                    principal_->subject + " has role "
-                                      + std::string{to_string(principal_->level)}
-                                      + " and may not revoke a key of role "
-                                      + std::string{to_string(rec->level)}));
+      return reply_error(
+        make_error(errc::forbidden,
+                   principal_->subject + " has role " + std::string{to_string(principal_->level)}
+                     + " and may not revoke a key of role " + std::string{to_string(rec->level)}));
     if (auto err = gw_.sec.keys().revoke(key_id))
       return reply_error(err);
     log::event(spdlog::level::info, "api_key_revoked",
@@ -981,7 +1024,7 @@ private:
     for (auto& [k, _] : doc.items())
       if (k != "to")
         return bad_field("unknown field '" + k.substr(0, 64) + "' (known: to)");
-    auto dir = doc["to"].get<std::string>();
+    auto dir = doc["to"].template get<std::string>();
     auto t0 = steady_clock::now();
     // The checkpoint flushes and syncs: it runs off the I/O thread, which keeps serving.
     auto done = bind_reply<caf::error>(
@@ -1030,11 +1073,11 @@ private:
       if (key == "id") {
         if (!val.is_string())
           return bad_field("field 'id' must be a string \"tenant/name\"");
-        id_text = val.get<std::string>();
+        id_text = val.template get<std::string>();
       } else if (key == "kind") {
         if (!val.is_string())
           return bad_field("field 'kind' must be a string");
-        sr.kind = val.get<std::string>();
+        sr.kind = val.template get<std::string>();
       } else if (key == "config") {
         if (!val.is_object())
           return bad_field("field 'config' must be a JSON object");
@@ -1042,10 +1085,10 @@ private:
       } else if (key == "breaker") {
         if (!val.is_boolean())
           return bad_field("field 'breaker' must be true or false");
-        sr.breaker = val.get<bool>();
+        sr.breaker = val.template get<bool>();
       } else if (key == "restart") {
         auto rt = val.is_string()
-          ? parse_restart_type(val.get<std::string>())
+          ? parse_restart_type(val.template get<std::string>())
           : caf::expected<restart_type>{make_error(errc::invalid_argument, "not a string")};
         if (!rt)
           return bad_field("field 'restart' must be \"permanent\", \"transient\" or "
@@ -1055,7 +1098,7 @@ private:
       } else if (key == "node") {
         if (!val.is_string())
           return bad_field("field 'node' must be a node name (a string)");
-        node = val.get<std::string>();
+        node = val.template get<std::string>();
       } else {
         return bad_field("unknown field '" + key
                          + "' (allowed: id, kind, config, breaker, restart, node)");
@@ -1126,8 +1169,9 @@ private:
           return reply_error(err);
       tenant = principal_->tenant;
       if (!after.empty() && parse_agent_id(after)->tenant != tenant)
-        return reply_error(make_error(errc::forbidden, "query parameter 'after' names an agent of "
-                                                       "another tenant"));
+        return reply_error(make_error(errc::forbidden,
+                                      "query parameter 'after' names an agent of "
+                                      "another tenant"));
     }
     auto views = gw_.rt.list(tenant, after, limit + 1);
     nlohmann::json next = nullptr;
@@ -1172,7 +1216,7 @@ private:
       return reply_error(err);
     auto doc = nlohmann::json::parse(body, nullptr, false);
     if (!doc.is_object() || !doc.contains("to") || !doc["to"].is_string()
-        || doc["to"].get<std::string>().empty())
+        || doc["to"].template get<std::string>().empty())
       return bad_field(R"(body must be {"to":"NODE"}: the name of a cluster member)");
     for (auto& [k, _] : doc.items())
       if (k != "to")
@@ -1191,7 +1235,7 @@ private:
           return s.reply_error(res.error());
         s.reply_json(http::status::ok, std::move(*res));
       });
-    c->migrate(id, doc["to"].get<std::string>(), cid_, std::move(done));
+    c->migrate(id, doc["to"].template get<std::string>(), cid_, std::move(done));
   }
 
   void stop(const agent_id& id) {
@@ -1217,9 +1261,10 @@ private:
   caf::error check_message_size(const std::string& body) const {
     auto max = gw_.sec.quota().message_bytes_max;
     if (static_cast<int64_t>(body.size()) > max)
-      return make_error(errc::too_large, "message body of " + std::to_string(body.size())
-                                           + " bytes exceeds quota.message_bytes_max ("
-                                           + std::to_string(max) + " bytes)");
+      return make_error(errc::too_large,
+                        "message body of " + std::to_string(body.size())
+                          + " bytes exceeds quota.message_bytes_max (" + std::to_string(max)
+                          + " bytes)");
     return {};
   }
 
@@ -1306,14 +1351,14 @@ private:
     auto seq = seq_;
     waiting_ = true;
     guard_.expires_after(guard);
-    guard_.async_wait([self = shared_from_this(), seq, guard](beast::error_code ec) {
+    guard_.async_wait([self = this->shared_from_this(), seq, guard](beast::error_code ec) {
       if (ec || !self->accept_reply(seq))
         return;
       self->reply_error(http::status::gateway_timeout, errc::timeout,
                         "the runtime did not answer within " + std::to_string(guard.count())
                           + " ms");
     });
-    return [gate = gw_.gate, weak = weak_from_this(), seq, on_result](Result res) {
+    return [gate = gw_.gate, weak = this->weak_from_this(), seq, on_result](Result res) {
       gate->post(weak, [seq, on_result, res = std::move(res)](session& s) mutable {
         if (s.accept_reply(seq))
           on_result(s, res);
@@ -1398,9 +1443,9 @@ private:
                   {"status", static_cast<unsigned>(st)},
                   {"ms", secs * 1000.0}},
                  actor_, cid_);
-    stream_.expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
+    lowest().expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
     http::async_write(stream_, res_,
-                      [self = shared_from_this(), keep](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this(), keep](beast::error_code ec, size_t) {
                         self->on_write(ec, keep);
                       });
   }
@@ -1410,17 +1455,18 @@ private:
     auto* log = gw_.sec.audit();
     if (log == nullptr)
       return;
-    auto now_ms = std::chrono::duration_cast<milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+    auto now_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
     auto path = target_.substr(0, target_.find('?'));
     nlohmann::json rec{
       {"ts_ms", now_ms},
       {"node", gw_.sec.node_name()},
       {"principal", principal_ ? principal_->subject : std::string{"anonymous"}},
       {"tenant", principal_ ? nlohmann::json(principal_->tenant) : nlohmann::json(nullptr)},
-      {"role", principal_ ? nlohmann::json(std::string{to_string(principal_->level)})
-                          : nlohmann::json(nullptr)},
+      {"role",
+       principal_ ? nlohmann::json(std::string{to_string(principal_->level)})
+                  : nlohmann::json(nullptr)},
       {"action", route_},
       {"method", method_},
       {"path", path.substr(0, 512)},
@@ -1448,15 +1494,22 @@ private:
   /// Half-closes, then discards what the client still sends (bounded in time and bytes) so
   /// that it reads our last response before the connection goes away.
   void linger_close() {
+    if constexpr (is_tls) {
+      // close_notify, then wait (bounded) for the client's.
+      lowest().expires_after(std::min(linger_time_max, milliseconds{gw_.cfg.idle_timeout_ms}));
+      stream_.async_shutdown(
+        [self = this->shared_from_this()](beast::error_code) { self->close_now(); });
+      return;
+    }
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::min(linger_time_max, milliseconds{gw_.cfg.idle_timeout_ms}));
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    lowest().expires_after(std::min(linger_time_max, milliseconds{gw_.cfg.idle_timeout_ms}));
     linger_read();
   }
 
   void linger_read() {
     stream_.async_read_some(asio::buffer(scratch_),
-                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            [self = this->shared_from_this()](beast::error_code ec, size_t n) {
                               self->linger_bytes_ += n;
                               if (ec || self->linger_bytes_ > linger_bytes_max)
                                 return self->close_now();
@@ -1466,12 +1519,12 @@ private:
 
   void close_now() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close();
   }
 
   gateway::impl& gw_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::empty_body> continue_res_;
@@ -1538,9 +1591,20 @@ void gateway::impl::on_accept(beast::error_code ec, tcp::socket socket) {
       if (connections.load() >= static_cast<size_t>(cfg.connections_max)) {
         log::event(spdlog::level::warn, "gateway_connection_refused",
                    {{"connections_max", cfg.connections_max}});
-        std::make_shared<session>(*this, std::move(socket), false)->refuse();
+        if (tls)
+          std::make_shared<session<tls_stream>>(*this, tls_stream{std::move(socket), *tls}, false)
+            ->refuse();
+        else
+          std::make_shared<session<beast::tcp_stream>>(*this, beast::tcp_stream{std::move(socket)},
+                                                       false)
+            ->refuse();
+      } else if (tls) {
+        std::make_shared<session<tls_stream>>(*this, tls_stream{std::move(socket), *tls}, true)
+          ->start();
       } else {
-        std::make_shared<session>(*this, std::move(socket), true)->start();
+        std::make_shared<session<beast::tcp_stream>>(*this, beast::tcp_stream{std::move(socket)},
+                                                     true)
+          ->start();
       }
     } catch (const std::exception& ex) {
       log::event(spdlog::level::warn, "gateway_session_failed", {{"reason", ex.what()}});
@@ -1582,6 +1646,31 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
     return bad("page_size_max", cfg.page_size_max, ">= 1");
   auto st = std::make_shared<impl>(rt, cfg, sec);
   auto where = cfg.listen.str();
+  if (cfg.tls_cert_file.empty() != cfg.tls_key_file.empty())
+    return make_error(errc::invalid_config,
+                      "gateway.tls_cert_file and gateway.tls_key_file must be set together "
+                      "(both empty: plain HTTP)");
+  if (!cfg.tls_cert_file.empty()) {
+    auto& ctx = st->tls.emplace(asio::ssl::context::tls_server);
+    beast::error_code ec;
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2
+                      | asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1
+                      | asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use,
+                    ec);
+    if (!ec)
+      ctx.use_certificate_chain_file(cfg.tls_cert_file, ec);
+    if (ec)
+      return make_error(errc::invalid_config, "gateway.tls_cert_file '" + cfg.tls_cert_file
+                                                + "': " + ec.message());
+    ctx.use_private_key_file(cfg.tls_key_file, asio::ssl::context::pem, ec);
+    if (ec)
+      return make_error(errc::invalid_config, "gateway.tls_key_file '" + cfg.tls_key_file
+                                                + "': " + ec.message());
+    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+      return make_error(errc::invalid_config,
+                        "gateway.tls_key_file '" + cfg.tls_key_file
+                          + "' does not belong to the certificate in '" + cfg.tls_cert_file + "'");
+  }
   try {
     st->ioc.emplace(static_cast<int>(cfg.threads));
     beast::error_code ec;
@@ -1632,7 +1721,9 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
         }
       });
     log::event(spdlog::level::info, "gateway_listening",
-               {{"address", st->address}, {"threads", cfg.threads}});
+               {{"address", st->address},
+                {"threads", cfg.threads},
+                {"scheme", st->tls ? "https" : "http"}});
     return gw;
   } catch (const std::exception& ex) {
     return make_error(errc::io_error,
@@ -1665,6 +1756,10 @@ gateway::~gateway() {
 
 uint16_t gateway::port() const noexcept {
   return impl_->port;
+}
+
+bool gateway::tls() const noexcept {
+  return impl_->tls.has_value();
 }
 
 void gateway::stop_accepting() {

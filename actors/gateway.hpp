@@ -34,6 +34,10 @@
 //                                            (protocols/openapi.json; a test checks it against
 //                                            `routes()` and the behaviour, both ways)
 //
+// HTTPS: with `tls_cert_file` and `tls_key_file` set, every connection starts with a TLS
+// handshake (TLS 1.2 or later, within `idle_timeout_ms`); plain HTTP on that port gets no
+// answer. Both empty: plain HTTP.
+//
 // Authentication: every route except /healthz and /readyz needs `Authorization: Bearer X`,
 // X an API key (`hive_<16 hex id>_<64 hex>`), the bootstrap admin key (auth.admin_key_file)
 // or an HS256 JWT (auth.jwt_*). Missing or bad: 401 unauthenticated with
@@ -126,7 +130,8 @@ public:
   /// Binds `cfg.listen` (port 0 = ephemeral) and starts serving, authenticating and
   /// authorizing every request through `sec` (which must outlive the gateway). Errors:
   /// `io_error` naming the address and the reason when resolving or binding fails,
-  /// `invalid_config` for limits out of range.
+  /// `invalid_config` for limits out of range and for a TLS certificate or key that cannot be
+  /// loaded or do not match (naming the file).
   [[nodiscard]] static caf::expected<std::unique_ptr<gateway>> start(
     node_runtime& rt, const node_config::gateway_section& cfg, security& sec);
 
@@ -138,6 +143,10 @@ public:
 
   /// The bound TCP port (the real one when `listen.port` was 0).
   [[nodiscard]] uint16_t port() const noexcept;
+
+  /// Whether it serves HTTPS (TLS 1.2 or later; `gateway.tls_cert_file` and
+  /// `gateway.tls_key_file`) rather than plain HTTP.
+  [[nodiscard]] bool tls() const noexcept;
 
   /// Closes the listener and marks the gateway not ready: `/readyz` answers 503 and responses
   /// carry `Connection: close`. Requests in flight still complete. Idempotent.

@@ -193,6 +193,8 @@ const std::vector<key_spec>& key_table() {
                       },
                       "1..256 bytes"};
     };
+    t.push_back(path_key("gateway.tls_cert_file", [](node_config& c) { return &c.gateway.tls_cert_file; }));
+    t.push_back(path_key("gateway.tls_key_file", [](node_config& c) { return &c.gateway.tls_key_file; }));
     t.push_back(path_key("auth.admin_key_file", [](node_config& c) { return &c.auth.admin_key_file; }));
     t.push_back(path_key("auth.jwt_secret_file", [](node_config& c) { return &c.auth.jwt_secret_file; }));
     t.push_back(name_key("auth.jwt_issuer", [](node_config& c) { return &c.auth.jwt_issuer; }));
@@ -385,6 +387,9 @@ caf::error validate(const node_config& cfg) {
     return config_error(
       "config key 'gateway.ask_timeout_ms_default' = " + std::to_string(g.ask_timeout_ms_default)
       + " exceeds 'gateway.ask_timeout_ms_max' = " + std::to_string(g.ask_timeout_ms_max));
+  if (g.tls_cert_file.empty() != g.tls_key_file.empty())
+    return config_error("config keys 'gateway.tls_cert_file' and 'gateway.tls_key_file' must be "
+                        "set together (both empty: plain HTTP)");
   auto& s = cfg.supervision;
   if (s.backoff_initial_ms > s.backoff_max_ms)
     return config_error(

@@ -39,11 +39,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -94,8 +94,7 @@ bool json_output = false;
 caf::expected<std::string> read_token_file(const std::string& path, const std::string& what) {
   std::ifstream in{path};
   if (!in)
-    return hive::make_error(hive::errc::invalid_argument,
-                            what + " '" + path + "' cannot be read");
+    return hive::make_error(hive::errc::invalid_argument, what + " '" + path + "' cannot be read");
   std::stringstream ss;
   ss << in.rdbuf();
   auto text = ss.str();
@@ -495,8 +494,8 @@ command add_inspect(CLI::App& parent) {
               return exit_ok;
             }
             for (auto& [k, v] : j.items())
-              std::cout << col(k + ":", 14) << " " << (v.is_string() ? v.get<std::string>() : v.dump())
-                        << std::endl;
+              std::cout << col(k + ":", 14) << " "
+                        << (v.is_string() ? v.get<std::string>() : v.dump()) << std::endl;
             return exit_ok;
           }};
 }
@@ -558,8 +557,9 @@ command add_message(CLI::App& parent, bool ask) {
     int64_t timeout_ms = 5000;
   };
   auto opts = std::make_shared<options>();
-  auto* app = parent.add_subcommand(
-    ask ? "ask" : "tell", ask ? "Ask an agent and print its reply (POST /v1/agents/{id}/ask)"
+  auto* app =
+    parent.add_subcommand(ask ? "ask" : "tell",
+                          ask ? "Ask an agent and print its reply (POST /v1/agents/{id}/ask)"
                               : "Send an agent a one-way message (POST /v1/agents/{id}/tell)");
   app->add_option("id", opts->id, "The agent, TENANT/NAME")->required();
   app->add_option("body", opts->body, "The message, a JSON document")->required();
@@ -577,9 +577,9 @@ command add_message(CLI::App& parent, bool ask) {
             std::string target = "/v1/agents/" + id->str() + (ask ? "/ask" : "/tell");
             if (ask)
               target += "?timeout_ms=" + std::to_string(opts->timeout_ms);
-            auto reply = call_gateway(http::verb::post, target, opts->body, ask ? 200 : 202,
-                                      ask ? "ask" : "tell", code,
-                                      milliseconds{opts->timeout_ms + 5000});
+            auto reply =
+              call_gateway(http::verb::post, target, opts->body, ask ? 200 : 202,
+                           ask ? "ask" : "tell", code, milliseconds{opts->timeout_ms + 5000});
             if (!reply)
               return code;
             if (ask || json_output)
@@ -596,17 +596,17 @@ command add_stop(CLI::App& parent) {
   auto* app = parent.add_subcommand(
     "stop", "Stop an agent for good; a persisted one's state is deleted (DELETE /v1/agents/{id})");
   app->add_option("id", *id_text, "The agent, TENANT/NAME")->required();
-  return {app, [id_text] {
-            int code = exit_ok;
-            auto id = cli_agent_id(*id_text, code);
-            if (!id)
-              return code;
-            if (!call_gateway(http::verb::delete_, "/v1/agents/" + id->str(), {}, 204, "stop",
-                              code))
-              return code;
-            std::cout << "stopped " << id->str() << std::endl;
-            return exit_ok;
-          }};
+  return {
+    app, [id_text] {
+      int code = exit_ok;
+      auto id = cli_agent_id(*id_text, code);
+      if (!id)
+        return code;
+      if (!call_gateway(http::verb::delete_, "/v1/agents/" + id->str(), {}, 204, "stop", code))
+        return code;
+      std::cout << "stopped " << id->str() << std::endl;
+      return exit_ok;
+    }};
 }
 
 /// `keys`: create, list and revoke API keys.
@@ -625,68 +625,67 @@ command add_keys(CLI::App& parent) {
   auto* create = app->add_subcommand("create", "Create a key; it is printed this once");
   create->add_option("--tenant", opts->tenant, "Its tenant (default: the caller's)");
   create->add_option("--role", opts->role, "admin, operator or viewer")->required();
-  create->add_option("--name", opts->name, "A name for it: 1..64 of A-Z a-z 0-9 - _ .")
-    ->required();
+  create->add_option("--name", opts->name, "A name for it: 1..64 of A-Z a-z 0-9 - _ .")->required();
   auto* list = app->add_subcommand("list", "List the keys the caller may see (never the keys)");
   list->add_option("--tenant", opts->tenant, "Only this tenant's keys");
   auto* revoke = app->add_subcommand("revoke", "Revoke a key: it stops working at once");
   revoke->add_option("id", opts->id, "The key's id (16 hex digits)")->required();
-  return {app, [opts, create, list, revoke] {
-            auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
-            if (!url)
-              return fail(exit_usage, hive::message_of(url.error()));
-            if (create->parsed()) {
-              nlohmann::json body{{"role", opts->role}, {"name", opts->name}};
-              if (!opts->tenant.empty())
-                body["tenant"] = opts->tenant;
-              auto reply =
-                http_call(*url, http::verb::post, "/v1/keys", body.dump(), milliseconds{10000});
-              if (!reply)
-                return fail(exit_failed, "keys create: " + hive::message_of(reply.error()));
-              if (reply->status != 201)
-                return fail(exit_failed, "keys create: " + describe_reply(*reply));
-              auto j = nlohmann::json::parse(reply->body, nullptr, false);
-              if (!j.is_object() || !j.contains("key"))
-                return fail(exit_failed, "keys create: unexpected reply " + reply->body.substr(0, 500));
-              std::cout << "created key " << j.value("id", "?") << " (tenant "
-                        << j.value("tenant", "?") << ", role " << j.value("role", "?")
-                        << ", name " << j.value("name", "?") << "); it is shown only now:\n"
-                        << j.value("key", "") << std::endl;
-              return exit_ok;
-            }
-            if (list->parsed()) {
-              std::string target = "/v1/keys";
-              if (!opts->tenant.empty())
-                target += "?tenant=" + opts->tenant;
-              auto reply = http_call(*url, http::verb::get, target, {}, milliseconds{10000});
-              if (!reply)
-                return fail(exit_failed, "keys list: " + hive::message_of(reply.error()));
-              if (reply->status != 200)
-                return fail(exit_failed, "keys list: " + describe_reply(*reply));
-              auto j = nlohmann::json::parse(reply->body, nullptr, false);
-              if (!j.is_object() || !j["keys"].is_array())
-                return fail(exit_failed, "keys list: unexpected reply " + reply->body.substr(0, 500));
-              auto col = [](std::string s, size_t w) {
-                s.resize(std::max(s.size(), w), ' ');
-                return s;
-              };
-              std::cout << "ID               TENANT           ROLE      NAME" << std::endl;
-              for (auto& k : j["keys"])
-                std::cout << col(k.value("id", ""), 16) << " " << col(k.value("tenant", ""), 16)
-                          << " " << col(k.value("role", ""), 9) << " " << k.value("name", "")
-                          << std::endl;
-              return exit_ok;
-            }
-            (void) revoke;
-            auto reply =
-              http_call(*url, http::verb::delete_, "/v1/keys/" + opts->id, {}, milliseconds{10000});
-            if (!reply)
-              return fail(exit_failed, "keys revoke: " + hive::message_of(reply.error()));
-            if (reply->status != 204)
-              return fail(exit_failed, "keys revoke " + opts->id + ": " + describe_reply(*reply));
-            std::cout << "revoked key " << opts->id << std::endl;
-            return exit_ok;
-          }};
+  return {
+    app, [opts, create, list, revoke] {
+      auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
+      if (!url)
+        return fail(exit_usage, hive::message_of(url.error()));
+      if (create->parsed()) {
+        nlohmann::json body{{"role", opts->role}, {"name", opts->name}};
+        if (!opts->tenant.empty())
+          body["tenant"] = opts->tenant;
+        auto reply =
+          http_call(*url, http::verb::post, "/v1/keys", body.dump(), milliseconds{10000});
+        if (!reply)
+          return fail(exit_failed, "keys create: " + hive::message_of(reply.error()));
+        if (reply->status != 201)
+          return fail(exit_failed, "keys create: " + describe_reply(*reply));
+        auto j = nlohmann::json::parse(reply->body, nullptr, false);
+        if (!j.is_object() || !j.contains("key"))
+          return fail(exit_failed, "keys create: unexpected reply " + reply->body.substr(0, 500));
+        std::cout << "created key " << j.value("id", "?") << " (tenant " << j.value("tenant", "?")
+                  << ", role " << j.value("role", "?") << ", name " << j.value("name", "?")
+                  << "); it is shown only now:\n"
+                  << j.value("key", "") << std::endl;
+        return exit_ok;
+      }
+      if (list->parsed()) {
+        std::string target = "/v1/keys";
+        if (!opts->tenant.empty())
+          target += "?tenant=" + opts->tenant;
+        auto reply = http_call(*url, http::verb::get, target, {}, milliseconds{10000});
+        if (!reply)
+          return fail(exit_failed, "keys list: " + hive::message_of(reply.error()));
+        if (reply->status != 200)
+          return fail(exit_failed, "keys list: " + describe_reply(*reply));
+        auto j = nlohmann::json::parse(reply->body, nullptr, false);
+        if (!j.is_object() || !j["keys"].is_array())
+          return fail(exit_failed, "keys list: unexpected reply " + reply->body.substr(0, 500));
+        auto col = [](std::string s, size_t w) {
+          s.resize(std::max(s.size(), w), ' ');
+          return s;
+        };
+        std::cout << "ID               TENANT           ROLE      NAME" << std::endl;
+        for (auto& k : j["keys"])
+          std::cout << col(k.value("id", ""), 16) << " " << col(k.value("tenant", ""), 16) << " "
+                    << col(k.value("role", ""), 9) << " " << k.value("name", "") << std::endl;
+        return exit_ok;
+      }
+      (void)revoke;
+      auto reply =
+        http_call(*url, http::verb::delete_, "/v1/keys/" + opts->id, {}, milliseconds{10000});
+      if (!reply)
+        return fail(exit_failed, "keys revoke: " + hive::message_of(reply.error()));
+      if (reply->status != 204)
+        return fail(exit_failed, "keys revoke " + opts->id + ": " + describe_reply(*reply));
+      std::cout << "revoked key " << opts->id << std::endl;
+      return exit_ok;
+    }};
 }
 
 /// Counts the agents stored in `db_dir`, per kind.
@@ -780,7 +779,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"agentctl: administer hive nodes", "agentctl"};
   app.require_subcommand(0, 1); // none given: reported below, after --help had its turn
-  app.fallthrough(); // --token may follow the subcommand
+  app.fallthrough();            // --token may follow the subcommand
   std::string token, token_file;
   app.add_option("--token", token, "Bearer credential: an API key or a JWT (else $HIVE_TOKEN)");
   app.add_option("--token-file", token_file, "File holding the credential (else $HIVE_TOKEN_FILE)");
@@ -789,10 +788,10 @@ int main(int argc, char** argv) {
                  "The gateway to talk to, http://HOST[:PORT] (else $HIVE_URL, else "
                  "http://127.0.0.1:8080)");
   app.add_flag("--json", json_output, "Print the node's JSON answers as they are");
-  std::vector<command> commands{add_agents(app),       add_inspect(app),      add_spawn(app),
+  std::vector<command> commands{add_agents(app),         add_inspect(app),       add_spawn(app),
                                 add_message(app, false), add_message(app, true), add_stop(app),
-                                add_migrate(app),      add_nodes(app),        add_keys(app),
-                                add_backup(app),       add_restore(app)};
+                                add_migrate(app),        add_nodes(app),         add_keys(app),
+                                add_backup(app),         add_restore(app)};
   if (argc > 1 && argv[1][0] != '-') {
     auto named = [&](const command& c) { return c.app->check_name(argv[1]); };
     if (std::none_of(commands.begin(), commands.end(), named)) {

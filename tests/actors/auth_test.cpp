@@ -32,8 +32,12 @@ hive::jwt_rules rules() {
 }
 
 json good_claims() {
-  return {{"iss", "hive"},      {"aud", "hive"},   {"sub", "ci-bot"},
-          {"tenant", "beta"},   {"role", "operator"}, {"exp", now_ms / 1000 + 600},
+  return {{"iss", "hive"},
+          {"aud", "hive"},
+          {"sub", "ci-bot"},
+          {"tenant", "beta"},
+          {"role", "operator"},
+          {"exp", now_ms / 1000 + 600},
           {"nbf", now_ms / 1000 - 10}};
 }
 
@@ -57,10 +61,10 @@ TEST(Base64Url, RoundTripsEveryLengthAndRejectsOutsiders) {
     data.push_back(static_cast<char>(i * 37));
   }
   EXPECT_EQ(hive::base64url_encode("hi?"), "aGk_");
-  EXPECT_FALSE(hive::base64url_decode("aGk/"));  // '/' is base64, not base64url
-  EXPECT_FALSE(hive::base64url_decode("aGk="));  // no padding
-  EXPECT_FALSE(hive::base64url_decode("a"));     // impossible length
-  EXPECT_FALSE(hive::base64url_decode("aGl"));   // non-zero leftover bits ("aGk" is canonical)
+  EXPECT_FALSE(hive::base64url_decode("aGk/")); // '/' is base64, not base64url
+  EXPECT_FALSE(hive::base64url_decode("aGk=")); // no padding
+  EXPECT_FALSE(hive::base64url_decode("a"));    // impossible length
+  EXPECT_FALSE(hive::base64url_decode("aGl"));  // non-zero leftover bits ("aGk" is canonical)
 }
 
 TEST(Crypto, Sha256AndHmacMatchKnownVectors) {
@@ -131,12 +135,20 @@ TEST(Jwt, EveryBrokenOrForgedTokenIsUnauthenticated) {
        return t.substr(0, t.rfind('.') + 1);
      },
      "alg"},
-    {"alg HS512 header", [&] { return hive::sign_jwt(good_claims(), secret, json{{"alg", "HS512"}}); },
+    {"alg HS512 header",
+     [&] {
+       return hive::sign_jwt(good_claims(), secret, json{{"alg", "HS512"}});
+     },
      "alg"},
-    {"alg RS256 header", [&] { return hive::sign_jwt(good_claims(), secret, json{{"alg", "RS256"}}); },
+    {"alg RS256 header",
+     [&] {
+       return hive::sign_jwt(good_claims(), secret, json{{"alg", "RS256"}});
+     },
      "alg"},
     {"typ not JWT",
-     [&] { return hive::sign_jwt(good_claims(), secret, json{{"alg", "HS256"}, {"typ", "x"}}); },
+     [&] {
+       return hive::sign_jwt(good_claims(), secret, json{{"alg", "HS256"}, {"typ", "x"}});
+     },
      "typ"},
     {"payload swapped (role raised)",
      [&] {
@@ -258,12 +270,13 @@ TEST(Security, AuthenticatesBootstrapKeysJwtsAndNamesWhatIsWrong) {
   ASSERT_TRUE(p);
   EXPECT_EQ(p->level, role::admin);
   EXPECT_EQ(p->tenant, "*");
-  EXPECT_TRUE((*sec)->authenticate("bearer   " + s.admin_key + " ")) << "scheme is case-insensitive";
+  EXPECT_TRUE((*sec)->authenticate("bearer   " + s.admin_key + " "))
+    << "scheme is case-insensitive";
   auto c = good_claims();
   c["exp"] = std::chrono::duration_cast<std::chrono::seconds>(
                std::chrono::system_clock::now().time_since_epoch())
                .count()
-             + 60;
+    + 60;
   c.erase("nbf");
   auto j = (*sec)->authenticate("Bearer " + hive::sign_jwt(c, secret));
   ASSERT_TRUE(j) << hive::message_of(j.error());

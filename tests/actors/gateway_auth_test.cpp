@@ -1,16 +1,24 @@
 // The gateway's security over real HTTP: the auth matrix (every route x every kind of
 // principal x same/other tenant), listings scoped to the caller's tenant, API key life cycle,
-// the audit log, per-tenant rate limits (counted, not timed) and the message size quota.
+// the audit log, per-tenant rate limits (counted, not timed), the message size quota, the
+// OpenAPI document against the route table, and 1,000 idle connections beside a real client.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -44,8 +52,8 @@ int64_t unix_s() {
 }
 
 std::string jwt(json changes) {
-  json c{{"iss", "hive"},     {"aud", "hive"},       {"sub", "tester"},
-         {"tenant", "beta"},  {"role", "operator"},  {"exp", unix_s() + 600}};
+  json c{{"iss", "hive"},    {"aud", "hive"},      {"sub", "tester"},
+         {"tenant", "beta"}, {"role", "operator"}, {"exp", unix_s() + 600}};
   for (auto& [k, v] : changes.items())
     if (v.is_null())
       c.erase(k);
@@ -159,9 +167,14 @@ TEST_F(gateway_auth_test, every_route_by_every_principal_and_tenant) {
     {"revoked key", revoked_key, 0, ""},
     {"expired jwt", jwt({{"exp", unix_s() - 3600}}), 0, ""},
     {"not-yet-valid jwt", jwt({{"nbf", unix_s() + 3600}}), 0, ""},
-    {"forged jwt", sign_jwt(json{{"iss", "hive"}, {"aud", "hive"}, {"sub", "x"},
-                                 {"tenant", "beta"}, {"role", "admin"}, {"exp", unix_s() + 600}},
-                            "not-the-secret-not-the-secret-not-the-secret"),
+    {"forged jwt",
+     sign_jwt(json{{"iss", "hive"},
+                   {"aud", "hive"},
+                   {"sub", "x"},
+                   {"tenant", "beta"},
+                   {"role", "admin"},
+                   {"exp", unix_s() + 600}},
+              "not-the-secret-not-the-secret-not-the-secret"),
      0, ""},
     {"wrong-audience jwt", jwt({{"aud", "elsewhere"}}), 0, ""},
     {"admin key", test::test_admin_key, 3, "*"},
@@ -180,8 +193,7 @@ TEST_F(gateway_auth_test, every_route_by_every_principal_and_tenant) {
     {"POST", "/v1/agents/{T}/c1/tell", R"({"op":"add","by":1})", 2, true},
     {"POST", "/v1/agents/{T}/c1/ask", R"({"op":"get"})", 2, true},
     {"POST", "/v1/agents/{T}/c1/migrate", R"({"to":"elsewhere"})", 3, false},
-    {"POST", "/v1/admin/backup", R"({"to":")" + (backup_root / "b{N}").string() + "\"}", 3,
-     false},
+    {"POST", "/v1/admin/backup", R"({"to":")" + (backup_root / "b{N}").string() + "\"}", 3, false},
     {"GET", "/v1/cluster/nodes", "", 1, false},
     {"GET", "/v1/keys?tenant={T}", "", 2, true},
     {"POST", "/v1/keys", R"({"tenant":"{T}","role":"viewer","name":"m{N}"})", 2, true},
@@ -216,7 +228,7 @@ TEST_F(gateway_auth_test, every_route_by_every_principal_and_tenant) {
         else
           expected_class = 0; // anything but 401/403
         auto where = c.what + ": " + r.method + " " + target + " -> " + std::to_string(res.status)
-                     + " " + res.body;
+          + " " + res.body;
         if (expected_class == 0) {
           EXPECT_NE(res.status, 401) << where;
           EXPECT_NE(res.status, 403) << where;
@@ -257,7 +269,8 @@ TEST_F(gateway_auth_test, listings_never_show_another_tenants_agents_or_keys) {
   EXPECT_EQ(json::parse(all.body)["agents"].size(), 3u) << all.body;
   auto keys = call(beta_op, "GET", "/v1/keys");
   ASSERT_EQ(keys.status, 200);
-  for (auto& k : json::parse(keys.body)["keys"]) {
+  auto key_list = json::parse(keys.body);
+  for (auto& k : key_list["keys"]) {
     EXPECT_EQ(k["tenant"], "beta") << keys.body;
     EXPECT_FALSE(k.contains("hash")) << keys.body;
     EXPECT_FALSE(k.contains("key")) << keys.body;
@@ -291,7 +304,8 @@ TEST_F(gateway_auth_test, keys_cannot_escalate_and_stop_working_when_revoked) {
   auto bad = call(test::test_admin_key, "POST", "/v1/keys", R"({"role":"root","name":"x"})");
   EXPECT_EQ(bad.status, 400);
   EXPECT_NE(bad.body.find("role"), std::string::npos) << bad.body;
-  auto extra = call(test::test_admin_key, "POST", "/v1/keys", R"({"role":"viewer","name":"x","y":1})");
+  auto extra =
+    call(test::test_admin_key, "POST", "/v1/keys", R"({"role":"viewer","name":"x","y":1})");
   EXPECT_EQ(extra.status, 400);
   EXPECT_NE(extra.body.find("'y'"), std::string::npos) << extra.body;
   EXPECT_EQ(call(test::test_admin_key, "DELETE", "/v1/keys/bootstrap").status, 404);
@@ -343,7 +357,7 @@ public:
 };
 
 TEST_F(gateway_quota_test, a_burst_passes_then_429_with_retry_after_per_tenant) {
-  auto beta = make_key("beta", "viewer").second;  // the admin's own bucket ("*") pays these
+  auto beta = make_key("beta", "viewer").second; // the admin's own bucket ("*") pays these
   auto gamma = make_key("gamma", "viewer").second;
   int ok = 0;
   int limited = 0;
@@ -429,7 +443,8 @@ TEST_F(gateway_auth_test, the_openapi_document_lists_exactly_the_routes_the_gate
       std::string body;
       if (m == "POST" && methods.count(m)) {
         auto& op = doc["paths"][path]["post"];
-        body = op["requestBody"]["content"]["application/json"].value("example", json::object()).dump();
+        body =
+          op["requestBody"]["content"]["application/json"].value("example", json::object()).dump();
         if (path == "/v1/admin/backup")
           body = json{{"to", (dir.path / "openapi-backup").string()}}.dump();
       }
@@ -446,11 +461,59 @@ TEST_F(gateway_auth_test, the_openapi_document_lists_exactly_the_routes_the_gate
     }
   }
   // Every errc name is in the documented error code enum.
-  auto codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+  auto codes =
+    doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
   for (int i = 1; i <= static_cast<int>(errc::not_found); ++i) {
     auto name = std::string{to_string(static_cast<errc>(i))};
     EXPECT_NE(std::find(codes.begin(), codes.end(), name), codes.end()) << name << " undocumented";
   }
+}
+
+} // namespace
+
+namespace {
+
+// -- idle connections -----------------------------------------------------------------------------
+
+TEST_F(gateway_auth_test, a_thousand_idle_connections_do_not_stop_a_legitimate_client) {
+  // Both ends live in this process: 2,000 descriptors and some.
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_cur < 2200) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4096);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  }
+  if (lim.rlim_cur < 2200)
+    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max << " is below 2200";
+  spawn("acme/c");
+  std::vector<int> idle;
+  for (int i = 0; i < 1000; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(gw->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << i;
+    // Half of them send a partial request and stall (slowloris), half send nothing.
+    if (i % 2 == 0) {
+      std::string part = "POST /v1/agents/acme/c/ask HTTP/1.1\r\nHost: h\r\n";
+      ASSERT_EQ(::send(fd, part.data(), part.size(), MSG_NOSIGNAL),
+                static_cast<ssize_t>(part.size()));
+    }
+    idle.push_back(fd);
+  }
+  // Wait until the gateway holds them all.
+  for (int i = 0; i < 500 && gw->connections() < 1000; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(gw->connections(), 1000u);
+  for (int i = 1; i <= 20; ++i) {
+    auto r = call(test::test_admin_key, "POST", "/v1/agents/acme/c/ask", R"({"op":"add","by":1})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["value"], i);
+  }
+  for (int fd : idle)
+    ::close(fd);
 }
 
 } // namespace

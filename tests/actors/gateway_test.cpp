@@ -498,8 +498,9 @@ TEST_F(gateway_test, keep_alive_serves_many_requests_on_one_connection) {
 TEST_F(gateway_test, expect_100_continue_is_honoured) {
   auto c = client();
   std::string body = R"({"id":"acme/x1","kind":"echo"})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Expect: 100-continue\r\n"
-                            "Content-Type: application/json\r\nContent-Length: "
+  ASSERT_FALSE(c->write_raw("POST /v1/agents HTTP/1.1\r\nHost: h\r\n" + auth_line()
+                            + "Expect: 100-continue\r\n"
+                              "Content-Type: application/json\r\nContent-Length: "
                             + std::to_string(body.size()) + "\r\n\r\n"));
   auto interim = c->read_interim(2s);
   ASSERT_TRUE(interim) << c->error().message();
@@ -798,8 +799,9 @@ TEST_F(gateway_test, drain_waits_for_requests_in_flight) {
   ASSERT_TRUE(gw->drain(2s));
   auto c = client();
   std::string body = R"({"sleep_ms":400})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Content-Length: "
-                            + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line()
+                            + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"
+                            + body));
   auto deadline = steady_clock::now() + 2s;
   while (gw->in_flight() == 0 && steady_clock::now() < deadline)
     std::this_thread::sleep_for(1ms);
@@ -822,8 +824,9 @@ TEST_F(gateway_test, destroying_the_gateway_with_a_request_in_flight_is_safe) {
   ASSERT_TRUE(gw->drain(2s));
   auto c = client();
   std::string body = R"({"sleep_ms":300})";
-  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line() + "Content-Length: "
-                            + std::to_string(body.size()) + "\r\n\r\n" + body));
+  ASSERT_FALSE(c->write_raw("POST /v1/agents/acme/s1/ask HTTP/1.1\r\nHost: h\r\n" + auth_line()
+                            + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"
+                            + body));
   auto deadline = steady_clock::now() + 2s;
   while (gw->in_flight() == 0 && steady_clock::now() < deadline)
     std::this_thread::sleep_for(1ms);

@@ -7,9 +7,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "actors/auth.hpp"
 #include "support/http_client.hpp"
 #include "support/node_process.hpp"
-#include "actors/auth.hpp"
 
 using namespace std::chrono_literals;
 using hive::test::http_client;
@@ -192,8 +192,8 @@ TEST(agent_node, a_bad_admin_key_file_or_jwt_secret_file_exits_2_naming_it) {
   auto log = (dir.path / "node.log").string();
   std::ofstream{dir.path / "short.key"} << "short\n";
   for (auto flag : {std::vector<std::string>{"--admin-key-file", (dir.path / "short.key").string()},
-                    std::vector<std::string>{"--set", "auth.jwt_secret_file="
-                                                        + (dir.path / "none").string()}}) {
+                    std::vector<std::string>{
+                      "--set", "auth.jwt_secret_file=" + (dir.path / "none").string()}}) {
     auto args = node_args(dir);
     args.insert(args.end(), flag.begin(), flag.end());
     node_process node{args, log};
@@ -244,8 +244,8 @@ TEST(agent_node, agentctl_manages_keys_and_a_jwt_from_the_secret_file_is_accepte
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
                std::chrono::system_clock::now().time_since_epoch())
                .count();
-  json claims{{"iss", "hive"}, {"aud", "hive"}, {"sub", "svc"}, {"tenant", "beta"},
-              {"role", "viewer"}, {"exp", now + 300}};
+  json claims{{"iss", "hive"},    {"aud", "hive"},    {"sub", "svc"},
+              {"tenant", "beta"}, {"role", "viewer"}, {"exp", now + 300}};
   auto token = hive::sign_jwt(claims, secret);
   http_client viewer{node.gateway_port, token};
   auto seen = viewer.request("GET", "/v1/agents/beta/c");

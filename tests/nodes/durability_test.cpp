@@ -612,7 +612,7 @@ TEST(durability, agentctl_reports_bad_usage_unreachable_nodes_and_bad_backups) {
   };
   std::vector<usage_case> usage{
     {{}, "no subcommand"},
-    {{"frobnicate"}, "unknown subcommand 'frobnicate' (known: backup, restore"},
+    {{"frobnicate"}, "unknown subcommand 'frobnicate' (known: agents, inspect"},
     {{"backup"}, "--to"},
     {{"backup", "--to", "relative/dir"}, "absolute"},
     {{"backup", "--to", "/tmp/x", "--node", "https://127.0.0.1:1"}, "http://"},

@@ -60,7 +60,7 @@ struct temp_dir {
 inline const std::string& test_admin_key_file() {
   static const std::string path = [] {
     auto p = std::filesystem::temp_directory_path()
-             / ("hive-test-admin-key-" + std::to_string(::getpid()));
+      / ("hive-test-admin-key-" + std::to_string(::getpid()));
     std::ofstream out{p};
     out << test_admin_key << "\n";
     return p.string();
@@ -74,8 +74,7 @@ public:
   /// `with_test_key` is false, `--admin-key-file test_admin_key_file()` is added.
   node_process(std::vector<std::string> args, const std::string& log_file,
                bool with_test_key = true) {
-    if (with_test_key
-        && std::find(args.begin(), args.end(), "--admin-key-file") == args.end()) {
+    if (with_test_key && std::find(args.begin(), args.end(), "--admin-key-file") == args.end()) {
       args.push_back("--admin-key-file");
       args.push_back(test_admin_key_file());
     }
