@@ -282,8 +282,13 @@ void on_transition(breaker_actor* self, breaker_state from, breaker_state to) {
                           {"times_opened", st.machine->times_opened()}};
     log::event(lvl, "breaker_transition", fields, st.id, st.correlation_id_current);
   }
-  if (st.metrics)
+  if (st.metrics) {
     st.metrics->breaker_transition(from_str, to_str);
+    st.metrics->events().publish({"breaker_transition",
+                                  st.id,
+                                  {},
+                                  {{"from", std::string{from_str}}, {"to", std::string{to_str}}}});
+  }
   if (to == breaker_state::open)
     self->scheduled_send(caf::actor_cast<caf::actor>(self), st.machine->open_until(),
                          breaker_reset_atom::value);

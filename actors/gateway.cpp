@@ -8,6 +8,7 @@
 #include <cassert>
 #include <charconv>
 #include <condition_variable>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <map>
@@ -20,10 +21,12 @@
 #include <vector>
 
 #include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/auth.hpp"
@@ -31,6 +34,7 @@
 #include "protocols/errc.hpp"
 #include "protocols/messages.hpp"
 #include "runtime/cluster.hpp"
+#include "runtime/events.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/node_runtime.hpp"
 
@@ -41,6 +45,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using std::chrono::milliseconds;
@@ -360,14 +365,15 @@ enum class route_id {
   cluster_nodes,
   keys,
   key,
-  openapi
+  openapi,
+  events
 };
 
 /// Every route, for `gateway::routes()`.
-constexpr route_id all_routes[] = {route_id::healthz, route_id::readyz, route_id::agents,
-                                   route_id::agent,   route_id::tell,   route_id::ask,
-                                   route_id::migrate, route_id::backup, route_id::cluster_nodes,
-                                   route_id::keys,    route_id::key,    route_id::openapi};
+constexpr route_id all_routes[] = {
+  route_id::healthz, route_id::readyz,  route_id::agents, route_id::agent,         route_id::tell,
+  route_id::ask,     route_id::migrate, route_id::backup, route_id::cluster_nodes, route_id::keys,
+  route_id::key,     route_id::openapi, route_id::events};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -383,6 +389,7 @@ std::string_view path_template(route_id r) {
     case route_id::keys: return "/v1/keys";
     case route_id::key: return "/v1/keys/{id}";
     case route_id::openapi: return "/v1/openapi.json";
+    case route_id::events: return "/v1/events";
   }
   return "?";
 }
@@ -424,7 +431,8 @@ role required_role(route_id r, http::verb v) {
     case route_id::healthz:
     case route_id::readyz:
     case route_id::cluster_nodes:
-    case route_id::openapi: return role::viewer;
+    case route_id::openapi:
+    case route_id::events: return role::viewer;
     case route_id::agents:
     case route_id::agent: return v == http::verb::get ? role::viewer : role::operator_;
     case route_id::tell:
@@ -537,6 +545,155 @@ namespace {
 
 // -- one connection ---------------------------------------------------------------------------
 
+/// What an event stream consumer asked for (empty: any).
+struct event_filter {
+  std::string tenant;
+  std::string agent;
+  std::string kind;
+
+  [[nodiscard]] bool matches(const agent_event& e) const {
+    return (tenant.empty() || e.tenant() == tenant) && (agent.empty() || e.agent == agent)
+      && (kind.empty() || e.kind == kind);
+  }
+};
+
+/// WebSocket close code for a consumer that fell `events_buffer_max` events behind.
+constexpr uint16_t close_too_slow = 4008;
+
+/// One `GET /v1/events` consumer: every matching event as one text message. Events wait in a
+/// queue of at most `gateway.events_buffer_max`; one more closes the stream with code 4008
+/// (the socket is closed outright if the close frame cannot be sent within a second).
+template <class Stream>
+class event_session : public std::enable_shared_from_this<event_session<Stream>> {
+public:
+  event_session(gateway::impl& gw, Stream&& stream, bool counted, event_filter f)
+      : gw_(gw), ws_(std::move(stream)), timer_(ws_.get_executor()), counted_(counted),
+        filter_(std::move(f)) {}
+
+  ~event_session() {
+    unsubscribe();
+    if (counted_)
+      gw_.connections.fetch_sub(1);
+  }
+
+  event_session(const event_session&) = delete;
+  event_session& operator=(const event_session&) = delete;
+
+  [[nodiscard]] asio::any_io_executor executor() {
+    return ws_.get_executor();
+  }
+
+  void run(http::request<http::string_body> req) {
+    beast::get_lowest_layer(ws_).expires_never();
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(http::field::server, beast_sv(server_name)); }));
+    ws_.read_message_max(4096);
+    ws_.async_accept(req, [self = this->shared_from_this()](beast::error_code ec) {
+      if (ec)
+        return self->finish();
+      self->subscribe();
+      self->do_read();
+    });
+  }
+
+  void enqueue(const std::string& text) {
+    if (done_ || closing_)
+      return;
+    if (queue_.size() >= static_cast<size_t>(gw_.cfg.events_buffer_max)) {
+      log::event(spdlog::level::warn, "event_consumer_too_slow",
+                 {{"events_buffer_max", gw_.cfg.events_buffer_max}, {"tenant", filter_.tenant}});
+      return close_slow();
+    }
+    queue_.push_back(text);
+    if (!writing_)
+      write_next();
+  }
+
+private:
+  void subscribe() {
+    auto weak = this->weak_from_this();
+    auto gate = gw_.gate;
+    auto f = filter_;
+    sub_ = gw_.rt.metrics().events().subscribe(
+      [weak, gate, f](const agent_event& e, const std::string& text) {
+        if (f.matches(e))
+          gate->post(weak, [text](event_session& s) { s.enqueue(text); });
+      });
+  }
+
+  void unsubscribe() {
+    if (sub_ != 0)
+      gw_.rt.metrics().events().unsubscribe(sub_);
+    sub_ = 0;
+  }
+
+  void write_next() {
+    if (queue_.empty() || closing_) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(asio::buffer(queue_.front()),
+                    [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                      if (ec)
+                        return self->finish();
+                      self->queue_.pop_front();
+                      self->write_next();
+                    });
+  }
+
+  /// Client frames are read (and dropped) so that pings and the close handshake work.
+  void do_read() {
+    ws_.async_read(in_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (ec)
+        return self->finish();
+      self->in_.consume(self->in_.size());
+      self->do_read();
+    });
+  }
+
+  void close_slow() {
+    closing_ = true;
+    unsubscribe();
+    timer_.expires_after(std::chrono::seconds(1));
+    timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec)
+        self->finish();
+    });
+    ws_.async_close(websocket::close_reason{static_cast<websocket::close_code>(close_too_slow),
+                                            "consumer too slow: more than "
+                                            "gateway.events_buffer_max events queued"},
+                    [self = this->shared_from_this()](beast::error_code) { self->finish(); });
+  }
+
+  /// Ends the stream: no more events, the socket closed.
+  void finish() {
+    if (done_)
+      return;
+    done_ = true;
+    unsubscribe();
+    timer_.cancel();
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+    beast::get_lowest_layer(ws_).close();
+  }
+
+  gateway::impl& gw_;
+  websocket::stream<Stream> ws_;
+  asio::steady_timer timer_;
+  bool counted_;
+  event_filter filter_;
+  uint64_t sub_ = 0;
+  /// Events not yet written; the front one is being written while `writing_`.
+  std::deque<std::string> queue_;
+  beast::flat_buffer in_;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool done_ = false;
+};
+
 /// One connection. `Stream` is `beast::tcp_stream` (HTTP) or
 /// `beast::ssl_stream<beast::tcp_stream>` (HTTPS: the TLS handshake comes first, within
 /// `idle_timeout_ms`).
@@ -592,16 +749,16 @@ private:
   void handshake_then(Next next) {
     if constexpr (is_tls) {
       lowest().expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
-      stream_.async_handshake(asio::ssl::stream_base::server,
-                              [self = this->shared_from_this(), next](beast::error_code ec) {
-                                if (ec) {
-                                  if (log::enabled(spdlog::level::debug))
-                                    log::event(spdlog::level::debug, "tls_handshake_failed",
-                                               {{"reason", ec.message()}});
-                                  return self->close_now();
-                                }
-                                next(*self);
-                              });
+      stream_.async_handshake(
+        asio::ssl::stream_base::server,
+        [self = this->shared_from_this(), next](beast::error_code ec) {
+          if (ec) {
+            if (log::enabled(spdlog::level::debug))
+              log::event(spdlog::level::debug, "tls_handshake_failed", {{"reason", ec.message()}});
+            return self->close_now();
+          }
+          next(*self);
+        });
     } else {
       next(*this);
     }
@@ -623,8 +780,9 @@ private:
     parser_->body_limit(static_cast<uint64_t>(gw_.cfg.body_bytes_max));
     // One deadline for the whole request (headers and body), also the keep-alive idle time.
     lowest().expires_after(milliseconds{gw_.cfg.idle_timeout_ms});
-    http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&session::on_header, this->shared_from_this()));
+    http::async_read_header(
+      stream_, buffer_, *parser_,
+      beast::bind_front_handler(&session::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, size_t) {
@@ -783,6 +941,8 @@ private:
       route = route_id::keys;
     else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "openapi.json")
       route = route_id::openapi;
+    else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "events")
+      route = route_id::events;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "keys")
       route = route_id::key;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
@@ -870,7 +1030,62 @@ private:
         if (auto err = no_query(query))
           return reply_error(err);
         return reply_json(http::status::ok, std::string{gateway::openapi_json()});
+      case route_id::events: return events(query, std::move(req));
     }
+  }
+
+  // -- the event stream -----------------------------------------------------------------------
+
+  /// `GET /v1/events?tenant=&agent=&kind=` with a WebSocket upgrade: hands the connection to
+  /// an `event_session`.
+  void events(std::string_view query, http::request<http::string_body>&& req) {
+    auto q = parse_query(query, {"tenant", "agent", "kind"});
+    if (!q)
+      return reply_error(q.error());
+    if (!websocket::is_upgrade(req))
+      return reply_error(http::status::bad_request, errc::invalid_argument,
+                         "GET /v1/events is a WebSocket: send 'Connection: Upgrade' and "
+                         "'Upgrade: websocket'");
+    event_filter f;
+    if (auto i = q->find("tenant"); i != q->end() && !i->second.empty()) {
+      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
+        return reply_error(
+          make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
+      f.tenant = i->second;
+    }
+    if (auto i = q->find("agent"); i != q->end() && !i->second.empty()) {
+      auto id = parse_agent_id(i->second);
+      if (!id)
+        return reply_error(
+          make_error(errc::invalid_argument, "query parameter 'agent': " + message_of(id.error())));
+      f.agent = id->str();
+      if (f.tenant.empty())
+        f.tenant = id->tenant;
+      else if (f.tenant != id->tenant)
+        return reply_error(
+          make_error(errc::invalid_argument, "query parameters 'agent' and 'tenant' disagree"));
+    }
+    if (auto i = q->find("kind"); i != q->end())
+      f.kind = i->second;
+    if (principal_->level != role::admin) {
+      // Only the caller's tenant's events, ever.
+      if (!f.tenant.empty())
+        if (auto err = authorize(*principal_, role::viewer, f.tenant, route_))
+          return reply_error(err);
+      f.tenant = principal_->tenant;
+    }
+    auto secs = std::chrono::duration<double>(steady_clock::now() - started_).count();
+    gw_.rt.metrics().gateway_request(route_, 101, secs);
+    if (busy_) {
+      busy_ = false;
+      gw_.end_request();
+    }
+    guard_.cancel();
+    // From here on the event session owns the connection (and counts it).
+    auto counted = counted_;
+    counted_ = false;
+    std::make_shared<event_session<Stream>>(gw_, std::move(stream_), counted, std::move(f))
+      ->run(std::move(req));
   }
 
   // -- API keys -------------------------------------------------------------------------------
@@ -1660,12 +1875,12 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
     if (!ec)
       ctx.use_certificate_chain_file(cfg.tls_cert_file, ec);
     if (ec)
-      return make_error(errc::invalid_config, "gateway.tls_cert_file '" + cfg.tls_cert_file
-                                                + "': " + ec.message());
+      return make_error(errc::invalid_config,
+                        "gateway.tls_cert_file '" + cfg.tls_cert_file + "': " + ec.message());
     ctx.use_private_key_file(cfg.tls_key_file, asio::ssl::context::pem, ec);
     if (ec)
-      return make_error(errc::invalid_config, "gateway.tls_key_file '" + cfg.tls_key_file
-                                                + "': " + ec.message());
+      return make_error(errc::invalid_config,
+                        "gateway.tls_key_file '" + cfg.tls_key_file + "': " + ec.message());
     if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
       return make_error(errc::invalid_config,
                         "gateway.tls_key_file '" + cfg.tls_key_file
@@ -1720,10 +1935,9 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
           }
         }
       });
-    log::event(spdlog::level::info, "gateway_listening",
-               {{"address", st->address},
-                {"threads", cfg.threads},
-                {"scheme", st->tls ? "https" : "http"}});
+    log::event(
+      spdlog::level::info, "gateway_listening",
+      {{"address", st->address}, {"threads", cfg.threads}, {"scheme", st->tls ? "https" : "http"}});
     return gw;
   } catch (const std::exception& ex) {
     return make_error(errc::io_error,

@@ -104,6 +104,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(gateway, ask_timeout_ms_default, 1, 3600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(gateway, ask_timeout_ms_max, 1, 3600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(gateway, page_size_max, 1, 100000, "agents"));
+    t.push_back(HIVE_INT_KEY(gateway, events_buffer_max, 1, 1000000, "events"));
     t.push_back(key_spec{"metrics.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
                          [](node_config& c) { return &c.metrics.listen; }, {}});
     t.push_back(key_spec{"log.level", "level", 0, 0, key_spec::level, {},

@@ -45,6 +45,7 @@ struct node_config {
     int64_t ask_timeout_ms_default = 5000;
     int64_t ask_timeout_ms_max = 60000;
     int64_t page_size_max = 1000;
+    int64_t events_buffer_max = 1024;
     /// PEM certificate chain and private key: both set, the gateway serves HTTPS only.
     std::string tls_cert_file;
     std::string tls_key_file;

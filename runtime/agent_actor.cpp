@@ -365,6 +365,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         log::event(spdlog::level::warn, "agent_crashed",
                    {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}}, st.cfg.id.str(),
                    call.env.correlation_id);
+        if (st.cfg.metrics)
+          st.cfg.metrics->events().publish({"agent_crashed",
+                                            st.cfg.id.str(),
+                                            st.cfg.kind,
+                                            {{"reason", message_of(result.error())}}});
         flush(self);
         auto reason = result.error();
         answer(std::move(result));

@@ -17,6 +17,7 @@
 #include <prometheus/registry.h>
 
 #include "config/node_config.hpp"
+#include "runtime/events.hpp"
 
 namespace hive {
 
@@ -42,6 +43,12 @@ public:
 
   /// The series of agent kind `kind` (created on first use).
   [[nodiscard]] kind_metrics& for_kind(const std::string& kind);
+
+  /// The node's lifecycle event stream (it travels with the metrics: every component that
+  /// reports metrics reports events too).
+  [[nodiscard]] event_bus& events() noexcept {
+    return events_;
+  }
 
   /// Counts one supervisor escalation (`hive_escalations_total{level}`), level is
   /// `root`, `tenant` or `other`.
@@ -99,6 +106,7 @@ public:
   [[nodiscard]] std::string render() const;
 
 private:
+  event_bus events_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::mutex mtx_;

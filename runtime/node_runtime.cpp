@@ -297,8 +297,8 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
   };
   caf::actor breaker = view.has_breaker ? view.target : caf::actor{};
-  spec.on_started = [ctx, id = view.id, breaker, pending](const caf::actor& handle,
-                                                          uint64_t restarts) {
+  spec.on_started = [ctx, id = view.id, breaker, pending,
+                     kind = view.kind](const caf::actor& handle, uint64_t restarts) {
     if (pending && !pending->empty()) {
       auto ks = std::move(*pending);
       pending->clear();
@@ -310,12 +310,20 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       caf::anon_send(breaker, target_atom::value, handle);
     log::event(spdlog::level::debug, restarts == 0 ? "agent_started" : "agent_restarted",
                {{"restarts", restarts}}, id.str());
+    if (ctx->metrics)
+      ctx->metrics->events().publish({restarts == 0 ? "agent_started" : "agent_restarted",
+                                      id.str(),
+                                      kind,
+                                      {{"restarts", restarts}}});
   };
-  spec.on_removed = [ctx, id = view.id, breaker](const caf::error& reason) {
+  spec.on_removed = [ctx, id = view.id, breaker, kind = view.kind](const caf::error& reason) {
     ctx->dir->erase(id);
     if (breaker)
       caf::anon_send_exit(breaker, caf::exit_reason::user_shutdown);
     log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}}, id.str());
+    if (ctx->metrics)
+      ctx->metrics->events().publish(
+        {"agent_stopped", id.str(), kind, {{"reason", describe(reason)}}});
   };
   return spec;
 }
@@ -607,6 +615,14 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
               {"capture_ms", r.capture_ms},
               {"state_bytes", m.state_bytes}},
              id.str());
+  if (ctx->metrics)
+    ctx->metrics->events().publish({"agent_migrated",
+                                    id.str(),
+                                    {},
+                                    {{"from", ctx->cfg.node.name},
+                                     {"to", m.job.to},
+                                     {"pause_ms", r.pause_ms},
+                                     {"state_bytes", m.state_bytes}}});
   m.job.done(std::move(r));
 }
 
@@ -1102,6 +1118,8 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   size_t pending_max = std::max<size_t>(1, static_cast<size_t>(cfg.node.asks_pending_max) / n);
   for (size_t i = 0; i < n; ++i)
     rt->routers_.push_back(sys.spawn(router_fn, pending_max));
+  if (rt->metrics_)
+    rt->metrics_->events().set_node(cfg.node.name);
   log::event(spdlog::level::info, "runtime_started",
              {{"kinds", rt->kinds_.names()}, {"routers", n}});
   return rt;

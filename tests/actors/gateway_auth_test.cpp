@@ -3,6 +3,8 @@
 // the audit log, per-tenant rate limits (counted, not timed), the message size quota, the
 // OpenAPI document against the route table, and 1,000 idle connections beside a real client.
 
+#include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -21,6 +23,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -514,6 +519,166 @@ TEST_F(gateway_auth_test, a_thousand_idle_connections_do_not_stop_a_legitimate_c
   }
   for (int fd : idle)
     ::close(fd);
+}
+
+} // namespace
+
+namespace {
+
+// -- the event stream -----------------------------------------------------------------------------
+
+namespace ws = boost::beast::websocket;
+
+/// A WebSocket client of `/v1/events`.
+class event_client {
+public:
+  /// Connects and upgrades; `status()` is 101 on success, else the HTTP status of the refusal.
+  event_client(uint16_t port, const std::string& token, const std::string& target) : ws_(ioc_) {
+    auto& tcp_layer = boost::beast::get_lowest_layer(ws_);
+    tcp_layer.expires_after(std::chrono::seconds(5));
+    tcp_layer.connect({boost::asio::ip::make_address("127.0.0.1"), port}, ec_);
+    if (ec_)
+      return;
+    ws_.set_option(ws::stream_base::decorator([token](ws::request_type& req) {
+      req.set(boost::beast::http::field::authorization, "Bearer " + token);
+    }));
+    ws::response_type res;
+    ws_.handshake(res, "127.0.0.1", target, ec_);
+    status_ = res.result_int();
+  }
+
+  [[nodiscard]] unsigned status() const {
+    return status_;
+  }
+
+  /// The next event, nullopt after `timeout` or when the stream ended (see `error()`).
+  /// (Beast's stream timeouts apply to asynchronous operations only: the read is one, run
+  /// for at most `timeout`; a read cut short leaves the stream unusable.)
+  std::optional<json> next(std::chrono::milliseconds timeout = std::chrono::milliseconds(3000)) {
+    boost::beast::flat_buffer buf;
+    bool done = false;
+    ws_.async_read(buf, [&](boost::beast::error_code ec, size_t) {
+      ec_ = ec;
+      done = true;
+    });
+    ioc_.restart();
+    ioc_.run_for(timeout);
+    if (!done) {
+      boost::beast::get_lowest_layer(ws_).cancel();
+      ioc_.restart();
+      ioc_.run();
+      return std::nullopt;
+    }
+    if (ec_)
+      return std::nullopt;
+    return json::parse(boost::beast::buffers_to_string(buf.data()), nullptr, false);
+  }
+
+  [[nodiscard]] boost::beast::error_code error() const {
+    return ec_;
+  }
+
+  [[nodiscard]] ws::close_reason reason() const {
+    return ws_.reason();
+  }
+
+private:
+  boost::asio::io_context ioc_;
+  ws::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::error_code ec_;
+  unsigned status_ = 0;
+};
+
+TEST_F(gateway_auth_test, the_event_stream_shows_a_tenant_its_own_events_only) {
+  auto beta_viewer = make_key("beta", "viewer").second;
+  event_client beta{gw->port(), beta_viewer, "/v1/events"};
+  ASSERT_EQ(beta.status(), 101u) << beta.error().message();
+  event_client one{gw->port(), test::test_admin_key, "/v1/events?agent=beta/b"};
+  ASSERT_EQ(one.status(), 101u) << one.error().message();
+  event_client all{gw->port(), test::test_admin_key, "/v1/events"};
+  ASSERT_EQ(all.status(), 101u) << all.error().message();
+  // Subscriptions are in place once the upgrade answered; these spawns come after it.
+  spawn("gamma/a");
+  spawn("beta/a");
+  spawn("beta/b");
+  ASSERT_EQ(call(test::test_admin_key, "DELETE", "/v1/agents/beta/a").status, 204);
+  std::vector<std::string> seen;
+  for (auto e = beta.next(); e; e = beta.next(std::chrono::milliseconds(500))) {
+    EXPECT_EQ((*e)["tenant"], "beta") << e->dump();
+    EXPECT_EQ((*e)["node"], "ga") << e->dump();
+    seen.push_back((*e)["type"].get<std::string>() + " " + (*e)["agent"].get<std::string>());
+  }
+  std::vector<std::string> expected{"agent_started beta/a", "agent_started beta/b",
+                                    "agent_stopped beta/a"};
+  EXPECT_EQ(seen, expected);
+  auto b = one.next();
+  ASSERT_TRUE(b) << one.error().message();
+  EXPECT_EQ((*b)["agent"], "beta/b");
+  EXPECT_EQ((*b)["kind"], "counter");
+  EXPECT_FALSE(one.next(std::chrono::milliseconds(300))) << "an event of another agent";
+  // The admin sees every tenant's.
+  size_t n = 0;
+  for (auto e = all.next(); e; e = all.next(std::chrono::milliseconds(300)))
+    ++n;
+  EXPECT_EQ(n, 4u);
+}
+
+TEST_F(gateway_auth_test, the_event_stream_refuses_other_tenants_and_plain_requests) {
+  auto beta_viewer = make_key("beta", "viewer").second;
+  // Upgrade requests by hand: the refusal is an ordinary HTTP answer.
+  auto upgrade = [&](const std::string& token, const std::string& target) {
+    http_client c{gw->port(), token};
+    auto r = c.request("GET", target, {},
+                       {{"Connection", "Upgrade"},
+                        {"Upgrade", "websocket"},
+                        {"Sec-WebSocket-Version", "13"},
+                        {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}});
+    return r ? r->status : 0;
+  };
+  EXPECT_EQ(upgrade(beta_viewer, "/v1/events?tenant=gamma"), 403);
+  EXPECT_EQ(upgrade(beta_viewer, "/v1/events?agent=gamma/x"), 403);
+  EXPECT_EQ(upgrade("", "/v1/events"), 401);
+  EXPECT_EQ(upgrade(beta_viewer, "/v1/events?tenant=Bad!"), 400);
+  EXPECT_EQ(upgrade(beta_viewer, "/v1/events?agent=beta/x&tenant=gamma"), 400);
+  event_client refused{gw->port(), beta_viewer, "/v1/events?tenant=gamma"};
+  EXPECT_NE(refused.status(), 101u);
+  auto plain = call(beta_viewer, "GET", "/v1/events");
+  EXPECT_EQ(plain.status, 400) << plain.body;
+  EXPECT_NE(plain.body.find("WebSocket"), std::string::npos) << plain.body;
+}
+
+class gateway_events_test : public gateway_auth_test {
+public:
+  void configure(node_config& c) override {
+    c.gateway.events_buffer_max = 64;
+  }
+};
+
+TEST_F(gateway_events_test, a_consumer_that_stops_reading_is_disconnected) {
+  event_client stalled{gw->port(), test::test_admin_key, "/v1/events"};
+  ASSERT_EQ(stalled.status(), 101u);
+  event_client reader{gw->port(), test::test_admin_key, "/v1/events?agent=acme/last"};
+  ASSERT_EQ(reader.status(), 101u);
+  auto before = gw->connections();
+  EXPECT_EQ(before, 2u);
+  // Far more than the socket buffers hold: the stalled consumer falls behind its 64 events.
+  std::string pad(200, 'x');
+  for (int i = 0; i < 100000 && gw->connections() == before; ++i)
+    m->events().publish(
+      {"agent_started", "acme/a" + std::to_string(i % 100), "counter", {{"pad", pad}}});
+  for (int i = 0; i < 300 && gw->connections() == before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(gw->connections(), before - 1) << "the stalled consumer is still connected";
+  // The stalled one finds its stream ended (after what the socket buffers held).
+  size_t got = 0;
+  while (stalled.next(std::chrono::milliseconds(2000)))
+    ++got;
+  EXPECT_TRUE(stalled.error()) << "the stream did not end";
+  // The other consumer is unaffected.
+  m->events().publish({"agent_started", "acme/last", "counter", {}});
+  auto last = reader.next();
+  ASSERT_TRUE(last) << reader.error().message();
+  EXPECT_EQ((*last)["agent"], "acme/last");
 }
 
 } // namespace

@@ -44,8 +44,8 @@ using namespace std::chrono_literals;
 bool make_cert(const std::filesystem::path& dir, const std::string& stem) {
   auto cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
              " -addext subjectAltName=IP:127.0.0.1 -keyout '"
-             + (dir / (stem + ".key")).string() + "' -out '" + (dir / (stem + ".crt")).string()
-             + "' >/dev/null 2>&1";
+    + (dir / (stem + ".key")).string() + "' -out '" + (dir / (stem + ".crt")).string()
+    + "' >/dev/null 2>&1";
   return std::system(cmd.c_str()) == 0;
 }
 
@@ -81,9 +81,9 @@ public:
 
   /// One HTTPS request; the client trusts `a.crt` only and checks the host name. nullopt with
   /// `error` set when the handshake or the exchange fails.
-  std::optional<http::response<http::string_body>>
-  https(http::verb verb, const std::string& target, const std::string& body = {},
-        std::function<void(ssl::context&)> tweak = {}) {
+  std::optional<http::response<http::string_body>> https(
+    http::verb verb, const std::string& target, const std::string& body = {},
+    std::function<void(ssl::context&)> tweak = {}) {
     asio::io_context ioc;
     ssl::context ctx{ssl::context::tls_client};
     ctx.load_verify_file((dir.path / "a.crt").string());
