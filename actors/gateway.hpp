@@ -30,6 +30,11 @@
 //   GET    /v1/keys?tenant=                  200 {"keys":[{"id","tenant","role","name",
 //                                            "created_ms"}...]} (never a key or hash)
 //   DELETE /v1/keys/{id}                     204; the key stops working at once
+//   GET    /v1/events?tenant=&agent=&kind=   101 WebSocket: one text message per lifecycle
+//                                            event (runtime/events.hpp), the caller's tenant
+//                                            only unless admin; a consumer more than
+//                                            events_buffer_max events behind: close code 4008
+//                                            (the socket outright if that cannot be sent in 1 s)
 //   GET    /v1/openapi.json                  200 the OpenAPI 3 document of these routes
 //                                            (protocols/openapi.json; a test checks it against
 //                                            `routes()` and the behaviour, both ways)
@@ -50,6 +55,7 @@
 //   GET  /v1/agents, GET /v1/agents/{id}          viewer, own tenant (listings show only it;
 //                                                 ?tenant= of another tenant is a 403)
 //   GET  /v1/cluster/nodes, GET /v1/openapi.json  viewer
+//   GET  /v1/events                               viewer, own tenant
 //   POST /v1/agents, DELETE /v1/agents/{id},
 //   POST .../tell, POST .../ask                   operator, own tenant
 //   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or
