@@ -375,8 +375,9 @@ std::string col(std::string s, size_t w) {
 std::optional<std::string> call_gateway(http::verb verb, const std::string& target,
                                         const std::string& body, int expected_status,
                                         const std::string& what, int& code,
-                                        milliseconds timeout = milliseconds{10000}) {
-  auto url = parse_node_url(gateway_url);
+                                        milliseconds timeout = milliseconds{10000},
+                                        const std::string& node = {}) {
+  auto url = parse_node_url(node.empty() ? gateway_url : node);
   if (!url) {
     code = fail(exit_usage, hive::message_of(url.error()));
     return std::nullopt;
@@ -630,62 +631,57 @@ command add_keys(CLI::App& parent) {
   list->add_option("--tenant", opts->tenant, "Only this tenant's keys");
   auto* revoke = app->add_subcommand("revoke", "Revoke a key: it stops working at once");
   revoke->add_option("id", opts->id, "The key's id (16 hex digits)")->required();
-  return {
-    app, [opts, create, list, revoke] {
-      auto url = parse_node_url(opts->node.empty() ? gateway_url : opts->node);
-      if (!url)
-        return fail(exit_usage, hive::message_of(url.error()));
-      if (create->parsed()) {
-        nlohmann::json body{{"role", opts->role}, {"name", opts->name}};
-        if (!opts->tenant.empty())
-          body["tenant"] = opts->tenant;
-        auto reply =
-          http_call(*url, http::verb::post, "/v1/keys", body.dump(), milliseconds{10000});
-        if (!reply)
-          return fail(exit_failed, "keys create: " + hive::message_of(reply.error()));
-        if (reply->status != 201)
-          return fail(exit_failed, "keys create: " + describe_reply(*reply));
-        auto j = nlohmann::json::parse(reply->body, nullptr, false);
-        if (!j.is_object() || !j.contains("key"))
-          return fail(exit_failed, "keys create: unexpected reply " + reply->body.substr(0, 500));
-        std::cout << "created key " << j.value("id", "?") << " (tenant " << j.value("tenant", "?")
-                  << ", role " << j.value("role", "?") << ", name " << j.value("name", "?")
-                  << "); it is shown only now:\n"
-                  << j.value("key", "") << std::endl;
-        return exit_ok;
-      }
-      if (list->parsed()) {
-        std::string target = "/v1/keys";
-        if (!opts->tenant.empty())
-          target += "?tenant=" + opts->tenant;
-        auto reply = http_call(*url, http::verb::get, target, {}, milliseconds{10000});
-        if (!reply)
-          return fail(exit_failed, "keys list: " + hive::message_of(reply.error()));
-        if (reply->status != 200)
-          return fail(exit_failed, "keys list: " + describe_reply(*reply));
-        auto j = nlohmann::json::parse(reply->body, nullptr, false);
-        if (!j.is_object() || !j["keys"].is_array())
-          return fail(exit_failed, "keys list: unexpected reply " + reply->body.substr(0, 500));
-        auto col = [](std::string s, size_t w) {
-          s.resize(std::max(s.size(), w), ' ');
-          return s;
-        };
-        std::cout << "ID               TENANT           ROLE      NAME" << std::endl;
-        for (auto& k : j["keys"])
-          std::cout << col(k.value("id", ""), 16) << " " << col(k.value("tenant", ""), 16) << " "
-                    << col(k.value("role", ""), 9) << " " << k.value("name", "") << std::endl;
-        return exit_ok;
-      }
-      (void)revoke;
-      auto reply =
-        http_call(*url, http::verb::delete_, "/v1/keys/" + opts->id, {}, milliseconds{10000});
-      if (!reply)
-        return fail(exit_failed, "keys revoke: " + hive::message_of(reply.error()));
-      if (reply->status != 204)
-        return fail(exit_failed, "keys revoke " + opts->id + ": " + describe_reply(*reply));
-      std::cout << "revoked key " << opts->id << std::endl;
-      return exit_ok;
-    }};
+  return {app, [opts, create, list, revoke] {
+            int code = exit_ok;
+            if (create->parsed()) {
+              nlohmann::json body{{"role", opts->role}, {"name", opts->name}};
+              if (!opts->tenant.empty())
+                body["tenant"] = opts->tenant;
+              auto reply = call_gateway(http::verb::post, "/v1/keys", body.dump(), 201,
+                                        "keys create", code, milliseconds{10000}, opts->node);
+              if (!reply)
+                return code;
+              auto j = nlohmann::json::parse(*reply, nullptr, false);
+              if (!j.is_object() || !j.contains("key"))
+                return fail(exit_failed, "keys create: unexpected reply " + reply->substr(0, 500));
+              if (json_output)
+                std::cout << *reply << std::endl;
+              else
+                std::cout << "created key " << j.value("id", "?") << " (tenant "
+                          << j.value("tenant", "?") << ", role " << j.value("role", "?")
+                          << ", name " << j.value("name", "?") << "); it is shown only now:\n"
+                          << j.value("key", "") << std::endl;
+              return exit_ok;
+            }
+            if (list->parsed()) {
+              std::string target = "/v1/keys";
+              if (!opts->tenant.empty())
+                target += "?tenant=" + opts->tenant;
+              auto reply = call_gateway(http::verb::get, target, {}, 200, "keys list", code,
+                                        milliseconds{10000}, opts->node);
+              if (!reply)
+                return code;
+              auto j = nlohmann::json::parse(*reply, nullptr, false);
+              if (!j.is_object() || !j["keys"].is_array())
+                return fail(exit_failed, "keys list: unexpected reply " + reply->substr(0, 500));
+              if (json_output) {
+                std::cout << *reply << std::endl;
+                return exit_ok;
+              }
+              std::cout << "ID               TENANT           ROLE      NAME" << std::endl;
+              for (auto& k : j["keys"])
+                std::cout << col(k.value("id", ""), 16) << " " << col(k.value("tenant", ""), 16)
+                          << " " << col(k.value("role", ""), 9) << " " << k.value("name", "")
+                          << std::endl;
+              return exit_ok;
+            }
+            (void)revoke;
+            if (!call_gateway(http::verb::delete_, "/v1/keys/" + opts->id, {}, 204,
+                              "keys revoke " + opts->id, code, milliseconds{10000}, opts->node))
+              return code;
+            std::cout << "revoked key " << opts->id << std::endl;
+            return exit_ok;
+          }};
 }
 
 /// Counts the agents stored in `db_dir`, per kind.
