@@ -588,6 +588,12 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   auto token = book.next_token++;
   auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self),
                                   m.job.to, ctx, token);
+  // The stash goes into the forwarder's mailbox before anyone else can find the forwarder:
+  // a tell on another thread (node_runtime::activate_then) that finds the moved entry must
+  // queue behind the stashed calls, never overtake them.
+  for (auto& k : m.waiting)
+    k(fwd);
+  m.waiting.clear();
   // The forwarder is in place before the record goes: a call that finds no record here
   // (node_runtime::tell on another thread) then finds the forwarder, never "not found".
   ctx->moved->put(id.str(), {fwd, m.job.to, token});
@@ -600,8 +606,6 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
                      migrate_expire_atom::value, id, token);
   if (m.agent)
     self->send(m.agent, migrate_end_atom::value, true);
-  for (auto& k : m.waiting)
-    k(fwd);
   using ms = std::chrono::duration<double, std::milli>;
   auto now = std::chrono::steady_clock::now();
   migration_result r{
