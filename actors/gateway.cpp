@@ -30,6 +30,8 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/auth.hpp"
+#include "actors/json_check.hpp"
+#include "actors/post_gate.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/messages.hpp"
@@ -202,100 +204,6 @@ caf::expected<query_map> parse_query(std::string_view query,
   return result;
 }
 
-/// A SAX consumer that only checks a JSON text: syntax and nesting depth.
-class json_checker final : public nlohmann::json_sax<nlohmann::json> {
-public:
-  explicit json_checker(size_t depth_max) : depth_max_(depth_max) {}
-
-  bool null() override {
-    return true;
-  }
-  bool boolean(bool) override {
-    return true;
-  }
-  bool number_integer(number_integer_t) override {
-    return true;
-  }
-  bool number_unsigned(number_unsigned_t) override {
-    return true;
-  }
-  bool number_float(number_float_t, const string_t&) override {
-    return true;
-  }
-  bool string(string_t&) override {
-    return true;
-  }
-  bool binary(binary_t&) override {
-    return true;
-  }
-  bool start_object(std::size_t) override {
-    return push();
-  }
-  bool key(string_t&) override {
-    return true;
-  }
-  bool end_object() override {
-    --depth_;
-    return true;
-  }
-  bool start_array(std::size_t) override {
-    return push();
-  }
-  bool end_array() override {
-    --depth_;
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&,
-                   const nlohmann::detail::exception& ex) override {
-    syntax_error_ = ex.what();
-    return false;
-  }
-
-  /// Set when the text nests deeper than allowed.
-  bool too_deep = false;
-
-  /// The parser's message when the text is not JSON.
-  [[nodiscard]] const std::string& syntax_error() const noexcept {
-    return syntax_error_;
-  }
-
-private:
-  bool push() {
-    if (++depth_ > depth_max_) {
-      too_deep = true;
-      return false;
-    }
-    return true;
-  }
-
-  size_t depth_max_;
-  size_t depth_ = 0;
-  std::string syntax_error_;
-};
-
-/// Checks that `text` is one JSON document nested at most `depth_max` deep. Errors:
-/// invalid_argument (not JSON, naming the position), too_large (too deep).
-caf::error check_json(const std::string& text, size_t depth_max) {
-  if (text.empty())
-    return make_error(errc::invalid_argument, "request body is empty; expected a JSON document");
-  json_checker checker{depth_max};
-  bool ok = false;
-  try {
-    ok = nlohmann::json::sax_parse(text, &checker, nlohmann::json::input_format_t::json, true);
-  } catch (const std::exception& ex) {
-    return make_error(errc::invalid_argument,
-                      std::string{"request body is not valid JSON: "} + ex.what());
-  }
-  if (checker.too_deep)
-    return make_error(errc::too_large,
-                      "request body nests JSON deeper than gateway.json_depth_max ("
-                        + std::to_string(depth_max) + " levels)");
-  if (!ok)
-    return make_error(errc::invalid_argument,
-                      "request body is not valid JSON: " + checker.syntax_error());
-  return {};
-}
-
 /// Maps an error code to its HTTP status.
 http::status status_of(errc code) {
   switch (code) {
@@ -466,31 +374,6 @@ bool is_http_protocol_error(const beast::error_code& ec) {
 } // namespace
 
 // -- shared state -----------------------------------------------------------------------------
-
-/// Lets runtime callbacks (on CAF threads) post results to a connection's strand while the
-/// gateway lives, and makes them no-ops once it is being destroyed.
-struct post_gate {
-  std::mutex mtx;
-  bool open = true;
-
-  /// Runs `f(session&)` on the session's strand if the gateway and the session still live.
-  template <class Session, class F>
-  void post(const std::weak_ptr<Session>& weak, F f) {
-    std::lock_guard<std::mutex> guard{mtx};
-    if (!open)
-      return;
-    auto s = weak.lock();
-    if (!s)
-      return;
-    auto ex = s->executor();
-    asio::post(ex, [s = std::move(s), f = std::move(f)]() mutable { f(*s); });
-  }
-
-  void close() {
-    std::lock_guard<std::mutex> guard{mtx};
-    open = false;
-  }
-};
 
 struct gateway::impl {
   impl(node_runtime& runtime, const node_config::gateway_section& config, security& security)

@@ -37,6 +37,7 @@
 
 #include "actors/sample_kinds.hpp"
 #include "bench/durable_bench.hpp"
+#include "bench/gateway_bench.hpp"
 #include "bench/remote_bench.hpp"
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
@@ -338,7 +339,31 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 100));
   remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");
   remote->add_option("--json", rem.json_file, "write the figures as JSON to FILE");
+  bench::gateway_options gw;
+  auto gateway = app.add_subcommand(
+    "gateway", "asks through a real node's gateway: HTTP keep-alive vs the binary protocol");
+  gateway->add_option("--connections", gw.connections, "connection counts, one run each")
+    ->delimiter(',')
+    ->check(CLI::Range(1, 4000));
+  gateway->add_option("--depth", gw.depth, "asks in flight per connection, pipelined binary runs")
+    ->check(CLI::Range(0, 100000));
+  gateway->add_option("--seconds", gw.seconds, "length of one closed-loop run")
+    ->check(CLI::Range(0.1, 3600.0));
+  gateway->add_option("--runs", gw.runs, "repetitions (medians reported)")
+    ->check(CLI::Range(1, 100));
+  gateway->add_option("--rate", gw.rate, "asks/s of the fixed-rate runs (0 = skip them)")
+    ->check(CLI::Range(0, 1000000));
+  gateway->add_option("--rate-seconds", gw.rate_seconds, "length of one fixed-rate run")
+    ->check(CLI::Range(0.1, 3600.0));
+  gateway->add_option("--agents", gw.agents, "echo agents the asks are spread over")
+    ->check(CLI::Range(1, 100000));
+  gateway->add_option("--threads", gw.gateway_threads, "gateway and binary listener threads")
+    ->check(CLI::Range(1, 64));
+  gateway->add_option("--node", gw.node_binary, "the agent-node binary (default: ../nodes/)");
+  gateway->add_option("--json", gw.json_file, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
+  if (gateway->parsed())
+    return bench::run_gateway(gw, argv[0]);
   if (remote->parsed())
     return bench::run_remote(rem, argv[0]);
   if (durable->parsed())

@@ -105,6 +105,20 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(gateway, ask_timeout_ms_max, 1, 3600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(gateway, page_size_max, 1, 100000, "agents"));
     t.push_back(HIVE_INT_KEY(gateway, events_buffer_max, 1, 1000000, "events"));
+    t.push_back(key_spec{"binary.listen", "HOST:PORT", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.binary.listen; }, {},
+                         [](std::string_view v) -> caf::error {
+                           if (v.empty())
+                             return {};
+                           auto ep = parse_endpoint(v, "binary.listen");
+                           return ep ? caf::error{} : ep.error();
+                         },
+                         "empty (no binary listener) or HOST:PORT, port 0..65535 (0 = ephemeral)"});
+    t.push_back(HIVE_INT_KEY(binary, threads, 1, 64, "threads"));
+    t.push_back(HIVE_INT_KEY(binary, frame_bytes_max, 64, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(binary, connections_max, 1, 1000000, "connections"));
+    t.push_back(HIVE_INT_KEY(binary, inflight_requests_max, 1, 1000000, "requests"));
+    t.push_back(HIVE_INT_KEY(binary, idle_timeout_ms, 100, 3600000, "milliseconds"));
     t.push_back(key_spec{"metrics.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
                          [](node_config& c) { return &c.metrics.listen; }, {}});
     t.push_back(key_spec{"log.level", "level", 0, 0, key_spec::level, {},
@@ -431,12 +445,14 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
   CLI::App app{"agent-node: one node of a hive cluster of agents", "agent-node"};
   app.set_version_flag("--version", "agent-node 0.1.0");
   std::string config_file, name, data_dir, gateway, metrics, log_level;
-  std::string cluster;
+  std::string cluster, binary;
   std::vector<std::string> sets, seeds;
   app.add_option("--config", config_file, "TOML config file (see config/hive.toml)");
   app.add_option("--name", name, "node name (node.name)");
   app.add_option("--data-dir", data_dir, "data directory (node.data_dir)");
   app.add_option("--gateway", gateway, "HTTP gateway HOST:PORT, port 0 = ephemeral");
+  app.add_option("--binary", binary,
+                 "binary protocol HOST:PORT (binary.listen), port 0 = ephemeral");
   app.add_option("--metrics", metrics, "Prometheus /metrics HOST:PORT, port 0 = ephemeral");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|critical|off");
   app.add_option("--cluster", cluster,
@@ -482,6 +498,8 @@ caf::expected<cli_result> parse_command_line(int argc, const char* const* argv) 
   if (auto err = flag(metrics, "metrics.listen", "--metrics"))
     return err;
   if (auto err = flag(log_level, "log.level", "--log-level"))
+    return err;
+  if (auto err = flag(binary, "binary.listen", "--binary"))
     return err;
   if (auto err = flag(cluster, "cluster.listen", "--cluster"))
     return err;

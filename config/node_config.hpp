@@ -51,6 +51,17 @@ struct node_config {
     std::string tls_key_file;
   } gateway;
 
+  /// The binary client protocol (actors/binary_gateway.hpp, protocols/wire.hpp).
+  struct binary_section {
+    /// HOST:PORT; empty: no binary listener.
+    std::string listen;
+    int64_t threads = 1;
+    int64_t frame_bytes_max = 2 << 20;
+    int64_t connections_max = 1024;
+    int64_t inflight_requests_max = 1024;
+    int64_t idle_timeout_ms = 30000;
+  } binary;
+
   struct metrics_section {
     endpoint listen{"127.0.0.1", 9464};
   } metrics;

@@ -14,6 +14,7 @@
 
 #include "actors/auth.hpp"
 #include "actors/circuit_breaker.hpp"
+#include "actors/binary_gateway.hpp"
 #include "actors/gateway.hpp"
 #include "actors/sample_kinds.hpp"
 #include "config/node_config.hpp"
@@ -77,6 +78,16 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   if (!gw)
     return fail(1, message_of(gw.error()));
   auto gateway_addr = cfg.gateway.listen.host + ":" + std::to_string((*gw)->port());
+  std::unique_ptr<binary_gateway> bin;
+  std::string binary_text;
+  if (!cfg.binary.listen.empty()) {
+    auto b = binary_gateway::start(**rt, cfg, **sec);
+    if (!b)
+      return fail(1, message_of(b.error()));
+    bin = std::move(*b);
+    auto host = parse_endpoint(cfg.binary.listen, "binary.listen")->host;
+    binary_text = " binary tcp://" + host + ":" + std::to_string(bin->port());
+  }
   auto metrics_addr = cfg.metrics.listen.host + ":" + std::to_string(*metrics_port);
   std::unique_ptr<cluster> member;
   if (!cfg.cluster.listen.empty()) {
@@ -85,6 +96,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
       return fail(1, message_of(c.error()));
     member = std::move(*c);
     (*gw)->set_cluster(member.get());
+    if (bin)
+      bin->set_cluster(member.get());
   }
   std::string cluster_text = member ? " cluster " + member->address() : "";
   log::event(spdlog::level::info, "node_ready",
@@ -96,7 +109,7 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
               {"scheduler_threads", scheduler_threads(cfg)}});
   std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
             << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
-            << cluster_text << " pid " << getpid() << std::endl;
+            << cluster_text << binary_text << " pid " << getpid() << std::endl;
   if (!generated_admin_key.empty())
     std::cout << "agent-node " << cfg.node.name
               << " generated the bootstrap admin key (shown this once; only its hash is kept, in "
@@ -106,15 +119,23 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   log::event(spdlog::level::info, "node_stopping",
              {{"signal", sig}, {"agents", (*rt)->agent_count()}});
   (*gw)->stop_accepting();
+  if (bin)
+    bin->stop_accepting();
   if (member) {
     // The others see this node `leaving` at once rather than `down` after a timeout.
     member->leave();
     (*gw)->set_cluster(nullptr);
+    if (bin)
+      bin->set_cluster(nullptr);
   }
   if (!(*gw)->drain(std::chrono::milliseconds(cfg.node.shutdown_drain_ms)))
     log::event(spdlog::level::warn, "drain_incomplete",
                {{"shutdown_drain_ms", cfg.node.shutdown_drain_ms}});
+  if (bin && !bin->drain(std::chrono::milliseconds(cfg.node.shutdown_drain_ms)))
+    log::event(spdlog::level::warn, "binary_drain_incomplete",
+               {{"shutdown_drain_ms", cfg.node.shutdown_drain_ms}});
   (*rt)->shutdown();
+  bin.reset();
   gw->reset();
   member.reset();
   rt->reset();

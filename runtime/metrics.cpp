@@ -59,6 +59,19 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                         .Name("hive_gateway_request_seconds")
                         .Help("Gateway HTTP request latency, by route template")
                         .Register(*registry_);
+  binary_requests_ = &BuildCounter()
+                        .Name("hive_binary_requests_total")
+                        .Help("Binary protocol requests, by request kind and result (errc name)")
+                        .Register(*registry_);
+  binary_latency_ = &BuildHistogram()
+                       .Name("hive_binary_request_seconds")
+                       .Help("Binary protocol request latency, read to answer queued, by kind")
+                       .Register(*registry_);
+  binary_connections_ = &BuildGauge()
+                           .Name("hive_binary_connections")
+                           .Help("Open connections of the binary protocol listener")
+                           .Register(*registry_)
+                           .Add({});
   activations_ = &BuildCounter()
                     .Name("hive_activations_total")
                     .Help("Persisted agents activated from the store, per agent kind")
@@ -222,6 +235,37 @@ void metrics::gateway_request(const std::string& route, int status, double secon
   }
   counter->Increment();
   hist->Observe(seconds);
+}
+
+void metrics::binary_request(std::string_view kind, std::string_view code, double seconds) {
+  prometheus::Histogram* hist = nullptr;
+  prometheus::Counter* counter = nullptr;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    std::string key{kind};
+    key += ' ';
+    key += code;
+    auto c = binary_counters_.find(key);
+    if (c == binary_counters_.end())
+      c = binary_counters_
+            .emplace(key, &binary_requests_->Add(
+                            {{"kind", std::string{kind}}, {"code", std::string{code}}}))
+            .first;
+    counter = c->second;
+    auto h = binary_hist_.find(kind);
+    if (h == binary_hist_.end())
+      h = binary_hist_
+            .emplace(std::string{kind},
+                     &binary_latency_->Add({{"kind", std::string{kind}}}, latency_buckets()))
+            .first;
+    hist = h->second;
+  }
+  counter->Increment();
+  hist->Observe(seconds);
+}
+
+void metrics::binary_connections(int delta) {
+  binary_connections_->Increment(delta);
 }
 
 caf::expected<uint16_t> metrics::serve(const endpoint& ep) {

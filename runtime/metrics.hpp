@@ -70,6 +70,14 @@ public:
   /// `hive_gateway_request_seconds{route}`. `route` is a route template, never a raw path.
   void gateway_request(const std::string& route, int status, double seconds);
 
+  /// Records one request of the binary protocol: `hive_binary_requests_total{kind,code}`
+  /// (`code` an errc name, "ok" on success) and `hive_binary_request_seconds{kind}`. `kind` is
+  /// one of hello, spawn, tell, ask, stop, invalid.
+  void binary_request(std::string_view kind, std::string_view code, double seconds);
+
+  /// `hive_binary_connections`: open connections of the binary listener (+1 / -1).
+  void binary_connections(int delta);
+
   /// One group commit of the store: `hive_journal_commit_batch_writes` (writes per commit)
   /// and `hive_journal_commit_seconds` (the synced write).
   void journal_commit(size_t writes, double seconds);
@@ -130,6 +138,12 @@ private:
   /// The transport totals last copied in (counters grow by the difference).
   std::array<uint64_t, 6> transport_seen_{};
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
+  prometheus::Family<prometheus::Counter>* binary_requests_;
+  prometheus::Family<prometheus::Histogram>* binary_latency_;
+  prometheus::Gauge* binary_connections_;
+  /// Cached children of the binary families, keyed by "kind code" and kind.
+  std::map<std::string, prometheus::Counter*, std::less<>> binary_counters_;
+  std::map<std::string, prometheus::Histogram*, std::less<>> binary_hist_;
   prometheus::Family<prometheus::Counter>* activations_;
   prometheus::Family<prometheus::Counter>* passivations_;
   prometheus::Family<prometheus::Counter>* duplicates_;

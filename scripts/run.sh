@@ -2,10 +2,10 @@
 # run.sh: install what is missing, build agent-node (Release) and start a local cluster of 3
 # nodes on 127.0.0.1 (node1 in the foreground, node2 and node3 in the background):
 #
-#   node    gateway (HTTP/JSON)      metrics                         cluster endpoint  data
-#   node1   http://127.0.0.1:8080    http://127.0.0.1:9464/metrics   127.0.0.1:7101    ./hive-data/node1
-#   node2   http://127.0.0.1:8081    http://127.0.0.1:9465/metrics   127.0.0.1:7102    ./hive-data/node2
-#   node3   http://127.0.0.1:8082    http://127.0.0.1:9466/metrics   127.0.0.1:7103    ./hive-data/node3
+#   node    gateway (HTTP/JSON)      binary protocol  metrics                         cluster endpoint  data
+#   node1   http://127.0.0.1:8080    127.0.0.1:8180   http://127.0.0.1:9464/metrics   127.0.0.1:7101    ./hive-data/node1
+#   node2   http://127.0.0.1:8081    127.0.0.1:8181   http://127.0.0.1:9465/metrics   127.0.0.1:7102    ./hive-data/node2
+#   node3   http://127.0.0.1:8082    127.0.0.1:8182   http://127.0.0.1:9466/metrics   127.0.0.1:7103    ./hive-data/node3
 #
 # Every node takes the bootstrap admin key from ./hive-data/admin.key (--admin-key-file),
 # generated here once (32 random bytes, mode 0600). Requests need it (or a key or JWT made
@@ -50,7 +50,7 @@ if [[ "$nodes" == "1" ]]; then
 ==> run: README.md has the full tour.
 EOF
   exec "$node" --name node1 --data-dir hive-data/node1 --gateway 127.0.0.1:8080 \
-    --metrics 127.0.0.1:9464 "${auth[@]}" "$@"
+    --binary 127.0.0.1:8180 --metrics 127.0.0.1:9464 "${auth[@]}" "$@"
 fi
 
 pids=()
@@ -63,7 +63,7 @@ trap 'exit 130' INT TERM
 
 for i in 2 3; do
   "$node" --name "node$i" --data-dir "hive-data/node$i" --gateway "127.0.0.1:808$((i - 1))" \
-    --metrics "127.0.0.1:946$((i + 3))" --cluster "127.0.0.1:710$i" --seed 127.0.0.1:7101 "${auth[@]}" "$@" \
+    --binary "127.0.0.1:818$((i - 1))" --metrics "127.0.0.1:946$((i + 3))" --cluster "127.0.0.1:710$i" --seed 127.0.0.1:7101 "${auth[@]}" "$@" \
     > "hive-data/node$i.log" 2>&1 &
   pids+=($!)
 done
@@ -81,7 +81,7 @@ cat <<EOF
 EOF
 
 "$node" --name node1 --data-dir hive-data/node1 --gateway 127.0.0.1:8080 \
-  --metrics 127.0.0.1:9464 --cluster 127.0.0.1:7101 --seed 127.0.0.1:7102 \
+  --binary 127.0.0.1:8180 --metrics 127.0.0.1:9464 --cluster 127.0.0.1:7101 --seed 127.0.0.1:7102 \
   --seed 127.0.0.1:7103 "${auth[@]}" "$@" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -145,6 +145,9 @@ public:
     std::regex cl{" cluster [^ ]+:([0-9]+)"};
     if (std::regex_search(*line, m, cl))
       cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
+    std::regex bin{" binary tcp://[^ ]+:([0-9]+)"};
+    if (std::regex_search(*line, m, bin))
+      binary_port = static_cast<uint16_t>(std::stoi(m[1]));
     return true;
   }
 
@@ -177,6 +180,8 @@ public:
   uint16_t metrics_port = 0;
   /// The cluster endpoint's port (0 for a standalone node).
   uint16_t cluster_port = 0;
+  /// The binary protocol listener's port (0 without `--binary`).
+  uint16_t binary_port = 0;
 
 private:
   pid_t pid_ = -1;
