@@ -213,6 +213,7 @@ http::status status_of(errc code) {
     case errc::invalid_config: return http::status::bad_request;
     case errc::agent_not_found:
     case errc::not_found: return http::status::not_found;
+    case errc::quota_exceeded: return http::status::forbidden;
     case errc::unauthenticated: return http::status::unauthorized;
     case errc::forbidden: return http::status::forbidden;
     case errc::rate_limited: return http::status::too_many_requests;

@@ -62,7 +62,8 @@
 //                                                 revokes a key of a higher role than its own
 //   POST .../migrate, POST /v1/admin/backup       admin
 //
-// Quotas per tenant of the caller: `quota.requests_per_s` with bucket `quota.burst_requests`
+// Quotas per tenant: at most `quota.agents_max` live agents of a tenant per node (a spawn
+// beyond: 403 quota_exceeded), `quota.requests_per_s` with bucket `quota.burst_requests`
 // (429 rate_limited with Retry-After in seconds; the probes are never limited), tell and ask
 // bodies up to `quota.message_bytes_max` (413 too_large).
 //
@@ -79,7 +80,7 @@
 //
 //   invalid_argument, invalid_agent_id, unknown_kind, invalid_config   400
 //   unauthenticated                                                    401
-//   forbidden                                                          403
+//   forbidden, quota_exceeded (quota.agents_max)                       403
 //   agent_not_found, not_found                                         404
 //   rate_limited                                                       429 (+ Retry-After)
 //   agent_exists                                                       409

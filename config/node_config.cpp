@@ -219,6 +219,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(quota, requests_per_s, 1, 100000000, "requests per second per tenant"));
     t.push_back(HIVE_INT_KEY(quota, burst_requests, 1, 1000000000, "requests"));
     t.push_back(HIVE_INT_KEY(quota, message_bytes_max, 1, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(quota, agents_max, 1, 100000000, "agents per tenant per node"));
     t.push_back(HIVE_INT_KEY(quota, tenants_tracked_max, 1, 100000000, "tenants"));
     t.push_back(path_key("audit.path", [](node_config& c) { return &c.audit.path; }));
     t.push_back(HIVE_INT_KEY(audit, file_bytes_max, 4096, int64_t{1} << 40, "bytes"));

@@ -31,6 +31,7 @@ std::string_view to_string(errc x) noexcept {
     case errc::forbidden: return "forbidden";
     case errc::rate_limited: return "rate_limited";
     case errc::not_found: return "not_found";
+    case errc::quota_exceeded: return "quota_exceeded";
   }
   return "unknown";
 }

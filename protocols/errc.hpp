@@ -69,6 +69,9 @@ enum class errc : uint8_t {
   rate_limited = 25,
   /// The named object (an API key, ...) does not exist.
   not_found = 26,
+  /// A per-tenant count quota is used up (quota.agents_max: agents of the tenant on the node);
+  /// stop some first (HTTP 403).
+  quota_exceeded = 27,
 };
 
 /// The error category atom of `errc` ("hive").

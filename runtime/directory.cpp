@@ -24,8 +24,13 @@ bool directory::reserve(agent_view view) {
   auto& s = shard_of(view.id);
   std::unique_lock<std::shared_mutex> guard{s.mtx};
   auto id = view.id;
+  auto tenant = id.tenant;
   if (!s.map.emplace(std::move(id), std::move(view)).second)
     return false;
+  {
+    std::lock_guard<std::mutex> t{tenants_mtx_};
+    ++tenant_sizes_[tenant];
+  }
   size_.fetch_add(1, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   return true;
@@ -55,9 +60,22 @@ std::optional<agent_view> directory::erase(const agent_id& id) {
     return std::nullopt;
   auto view = std::move(i->second);
   s.map.erase(i);
+  {
+    std::lock_guard<std::mutex> t{tenants_mtx_};
+    auto n = tenant_sizes_.find(id.tenant);
+    assert(n != tenant_sizes_.end() && n->second > 0);
+    if (--n->second == 0)
+      tenant_sizes_.erase(n);
+  }
   size_.fetch_sub(1, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   return view;
+}
+
+size_t directory::tenant_size(std::string_view tenant) const {
+  std::lock_guard<std::mutex> t{tenants_mtx_};
+  auto n = tenant_sizes_.find(std::string{tenant});
+  return n == tenant_sizes_.end() ? 0 : n->second;
 }
 
 std::optional<agent_view> directory::find(const agent_id& id) const {

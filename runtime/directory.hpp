@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -71,6 +72,9 @@ public:
   /// All views of `tenant`.
   [[nodiscard]] std::vector<agent_view> tenant_agents(std::string_view tenant) const;
 
+  /// Number of ids of `tenant` (kept per tenant: O(1)).
+  [[nodiscard]] size_t tenant_size(std::string_view tenant) const;
+
   /// Number of ids.
   [[nodiscard]] size_t size() const noexcept {
     return size_.load(std::memory_order_relaxed);
@@ -99,6 +103,8 @@ private:
   shard& shard_of(const agent_id& id) const;
 
   std::unique_ptr<shard[]> shards_;
+  mutable std::mutex tenants_mtx_;
+  std::unordered_map<std::string, size_t> tenant_sizes_;
   std::atomic<size_t> size_{0};
   uint64_t uid_;
   std::atomic<uint64_t> generation_{1};

@@ -681,4 +681,31 @@ TEST_F(gateway_events_test, a_consumer_that_stops_reading_is_disconnected) {
   EXPECT_EQ((*last)["agent"], "acme/last");
 }
 
+class gateway_agents_quota_test : public gateway_auth_test {
+public:
+  void configure(node_config& c) override {
+    c.quota.agents_max = 3;
+  }
+};
+
+TEST_F(gateway_agents_quota_test, a_tenant_spawns_at_most_agents_max_and_others_are_unaffected) {
+  auto spawn_as = [&](const std::string& id) {
+    return call(test::test_admin_key, "POST", "/v1/agents",
+                json{{"id", id}, {"kind", "counter"}}.dump());
+  };
+  for (auto id : {"acme/a1", "acme/a2", "acme/a3"})
+    EXPECT_EQ(spawn_as(id).status, 201) << id;
+  auto over = spawn_as("acme/a4");
+  EXPECT_EQ(over.status, 403) << over.body;
+  EXPECT_NE(over.body.find("quota_exceeded"), std::string::npos) << over.body;
+  EXPECT_NE(over.body.find("quota.agents_max = 3"), std::string::npos) << over.body;
+  // Refused means not created; another tenant still has its whole quota.
+  EXPECT_EQ(call(test::test_admin_key, "GET", "/v1/agents/acme/a4").status, 404);
+  EXPECT_EQ(spawn_as("beta/b1").status, 201);
+  // Stopping one frees its place.
+  EXPECT_EQ(call(test::test_admin_key, "DELETE", "/v1/agents/acme/a1").status, 204);
+  EXPECT_EQ(spawn_as("acme/a4").status, 201);
+  EXPECT_EQ(spawn_as("acme/a5").status, 403);
+}
+
 } // namespace
