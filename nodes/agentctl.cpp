@@ -1,33 +1,61 @@
-// agentctl: the admin command line of hive. One subcommand per task; each parses its own flags,
-// runs, prints one human-readable result line on stdout (errors on stderr) and exits 0 on
-// success, 1 when the task failed (node unreachable, HTTP error, bad backup, ...) and 2 for a
-// bad command line.
+// agentctl: the admin command line and shell of hive. One subcommand per task; each parses its
+// own flags, runs, prints its result on stdout (tables with aligned columns, or the node's JSON
+// with --json; errors on stderr as `agentctl: error: ...`) and exits with one of:
 //
-// Credentials: every request carries `Authorization: Bearer <token>`, the token taken from
-// `--token`, else the file of `--token-file`, else $HIVE_TOKEN, else the file named by
-// $HIVE_TOKEN_FILE (an API key or a JWT; `agent-node` prints its generated admin key once).
+//   0  done (also --help, and `events`/`top` ended by Ctrl-C, --count or --iterations)
+//   1  the task failed: node unreachable, an HTTP error (401/403/404/409/...), the event
+//      stream refused (401/403) or closed by the node (4008: this client fell behind), bad
+//      backup
+//   2  bad command line: unknown subcommand, bad flag, bad agent id or JSON, bad config file
 //
-// The gateway: `--url URL`, else $HIVE_URL, else http://127.0.0.1:8080 (the older
-// subcommands also take `--node URL`). `--json` prints the node's JSON answers as they are.
-// Exit codes: 0 done; 1 the task failed (node unreachable, HTTP error such as 401/403/404,
-// bad backup); 2 bad command line (unknown subcommand, bad flag, bad agent id or JSON).
+// Settings, each from the first place that has it (flags > environment > config file >
+// defaults):
+//   gateway  --url URL, $HIVE_URL, the config file's `url`, http://127.0.0.1:8080 (the older
+//            subcommands also take `--node URL`, which wins over all of them)
+//   token    --token, --token-file FILE, $HIVE_TOKEN, $HIVE_TOKEN_FILE, the config file's
+//            `token` or `token_file` (relative to the config file's directory); an API key or
+//            a JWT, sent as `Authorization: Bearer <token>` (`agent-node` prints its generated
+//            admin key once)
+//   config   --config FILE, else $HIVE_CONFIG, else ~/.config/hive/agentctl.toml if it exists.
+//            TOML with the keys `url`, `token`, `token_file` (strings; token and token_file
+//            not both); an unknown key, a wrong type or a TOML syntax error is exit 2 naming the
+//            file and the key (or line), and so is a --config/$HIVE_CONFIG file that is missing.
+// Colour (ANSI) only when stdout is a terminal and $NO_COLOR is unset or empty.
 //
-// Subcommands today:
+// Subcommands:
 //   agentctl agents [--tenant T] [--kind K] [--node NAME] [--max N]
 //   agentctl inspect TENANT/NAME
 //   agentctl spawn TENANT/NAME --kind K [--config JSON] [--restart R] [--on NODE] [--breaker]
 //   agentctl tell TENANT/NAME JSON
 //   agentctl ask TENANT/NAME JSON [--timeout-ms N]
 //   agentctl stop TENANT/NAME
+//   agentctl migrate TENANT/NAME NODE   (or --to NODE) [--node http://127.0.0.1:8080]
+//   agentctl nodes [--node http://127.0.0.1:8080]
+//   agentctl breakers [--tenant T]       agents with a circuit breaker and its state
+//   agentctl restarts [--tenant T]       agents by restart count, most first
+//   agentctl events [--tenant T] [--agent ID] [--kind K] [--count N]
+//                                        tails GET /v1/events (WebSocket), one line per event
+//   agentctl top [--interval-ms N] [--iterations N] [--limit N] [--agents-max N] [--tenant T]
+//                                        msgs/s per agent from the inspections' `handled`
+//                                        counts; redrawn in place on a terminal
 //   agentctl backup --to /abs/dir [--node http://127.0.0.1:8080] [--timeout-ms N]
 //   agentctl keys create --role admin|operator|viewer --name NAME [--tenant T]
 //   agentctl keys list [--tenant T]
 //   agentctl keys revoke ID
 //   agentctl restore --from BACKUP_DIR --data-dir NEW_DATA_DIR
-//   agentctl migrate TENANT/NAME --to NODE [--node http://127.0.0.1:8080]
-//   agentctl nodes [--node http://127.0.0.1:8080]
-// To add one: write an `add_<name>(CLI::App&)` that registers the subcommand and returns its
-// `command`, and list it in `main`.
+//   agentctl shell
+//
+// The shell (libedit): each line is split like a POSIX shell line ('...' literal, "..." with
+// \" and \\, a backslash escapes one character) and runs as an agentctl command line, with
+// the global settings of the `agentctl ... shell` invocation unless the line gives its own. Tab
+// completes subcommand names, `keys` actions and agent ids (GET /v1/agents, cached, refreshed
+// after spawn, stop and migrate); Up/Down walk the history, kept in $HIVE_HISTORY
+// else ~/.local/state/hive/agentctl_history (at most 1000 lines). `help` lists the
+// commands, `exit`, `quit` or Ctrl-D leaves; a failing command prints its error and the shell
+// goes on; Ctrl-C stops a running `events` or `top`.
+//
+// To add a subcommand: write an `add_<name>(CLI::App&)` that registers it and returns its
+// `command`, and list it in `run_command_line`.
 
 #include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
 
@@ -1543,6 +1571,8 @@ int run_shell(const shell_base& base) {
   static char breaks[] = " \t\n\"'";
   rl_completer_word_break_characters = breaks;
   rl_attempted_completion_function = complete_word;
+  // Ctrl-C at the prompt must not end the shell; in `events` and `top` it ends the command.
+  std::signal(SIGINT, on_sigint);
   bool tty = ::isatty(STDIN_FILENO) == 1;
   if (tty)
     std::cout << "agentctl shell on " << base.url
@@ -1550,7 +1580,12 @@ int run_shell(const shell_base& base) {
                  "'exit' or Ctrl-D leaves"
               << std::endl;
   for (;;) {
+    interrupted.store(false);
     char* raw = ::readline("agentctl> ");
+    if (raw == nullptr && interrupted.load()) { // Ctrl-C: libedit gives up the line
+      std::cout << std::endl;
+      continue;
+    }
     if (raw == nullptr) { // Ctrl-D
       if (tty)
         std::cout << std::endl;

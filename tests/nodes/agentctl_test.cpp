@@ -456,6 +456,8 @@ TEST_F(agentctl_test, shell_completes_commands_and_agent_ids_and_recalls_history
     return p.find("unknown subcommand 'bogus'") != std::string::npos
            && last_line(p) == "agentctl>";
   })) << t.pane();
+  // Ctrl-C at the prompt does not end it either (the steps below need it running).
+  t.keys("C-c");
   // A partial command + Tab completes it.
   t.keys("insp Tab");
   ASSERT_TRUE(t.wait(last_is("agentctl> inspect"))) << t.pane();
