@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,12 @@
 #include <thread>
 #include <vector>
 
+#include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -367,6 +374,110 @@ TEST_F(agentctl_test, migrate_takes_the_node_as_positional_or_flag_and_refuses_t
   auto both = ctl({"migrate", "acme/c1", "a", "--to", "b"});
   EXPECT_EQ(both.code, 2) << both.output;
   EXPECT_EQ(ctl({"migrate", "acme/c1"}).code, 2);
+}
+
+// -- against a scripted gateway: what a real node cannot easily be made to do ------------------
+
+/// A stand-in gateway on 127.0.0.1: answers GETs from a path -> body table (404 otherwise) and
+/// accepts a WebSocket upgrade on /v1/events only to close it at once with `close_code`.
+class fake_gateway {
+public:
+  fake_gateway(std::map<std::string, std::string> bodies, uint16_t close_code)
+      : bodies_(std::move(bodies)), close_code_(close_code),
+        acceptor_(ioc_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    thread_ = std::thread{[this] { serve(); }};
+  }
+
+  ~fake_gateway() {
+    stop_ = true;
+    boost::system::error_code ec;
+    // Wake the blocking accept with a connection of our own.
+    boost::asio::ip::tcp::socket s{ioc_};
+    s.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+  }
+
+  [[nodiscard]] std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port());
+  }
+
+private:
+  void serve() {
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    while (!stop_) {
+      boost::asio::ip::tcp::socket sock{ioc_};
+      boost::system::error_code ec;
+      acceptor_.accept(sock, ec);
+      if (ec || stop_)
+        return;
+      beast::flat_buffer buf;
+      http::request<http::string_body> req;
+      http::read(sock, buf, req, ec);
+      if (ec)
+        continue;
+      if (beast::websocket::is_upgrade(req)) {
+        beast::websocket::stream<boost::asio::ip::tcp::socket> ws{std::move(sock)};
+        ws.accept(req, ec);
+        if (!ec)
+          ws.close(beast::websocket::close_reason{
+                     static_cast<beast::websocket::close_code>(close_code_), "too slow"},
+                   ec);
+        // Read until the client's close answer arrives (or it goes away).
+        beast::flat_buffer rest;
+        while (!ec)
+          ws.read(rest, ec);
+        continue;
+      }
+      std::string target{req.target()};
+      auto it = bodies_.find(target.substr(0, target.find('?')));
+      http::response<http::string_body> res{it == bodies_.end() ? http::status::not_found
+                                                                : http::status::ok,
+                                            11};
+      res.set(http::field::content_type, "application/json");
+      res.body() = it == bodies_.end() ? R"({"error":{"code":"not_found","message":"no"}})"
+                                       : it->second;
+      res.prepare_payload();
+      http::write(sock, res, ec);
+    }
+  }
+
+  std::map<std::string, std::string> bodies_;
+  uint16_t close_code_;
+  boost::asio::io_context ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(agentctl, restarts_sorts_most_restarts_first_and_events_reports_falling_behind) {
+  fake_gateway gw{
+    {{"/v1/agents", R"({"agents":[)"
+                    R"({"id":"acme/a","kind":"counter","node":"n1","restarts":1,"running":true},)"
+                    R"({"id":"acme/b","kind":"counter","node":"n1","restarts":7,"running":true},)"
+                    R"({"id":"acme/c","kind":"kv","node":"n1","restarts":0,"running":false},)"
+                    R"({"id":"acme/d","kind":"kv","node":"n1","restarts":7,"running":true}],)"
+                    R"("next":null})"}},
+    4008};
+  auto r = run({"--url", gw.url(), "restarts"}, {{"HIVE_TOKEN", "x"}});
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto b = r.output.find("acme/b"), d = r.output.find("acme/d");
+  auto a = r.output.find("acme/a"), c = r.output.find("acme/c");
+  ASSERT_TRUE(a != std::string::npos && b != std::string::npos && c != std::string::npos
+              && d != std::string::npos)
+    << r.output;
+  EXPECT_TRUE(b < d && d < a && a < c) << r.output; // 7, 7 (by id), 1, 0
+  auto j = json::parse(run({"--url", gw.url(), "--json", "restarts"}, {{"HIVE_TOKEN", "x"}}).output,
+                       nullptr, false);
+  ASSERT_TRUE(j.is_object());
+  ASSERT_EQ(j["agents"].size(), 4u);
+  EXPECT_EQ(j["agents"][0]["id"], "acme/b");
+  EXPECT_EQ(j["agents"][3]["id"], "acme/c");
+  // The stream closed with 4008: exit 1 and the reason.
+  auto ev = run({"--url", gw.url(), "events"}, {{"HIVE_TOKEN", "x"}});
+  EXPECT_EQ(ev.code, 1) << ev.output;
+  EXPECT_NE(ev.output.find("code 4008"), std::string::npos) << ev.output;
+  EXPECT_NE(ev.output.find("fell behind"), std::string::npos) << ev.output;
 }
 
 // -- the shell through a pty (tmux) ------------------------------------------------------------
