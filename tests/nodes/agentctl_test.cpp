@@ -523,8 +523,9 @@ public:
     sh(tmux_ + "send-keys -t t " + k);
   }
 
-  std::string pane() {
-    return sh(tmux_ + "capture-pane -p -t t");
+  /// The pane's text; with `escapes`, its colours as ANSI escapes too.
+  std::string pane(bool escapes = false) {
+    return sh(tmux_ + "capture-pane -p " + (escapes ? "-e " : "") + "-t t");
   }
 
   /// Polls the pane (up to 15 s) until `pred` holds; returns whether it did.
@@ -591,6 +592,37 @@ TEST_F(agentctl_test, shell_completes_commands_and_agent_ids_and_recalls_history
   EXPECT_FALSE(t.running()) << t.pane();
   auto saved = read_file(hist);
   EXPECT_NE(saved.find("acme/worker1"), std::string::npos) << saved;
+}
+
+TEST_F(agentctl_test, on_a_terminal_tables_have_colour_unless_no_color_and_top_redraws) {
+  if (std::system("command -v tmux >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "tmux is not installed (scripts/setup.sh installs it): this test needs a pty";
+  spawn("acme/c1", "counter");
+  auto env = "env HOME=" + dir_.path.string() + " HIVE_TOKEN=" + hive::test::test_admin_key + " ";
+  auto bin = std::string{HIVE_AGENTCTL} + " --url " + url_;
+  auto finished = [](const std::string& p) { return p.find("DONE") != std::string::npos; };
+  {
+    // The pane stays after the commands ended (sleep) until the server is killed.
+    tmux_session t{env + bin + " agents; " + env + "NO_COLOR=1 " + bin
+                   + " agents; echo DONE; sleep 60"};
+    ASSERT_TRUE(t.wait(finished)) << t.pane();
+    auto coloured = t.pane(true);
+    auto first = coloured.find("1 agents");
+    ASSERT_NE(first, std::string::npos) << coloured;
+    EXPECT_NE(coloured.substr(0, first).find("\x1b["), std::string::npos)
+      << "no colour on a terminal: " << coloured;
+    auto second = coloured.find("1 agents", first + 1);
+    ASSERT_NE(second, std::string::npos) << coloured;
+    EXPECT_EQ(coloured.substr(first + 8, second - first - 8).find("\x1b["), std::string::npos)
+      << "colour despite NO_COLOR: " << coloured;
+  }
+  {
+    tmux_session t{env + bin + " top --iterations 3 --interval-ms 100; echo DONE; sleep 60"};
+    ASSERT_TRUE(t.wait(finished)) << t.pane();
+    // Redrawn in place: one table on the screen, not three.
+    EXPECT_EQ(count_lines(t.pane(), "MSGS/S"), 1u) << t.pane();
+    EXPECT_EQ(count_lines(t.pane(), "acme/c1"), 1u) << t.pane();
+  }
 }
 
 } // namespace
