@@ -65,8 +65,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -431,9 +431,9 @@ command add_migrate(CLI::App& parent) {
   return {app, [opts] {
             if (!opts->to_positional.empty() && !opts->to.empty()
                 && opts->to_positional != opts->to)
-              return fail(exit_usage, "migrate: the target node is given twice, as '"
-                                        + opts->to_positional + "' and as --to '" + opts->to
-                                        + "'");
+              return fail(exit_usage,
+                          "migrate: the target node is given twice, as '" + opts->to_positional
+                            + "' and as --to '" + opts->to + "'");
             if (opts->to.empty())
               opts->to = opts->to_positional;
             if (opts->to.empty())
@@ -652,54 +652,52 @@ command add_breakers(CLI::App& parent) {
   auto* app = parent.add_subcommand(
     "breakers", "List agents with a circuit breaker and its state (GET /v1/agents/{id})");
   app->add_option("--tenant", *tenant, "Only this tenant's agents");
-  return {app, [tenant] {
-            int code = exit_ok;
-            auto all = list_agents(*tenant, {}, {}, 1000000, "breakers", code);
-            if (!all)
-              return code;
-            nlohmann::json out = nlohmann::json::array();
-            for (auto& a : *all) {
-              if (!a.value("breaker", false))
-                continue;
-              auto id = a.value("id", "");
-              auto body =
-                call_gateway(http::verb::get, "/v1/agents/" + id, {}, 200, "breakers", code);
-              if (!body) {
-                if (code == exit_failed) // gone meanwhile, or the node failed: report, go on
-                  continue;
-                return code;
-              }
-              auto j = nlohmann::json::parse(*body, nullptr, false);
-              nlohmann::json b = j.is_object() && j["breaker"].is_object() ? j["breaker"]
-                                                                            : nlohmann::json{};
-              out.push_back({{"id", id},
-                             {"kind", a.value("kind", "")},
-                             {"node", a.value("node", "")},
-                             {"breaker", b}});
-            }
-            if (json_output) {
-              std::cout << nlohmann::json{{"breakers", out}}.dump() << std::endl;
-              return exit_ok;
-            }
-            table t{{"ID", "KIND", "NODE", "STATE", "OPENED", "REFUSED", "FAILURES", "RETRY_MS"},
-                    {},
-                    state_colour};
-            for (auto& e : out) {
-              auto& b = e["breaker"];
-              auto f = [&](const char* k) {
-                return b.is_object() && b.contains(k) ? cell_of(b[k]) : std::string{"-"};
-              };
-              t.rows.push_back({e["id"].get<std::string>(), e["kind"].get<std::string>(),
-                                e["node"].get<std::string>(),
-                                b.is_object() && b.contains("error") ? "error: " + f("error")
-                                                                     : f("state"),
-                                f("times_opened"), f("calls_refused"),
-                                f("failures_consecutive"), f("retry_after_ms")});
-            }
-            t.print(std::cout);
-            std::cout << out.size() << " breakers" << std::endl;
-            return exit_ok;
-          }};
+  return {
+    app, [tenant] {
+      int code = exit_ok;
+      auto all = list_agents(*tenant, {}, {}, 1000000, "breakers", code);
+      if (!all)
+        return code;
+      nlohmann::json out = nlohmann::json::array();
+      for (auto& a : *all) {
+        if (!a.value("breaker", false))
+          continue;
+        auto id = a.value("id", "");
+        auto body = call_gateway(http::verb::get, "/v1/agents/" + id, {}, 200, "breakers", code);
+        if (!body) {
+          if (code == exit_failed) // gone meanwhile, or the node failed: report, go on
+            continue;
+          return code;
+        }
+        auto j = nlohmann::json::parse(*body, nullptr, false);
+        nlohmann::json b =
+          j.is_object() && j["breaker"].is_object() ? j["breaker"] : nlohmann::json{};
+        out.push_back({{"id", id},
+                       {"kind", a.value("kind", "")},
+                       {"node", a.value("node", "")},
+                       {"breaker", b}});
+      }
+      if (json_output) {
+        std::cout << nlohmann::json{{"breakers", out}}.dump() << std::endl;
+        return exit_ok;
+      }
+      table t{{"ID", "KIND", "NODE", "STATE", "OPENED", "REFUSED", "FAILURES", "RETRY_MS"},
+              {},
+              state_colour};
+      for (auto& e : out) {
+        auto& b = e["breaker"];
+        auto f = [&](const char* k) {
+          return b.is_object() && b.contains(k) ? cell_of(b[k]) : std::string{"-"};
+        };
+        t.rows.push_back(
+          {e["id"].get<std::string>(), e["kind"].get<std::string>(), e["node"].get<std::string>(),
+           b.is_object() && b.contains("error") ? "error: " + f("error") : f("state"),
+           f("times_opened"), f("calls_refused"), f("failures_consecutive"), f("retry_after_ms")});
+      }
+      t.print(std::cout);
+      std::cout << out.size() << " breakers" << std::endl;
+      return exit_ok;
+    }};
 }
 
 /// `inspect`: one agent's inspection.
@@ -943,12 +941,12 @@ std::string event_line(const std::string& text) {
   if (!j.is_object())
     return text;
   std::string type = j.value("type", "?");
-  const char* code = type == "agent_crashed"        ? "31"
-                     : type == "breaker_transition" ? "33"
-                     : type == "agent_started"      ? "32"
-                                                    : "36";
+  const char* code = type == "agent_crashed" ? "31"
+    : type == "breaker_transition"           ? "33"
+    : type == "agent_started"                ? "32"
+                                             : "36";
   std::string out = clock_text(j.value("ts_ms", int64_t{0})) + " " + paint(type, code) + " "
-                    + j.value("agent", "?");
+    + j.value("agent", "?");
   if (auto k = j.value("kind", ""); !k.empty())
     out += " (" + k + ")";
   out += " on " + j.value("node", "?");
@@ -971,111 +969,113 @@ command add_events(CLI::App& parent) {
   };
   auto opts = std::make_shared<options>();
   auto* app = parent.add_subcommand(
-    "events", "Print agent lifecycle events as they happen (WebSocket GET /v1/events), until "
-              "Ctrl-C or --count events");
+    "events",
+    "Print agent lifecycle events as they happen (WebSocket GET /v1/events), until "
+    "Ctrl-C or --count events");
   app->add_option("--tenant", opts->tenant, "Only this tenant's events");
   app->add_option("--agent", opts->agent, "Only this agent's events (TENANT/NAME)");
   app->add_option("--kind", opts->kind, "Only events of agents of this kind");
   app->add_option("--count", opts->count, "Stop after this many events (0: never)")
     ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-  return {app, [opts] {
-            int code = exit_ok;
-            if (!opts->agent.empty() && !cli_agent_id(opts->agent, code))
-              return code;
-            auto url = parse_node_url(gateway_url);
-            if (!url)
-              return fail(exit_usage, hive::message_of(url.error()));
-            std::string target = "/v1/events";
-            std::string sep = "?";
-            for (auto& [k, v] : {std::pair{"tenant", opts->tenant},
-                                 std::pair{"agent", opts->agent}, std::pair{"kind", opts->kind}})
-              if (!v.empty()) {
-                target += sep + k + "=" + query_escape(v);
-                sep = "&";
-              }
-            asio::io_context ioc;
-            websocket::stream<beast::tcp_stream> ws{ioc};
-            beast::error_code ec;
-            tcp::resolver resolver{ioc};
-            auto endpoints = resolver.resolve(url->host, url->port, ec);
-            if (ec)
-              return fail(exit_failed, "events: cannot resolve " + url->host + ": " + ec.message());
-            auto& lowest = beast::get_lowest_layer(ws);
-            lowest.expires_after(std::chrono::seconds(10));
-            lowest.connect(endpoints, ec);
-            if (ec)
-              return fail(exit_failed,
-                          "events: cannot reach node " + url->str() + ": " + ec.message());
-            ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
-              req.set(http::field::user_agent, "agentctl");
-              if (!bearer_token.empty())
-                req.set(http::field::authorization, "Bearer " + bearer_token);
-            }));
-            websocket::response_type res;
-            // The asynchronous handshake (unlike the blocking one in Boost 1.74) fills `res`
-            // also when the upgrade is refused, so the node's reason can be shown.
-            ws.async_handshake(res, url->host, target, [&](beast::error_code e) { ec = e; });
-            ioc.run();
-            if (ec || res.result_int() != 101) {
-              if (res.result_int() != 0 && res.result_int() != 101)
-                return fail(exit_failed,
-                            "events: the node refused the stream: "
-                              + describe_reply({static_cast<int>(res.result_int()), res.body()}));
-              return fail(exit_failed, "events: WebSocket upgrade at " + url->str() + target
-                                         + " failed: " + ec.message());
-            }
-            lowest.expires_never();
-            std::cerr << "agentctl: streaming events from " << url->str() << target
-                      << " (Ctrl-C to stop)" << std::endl;
-            interrupted.store(false);
-            auto old_handler = std::signal(SIGINT, on_sigint);
-            int64_t seen = 0;
-            int result = exit_ok;
-            beast::flat_buffer buf;
-            while (opts->count == 0 || seen < opts->count) {
-              bool done = false;
-              beast::error_code read_ec;
-              buf.clear();
-              ws.async_read(buf, [&](beast::error_code e, size_t) {
-                read_ec = e;
-                done = true;
-              });
-              while (!done && !interrupted.load()) {
-                ioc.restart();
-                ioc.run_for(milliseconds{200});
-              }
-              if (!done) { // Ctrl-C: cancel the read, leave
-                lowest.cancel();
-                ioc.restart();
-                ioc.run();
-                break;
-              }
-              if (read_ec) {
-                auto reason = ws.reason();
-                if (read_ec == websocket::error::closed && reason.code == 4008)
-                  result = fail(exit_failed,
-                                "events: the node closed the stream (code 4008): this client fell "
-                                "behind by more than gateway.events_buffer_max events");
-                else if (read_ec == websocket::error::closed)
-                  result = fail(exit_failed, "events: the node closed the stream (code "
-                                               + std::to_string(reason.code) + " "
-                                               + std::string{reason.reason.c_str()} + ")");
-                else
-                  result = fail(exit_failed, "events: stream from " + url->str()
-                                               + " ended: " + read_ec.message());
-                break;
-              }
-              auto text = beast::buffers_to_string(buf.data());
-              std::cout << (json_output ? text : event_line(text)) << std::endl;
-              ++seen;
-            }
-            std::signal(SIGINT, old_handler);
-            if (ws.is_open()) {
-              lowest.expires_after(std::chrono::seconds(1));
-              ws.close(websocket::close_code::normal, ec);
-            }
-            return result;
-          }};
+  return {
+    app, [opts] {
+      int code = exit_ok;
+      if (!opts->agent.empty() && !cli_agent_id(opts->agent, code))
+        return code;
+      auto url = parse_node_url(gateway_url);
+      if (!url)
+        return fail(exit_usage, hive::message_of(url.error()));
+      std::string target = "/v1/events";
+      std::string sep = "?";
+      for (auto& [k, v] : {std::pair{"tenant", opts->tenant}, std::pair{"agent", opts->agent},
+                           std::pair{"kind", opts->kind}})
+        if (!v.empty()) {
+          target += sep + k + "=" + query_escape(v);
+          sep = "&";
+        }
+      asio::io_context ioc;
+      websocket::stream<beast::tcp_stream> ws{ioc};
+      beast::error_code ec;
+      tcp::resolver resolver{ioc};
+      auto endpoints = resolver.resolve(url->host, url->port, ec);
+      if (ec)
+        return fail(exit_failed, "events: cannot resolve " + url->host + ": " + ec.message());
+      auto& lowest = beast::get_lowest_layer(ws);
+      lowest.expires_after(std::chrono::seconds(10));
+      lowest.connect(endpoints, ec);
+      if (ec)
+        return fail(exit_failed, "events: cannot reach node " + url->str() + ": " + ec.message());
+      ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
+        req.set(http::field::user_agent, "agentctl");
+        if (!bearer_token.empty())
+          req.set(http::field::authorization, "Bearer " + bearer_token);
+      }));
+      websocket::response_type res;
+      // The asynchronous handshake (unlike the blocking one in Boost 1.74) fills `res`
+      // also when the upgrade is refused, so the node's reason can be shown.
+      ws.async_handshake(res, url->host, target, [&](beast::error_code e) { ec = e; });
+      ioc.run();
+      if (ec || res.result_int() != 101) {
+        if (res.result_int() != 0 && res.result_int() != 101)
+          return fail(exit_failed,
+                      "events: the node refused the stream: "
+                        + describe_reply({static_cast<int>(res.result_int()), res.body()}));
+        return fail(exit_failed,
+                    "events: WebSocket upgrade at " + url->str() + target
+                      + " failed: " + ec.message());
+      }
+      lowest.expires_never();
+      std::cerr << "agentctl: streaming events from " << url->str() << target << " (Ctrl-C to stop)"
+                << std::endl;
+      interrupted.store(false);
+      auto old_handler = std::signal(SIGINT, on_sigint);
+      int64_t seen = 0;
+      int result = exit_ok;
+      beast::flat_buffer buf;
+      while (opts->count == 0 || seen < opts->count) {
+        bool done = false;
+        beast::error_code read_ec;
+        buf.clear();
+        ws.async_read(buf, [&](beast::error_code e, size_t) {
+          read_ec = e;
+          done = true;
+        });
+        while (!done && !interrupted.load()) {
+          ioc.restart();
+          ioc.run_for(milliseconds{200});
+        }
+        if (!done) { // Ctrl-C: cancel the read, leave
+          lowest.cancel();
+          ioc.restart();
+          ioc.run();
+          break;
+        }
+        if (read_ec) {
+          auto reason = ws.reason();
+          if (read_ec == websocket::error::closed && reason.code == 4008)
+            result = fail(exit_failed,
+                          "events: the node closed the stream (code 4008): this client fell "
+                          "behind by more than gateway.events_buffer_max events");
+          else if (read_ec == websocket::error::closed)
+            result = fail(exit_failed,
+                          "events: the node closed the stream (code " + std::to_string(reason.code)
+                            + " " + std::string{reason.reason.c_str()} + ")");
+          else
+            result = fail(exit_failed,
+                          "events: stream from " + url->str() + " ended: " + read_ec.message());
+          break;
+        }
+        auto text = beast::buffers_to_string(buf.data());
+        std::cout << (json_output ? text : event_line(text)) << std::endl;
+        ++seen;
+      }
+      std::signal(SIGINT, old_handler);
+      if (ws.is_open()) {
+        lowest.expires_after(std::chrono::seconds(1));
+        ws.close(websocket::close_code::normal, ec);
+      }
+      return result;
+    }};
 }
 
 /// One sample of `top`: per agent id, its kind, node and handled-message count.
@@ -1090,8 +1090,7 @@ struct top_sample {
 };
 
 /// Takes one `top` sample: the listing, then each agent's inspection (its `handled` count).
-std::optional<top_sample> take_top_sample(const std::string& tenant, size_t agents_max,
-                                          int& code) {
+std::optional<top_sample> take_top_sample(const std::string& tenant, size_t agents_max, int& code) {
   auto all = list_agents(tenant, {}, {}, agents_max, "top", code);
   if (!all)
     return std::nullopt;
@@ -1132,8 +1131,9 @@ command add_top(CLI::App& parent) {
   };
   auto opts = std::make_shared<options>();
   auto* app = parent.add_subcommand(
-    "top", "Show per-agent message rates (msgs/s, from each inspection's 'handled' count), "
-           "busiest first, refreshed every --interval-ms until Ctrl-C or --iterations");
+    "top",
+    "Show per-agent message rates (msgs/s, from each inspection's 'handled' count), "
+    "busiest first, refreshed every --interval-ms until Ctrl-C or --iterations");
   app->add_option("--interval-ms", opts->interval_ms, "Time between two samples")
     ->check(CLI::Range(int64_t{50}, int64_t{3600000}))
     ->capture_default_str();
@@ -1147,80 +1147,79 @@ command add_top(CLI::App& parent) {
     ->check(CLI::Range(size_t{1}, size_t{100000}))
     ->capture_default_str();
   app->add_option("--tenant", opts->tenant, "Only this tenant's agents");
-  return {app, [opts] {
-            int code = exit_ok;
-            bool redraw = ::isatty(STDOUT_FILENO) == 1 && !json_output;
-            interrupted.store(false);
-            auto old_handler = std::signal(SIGINT, on_sigint);
-            auto prev = take_top_sample(opts->tenant, opts->agents_max, code);
-            int result = exit_ok;
-            for (int64_t i = 0; prev && (opts->iterations == 0 || i < opts->iterations); ++i) {
-              sleep_interruptible(milliseconds{opts->interval_ms});
-              if (interrupted.load())
-                break;
-              auto now = take_top_sample(opts->tenant, opts->agents_max, code);
-              if (!now) {
-                result = code;
-                break;
-              }
-              double secs = std::chrono::duration<double>(now->at - prev->at).count();
-              struct row {
-                std::string id;
-                const top_sample::entry* e;
-                double rate;
-              };
-              std::vector<row> rows;
-              for (auto& [id, e] : now->agents) {
-                auto p = prev->agents.find(id);
-                uint64_t before = p == prev->agents.end() ? 0 : p->second.handled;
-                double rate = e.handled >= before && secs > 0
-                                ? static_cast<double>(e.handled - before) / secs
-                                : 0.0;
-                rows.push_back({id, &e, rate});
-              }
-              std::stable_sort(rows.begin(), rows.end(), [](const row& x, const row& y) {
-                return x.rate != y.rate ? x.rate > y.rate : x.id < y.id;
-              });
-              if (rows.size() > opts->limit)
-                rows.resize(opts->limit);
-              if (json_output) {
-                auto arr = nlohmann::json::array();
-                for (auto& r : rows)
-                  arr.push_back({{"id", r.id},
-                                 {"kind", r.e->kind},
-                                 {"node", r.e->node},
-                                 {"handled", r.e->handled},
-                                 {"rate", r.rate}});
-                std::cout << nlohmann::json{{"interval_s", secs},
-                                            {"agents_sampled", now->agents.size()},
-                                            {"agents", arr}}
-                               .dump()
-                          << std::endl;
-              } else {
-                if (redraw)
-                  std::cout << "\x1b[H\x1b[2J";
-                else if (i > 0)
-                  std::cout << "\n";
-                char head[160];
-                std::snprintf(head, sizeof(head), "top: %zu agents on %s, rates over %.2f s",
-                              now->agents.size(), gateway_url.c_str(), secs);
-                std::cout << paint(head, "1") << "\n";
-                table t{{"MSGS/S", "HANDLED", "ID", "KIND", "NODE"}, {}, {}};
-                for (auto& r : rows) {
-                  char rate[32];
-                  std::snprintf(rate, sizeof(rate), "%.1f", r.rate);
-                  t.rows.push_back(
-                    {rate, std::to_string(r.e->handled), r.id, r.e->kind, r.e->node});
-                }
-                t.print(std::cout);
-              }
-              prev = std::move(now);
-            }
-            std::signal(SIGINT, old_handler);
-            if (!prev)
-              return code;
-            return result;
-          }};
+  return {
+    app, [opts] {
+      int code = exit_ok;
+      bool redraw = ::isatty(STDOUT_FILENO) == 1 && !json_output;
+      interrupted.store(false);
+      auto old_handler = std::signal(SIGINT, on_sigint);
+      auto prev = take_top_sample(opts->tenant, opts->agents_max, code);
+      int result = exit_ok;
+      for (int64_t i = 0; prev && (opts->iterations == 0 || i < opts->iterations); ++i) {
+        sleep_interruptible(milliseconds{opts->interval_ms});
+        if (interrupted.load())
+          break;
+        auto now = take_top_sample(opts->tenant, opts->agents_max, code);
+        if (!now) {
+          result = code;
+          break;
+        }
+        double secs = std::chrono::duration<double>(now->at - prev->at).count();
+        struct row {
+          std::string id;
+          const top_sample::entry* e;
+          double rate;
+        };
+        std::vector<row> rows;
+        for (auto& [id, e] : now->agents) {
+          auto p = prev->agents.find(id);
+          uint64_t before = p == prev->agents.end() ? 0 : p->second.handled;
+          double rate =
+            e.handled >= before && secs > 0 ? static_cast<double>(e.handled - before) / secs : 0.0;
+          rows.push_back({id, &e, rate});
+        }
+        std::stable_sort(rows.begin(), rows.end(), [](const row& x, const row& y) {
+          return x.rate != y.rate ? x.rate > y.rate : x.id < y.id;
+        });
+        if (rows.size() > opts->limit)
+          rows.resize(opts->limit);
+        if (json_output) {
+          auto arr = nlohmann::json::array();
+          for (auto& r : rows)
+            arr.push_back({{"id", r.id},
+                           {"kind", r.e->kind},
+                           {"node", r.e->node},
+                           {"handled", r.e->handled},
+                           {"rate", r.rate}});
+          std::cout << nlohmann::json{{"interval_s", secs},
+                                      {"agents_sampled", now->agents.size()},
+                                      {"agents", arr}}
+                         .dump()
+                    << std::endl;
+        } else {
+          if (redraw)
+            std::cout << "\x1b[H\x1b[2J";
+          else if (i > 0)
+            std::cout << "\n";
+          char head[160];
+          std::snprintf(head, sizeof(head), "top: %zu agents on %s, rates over %.2f s",
+                        now->agents.size(), gateway_url.c_str(), secs);
+          std::cout << paint(head, "1") << "\n";
+          table t{{"MSGS/S", "HANDLED", "ID", "KIND", "NODE"}, {}, {}};
+          for (auto& r : rows) {
+            char rate[32];
+            std::snprintf(rate, sizeof(rate), "%.1f", r.rate);
+            t.rows.push_back({rate, std::to_string(r.e->handled), r.id, r.e->kind, r.e->node});
+          }
+          t.print(std::cout);
+        }
+        prev = std::move(now);
+      }
+      std::signal(SIGINT, old_handler);
+      if (!prev)
+        return code;
+      return result;
+    }};
 }
 
 /// Counts the agents stored in `db_dir`, per kind.
@@ -1354,10 +1353,10 @@ caf::expected<config_file> load_config_file(const std::string& path) {
   }
   for (auto& [key, node] : tbl) {
     std::string k{key.str()};
-    std::string* field = k == "url"          ? &cfg.url
-                         : k == "token"      ? &cfg.token
-                         : k == "token_file" ? &cfg.token_file
-                                             : nullptr;
+    std::string* field = k == "url" ? &cfg.url
+      : k == "token"                ? &cfg.token
+      : k == "token_file"           ? &cfg.token_file
+                                    : nullptr;
     if (field == nullptr)
       return bad("unknown key '" + k + "' (known: url, token, token_file)");
     auto v = node.value<std::string>();
@@ -1638,15 +1637,16 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
                  "Config file (TOML: url, token or token_file; else $HIVE_CONFIG, else "
                  "~/.config/hive/agentctl.toml if it exists)");
   app.add_flag("--json", flags.json, "Print the node's JSON answers as they are");
-  std::vector<command> commands{
-    add_agents(app),  add_inspect(app),  add_spawn(app),    add_message(app, false),
-    add_message(app, true), add_stop(app), add_migrate(app), add_nodes(app),
-    add_breakers(app), add_restarts(app), add_events(app),  add_top(app),
-    add_keys(app),    add_backup(app),   add_restore(app)};
+  std::vector<command> commands{add_agents(app),         add_inspect(app),       add_spawn(app),
+                                add_message(app, false), add_message(app, true), add_stop(app),
+                                add_migrate(app),        add_nodes(app),         add_breakers(app),
+                                add_restarts(app),       add_events(app),        add_top(app),
+                                add_keys(app),           add_backup(app),        add_restore(app)};
   CLI::App* shell = nullptr;
   if (base == nullptr)
-    shell = app.add_subcommand("shell", "Interactive shell: each line is an agentctl command "
-                                        "line; Tab completes commands and agent ids");
+    shell = app.add_subcommand("shell",
+                               "Interactive shell: each line is an agentctl command "
+                               "line; Tab completes commands and agent ids");
   if (!args.empty() && !args.front().empty() && args.front().front() != '-') {
     auto named = [&](const command& c) { return c.app->check_name(args.front()); };
     if (std::none_of(commands.begin(), commands.end(), named)
@@ -1656,9 +1656,10 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
         names += (names.empty() ? "" : ", ") + c.app->get_name();
       if (shell != nullptr)
         names += ", shell";
-      return fail(exit_usage, "unknown subcommand '" + args.front() + "' (known: " + names
-                                + (base != nullptr ? "; 'help' lists them, 'exit' leaves)"
-                                                   : "; run 'agentctl --help')"));
+      return fail(
+        exit_usage,
+        "unknown subcommand '" + args.front() + "' (known: " + names
+          + (base != nullptr ? "; 'help' lists them, 'exit' leaves)" : "; run 'agentctl --help')"));
     }
   }
   try {
@@ -1691,8 +1692,9 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
         return fail(exit_failed, c.app->get_name() + ": " + e.what());
       }
     }
-  return fail(exit_usage, base != nullptr ? "no subcommand given ('help' lists them)"
-                                          : "no subcommand given (run 'agentctl --help')");
+  return fail(exit_usage,
+              base != nullptr ? "no subcommand given ('help' lists them)"
+                              : "no subcommand given (run 'agentctl --help')");
 }
 
 } // namespace

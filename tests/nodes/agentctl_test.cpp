@@ -344,8 +344,8 @@ TEST_F(agentctl_test, top_shows_rates_and_handled_counts_as_plain_lines_or_json)
   EXPECT_EQ(count_lines(plain.output, "MSGS/S"), 2u) << plain.output;
   EXPECT_EQ(count_lines(plain.output, "acme/c1"), 2u) << plain.output;
   EXPECT_EQ(plain.output.find("\x1b["), std::string::npos) << "escapes on a non-terminal";
-  auto as_json = ctl({"--json", "top", "--iterations", "2", "--interval-ms", "100", "--limit",
-                      "1"});
+  auto as_json =
+    ctl({"--json", "top", "--iterations", "2", "--interval-ms", "100", "--limit", "1"});
   ASSERT_EQ(as_json.code, 0) << as_json.output;
   std::istringstream lines{as_json.output};
   size_t n = 0;
@@ -420,9 +420,10 @@ private:
         beast::websocket::stream<boost::asio::ip::tcp::socket> ws{std::move(sock)};
         ws.accept(req, ec);
         if (!ec)
-          ws.close(beast::websocket::close_reason{
-                     static_cast<beast::websocket::close_code>(close_code_), "too slow"},
-                   ec);
+          ws.close(
+            beast::websocket::close_reason{static_cast<beast::websocket::close_code>(close_code_),
+                                           "too slow"},
+            ec);
         // Read until the client's close answer arrives (or it goes away).
         beast::flat_buffer rest;
         while (!ec)
@@ -431,12 +432,11 @@ private:
       }
       std::string target{req.target()};
       auto it = bodies_.find(target.substr(0, target.find('?')));
-      http::response<http::string_body> res{it == bodies_.end() ? http::status::not_found
-                                                                : http::status::ok,
-                                            11};
+      http::response<http::string_body> res{
+        it == bodies_.end() ? http::status::not_found : http::status::ok, 11};
       res.set(http::field::content_type, "application/json");
-      res.body() = it == bodies_.end() ? R"({"error":{"code":"not_found","message":"no"}})"
-                                       : it->second;
+      res.body() =
+        it == bodies_.end() ? R"({"error":{"code":"not_found","message":"no"}})" : it->second;
       res.prepare_payload();
       http::write(sock, res, ec);
     }
@@ -451,14 +451,14 @@ private:
 };
 
 TEST(agentctl, restarts_sorts_most_restarts_first_and_events_reports_falling_behind) {
-  fake_gateway gw{
-    {{"/v1/agents", R"({"agents":[)"
+  fake_gateway gw{{{"/v1/agents",
+                    R"({"agents":[)"
                     R"({"id":"acme/a","kind":"counter","node":"n1","restarts":1,"running":true},)"
                     R"({"id":"acme/b","kind":"counter","node":"n1","restarts":7,"running":true},)"
                     R"({"id":"acme/c","kind":"kv","node":"n1","restarts":0,"running":false},)"
                     R"({"id":"acme/d","kind":"kv","node":"n1","restarts":7,"running":true}],)"
                     R"("next":null})"}},
-    4008};
+                  4008};
   auto r = run({"--url", gw.url(), "restarts"}, {{"HIVE_TOKEN", "x"}});
   ASSERT_EQ(r.code, 0) << r.output;
   auto b = r.output.find("acme/b"), d = r.output.find("acme/d");
@@ -565,9 +565,9 @@ TEST_F(agentctl_test, shell_completes_commands_and_agent_ids_and_recalls_history
   // An error keeps the shell running.
   t.keys("bogus Enter");
   ASSERT_TRUE(t.wait([](const std::string& p) {
-    return p.find("unknown subcommand 'bogus'") != std::string::npos
-           && last_line(p) == "agentctl>";
-  })) << t.pane();
+    return p.find("unknown subcommand 'bogus'") != std::string::npos && last_line(p) == "agentctl>";
+  }))
+    << t.pane();
   // Ctrl-C at the prompt does not end it either (the steps below need it running).
   t.keys("C-c");
   // A partial command + Tab completes it.
@@ -579,7 +579,8 @@ TEST_F(agentctl_test, shell_completes_commands_and_agent_ids_and_recalls_history
   t.keys("Enter");
   ASSERT_TRUE(t.wait([](const std::string& p) {
     return p.find("supervisor:") != std::string::npos && last_line(p) == "agentctl>";
-  })) << t.pane();
+  }))
+    << t.pane();
   EXPECT_NE(t.pane().find("acme/worker1"), std::string::npos);
   // Up recalls it from the history.
   t.keys("Up");
