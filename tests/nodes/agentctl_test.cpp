@@ -510,8 +510,10 @@ std::string last_line(const std::string& pane) {
 /// A tmux server of its own (-L) with one session running agentctl shell.
 class tmux_session {
 public:
+  /// A socket name of its own per session (a killed server may still hold the last one).
   tmux_session(const std::string& command)
-      : tmux_("tmux -L agentctl-test-" + std::to_string(::getpid()) + " ") {
+      : tmux_("tmux -L agentctl-test-" + std::to_string(::getpid()) + "-"
+              + std::to_string(next_id()++) + " ") {
     sh(tmux_ + "new-session -d -s t -x 200 -y 50 '" + command + "' 2>&1");
   }
 
@@ -545,6 +547,11 @@ public:
   }
 
 private:
+  static int& next_id() {
+    static int id = 0;
+    return id;
+  }
+
   std::string tmux_;
 };
 
