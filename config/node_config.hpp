@@ -171,7 +171,7 @@ struct node_config {
     int64_t message_bytes_max = 1 << 20;
     int64_t tenants_tracked_max = 100000;
     /// Live agents of one tenant on one node; a spawn beyond it: quota_exceeded.
-    int64_t agents_max = 10000;
+    int64_t agents_max = 1000000;
   } quota;
 
   /// The audit log: one JSON line per state-changing or refused call.

@@ -42,7 +42,7 @@ packages=(
   build-essential cmake ccache pkg-config git curl python3
   libcaf-dev libboost-dev capnproto libcapnp-dev librocksdb-dev libspdlog-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  libtomlplusplus-dev libcli11-dev libedit-dev libssl-dev openssl tmux
+  libtomlplusplus-dev libcli11-dev libedit-dev libssl-dev openssl tmux clang libclang-rt-14-dev
 )
 
 install_packages() {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# test.sh: install what is missing, build, and run the whole suite with ctest -- twice: on the
-# Release build (what run.sh ships, assertions kept on) and on the ASan+UBSan build.
+# test.sh: install what is missing, build, and run the whole suite with ctest: on the Release
+# build (what run.sh ships, assertions kept on), on the ASan+UBSan build, then the libFuzzer
+# targets of tests/fuzz/ (clang, a bounded number of inputs each, from the seed corpus).
 #
-#   bash scripts/test.sh                          both suites (what CI runs)
-#   bash scripts/test.sh release|debug|asan [ctest args...]   one build, e.g. `asan -R config`
+#   bash scripts/test.sh                          all three (what CI runs)
+#   bash scripts/test.sh release|debug|asan|fuzz [ctest args...]   one, e.g. `asan -R config`
 #   HIVE_SANITIZE=1 bash scripts/test.sh          the ASan+UBSan suite only
 #
 # Exits non-zero when a build step or any test fails, or when no test ran.
@@ -19,11 +20,11 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-modes=(release asan)
+modes=(release asan fuzz)
 [[ "${HIVE_SANITIZE:-0}" == "1" ]] && modes=(asan)
 if [[ $# -gt 0 ]]; then
   case "$1" in
-    release|debug|asan) modes=("$1"); shift ;;
+    release|debug|asan|fuzz) modes=("$1"); shift ;;
   esac
 fi
 
@@ -34,6 +35,26 @@ label_args=(-LE slow)
 start=$(date +%s)
 status=0
 for mode in "${modes[@]}"; do
+  if [[ "$mode" == "fuzz" ]]; then
+    # Packages (clang, libclang-rt) come with setup.sh; without them, install first.
+    [[ "${#modes[@]}" -eq 1 ]] && bash "$repo/scripts/setup.sh" release --no-build
+    export CCACHE_DIR="${CCACHE_DIR:-$repo/build/.ccache}" CCACHE_BASEDIR="${CCACHE_BASEDIR:-$repo}"
+    launcher=()
+    command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    echo "==> test: building the libFuzzer targets (tests/fuzz) with clang++ in build/fuzz"
+    cmake -S "$repo/tests/fuzz" -B "$repo/build/fuzz" -DCMAKE_CXX_COMPILER=clang++ \
+      "${launcher[@]}" >"$repo/build/fuzz-configure.log" 2>&1 \
+      || { cat "$repo/build/fuzz-configure.log" >&2; echo "==> test: fuzz configure failed" >&2; exit 1; }
+    cmake --build "$repo/build/fuzz" --parallel "${HIVE_JOBS:-2}" || { status=1; break; }
+    echo "==> test: ctest in build/fuzz"
+    ctest --test-dir "$repo/build/fuzz" --output-on-failure --no-tests=error -j "$jobs" "$@" \
+      || status=$?
+    if [[ $status -ne 0 ]]; then
+      echo "==> test: FAILED in the fuzz targets (ctest exit $status)" >&2
+      break
+    fi
+    continue
+  fi
   bash "$repo/scripts/setup.sh" "$mode"
   if [[ "$mode" == "asan" ]]; then
     # Stop a test at the first report, with a stack; leaks count. User settings win.
