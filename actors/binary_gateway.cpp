@@ -19,6 +19,7 @@
 
 #include "actors/auth.hpp"
 #include "actors/json_check.hpp"
+#include "actors/listener.hpp"
 #include "actors/post_gate.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
@@ -90,21 +91,14 @@ struct binary_gateway::impl {
   std::atomic<size_t> connections{0};
   std::atomic<cluster*> cluster_view{nullptr};
 
-  std::mutex drain_mtx;
-  std::condition_variable drained;
-  std::atomic<size_t> in_flight{0};
+  request_gauge in_flight;
 
   void begin_request() {
-    std::lock_guard<std::mutex> guard{drain_mtx};
-    in_flight.fetch_add(1);
+    in_flight.begin();
   }
 
   void end_request() {
-    std::lock_guard<std::mutex> guard{drain_mtx};
-    auto before = in_flight.fetch_sub(1);
-    assert(before > 0);
-    if (before == 1)
-      drained.notify_all();
+    in_flight.end();
   }
 
   void do_accept();
@@ -684,52 +678,16 @@ binary_gateway::start(node_runtime& rt, const node_config& cfg, security& sec) {
   auto where = cfg.binary.listen;
   try {
     st->ioc.emplace(static_cast<int>(cfg.binary.threads));
-    boost::system::error_code ec;
-    tcp::endpoint ep;
-    auto addr = asio::ip::make_address(ep_cfg->host, ec);
-    if (!ec) {
-      ep = tcp::endpoint{addr, ep_cfg->port};
-    } else {
-      tcp::resolver resolver{*st->ioc};
-      auto results = resolver.resolve(ep_cfg->host, std::to_string(ep_cfg->port),
-                                      tcp::resolver::passive, ec);
-      if (ec || results.empty())
-        return make_error(errc::io_error,
-                          "cannot resolve binary address " + where + ": "
-                            + (ec ? ec.message() : std::string{"no address"}));
-      ep = results.begin()->endpoint();
-    }
     auto& acc = st->acceptor.emplace(*st->ioc);
-    auto fail = [&](std::string_view step) {
-      return make_error(errc::io_error, "cannot listen on " + where + " (binary.listen, "
-                                          + std::string{step} + "): " + ec.message());
-    };
-    if (acc.open(ep.protocol(), ec); ec)
-      return fail("open");
-    if (acc.set_option(asio::socket_base::reuse_address(true), ec); ec)
-      return fail("reuse_address");
-    if (acc.bind(ep, ec); ec)
-      return fail("bind");
-    if (acc.listen(asio::socket_base::max_listen_connections, ec); ec)
-      return fail("listen");
-    st->port = acc.local_endpoint(ec).port();
-    if (ec)
-      return fail("local_endpoint");
+    auto bound = open_listener(*st->ioc, acc, ep_cfg->host, ep_cfg->port, "binary.listen");
+    if (!bound)
+      return bound.error();
+    st->port = *bound;
     st->address = ep_cfg->host + ':' + std::to_string(st->port);
     st->work.emplace(st->ioc->get_executor());
     st->do_accept();
     std::unique_ptr<binary_gateway> gw{new binary_gateway(st)};
-    for (int64_t i = 0; i < cfg.binary.threads; ++i)
-      st->threads.emplace_back([s = st.get()] {
-        for (;;) {
-          try {
-            s->ioc->run();
-            return;
-          } catch (const std::exception& ex) {
-            log::event(spdlog::level::warn, "binary_handler_failed", {{"reason", ex.what()}});
-          }
-        }
-      });
+    run_threads(*st->ioc, cfg.binary.threads, st->threads, "binary_handler_failed");
     log::event(spdlog::level::info, "binary_listening",
                {{"address", st->address}, {"threads", cfg.binary.threads}});
     return gw;
@@ -779,8 +737,7 @@ void binary_gateway::stop_accepting() {
 }
 
 bool binary_gateway::drain(milliseconds max) {
-  std::unique_lock<std::mutex> guard{impl_->drain_mtx};
-  return impl_->drained.wait_for(guard, max, [this] { return impl_->in_flight.load() == 0; });
+  return impl_->in_flight.wait_idle(max);
 }
 
 size_t binary_gateway::connections() const noexcept {

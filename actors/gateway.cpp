@@ -32,6 +32,7 @@
 #include "actors/auth.hpp"
 #include "actors/http_parse.hpp"
 #include "actors/json_check.hpp"
+#include "actors/listener.hpp"
 #include "actors/post_gate.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
@@ -271,21 +272,14 @@ struct gateway::impl {
   std::atomic<size_t> connections{0};
   std::atomic<cluster*> cluster_view{nullptr};
 
-  std::mutex drain_mtx;
-  std::condition_variable drained;
-  std::atomic<size_t> in_flight{0};
+  request_gauge in_flight;
 
   void begin_request() {
-    std::lock_guard<std::mutex> guard{drain_mtx};
-    in_flight.fetch_add(1);
+    in_flight.begin();
   }
 
   void end_request() {
-    std::lock_guard<std::mutex> guard{drain_mtx};
-    auto before = in_flight.fetch_sub(1);
-    assert(before > 0);
-    if (before == 1)
-      drained.notify_all();
+    in_flight.end();
   }
 
   /// True while `/readyz` should answer 200.
@@ -1644,53 +1638,16 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
   }
   try {
     st->ioc.emplace(static_cast<int>(cfg.threads));
-    beast::error_code ec;
-    tcp::endpoint ep;
-    auto addr = asio::ip::make_address(cfg.listen.host, ec);
-    if (!ec) {
-      ep = tcp::endpoint{addr, cfg.listen.port};
-    } else {
-      tcp::resolver resolver{*st->ioc};
-      auto results = resolver.resolve(cfg.listen.host, std::to_string(cfg.listen.port),
-                                      tcp::resolver::passive, ec);
-      if (ec || results.empty())
-        return make_error(errc::io_error,
-                          "cannot resolve gateway address " + where + ": "
-                            + (ec ? ec.message() : std::string{"no address"}));
-      ep = results.begin()->endpoint();
-    }
     auto& acc = st->acceptor.emplace(*st->ioc);
-    auto fail = [&](std::string_view step) {
-      return make_error(errc::io_error,
-                        "cannot listen on " + where + " (" + std::string{step}
-                          + "): " + ec.message());
-    };
-    if (acc.open(ep.protocol(), ec); ec)
-      return fail("open");
-    if (acc.set_option(asio::socket_base::reuse_address(true), ec); ec)
-      return fail("reuse_address");
-    if (acc.bind(ep, ec); ec)
-      return fail("bind");
-    if (acc.listen(asio::socket_base::max_listen_connections, ec); ec)
-      return fail("listen");
-    st->port = acc.local_endpoint(ec).port();
-    if (ec)
-      return fail("local_endpoint");
+    auto bound = open_listener(*st->ioc, acc, cfg.listen.host, cfg.listen.port, "gateway.listen");
+    if (!bound)
+      return bound.error();
+    st->port = *bound;
     st->address = cfg.listen.host + ':' + std::to_string(st->port);
     st->work.emplace(st->ioc->get_executor());
     st->do_accept();
     std::unique_ptr<gateway> gw{new gateway(st)};
-    for (int64_t i = 0; i < cfg.threads; ++i)
-      st->threads.emplace_back([s = st.get()] {
-        for (;;) {
-          try {
-            s->ioc->run();
-            return;
-          } catch (const std::exception& ex) {
-            log::event(spdlog::level::warn, "gateway_handler_failed", {{"reason", ex.what()}});
-          }
-        }
-      });
+    run_threads(*st->ioc, cfg.threads, st->threads, "gateway_handler_failed");
     log::event(
       spdlog::level::info, "gateway_listening",
       {{"address", st->address}, {"threads", cfg.threads}, {"scheme", st->tls ? "https" : "http"}});
@@ -1742,12 +1699,11 @@ void gateway::stop_accepting() {
 }
 
 bool gateway::drain(std::chrono::milliseconds max) {
-  std::unique_lock<std::mutex> guard{impl_->drain_mtx};
-  return impl_->drained.wait_for(guard, max, [this] { return impl_->in_flight.load() == 0; });
+  return impl_->in_flight.wait_idle(max);
 }
 
 size_t gateway::in_flight() const noexcept {
-  return impl_->in_flight.load();
+  return impl_->in_flight.value();
 }
 
 size_t gateway::connections() const noexcept {
