@@ -8,7 +8,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -48,15 +47,6 @@ constexpr milliseconds tick{250};
 
 /// Grace after a call's deadline before the listener answers timeout itself.
 constexpr milliseconds guard_grace{1000};
-
-uint64_t random_cid() {
-  thread_local std::mt19937_64 rng{
-    std::random_device{}() ^ static_cast<uint64_t>(steady_clock::now().time_since_epoch().count())};
-  uint64_t x = 0;
-  while (x == 0)
-    x = rng();
-  return x;
-}
 
 int64_t unix_ms() {
   return std::chrono::duration_cast<milliseconds>(
@@ -142,10 +132,9 @@ public:
   /// Answers overloaded (request id 0) and closes once that is written.
   void refuse() {
     respond_error(0, 0, "invalid", steady_clock::now(),
-                  make_error(errc::overloaded, "node '" + gw_.rt.node_name()
-                                                 + "' has binary.connections_max ("
-                                                 + std::to_string(gw_.cfg.connections_max)
-                                                 + ") connections open"),
+                  make_error(errc::overloaded,
+                             "node '" + gw_.rt.node_name() + "' has binary.connections_max ("
+                               + std::to_string(gw_.cfg.connections_max) + ") connections open"),
                   1000);
     close_after_write();
   }
@@ -248,9 +237,9 @@ private:
       return hello(req.id, cid, t0, *h);
     }
     if (std::holds_alternative<wire::hello>(req.body))
-      return respond_error(req.id, cid, kind, t0,
-                           make_error(errc::invalid_argument,
-                                      "hello was already sent on this connection"));
+      return respond_error(
+        req.id, cid, kind, t0,
+        make_error(errc::invalid_argument, "hello was already sent on this connection"));
     // Checked again on every request: a revoked key or an expired token stops at once.
     auto who = gw_.sec.authenticate(bearer_);
     if (!who) {
@@ -266,10 +255,10 @@ private:
       return respond_error(
         req.id, cid, kind, t0,
         make_error(errc::rate_limited,
-                   "tenant '" + principal_->tenant + "' exceeds quota.requests_per_s = "
-                     + std::to_string(q.requests_per_s) + " (quota.burst_requests = "
-                     + std::to_string(q.burst_requests) + "); retry in "
-                     + std::to_string(wait_ms) + " ms"),
+                   "tenant '" + principal_->tenant
+                     + "' exceeds quota.requests_per_s = " + std::to_string(q.requests_per_s)
+                     + " (quota.burst_requests = " + std::to_string(q.burst_requests)
+                     + "); retry in " + std::to_string(wait_ms) + " ms"),
         static_cast<uint32_t>(wait_ms));
     }
     std::visit(
@@ -318,8 +307,8 @@ private:
     auto id = parse_agent_id(text);
     if (!id)
       return id.error();
-    if (auto err = authorize(*principal_, role::operator_, id->tenant,
-                             "binary " + std::string{kind}))
+    if (auto err =
+          authorize(*principal_, role::operator_, id->tenant, "binary " + std::string{kind}))
       return err;
     return id;
   }
@@ -327,9 +316,10 @@ private:
   caf::error check_body(const std::string& body) const {
     auto max = gw_.sec.quota().message_bytes_max;
     if (static_cast<int64_t>(body.size()) > max)
-      return make_error(errc::too_large, "message body of " + std::to_string(body.size())
-                                           + " bytes exceeds quota.message_bytes_max ("
-                                           + std::to_string(max) + " bytes)");
+      return make_error(errc::too_large,
+                        "message body of " + std::to_string(body.size())
+                          + " bytes exceeds quota.message_bytes_max (" + std::to_string(max)
+                          + " bytes)");
     return check_json(body, static_cast<size_t>(gw_.gw_cfg.json_depth_max));
   }
 
@@ -341,17 +331,17 @@ private:
     sr.id = std::move(*aid);
     sr.kind = std::move(s.kind);
     if (sr.kind.empty())
-      return respond_error(id, cid, "spawn", t0,
-                           make_error(errc::invalid_argument,
-                                      "field 'kind' is required (a registered agent kind)"));
+      return respond_error(
+        id, cid, "spawn", t0,
+        make_error(errc::invalid_argument, "field 'kind' is required (a registered agent kind)"));
     if (!s.config.empty()) {
       if (auto err = check_json(s.config, static_cast<size_t>(gw_.gw_cfg.json_depth_max)))
         return respond_error(id, cid, "spawn", t0, err);
       sr.config = nlohmann::json::parse(s.config, nullptr, false);
       if (!sr.config.is_object())
-        return respond_error(id, cid, "spawn", t0,
-                             make_error(errc::invalid_argument,
-                                        "field 'config' must be a JSON object"));
+        return respond_error(
+          id, cid, "spawn", t0,
+          make_error(errc::invalid_argument, "field 'config' must be a JSON object"));
     }
     sr.breaker = s.breaker;
     if (!s.restart.empty()) {
@@ -392,8 +382,7 @@ private:
     if (auto* c = gw_.cluster_view.load())
       return c->call("tell", *aid, std::move(call), default_timeout(),
                      bind<caf::expected<std::string>>(
-                       id, cid, "tell", t0, default_timeout(),
-                       [](caf::expected<std::string>& res) {
+                       id, cid, "tell", t0, default_timeout(), [](caf::expected<std::string>& res) {
                          if (!res)
                            return caf::expected<std::string>{res.error()};
                          return caf::expected<std::string>{R"({"accepted":true})"};
@@ -435,13 +424,12 @@ private:
     if (auto* c = gw_.cluster_view.load())
       return c->call("stop", *aid, agent_call{envelope{cid, aid->tenant, 0, "gateway", {}, 0}, {}},
                      default_timeout(),
-                     bind<caf::expected<std::string>>(id, cid, "stop", t0, default_timeout(),
-                                                      [](caf::expected<std::string>& res) {
-                                                        if (!res)
-                                                          return caf::expected<std::string>{
-                                                            res.error()};
-                                                        return caf::expected<std::string>{"{}"};
-                                                      }));
+                     bind<caf::expected<std::string>>(
+                       id, cid, "stop", t0, default_timeout(), [](caf::expected<std::string>& res) {
+                         if (!res)
+                           return caf::expected<std::string>{res.error()};
+                         return caf::expected<std::string>{"{}"};
+                       }));
     auto done = bind<caf::error>(id, cid, "stop", t0, default_timeout(), [](caf::error& err) {
       if (err)
         return caf::expected<std::string>{std::move(err)};
@@ -465,21 +453,21 @@ private:
     gw_.begin_request();
     std::weak_ptr<binary_session> weak = shared_from_this();
     return [gate = gw_.gate, weak, key, to_text = std::move(to_text)](Result res) mutable {
-      gate->post(weak, [key, to_text = std::move(to_text),
-                        res = std::move(res)](binary_session& s) mutable {
-        auto i = s.pending_.find(key);
-        if (i == s.pending_.end())
-          return; // answered timeout already
-        auto p = i->second;
-        s.pending_.erase(i);
-        s.gw_.end_request();
-        auto text = to_text(res);
-        if (text)
-          s.respond_ok(p.id, p.cid, p.kind, p.started, std::move(*text));
-        else
-          s.respond_error(p.id, p.cid, p.kind, p.started, text.error());
-        s.resume();
-      });
+      gate->post(
+        weak, [key, to_text = std::move(to_text), res = std::move(res)](binary_session& s) mutable {
+          auto i = s.pending_.find(key);
+          if (i == s.pending_.end())
+            return; // answered timeout already
+          auto p = i->second;
+          s.pending_.erase(i);
+          s.gw_.end_request();
+          auto text = to_text(res);
+          if (text)
+            s.respond_ok(p.id, p.cid, p.kind, p.started, std::move(*text));
+          else
+            s.respond_error(p.id, p.cid, p.kind, p.started, text.error());
+          s.resume();
+        });
     };
   }
 
@@ -497,9 +485,8 @@ private:
     start_write();
   }
 
-  void respond_error(uint64_t id, uint64_t cid, std::string_view kind,
-                     steady_clock::time_point t0, const caf::error& err,
-                     uint32_t retry_after_ms = 0) {
+  void respond_error(uint64_t id, uint64_t cid, std::string_view kind, steady_clock::time_point t0,
+                     const caf::error& err, uint32_t retry_after_ms = 0) {
     wire::response res;
     res.id = id;
     res.correlation_id = cid;
@@ -525,10 +512,9 @@ private:
       return;
     writing_ = true;
     std::swap(wbuf_, out_);
-    asio::async_write(sock_, asio::buffer(wbuf_),
-                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                        self->on_write(ec);
-                      });
+    asio::async_write(
+      sock_, asio::buffer(wbuf_),
+      [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(boost::system::error_code ec) {
@@ -630,10 +616,9 @@ void binary_gateway::impl::do_accept() {
   std::lock_guard<std::mutex> guard{acceptor_mtx};
   if (!acceptor || !acceptor->is_open())
     return;
-  acceptor->async_accept(asio::make_strand(*ioc),
-                         [this](boost::system::error_code ec, tcp::socket s) {
-                           on_accept(ec, std::move(s));
-                         });
+  acceptor->async_accept(
+    asio::make_strand(*ioc),
+    [this](boost::system::error_code ec, tcp::socket s) { on_accept(ec, std::move(s)); });
 }
 
 void binary_gateway::impl::on_accept(boost::system::error_code ec, tcp::socket socket) {
@@ -667,8 +652,9 @@ void binary_gateway::impl::on_accept(boost::system::error_code ec, tcp::socket s
 
 binary_gateway::binary_gateway(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
 
-caf::expected<std::unique_ptr<binary_gateway>>
-binary_gateway::start(node_runtime& rt, const node_config& cfg, security& sec) {
+caf::expected<std::unique_ptr<binary_gateway>> binary_gateway::start(node_runtime& rt,
+                                                                     const node_config& cfg,
+                                                                     security& sec) {
   if (cfg.binary.listen.empty())
     return make_error(errc::invalid_config, "binary.listen is empty: no binary listener");
   auto ep_cfg = parse_endpoint(cfg.binary.listen, "binary.listen");
@@ -692,8 +678,9 @@ binary_gateway::start(node_runtime& rt, const node_config& cfg, security& sec) {
                {{"address", st->address}, {"threads", cfg.binary.threads}});
     return gw;
   } catch (const std::exception& ex) {
-    return make_error(errc::io_error, "cannot start the binary listener on " + where + ": "
-                                        + std::string{ex.what()});
+    return make_error(errc::io_error,
+                      "cannot start the binary listener on " + where + ": "
+                        + std::string{ex.what()});
   }
 }
 

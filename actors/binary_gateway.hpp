@@ -54,8 +54,9 @@ public:
   /// Binds `cfg.binary.listen` (port 0 = ephemeral) and starts serving. Errors: io_error naming
   /// the address when resolving or binding fails, invalid_config when `binary.listen` is
   /// empty.
-  [[nodiscard]] static caf::expected<std::unique_ptr<binary_gateway>>
-  start(node_runtime& rt, const node_config& cfg, security& sec);
+  [[nodiscard]] static caf::expected<std::unique_ptr<binary_gateway>> start(node_runtime& rt,
+                                                                            const node_config& cfg,
+                                                                            security& sec);
 
   ~binary_gateway();
 

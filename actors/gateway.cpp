@@ -14,7 +14,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -90,17 +89,6 @@ std::string dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-/// Returns a random non-zero 64-bit correlation id.
-uint64_t random_cid() {
-  thread_local std::mt19937_64 rng{
-    std::random_device{}() ^ static_cast<uint64_t>(steady_clock::now().time_since_epoch().count())};
-  uint64_t x = 0;
-  while (x == 0)
-    x = rng();
-  return x;
-}
-
-
 /// Maps an error code to its HTTP status.
 http::status status_of(errc code) {
   switch (code) {
@@ -132,7 +120,6 @@ http::status status_of(errc code) {
     default: return http::status::internal_server_error;
   }
 }
-
 
 /// The route templates, also the `route` label of the request metrics.
 enum class route_id {

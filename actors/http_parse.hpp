@@ -40,7 +40,7 @@ using query_map = std::map<std::string, std::string, std::less<>>;
 
 /// Parses `Idempotency-Key: CLIENT:SEQ`: CLIENT is 1..128 bytes of A-Z a-z 0-9 `-_.`, SEQ a
 /// decimal integer in 0..2^64-1. Errors: invalid_argument naming what is wrong.
-[[nodiscard]] caf::expected<std::pair<std::string, uint64_t>>
-parse_idempotency_key(std::string_view text);
+[[nodiscard]] caf::expected<std::pair<std::string, uint64_t>> parse_idempotency_key(
+  std::string_view text);
 
 } // namespace hive

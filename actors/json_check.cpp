@@ -106,5 +106,4 @@ caf::error check_json(const std::string& text, size_t depth_max) {
   return {};
 }
 
-
 } // namespace hive

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -24,6 +25,17 @@
 #include "runtime/logging.hpp"
 
 namespace hive {
+
+/// A random non-zero 64-bit correlation id (for requests that bring none).
+[[nodiscard]] inline uint64_t random_cid() {
+  thread_local std::mt19937_64 rng{
+    std::random_device{}()
+    ^ static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
+  uint64_t x = 0;
+  while (x == 0)
+    x = rng();
+  return x;
+}
 
 /// Requests read and not yet answered, and a wait until there are none.
 class request_gauge {
@@ -60,9 +72,10 @@ private:
 /// Opens `acc` listening on `host:port` (a numeric address, or a name resolved passively).
 /// Returns the bound port. Errors: io_error naming `what` (e.g. "gateway.listen"), the
 /// address and the step that failed.
-[[nodiscard]] inline caf::expected<uint16_t>
-open_listener(boost::asio::io_context& ioc, boost::asio::ip::tcp::acceptor& acc,
-              const std::string& host, uint16_t port, std::string_view what) {
+[[nodiscard]] inline caf::expected<uint16_t> open_listener(boost::asio::io_context& ioc,
+                                                           boost::asio::ip::tcp::acceptor& acc,
+                                                           const std::string& host, uint16_t port,
+                                                           std::string_view what) {
   namespace asio = boost::asio;
   using tcp = asio::ip::tcp;
   auto where = host + ':' + std::to_string(port);
@@ -75,14 +88,15 @@ open_listener(boost::asio::io_context& ioc, boost::asio::ip::tcp::acceptor& acc,
     tcp::resolver resolver{ioc};
     auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::passive, ec);
     if (ec || results.empty())
-      return make_error(errc::io_error, "cannot resolve " + std::string{what} + " address "
-                                          + where + ": "
-                                          + (ec ? ec.message() : std::string{"no address"}));
+      return make_error(errc::io_error,
+                        "cannot resolve " + std::string{what} + " address " + where + ": "
+                          + (ec ? ec.message() : std::string{"no address"}));
     ep = results.begin()->endpoint();
   }
   auto fail = [&](std::string_view step) {
-    return make_error(errc::io_error, "cannot listen on " + where + " (" + std::string{what}
-                                        + ", " + std::string{step} + "): " + ec.message());
+    return make_error(errc::io_error,
+                      "cannot listen on " + where + " (" + std::string{what} + ", "
+                        + std::string{step} + "): " + ec.message());
   };
   if (acc.open(ep.protocol(), ec); ec)
     return fail("open");

@@ -6,6 +6,7 @@
 
 #include "bench/gateway_bench.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,7 +15,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <chrono>
@@ -133,9 +133,9 @@ public:
       c.sent_fifo.push_back(due);
     } else {
       auto id = c.next_id++;
-      wire::append_frame(c.out, wire::request{id, 0,
-                                              wire::ask{agent_ids_[agent],
-                                                        R"({"op":"ping","n":1})", 0, "", 0}});
+      wire::append_frame(
+        c.out,
+        wire::request{id, 0, wire::ask{agent_ids_[agent], R"({"op":"ping","n":1})", 0, "", 0}});
       c.sent_by_id.emplace(id, due);
     }
     ++c.in_flight;
@@ -316,8 +316,8 @@ struct figures {
 };
 
 /// Closed loop: every connection keeps `depth` asks in flight for `seconds` (+ warm-up).
-figures closed_loop(proto p, uint16_t port, const std::string& token, int connections,
-                    int depth, double seconds, int agents) {
+figures closed_loop(proto p, uint16_t port, const std::string& token, int connections, int depth,
+                    double seconds, int agents) {
   driver d{p, port, token, connections, agents};
   auto t0 = clock_type::now();
   auto warm_end = t0 + std::chrono::milliseconds(300);
@@ -365,7 +365,7 @@ figures fixed_rate(proto p, uint16_t port, const std::string& token, int connect
   lat.reserve(total);
   uint64_t issued = 0;
   auto deadline = t0 + std::chrono::duration_cast<clock_type::duration>(duration<double>(seconds))
-                  + std::chrono::seconds(10);
+    + std::chrono::seconds(10);
   while (lat.size() < total) {
     auto now = clock_type::now();
     if (now > deadline)
@@ -516,8 +516,11 @@ int run_gateway(const gateway_options& opts, const char* argv0) {
   std::fprintf(stderr, "\r%70s\r", "");
   std::printf("\n| protocol | connections | in flight each | asks/s | p50 ms | p99 ms |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
-  nlohmann::json out{{"scenario", "gateway"}, {"runs", opts.runs}, {"seconds", opts.seconds},
-                     {"agents", opts.agents}, {"closed_loop", nlohmann::json::array()}};
+  nlohmann::json out{{"scenario", "gateway"},
+                     {"runs", opts.runs},
+                     {"seconds", opts.seconds},
+                     {"agents", opts.agents},
+                     {"closed_loop", nlohmann::json::array()}};
   for (auto& x : rows) {
     std::printf("| %s | %d | %d | %.0f | %.3f | %.3f |\n", x.protocol.c_str(), x.connections,
                 x.depth, median(x.rate), median(x.p50), median(x.p99));
@@ -549,9 +552,8 @@ int run_gateway(const gateway_options& opts, const char* argv0) {
       }
       std::fprintf(stderr, "\r%60s\r", "");
       auto name = p == proto::http ? "http" : "binary";
-      std::printf("| %s | %d/s | %.0f | %.3f | %.3f | %.3f |\n", name, opts.rate,
-                  opts.rate_seconds, median(p50), median(p99),
-                  *std::max_element(p99.begin(), p99.end()));
+      std::printf("| %s | %d/s | %.0f | %.3f | %.3f | %.3f |\n", name, opts.rate, opts.rate_seconds,
+                  median(p50), median(p99), *std::max_element(p99.begin(), p99.end()));
       out["fixed_rate"].push_back({{"protocol", name},
                                    {"rate", opts.rate},
                                    {"seconds", opts.rate_seconds},

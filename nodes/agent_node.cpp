@@ -13,8 +13,8 @@
 #include <caf/all.hpp>
 
 #include "actors/auth.hpp"
-#include "actors/circuit_breaker.hpp"
 #include "actors/binary_gateway.hpp"
+#include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
 #include "actors/sample_kinds.hpp"
 #include "config/node_config.hpp"

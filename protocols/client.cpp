@@ -22,8 +22,8 @@ struct binary_client::impl {
   size_t frame_bytes_max = 0;
   uint64_t next_id = 1;
   size_t outstanding = 0;
-  std::string out;  // queued frames
-  std::string in;   // received bytes not yet decoded
+  std::string out;   // queued frames
+  std::string in;    // received bytes not yet decoded
   size_t in_pos = 0; // start of undecoded bytes in `in`
   std::string hello;
 
@@ -33,8 +33,7 @@ struct binary_client::impl {
   }
 
   caf::error io_error(const std::string& what, int err) const {
-    return make_error(errc::io_error,
-                      what + " " + address + ": " + std::strerror(err));
+    return make_error(errc::io_error, what + " " + address + ": " + std::strerror(err));
   }
 
   /// Waits until `fd` is ready for `events` or `deadline`. Returns false on timeout.
@@ -125,8 +124,7 @@ binary_client& binary_client::operator=(binary_client&&) noexcept = default;
 binary_client::~binary_client() = default;
 
 caf::expected<binary_client> binary_client::connect(const std::string& host, uint16_t port,
-                                                    const std::string& token,
-                                                    milliseconds timeout,
+                                                    const std::string& token, milliseconds timeout,
                                                     size_t frame_bytes_max) {
   auto p = std::make_unique<impl>();
   p->address = host + ":" + std::to_string(port);
@@ -138,12 +136,11 @@ caf::expected<binary_client> binary_client::connect(const std::string& host, uin
   addrinfo* res = nullptr;
   auto port_text = std::to_string(port);
   if (auto rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res); rc != 0)
-    return make_error(errc::io_error,
-                      "cannot resolve " + p->address + ": " + ::gai_strerror(rc));
+    return make_error(errc::io_error, "cannot resolve " + p->address + ": " + ::gai_strerror(rc));
   caf::error last = make_error(errc::io_error, "no address for " + p->address);
   for (auto* ai = res; ai != nullptr; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
+    int fd =
+      ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
       last = p->io_error("socket for", errno);
       continue;
@@ -158,9 +155,9 @@ caf::expected<binary_client> binary_client::connect(const std::string& host, uin
         last = {};
         break;
       }
-      last = !ready        ? ready.error()
-             : !*ready     ? make_error(errc::timeout, "connecting to " + p->address + " timed out")
-                           : p->io_error("connecting to", soerr);
+      last = !ready ? ready.error()
+        : !*ready   ? make_error(errc::timeout, "connecting to " + p->address + " timed out")
+                    : p->io_error("connecting to", soerr);
     } else {
       last = p->io_error("connecting to", errno);
     }
@@ -217,9 +214,9 @@ caf::expected<wire::response> binary_client::call(wire::request req, millisecond
   if (res->id == 0 && !res->ok)
     return res; // about the connection (refused, protocol error): the node closes it
   if (res->id != id)
-    return make_error(errc::internal, "answer for request " + std::to_string(res->id)
-                                        + " while waiting for " + std::to_string(id)
-                                        + " (plain calls and pipelining mixed?)");
+    return make_error(errc::internal,
+                      "answer for request " + std::to_string(res->id) + " while waiting for "
+                        + std::to_string(id) + " (plain calls and pipelining mixed?)");
   return res;
 }
 
@@ -241,15 +238,14 @@ caf::expected<std::string> text_or_error(caf::expected<wire::response> res) {
 
 caf::expected<std::string> binary_client::ask(std::string_view agent, std::string_view body,
                                               uint32_t timeout_ms) {
-  return text_or_error(call(
-    wire::request{0, 0, wire::ask{std::string{agent}, std::string{body}, timeout_ms, {}, 0}},
-    wait_for(timeout_ms)));
+  return text_or_error(
+    call(wire::request{0, 0, wire::ask{std::string{agent}, std::string{body}, timeout_ms, {}, 0}},
+         wait_for(timeout_ms)));
 }
 
 caf::error binary_client::tell(std::string_view agent, std::string_view body) {
-  auto res = text_or_error(
-    call(wire::request{0, 0, wire::tell{std::string{agent}, std::string{body}, {}, 0}},
-         wait_for(0)));
+  auto res = text_or_error(call(
+    wire::request{0, 0, wire::tell{std::string{agent}, std::string{body}, {}, 0}}, wait_for(0)));
   return res ? caf::error{} : res.error();
 }
 

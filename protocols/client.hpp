@@ -28,10 +28,9 @@ public:
   /// waits for its answer, each step within `timeout`. Errors: io_error naming the address,
   /// timeout, and the node's refusal (unauthenticated, invalid_argument for a version it does
   /// not speak).
-  [[nodiscard]] static caf::expected<binary_client>
-  connect(const std::string& host, uint16_t port, const std::string& token,
-          std::chrono::milliseconds timeout = std::chrono::seconds(5),
-          size_t frame_bytes_max = 1 << 20);
+  [[nodiscard]] static caf::expected<binary_client> connect(
+    const std::string& host, uint16_t port, const std::string& token,
+    std::chrono::milliseconds timeout = std::chrono::seconds(5), size_t frame_bytes_max = 1 << 20);
 
   binary_client(binary_client&&) noexcept;
   binary_client& operator=(binary_client&&) noexcept;

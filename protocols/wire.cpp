@@ -48,7 +48,8 @@ void append_message(std::string& out, capnp::MessageBuilder& msg) {
 /// Calls `f(reader)` on a Cap'n Proto message read from `payload` (copied when not aligned),
 /// with traversal limited to the payload's own size. Any decoding failure becomes an error.
 template <class Root, class F>
-auto with_reader(std::string_view payload, F f) -> decltype(f(std::declval<typename Root::Reader>())) {
+auto with_reader(std::string_view payload, F f)
+  -> decltype(f(std::declval<typename Root::Reader>())) {
   if (payload.size() < frame_payload_bytes_min || payload.size() % sizeof(capnp::word) != 0)
     return make_error(errc::invalid_argument,
                       "frame payload of " + std::to_string(payload.size())
@@ -146,9 +147,9 @@ caf::expected<frame_view> next_frame(std::string_view buf, size_t frame_bytes_ma
     return frame_view{};
   auto len = get_u32_le(buf);
   if (len > frame_bytes_max)
-    return make_error(errc::too_large, "frame of " + std::to_string(len)
-                                         + " bytes exceeds binary.frame_bytes_max ("
-                                         + std::to_string(frame_bytes_max) + " bytes)");
+    return make_error(errc::too_large,
+                      "frame of " + std::to_string(len) + " bytes exceeds binary.frame_bytes_max ("
+                        + std::to_string(frame_bytes_max) + " bytes)");
   if (len < frame_payload_bytes_min || len % sizeof(capnp::word) != 0)
     return make_error(errc::invalid_argument,
                       "frame length " + std::to_string(len)
@@ -171,25 +172,23 @@ caf::expected<request> decode_request(std::string_view payload) {
       }
       case cc::Request::SPAWN: {
         auto s = r.getSpawn();
-        out.body = spawn{str(s.getAgent()),   str(s.getKind()),    str(s.getConfig()),
-                         s.getBreaker(),      str(s.getRestart()), str(s.getNode())};
+        out.body = spawn{str(s.getAgent()), str(s.getKind()),    str(s.getConfig()),
+                         s.getBreaker(),    str(s.getRestart()), str(s.getNode())};
         break;
       }
       case cc::Request::TELL: {
         auto t = r.getTell();
-        out.body = tell{str(t.getAgent()), str(t.getBody()), str(t.getClientId()),
-                        t.getClientSeq()};
+        out.body =
+          tell{str(t.getAgent()), str(t.getBody()), str(t.getClientId()), t.getClientSeq()};
         break;
       }
       case cc::Request::ASK: {
         auto a = r.getAsk();
-        out.body = ask{str(a.getAgent()), str(a.getBody()), a.getTimeoutMs(),
-                       str(a.getClientId()), a.getClientSeq()};
+        out.body = ask{str(a.getAgent()), str(a.getBody()), a.getTimeoutMs(), str(a.getClientId()),
+                       a.getClientSeq()};
         break;
       }
-      case cc::Request::STOP:
-        out.body = stop{str(r.getStop())};
-        break;
+      case cc::Request::STOP: out.body = stop{str(r.getStop())}; break;
       default:
         return make_error(errc::invalid_argument,
                           "request kind " + std::to_string(static_cast<unsigned>(r.which()))
@@ -213,8 +212,8 @@ caf::expected<response> decode_response(std::string_view payload) {
         auto e = r.getError();
         auto code = e.getCode();
         out.code = code == 0 || to_string(static_cast<errc>(code)) == "unknown"
-                     ? errc::internal
-                     : static_cast<errc>(code);
+          ? errc::internal
+          : static_cast<errc>(code);
         out.text = str(e.getMessage());
         out.retry_after_ms = e.getRetryAfterMs();
         break;

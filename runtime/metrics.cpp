@@ -247,10 +247,11 @@ void metrics::binary_request(std::string_view kind, std::string_view code, doubl
     key += code;
     auto c = binary_counters_.find(key);
     if (c == binary_counters_.end())
-      c = binary_counters_
-            .emplace(key, &binary_requests_->Add(
-                            {{"kind", std::string{kind}}, {"code", std::string{code}}}))
-            .first;
+      c =
+        binary_counters_
+          .emplace(
+            key, &binary_requests_->Add({{"kind", std::string{kind}}, {"code", std::string{code}}}))
+          .first;
     counter = c->second;
     auto h = binary_hist_.find(kind);
     if (h == binary_hist_.end())

@@ -1164,9 +1164,9 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
       "node holds agents.agents_max = " + std::to_string(cfg_.agents.agents_max) + " agents"));
   if (directory_->tenant_size(req.id.tenant) >= static_cast<size_t>(cfg_.quota.agents_max))
     return done(make_error(errc::quota_exceeded,
-                           "tenant '" + req.id.tenant + "' has quota.agents_max = "
-                             + std::to_string(cfg_.quota.agents_max) + " live agents on node '"
-                             + cfg_.node.name + "'; stop some first"));
+                           "tenant '" + req.id.tenant
+                             + "' has quota.agents_max = " + std::to_string(cfg_.quota.agents_max)
+                             + " live agents on node '" + cfg_.node.name + "'; stop some first"));
   if (req.breaker && !breaker_factory_)
     return done(make_error(errc::invalid_argument, "this node has no circuit breaker"));
   if (!req.config.is_object())

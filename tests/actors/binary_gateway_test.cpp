@@ -171,8 +171,8 @@ TEST_F(binary_gateway_test, pipelined_asks_all_come_back_with_their_ids) {
   // 2,000 requests written before the first answer is read; each adds to one of 4 counters.
   std::map<uint64_t, int> sent; // id -> counter
   for (int i = 0; i < 2000; ++i) {
-    auto id = c.send({0, 0, wire::ask{"acme/p" + std::to_string(i % 4), R"({"op":"add","by":1})",
-                                      0, "", 0}});
+    auto id = c.send(
+      {0, 0, wire::ask{"acme/p" + std::to_string(i % 4), R"({"op":"add","by":1})", 0, "", 0}});
     sent[id] = i % 4;
   }
   ASSERT_FALSE(c.flush());
@@ -275,9 +275,8 @@ TEST_F(binary_gateway_test, bad_input_gets_a_clear_error_and_the_connection_stay
   cases.push_back({c.spawn({"acme/v2", "nope", "", false, "", ""}), errc::unknown_kind, "nope"});
   cases.push_back(
     {c.spawn({"acme/v2", "counter", "[1]", false, "", ""}), errc::invalid_argument, "config"});
-  cases.push_back(
-    {c.spawn({"acme/v2", "counter", "", false, "sometimes", ""}), errc::invalid_argument,
-     "restart"});
+  cases.push_back({c.spawn({"acme/v2", "counter", "", false, "sometimes", ""}),
+                   errc::invalid_argument, "restart"});
   for (auto& e : cases) {
     ASSERT_FALSE(e.got) << *e.got;
     EXPECT_EQ(code_of(e.got.error()), e.code) << describe(e.got.error());

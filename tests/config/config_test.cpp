@@ -488,6 +488,21 @@ TEST(CommandLine, ClusterAndSeedFlagsSetTheClusterKeys) {
   EXPECT_TRUE(d->config.cluster.seeds.empty());
 }
 
+TEST(CommandLine, BinaryListenerIsOffByDefaultAndFlagOrKeyEnablesIt) {
+  auto d = parse({});
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->config.binary.listen.empty());
+  auto r = parse({"--binary", "127.0.0.1:0", "--set", "binary.inflight_requests_max=7"});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->config.binary.listen, "127.0.0.1:0");
+  EXPECT_EQ(r->config.binary.inflight_requests_max, 7);
+  EXPECT_THAT(parse_error({"--binary", "nohost"}), HasSubstr("binary.listen"));
+  EXPECT_THAT(parse_error({"--binary", "127.0.0.1:99999"}), HasSubstr("binary.listen"));
+  EXPECT_THAT(parse_error({"--set", "binary.frame_bytes_max=8"}),
+              HasSubstr("binary.frame_bytes_max"));
+  EXPECT_THAT(parse_error({"--set", "quota.agents_max=0"}), HasSubstr("quota.agents_max"));
+}
+
 TEST(CommandLine, BadClusterAddressesAreErrorsNamingWhatWasWrong) {
   EXPECT_THAT(parse_error({"--seed", "127.0.0.1"}), HasSubstr("--seed"));
   EXPECT_THAT(parse_error({"--seed", "127.0.0.1:0"}), HasSubstr("port 0"));

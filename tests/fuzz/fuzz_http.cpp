@@ -39,17 +39,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto path = target.substr(0, q);
   auto query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
   for (auto seg : hive::split(path, '/'))
-    (void) hive::percent_decode(seg, false);
-  (void) hive::parse_query(query, {"limit", "after", "tenant", "timeout_ms", "agent", "kind"});
+    (void)hive::percent_decode(seg, false);
+  (void)hive::parse_query(query, {"limit", "after", "tenant", "timeout_ms", "agent", "kind"});
   if (auto t = hive::parse_query(query, {"timeout_ms"}); t)
     if (auto i = t->find("timeout_ms"); i != t->end())
-      (void) hive::parse_int(i->second);
+      (void)hive::parse_int(i->second);
   auto c = req["X-Correlation-Id"];
-  (void) hive::parse_cid({c.data(), c.size()});
+  (void)hive::parse_cid({c.data(), c.size()});
   auto k = req["Idempotency-Key"];
   if (!k.empty())
-    (void) hive::parse_idempotency_key({k.data(), k.size()});
+    (void)hive::parse_idempotency_key({k.data(), k.size()});
   if (parser.is_done() && !req.body().empty())
-    (void) hive::check_json(req.body(), 32);
+    (void)hive::check_json(req.body(), 32);
   return 0;
 }

@@ -18,6 +18,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto doc = nlohmann::json::parse(text, nullptr, false);
   if (doc.is_discarded())
     std::abort();
-  (void) doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  (void)doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return 0;
 }

@@ -27,10 +27,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!req2 || req2->id != req->id || req2->body.index() != req->body.index())
         std::abort();
     }
-    (void) decode_response(f->payload);
+    (void)decode_response(f->payload);
     in.remove_prefix(f->consumed);
   }
   // The payload decoders on the raw input too (no framing).
-  (void) decode_request(std::string_view{reinterpret_cast<const char*>(data), size});
+  (void)decode_request(std::string_view{reinterpret_cast<const char*>(data), size});
   return 0;
 }

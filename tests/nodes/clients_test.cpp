@@ -23,9 +23,9 @@ using hive::test::temp_dir;
 using json = nlohmann::json;
 
 std::vector<std::string> node_args(const temp_dir& dir) {
-  return {"--name",      "cl",          "--data-dir", (dir.path / "data").string(),
-          "--gateway",   "127.0.0.1:0", "--metrics",  "127.0.0.1:0",
-          "--binary",    "127.0.0.1:0", "--log-level", "info"};
+  return {"--name",    "cl",          "--data-dir",  (dir.path / "data").string(),
+          "--gateway", "127.0.0.1:0", "--metrics",   "127.0.0.1:0",
+          "--binary",  "127.0.0.1:0", "--log-level", "info"};
 }
 
 /// Runs `cmd` through the shell; returns its exit code and output (stdout + stderr).
@@ -87,10 +87,10 @@ TEST(clients, python_example_runs_against_a_real_node) {
   auto log = (dir.path / "node.log").string();
   node_process node{node_args(dir), log};
   ASSERT_TRUE(node.wait_ready()) << read_file(log);
-  auto [code, out] = run("python3 " + std::string{HIVE_SOURCE_DIR}
-                         + "/protocols/python/example.py --url http://127.0.0.1:"
-                         + std::to_string(node.gateway_port) + " --token-file "
-                         + hive::test::test_admin_key_file() + " --tenant pyt");
+  auto [code, out] =
+    run("python3 " + std::string{HIVE_SOURCE_DIR}
+        + "/protocols/python/example.py --url http://127.0.0.1:" + std::to_string(node.gateway_port)
+        + " --token-file " + hive::test::test_admin_key_file() + " --tenant pyt");
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("value 7"), std::string::npos) << out;
   EXPECT_NE(out.find("refused as expected: 404 agent_not_found"), std::string::npos) << out;

@@ -87,8 +87,8 @@ TEST(wire, framing_waits_for_whole_frames_and_enforces_its_rules) {
   append_frame(buf, request{1, 0, ask{"a/b", std::string(1000, 'x'), 0, "", 0}});
   // The little-endian length prefix names the payload's size, a multiple of 8.
   uint32_t len = static_cast<unsigned char>(buf[0]) | (static_cast<unsigned char>(buf[1]) << 8)
-                 | (static_cast<unsigned char>(buf[2]) << 16)
-                 | (static_cast<uint32_t>(static_cast<unsigned char>(buf[3])) << 24);
+    | (static_cast<unsigned char>(buf[2]) << 16)
+    | (static_cast<uint32_t>(static_cast<unsigned char>(buf[3])) << 24);
   EXPECT_EQ(len + 4, buf.size());
   EXPECT_EQ(len % 8, 0u);
   // Any prefix of a frame is incomplete, not an error.
