@@ -40,6 +40,7 @@
 #include "runtime/events.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/node_runtime.hpp"
+#include "runtime/tls.hpp"
 
 namespace hive {
 
@@ -1602,27 +1603,10 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(node_runtime& rt,
     return make_error(errc::invalid_config,
                       "gateway.tls_cert_file and gateway.tls_key_file must be set together "
                       "(both empty: plain HTTP)");
-  if (!cfg.tls_cert_file.empty()) {
-    auto& ctx = st->tls.emplace(asio::ssl::context::tls_server);
-    beast::error_code ec;
-    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2
-                      | asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1
-                      | asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use,
-                    ec);
-    if (!ec)
-      ctx.use_certificate_chain_file(cfg.tls_cert_file, ec);
-    if (ec)
-      return make_error(errc::invalid_config,
-                        "gateway.tls_cert_file '" + cfg.tls_cert_file + "': " + ec.message());
-    ctx.use_private_key_file(cfg.tls_key_file, asio::ssl::context::pem, ec);
-    if (ec)
-      return make_error(errc::invalid_config,
-                        "gateway.tls_key_file '" + cfg.tls_key_file + "': " + ec.message());
-    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
-      return make_error(errc::invalid_config,
-                        "gateway.tls_key_file '" + cfg.tls_key_file
-                          + "' does not belong to the certificate in '" + cfg.tls_cert_file + "'");
-  }
+  if (!cfg.tls_cert_file.empty())
+    if (auto err = load_tls_files(st->tls.emplace(asio::ssl::context::tls_server), "gateway",
+                                  {cfg.tls_cert_file, cfg.tls_key_file, {}}))
+      return err;
   try {
     st->ioc.emplace(static_cast<int>(cfg.threads));
     auto& acc = st->acceptor.emplace(*st->ioc);

@@ -210,6 +210,9 @@ const std::vector<key_spec>& key_table() {
     };
     t.push_back(path_key("gateway.tls_cert_file", [](node_config& c) { return &c.gateway.tls_cert_file; }));
     t.push_back(path_key("gateway.tls_key_file", [](node_config& c) { return &c.gateway.tls_key_file; }));
+    t.push_back(path_key("cluster.tls_cert_file", [](node_config& c) { return &c.cluster.tls_cert_file; }));
+    t.push_back(path_key("cluster.tls_key_file", [](node_config& c) { return &c.cluster.tls_key_file; }));
+    t.push_back(path_key("cluster.tls_ca_file", [](node_config& c) { return &c.cluster.tls_ca_file; }));
     t.push_back(path_key("auth.admin_key_file", [](node_config& c) { return &c.auth.admin_key_file; }));
     t.push_back(path_key("auth.jwt_secret_file", [](node_config& c) { return &c.auth.jwt_secret_file; }));
     t.push_back(name_key("auth.jwt_issuer", [](node_config& c) { return &c.auth.jwt_issuer; }));
@@ -406,6 +409,21 @@ caf::error validate(const node_config& cfg) {
   if (g.tls_cert_file.empty() != g.tls_key_file.empty())
     return config_error("config keys 'gateway.tls_cert_file' and 'gateway.tls_key_file' must be "
                         "set together (both empty: plain HTTP)");
+  auto& c = cfg.cluster;
+  auto set = !c.tls_cert_file.empty() + !c.tls_key_file.empty() + !c.tls_ca_file.empty();
+  if (set != 0 && set != 3) {
+    std::string missing;
+    for (auto [key, value] : {std::pair{"cluster.tls_cert_file", &c.tls_cert_file},
+                              std::pair{"cluster.tls_key_file", &c.tls_key_file},
+                              std::pair{"cluster.tls_ca_file", &c.tls_ca_file}})
+      if (value->empty())
+        missing.append(missing.empty() ? "'" : ", '").append(key).append("'");
+    return config_error("node-to-node TLS needs a certificate, its key and the cluster's CA: "
+                        "config key "
+                        + missing
+                        + " is not set (without them CAF 0.17 would "
+                          "run anonymous, unauthenticated TLS; all three empty: plain TCP)");
+  }
   auto& s = cfg.supervision;
   if (s.backoff_initial_ms > s.backoff_max_ms)
     return config_error(

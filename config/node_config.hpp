@@ -108,6 +108,16 @@ struct node_config {
     int64_t send_queue_bytes_max = 64 << 20;
     /// Incoming transport connections open at once.
     int64_t transport_connections_max = 1024;
+    /// Mutual TLS between nodes (BASP and the call transport): this node's PEM certificate
+    /// chain, its private key and the CA file that every member's certificate must chain to.
+    /// All three set: TLS with certificates required on both sides; all empty: plain TCP.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_ca_file;
+    /// Whether node-to-node TLS is configured.
+    [[nodiscard]] bool tls() const noexcept {
+      return !tls_cert_file.empty();
+    }
   } cluster;
 
   struct agents_section {

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 #include <nlohmann/json.hpp>
 
 #include "protocols/errc.hpp"
@@ -118,6 +119,8 @@ struct manager_state {
   std::shared_ptr<cluster::shared_state> shared;
   node_runtime* rt = nullptr;
   std::string cluster_name;
+  /// BASP links are mutual TLS (CAF's openssl module; `cluster.tls_*`).
+  bool tls = false;
   /// The member list and its rules (runtime/membership.hpp).
   std::unique_ptr<member_table> table;
   /// Live links: the node managers of other members, by name (invalid: not connected).
@@ -288,8 +291,10 @@ void connect(manager_actor* self, const std::string& address) {
   auto mgr = caf::actor_cast<caf::actor>(self);
   // (The int argument: UBSan flags argument-less function-actor spawns in CAF 0.17.)
   self->system().spawn<caf::detached>(
-    [mgr, address, host = ep->host](caf::event_based_actor* helper, uint16_t port) {
-      auto handle = helper->system().middleman().remote_actor(host, port);
+    [mgr, address, host = ep->host, tls = st.tls](caf::event_based_actor* helper, uint16_t port) {
+      auto& sys = helper->system();
+      auto handle = tls ? caf::openssl::remote_actor(sys, host, port)
+                        : sys.middleman().remote_actor(host, port);
       if (handle)
         caf::anon_send(mgr, connected_atom::value, address, *handle);
       else
@@ -470,6 +475,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.shared = std::move(shared);
   st.rt = rt;
   st.cluster_name = cfg.cluster.name;
+  st.tls = cfg.cluster.tls();
   st.table =
     std::make_unique<member_table>(std::move(me), static_cast<size_t>(cfg.cluster.members_max));
   st.join_timeout = std::chrono::milliseconds(cfg.cluster.join_timeout_ms);
@@ -593,7 +599,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       if (st.rt != nullptr) {
         auto t = st.shared->transport->stats();
         st.rt->metrics().transport_totals(t.frames_sent, t.frames_received, t.direct_writes,
-                                          t.queued_writes, t.connections_refused, t.tells_failed);
+                                          t.queued_writes, t.connections_refused, t.tells_failed,
+                                          t.tls_refused);
       }
       if (st.table->self().agents != st.gossiped_agents) {
         st.gossiped_agents = st.table->self().agents;
@@ -865,6 +872,16 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
 
 void configure_cluster_transport(caf::actor_system_config& sys_cfg, const node_config& cfg) {
   sys_cfg.load<caf::io::middleman>();
+  if (cfg.cluster.tls()) {
+    // Certificate, key and CA together (config validation refuses fewer): CAF's openssl
+    // module then requires and verifies a peer certificate on every BASP connection, instead
+    // of its anonymous-ECDH fallback.
+    assert(!cfg.cluster.tls_key_file.empty() && !cfg.cluster.tls_ca_file.empty());
+    sys_cfg.load<caf::openssl::manager>();
+    sys_cfg.openssl_certificate = cfg.cluster.tls_cert_file;
+    sys_cfg.openssl_key = cfg.cluster.tls_key_file;
+    sys_cfg.openssl_cafile = cfg.cluster.tls_ca_file;
+  }
   sys_cfg.set("middleman.heartbeat-interval",
               caf::timespan{std::chrono::milliseconds(cfg.cluster.heartbeat_interval_ms)});
   sys_cfg.set("middleman.connection-timeout",
@@ -885,6 +902,10 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   if (!sys.has_middleman())
     return make_error(errc::internal,
                       "cluster.listen is set but the actor system has no middleman "
+                      "(configure_actor_system loads it)");
+  if (cfg.cluster.tls() && !sys.has_openssl_manager())
+    return make_error(errc::internal,
+                      "cluster.tls_cert_file is set but the actor system has no openssl module "
                       "(configure_actor_system loads it)");
   std::unique_ptr<cluster> c{new cluster};
   c->rt_ = &rt;
@@ -933,7 +954,10 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
         req.op = "tell";
       run_local(*shared->rt, shared->manager, req.op, req.id, std::move(req.call),
                 std::chrono::milliseconds(req.timeout_ms), std::move(done));
-    });
+    },
+    cfg.cluster.tls()
+      ? tls_files{cfg.cluster.tls_cert_file, cfg.cluster.tls_key_file, cfg.cluster.tls_ca_file}
+      : tls_files{});
   if (!transport)
     return std::move(transport.error());
   c->shared_->transport = std::shared_ptr<call_transport>{std::move(*transport)};
@@ -942,7 +966,9 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   me.transport = ep->host + ":" + std::to_string(c->shared_->transport->port());
   c->manager_ = sys.spawn(manager_fn, c->shared_, &rt, cfg, std::move(me));
   c->shared_->manager = c->manager_;
-  auto bound = sys.middleman().publish(c->manager_, ep->port, ep->host.c_str(), true);
+  auto bound = cfg.cluster.tls()
+    ? caf::openssl::publish(c->manager_, ep->port, ep->host.c_str(), true)
+    : sys.middleman().publish(c->manager_, ep->port, ep->host.c_str(), true);
   if (!bound) {
     caf::anon_send_exit(c->manager_, caf::exit_reason::user_shutdown);
     return make_error(errc::io_error,
@@ -978,9 +1004,11 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       auto timeout = std::chrono::milliseconds(req.timeout_ms) + std::chrono::seconds(1);
       shared->transport->call(*address, req, timeout, std::move(done));
     });
-  log::event(
-    spdlog::level::info, "cluster_listening",
-    {{"address", c->address_}, {"cluster", cfg.cluster.name}, {"seeds", cfg.cluster.seeds}});
+  log::event(spdlog::level::info, "cluster_listening",
+             {{"address", c->address_},
+              {"cluster", cfg.cluster.name},
+              {"seeds", cfg.cluster.seeds},
+              {"tls", cfg.cluster.tls()}});
   return c;
 }
 

@@ -136,18 +136,25 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                      "not found, overloaded, ...)")
                                .Register(*registry_)
                                .Add({});
+  transport_tls_refused_ = &BuildCounter()
+                              .Name("hive_transport_tls_refused_total")
+                              .Help("Call-transport TLS handshakes that failed, on either side "
+                                    "(no certificate, one from another CA, not TLS)")
+                              .Register(*registry_)
+                              .Add({});
 }
 
 void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
-                               uint64_t refused, uint64_t tells_failed) {
+                               uint64_t refused, uint64_t tells_failed, uint64_t tls_refused) {
   std::lock_guard<std::mutex> guard{mtx_};
-  std::array<uint64_t, 6> now{sent, received, direct, queued, refused, tells_failed};
-  std::array<prometheus::Counter*, 6> counters{&transport_frames_->Add({{"direction", "sent"}}),
+  std::array<uint64_t, 7> now{sent, received, direct, queued, refused, tells_failed, tls_refused};
+  std::array<prometheus::Counter*, 7> counters{&transport_frames_->Add({{"direction", "sent"}}),
                                                &transport_frames_->Add({{"direction", "received"}}),
                                                &transport_writes_->Add({{"way", "direct"}}),
                                                &transport_writes_->Add({{"way", "queued"}}),
                                                transport_refused_,
-                                               transport_tells_failed_};
+                                               transport_tells_failed_,
+                                               transport_tls_refused_};
   for (size_t i = 0; i < now.size(); ++i)
     if (now[i] > transport_seen_[i]) {
       counters[i]->Increment(static_cast<double>(now[i] - transport_seen_[i]));

@@ -96,11 +96,12 @@ public:
   /// Totals of the call transport since start (runtime/transport.hpp), copied in now and then:
   /// `hive_transport_frames_total{direction}` (sent, received),
   /// `hive_transport_writes_total{way}` (direct: from the caller's thread; queued: handed to
-  /// the I/O thread), `hive_transport_connections_refused_total` (bad hello) and
-  /// `hive_transport_tells_failed_total` (one-way messages that failed here). Totals that
+  /// the I/O thread), `hive_transport_connections_refused_total` (bad hello),
+  /// `hive_transport_tells_failed_total` (one-way messages that failed here) and
+  /// `hive_transport_tls_refused_total` (failed TLS handshakes, either side). Totals that
   /// did not grow leave the counters as they are.
   void transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
-                        uint64_t refused, uint64_t tells_failed);
+                        uint64_t refused, uint64_t tells_failed, uint64_t tls_refused);
 
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
@@ -135,8 +136,9 @@ private:
   prometheus::Family<prometheus::Counter>* transport_writes_;
   prometheus::Counter* transport_refused_;
   prometheus::Counter* transport_tells_failed_;
+  prometheus::Counter* transport_tls_refused_;
   /// The transport totals last copied in (counters grow by the difference).
-  std::array<uint64_t, 6> transport_seen_{};
+  std::array<uint64_t, 7> transport_seen_{};
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
   prometheus::Family<prometheus::Counter>* binary_requests_;
   prometheus::Family<prometheus::Histogram>* binary_latency_;

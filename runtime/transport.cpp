@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 
 #include "protocols/errc.hpp"
 #include "runtime/logging.hpp"
@@ -82,6 +83,7 @@ struct stats_block {
   std::atomic<uint64_t> queued_writes{0};
   std::atomic<uint64_t> connections_refused{0};
   std::atomic<uint64_t> tells_failed{0};
+  std::atomic<uint64_t> tls_refused{0};
 };
 
 } // namespace
@@ -89,15 +91,21 @@ struct stats_block {
 /// One TCP connection, dialled (to `address`) or accepted. Its socket is used by the I/O
 /// thread, except that `send` writes to the descriptor directly from the caller's thread
 /// while no write of the I/O thread is under way (both under `mtx`, which also orders the
-/// close: a closed connection never touches its descriptor again).
+/// close: a closed connection never touches its descriptor again). With TLS the session
+/// (`tls`, over `sock`) is used by the I/O thread only.
 struct transport_conn : std::enable_shared_from_this<transport_conn> {
   transport_conn(std::shared_ptr<asio::io_context> ctx, call_transport::impl* o, bool dialled,
-                 std::shared_ptr<stats_block> s, size_t queue_max)
+                 std::shared_ptr<stats_block> s, size_t queue_max, asio::ssl::context* tls_ctx)
       : io(std::move(ctx)), sock(*io), resolver(*io), owner(o), dialler(dialled),
-        stats(std::move(s)), queue_bytes_max(queue_max) {}
+        stats(std::move(s)), queue_bytes_max(queue_max) {
+    if (tls_ctx != nullptr)
+      tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *tls_ctx);
+  }
 
   std::shared_ptr<asio::io_context> io;
   tcp::socket sock;
+  /// Set when the transport runs TLS (declared after `sock`, which it refers to).
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
   tcp::resolver resolver;
   /// Used on the I/O thread only (which ends before the transport does).
   call_transport::impl* owner;
@@ -129,7 +137,7 @@ struct transport_conn : std::enable_shared_from_this<transport_conn> {
     std::unique_lock<std::mutex> lk{mtx};
     if (closed)
       return sent::closed;
-    if (direct && ready && !writing && out.empty()) {
+    if (direct && !tls && ready && !writing && out.empty()) {
       auto n = ::send(sock.native_handle(), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n == static_cast<ssize_t>(len)) {
         stats->direct_writes.fetch_add(1, std::memory_order_relaxed);
@@ -168,12 +176,41 @@ struct transport_conn : std::enable_shared_from_this<transport_conn> {
         return;
       }
     }
-    asio::async_write(sock, asio::buffer(inflight),
-                      [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                        if (ec)
-                          return self->close("write failed: " + ec.message());
-                        self->flush();
-                      });
+    auto written = [self = shared_from_this()](boost::system::error_code ec, size_t) {
+      if (ec)
+        return self->close("write failed: " + ec.message());
+      self->flush();
+    };
+    if (tls)
+      asio::async_write(*tls, asio::buffer(inflight), std::move(written));
+    else
+      asio::async_write(sock, asio::buffer(inflight), std::move(written));
+  }
+
+  /// I/O thread: with TLS, the handshake (a failure closes the connection, logged), then
+  /// `then`; without, `then` at once.
+  template <class F>
+  void start_session(F then) {
+    if (!tls)
+      return then();
+    tls->async_handshake(
+      dialler ? asio::ssl::stream_base::client : asio::ssl::stream_base::server,
+      [self = shared_from_this(), then = std::move(then)](boost::system::error_code ec) mutable {
+        if (!ec)
+          return then();
+        self->stats->tls_refused.fetch_add(1, std::memory_order_relaxed);
+        std::string peer = self->address;
+        if (peer.empty()) {
+          boost::system::error_code ignored;
+          auto ep = self->sock.remote_endpoint(ignored);
+          peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+        }
+        log::event(spdlog::level::warn, "transport_tls_refused",
+                   {{"peer", peer},
+                    {"side", self->dialler ? "client" : "server"},
+                    {"reason", ec.message()}});
+        self->close("TLS handshake failed: " + ec.message());
+      });
   }
 
   /// I/O thread: closes the socket and tells the transport (idempotent).
@@ -198,6 +235,8 @@ struct call_transport::impl {
   std::chrono::milliseconds connect_timeout{2000};
   call_handler on_call;
   std::shared_ptr<stats_block> stats = std::make_shared<stats_block>();
+  /// Set when the transport runs mutual TLS.
+  std::optional<asio::ssl::context> tls_ctx;
 
   std::shared_ptr<asio::io_context> io = std::make_shared<asio::io_context>(1);
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -229,7 +268,8 @@ struct call_transport::impl {
   }
 
   void accept() {
-    auto c = std::make_shared<transport_conn>(io, this, false, stats, limits.send_queue_bytes_max);
+    auto c = std::make_shared<transport_conn>(io, this, false, stats, limits.send_queue_bytes_max,
+                                              tls_ctx ? &*tls_ctx : nullptr);
     acceptor->async_accept(c->sock, [this, c](boost::system::error_code ec) {
       if (ec == asio::error::operation_aborted || closing) {
         boost::system::error_code ignored;
@@ -258,11 +298,13 @@ struct call_transport::impl {
                       {"connections", limits.connections_max}});
           return accept();
         }
-        {
-          std::lock_guard<std::mutex> lk{c->mtx};
-          c->ready = true;
-        }
-        c->read();
+        c->start_session([c] {
+          {
+            std::lock_guard<std::mutex> lk{c->mtx};
+            c->ready = true;
+          }
+          c->read();
+        });
       }
       accept();
     });
@@ -273,7 +315,8 @@ struct call_transport::impl {
     auto& c = dialled[address];
     if (c)
       return c;
-    c = std::make_shared<transport_conn>(io, this, true, stats, limits.send_queue_bytes_max);
+    c = std::make_shared<transport_conn>(io, this, true, stats, limits.send_queue_bytes_max,
+                                         tls_ctx ? &*tls_ctx : nullptr);
     c->address = address;
     transport_hello hello{cluster_name, cluster_protocol_version, node_name};
     auto frame = encode_frame(*sys, f_hello, 0, hello, limits.frame_bytes_max);
@@ -304,18 +347,20 @@ struct call_transport::impl {
                                   return c->close("cannot connect: " + ec2.message());
                                 boost::system::error_code ignored;
                                 c->sock.set_option(tcp::no_delay(true), ignored);
-                                bool start_write = false;
-                                {
-                                  std::lock_guard<std::mutex> lk{c->mtx};
-                                  if (c->closed)
-                                    return;
-                                  c->ready = true;
-                                  start_write = !c->out.empty();
-                                  c->writing = start_write;
-                                }
-                                if (start_write)
-                                  c->flush();
-                                c->read();
+                                c->start_session([c] {
+                                  bool start_write = false;
+                                  {
+                                    std::lock_guard<std::mutex> lk{c->mtx};
+                                    if (c->closed)
+                                      return;
+                                    c->ready = true;
+                                    start_write = !c->out.empty();
+                                    c->writing = start_write;
+                                  }
+                                  if (start_write)
+                                    c->flush();
+                                  c->read();
+                                });
                               });
         });
     });
@@ -497,57 +542,59 @@ void transport_conn::close(const std::string& reason) {
 void transport_conn::read() {
   if (in.size() - in_used < read_chunk_bytes)
     in.resize(in_used + read_chunk_bytes);
-  sock.async_read_some(
-    asio::buffer(in.data() + in_used, in.size() - in_used),
-    [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-      if (ec)
-        return self->close(ec == asio::error::eof ? std::string{"closed by the peer"}
-                                                  : ec.message());
-      self->in_used += n;
-      size_t pos = 0;
-      auto max = self->owner->limits.frame_bytes_max;
-      while (self->in_used - pos >= 4) {
-        auto len = static_cast<size_t>(get_be(self->in.data() + pos, 4));
-        if (len < header_bytes - 4 || len + 4 > max) {
-          std::string why = "a frame of ";
-          why.append(std::to_string(len + 4))
-            .append(" bytes (limit cluster.frame_bytes_max = ")
-            .append(std::to_string(max))
-            .append(")");
-          log::event(spdlog::level::warn, "transport_bad_frame",
-                     {{"peer", self->address}, {"reason", why}});
-          return self->close(why);
-        }
-        if (self->in_used - pos < len + 4) {
-          if (self->in.size() < pos + len + 4 + read_chunk_bytes)
-            self->in.resize(pos + len + 4 + read_chunk_bytes);
-          break;
-        }
-        auto* p = self->in.data() + pos;
-        self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8), p + header_bytes,
-                              len + 4 - header_bytes);
-        {
-          std::lock_guard<std::mutex> lk{self->mtx};
-          if (self->closed)
-            return;
-        }
-        pos += len + 4;
+  auto got = [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+    if (ec)
+      return self->close(ec == asio::error::eof ? std::string{"closed by the peer"} : ec.message());
+    self->in_used += n;
+    size_t pos = 0;
+    auto max = self->owner->limits.frame_bytes_max;
+    while (self->in_used - pos >= 4) {
+      auto len = static_cast<size_t>(get_be(self->in.data() + pos, 4));
+      if (len < header_bytes - 4 || len + 4 > max) {
+        std::string why = "a frame of ";
+        why.append(std::to_string(len + 4))
+          .append(" bytes (limit cluster.frame_bytes_max = ")
+          .append(std::to_string(max))
+          .append(")");
+        log::event(spdlog::level::warn, "transport_bad_frame",
+                   {{"peer", self->address}, {"reason", why}});
+        return self->close(why);
       }
-      if (pos > 0) {
-        std::memmove(self->in.data(), self->in.data() + pos, self->in_used - pos);
-        self->in_used -= pos;
+      if (self->in_used - pos < len + 4) {
+        if (self->in.size() < pos + len + 4 + read_chunk_bytes)
+          self->in.resize(pos + len + 4 + read_chunk_bytes);
+        break;
       }
-      if (self->in.size() > 4 * read_chunk_bytes && self->in_used < read_chunk_bytes) {
-        self->in.resize(read_chunk_bytes); // a large frame passed: give the memory back
-        self->in.shrink_to_fit();
+      auto* p = self->in.data() + pos;
+      self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8), p + header_bytes,
+                            len + 4 - header_bytes);
+      {
+        std::lock_guard<std::mutex> lk{self->mtx};
+        if (self->closed)
+          return;
       }
-      self->read();
-    });
+      pos += len + 4;
+    }
+    if (pos > 0) {
+      std::memmove(self->in.data(), self->in.data() + pos, self->in_used - pos);
+      self->in_used -= pos;
+    }
+    if (self->in.size() > 4 * read_chunk_bytes && self->in_used < read_chunk_bytes) {
+      self->in.resize(read_chunk_bytes); // a large frame passed: give the memory back
+      self->in.shrink_to_fit();
+    }
+    self->read();
+  };
+  auto buf = asio::buffer(in.data() + in_used, in.size() - in_used);
+  if (tls)
+    tls->async_read_some(buf, std::move(got));
+  else
+    sock.async_read_some(buf, std::move(got));
 }
 
 caf::expected<std::unique_ptr<call_transport>> call_transport::start(
   caf::actor_system& sys, const std::string& host, uint16_t port, std::string cluster_name,
-  std::string node_name, transport_limits limits, call_handler on_call) {
+  std::string node_name, transport_limits limits, call_handler on_call, tls_files tls) {
   assert(on_call);
   assert(limits.frame_bytes_max <= limits.send_queue_bytes_max);
   std::unique_ptr<call_transport> t{new call_transport};
@@ -558,6 +605,14 @@ caf::expected<std::unique_ptr<call_transport>> call_transport::start(
   im.node_name = std::move(node_name);
   im.limits = limits;
   im.on_call = std::move(on_call);
+  if (!tls.cert_file.empty()) {
+    if (tls.ca_file.empty())
+      return make_error(errc::invalid_config,
+                        "the call transport's TLS needs cluster.tls_ca_file (peers must present "
+                        "a certificate from the cluster's CA)");
+    if (auto err = load_tls_files(im.tls_ctx.emplace(asio::ssl::context::tls), "cluster", tls))
+      return err;
+  }
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) {
@@ -610,6 +665,10 @@ void call_transport::shutdown() {
   }
   for (auto& done : failed)
     done(make_error(errc::shutting_down, "the node is shutting down"));
+  if (!im.thread.joinable()) { // start() failed before the I/O thread ran
+    im.on_call = nullptr;
+    return;
+  }
   asio::post(*im.io, [&im] {
     im.closing = true;
     boost::system::error_code ignored;
@@ -724,7 +783,8 @@ void call_transport::drop(const std::string& address) {
 call_transport::counters call_transport::stats() const {
   auto& s = *impl_->stats;
   return {s.frames_sent.load(),   s.frames_received.load(),     s.direct_writes.load(),
-          s.queued_writes.load(), s.connections_refused.load(), s.tells_failed.load()};
+          s.queued_writes.load(), s.connections_refused.load(), s.tells_failed.load(),
+          s.tls_refused.load()};
 }
 
 } // namespace hive

@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 
 #include "protocols/cluster.hpp"
+#include "runtime/tls.hpp"
 
 namespace hive {
 
@@ -51,6 +52,11 @@ struct transport_limits {
 /// | L - 9 | payload: hello = `transport_hello`, call and tell = `remote_call`, reply =
 /// `agent_reply`, error = `caf::error`, each CAF binary-serialized |
 ///
+/// With TLS (`cluster.tls_*`), each connection is a mutual TLS 1.2+ session first: both sides
+/// present a certificate that must chain to the cluster's CA, or the handshake fails and the
+/// connection closes (logged as transport_tls_refused). Frames then travel inside TLS, all
+/// written by the I/O thread (an SSL session is not shared between threads: no direct writes).
+///
 /// A connection starts with the dialler's hello (cluster name, protocol version, node name);
 /// the acceptor closes it, logging why, if the name or version differs, if no hello came
 /// within 2 s, and also on a frame above `frame_bytes_max`, an unknown type or a payload that
@@ -61,11 +67,12 @@ public:
   /// Runs an incoming call; `done` may be called from any thread, exactly once.
   using call_handler = std::function<void(remote_call req, reply_fn done)>;
 
-  /// Listens on `host:port` (0: any free port) and starts the I/O thread. Errors: io_error
-  /// when the port cannot be bound.
+  /// Listens on `host:port` (0: any free port) and starts the I/O thread; with `tls.cert_file`
+  /// set, every connection is mutual TLS with `tls` (see above). Errors: io_error when the
+  /// port cannot be bound, invalid_config when a TLS file cannot be loaded.
   [[nodiscard]] static caf::expected<std::unique_ptr<call_transport>> start(
     caf::actor_system& sys, const std::string& host, uint16_t port, std::string cluster_name,
-    std::string node_name, transport_limits limits, call_handler on_call);
+    std::string node_name, transport_limits limits, call_handler on_call, tls_files tls = {});
 
   /// Closes every connection (pending calls fail with shutting_down, later calls too) and
   /// joins the I/O thread. Idempotent; must not be called from a callback of this transport.
@@ -108,6 +115,8 @@ public:
     uint64_t connections_refused = 0;
     /// One-way tells that failed on this (receiving) node.
     uint64_t tells_failed = 0;
+    /// TLS handshakes that failed (either side): no or an untrusted certificate, not TLS.
+    uint64_t tls_refused = 0;
   };
   [[nodiscard]] counters stats() const;
 

@@ -21,6 +21,8 @@
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
+#include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 using namespace hive;
 using namespace std::chrono_literals;
@@ -92,9 +94,9 @@ protected:
   /// A transport on an ephemeral port whose handler is `h`.
   std::unique_ptr<call_transport> make(call_transport::call_handler h,
                                        const std::string& cluster_name = "hive",
-                                       transport_limits limits = {}) {
+                                       transport_limits limits = {}, tls_files tls = {}) {
     auto t = call_transport::start(sys, "127.0.0.1", 0, cluster_name, "n-" + cluster_name, limits,
-                                   std::move(h));
+                                   std::move(h), std::move(tls));
     EXPECT_TRUE(t) << describe(t.error());
     return t ? std::move(*t) : nullptr;
   }
@@ -371,4 +373,116 @@ TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
   EXPECT_TRUE(client->tell(addr(*server), make_call("tell", "z")));
   server->shutdown();
   h.answer_all("after the end");
+}
+
+/// Mutual TLS: CA `a` signs the members' certificates, CA `b` a stranger's.
+class transport_tls_test : public transport_test {
+protected:
+  void SetUp() override {
+    ASSERT_TRUE(test::make_ca(dir.path, "a") && test::make_ca(dir.path, "b"))
+      << "openssl failed (is the openssl tool installed?)";
+    for (auto name : {"m1", "m2"})
+      ASSERT_TRUE(test::make_signed_cert(dir.path, name, "a"));
+    ASSERT_TRUE(test::make_signed_cert(dir.path, "x1", "b"));
+  }
+
+  tls_files files(const std::string& name, const std::string& ca) const {
+    return test::cert_files(dir.path, name, ca);
+  }
+
+  test::temp_dir dir;
+};
+
+TEST_F(transport_tls_test, members_with_certificates_of_the_cluster_ca_call_and_tell_over_tls) {
+  std::mutex mtx;
+  std::vector<std::string> seen;
+  auto server = make(
+    [&](remote_call req, call_transport::reply_fn done) {
+      {
+        std::lock_guard<std::mutex> lk{mtx};
+        seen.push_back(req.call.body);
+      }
+      done(req.op + ":" + req.call.body);
+    },
+    "hive", {}, files("m1", "a"));
+  auto client = make(echo_handler(), "hive", {}, files("m2", "a"));
+  ASSERT_TRUE(server && client);
+  auto r = wait_reply(*client, addr(*server), make_call("ask", "hello"));
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(*r, "ask:hello");
+  // A large call (many TLS records each way) and a stream of tells keep their bytes and order.
+  auto big = std::string(1 << 20, 'b');
+  auto rb = wait_reply(*client, addr(*server), make_call("ask", big));
+  ASSERT_TRUE(rb) << describe(rb.error());
+  EXPECT_EQ(rb->size(), big.size() + 4);
+  std::vector<std::string> sent{"hello", big};
+  for (int i = 0; i < 2000; ++i) {
+    sent.push_back(std::to_string(i));
+    ASSERT_FALSE(client->tell(addr(*server), make_call("tell", sent.back())));
+  }
+  ASSERT_TRUE(wait_reply(*client, addr(*server), make_call("ask", "last")));
+  sent.push_back("last");
+  {
+    std::lock_guard<std::mutex> lk{mtx};
+    EXPECT_EQ(seen, sent);
+  }
+  // An SSL session is the I/O thread's: nothing was written from a caller's thread.
+  EXPECT_EQ(client->stats().direct_writes, 0u);
+  EXPECT_EQ(server->stats().direct_writes, 0u);
+  EXPECT_EQ(server->stats().tls_refused, 0u);
+}
+
+TEST_F(transport_tls_test, a_peer_without_a_certificate_of_the_cluster_ca_is_refused) {
+  auto server = make(echo_handler(), "hive", {}, files("m1", "a"));
+  ASSERT_TRUE(server);
+  // A certificate from another CA (which trusts only its own CA): refused, by both sides.
+  auto stranger = make(echo_handler(), "hive", {}, files("x1", "b"));
+  ASSERT_TRUE(stranger);
+  auto r = wait_reply(*stranger, addr(*server), make_call("ask", "x"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << describe(r.error());
+  // A stranger that trusts our CA but whose own certificate is from another: the server refuses.
+  auto half =
+    make(echo_handler(), "hive", {},
+         {files("x1", "b").cert_file, files("x1", "b").key_file, files("m1", "a").ca_file});
+  ASSERT_TRUE(half);
+  auto rh = wait_reply(*half, addr(*server), make_call("ask", "x"));
+  ASSERT_FALSE(rh);
+  EXPECT_EQ(code_of(rh.error()), errc::unavailable) << describe(rh.error());
+  // Plain TCP to a TLS transport, and TLS to a plain one: refused.
+  auto plain = make(echo_handler());
+  ASSERT_TRUE(plain);
+  auto rp = wait_reply(*plain, addr(*server), make_call("ask", "x"));
+  ASSERT_FALSE(rp);
+  EXPECT_EQ(code_of(rp.error()), errc::unavailable) << describe(rp.error());
+  auto member = make(echo_handler(), "hive", {}, files("m2", "a"));
+  ASSERT_TRUE(member);
+  auto rm = wait_reply(*member, addr(*plain), make_call("ask", "x"));
+  ASSERT_FALSE(rm);
+  EXPECT_EQ(code_of(rm.error()), errc::unavailable) << describe(rm.error());
+  EXPECT_GE(member->stats().tls_refused, 1u);
+  // The server counted its refusals (stranger, half, plain) and still serves a member.
+  auto ok = wait_reply(*member, addr(*server), make_call("ask", "in"));
+  ASSERT_TRUE(ok) << describe(ok.error());
+  EXPECT_EQ(*ok, "ask:acme/a1:in");
+  EXPECT_GE(server->stats().tls_refused, 3u);
+  EXPECT_EQ(server->stats().frames_received, 2u); // the member's hello and call only
+}
+
+TEST_F(transport_tls_test, tls_files_that_cannot_be_loaded_are_refused_at_start_naming_the_key) {
+  auto start = [&](tls_files f) {
+    auto t = call_transport::start(sys, "127.0.0.1", 0, "hive", "n", {}, echo_handler(), f);
+    return t ? std::string{} : describe(t.error());
+  };
+  auto good = files("m1", "a");
+  auto missing = start({(dir.path / "nope.crt").string(), good.key_file, good.ca_file});
+  EXPECT_NE(missing.find("cluster.tls_cert_file"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("nope.crt"), std::string::npos) << missing;
+  auto wrong_key = start({good.cert_file, files("m2", "a").key_file, good.ca_file});
+  EXPECT_NE(wrong_key.find("cluster.tls_key_file"), std::string::npos) << wrong_key;
+  auto bad_ca = start({good.cert_file, good.key_file, good.key_file});
+  EXPECT_NE(bad_ca.find("cluster.tls_ca_file"), std::string::npos) << bad_ca;
+  auto no_ca = start({good.cert_file, good.key_file, {}});
+  EXPECT_NE(no_ca.find("cluster.tls_ca_file"), std::string::npos) << no_ca;
+  EXPECT_EQ(start(good), "");
 }

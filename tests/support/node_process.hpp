@@ -41,6 +41,8 @@ struct temp_dir {
   }
 
   ~temp_dir() {
+    if (std::getenv("HIVE_KEEP_TEST_DIRS") != nullptr) // set it to read a failed test's logs
+      return;
     std::error_code ec;
     std::filesystem::remove_all(path, ec);
   }
