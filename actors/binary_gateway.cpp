@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include "actors/auth.hpp"
@@ -29,6 +30,7 @@
 #include "runtime/metrics.hpp"
 #include "runtime/node_runtime.hpp"
 #include "runtime/supervisor.hpp"
+#include "runtime/tls.hpp"
 
 namespace hive {
 
@@ -69,6 +71,8 @@ struct binary_gateway::impl {
   security& sec;
   std::shared_ptr<post_gate> gate;
   std::optional<asio::io_context> ioc;
+  /// Set when the listener serves TLS (the gateway's `gateway.tls_cert_file`/`tls_key_file`).
+  std::optional<asio::ssl::context> tls;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
 
@@ -102,6 +106,8 @@ class binary_session : public std::enable_shared_from_this<binary_session> {
 public:
   binary_session(binary_gateway::impl& gw, tcp::socket sock)
       : gw_(gw), sock_(std::move(sock)), timer_(sock_.get_executor()) {
+    if (gw_.tls)
+      tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, *gw_.tls);
     gw_.connections.fetch_add(1);
     gw_.rt.metrics().binary_connections(1);
     boost::system::error_code ec;
@@ -123,14 +129,40 @@ public:
     return sock_.get_executor();
   }
 
+  /// Serves the connection (after the TLS handshake, when the listener serves TLS). The hello
+  /// deadline (`binary.idle_timeout_ms`) covers the handshake too.
   void start() {
     opened_ = last_activity_ = steady_clock::now();
     arm_timer();
-    do_read();
+    handshake_then([](binary_session& s) { s.do_read(); });
   }
 
   /// Answers overloaded (request id 0) and closes once that is written.
   void refuse() {
+    opened_ = last_activity_ = steady_clock::now();
+    arm_timer();
+    handshake_then([](binary_session& s) { s.refuse_now(); });
+  }
+
+private:
+  template <class Next>
+  void handshake_then(Next next) {
+    if (!tls_)
+      return next(*this);
+    handshaking_ = true;
+    tls_->async_handshake(asio::ssl::stream_base::server,
+                          [self = shared_from_this(), next](boost::system::error_code ec) {
+                            self->handshaking_ = false;
+                            if (ec) {
+                              log::event(spdlog::level::info, "binary_tls_handshake_failed",
+                                         {{"peer", self->peer_}, {"reason", ec.message()}});
+                              return self->close_now();
+                            }
+                            next(*self);
+                          });
+  }
+
+  void refuse_now() {
     respond_error(0, 0, "invalid", steady_clock::now(),
                   make_error(errc::overloaded,
                              "node '" + gw_.rt.node_name() + "' has binary.connections_max ("
@@ -139,7 +171,6 @@ public:
     close_after_write();
   }
 
-private:
   /// A request handed to the runtime and not answered yet.
   struct pending {
     uint64_t id;
@@ -152,15 +183,18 @@ private:
   // -- reading --------------------------------------------------------------------------------
 
   void do_read() {
-    if (reading_ || closing_ || pending_.size() >= inflight_max())
+    if (reading_ || closing_ || handshaking_ || pending_.size() >= inflight_max())
       return;
     reading_ = true;
     if (!chunk_)
       chunk_ = std::make_unique<std::array<char, read_chunk_bytes>>();
-    sock_.async_read_some(asio::buffer(*chunk_),
-                          [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-                            self->on_read(ec, n);
-                          });
+    auto on_read = [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      self->on_read(ec, n);
+    };
+    if (tls_)
+      tls_->async_read_some(asio::buffer(*chunk_), std::move(on_read));
+    else
+      sock_.async_read_some(asio::buffer(*chunk_), std::move(on_read));
   }
 
   /// Below the in-flight bound again: handles the frames already buffered, then reads on.
@@ -512,9 +546,13 @@ private:
       return;
     writing_ = true;
     std::swap(wbuf_, out_);
-    asio::async_write(
-      sock_, asio::buffer(wbuf_),
-      [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_write(ec); });
+    auto on_write = [self = shared_from_this()](boost::system::error_code ec, size_t) {
+      self->on_write(ec);
+    };
+    if (tls_)
+      asio::async_write(*tls_, asio::buffer(wbuf_), std::move(on_write));
+    else
+      asio::async_write(sock_, asio::buffer(wbuf_), std::move(on_write));
   }
 
   void on_write(boost::system::error_code ec) {
@@ -589,6 +627,8 @@ private:
 
   binary_gateway::impl& gw_;
   tcp::socket sock_;
+  /// TLS over `sock_` (when the listener serves TLS). Closing `sock_` ends its operations.
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
   asio::steady_timer timer_;
   std::string peer_;
   /// What the socket delivers (allocated at the first read).
@@ -598,6 +638,7 @@ private:
   size_t in_pos_ = 0;
   std::string out_;
   std::string wbuf_;
+  bool handshaking_ = false;
   bool reading_ = false;
   bool writing_ = false;
   bool closing_ = false;
@@ -663,6 +704,10 @@ caf::expected<std::unique_ptr<binary_gateway>> binary_gateway::start(node_runtim
   auto st = std::make_shared<impl>(rt, cfg, sec);
   auto where = cfg.binary.listen;
   try {
+    if (!cfg.gateway.tls_cert_file.empty())
+      if (auto err = load_tls_files(st->tls.emplace(asio::ssl::context::tls_server), "gateway",
+                                    {cfg.gateway.tls_cert_file, cfg.gateway.tls_key_file, {}}))
+        return err;
     st->ioc.emplace(static_cast<int>(cfg.binary.threads));
     auto& acc = st->acceptor.emplace(*st->ioc);
     auto bound = open_listener(*st->ioc, acc, ep_cfg->host, ep_cfg->port, "binary.listen");
@@ -674,8 +719,9 @@ caf::expected<std::unique_ptr<binary_gateway>> binary_gateway::start(node_runtim
     st->do_accept();
     std::unique_ptr<binary_gateway> gw{new binary_gateway(st)};
     run_threads(*st->ioc, cfg.binary.threads, st->threads, "binary_handler_failed");
-    log::event(spdlog::level::info, "binary_listening",
-               {{"address", st->address}, {"threads", cfg.binary.threads}});
+    log::event(
+      spdlog::level::info, "binary_listening",
+      {{"address", st->address}, {"threads", cfg.binary.threads}, {"tls", st->tls.has_value()}});
     return gw;
   } catch (const std::exception& ex) {
     return make_error(errc::io_error,

@@ -2,7 +2,10 @@
 
 // The binary protocol listener of an agent-node (`binary.listen`): Cap'n Proto frames over TCP
 // (protocols/wire.hpp, protocols/client.capnp; the framing byte by byte in
-// protocols/README.md), on Asio threads of its own.
+// protocols/README.md), on Asio threads of its own. With `gateway.tls_cert_file` and
+// `gateway.tls_key_file` set it speaks TLS 1.2 or later only, with the gateway's certificate;
+// the hello deadline (`binary.idle_timeout_ms`) covers the handshake, and a failed handshake
+// is logged (`binary_tls_handshake_failed`) and closes the connection.
 //
 // A connection's first request must be `hello` with protocol version 1 and a token: an API
 // key, the bootstrap admin key or an HS256 JWT, exactly as `Authorization: Bearer` over HTTP.
@@ -53,7 +56,7 @@ class binary_gateway {
 public:
   /// Binds `cfg.binary.listen` (port 0 = ephemeral) and starts serving. Errors: io_error naming
   /// the address when resolving or binding fails, invalid_config when `binary.listen` is
-  /// empty.
+  /// empty or a `gateway.tls_*` file cannot be loaded (naming the key).
   [[nodiscard]] static caf::expected<std::unique_ptr<binary_gateway>> start(node_runtime& rt,
                                                                             const node_config& cfg,
                                                                             security& sec);

@@ -44,7 +44,7 @@ class Node:
         log = open(os.path.join(self.data + ".log"), "a")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.proc.stdout.readline()
-        m = re.search(r"gateway http://([^ ]+) .* cluster [^ ]+:(\d+)", line)
+        m = re.search(r"gateway https?://([^ ]+) .* cluster [^ ]+:(\d+)", line)
         if not m:
             sys.exit(f"{self.name} did not start: {line!r}")
         self.gateway, self.cluster_port = m.group(1), int(m.group(2))

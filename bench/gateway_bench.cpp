@@ -444,10 +444,10 @@ node_proc start_node(const gateway_options& opts, const std::string& node_bin,
     line.push_back(ch);
   ::close(out[0]);
   std::smatch m;
-  if (!std::regex_search(line, m, std::regex{"gateway http://[^ ]+:([0-9]+)"}))
+  if (!std::regex_search(line, m, std::regex{"gateway https?://[^ ]+:([0-9]+)"}))
     die("agent-node (" + node_bin + ") did not start: " + line);
   n.http_port = static_cast<uint16_t>(std::stoi(m[1]));
-  if (!std::regex_search(line, m, std::regex{"binary tcp://[^ ]+:([0-9]+)"}))
+  if (!std::regex_search(line, m, std::regex{"binary (?:tcp|tls)://[^ ]+:([0-9]+)"}))
     die("agent-node printed no binary port: " + line);
   n.binary_port = static_cast<uint16_t>(std::stoi(m[1]));
   return n;

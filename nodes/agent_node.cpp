@@ -86,7 +86,9 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
       return fail(1, message_of(b.error()));
     bin = std::move(*b);
     auto host = parse_endpoint(cfg.binary.listen, "binary.listen")->host;
-    binary_text = " binary tcp://" + host + ":" + std::to_string(bin->port());
+    binary_text =
+      std::string{cfg.gateway.tls_cert_file.empty() ? " binary tcp://" : " binary tls://"} + host
+      + ":" + std::to_string(bin->port());
   }
   auto metrics_addr = cfg.metrics.listen.host + ":" + std::to_string(*metrics_port);
   std::unique_ptr<cluster> member;
@@ -107,9 +109,10 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
               {"pid", getpid()},
               {"cluster", member ? member->address() : std::string{}},
               {"scheduler_threads", scheduler_threads(cfg)}});
-  std::cout << "agent-node " << cfg.node.name << " ready: gateway http://" << gateway_addr
-            << " metrics http://" << metrics_addr << "/metrics data_dir " << dir->path()
-            << cluster_text << binary_text << " pid " << getpid() << std::endl;
+  std::cout << "agent-node " << cfg.node.name << " ready: gateway "
+            << ((*gw)->tls() ? "https://" : "http://") << gateway_addr << " metrics http://"
+            << metrics_addr << "/metrics data_dir " << dir->path() << cluster_text << binary_text
+            << " pid " << getpid() << std::endl;
   if (!generated_admin_key.empty())
     std::cout << "agent-node " << cfg.node.name
               << " generated the bootstrap admin key (shown this once; only its hash is kept, in "

@@ -11,15 +11,19 @@
 // Settings, each from the first place that has it (flags > environment > config file >
 // defaults):
 //   gateway  --url URL, $HIVE_URL, the config file's `url`, http://127.0.0.1:8080 (the older
-//            subcommands also take `--node URL`, which wins over all of them)
+//            subcommands also take `--node URL`, which wins over all of them). http:// or
+//            https:// (TLS 1.2+; the node's certificate must verify and name the host)
+//   CA       --ca-file FILE, $HIVE_CA_FILE, the config file's `ca_file` (relative to the
+//            config file's directory), else the system's trust store: for https:// only
 //   token    --token, --token-file FILE, $HIVE_TOKEN, $HIVE_TOKEN_FILE, the config file's
 //            `token` or `token_file` (relative to the config file's directory); an API key or
 //            a JWT, sent as `Authorization: Bearer <token>` (`agent-node` prints its generated
 //            admin key once)
 //   config   --config FILE, else $HIVE_CONFIG, else ~/.config/hive/agentctl.toml if it exists.
-//            TOML with the keys `url`, `token`, `token_file` (strings; token and token_file
-//            not both); an unknown key, a wrong type or a TOML syntax error is exit 2 naming the
-//            file and the key (or line), and so is a --config/$HIVE_CONFIG file that is missing.
+//            TOML with the keys `url`, `token`, `token_file`, `ca_file` (strings; token and
+//            token_file not both); an unknown key, a wrong type or a TOML syntax error is exit 2
+//            naming the file and the key (or line), and so is a --config/$HIVE_CONFIG file that is
+//            missing.
 // Colour (ANSI) only when stdout is a terminal and $NO_COLOR is unset or empty.
 //
 // Subcommands:
@@ -84,9 +88,12 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <caf/all.hpp>
 #include <editline/readline.h>
 #include <nlohmann/json.hpp>
@@ -103,6 +110,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 
@@ -129,6 +137,10 @@ std::string bearer_token;
 /// The gateway talked to: `--url`, else $HIVE_URL, else http://127.0.0.1:8080 (a subcommand's
 /// own `--node URL` wins over it).
 std::string gateway_url = "http://127.0.0.1:8080";
+
+/// For https:// gateways: the PEM CA file their certificates must chain to (`--ca-file`, else
+/// $HIVE_CA_FILE, else the config file's `ca_file`); empty: the system's trust store.
+std::string ca_file;
 
 /// `--json`: print the node's JSON answer as it is instead of a table or a summary.
 bool json_output = false;
@@ -167,26 +179,30 @@ caf::expected<std::string> read_token_file(const std::string& path, const std::s
 
 // -- HTTP to a node ---------------------------------------------------------------------------
 
-/// A node address `http://HOST[:PORT]` (no path).
+/// A node address `http://HOST[:PORT]` or `https://HOST[:PORT]` (no path).
 struct node_url {
   std::string host;
   std::string port;
+  bool tls = false;
 
   [[nodiscard]] std::string str() const {
-    return "http://" + host + ":" + port;
+    return (tls ? "https://" : "http://") + host + ":" + port;
   }
 };
 
-/// Parses `http://HOST[:PORT][/]`; the port defaults to 80.
+/// Parses `http[s]://HOST[:PORT][/]`; the port defaults to 80 (http) or 443 (https).
 caf::expected<node_url> parse_node_url(std::string text) {
   auto bad = [&](const std::string& why) {
     return hive::make_error(hive::errc::invalid_argument,
-                            "--node '" + text + "' must be http://HOST[:PORT] (" + why + ")");
+                            "--node '" + text
+                              + "' must be http://HOST[:PORT] or "
+                                "https://HOST[:PORT] ("
+                              + why + ")");
   };
-  const std::string scheme = "http://";
-  if (text.rfind(scheme, 0) != 0)
-    return bad("only http:// is supported");
-  auto rest = text.substr(scheme.size());
+  bool tls = text.rfind("https://", 0) == 0;
+  if (!tls && text.rfind("http://", 0) != 0)
+    return bad("only http:// and https:// are supported");
+  auto rest = text.substr(tls ? 8 : 7);
   if (!rest.empty() && rest.back() == '/')
     rest.pop_back();
   if (rest.empty())
@@ -194,10 +210,11 @@ caf::expected<node_url> parse_node_url(std::string text) {
   if (rest.find('/') != std::string::npos)
     return bad("no path allowed");
   node_url url;
+  url.tls = tls;
   auto colon = rest.rfind(':');
   if (colon == std::string::npos) {
     url.host = rest;
-    url.port = "80";
+    url.port = tls ? "443" : "80";
   } else {
     url.host = rest.substr(0, colon);
     url.port = rest.substr(colon + 1);
@@ -217,8 +234,89 @@ struct http_reply {
   std::string body;
 };
 
-/// Sends one request to `node` and reads the reply; the whole exchange (connect, write, read)
-/// must finish within `timeout`. Errors, naming the node and the step: io_error, timeout.
+/// A TLS client context for https:// gateways: TLS 1.2 or later, the peer's certificate
+/// verified against `ca_file` (else the system's trust store). Errors: invalid_argument naming
+/// the CA file.
+caf::expected<std::shared_ptr<ssl::context>> client_tls_context() {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  beast::error_code ec;
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2
+                     | ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ec);
+  ctx->set_verify_mode(ssl::verify_peer, ec);
+  if (ca_file.empty())
+    ctx->set_default_verify_paths(ec);
+  else
+    ctx->load_verify_file(ca_file, ec);
+  if (ec)
+    return hive::make_error(
+      hive::errc::invalid_argument,
+      ca_file.empty() ? "cannot load the system's trusted certificates: " + ec.message()
+                      : "cannot load the CA file '" + ca_file + "' (--ca-file): " + ec.message());
+  return ctx;
+}
+
+/// Makes `stream` check that the node's certificate is issued for `host` (and sends it as SNI
+/// when it is a name, not an address).
+template <class SslStream>
+void expect_host(SslStream& stream, const std::string& host) {
+  stream.set_verify_callback(ssl::host_name_verification(host));
+  beast::error_code ec;
+  asio::ip::make_address(host, ec);
+  if (ec)
+    SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
+}
+
+/// Connects `stream` to `endpoints` (and runs the TLS handshake when it is a TLS stream), then
+/// writes `req` and reads the reply into `parser`; `step` names the step in progress.
+template <class Stream>
+beast::error_code run_exchange(asio::io_context& ioc, Stream& stream,
+                               const tcp::resolver::results_type& endpoints,
+                               http::request<http::string_body>& req,
+                               http::response_parser<http::string_body>& parser,
+                               std::string& step) {
+  beast::flat_buffer buf;
+  beast::error_code result;
+  auto send = [&] {
+    step = "send";
+    http::async_write(stream, req, [&](beast::error_code e, size_t) {
+      if (e) {
+        result = e;
+        return;
+      }
+      step = "receive";
+      http::async_read(stream, buf, parser, [&](beast::error_code e, size_t) { result = e; });
+    });
+  };
+  beast::get_lowest_layer(stream).async_connect(
+    endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+      if (e) {
+        result = e;
+        return;
+      }
+      if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+        send();
+      } else {
+        step = "TLS handshake";
+        stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) {
+          if (e) {
+            result = e;
+            return;
+          }
+          send();
+        });
+      }
+    });
+  ioc.run();
+  beast::error_code ec;
+  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_both, ec);
+  return result;
+}
+
+/// Sends one request to `node` and reads the reply; the whole exchange (connect, TLS
+/// handshake, write, read) must finish within `timeout`. Errors, naming the node and the step:
+/// io_error (for https also a certificate that does not verify), timeout, invalid_argument
+/// (a CA file that cannot be loaded).
 caf::expected<http_reply> http_call(const node_url& node, http::verb verb,
                                     const std::string& target, const std::string& body,
                                     milliseconds timeout) {
@@ -240,32 +338,25 @@ caf::expected<http_reply> http_call(const node_url& node, http::verb verb,
     req.body() = body;
   }
   req.prepare_payload();
-  beast::tcp_stream stream{ioc};
-  beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
   parser.body_limit(response_bytes_max);
   std::string step = "connect";
   beast::error_code result;
   // The deadline covers every operation started below (Beast's tcp_stream closes the socket
   // when it passes, and the pending operation completes with beast::error::timeout).
-  stream.expires_after(timeout);
-  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) {
-    if (e) {
-      result = e;
-      return;
-    }
-    step = "send";
-    http::async_write(stream, req, [&](beast::error_code e, size_t) {
-      if (e) {
-        result = e;
-        return;
-      }
-      step = "receive";
-      http::async_read(stream, buf, parser, [&](beast::error_code e, size_t) { result = e; });
-    });
-  });
-  ioc.run();
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  if (node.tls) {
+    auto ctx = client_tls_context();
+    if (!ctx)
+      return ctx.error();
+    beast::ssl_stream<beast::tcp_stream> stream{ioc, **ctx};
+    expect_host(stream, node.host);
+    beast::get_lowest_layer(stream).expires_after(timeout);
+    result = run_exchange(ioc, stream, endpoints, req, parser, step);
+  } else {
+    beast::tcp_stream stream{ioc};
+    stream.expires_after(timeout);
+    result = run_exchange(ioc, stream, endpoints, req, parser, step);
+  }
   if (result == beast::error::timeout)
     return hive::make_error(hive::errc::timeout,
                             "no reply from node " + node.str() + " within "
@@ -962,6 +1053,100 @@ std::string event_line(const std::string& text) {
   return out + rest;
 }
 
+/// Tails the event stream at `url` + `target` over `ws` (plain or TLS WebSocket) until
+/// Ctrl-C, `count` events (0: no limit) or the node closes it. Returns the exit code.
+template <class WebSocket>
+int tail_events(asio::io_context& ioc, WebSocket& ws, const node_url& url,
+                const std::string& target, int64_t count) {
+  beast::error_code ec;
+  tcp::resolver resolver{ioc};
+  auto endpoints = resolver.resolve(url.host, url.port, ec);
+  if (ec)
+    return fail(exit_failed, "events: cannot resolve " + url.host + ": " + ec.message());
+  auto& lowest = beast::get_lowest_layer(ws);
+  lowest.expires_after(std::chrono::seconds(10));
+  lowest.connect(endpoints, ec);
+  if (ec)
+    return fail(exit_failed, "events: cannot reach node " + url.str() + ": " + ec.message());
+  if constexpr (!std::is_same_v<typename WebSocket::next_layer_type, beast::tcp_stream>) {
+    ws.next_layer().async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+    ioc.run();
+    if (ec)
+      return fail(exit_failed,
+                  "events: TLS handshake with " + url.str() + " failed: " + ec.message());
+    ioc.restart();
+  }
+  ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
+    req.set(http::field::user_agent, "agentctl");
+    if (!bearer_token.empty())
+      req.set(http::field::authorization, "Bearer " + bearer_token);
+  }));
+  websocket::response_type res;
+  // The asynchronous handshake (unlike the blocking one in Boost 1.74) fills `res`
+  // also when the upgrade is refused, so the node's reason can be shown.
+  ws.async_handshake(res, url.host, target, [&](beast::error_code e) { ec = e; });
+  ioc.run();
+  if (ec || res.result_int() != 101) {
+    if (res.result_int() != 0 && res.result_int() != 101)
+      return fail(exit_failed,
+                  "events: the node refused the stream: "
+                    + describe_reply({static_cast<int>(res.result_int()), res.body()}));
+    return fail(exit_failed,
+                "events: WebSocket upgrade at " + url.str() + target + " failed: " + ec.message());
+  }
+  lowest.expires_never();
+  std::cerr << "agentctl: streaming events from " << url.str() << target << " (Ctrl-C to stop)"
+            << std::endl;
+  interrupted.store(false);
+  auto old_handler = std::signal(SIGINT, on_sigint);
+  int64_t seen = 0;
+  int result = exit_ok;
+  beast::flat_buffer buf;
+  while (count == 0 || seen < count) {
+    bool done = false;
+    beast::error_code read_ec;
+    buf.clear();
+    ws.async_read(buf, [&](beast::error_code e, size_t) {
+      read_ec = e;
+      done = true;
+    });
+    while (!done && !interrupted.load()) {
+      ioc.restart();
+      ioc.run_for(milliseconds{200});
+    }
+    if (!done) { // Ctrl-C: cancel the read, leave
+      lowest.cancel();
+      ioc.restart();
+      ioc.run();
+      break;
+    }
+    if (read_ec) {
+      auto reason = ws.reason();
+      if (read_ec == websocket::error::closed && reason.code == 4008)
+        result = fail(exit_failed,
+                      "events: the node closed the stream (code 4008): this client fell "
+                      "behind by more than gateway.events_buffer_max events");
+      else if (read_ec == websocket::error::closed)
+        result = fail(exit_failed,
+                      "events: the node closed the stream (code " + std::to_string(reason.code)
+                        + " " + std::string{reason.reason.c_str()} + ")");
+      else
+        result =
+          fail(exit_failed, "events: stream from " + url.str() + " ended: " + read_ec.message());
+      break;
+    }
+    auto text = beast::buffers_to_string(buf.data());
+    std::cout << (json_output ? text : event_line(text)) << std::endl;
+    ++seen;
+  }
+  std::signal(SIGINT, old_handler);
+  if (ws.is_open()) {
+    lowest.expires_after(std::chrono::seconds(1));
+    ws.close(websocket::close_code::normal, ec);
+  }
+  return result;
+}
+
 /// `events`: tails the node's event stream (WebSocket GET /v1/events).
 command add_events(CLI::App& parent) {
   struct options {
@@ -980,105 +1165,33 @@ command add_events(CLI::App& parent) {
   app->add_option("--kind", opts->kind, "Only events of agents of this kind");
   app->add_option("--count", opts->count, "Stop after this many events (0: never)")
     ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-  return {
-    app, [opts] {
-      int code = exit_ok;
-      if (!opts->agent.empty() && !cli_agent_id(opts->agent, code))
-        return code;
-      auto url = parse_node_url(gateway_url);
-      if (!url)
-        return fail(exit_usage, hive::message_of(url.error()));
-      std::string target = "/v1/events";
-      std::string sep = "?";
-      for (auto& [k, v] : {std::pair{"tenant", opts->tenant}, std::pair{"agent", opts->agent},
-                           std::pair{"kind", opts->kind}})
-        if (!v.empty()) {
-          target += sep + k + "=" + query_escape(v);
-          sep = "&";
-        }
-      asio::io_context ioc;
-      websocket::stream<beast::tcp_stream> ws{ioc};
-      beast::error_code ec;
-      tcp::resolver resolver{ioc};
-      auto endpoints = resolver.resolve(url->host, url->port, ec);
-      if (ec)
-        return fail(exit_failed, "events: cannot resolve " + url->host + ": " + ec.message());
-      auto& lowest = beast::get_lowest_layer(ws);
-      lowest.expires_after(std::chrono::seconds(10));
-      lowest.connect(endpoints, ec);
-      if (ec)
-        return fail(exit_failed, "events: cannot reach node " + url->str() + ": " + ec.message());
-      ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
-        req.set(http::field::user_agent, "agentctl");
-        if (!bearer_token.empty())
-          req.set(http::field::authorization, "Bearer " + bearer_token);
-      }));
-      websocket::response_type res;
-      // The asynchronous handshake (unlike the blocking one in Boost 1.74) fills `res`
-      // also when the upgrade is refused, so the node's reason can be shown.
-      ws.async_handshake(res, url->host, target, [&](beast::error_code e) { ec = e; });
-      ioc.run();
-      if (ec || res.result_int() != 101) {
-        if (res.result_int() != 0 && res.result_int() != 101)
-          return fail(exit_failed,
-                      "events: the node refused the stream: "
-                        + describe_reply({static_cast<int>(res.result_int()), res.body()}));
-        return fail(exit_failed,
-                    "events: WebSocket upgrade at " + url->str() + target
-                      + " failed: " + ec.message());
-      }
-      lowest.expires_never();
-      std::cerr << "agentctl: streaming events from " << url->str() << target << " (Ctrl-C to stop)"
-                << std::endl;
-      interrupted.store(false);
-      auto old_handler = std::signal(SIGINT, on_sigint);
-      int64_t seen = 0;
-      int result = exit_ok;
-      beast::flat_buffer buf;
-      while (opts->count == 0 || seen < opts->count) {
-        bool done = false;
-        beast::error_code read_ec;
-        buf.clear();
-        ws.async_read(buf, [&](beast::error_code e, size_t) {
-          read_ec = e;
-          done = true;
-        });
-        while (!done && !interrupted.load()) {
-          ioc.restart();
-          ioc.run_for(milliseconds{200});
-        }
-        if (!done) { // Ctrl-C: cancel the read, leave
-          lowest.cancel();
-          ioc.restart();
-          ioc.run();
-          break;
-        }
-        if (read_ec) {
-          auto reason = ws.reason();
-          if (read_ec == websocket::error::closed && reason.code == 4008)
-            result = fail(exit_failed,
-                          "events: the node closed the stream (code 4008): this client fell "
-                          "behind by more than gateway.events_buffer_max events");
-          else if (read_ec == websocket::error::closed)
-            result = fail(exit_failed,
-                          "events: the node closed the stream (code " + std::to_string(reason.code)
-                            + " " + std::string{reason.reason.c_str()} + ")");
-          else
-            result = fail(exit_failed,
-                          "events: stream from " + url->str() + " ended: " + read_ec.message());
-          break;
-        }
-        auto text = beast::buffers_to_string(buf.data());
-        std::cout << (json_output ? text : event_line(text)) << std::endl;
-        ++seen;
-      }
-      std::signal(SIGINT, old_handler);
-      if (ws.is_open()) {
-        lowest.expires_after(std::chrono::seconds(1));
-        ws.close(websocket::close_code::normal, ec);
-      }
-      return result;
-    }};
+  return {app, [opts] {
+            int code = exit_ok;
+            if (!opts->agent.empty() && !cli_agent_id(opts->agent, code))
+              return code;
+            auto url = parse_node_url(gateway_url);
+            if (!url)
+              return fail(exit_usage, hive::message_of(url.error()));
+            std::string target = "/v1/events";
+            std::string sep = "?";
+            for (auto& [k, v] : {std::pair{"tenant", opts->tenant}, std::pair{"agent", opts->agent},
+                                 std::pair{"kind", opts->kind}})
+              if (!v.empty()) {
+                target += sep + k + "=" + query_escape(v);
+                sep = "&";
+              }
+            asio::io_context ioc;
+            if (url->tls) {
+              auto ctx = client_tls_context();
+              if (!ctx)
+                return fail(exit_usage, "events: " + hive::message_of(ctx.error()));
+              websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws{ioc, **ctx};
+              expect_host(ws.next_layer(), url->host);
+              return tail_events(ioc, ws, *url, target, opts->count);
+            }
+            websocket::stream<beast::tcp_stream> ws{ioc};
+            return tail_events(ioc, ws, *url, target, opts->count);
+          }};
 }
 
 /// One sample of `top`: per agent id, its kind, node and handled-message count.
@@ -1312,12 +1425,13 @@ command add_restore(CLI::App& parent) {
 
 // -- settings: flags > environment > config file > defaults -------------------------------
 
-/// What a config file (TOML) may set: `url`, and `token` or `token_file`.
+/// What a config file (TOML) may set: `url`, `token` or `token_file`, and `ca_file`.
 struct config_file {
   std::string path;
   std::string url;
   std::string token;
   std::string token_file;
+  std::string ca_file;
 };
 
 /// The config file to read: `--config`, else $HIVE_CONFIG, else ~/.config/hive/agentctl.toml
@@ -1359,9 +1473,10 @@ caf::expected<config_file> load_config_file(const std::string& path) {
     std::string* field = k == "url" ? &cfg.url
       : k == "token"                ? &cfg.token
       : k == "token_file"           ? &cfg.token_file
+      : k == "ca_file"              ? &cfg.ca_file
                                     : nullptr;
     if (field == nullptr)
-      return bad("unknown key '" + k + "' (known: url, token, token_file)");
+      return bad("unknown key '" + k + "' (known: url, token, token_file, ca_file)");
     auto v = node.value<std::string>();
     if (!v || node.type() != toml::node_type::string || v->empty())
       return bad("key '" + k + "' must be a non-empty string");
@@ -1372,9 +1487,9 @@ caf::expected<config_file> load_config_file(const std::string& path) {
   if (!cfg.url.empty())
     if (auto u = parse_node_url(cfg.url); !u)
       return bad("key 'url': " + hive::message_of(u.error()));
-  if (!cfg.token_file.empty() && cfg.token_file.front() != '/') // relative to the file
-    cfg.token_file =
-      (std::filesystem::path{path}.parent_path() / cfg.token_file).lexically_normal().string();
+  for (auto* f : {&cfg.token_file, &cfg.ca_file})
+    if (!f->empty() && f->front() != '/') // relative to the file
+      *f = (std::filesystem::path{path}.parent_path() / *f).lexically_normal().string();
   return cfg;
 }
 
@@ -1383,6 +1498,7 @@ struct global_flags {
   std::string url;
   std::string token;
   std::string token_file;
+  std::string ca_file;
   std::string config;
   bool json = false;
 };
@@ -1391,11 +1507,12 @@ struct global_flags {
 struct shell_base {
   std::string url;
   std::string token;
+  std::string ca_file;
   bool json = false;
 };
 
-/// Sets `gateway_url`, `bearer_token` and `json_output` from `f`, then (outside the shell) the
-/// environment, then the config file, then the defaults; in the shell, from `f`, then a
+/// Sets `gateway_url`, `ca_file`, `bearer_token` and `json_output` from `f`, then (outside the
+/// shell) the environment, then the config file, then the defaults; in the shell, from `f`, then a
 /// `--config` given on the line, then what the shell started with. Errors: exit code 2.
 int apply_settings(const global_flags& f, const shell_base* base) {
   config_file cfg;
@@ -1423,6 +1540,24 @@ int apply_settings(const global_flags& f, const shell_base* base) {
     gateway_url = base->url;
   else
     gateway_url = "http://127.0.0.1:8080";
+  if (!f.ca_file.empty())
+    ca_file = f.ca_file;
+  else if (auto e = env("HIVE_CA_FILE"); !e.empty())
+    ca_file = e;
+  else if (!cfg.ca_file.empty())
+    ca_file = cfg.ca_file;
+  else if (base != nullptr)
+    ca_file = base->ca_file;
+  else
+    ca_file.clear();
+  if (!ca_file.empty()) {
+    std::ifstream probe{ca_file};
+    if (!probe)
+      return fail(exit_usage,
+                  "CA file '" + ca_file
+                    + "' cannot be read (--ca-file, "
+                      "$HIVE_CA_FILE or the config file's ca_file)");
+  }
   auto from_file = [&](const std::string& file, const std::string& what) -> int {
     auto t = read_token_file(file, what);
     if (!t)
@@ -1634,10 +1769,14 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
   app.add_option("--token-file", flags.token_file,
                  "File holding the credential (else $HIVE_TOKEN_FILE)");
   app.add_option("--url", flags.url,
-                 "The gateway to talk to, http://HOST[:PORT] (else $HIVE_URL, else the config "
-                 "file's url, else http://127.0.0.1:8080)");
+                 "The gateway to talk to, http://HOST[:PORT] or https://HOST[:PORT] (else "
+                 "$HIVE_URL, else the config file's url, else http://127.0.0.1:8080)");
+  app.add_option("--ca-file", flags.ca_file,
+                 "For https://: the PEM CA file the node's certificate must chain to (else "
+                 "$HIVE_CA_FILE, else the config file's ca_file, else the system's trust "
+                 "store)");
   app.add_option("--config", flags.config,
-                 "Config file (TOML: url, token or token_file; else $HIVE_CONFIG, else "
+                 "Config file (TOML: url, token or token_file, ca_file; else $HIVE_CONFIG, else "
                  "~/.config/hive/agentctl.toml if it exists)");
   app.add_flag("--json", flags.json, "Print the node's JSON answers as they are");
   std::vector<command> commands{add_agents(app),         add_inspect(app),       add_spawn(app),
@@ -1685,7 +1824,7 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
       shell_commands.push_back(c.app->get_name());
     shell_commands.insert(shell_commands.end(), {"exit", "help", "quit"});
     std::sort(shell_commands.begin(), shell_commands.end());
-    return run_shell({gateway_url, bearer_token, json_output});
+    return run_shell({gateway_url, bearer_token, ca_file, json_output});
   }
   for (auto& c : commands)
     if (c.app->parsed()) {

@@ -1,5 +1,6 @@
 #include "protocols/client.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -10,6 +11,11 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 namespace hive {
 
@@ -26,10 +32,97 @@ struct binary_client::impl {
   std::string in;    // received bytes not yet decoded
   size_t in_pos = 0; // start of undecoded bytes in `in`
   std::string hello;
+  SSL_CTX* ctx = nullptr;
+  SSL* ssl = nullptr;
 
   ~impl() {
+    if (ssl != nullptr) {
+      ERR_clear_error();
+      SSL_shutdown(ssl); // one non-blocking attempt at close_notify
+      SSL_free(ssl);
+    }
+    if (ctx != nullptr)
+      SSL_CTX_free(ctx);
     if (fd >= 0)
       ::close(fd);
+  }
+
+  /// What OpenSSL says went wrong (its error queue, else the certificate verification result).
+  std::string tls_reason() const {
+    std::string out;
+    while (auto e = ERR_get_error()) {
+      char buf[256];
+      ERR_error_string_n(e, buf, sizeof buf);
+      if (!out.empty())
+        out += "; ";
+      out += buf;
+    }
+    if (ssl != nullptr) {
+      auto v = SSL_get_verify_result(ssl);
+      if (v != X509_V_OK) {
+        if (!out.empty())
+          out += "; ";
+        out += std::string{"certificate verification: "} + X509_verify_cert_error_string(v);
+      }
+    }
+    return out.empty() ? std::string{"connection closed"} : out;
+  }
+
+  /// Waits as OpenSSL asked after `rc` (want read/write). Errors: the TLS failure, timeout.
+  caf::error tls_wait(int rc, const char* what, steady_clock::time_point deadline) {
+    auto e = SSL_get_error(ssl, rc);
+    short events = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    if (events == 0) {
+      if (e == SSL_ERROR_SYSCALL && errno != 0)
+        return io_error(what, errno);
+      return make_error(errc::io_error, std::string{what} + " " + address + ": " + tls_reason());
+    }
+    auto ready = wait(events, deadline);
+    if (!ready)
+      return ready.error();
+    if (!*ready)
+      return make_error(errc::timeout, std::string{what} + " " + address + " timed out");
+    return {};
+  }
+
+  /// Sets up TLS on the connected `fd` and runs the handshake (certificate verified).
+  caf::error start_tls(const std::string& host, const tls_options& opts,
+                       steady_clock::time_point deadline) {
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == nullptr)
+      return make_error(errc::internal, "SSL_CTX_new failed: " + tls_reason());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    ERR_clear_error();
+    auto loaded = opts.ca_file.empty()
+      ? SSL_CTX_set_default_verify_paths(ctx)
+      : SSL_CTX_load_verify_locations(ctx, opts.ca_file.c_str(), nullptr);
+    if (loaded != 1)
+      return make_error(errc::invalid_config,
+                        opts.ca_file.empty()
+                          ? "cannot load the system's trusted certificates: " + tls_reason()
+                          : "cannot load the CA file '" + opts.ca_file + "': " + tls_reason());
+    ssl = SSL_new(ctx);
+    if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1)
+      return make_error(errc::internal, "SSL_new failed: " + tls_reason());
+    auto name = opts.server_name.empty() ? host : opts.server_name;
+    in6_addr probe{};
+    bool is_ip = ::inet_pton(AF_INET, name.c_str(), &probe) == 1
+      || ::inet_pton(AF_INET6, name.c_str(), &probe) == 1;
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+    } else {
+      SSL_set_tlsext_host_name(ssl, name.c_str());
+      SSL_set1_host(ssl, name.c_str());
+    }
+    for (;;) {
+      ERR_clear_error();
+      auto rc = SSL_connect(ssl);
+      if (rc == 1)
+        return {};
+      if (auto err = tls_wait(rc, "TLS handshake with", deadline))
+        return err;
+    }
   }
 
   caf::error io_error(const std::string& what, int err) const {
@@ -56,6 +149,18 @@ struct binary_client::impl {
   caf::error flush(steady_clock::time_point deadline) {
     size_t done = 0;
     while (done < out.size()) {
+      if (ssl != nullptr) {
+        ERR_clear_error();
+        auto len = static_cast<int>(std::min<size_t>(out.size() - done, 1 << 30));
+        auto rc = SSL_write(ssl, out.data() + done, len);
+        if (rc > 0) {
+          done += static_cast<size_t>(rc);
+          continue;
+        }
+        if (auto err = tls_wait(rc, "writing to", deadline))
+          return err;
+        continue;
+      }
       auto n = ::send(fd, out.data() + done, out.size() - done, MSG_NOSIGNAL);
       if (n > 0) {
         done += static_cast<size_t>(n);
@@ -98,12 +203,30 @@ struct binary_client::impl {
         in.erase(0, in_pos);
         in_pos = 0;
       }
+      char buf[64 * 1024];
+      if (ssl != nullptr) {
+        // Records already decrypted or buffered come before the socket says anything.
+        ERR_clear_error();
+        auto rc = SSL_read(ssl, buf, sizeof buf);
+        if (rc > 0) {
+          in.append(buf, static_cast<size_t>(rc));
+          continue;
+        }
+        auto e = SSL_get_error(ssl, rc);
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+          return make_error(errc::io_error, address + " closed the connection");
+        if (auto err = tls_wait(rc, "reading from", deadline)) {
+          if (code_of(err) == errc::timeout)
+            return make_error(errc::timeout, "no answer from " + address + " in time");
+          return err;
+        }
+        continue;
+      }
       auto ready = wait(POLLIN, deadline);
       if (!ready)
         return ready.error();
       if (!*ready)
         return make_error(errc::timeout, "no answer from " + address + " in time");
-      char buf[64 * 1024];
       auto n = ::recv(fd, buf, sizeof buf, 0);
       if (n > 0) {
         in.append(buf, static_cast<size_t>(n));
@@ -125,7 +248,8 @@ binary_client::~binary_client() = default;
 
 caf::expected<binary_client> binary_client::connect(const std::string& host, uint16_t port,
                                                     const std::string& token, milliseconds timeout,
-                                                    size_t frame_bytes_max) {
+                                                    size_t frame_bytes_max,
+                                                    const std::optional<tls_options>& tls) {
   auto p = std::make_unique<impl>();
   p->address = host + ":" + std::to_string(port);
   p->frame_bytes_max = frame_bytes_max;
@@ -169,6 +293,9 @@ caf::expected<binary_client> binary_client::connect(const std::string& host, uin
     return last;
   int one = 1;
   ::setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (tls)
+    if (auto err = p->start_tls(host, *tls, deadline))
+      return err;
   binary_client c{std::move(p)};
   auto hello = c.call(wire::request{0, 0, wire::hello{wire::protocol_version, token}},
                       std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now()));

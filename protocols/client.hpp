@@ -8,10 +8,16 @@
 //   auto c = hive::binary_client::connect("127.0.0.1", 8081, key);
 //   if (!c) ...;
 //   auto reply = c->ask("acme/c1", R"({"op":"get"})");
+//
+// Over TLS (a node with `gateway.tls_cert_file` set serves the binary protocol over TLS too):
+//
+//   auto c = hive::binary_client::connect("127.0.0.1", 8081, key, 5s, 1 << 20,
+//                                         hive::binary_client::tls_options{"/etc/hive/ca.crt"});
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,13 +30,23 @@ namespace hive {
 /// One connection to an agent-node's binary listener (`binary.listen`). Not thread-safe.
 class binary_client {
 public:
-  /// Connects to `host:port` (numeric IPv4/IPv6 or a name), sends `hello` with `token` and
-  /// waits for its answer, each step within `timeout`. Errors: io_error naming the address,
-  /// timeout, and the node's refusal (unauthenticated, invalid_argument for a version it does
-  /// not speak).
+  /// How to speak TLS 1.2 or later to the node. Its certificate is always verified: against
+  /// `ca_file` (PEM), or the system's trust store when that is empty; and it must be issued for
+  /// `server_name` (an IP address or a DNS name; empty: the host passed to `connect`).
+  struct tls_options {
+    std::string ca_file;
+    std::string server_name;
+  };
+
+  /// Connects to `host:port` (numeric IPv4/IPv6 or a name), with TLS when `tls` is set, sends
+  /// `hello` with `token` and waits for its answer, each step within `timeout`. Errors:
+  /// io_error naming the address (for TLS also why the handshake or the verification failed),
+  /// invalid_config for a CA file that cannot be loaded, timeout, and the node's refusal
+  /// (unauthenticated, invalid_argument for a version it does not speak).
   [[nodiscard]] static caf::expected<binary_client> connect(
     const std::string& host, uint16_t port, const std::string& token,
-    std::chrono::milliseconds timeout = std::chrono::seconds(5), size_t frame_bytes_max = 1 << 20);
+    std::chrono::milliseconds timeout = std::chrono::seconds(5), size_t frame_bytes_max = 1 << 20,
+    const std::optional<tls_options>& tls = std::nullopt);
 
   binary_client(binary_client&&) noexcept;
   binary_client& operator=(binary_client&&) noexcept;

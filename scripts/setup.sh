@@ -39,7 +39,7 @@ done
 
 # --- 1. Debian packages ----------------------------------------------------------------------
 packages=(
-  build-essential cmake ccache pkg-config git curl python3
+  build-essential cmake ninja-build ccache pkg-config git curl python3
   libcaf-dev libboost-dev capnproto libcapnp-dev librocksdb-dev libspdlog-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libtomlplusplus-dev libcli11-dev libedit-dev libssl-dev openssl tmux clang libclang-rt-14-dev
@@ -116,7 +116,17 @@ mkdir -p "$CCACHE_DIR"
 
 say "configuring $mode ($build_type, sanitizers $sanitize) in ${build_dir#"$repo"/}"
 mkdir -p "$build_dir"
-cmake -S "$repo" -B "$build_dir" -G "Unix Makefiles" \
+# Ninja, not Make: with Make, no object of a target compiles before the libraries it links are
+# built, so on 2 cores one long TU (actors/gateway.cpp) held up every test behind it. A build
+# directory configured with another generator is reconfigured from scratch.
+generator="Ninja"
+command -v ninja >/dev/null 2>&1 || generator="Unix Makefiles"
+if [[ -f "$build_dir/CMakeCache.txt" ]] \
+   && ! grep -qx "CMAKE_GENERATOR:INTERNAL=$generator" "$build_dir/CMakeCache.txt"; then
+  say "build/$mode was configured with another generator: configuring it afresh"
+  rm -rf "$build_dir/CMakeCache.txt" "$build_dir/CMakeFiles"
+fi
+cmake -S "$repo" -B "$build_dir" -G "$generator" \
   -DCMAKE_BUILD_TYPE="$build_type" \
   -DHIVE_SANITIZE="$sanitize" \
   -DHIVE_BUILD_BENCH="$bench" \

@@ -1,7 +1,8 @@
 // The binary protocol listener in process (actors/binary_gateway.hpp) through the C++ client
 // (protocols/client.hpp): hello and credentials, spawn/tell/ask/stop, pipelining with
 // out-of-order completion, roles and tenant scoping, revocation on a live connection, rate
-// limits (counted), quotas, protocol errors, the in-flight bound and the connection bound.
+// limits (counted), quotas, protocol errors, the in-flight bound and the connection bound;
+// TLS with the gateway's certificate (verified by the client, plain and wrong-CA refused).
 
 #include <utility> // before Asio: Boost 1.74 under g++ 12 / C++20 misses std::exchange otherwise
 
@@ -32,6 +33,8 @@
 #include "runtime/bootstrap.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/node_runtime.hpp"
+#include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 #include "support/test_security.hpp"
 
 namespace {
@@ -367,6 +370,103 @@ TEST_F(binary_gateway_limits_test, rate_limits_quotas_and_bounds) {
   auto third = connect(test::test_admin_key);
   ASSERT_FALSE(third);
   EXPECT_EQ(code_of(third.error()), errc::overloaded) << describe(third.error());
+}
+
+/// The listener with `gateway.tls_cert_file`/`tls_key_file` set: it serves TLS only.
+class binary_gateway_tls_test : public binary_gateway_test {
+public:
+  void configure(node_config& c) override {
+    ASSERT_TRUE(test::make_ca(dir.path, "ca")) << "openssl failed (is the openssl tool installed?)";
+    ASSERT_TRUE(test::make_signed_cert(dir.path, "node", "ca"));
+    ASSERT_TRUE(test::make_ca(dir.path, "other"));
+    c.gateway.tls_cert_file = (dir.path / "node.crt").string();
+    c.gateway.tls_key_file = (dir.path / "node.key").string();
+  }
+
+  caf::expected<binary_client> connect_tls(const std::string& ca, const std::string& name = {}) {
+    return binary_client::connect(
+      "127.0.0.1", gw->port(), test::test_admin_key, std::chrono::seconds(5), 1 << 20,
+      binary_client::tls_options{(dir.path / (ca + ".crt")).string(), name});
+  }
+
+  test::temp_dir dir;
+};
+
+TEST_F(binary_gateway_tls_test, a_client_that_verifies_the_certificate_is_served_pipelined) {
+  auto c = connect_tls("ca");
+  ASSERT_TRUE(c) << describe(c.error());
+  EXPECT_EQ(json::parse(c->hello_reply())["role"], "admin");
+  ASSERT_TRUE(c->spawn({"acme/t1", "counter", "", false, "", ""}));
+  // Far more than one TLS record each way, written before the first answer is read.
+  std::set<uint64_t> sent;
+  for (int i = 0; i < 1000; ++i)
+    sent.insert(c->send({0, 0, wire::ask{"acme/t1", R"({"op":"add","by":1})", 0, "", 0}}));
+  ASSERT_FALSE(c->flush());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    auto r = c->receive(std::chrono::seconds(10));
+    ASSERT_TRUE(r) << describe(r.error()) << " after " << i;
+    ASSERT_TRUE(r->ok) << r->text;
+    EXPECT_EQ(sent.count(r->id), 1u);
+  }
+  auto v = c->ask("acme/t1", R"({"op":"get"})");
+  ASSERT_TRUE(v) << describe(v.error());
+  EXPECT_EQ(json::parse(*v)["value"], 1000);
+}
+
+TEST_F(binary_gateway_tls_test, plain_wrong_ca_and_wrong_name_are_refused_and_it_keeps_serving) {
+  // Plain frames to a TLS listener: no answer the client can read; the hello never succeeds.
+  auto plain = binary_client::connect("127.0.0.1", gw->port(), test::test_admin_key,
+                                      std::chrono::milliseconds(1500));
+  ASSERT_FALSE(plain);
+  EXPECT_TRUE(code_of(plain.error()) == errc::io_error || code_of(plain.error()) == errc::timeout)
+    << describe(plain.error());
+  // A certificate from a CA the client does not trust.
+  auto stranger = connect_tls("other");
+  ASSERT_FALSE(stranger);
+  EXPECT_EQ(code_of(stranger.error()), errc::io_error);
+  EXPECT_NE(message_of(stranger.error()).find("certificate"), std::string::npos)
+    << describe(stranger.error());
+  // The right CA, but the certificate is for 127.0.0.1, not this name.
+  auto misnamed = connect_tls("ca", "nodes.example.org");
+  ASSERT_FALSE(misnamed);
+  EXPECT_NE(message_of(misnamed.error()).find("certificate"), std::string::npos)
+    << describe(misnamed.error());
+  // A CA file that is not there names itself.
+  auto missing = connect_tls("absent");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(code_of(missing.error()), errc::invalid_config);
+  EXPECT_NE(message_of(missing.error()).find("absent.crt"), std::string::npos);
+  // None of that disturbed the listener.
+  auto good = connect_tls("ca");
+  ASSERT_TRUE(good) << describe(good.error());
+  ASSERT_TRUE(good->spawn({"acme/t2", "counter", "", false, "", ""}));
+  EXPECT_EQ(gw->connections(), 1u);
+}
+
+TEST(binary_gateway_tls_files, a_key_file_that_cannot_be_loaded_is_refused_naming_it) {
+  test::temp_dir dir;
+  ASSERT_TRUE(test::make_ca(dir.path, "ca"));
+  node_config cfg;
+  cfg.node.name = "bgk";
+  cfg.node.scheduler_threads = 1;
+  cfg.binary.listen = "127.0.0.1:0";
+  cfg.gateway.tls_cert_file = (dir.path / "ca.crt").string();
+  cfg.gateway.tls_key_file = (dir.path / "missing.key").string();
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, cfg);
+  caf::actor_system sys{sys_cfg};
+  kind_registry kinds;
+  ASSERT_FALSE(register_sample_kinds(kinds));
+  auto rt = node_runtime::start(sys, cfg, std::move(kinds), std::make_shared<metrics>());
+  ASSERT_TRUE(rt) << describe(rt.error());
+  auto sec = test::make_test_security(cfg);
+  ASSERT_TRUE(sec);
+  auto g = binary_gateway::start(**rt, cfg, *sec);
+  ASSERT_FALSE(g);
+  EXPECT_EQ(code_of(g.error()), errc::invalid_config);
+  EXPECT_NE(message_of(g.error()).find("gateway.tls_key_file"), std::string::npos)
+    << describe(g.error());
+  (*rt)->shutdown();
 }
 
 } // namespace

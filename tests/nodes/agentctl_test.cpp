@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/node_process.hpp"
+#include "support/test_certs.hpp"
 
 namespace {
 
@@ -62,7 +63,8 @@ public:
       ::dup2(out[1], 2);
       ::close(out[0]);
       ::close(out[1]);
-      for (auto* v : {"HIVE_URL", "HIVE_CONFIG", "HIVE_TOKEN", "HIVE_TOKEN_FILE", "HIVE_HISTORY"})
+      for (auto* v : {"HIVE_URL", "HIVE_CONFIG", "HIVE_TOKEN", "HIVE_TOKEN_FILE", "HIVE_HISTORY",
+                      "HIVE_CA_FILE"})
         ::unsetenv(v);
       ::setenv("HOME", "/nonexistent-agentctl-test-home", 1);
       for (auto& [k, v] : env) {
@@ -631,6 +633,76 @@ TEST_F(agentctl_test, on_a_terminal_tables_have_colour_unless_no_color_and_top_r
     EXPECT_EQ(count_lines(t.pane(), "MSGS/S"), 1u) << t.pane();
     EXPECT_EQ(count_lines(t.pane(), "acme/c1"), 1u) << t.pane();
   }
+}
+
+/// A node whose gateway speaks HTTPS only (`gateway.tls_*`): agentctl reaches it at https://
+/// when it trusts the CA (flag, environment or config file), over plain requests and the
+/// WebSocket event stream; an untrusted certificate, plain http:// and a missing CA file fail
+/// with their exit codes.
+TEST(agentctl_tls, https_works_with_the_ca_and_fails_without_it) {
+  temp_dir dir;
+  ASSERT_TRUE(hive::test::make_ca(dir.path, "ca")) << "openssl failed (is it installed?)";
+  ASSERT_TRUE(hive::test::make_signed_cert(dir.path, "node", "ca"));
+  ASSERT_TRUE(hive::test::make_ca(dir.path, "other"));
+  auto args = node_args(dir);
+  for (auto kv : {"gateway.tls_cert_file=" + (dir.path / "node.crt").string(),
+                  "gateway.tls_key_file=" + (dir.path / "node.key").string()}) {
+    args.push_back("--set");
+    args.push_back(kv);
+  }
+  auto log = (dir.path / "node.log").string();
+  node_process node{args, log};
+  ASSERT_TRUE(node.wait_ready()) << read_file(log);
+  auto url = "https://127.0.0.1:" + std::to_string(node.gateway_port);
+  auto ca = (dir.path / "ca.crt").string();
+  env_changes admin{{"HIVE_TOKEN", hive::test::test_admin_key}, {"HIVE_CA_FILE", std::nullopt}};
+  auto ctl = [&](std::vector<std::string> a, env_changes env) {
+    a.insert(a.begin(), {"--url", url});
+    return run(std::move(a), env);
+  };
+
+  // --ca-file: spawn and ask over HTTPS.
+  auto made = ctl({"--ca-file", ca, "spawn", "acme/c", "--kind", "counter"}, admin);
+  ASSERT_EQ(made.code, 0) << made.output;
+  auto asked = ctl({"--ca-file", ca, "--json", "ask", "acme/c", R"({"op":"add","by":4})"}, admin);
+  ASSERT_EQ(asked.code, 0) << asked.output;
+  EXPECT_NE(asked.output.find("\"value\":4"), std::string::npos) << asked.output;
+
+  // $HIVE_CA_FILE, and the event stream over wss://.
+  auto env_ca = admin;
+  env_ca["HIVE_CA_FILE"] = ca;
+  ctl_process tail{{"--url", url, "events", "--count", "1", "--agent", "acme/d"}, env_ca};
+  ASSERT_TRUE(tail.wait_output("streaming events", 10s)) << tail.output;
+  auto spawned = ctl({"spawn", "acme/d", "--kind", "counter"}, env_ca);
+  ASSERT_EQ(spawned.code, 0) << spawned.output;
+  EXPECT_EQ(tail.finish(), 0) << tail.output;
+  EXPECT_NE(tail.output.find("acme/d"), std::string::npos) << tail.output;
+
+  // A config file's ca_file, relative to the file.
+  {
+    std::ofstream cfg{dir.path / "agentctl.toml"};
+    cfg << "url = \"" << url << "\"\nca_file = \"ca.crt\"\n";
+  }
+  auto listed = run({"--config", (dir.path / "agentctl.toml").string(), "agents"}, admin);
+  ASSERT_EQ(listed.code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("acme/d"), std::string::npos) << listed.output;
+
+  // A CA that did not sign the node's certificate: the handshake fails, exit 1.
+  auto untrusted = ctl({"--ca-file", (dir.path / "other.crt").string(), "agents"}, admin);
+  EXPECT_EQ(untrusted.code, 1) << untrusted.output;
+  EXPECT_NE(untrusted.output.find("certificate verify failed"), std::string::npos)
+    << untrusted.output;
+  // Without any CA: the system's trust store does not know the test CA either.
+  auto system_store = ctl({"agents"}, admin);
+  EXPECT_EQ(system_store.code, 1) << system_store.output;
+  // Plain HTTP to the HTTPS port gets no answer it can read: exit 1.
+  auto plain =
+    run({"--url", "http://127.0.0.1:" + std::to_string(node.gateway_port), "agents"}, admin);
+  EXPECT_EQ(plain.code, 1) << plain.output;
+  // A CA file that is not there is a usage error naming it.
+  auto missing = ctl({"--ca-file", (dir.path / "absent.crt").string(), "agents"}, admin);
+  EXPECT_EQ(missing.code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("absent.crt"), std::string::npos) << missing.output;
 }
 
 } // namespace

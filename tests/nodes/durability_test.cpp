@@ -615,7 +615,7 @@ TEST(durability, agentctl_reports_bad_usage_unreachable_nodes_and_bad_backups) {
     {{"frobnicate"}, "unknown subcommand 'frobnicate' (known: agents, inspect"},
     {{"backup"}, "--to"},
     {{"backup", "--to", "relative/dir"}, "absolute"},
-    {{"backup", "--to", "/tmp/x", "--node", "https://127.0.0.1:1"}, "http://"},
+    {{"backup", "--to", "/tmp/x", "--node", "ftp://127.0.0.1:1"}, "only http:// and https://"},
     {{"backup", "--to", "/tmp/x", "--node", "http://127.0.0.1:99999"}, "65535"},
     {{"restore", "--from", "/tmp/x"}, "--data-dir"},
   };

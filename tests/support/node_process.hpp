@@ -136,7 +136,7 @@ public:
     if (!line)
       return false;
     std::smatch m;
-    std::regex gw{"gateway http://[^ ]+:([0-9]+)"};
+    std::regex gw{"gateway https?://[^ ]+:([0-9]+)"};
     std::regex mx{"metrics http://[^ ]+:([0-9]+)/metrics"};
     if (!std::regex_search(*line, m, gw))
       return false;
@@ -147,7 +147,7 @@ public:
     std::regex cl{" cluster [^ ]+:([0-9]+)"};
     if (std::regex_search(*line, m, cl))
       cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
-    std::regex bin{" binary tcp://[^ ]+:([0-9]+)"};
+    std::regex bin{" binary (?:tcp|tls)://[^ ]+:([0-9]+)"};
     if (std::regex_search(*line, m, bin))
       binary_port = static_cast<uint16_t>(std::stoi(m[1]));
     return true;
