@@ -343,6 +343,86 @@ caf::expected<principal> verify_jwt(std::string_view token, const jwt_rules& rul
 
 // -- key store ------------------------------------------------------------------------------------
 
+namespace {
+
+/// Reads the keys and tombstones of a key file or a replicated state into `keys` and
+/// `revoked`. Returns what is malformed (empty: nothing).
+std::string parse_key_state(const nlohmann::json& doc,
+                            std::map<std::string, api_key_record, std::less<>>& keys,
+                            std::map<std::string, int64_t, std::less<>>& revoked) {
+  if (!doc.is_object() || !doc.contains("keys") || !doc["keys"].is_array())
+    return "expected {\"version\":1,\"keys\":[...]}";
+  for (auto& k : doc["keys"]) {
+    if (!k.is_object())
+      return "a key entry is not an object";
+    api_key_record r;
+    try {
+      r.id = k.at("id").get<std::string>();
+      r.tenant = k.at("tenant").get<std::string>();
+      auto lvl = parse_role(k.at("role").get<std::string>());
+      if (!lvl)
+        return "key " + r.id.substr(0, 32) + ": " + message_of(lvl.error());
+      r.level = *lvl;
+      r.name = k.at("name").get<std::string>();
+      r.hash = k.at("hash").get<std::string>();
+      r.created_ms = k.at("created_ms").get<int64_t>();
+    } catch (const std::exception& ex) {
+      return std::string{"a key entry lacks a field: "} + ex.what();
+    }
+    if (r.id.size() != key_id_hex || !is_hex(r.id) || r.hash.size() != 64 || !is_hex(r.hash))
+      return "key '" + r.id.substr(0, 32) + "' has a malformed id or hash";
+    if (validate_key_tenant(r.tenant, r.level) || validate_key_name(r.name))
+      return "key '" + r.id + "' has a malformed tenant or name";
+    keys.emplace(r.id, std::move(r));
+  }
+  if (doc.contains("revoked")) {
+    if (!doc["revoked"].is_array())
+      return "\"revoked\" is not an array";
+    for (auto& t : doc["revoked"]) {
+      std::string id;
+      int64_t at = 0;
+      try {
+        id = t.at("id").get<std::string>();
+        at = t.at("revoked_ms").get<int64_t>();
+      } catch (const std::exception& ex) {
+        return std::string{"a revoked entry lacks a field: "} + ex.what();
+      }
+      if (id.size() != key_id_hex || !is_hex(id))
+        return "revoked id '" + id.substr(0, 32) + "' is malformed";
+      revoked.emplace(std::move(id), at);
+    }
+  }
+  return {};
+}
+
+/// The canonical JSON of keys and tombstones (id order), as stored and replicated.
+nlohmann::json key_state_json(const std::map<std::string, api_key_record, std::less<>>& keys,
+                              const std::map<std::string, int64_t, std::less<>>& revoked) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (auto& [id, r] : keys)
+    arr.push_back({{"id", r.id},
+                   {"tenant", r.tenant},
+                   {"role", std::string{to_string(r.level)}},
+                   {"name", r.name},
+                   {"hash", r.hash},
+                   {"created_ms", r.created_ms}});
+  nlohmann::json gone = nlohmann::json::array();
+  for (auto& [id, at] : revoked)
+    gone.push_back({{"id", id}, {"revoked_ms", at}});
+  return {{"version", 1}, {"keys", std::move(arr)}, {"revoked", std::move(gone)}};
+}
+
+/// Drops the oldest tombstones beyond `max`.
+void bound_tombstones(std::map<std::string, int64_t, std::less<>>& revoked, size_t max) {
+  while (revoked.size() > max) {
+    auto oldest = std::min_element(revoked.begin(), revoked.end(),
+                                   [](auto& a, auto& b) { return a.second < b.second; });
+    revoked.erase(oldest);
+  }
+}
+
+} // namespace
+
 caf::expected<std::unique_ptr<key_store>> key_store::open(std::string path, size_t keys_max) {
   std::unique_ptr<key_store> ks{new key_store(path, keys_max)};
   if (path.empty())
@@ -357,50 +437,20 @@ caf::expected<std::unique_ptr<key_store>> key_store::open(std::string path, size
   std::ostringstream buf;
   buf << in.rdbuf();
   auto doc = nlohmann::json::parse(buf.str(), nullptr, false);
-  auto bad = [&](const std::string& why) {
+  std::string why = doc.is_object() && doc.value("version", 0) == 1
+    ? parse_key_state(doc, ks->keys_, ks->revoked_)
+    : std::string{"expected {\"version\":1,\"keys\":[...]}"};
+  if (!why.empty())
     return make_error(errc::invalid_config,
                       "key file '" + path + "' is damaged (" + why
                         + "); it is left as it is: repair it or move it away");
-  };
-  if (!doc.is_object() || doc.value("version", 0) != 1 || !doc.contains("keys")
-      || !doc["keys"].is_array())
-    return bad("expected {\"version\":1,\"keys\":[...]}");
-  for (auto& k : doc["keys"]) {
-    if (!k.is_object())
-      return bad("a key entry is not an object");
-    api_key_record r;
-    try {
-      r.id = k.at("id").get<std::string>();
-      r.tenant = k.at("tenant").get<std::string>();
-      auto lvl = parse_role(k.at("role").get<std::string>());
-      if (!lvl)
-        return bad("key " + r.id + ": " + message_of(lvl.error()));
-      r.level = *lvl;
-      r.name = k.at("name").get<std::string>();
-      r.hash = k.at("hash").get<std::string>();
-      r.created_ms = k.at("created_ms").get<int64_t>();
-    } catch (const std::exception& ex) {
-      return bad(std::string{"a key entry lacks a field: "} + ex.what());
-    }
-    if (r.id.size() != key_id_hex || !is_hex(r.id) || r.hash.size() != 64 || !is_hex(r.hash))
-      return bad("key '" + r.id.substr(0, 32) + "' has a malformed id or hash");
-    ks->keys_.emplace(r.id, std::move(r));
-  }
   return ks;
 }
 
-caf::error key_store::save(const std::map<std::string, api_key_record, std::less<>>& keys) const {
+caf::error key_store::save(const key_map& keys, const tombstone_map& revoked) const {
   if (path_.empty())
     return {};
-  nlohmann::json arr = nlohmann::json::array();
-  for (auto& [id, r] : keys)
-    arr.push_back({{"id", r.id},
-                   {"tenant", r.tenant},
-                   {"role", std::string{to_string(r.level)}},
-                   {"name", r.name},
-                   {"hash", r.hash},
-                   {"created_ms", r.created_ms}});
-  auto text = nlohmann::json{{"version", 1}, {"keys", std::move(arr)}}.dump(1) + "\n";
+  auto text = key_state_json(keys, revoked).dump(1) + "\n";
   auto tmp = path_ + ".tmp";
   auto fail = [&](std::string_view step) {
     auto err = make_error(errc::io_error,
@@ -463,7 +513,7 @@ caf::expected<std::pair<api_key_record, std::string>> key_store::create(std::str
   r.created_ms = now_unix_ms();
   auto next = keys_;
   next.emplace(r.id, r);
-  if (auto err = save(next))
+  if (auto err = save(next, revoked_))
     return err;
   keys_ = std::move(next);
   return std::pair{std::move(r), std::move(key)};
@@ -477,10 +527,88 @@ caf::error key_store::revoke(std::string_view id) {
                       "no API key with id '" + std::string{id.substr(0, 64)} + "'");
   auto next = keys_;
   next.erase(std::string{id});
-  if (auto err = save(next))
+  auto gone = revoked_;
+  gone[std::string{id}] = now_unix_ms();
+  bound_tombstones(gone, keys_max_);
+  if (auto err = save(next, gone))
     return err;
   keys_ = std::move(next);
+  revoked_ = std::move(gone);
   return {};
+}
+
+std::string key_store::state() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return key_state_json(keys_, revoked_).dump();
+}
+
+std::string key_store::digest() const {
+  return sha256_hex(state());
+}
+
+caf::expected<key_store::merge_result> key_store::merge(std::string_view other_state) {
+  auto doc = nlohmann::json::parse(other_state, nullptr, false);
+  key_map theirs;
+  tombstone_map their_revoked;
+  if (auto why = parse_key_state(doc, theirs, their_revoked); !why.empty())
+    return make_error(errc::invalid_argument, "replicated key state is malformed: " + why);
+  std::lock_guard<std::mutex> guard{mtx_};
+  merge_result out;
+  auto next = keys_;
+  auto gone = revoked_;
+  for (auto& [id, at] : their_revoked) {
+    auto [it, fresh] = gone.emplace(id, at);
+    if (!fresh && at < it->second)
+      it->second = at; // the earliest revocation, so that every node keeps the same time
+    next.erase(id);
+  }
+  bound_tombstones(gone, keys_max_);
+  for (auto& [id, r] : theirs) {
+    if (next.count(id) > 0 || gone.count(id) > 0)
+      continue;
+    if (next.size() >= keys_max_) {
+      ++out.left_out;
+      continue;
+    }
+    next.emplace(id, r);
+  }
+  auto same_ids = [](const key_map& a, const key_map& b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](auto& x, auto& y) {
+             return x.first == y.first;
+           });
+  };
+  out.changed = !same_ids(next, keys_) || gone != revoked_;
+  if (!out.changed)
+    return out;
+  if (auto err = save(next, gone))
+    return err;
+  keys_ = std::move(next);
+  revoked_ = std::move(gone);
+  return out;
+}
+
+size_t key_store::revoked() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return revoked_.size();
+}
+
+cluster::replicated_state replicated_keys(key_store& keys) {
+  cluster::replicated_state r;
+  r.digest = [&keys] { return keys.digest(); };
+  r.state = [&keys] { return keys.state(); };
+  r.merge = [&keys](const std::string& other) -> caf::error {
+    auto res = keys.merge(other);
+    if (!res)
+      return res.error();
+    if (res->left_out > 0)
+      log::event(spdlog::level::warn, "api_keys_left_out",
+                 {{"left_out", res->left_out}, {"keys", keys.size()}});
+    if (res->changed)
+      log::event(spdlog::level::info, "api_keys_merged",
+                 {{"keys", keys.size()}, {"revoked", keys.revoked()}});
+    return {};
+  };
+  return r;
 }
 
 std::optional<api_key_record> key_store::find(std::string_view id) const {

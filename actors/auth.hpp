@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/node_config.hpp"
+#include "runtime/cluster.hpp"
 
 namespace hive {
 
@@ -124,6 +125,11 @@ struct api_key_record {
 
 /// The API keys of a node, kept in memory and (when `path` is not empty) in a JSON file
 /// written atomically (temporary file, fsync, rename, fsync of the directory) on every change.
+///
+/// Replicated across a cluster as a state-based CRDT (a two-phase set): the state is the keys
+/// plus the ids of revoked keys (tombstones, at most `keys_max`, the oldest dropped first);
+/// `merge` takes the union of keys, and a tombstone removes its key for good, whichever node
+/// saw which first. Two stores that merged each other's `state` have the same `digest`.
 class key_store {
 public:
   /// Loads `path` if it exists (empty: memory only). Errors: io_error or invalid_config
@@ -138,8 +144,30 @@ public:
                                                                              role level,
                                                                              std::string name);
 
-  /// Removes a key. Errors: not_found, io_error (nothing changed).
+  /// Removes a key and remembers its id as revoked (a merge never brings it back). Errors:
+  /// not_found, io_error (nothing changed).
   [[nodiscard]] caf::error revoke(std::string_view id);
+
+  /// The replicated state as JSON text: `{"keys":[...],"revoked":[{"id","revoked_ms"}]}`, in
+  /// id order (hashes only, never key texts).
+  [[nodiscard]] std::string state() const;
+
+  /// SHA-256 of `state()`: equal for stores with the same keys and tombstones.
+  [[nodiscard]] std::string digest() const;
+
+  /// Merges another store's `state()`: adds the keys this one has neither stored nor revoked
+  /// (at most `keys_max` in all: the rest are left out and counted in the result), and removes
+  /// and remembers every revoked id. Returns {changed, keys left out}. Errors: invalid_argument
+  /// naming what is malformed (nothing changed), io_error (the file could not be written:
+  /// nothing changed).
+  struct merge_result {
+    bool changed = false;
+    size_t left_out = 0;
+  };
+  [[nodiscard]] caf::expected<merge_result> merge(std::string_view other_state);
+
+  /// Revoked ids remembered.
+  [[nodiscard]] size_t revoked() const;
 
   /// The key `id`, if stored.
   [[nodiscard]] std::optional<api_key_record> find(std::string_view id) const;
@@ -156,14 +184,24 @@ public:
 private:
   key_store(std::string path, size_t keys_max) : path_(std::move(path)), keys_max_(keys_max) {}
 
-  /// Writes `keys` to the file (nothing if memory only).
-  caf::error save(const std::map<std::string, api_key_record, std::less<>>& keys) const;
+  using key_map = std::map<std::string, api_key_record, std::less<>>;
+  using tombstone_map = std::map<std::string, int64_t, std::less<>>;
+
+  /// Writes `keys` and `revoked` to the file (nothing if memory only).
+  caf::error save(const key_map& keys, const tombstone_map& revoked) const;
 
   std::string path_;
   size_t keys_max_;
   mutable std::mutex mtx_;
-  std::map<std::string, api_key_record, std::less<>> keys_;
+  key_map keys_;
+  /// Revoked id -> when (Unix ms); at most keys_max_ entries.
+  tombstone_map revoked_;
 };
+
+/// `keys` as the cluster replicates it (cluster::replicate): merges are logged
+/// (`api_keys_merged` with the counts; `api_keys_left_out` at warn when auth.keys_max left
+/// keys out).
+[[nodiscard]] cluster::replicated_state replicated_keys(key_store& keys);
 
 // -- rate limits ----------------------------------------------------------------------------------
 

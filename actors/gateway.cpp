@@ -874,6 +874,8 @@ private:
     auto made = gw_.sec.keys().create(tenant, *level, name);
     if (!made)
       return reply_error(made.error());
+    if (auto* c = gw_.cluster_view.load()) // every member has it a moment later
+      c->state_changed();
     audit_target_ = made->first.id;
     log::event(spdlog::level::info, "api_key_created",
                {{"id", made->first.id},
@@ -936,6 +938,8 @@ private:
                      + " and may not revoke a key of role " + std::string{to_string(rec->level)}));
     if (auto err = gw_.sec.keys().revoke(key_id))
       return reply_error(err);
+    if (auto* c = gw_.cluster_view.load())
+      c->state_changed();
     log::event(spdlog::level::info, "api_key_revoked",
                {{"id", key_id}, {"tenant", rec->tenant}, {"by", principal_->subject}}, {}, cid_);
     reply_json(http::status::no_content, {});

@@ -97,6 +97,7 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
     if (!c)
       return fail(1, message_of(c.error()));
     member = std::move(*c);
+    member->replicate(replicated_keys((*sec)->keys())); // API keys: the same on every member
     (*gw)->set_cluster(member.get());
     if (bin)
       bin->set_cluster(member.get());

@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 5;
+constexpr uint32_t cluster_protocol_version = 6;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -133,6 +133,22 @@ struct migrate_in {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, migrate_in& x) {
   return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from);
+}
+
+/// Anti-entropy for state every member keeps a copy of (the API keys, actors/auth.hpp
+/// `key_store`: a CRDT, so merging in any order converges). `digest` alone: "this is what I
+/// have"; a receiver whose digest differs answers with its whole `state` and `reply` set. With
+/// `state`: merge it; with `reply` set and a digest that still differs after the merge, answer
+/// with this node's `state` (reply unset). Two messages make two members equal.
+struct key_sync {
+  std::string digest;
+  std::string state;
+  bool reply = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, key_sync& x) {
+  return f(caf::meta::type_name("hive.key_sync"), x.digest, x.state, x.reply);
 }
 
 } // namespace hive

@@ -26,5 +26,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(hive, (hive::remote_spawn))
   CAF_ADD_TYPE_ID(hive, (hive::migrate_in))
   CAF_ADD_TYPE_ID(hive, (hive::add_request))
+  CAF_ADD_TYPE_ID(hive, (hive::key_sync))
 
 CAF_END_TYPE_ID_BLOCK(hive)

@@ -81,6 +81,7 @@ using farewell_atom = caf::atom_constant<caf::atom("hcbye")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
+using keys_changed_atom = caf::atom_constant<caf::atom("hckeys")>;
 /// Every `cluster.heartbeat_interval_ms`: pings the linked members, checks for silent ones.
 using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
 /// A member's heartbeat: (ping_atom, its name).
@@ -220,6 +221,21 @@ void publish(manager_actor* self) {
   std::lock_guard<std::mutex> guard{st.shared->mtx};
   st.shared->members = std::move(list);
   st.shared->linked = std::move(linked);
+}
+
+/// What `cluster::replicate` set (empty functions before).
+cluster::replicated_state replicated(const manager_state& st) {
+  std::lock_guard<std::mutex> guard{st.shared->mtx};
+  return st.shared->replicated;
+}
+
+/// Sends the replicated state's digest (or, with `full`, the whole state, asking for the
+/// receiver's if it differs) to `peer`.
+void send_key_sync(manager_actor* self, const caf::actor& peer, bool full) {
+  auto r = replicated(self->state);
+  if (!r.digest || !peer)
+    return;
+  self->send(peer, key_sync{r.digest(), full ? r.state() : std::string{}, full});
 }
 
 /// Sends the member list to every connected member.
@@ -367,6 +383,7 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
     // A new link: the peer hears this node's view now, whatever changed since it last did
     // (e.g. this node went up while the peer knew it joining).
     self->send(handle, member_gossip{member_list(st)});
+    send_key_sync(self, handle, false);
   }
   st.heard[m.name] = std::chrono::steady_clock::now();
   st.suspects.erase(m.name);
@@ -606,6 +623,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         st.gossiped_agents = st.table->self().agents;
         gossip(self);
       }
+      for (auto& [n, h] : st.handles) // anti-entropy of the replicated state (API keys)
+        if (auto peer = st.gossip_handle(n))
+          send_key_sync(self, peer, false);
       self->delayed_send(self, st.join_retry, tick_atom::value);
     },
     [self](connected_atom, const std::string& address, caf::actor& handle) {
@@ -857,6 +877,28 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       log::event(spdlog::level::info, "cluster_left", {{"members", st.table->others().size()}});
       if (*waiting == 0)
         self->quit();
+    },
+    [self](keys_changed_atom) {
+      auto& st = self->state;
+      for (auto& [n, h] : st.handles)
+        if (auto peer = st.gossip_handle(n))
+          send_key_sync(self, peer, true);
+    },
+    [self](key_sync& ks) {
+      auto r = replicated(self->state);
+      auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!r.digest || !sender)
+        return;
+      if (!ks.state.empty())
+        if (auto err = r.merge(ks.state))
+          log::event(spdlog::level::warn, "key_sync_refused", {{"reason", describe(err)}});
+      auto mine = r.digest();
+      if (mine == ks.digest)
+        return;
+      // A digest that differs: send ours (and ask for theirs). A state that differs even
+      // after merging it: send ours back, once.
+      if (ks.state.empty() || ks.reply)
+        self->send(sender, key_sync{mine, r.state(), ks.state.empty()});
     },
     [self](farewell_atom, member_gossip& g) {
       if (merge(self, g.members,
@@ -1164,6 +1206,15 @@ std::vector<std::pair<std::string, std::string>> cluster::shared_state::call_tar
   for (auto& [_, n, t] : scored)
     out.emplace_back(std::move(n), std::move(t));
   return out;
+}
+
+void cluster::replicate(replicated_state s) {
+  std::lock_guard<std::mutex> guard{shared_->mtx};
+  shared_->replicated = std::move(s);
+}
+
+void cluster::state_changed() {
+  caf::anon_send(shared_->manager, keys_changed_atom::value);
 }
 
 void cluster::migrate(const agent_id& id, const std::string& to, uint64_t correlation_id,

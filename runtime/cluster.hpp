@@ -136,6 +136,28 @@ public:
   /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
 
+  /// State every member keeps a copy of, replicated by the node managers (protocols/cluster.hpp
+  /// `key_sync`): the layer above plugs its API key store in here. `merge` must be
+  /// commutative, associative and idempotent (a CRDT); all three are called on the manager's
+  /// thread and must be thread-safe against the store's other users.
+  struct replicated_state {
+    /// A short fingerprint of the state (equal states, equal digests).
+    std::function<std::string()> digest;
+    /// The whole state, as `merge` takes it.
+    std::function<std::string()> state;
+    /// Merges another member's state; an error (malformed) is logged and changes nothing.
+    std::function<caf::error(const std::string&)> merge;
+  };
+
+  /// Replicates `s` from now on: its digest goes to every linked member on each tick
+  /// (`cluster.join_retry_ms`) and on each new link; differences are repaired with two
+  /// messages. Set it once, before `state_changed`.
+  void replicate(replicated_state s);
+
+  /// The replicated state changed here (a key was created or revoked): sends it to every
+  /// linked member now, without waiting for the next tick.
+  void state_changed();
+
   /// Shared between the node manager and this object (the manager publishes the list).
   struct shared_state {
     mutable std::mutex mtx;
@@ -155,6 +177,9 @@ public:
     caf::actor manager;
     std::shared_ptr<call_transport> transport;
     std::string self_name;
+
+    /// What `replicate` set (guarded by `mtx`; empty functions until then).
+    replicated_state replicated;
 
     /// The linked members that serve calls (up or leaving), this node excluded, as (name, transport
     /// address): `preferred` first (if among them), then in placement order for `id`.

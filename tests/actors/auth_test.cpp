@@ -259,6 +259,77 @@ TEST(KeyStore, RefusesBadInputTheBoundAndDamagedFiles) {
   EXPECT_EQ(read_all(path), "{\"version\":1,\"keys\":[{\"id\":\"zz\"}]}");
 }
 
+TEST(KeyStore, MergingConvergesInAnyOrderAndRevocationsWin) {
+  hive::test::temp_dir dir;
+  auto a = hive::key_store::open((dir.path / "a.json").string(), 10);
+  auto b = hive::key_store::open((dir.path / "b.json").string(), 10);
+  auto c = hive::key_store::open("", 10);
+  ASSERT_TRUE(a && b && c);
+  auto ka = (*a)->create("acme", role::operator_, "on-a");
+  auto kb = (*b)->create("beta", role::viewer, "on-b");
+  auto gone = (*a)->create("acme", role::viewer, "doomed");
+  ASSERT_TRUE(ka && kb && gone);
+  EXPECT_NE((*a)->digest(), (*b)->digest());
+  // b learns a's keys, c learns b's (with a's), a learns c's: all three have all three keys.
+  auto m1 = (*b)->merge((*a)->state());
+  ASSERT_TRUE(m1) << hive::message_of(m1.error());
+  EXPECT_TRUE(m1->changed);
+  ASSERT_TRUE((*c)->merge((*b)->state()));
+  ASSERT_TRUE((*a)->merge((*c)->state()));
+  for (auto* ks : {a->get(), b->get(), c->get()}) {
+    EXPECT_TRUE(ks->check(ka->second));
+    EXPECT_TRUE(ks->check(kb->second));
+    EXPECT_EQ(ks->digest(), (*a)->digest());
+  }
+  // Merging again changes nothing (idempotent).
+  auto same = (*a)->merge((*b)->state());
+  ASSERT_TRUE(same);
+  EXPECT_FALSE(same->changed);
+  // A revocation on c beats the copy a still has, whichever merges first; it survives a
+  // reopen, and a later merge of an old state (with the key) does not bring it back.
+  auto old_b = (*b)->state();
+  ASSERT_FALSE((*c)->revoke(gone->first.id));
+  ASSERT_TRUE((*a)->merge((*c)->state()));
+  ASSERT_TRUE((*b)->merge((*a)->state()));
+  for (auto* ks : {a->get(), b->get(), c->get()}) {
+    EXPECT_FALSE(ks->check(gone->second));
+    EXPECT_EQ(ks->revoked(), 1u);
+  }
+  auto back = (*a)->merge(old_b);
+  ASSERT_TRUE(back);
+  EXPECT_FALSE(back->changed);
+  EXPECT_FALSE((*a)->check(gone->second)) << "an old state brought a revoked key back";
+  auto reopened = hive::key_store::open((dir.path / "a.json").string(), 10);
+  ASSERT_TRUE(reopened);
+  EXPECT_EQ((*reopened)->digest(), (*a)->digest());
+  auto resurrect = (*reopened)->merge(old_b);
+  ASSERT_TRUE(resurrect);
+  EXPECT_FALSE((*reopened)->check(gone->second)) << "the tombstone was lost across reopen";
+}
+
+TEST(KeyStore, MergeRefusesMalformedStateAndKeepsTheBound) {
+  auto a = hive::key_store::open("", 2);
+  auto b = hive::key_store::open("", 10);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE((*a)->create("acme", role::viewer, "mine"));
+  auto before = (*a)->digest();
+  for (std::string bad :
+       {"", "[]", R"({"keys":[{"id":"zz"}]})",
+        R"({"keys":[],"revoked":[{"id":"not-hex-at-all!"}]})", R"({"keys":[],"revoked":{}})"}) {
+    auto m = (*a)->merge(bad);
+    ASSERT_FALSE(m) << bad;
+    EXPECT_EQ(hive::code_of(m.error()), errc::invalid_argument) << bad;
+    EXPECT_EQ((*a)->digest(), before) << "a refused merge changed the store: " << bad;
+  }
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE((*b)->create("beta", role::viewer, "k" + std::to_string(i)));
+  auto m = (*a)->merge((*b)->state());
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->changed);
+  EXPECT_EQ(m->left_out, 2u) << "auth.keys_max = 2 holds on merge too";
+  EXPECT_EQ((*a)->size(), 2u);
+}
+
 TEST(Security, AuthenticatesBootstrapKeysJwtsAndNamesWhatIsWrong) {
   hive::node_config cfg;
   hive::security::settings s;

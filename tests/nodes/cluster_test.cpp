@@ -407,6 +407,65 @@ TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it
   EXPECT_EQ(ask_value(2, "acme/on-n2", R"({"op":"add","by":1})"), 6);
 }
 
+TEST_F(cluster_test, an_api_key_made_on_one_node_works_on_all_and_a_revocation_reaches_all) {
+  form_three();
+  // A key created through n1.
+  http_client admin{nodes[0].proc->gateway_port};
+  auto made =
+    admin.request("POST", "/v1/keys", R"({"tenant":"beta","role":"operator","name":"everywhere"})");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  auto key = json::parse(made->body)["key"].get<std::string>();
+  auto id = json::parse(made->body)["id"].get<std::string>();
+  auto works_on = [&](size_t i) {
+    http_client as_key{nodes[i].proc->gateway_port, key};
+    auto r = as_key.request("GET", "/v1/agents?tenant=beta");
+    return r && r->status == 200;
+  };
+  auto refused_on = [&](size_t i) {
+    http_client as_key{nodes[i].proc->gateway_port, key};
+    auto r = as_key.request("GET", "/v1/agents?tenant=beta");
+    return r && r->status == 401;
+  };
+  auto everywhere = within(5s, [&] { return works_on(0) && works_on(1) && works_on(2); });
+  ASSERT_TRUE(everywhere) << "the key did not reach every node\n" << log_tails();
+  std::cout << "a key made on n1 worked on n2 and n3 after " << everywhere->count() << " ms"
+            << std::endl;
+  // n2 lists it (the key text is never listed anywhere).
+  http_client admin2{nodes[1].proc->gateway_port};
+  auto listed = admin2.request("GET", "/v1/keys?tenant=beta");
+  ASSERT_TRUE(listed);
+  EXPECT_NE(listed->body.find(id), std::string::npos) << listed->body;
+  EXPECT_EQ(listed->body.find(key), std::string::npos) << listed->body;
+  // Revoked through n3: refused on every node soon after.
+  http_client admin3{nodes[2].proc->gateway_port};
+  auto revoked = admin3.request("DELETE", "/v1/keys/" + id);
+  ASSERT_TRUE(revoked);
+  ASSERT_EQ(revoked->status, 204) << revoked->body;
+  auto gone = within(5s, [&] { return refused_on(0) && refused_on(1) && refused_on(2); });
+  ASSERT_TRUE(gone) << "the revocation did not reach every node\n" << log_tails();
+  std::cout << "a revocation on n3 reached n1 and n2 after " << gone->count() << " ms" << std::endl;
+  // A key made while n2 is down reaches it when it comes back (anti-entropy on the new
+  // link), and the revocation stays in force there after its restart.
+  nodes[1].proc->signal(SIGKILL);
+  ASSERT_TRUE(within(10s, [&] { return all_see({0, 2}, "n2", "down"); }));
+  auto later =
+    admin.request("POST", "/v1/keys", R"({"tenant":"beta","role":"viewer","name":"late"})");
+  ASSERT_TRUE(later);
+  ASSERT_EQ(later->status, 201) << later->body;
+  key = json::parse(later->body)["key"].get<std::string>();
+  start(1, nodes[0].proc->cluster_port);
+  ASSERT_TRUE(within(20s, [&] { return all_see({0, 1, 2}, "n2", "up"); }));
+  EXPECT_TRUE(within(5s, [&] { return works_on(1); }))
+    << "n2 never got the key made while it was down\n"
+    << log_tails();
+  http_client old_key{nodes[1].proc->gateway_port,
+                      json::parse(made->body)["key"].get<std::string>()};
+  auto old = old_key.request("GET", "/v1/agents?tenant=beta");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->status, 401) << "a revoked key came back on n2 after its restart";
+}
+
 TEST_F(cluster_test, a_frozen_node_is_suspect_then_down_and_comes_back_when_thawed) {
   form_three();
   nodes[2].proc->signal(SIGSTOP);
