@@ -1530,26 +1530,22 @@ int apply_settings(const global_flags& f, const shell_base* base) {
     return v != nullptr ? v : "";
   };
   json_output = f.json || (base != nullptr && base->json);
-  if (!f.url.empty())
-    gateway_url = f.url;
-  else if (auto e = env("HIVE_URL"); !e.empty())
-    gateway_url = e;
-  else if (!cfg.url.empty())
-    gateway_url = cfg.url;
-  else if (base != nullptr)
-    gateway_url = base->url;
-  else
-    gateway_url = "http://127.0.0.1:8080";
-  if (!f.ca_file.empty())
-    ca_file = f.ca_file;
-  else if (auto e = env("HIVE_CA_FILE"); !e.empty())
-    ca_file = e;
-  else if (!cfg.ca_file.empty())
-    ca_file = cfg.ca_file;
-  else if (base != nullptr)
-    ca_file = base->ca_file;
-  else
-    ca_file.clear();
+  // The first that is set: the flag, the environment, the config file, the shell's, else
+  // `fallback`.
+  auto pick = [&](const std::string& flag, const char* var, const std::string& file,
+                  const std::string* shell, std::string fallback) {
+    if (!flag.empty())
+      return flag;
+    if (auto e = env(var); !e.empty())
+      return e;
+    if (!file.empty())
+      return file;
+    return shell != nullptr ? *shell : fallback;
+  };
+  gateway_url = pick(f.url, "HIVE_URL", cfg.url, base != nullptr ? &base->url : nullptr,
+                     "http://127.0.0.1:8080");
+  ca_file =
+    pick(f.ca_file, "HIVE_CA_FILE", cfg.ca_file, base != nullptr ? &base->ca_file : nullptr, {});
   if (!ca_file.empty()) {
     std::ifstream probe{ca_file};
     if (!probe)
