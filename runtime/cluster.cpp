@@ -230,12 +230,16 @@ cluster::replicated_state replicated(const manager_state& st) {
 }
 
 /// Sends the replicated state's digest (or, with `full`, the whole state, asking for the
-/// receiver's if it differs) to `peer`.
-void send_key_sync(manager_actor* self, const caf::actor& peer, bool full) {
-  auto r = replicated(self->state);
-  if (!r.digest || !peer)
+/// receiver's if it differs) to every linked member; digest and state are computed once.
+void send_key_sync(manager_actor* self, bool full) {
+  auto& st = self->state;
+  auto r = replicated(st);
+  if (!r.digest)
     return;
-  self->send(peer, key_sync{r.digest(), full ? r.state() : std::string{}, full});
+  key_sync msg{r.digest(), full ? r.state() : std::string{}, full};
+  for (auto& [n, h] : st.handles)
+    if (auto peer = st.gossip_handle(n))
+      self->send(peer, msg);
 }
 
 /// Sends the member list to every connected member.
@@ -383,7 +387,8 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
     // A new link: the peer hears this node's view now, whatever changed since it last did
     // (e.g. this node went up while the peer knew it joining).
     self->send(handle, member_gossip{member_list(st)});
-    send_key_sync(self, handle, false);
+    if (auto r = replicated(st); r.digest)
+      self->send(handle, key_sync{r.digest(), {}, false});
   }
   st.heard[m.name] = std::chrono::steady_clock::now();
   st.suspects.erase(m.name);
@@ -623,9 +628,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         st.gossiped_agents = st.table->self().agents;
         gossip(self);
       }
-      for (auto& [n, h] : st.handles) // anti-entropy of the replicated state (API keys)
-        if (auto peer = st.gossip_handle(n))
-          send_key_sync(self, peer, false);
+      send_key_sync(self, false); // anti-entropy of the replicated state (API keys)
       self->delayed_send(self, st.join_retry, tick_atom::value);
     },
     [self](connected_atom, const std::string& address, caf::actor& handle) {
@@ -878,12 +881,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       if (*waiting == 0)
         self->quit();
     },
-    [self](keys_changed_atom) {
-      auto& st = self->state;
-      for (auto& [n, h] : st.handles)
-        if (auto peer = st.gossip_handle(n))
-          send_key_sync(self, peer, true);
-    },
+    [self](keys_changed_atom) { send_key_sync(self, true); },
     [self](key_sync& ks) {
       auto r = replicated(self->state);
       auto sender = caf::actor_cast<caf::actor>(self->current_sender());
