@@ -454,6 +454,8 @@ struct forwarder_state {
   /// Asks sent through the remote forwarder, waiting for their answers, by number.
   uint64_t next = 1;
   std::unordered_map<uint64_t, caf::response_promise> waiting;
+  /// When the last call came in: the forwarding ends only after a quiet spell.
+  std::chrono::steady_clock::time_point last_call = std::chrono::steady_clock::now();
   static inline const char* name = "hive.forwarder";
 };
 
@@ -461,10 +463,13 @@ using forwarder_actor = caf::stateful_actor<forwarder_state>;
 
 /// Calls for an agent that moved away go on to node `to` as `remote_call`s, in arrival order:
 /// through `ctx->forwarder` when set (the call transport), else to `remote` (what the ship
-/// function returned). `migrate_expire_atom` ends the forwarding: the forwarder removes its
-/// `moved` entry itself (so every call handed to it before is still sent, and in order, ahead
-/// of anything sent to the new node afterwards), then quits once every forwarded ask is
-/// answered; the end of `owner` (its tenant supervisor) ends it too.
+/// function returned). `migrate_expire_atom` ends the forwarding once no call came for
+/// `cluster.migration_forward_ms` and none is queued (otherwise it asks again after the rest of
+/// that spell): the forwarder removes its `moved` entry itself (so every call handed to it
+/// before is still sent, and in order, ahead of anything sent to the new node afterwards),
+/// then quits once every forwarded ask is answered; the end of `owner` (its tenant supervisor)
+/// ends it too. A sender that keeps using the old location keeps its order this way: its calls
+/// switch from the forwarder to the relay of the cluster (see cluster.cpp) only after a pause.
 caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id, caf::actor owner,
                            std::string to, const ctx_ptr& ctx, uint64_t token) {
   self->monitor(owner);
@@ -488,6 +493,7 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
   };
   return {
     [self, remote, id, to, forwarder = ctx->forwarder, finish](agent_call& call) {
+      self->state.last_call = std::chrono::steady_clock::now();
       auto via = forwarder->get();
       if (!self->current_mailbox_element()->mid.is_request()) {
         if (via)
@@ -525,9 +531,23 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
     [settle](forward_done_atom, uint64_t n, caf::error& err) { settle(n, std::move(err)); },
     [](agent_reply&) {}, // the answers to forwarded tells
     [](caf::error&) {},
-    [self, id, moved = ctx->moved, token](migrate_expire_atom) {
+    [self, id, owner, moved = ctx->moved, token,
+     quiet_min =
+       std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms)](migrate_expire_atom) {
+      auto mine = moved->find(id.str());
+      if (mine && mine->token == token) {
+        // Still in use (or calls queued behind this message): ask again after a quiet spell.
+        auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - self->state.last_call);
+        if (quiet < quiet_min || !self->mailbox().empty()) {
+          auto rest = std::max(std::chrono::milliseconds{1}, quiet_min - quiet);
+          self->delayed_send(owner, rest, migrate_expire_atom::value, id, token);
+          return;
+        }
+      }
       // From now on calls by id no longer come here; those queued before this point are
-      // still in the mailbox, ahead of `forward_gone_atom`.
+      // still in the mailbox, ahead of `forward_gone_atom`. (An entry taken already: the
+      // agent came back here, see adopt_atom.)
       (void)moved->take(id.str(), token);
       self->send(self, forward_gone_atom::value);
     },
@@ -1052,13 +1072,10 @@ caf::error tell_missing(const std::shared_ptr<store>& db, const moved_agents& mo
     auto meta = db->get_meta(id.str());
     if (!meta)
       return std::move(meta.error());
-    if (!*meta) {
-      if (auto m = moved.find(id.str())) { // moved away: on to its new node
-        caf::anon_send(m->forwarder, call);
-        return {};
-      }
+    // Moved away: its forwarder is found by the tenant supervisor, like every other call to
+    // an id that is not running here (one path, so one order per sender; see with_target).
+    if (!*meta && !moved.find(id.str()))
       return make_error(errc::agent_not_found, "no agent " + id.str());
-    }
   }
   caf::anon_send(root, activate_atom::value, activate_job{id, [call](caf::expected<caf::actor> t) {
                                                             if (t)
@@ -1314,13 +1331,12 @@ caf::error node_runtime::activate_then(const agent_id& id,
     auto meta = db_->get_meta(id.str());
     if (!meta)
       return std::move(meta.error());
-    if (!*meta) {
-      if (auto m = moved_->find(id.str())) { // moved away: on to its new node
-        then(m->forwarder);
-        return {};
-      }
+    // Moved away: on to its new node through its forwarder, which the tenant supervisor
+    // finds. Never straight to the forwarder from here: calls that went to the supervisor
+    // while the move finished (or while the record was being erased) are still on their way
+    // there, and a shortcut would overtake them.
+    if (!*meta && !moved_->find(id.str()))
       return make_error(errc::agent_not_found, "no agent " + id.str());
-    }
   }
   if (stopping_.load())
     return make_error(errc::shutting_down, "node is shutting down");
