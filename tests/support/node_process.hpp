@@ -58,16 +58,24 @@ struct temp_dir {
   ::_exit(127);
 }
 
-/// A file holding `test_admin_key` (written once per test process).
+/// A file holding `test_admin_key` (written once per test process, removed at its exit).
 inline const std::string& test_admin_key_file() {
-  static const std::string path = [] {
-    auto p = std::filesystem::temp_directory_path()
-      / ("hive-test-admin-key-" + std::to_string(::getpid()));
-    std::ofstream out{p};
-    out << test_admin_key << "\n";
-    return p.string();
-  }();
-  return path;
+  struct key_file {
+    std::string path;
+    key_file() {
+      auto p = std::filesystem::temp_directory_path()
+        / ("hive-test-admin-key-" + std::to_string(::getpid()));
+      std::ofstream out{p};
+      out << test_admin_key << "\n";
+      path = p.string();
+    }
+    ~key_file() {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+  };
+  static const key_file file;
+  return file.path;
 }
 
 class node_process {
