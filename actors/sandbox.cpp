@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -232,6 +233,8 @@ struct child_plan {
       ::sigaction(sig, &p.default_action, nullptr);
   if (::setpgid(0, 0) != 0)
     fail(child_stage::setpgid);
+  // Dies with the thread that started it: a node killed with SIGKILL leaves no tool running.
+  (void)::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (p.unshare_net && ::unshare(CLONE_NEWNET) != 0)
     fail(child_stage::unshare);
   if (::chdir(p.cwd) != 0)

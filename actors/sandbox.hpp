@@ -1,6 +1,7 @@
 #pragma once
 
-// A sandboxed child-process runner: the core of a future "tool runner" agent kind.
+// A sandboxed child-process runner: the core of the `tool_runner` agent kind
+// (actors/tool_runner.hpp).
 //
 // `run_sandboxed` starts one allow-listed executable with fork + execve (no shell), in its own
 // process group, with an environment made only of the declared variables, a fresh scratch
@@ -19,7 +20,9 @@
 //   limit is exceeded the whole group gets SIGKILL; when the child exits, the group gets
 //   SIGKILL before the child is reaped, so a background process it left behind dies with the
 //   call. A descendant that leaves the group (setsid, setpgid) escapes this: a PID namespace
-//   or cgroup would be needed for that, and is not used.
+//   or cgroup would be needed for that, and is not used. The child also gets
+//   PR_SET_PDEATHSIG = SIGKILL: it dies if the thread that started it ends (a node killed
+//   with SIGKILL leaves no tool running).
 // - Output: at most `output_bytes_max` bytes are kept per stream. Producing more kills the
 //   tool's group: `stopped_by` is "output" and the stream's `*_truncated` flag is set. After
 //   the child exited, pipes held open by escaped descendants are drained for at most

@@ -60,6 +60,29 @@ std::string allowed_text(const key_spec& k) {
   return k.unit;
 }
 
+} // namespace
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    auto comma = text.find(',', pos);
+    if (comma == std::string_view::npos)
+      comma = text.size();
+    auto item = text.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ')
+      item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ')
+      item.remove_suffix(1);
+    if (!item.empty())
+      out.emplace_back(item);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+namespace {
+
 // The key table is aligned by hand: clang-format 14 puts every member of a braced list that
 // holds lambdas on its own line.
 // clang-format off
@@ -227,6 +250,27 @@ const std::vector<key_spec>& key_table() {
     t.push_back(path_key("audit.path", [](node_config& c) { return &c.audit.path; }));
     t.push_back(HIVE_INT_KEY(audit, file_bytes_max, 4096, int64_t{1} << 40, "bytes"));
     t.push_back(HIVE_INT_KEY(audit, files_max, 1, 1000, "files"));
+    t.push_back(key_spec{"tools.allowed_executables", "path list", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.tools.allowed_executables; }, {},
+                         [](std::string_view v) -> caf::error {
+                           for (auto& p : split_list(v))
+                             if (p.empty() || p.front() != '/' || p.size() > 4096)
+                               return config_error("tools.allowed_executables: '" + p
+                                                   + "' is not an absolute path of at most "
+                                                     "4096 bytes");
+                           return {};
+                         },
+                         "comma-separated absolute paths; empty = none"});
+    t.push_back(path_key("tools.scratch_dir", [](node_config& c) { return &c.tools.scratch_dir; }));
+    t.push_back(HIVE_INT_KEY(tools, cpu_seconds_max, 1, 3600, "CPU seconds"));
+    t.push_back(HIVE_INT_KEY(tools, wall_ms_max, 1, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(tools, output_bytes_max, 1, 64 << 20, "bytes per stream"));
+    t.push_back(HIVE_INT_KEY(tools, address_space_bytes_max, 16 << 20, int64_t{1} << 40, "bytes"));
+    t.push_back(HIVE_INT_KEY(tools, open_files_max, 8, 65536, "files"));
+    t.push_back(HIVE_INT_KEY(tools, file_bytes_max, 0, int64_t{1} << 40, "bytes"));
+    t.push_back(HIVE_INT_KEY(tools, stdin_bytes_max, 0, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(tools, tools_per_agent_max, 1, 10000, "tools"));
+    t.push_back(HIVE_INT_KEY(tools, calls_remembered_max, 1, 10000000, "calls"));
     return t;
   }();
   return table;

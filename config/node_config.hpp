@@ -191,7 +191,32 @@ struct node_config {
     int64_t file_bytes_max = int64_t{256} << 20;
     int64_t files_max = 4;
   } audit;
+
+  /// The `tool_runner` kind (actors/tool_runner.hpp): what tools may run and their ceilings.
+  /// A tool declared at spawn names an executable from `allowed_executables` and limits at
+  /// most these.
+  struct tools_section {
+    /// Comma-separated absolute paths of the executables tools may run; empty: none.
+    std::string allowed_executables = {};
+    /// Where each run gets its fresh scratch directory. Empty: `tool-scratch` in the data
+    /// directory.
+    std::string scratch_dir = {};
+    int64_t cpu_seconds_max = 10;
+    int64_t wall_ms_max = 10000;
+    int64_t output_bytes_max = 1 << 20;
+    int64_t address_space_bytes_max = int64_t{1} << 30;
+    int64_t open_files_max = 64;
+    int64_t file_bytes_max = int64_t{64} << 20;
+    int64_t stdin_bytes_max = 1 << 20;
+    /// Tools one tool_runner agent may declare.
+    int64_t tools_per_agent_max = 64;
+    /// Keyed calls a tool_runner remembers (their intent and result), oldest forgotten first.
+    int64_t calls_remembered_max = 10000;
+  } tools;
 };
+
+/// The items of a comma-separated list, trimmed of spaces; empty items are dropped.
+[[nodiscard]] std::vector<std::string> split_list(std::string_view text);
 
 /// The endpoints of a comma-separated `HOST:PORT` list (`cluster.seeds`); empty text = none.
 [[nodiscard]] caf::expected<std::vector<endpoint>> parse_endpoint_list(std::string_view text,

@@ -17,6 +17,7 @@
 #include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
 #include "actors/sample_kinds.hpp"
+#include "actors/tool_runner.hpp"
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/bootstrap.hpp"
@@ -53,6 +54,10 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   kind_registry kinds;
   if (auto err = register_sample_kinds(kinds))
     return fail(1, message_of(err));
+  auto scratch =
+    cfg.tools.scratch_dir.empty() ? dir->path() + "/tool-scratch" : cfg.tools.scratch_dir;
+  if (auto err = register_tool_kinds(kinds, cfg.tools, scratch))
+    return fail(2, message_of(err));
   auto m = std::make_shared<metrics>();
   auto metrics_port = m->serve(cfg.metrics.listen);
   if (!metrics_port)

@@ -2,6 +2,7 @@
 
 #include <cassert>
 #include <chrono>
+#include <future>
 #include <list>
 #include <unordered_map>
 
@@ -216,6 +217,7 @@ void reload(agent_actor_type* self) {
 }
 
 void start_passivation(agent_actor_type* self);
+caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events);
 
 /// Hands the supervisor the state of a migrating agent (every applied event is durable).
 void send_migration_state(agent_actor_type* self) {
@@ -331,6 +333,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         t0 = std::chrono::steady_clock::now();
       call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max, call.content};
       ctx.bind(st.instance.get());
+      if (st.cfg.detached && st.cfg.mode == persistence_mode::journaled)
+        ctx.set_committer(
+          [self](std::vector<std::string>& events) { return commit_now(self, events); });
       caf::expected<std::string> result{std::string{}};
       try {
         result = st.instance->handle(ctx);
@@ -531,6 +536,33 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
   };
 }
 
+caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events) {
+  // On the agent's own thread (a detached actor): appended like the events of a finished
+  // call (committed_atom does the bookkeeping later), and waited for here.
+  auto& st = self->state;
+  std::vector<std::future<caf::error>> waits;
+  for (auto& payload : events) {
+    records::event_record ev;
+    ev.hdr = {st.cfg.id.str(), st.cfg.position.epoch, ++st.applied_seq};
+    ev.payload = std::move(payload);
+    ++st.inflight;
+    ++st.since_snapshot;
+    auto done = std::make_shared<std::promise<caf::error>>();
+    waits.push_back(done->get_future());
+    st.cfg.db->append(std::move(ev),
+                      [h = self_handle(self), seq = st.applied_seq, done](caf::error err) {
+                        done->set_value(err);
+                        caf::anon_send(h, committed_atom::value, seq, std::move(err));
+                      });
+  }
+  events.clear();
+  caf::error first;
+  for (auto& w : waits)
+    if (auto err = w.get(); err && !first)
+      first = std::move(err);
+  return first;
+}
+
 void start_passivation(agent_actor_type* self) {
   auto& st = self->state;
   if (st.passivating)
@@ -553,6 +585,8 @@ void start_passivation(agent_actor_type* self) {
 
 caf::actor spawn_agent_actor(caf::actor_system& sys, agent_actor_config cfg,
                              std::shared_ptr<agent> instance) {
+  if (cfg.detached)
+    return sys.spawn<caf::detached>(agent_actor_fn, std::move(cfg), std::move(instance));
   return sys.spawn(agent_actor_fn, std::move(cfg), std::move(instance));
 }
 

@@ -42,6 +42,9 @@ struct agent_actor_config {
   /// Delivers what the agent sends to other agents (`call_context::send`), by id, anywhere in
   /// the cluster; failures are the hook's to log. Empty: such messages are dropped and logged.
   std::function<void(const agent_id& to, agent_call call)> send;
+  /// The kind's calls may block (`kind_spec::blocking`): the agent gets its own thread, and
+  /// journaled ones may `call_context::commit`.
+  bool detached = false;
 
   // -- persistence (ignored for ephemeral agents) -----------------------------------------
   persistence_mode mode = persistence_mode::ephemeral;

@@ -37,6 +37,14 @@ caf::error call_context::emit(std::string event) {
   return {};
 }
 
+caf::error call_context::commit() {
+  if (!committer_)
+    return make_error(errc::internal,
+                      self_id_.str()
+                        + ": commit() needs a journaled kind marked blocking (kind_spec)");
+  return committer_(events_);
+}
+
 caf::error call_context::check_send(const agent_id& to) const {
   if (to.tenant != self_id_.tenant)
     return make_error(errc::invalid_argument,

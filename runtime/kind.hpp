@@ -73,6 +73,18 @@ public:
   /// Other kinds: applies the event without journaling it.
   [[nodiscard]] caf::error emit(std::string event);
 
+  /// Journaled kinds marked `kind_spec::blocking`: makes the events emitted so far durable
+  /// now, before the call goes on (an intent recorded before an effect outside the agent,
+  /// such as running a tool), blocking the agent's thread until the store has synced them.
+  /// Errors: the store's (nothing after the failed event is durable), or `internal` for a
+  /// kind that is not blocking and journaled.
+  [[nodiscard]] caf::error commit();
+
+  /// Set by the runtime before `handle` (blocking journaled kinds): what `commit` calls.
+  void set_committer(std::function<caf::error(std::vector<std::string>&)> f) {
+    committer_ = std::move(f);
+  }
+
   /// Sends `body` (JSON text) one way to the agent `to` of the same tenant, wherever it lives
   /// in the cluster (like Erlang's `!` from inside a process). The message goes out only if
   /// this call succeeds, after its reply is released: for journaled kinds once this call's
@@ -127,6 +139,7 @@ private:
   agent* target_ = nullptr;
   std::vector<std::string> events_;
   std::vector<outgoing> outbox_;
+  std::function<caf::error(std::vector<std::string>&)> committer_;
 };
 
 /// An agent's behaviour. The runtime owns one instance per activation inside a CAF actor and
@@ -176,6 +189,10 @@ struct kind_spec {
   std::function<caf::expected<std::unique_ptr<agent>>(const nlohmann::json& config)> make;
   /// How its agents' state survives (needs a node with a store; otherwise ephemeral).
   persistence_mode persistence = persistence_mode::ephemeral;
+  /// Its calls may block for long (a tool runner waits for a child process): each agent gets
+  /// its own thread instead of sharing the scheduler's workers, and journaled ones may use
+  /// `call_context::commit`. Costs a thread per live agent: keep such agents few.
+  bool blocking = false;
 };
 
 /// The kinds a node can spawn, registered at start-up (not thread-safe to modify afterwards).

@@ -269,6 +269,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     acfg.kind = view.kind;
     acfg.json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
     acfg.metrics = ctx->metrics;
+    acfg.detached = kind->blocking;
     acfg.send = [sender = ctx->sender, from = view.id](const agent_id& to, agent_call call) {
       auto f = sender->get();
       auto cid = call.env.correlation_id;

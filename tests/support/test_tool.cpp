@@ -8,6 +8,7 @@
 //                           exits 3 when malloc returns null
 //   print BYTES             writes BYTES bytes of 'x' to stdout
 //   sleep MS                sleeps MS milliseconds
+//   effect PATH MS          appends "ran" to the file PATH, sleeps MS ms, prints "done"
 //   fork-sleep MS PATH      forks a child that sleeps MS ms and then creates the file PATH
 //                           (absolute); the parent exits 0 immediately
 //   pwd                     prints the working directory
@@ -109,6 +110,17 @@ int main(int argc, char** argv) {
   }
   if (mode == "print" && argc == 3)
     return write_x(1, std::strtoull(argv[2], nullptr, 10));
+  if (mode == "effect" && argc == 4) {
+    // An effect outside the sandbox: appends "ran" to the absolute file argv[2], then sleeps
+    // argv[3] ms (so a test can kill the node while the tool runs).
+    int fd = ::open(argv[2], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    if (fd < 0 || ::write(fd, "ran\n", 4) != 4)
+      return 1;
+    ::close(fd);
+    sleep_ms(std::atol(argv[3]));
+    std::printf("done\n");
+    return 0;
+  }
   if (mode == "sleep" && argc == 3) {
     sleep_ms(std::atol(argv[2]));
     return 0;
