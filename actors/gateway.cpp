@@ -136,14 +136,15 @@ enum class route_id {
   keys,
   key,
   openapi,
-  events
+  events,
+  capabilities
 };
 
 /// Every route, for `gateway::routes()`.
 constexpr route_id all_routes[] = {
   route_id::healthz, route_id::readyz,  route_id::agents, route_id::agent,         route_id::tell,
   route_id::ask,     route_id::migrate, route_id::backup, route_id::cluster_nodes, route_id::keys,
-  route_id::key,     route_id::openapi, route_id::events};
+  route_id::key,     route_id::openapi, route_id::events, route_id::capabilities};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -160,6 +161,7 @@ std::string_view path_template(route_id r) {
     case route_id::key: return "/v1/keys/{id}";
     case route_id::openapi: return "/v1/openapi.json";
     case route_id::events: return "/v1/events";
+    case route_id::capabilities: return "/v1/capabilities/{name}";
   }
   return "?";
 }
@@ -202,7 +204,8 @@ role required_role(route_id r, http::verb v) {
     case route_id::readyz:
     case route_id::cluster_nodes:
     case route_id::openapi:
-    case route_id::events: return role::viewer;
+    case route_id::events:
+    case route_id::capabilities: return role::viewer;
     case route_id::agents:
     case route_id::agent: return v == http::verb::get ? role::viewer : role::operator_;
     case route_id::tell:
@@ -683,6 +686,8 @@ private:
       route = route_id::events;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "keys")
       route = route_id::key;
+    else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "capabilities")
+      route = route_id::capabilities;
     else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
       if (parts.size() == 2)
         route = route_id::agents;
@@ -769,7 +774,55 @@ private:
           return reply_error(err);
         return reply_json(http::status::ok, std::string{gateway::openapi_json()});
       case route_id::events: return events(query, std::move(req));
+      case route_id::capabilities: return capability_providers(parts[2], query);
     }
+  }
+
+  /// `GET /v1/capabilities/{name}?tenant=&limit=`: the agents that offer `name`, cluster-wide,
+  /// least loaded first. Non-admins see their own tenant's only.
+  void capability_providers(const std::string& name, std::string_view query) {
+    if (auto err = validate_capability(name, "path"))
+      return reply_error(err);
+    auto q = parse_query(query, {"tenant", "limit"});
+    if (!q)
+      return reply_error(q.error());
+    auto page_max = static_cast<size_t>(gw_.cfg.page_size_max);
+    size_t limit = std::min<size_t>(100, page_max);
+    if (auto i = q->find("limit"); i != q->end()) {
+      auto n = parse_int(i->second);
+      if (!n || *n < 1)
+        return reply_error(http::status::bad_request, errc::invalid_argument,
+                           "query parameter 'limit' must be a positive integer, got '" + i->second
+                             + "'");
+      limit = std::min(static_cast<size_t>(*n), page_max);
+    }
+    std::string tenant;
+    if (auto i = q->find("tenant"); i != q->end() && !i->second.empty()) {
+      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
+        return reply_error(
+          make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
+      tenant = i->second;
+    }
+    if (principal_->level != role::admin) {
+      if (!tenant.empty())
+        if (auto err = authorize(*principal_, role::viewer, tenant, route_))
+          return reply_error(err);
+      tenant = principal_->tenant;
+    }
+    auto reply = [name](session& s, nlohmann::json& res) {
+      res["capability"] = name;
+      s.reply_json(http::status::ok, dump(res));
+    };
+    if (auto* c = gw_.cluster_view.load())
+      return c->providers(name, tenant, limit, default_timeout(),
+                          bind_reply<nlohmann::json>(default_guard(), reply));
+    auto list = nlohmann::json::array();
+    for (auto& p : gw_.rt.providers(name, tenant, limit))
+      list.push_back(to_json(p));
+    reply_json(http::status::ok,
+               dump(nlohmann::json{{"capability", name},
+                                   {"providers", std::move(list)},
+                                   {"nodes_failed", nlohmann::json::array()}}));
   }
 
   // -- the event stream -----------------------------------------------------------------------
@@ -1056,9 +1109,19 @@ private:
         if (!val.is_string())
           return bad_field("field 'node' must be a node name (a string)");
         node = val.template get<std::string>();
+      } else if (key == "capabilities") {
+        if (!val.is_array())
+          return bad_field("field 'capabilities' must be an array of capability names");
+        for (auto& c : val) {
+          if (!c.is_string())
+            return bad_field("field 'capabilities' must be an array of capability names");
+          sr.capabilities.push_back(c.template get<std::string>());
+        }
+        if (sr.capabilities.empty())
+          return bad_field("field 'capabilities' is empty: leave it out for the kind's defaults");
       } else {
         return bad_field("unknown field '" + key
-                         + "' (allowed: id, kind, config, breaker, restart, node)");
+                         + "' (allowed: id, kind, config, breaker, restart, node, capabilities)");
       }
     }
     if (!doc.contains("id"))

@@ -8,8 +8,9 @@
 //   GET    /readyz                           200 {"status":"ready"}; 503 once stopping
 //   POST   /v1/agents                        201 {"id","kind","node"}
 //          body {"id":"acme/c1","kind":"counter","config":{},"breaker":false,
-//                "restart":"permanent"|"transient"|"temporary"}  (config, breaker, restart
-//                optional; unknown fields are a 400)
+//                "restart":"permanent"|"transient"|"temporary","node":"n2",
+//                "capabilities":["summarize"]}  (all but id and kind optional; unknown
+//                fields are a 400)
 //   GET    /v1/agents?limit=&after=&tenant=  200 {"agents":[{"id","kind","node","restarts",
 //                                            "breaker"}...],"next":"<id>"|null}
 //   GET    /v1/agents/{tenant}/{name}        200 the agent's inspection JSON
@@ -35,6 +36,10 @@
 //                                            only unless admin; a consumer more than
 //                                            events_buffer_max events behind: close code 4008
 //                                            (the socket outright if that cannot be sent in 1 s)
+//   GET    /v1/capabilities/{name}?tenant=&limit=  200 {"capability","providers":[{"id",
+//                                            "node","state","load"}...],"nodes_failed":[...]}:
+//                                            every member's agents that declared it, least
+//                                            loaded first (state active|starting|passivated)
 //   GET    /v1/openapi.json                  200 the OpenAPI 3 document of these routes
 //                                            (protocols/openapi.json; a test checks it against
 //                                            `routes()` and the behaviour, both ways)
@@ -56,6 +61,8 @@
 //                                                 ?tenant= of another tenant is a 403)
 //   GET  /v1/cluster/nodes, GET /v1/openapi.json  viewer
 //   GET  /v1/events                               viewer, own tenant
+//   GET  /v1/capabilities/{name}                  viewer, own tenant (?tenant= of another
+//                                                 tenant is a 403; admin: all or ?tenant=)
 //   POST /v1/agents, DELETE /v1/agents/{id},
 //   POST .../tell, POST .../ask                   operator, own tenant
 //   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or

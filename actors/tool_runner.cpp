@@ -520,6 +520,7 @@ caf::error register_tool_kinds(kind_registry& registry, const node_config::tools
                  },
                  persistence_mode::journaled};
   spec.blocking = true;
+  spec.capabilities = {"tools"};
   return registry.add(std::move(spec));
 }
 

@@ -122,6 +122,8 @@ struct node_config {
 
   struct agents_section {
     int64_t agents_max = 100000;
+    /// Capabilities one agent may declare at spawn.
+    int64_t capabilities_per_agent_max = 16;
   } agents;
 
   struct storage_section {

@@ -709,6 +709,47 @@ command add_agents(CLI::App& parent) {
           }};
 }
 
+/// `capabilities NAME`: the agents that offer a capability, cluster-wide, least loaded first.
+command add_capabilities(CLI::App& parent) {
+  struct options {
+    std::string name;
+    std::string tenant;
+  };
+  auto opts = std::make_shared<options>();
+  auto* app = parent.add_subcommand(
+    "capabilities", "List the providers of a capability (GET /v1/capabilities/{name})");
+  app->add_option("name", opts->name, "The capability")->required();
+  app->add_option("--tenant", opts->tenant, "Only this tenant's (admin: default all)");
+  return {app, [opts] {
+            int code = exit_ok;
+            auto target = "/v1/capabilities/" + opts->name;
+            if (!opts->tenant.empty())
+              target += "?tenant=" + opts->tenant;
+            auto body = call_gateway(http::verb::get, target, {}, 200, "capabilities", code);
+            if (!body)
+              return code;
+            auto j = nlohmann::json::parse(*body, nullptr, false);
+            if (!j.is_object() || !j["providers"].is_array())
+              return fail(exit_failed, "capabilities: unexpected reply " + body->substr(0, 500));
+            if (json_output) {
+              std::cout << *body << std::endl;
+              return exit_ok;
+            }
+            table t{{"ID", "NODE", "STATE", "LOAD"}, {}, state_colour};
+            for (auto& p : j["providers"])
+              t.rows.push_back({cell_of(p.value("id", nlohmann::json{})),
+                                cell_of(p.value("node", nlohmann::json{})),
+                                cell_of(p.value("state", nlohmann::json{})),
+                                cell_of(p.value("load", nlohmann::json{}))});
+            t.print(std::cout);
+            std::cout << j["providers"].size() << " providers of " << opts->name << std::endl;
+            for (auto& f : j.value("nodes_failed", nlohmann::json::array()))
+              std::cerr << "agentctl: node " << f.value("node", "?")
+                        << " did not answer: " << f.value("reason", "?") << std::endl;
+            return exit_ok;
+          }};
+}
+
 /// `restarts`: agents by restart count, most first.
 command add_restarts(CLI::App& parent) {
   auto tenant = std::make_shared<std::string>();
@@ -1779,7 +1820,8 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
                                 add_message(app, false), add_message(app, true), add_stop(app),
                                 add_migrate(app),        add_nodes(app),         add_breakers(app),
                                 add_restarts(app),       add_events(app),        add_top(app),
-                                add_keys(app),           add_backup(app),        add_restore(app)};
+                                add_keys(app),           add_backup(app),        add_restore(app),
+                                add_capabilities(app)};
   CLI::App* shell = nullptr;
   if (base == nullptr)
     shell = app.add_subcommand("shell",

@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 6;
+constexpr uint32_t cluster_protocol_version = 7;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -108,12 +108,14 @@ struct remote_spawn {
   uint64_t correlation_id = 0;
   /// The creator chose the node.
   bool pinned = false;
+  /// Declared capabilities (empty: the kind's defaults).
+  std::vector<std::string> capabilities;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, remote_spawn& x) {
   return f(caf::meta::type_name("hive.remote_spawn"), x.id, x.kind, x.config, x.breaker, x.restart,
-           x.correlation_id, x.pinned);
+           x.correlation_id, x.pinned, x.capabilities);
 }
 
 /// A live migration hands an agent to another node (runtime/cluster.hpp): its meta and its

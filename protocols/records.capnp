@@ -58,4 +58,7 @@ struct Meta {
   persistence @5 :Text;
   # Spawned on a node the creator named, or moved there by hand: rebalancing leaves it.
   pinned @6 :Bool;
+  # What it offers other agents (GET /v1/capabilities/{name}); the kind's defaults if the
+  # creator named none.
+  capabilities @7 :List(Text);
 }

@@ -208,6 +208,9 @@ std::string encode(const meta_record& x) {
   m.setCreatedUnixMs(x.created_unix_ms);
   m.setPersistence(x.persistence);
   m.setPinned(x.pinned);
+  auto caps = m.initCapabilities(static_cast<unsigned>(x.capabilities.size()));
+  for (size_t i = 0; i < x.capabilities.size(); ++i)
+    caps.set(static_cast<unsigned>(i), x.capabilities[i]);
   return wrap(record_type::meta, x.hdr, body_bytes<cr::Meta>(msg));
 }
 
@@ -259,6 +262,8 @@ caf::expected<meta_record> decode_meta(std::string_view bytes) {
     out.created_unix_ms = m.getCreatedUnixMs();
     out.persistence = std::string{view_of(m.getPersistence())};
     out.pinned = m.getPinned();
+    for (auto c : m.getCapabilities())
+      out.capabilities.emplace_back(view_of(c));
   });
   if (err)
     return err;

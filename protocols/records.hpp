@@ -63,6 +63,8 @@ struct meta_record {
   std::string persistence;
   /// Placed on a node by its creator, or moved there by hand: rebalancing leaves it there.
   bool pinned = false;
+  /// What the agent offers (capability names), as declared at spawn.
+  std::vector<std::string> capabilities;
 };
 
 /// CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start):

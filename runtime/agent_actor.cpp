@@ -351,6 +351,13 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                       std::move(m.body), std::move(m.content)}});
       ++st.handled;
       ++st.unflushed;
+      // The load that capability queries show: sampled every 8th message, and whenever the
+      // mailbox is empty (so an idle agent shows 0).
+      if (st.cfg.load) {
+        auto& mb = self->mailbox();
+        if ((st.handled & 7) == 0 || mb.empty())
+          st.cfg.load->store(mb.empty() ? 0 : mb.size(), std::memory_order_relaxed);
+      }
       if (timed) {
         auto dt = std::chrono::steady_clock::now() - t0;
         st.km->handling->Observe(std::chrono::duration<double>(dt).count());

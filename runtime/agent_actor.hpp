@@ -45,6 +45,8 @@ struct agent_actor_config {
   /// The kind's calls may block (`kind_spec::blocking`): the agent gets its own thread, and
   /// journaled ones may `call_context::commit`.
   bool detached = false;
+  /// Where the agent publishes its mailbox size now and then (capability queries); may be null.
+  std::shared_ptr<std::atomic<uint64_t>> load;
 
   // -- persistence (ignored for ephemeral agents) -----------------------------------------
   persistence_mode mode = persistence_mode::ephemeral;

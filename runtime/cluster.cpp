@@ -433,6 +433,18 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                           return done(std::move(r.error()));
                         done(r->dump());
                       });
+  if (op == "providers") {
+    // Capability providers of this node: body {"name","tenant","limit"}.
+    auto q = nlohmann::json::parse(call.body, nullptr, false);
+    if (!q.is_object() || !q.contains("name") || !q["name"].is_string() || !q.contains("limit")
+        || !q["limit"].is_number_unsigned())
+      return done(make_error(errc::invalid_argument, "providers: body is not {name,tenant,limit}"));
+    auto list = nlohmann::json::array();
+    for (auto& p : rt.providers(q["name"].get<std::string>(), q.value("tenant", std::string{}),
+                                q["limit"].get<size_t>()))
+      list.push_back(to_json(p));
+    return done(list.dump());
+  }
   if (op == "stop")
     return rt.stop(id, [done = std::move(done)](caf::error err) {
       if (err)
@@ -795,6 +807,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       sr.restart = *restart;
       sr.correlation_id = req.correlation_id;
       sr.pinned = req.pinned;
+      sr.capabilities = std::move(req.capabilities);
       auto key = st.next_ask++;
       st.asks.emplace(key, rp);
       auto mgr = caf::actor_cast<caf::actor>(self);
@@ -1099,7 +1112,8 @@ void cluster::spawn(spawn_request req, const std::string& node, spawn_fn done) {
                   req.breaker,
                   std::string{to_string(req.restart)},
                   req.correlation_id,
-                  req.pinned};
+                  req.pinned,
+                  req.capabilities};
   caf::anon_send(manager_, forward_atom::value,
                  forward_spawn_job{std::move(where), std::move(rs), std::move(done)});
 }
@@ -1162,6 +1176,61 @@ caf::error send_via(const std::shared_ptr<cluster::shared_state>& shared, const 
 }
 
 } // namespace
+
+void cluster::providers(const std::string& name, const std::string& tenant, size_t limit,
+                        std::chrono::milliseconds timeout,
+                        std::function<void(nlohmann::json)> done) {
+  struct gathering {
+    std::mutex mtx;
+    nlohmann::json providers = nlohmann::json::array();
+    nlohmann::json failed = nlohmann::json::array();
+    size_t left = 0;
+    size_t limit = 0;
+    std::function<void(nlohmann::json)> done;
+    void finish() {
+      auto& list = providers;
+      std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+        return a["load"].template get<uint64_t>() < b["load"].template get<uint64_t>();
+      });
+      if (list.size() > limit)
+        list.erase(list.begin() + static_cast<ptrdiff_t>(limit), list.end());
+      done(nlohmann::json{{"providers", std::move(list)}, {"nodes_failed", std::move(failed)}});
+    }
+  };
+  auto g = std::make_shared<gathering>();
+  g->limit = limit;
+  g->done = std::move(done);
+  for (auto& p : rt_->providers(name, tenant, limit))
+    g->providers.push_back(to_json(p));
+  // Any id works for the ranking: every member that serves calls is asked.
+  agent_id any{tenant.empty() ? std::string{"all"} : tenant, "capabilities"};
+  auto targets = shared_->call_targets(any, {});
+  if (targets.empty())
+    return g->finish();
+  g->left = targets.size();
+  remote_call req{
+    "providers", any,
+    agent_call{envelope{0, any.tenant, 0, "gateway", {}, 0},
+               nlohmann::json{{"name", name}, {"tenant", tenant}, {"limit", limit}}.dump()},
+    timeout.count()};
+  for (auto& [member, address] : targets)
+    shared_->transport->call(
+      address, req, timeout, [g, member = member](caf::expected<std::string> r) {
+        std::unique_lock<std::mutex> guard{g->mtx};
+        auto list = r ? nlohmann::json::parse(*r, nullptr, false) : nlohmann::json{};
+        if (r && list.is_array())
+          for (auto& p : list)
+            g->providers.push_back(std::move(p));
+        else
+          g->failed.push_back(
+            {{"node", member},
+             {"reason", r ? std::string{"a malformed answer"} : describe(r.error())}});
+        if (--g->left == 0) {
+          guard.unlock();
+          g->finish();
+        }
+      });
+}
 
 void cluster::call(const std::string& op, const agent_id& id, agent_call call,
                    std::chrono::milliseconds timeout, reply_fn done) {

@@ -133,6 +133,14 @@ public:
   /// connection has too many bytes queued.
   [[nodiscard]] caf::error send(const agent_id& id, agent_call call);
 
+  /// The providers of capability `name` on every member that serves calls and on this node
+  /// (of `tenant` if non-empty), least loaded first, at most `limit`:
+  /// `{"providers":[{"id","node","state","load"}],"nodes_failed":[{"node","reason"}]}`.
+  /// A member that does not answer within `timeout` is listed in `nodes_failed`. `done` runs
+  /// once, on any thread.
+  void providers(const std::string& name, const std::string& tenant, size_t limit,
+                 std::chrono::milliseconds timeout, std::function<void(nlohmann::json)> done);
+
   /// `call("ask", ...)`.
   void ask(const agent_id& id, agent_call call, std::chrono::milliseconds timeout, reply_fn done);
 

@@ -40,6 +40,9 @@ struct agent_view {
   bool activated = false;
   /// Restart type: permanent | transient | temporary.
   std::string restart = "permanent";
+  /// Messages in its mailbox as last sampled by the agent (its load for capability queries);
+  /// shared by its activations on this node.
+  std::shared_ptr<std::atomic<uint64_t>> load = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 /// The node-local map from agent id to its current handles. Readers (every by-id send) take a

@@ -193,6 +193,8 @@ struct kind_spec {
   /// its own thread instead of sharing the scheduler's workers, and journaled ones may use
   /// `call_context::commit`. Costs a thread per live agent: keep such agents few.
   bool blocking = false;
+  /// Capabilities its agents offer when their creator declares none.
+  std::vector<std::string> capabilities = {};
 };
 
 /// The kinds a node can spawn, registered at start-up (not thread-safe to modify afterwards).

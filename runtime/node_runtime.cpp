@@ -270,6 +270,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     acfg.json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
     acfg.metrics = ctx->metrics;
     acfg.detached = kind->blocking;
+    acfg.load = view.load;
     acfg.send = [sender = ctx->sender, from = view.id](const agent_id& to, agent_call call) {
       auto f = sender->get();
       auto cid = call.env.correlation_id;
@@ -1142,8 +1143,29 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
     rt->routers_.push_back(sys.spawn(router_fn, pending_max));
   if (rt->metrics_)
     rt->metrics_->events().set_node(cfg.node.name);
+  size_t stored = 0;
+  if (rt->db_) {
+    // The capabilities of the agents stored here (passivated, or active before a restart).
+    std::string after;
+    for (;;) {
+      auto page = rt->db_->list_meta({}, after, 4096);
+      if (!page)
+        return std::move(page.error());
+      for (auto& meta : *page)
+        if (auto id = parse_agent_id(meta.hdr.agent)) {
+          rt->capabilities_->add(*id, meta.capabilities);
+          ++stored;
+        }
+      if (page->size() < 4096)
+        break;
+      after = page->back().hdr.agent;
+    }
+  }
   log::event(spdlog::level::info, "runtime_started",
-             {{"kinds", rt->kinds_.names()}, {"routers", n}});
+             {{"kinds", rt->kinds_.names()},
+              {"routers", n},
+              {"stored_agents", stored},
+              {"capability_entries", rt->capabilities_->size()}});
   return rt;
 }
 
@@ -1189,6 +1211,11 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
     return done(make_error(errc::invalid_argument, "this node has no circuit breaker"));
   if (!req.config.is_object())
     return done(make_error(errc::invalid_argument, "config must be a JSON object"));
+  if (req.capabilities.empty())
+    req.capabilities = kind->capabilities;
+  if (auto err = validate_capabilities(req.capabilities,
+                                       static_cast<size_t>(cfg_.agents.capabilities_per_agent_max)))
+    return done(std::move(err));
   auto made = kind->make(req.config);
   if (!made)
     return done(make_error(code_of(made.error()) == errc::internal ? errc::invalid_argument
@@ -1204,6 +1231,8 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
   view.has_breaker = req.breaker;
   if (!directory_->reserve(view))
     return done(make_error(errc::agent_exists, "agent " + req.id.str() + " exists"));
+  // (A spawn that fails from here on leaves an entry that the next query drops.)
+  capabilities_->add(req.id, req.capabilities);
   if (req.breaker) {
     view.target = breaker_factory_(sys_, req.id);
     directory_->set_handles(req.id, caf::actor{}, view.target, 0);
@@ -1226,6 +1255,7 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
   meta.created_unix_ms = unix_ms_now();
   meta.persistence = std::string{to_string(kind->persistence)};
   meta.pinned = req.pinned;
+  meta.capabilities = req.capabilities;
   auto shared_job = std::make_shared<spawn_job>(std::move(job));
   db_->put_meta(std::move(meta), true,
                 [root = root_, dir = directory_, shared_job](caf::error err) {
@@ -1430,6 +1460,32 @@ void node_runtime::set_agent_sender(agent_sender::fn f) {
   sender_->set(std::move(f));
 }
 
+std::vector<provider> node_runtime::providers(std::string_view name, std::string_view tenant,
+                                              size_t limit) {
+  std::vector<provider> out;
+  for (auto& id : capabilities_->find(name, tenant, limit)) {
+    if (auto view = directory_->find(id)) {
+      out.push_back({id, cfg_.node.name, view->agent ? "active" : "starting",
+                     view->load ? view->load->load(std::memory_order_relaxed) : 0});
+      continue;
+    }
+    if (db_) {
+      auto meta = db_->get_meta(id.str());
+      if (meta && *meta) {
+        out.push_back({id, cfg_.node.name, "passivated", 0});
+        continue;
+      }
+      if (!meta) // (a read error says nothing about the agent: keep the entry)
+        continue;
+    }
+    capabilities_->drop(name, id); // stopped, moved away, or failed for good
+  }
+  std::sort(out.begin(), out.end(), [](const provider& a, const provider& b) {
+    return a.load != b.load ? a.load < b.load : a.id.str() < b.id.str();
+  });
+  return out;
+}
+
 void moved_agents::put(const std::string& id, entry e) {
   std::lock_guard<std::mutex> guard{mtx_};
   map_[id] = std::move(e);
@@ -1503,6 +1559,7 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
+  capabilities_->add(in.id, meta->capabilities);
   // The meta, then the snapshot (which also prunes any journal an older copy left), queued
   // together so that one group commit usually carries both: their completions run in order.
   db_->forget(key);

@@ -19,6 +19,7 @@
 #include "protocols/agent_id.hpp"
 #include "protocols/cluster.hpp"
 #include "protocols/messages.hpp"
+#include "runtime/capabilities.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/kind.hpp"
 #include "runtime/metrics.hpp"
@@ -39,6 +40,9 @@ struct spawn_request {
   uint64_t correlation_id = 0;
   /// The creator chose the node (cluster rebalancing leaves the agent there).
   bool pinned = false;
+  /// What the agent offers to others (`GET /v1/capabilities/{name}`); empty: its kind's
+  /// defaults (`kind_spec::capabilities`).
+  std::vector<std::string> capabilities = {};
 };
 
 /// What a live migration hands to the node the agent moves to: its records, encoded and
@@ -303,6 +307,17 @@ public:
     return db_;
   }
 
+  /// Agents of this node that offer capability `name` (of `tenant` if non-empty), least
+  /// loaded first (then by id), at most `limit`: running ones with their sampled mailbox
+  /// size, stored ones as "passivated" (load 0). Entries found gone are dropped.
+  [[nodiscard]] std::vector<provider> providers(std::string_view name, std::string_view tenant,
+                                                size_t limit);
+
+  /// Capability entries (capability, agent) this node holds.
+  [[nodiscard]] size_t capability_entries() const {
+    return capabilities_->size();
+  }
+
   /// Number of agents running (or starting) on this node.
   [[nodiscard]] size_t agent_count() const {
     return directory_->size();
@@ -350,6 +365,8 @@ private:
   std::shared_ptr<const agent_ref::miss_fn> miss_;
   /// Re-sends an ask whose target died first (type-erased: the type is internal).
   std::shared_ptr<void> ask_retry_;
+  /// Capability -> agents of this node that declared it.
+  std::shared_ptr<capability_index> capabilities_ = std::make_shared<capability_index>();
   /// Agents that moved away (their calls go on to the new node for a while).
   std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();

@@ -375,6 +375,79 @@ TEST_F(cluster_test, one_way_sends_follow_a_migrating_agent_in_order_after_its_f
   EXPECT_NE(read_file(nodes[1].log).find("agent_migrated"), std::string::npos);
 }
 
+TEST_F(cluster_test, capability_providers_are_listed_cluster_wide_by_tenant_and_follow_moves) {
+  form_three();
+  http_client admin{nodes[0].proc->gateway_port};
+  auto spawn_with = [&](const std::string& id, const std::string& node, json caps) {
+    auto r = admin.request(
+      "POST", "/v1/agents",
+      json{{"id", id}, {"kind", "counter"}, {"node", node}, {"capabilities", caps}}.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201) << r->body;
+  };
+  ASSERT_NO_FATAL_FAILURE(spawn_with("acme/sum-1", "n1", {"sum"}));
+  ASSERT_NO_FATAL_FAILURE(spawn_with("acme/sum-2", "n2", {"sum", "count"}));
+  ASSERT_NO_FATAL_FAILURE(spawn_with("acme/sum-3", "n3", {"sum"}));
+  ASSERT_NO_FATAL_FAILURE(spawn_with("beta/sum-b", "n3", {"sum"}));
+  // "id@node" of each provider, sorted, as `via` lists them for the caller of `http`.
+  auto listed = [&](http_client& http, const std::string& target) {
+    std::vector<std::string> out;
+    auto r = http.request("GET", target);
+    if (!r || r->status != 200) {
+      out.push_back("HTTP " + std::to_string(r ? r->status : 0) + ": " + (r ? r->body : ""));
+      return out;
+    }
+    auto j = json::parse(r->body);
+    for (auto& p : j["providers"])
+      out.push_back(p["id"].get<std::string>() + "@" + p["node"].get<std::string>());
+    std::sort(out.begin(), out.end());
+    if (!j["nodes_failed"].empty())
+      out.push_back("failed: " + j["nodes_failed"].dump());
+    return out;
+  };
+  using strings = std::vector<std::string>;
+  http_client via_n2{nodes[1].proc->gateway_port};
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/sum?tenant=acme"),
+            (strings{"acme/sum-1@n1", "acme/sum-2@n2", "acme/sum-3@n3"}));
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/sum").size(), 4u) << "admin: every tenant";
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/count"), (strings{"acme/sum-2@n2"}));
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/nothing"), (strings{}));
+  // A viewer of beta sees beta's only, and may not ask for acme's.
+  auto made = admin.request("POST", "/v1/keys", R"({"tenant":"beta","role":"viewer","name":"v"})");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  http_client beta{nodes[2].proc->gateway_port, json::parse(made->body)["key"].get<std::string>()};
+  EXPECT_TRUE(
+    within(10s, [&] { return listed(beta, "/v1/capabilities/sum") == strings{"beta/sum-b@n3"}; }))
+    << listed(beta, "/v1/capabilities/sum").front();
+  auto other = beta.request("GET", "/v1/capabilities/sum?tenant=acme");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 403) << other->body;
+  auto bad = via_n2.request("GET", "/v1/capabilities/Not%20Valid");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  // A move: the provider is listed on its new node (the old node forgot it).
+  auto m = admin.request("POST", "/v1/agents/acme/sum-1/migrate", R"({"to":"n3"})");
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->status, 200) << m->body;
+  EXPECT_TRUE(within(10s,
+                     [&] {
+                       return listed(via_n2, "/v1/capabilities/sum?tenant=acme")
+                         == strings{"acme/sum-1@n3", "acme/sum-2@n2", "acme/sum-3@n3"};
+                     }))
+    << listed(via_n2, "/v1/capabilities/sum?tenant=acme").front();
+  // A stop: gone.
+  auto d = admin.request("DELETE", "/v1/agents/acme/sum-2");
+  ASSERT_TRUE(d);
+  ASSERT_EQ(d->status, 204) << d->body;
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/sum?tenant=acme"),
+            (strings{"acme/sum-1@n3", "acme/sum-3@n3"}));
+  // A node killed: once it is down, the others list what they hold and do not wait for it.
+  nodes[2].proc->signal(SIGKILL);
+  ASSERT_TRUE(within(10s, [&] { return all_see({0, 1}, "n3", "down"); }));
+  EXPECT_EQ(listed(via_n2, "/v1/capabilities/sum?tenant=acme"), (strings{}));
+}
+
 TEST_F(cluster_test, a_killed_node_is_declared_down_the_rest_keep_serving_and_it_rejoins) {
   form_three();
   http_client http{nodes[0].proc->gateway_port};
