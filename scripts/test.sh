@@ -60,6 +60,8 @@ for mode in "${modes[@]}"; do
     # Stop a test at the first report, with a stack; leaks count. User settings win.
     export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+    # Known leaks of third-party code only, each explained in the file.
+    export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$repo/tests/lsan.supp:print_suppressions=0}"
   fi
   echo "==> test: ctest in build/$mode, $jobs in parallel, per-test timeout ${timeout_s} s"
   ctest --test-dir "$repo/build/$mode" --output-on-failure --no-tests=error \
