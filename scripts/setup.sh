@@ -43,6 +43,7 @@ packages=(
   libcaf-dev libboost-dev capnproto libcapnp-dev librocksdb-dev libspdlog-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libtomlplusplus-dev libcli11-dev libedit-dev libssl-dev openssl tmux clang libclang-rt-14-dev
+  prometheus python3-yaml
 )
 
 install_packages() {
