@@ -778,6 +778,31 @@ private:
     }
   }
 
+  /// The `limit` query parameter of a listing: a positive integer, capped at
+  /// `gateway.page_size_max`; 100 (or that cap) when absent.
+  caf::expected<size_t> page_limit(const query_map& q) const {
+    auto page_max = static_cast<size_t>(gw_.cfg.page_size_max);
+    auto i = q.find("limit");
+    if (i == q.end())
+      return std::min<size_t>(100, page_max);
+    auto n = parse_int(i->second);
+    if (!n || *n < 1)
+      return make_error(errc::invalid_argument,
+                        "query parameter 'limit' must be a positive integer, got '" + i->second
+                          + "'");
+    return std::min(static_cast<size_t>(*n), page_max);
+  }
+
+  /// The `tenant` query parameter, validated; empty when absent.
+  static caf::expected<std::string> tenant_param(const query_map& q) {
+    auto i = q.find("tenant");
+    if (i == q.end() || i->second.empty())
+      return std::string{};
+    if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
+      return make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err));
+    return i->second;
+  }
+
   /// `GET /v1/capabilities/{name}?tenant=&limit=`: the agents that offer `name`, cluster-wide,
   /// least loaded first. Non-admins see their own tenant's only.
   void capability_providers(const std::string& name, std::string_view query) {
@@ -786,23 +811,14 @@ private:
     auto q = parse_query(query, {"tenant", "limit"});
     if (!q)
       return reply_error(q.error());
-    auto page_max = static_cast<size_t>(gw_.cfg.page_size_max);
-    size_t limit = std::min<size_t>(100, page_max);
-    if (auto i = q->find("limit"); i != q->end()) {
-      auto n = parse_int(i->second);
-      if (!n || *n < 1)
-        return reply_error(http::status::bad_request, errc::invalid_argument,
-                           "query parameter 'limit' must be a positive integer, got '" + i->second
-                             + "'");
-      limit = std::min(static_cast<size_t>(*n), page_max);
-    }
-    std::string tenant;
-    if (auto i = q->find("tenant"); i != q->end() && !i->second.empty()) {
-      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
-        return reply_error(
-          make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
-      tenant = i->second;
-    }
+    auto limit_arg = page_limit(*q);
+    if (!limit_arg)
+      return reply_error(limit_arg.error());
+    auto limit = *limit_arg;
+    auto tenant_arg = tenant_param(*q);
+    if (!tenant_arg)
+      return reply_error(tenant_arg.error());
+    auto tenant = std::move(*tenant_arg);
     if (principal_->level != role::admin) {
       if (!tenant.empty())
         if (auto err = authorize(*principal_, role::viewer, tenant, route_))
@@ -1156,16 +1172,10 @@ private:
     auto q = parse_query(query, {"limit", "after", "tenant"});
     if (!q)
       return reply_error(q.error());
-    auto page_max = static_cast<size_t>(gw_.cfg.page_size_max);
-    size_t limit = std::min<size_t>(100, page_max);
-    if (auto i = q->find("limit"); i != q->end()) {
-      auto n = parse_int(i->second);
-      if (!n || *n < 1)
-        return reply_error(http::status::bad_request, errc::invalid_argument,
-                           "query parameter 'limit' must be a positive integer, got '" + i->second
-                             + "'");
-      limit = std::min(static_cast<size_t>(*n), page_max);
-    }
+    auto limit_arg = page_limit(*q);
+    if (!limit_arg)
+      return reply_error(limit_arg.error());
+    auto limit = *limit_arg;
     std::string after;
     if (auto i = q->find("after"); i != q->end() && !i->second.empty()) {
       auto id = parse_agent_id(i->second);
@@ -1175,13 +1185,10 @@ private:
                      "query parameter 'after' must be an agent id: " + message_of(id.error())));
       after = id->str();
     }
-    std::string tenant;
-    if (auto i = q->find("tenant"); i != q->end() && !i->second.empty()) {
-      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
-        return reply_error(
-          make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err)));
-      tenant = i->second;
-    }
+    auto tenant_arg = tenant_param(*q);
+    if (!tenant_arg)
+      return reply_error(tenant_arg.error());
+    auto tenant = std::move(*tenant_arg);
     if (principal_->level != role::admin) {
       // Listings never show another tenant's agents.
       if (!tenant.empty())

@@ -218,6 +218,7 @@ void reload(agent_actor_type* self) {
 
 void start_passivation(agent_actor_type* self);
 caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events);
+uint64_t queued_messages(agent_actor_type* self);
 
 /// Hands the supervisor the state of a migrating agent (every applied event is durable).
 void send_migration_state(agent_actor_type* self) {
@@ -353,11 +354,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       ++st.unflushed;
       // The load that capability queries show: sampled every 8th message, and whenever the
       // mailbox is empty (so an idle agent shows 0).
-      if (st.cfg.load) {
-        auto& mb = self->mailbox();
-        if ((st.handled & 7) == 0 || mb.empty())
-          st.cfg.load->store(mb.empty() ? 0 : mb.size(), std::memory_order_relaxed);
-      }
+      if (st.cfg.load && ((st.handled & 7) == 0 || self->mailbox().empty()))
+        st.cfg.load->store(queued_messages(self), std::memory_order_relaxed);
       if (timed) {
         auto dt = std::chrono::steady_clock::now() - t0;
         st.km->handling->Observe(std::chrono::duration<double>(dt).count());
@@ -531,7 +529,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       flush(self);
       nlohmann::json out{{"summary", st.instance->summary()},
-                         {"mailbox_size", self->mailbox().size()},
+                         {"mailbox_size", queued_messages(self)},
                          {"handled", st.handled}};
       if (st.cfg.mode != persistence_mode::ephemeral)
         out["persistence"] = {
@@ -541,6 +539,15 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       return agent_reply{out.dump()};
     },
   };
+}
+
+uint64_t queued_messages(agent_actor_type* self) {
+  // Never `mailbox().size()` inside a handler: it moves new messages into the queue that the
+  // actor is iterating (UBSan saw the corruption). The queue's count, plus one if new ones
+  // wait in the inbox.
+  auto& mb = self->mailbox();
+  uint64_t n = static_cast<uint64_t>(mb.queue().total_task_size());
+  return n == 0 && !mb.empty() ? 1 : n;
 }
 
 caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events) {

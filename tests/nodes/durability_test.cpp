@@ -24,11 +24,13 @@
 #include <nlohmann/json.hpp>
 
 #include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
 using hive::test::http_client;
 using hive::test::http_response;
+using hive::test::metric_sum;
 using hive::test::node_process;
 using hive::test::run_agentctl;
 using hive::test::temp_dir;
@@ -152,24 +154,6 @@ int64_t counter_value(http_client& http, const std::string& id) {
 
 std::string node_url(const node_process& node) {
   return "http://127.0.0.1:" + std::to_string(node.gateway_port);
-}
-
-/// The sum of a Prometheus metric's samples whose label set contains `label` ("" = all).
-double metric_sum(const std::string& scrape, const std::string& name, const std::string& label) {
-  std::istringstream in{scrape};
-  std::string line;
-  double sum = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind(name, 0) != 0 || line.size() <= name.size())
-      continue;
-    auto next = line[name.size()];
-    if (next != '{' && next != ' ')
-      continue;
-    if (!label.empty() && line.find(label) == std::string::npos)
-      continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
 }
 
 } // namespace
@@ -755,8 +739,8 @@ TEST(durability, an_idle_agent_passivates_and_its_next_message_activates_it) {
     auto r = metrics.request("GET", "/metrics");
     ASSERT_TRUE(r);
     scrape = r->body;
-    passivations = metric_sum(scrape, "hive_passivations_total", "kind=\"counter\"");
-    activations = metric_sum(scrape, "hive_activations_total", "kind=\"counter\"");
+    passivations = metric_sum(scrape, "hive_passivations_total", {"kind=\"counter\""});
+    activations = metric_sum(scrape, "hive_activations_total", {"kind=\"counter\""});
     if (passivations > 0 && activations > 0)
       break;
     std::this_thread::sleep_for(20ms);

@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 
 using namespace hive::test;
@@ -67,28 +68,6 @@ std::string url_encode(const std::string& text) {
     }
   }
   return out;
-}
-
-/// The sum of the samples of `name` in a text exposition whose labels contain every one of
-/// `labels` (e.g. `route="/v1/agents/{id}/ask"`).
-double metric_sum(const std::string& scrape, const std::string& name,
-                  const std::vector<std::string>& labels = {}) {
-  std::istringstream in{scrape};
-  std::string line;
-  double sum = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind(name, 0) != 0 || line.size() <= name.size())
-      continue;
-    auto next = line[name.size()];
-    if (next != '{' && next != ' ')
-      continue;
-    bool all = true;
-    for (auto& l : labels)
-      all = all && line.find(l) != std::string::npos;
-    if (all)
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
 }
 
 /// A Prometheus server process; stopped at destruction (SIGTERM, SIGKILL after 10 s), also
