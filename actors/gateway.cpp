@@ -793,14 +793,22 @@ private:
     return std::min(static_cast<size_t>(*n), page_max);
   }
 
-  /// The `tenant` query parameter, validated; empty when absent.
-  static caf::expected<std::string> tenant_param(const query_map& q) {
-    auto i = q.find("tenant");
-    if (i == q.end() || i->second.empty())
-      return std::string{};
-    if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
-      return make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err));
-    return i->second;
+  /// The tenant a listing covers: the `tenant` query parameter, validated (empty when absent:
+  /// every tenant), for an admin; the caller's own tenant for anyone else (naming another one
+  /// is forbidden). Listings never show another tenant's agents.
+  caf::expected<std::string> listing_tenant(const query_map& q) const {
+    std::string tenant;
+    if (auto i = q.find("tenant"); i != q.end() && !i->second.empty()) {
+      if (auto err = validate_id_part(i->second, "tenant", tenant_bytes_max))
+        return make_error(errc::invalid_argument, "query parameter 'tenant': " + message_of(err));
+      tenant = i->second;
+    }
+    if (principal_->level == role::admin)
+      return tenant;
+    if (!tenant.empty())
+      if (auto err = authorize(*principal_, role::viewer, tenant, route_))
+        return err;
+    return principal_->tenant;
   }
 
   /// `GET /v1/capabilities/{name}?tenant=&limit=`: the agents that offer `name`, cluster-wide,
@@ -815,16 +823,10 @@ private:
     if (!limit_arg)
       return reply_error(limit_arg.error());
     auto limit = *limit_arg;
-    auto tenant_arg = tenant_param(*q);
+    auto tenant_arg = listing_tenant(*q);
     if (!tenant_arg)
       return reply_error(tenant_arg.error());
     auto tenant = std::move(*tenant_arg);
-    if (principal_->level != role::admin) {
-      if (!tenant.empty())
-        if (auto err = authorize(*principal_, role::viewer, tenant, route_))
-          return reply_error(err);
-      tenant = principal_->tenant;
-    }
     auto reply = [name](session& s, nlohmann::json& res) {
       res["capability"] = name;
       s.reply_json(http::status::ok, dump(res));
@@ -1185,16 +1187,11 @@ private:
                      "query parameter 'after' must be an agent id: " + message_of(id.error())));
       after = id->str();
     }
-    auto tenant_arg = tenant_param(*q);
+    auto tenant_arg = listing_tenant(*q);
     if (!tenant_arg)
       return reply_error(tenant_arg.error());
     auto tenant = std::move(*tenant_arg);
     if (principal_->level != role::admin) {
-      // Listings never show another tenant's agents.
-      if (!tenant.empty())
-        if (auto err = authorize(*principal_, role::viewer, tenant, route_))
-          return reply_error(err);
-      tenant = principal_->tenant;
       if (!after.empty() && parse_agent_id(after)->tenant != tenant)
         return reply_error(make_error(errc::forbidden,
                                       "query parameter 'after' names an agent of "

@@ -1816,12 +1816,11 @@ int run_command_line(std::vector<std::string> args, const shell_base* base) {
                  "Config file (TOML: url, token or token_file, ca_file; else $HIVE_CONFIG, else "
                  "~/.config/hive/agentctl.toml if it exists)");
   app.add_flag("--json", flags.json, "Print the node's JSON answers as they are");
-  std::vector<command> commands{add_agents(app),         add_inspect(app),       add_spawn(app),
-                                add_message(app, false), add_message(app, true), add_stop(app),
-                                add_migrate(app),        add_nodes(app),         add_breakers(app),
-                                add_restarts(app),       add_events(app),        add_top(app),
-                                add_keys(app),           add_backup(app),        add_restore(app),
-                                add_capabilities(app)};
+  std::vector<command> commands{
+    add_agents(app),        add_inspect(app),  add_spawn(app),   add_message(app, false),
+    add_message(app, true), add_stop(app),     add_migrate(app), add_nodes(app),
+    add_breakers(app),      add_restarts(app), add_events(app),  add_top(app),
+    add_keys(app),          add_backup(app),   add_restore(app), add_capabilities(app)};
   CLI::App* shell = nullptr;
   if (base == nullptr)
     shell = app.add_subcommand("shell",
