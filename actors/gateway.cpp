@@ -111,6 +111,8 @@ http::status status_of(errc code) {
     case errc::storage_error:
     case errc::corrupt_record:
     case errc::migrated:
+    case errc::fenced:
+    case errc::no_quorum:
     case errc::unavailable:
     case errc::overloaded:
     case errc::circuit_open:

@@ -95,7 +95,8 @@
 //              JSON nested deeper than json_depth_max)                 413
 //   rejected (the agent refused the call)                              422
 //   overloaded (connections_max, agents_max), circuit_open,
-//   shutting_down, agent_failed, escalated                             503 (+ Retry-After: 1)
+//   shutting_down, agent_failed, escalated, unavailable, migrated,
+//   fenced, no_quorum (replication), storage_error, corrupt_record     503 (+ Retry-After: 1)
 //   timeout                                                            504
 //   anything else                                                      500
 //

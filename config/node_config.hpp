@@ -120,6 +120,22 @@ struct node_config {
     }
   } cluster;
 
+  /// Replicated journals of journaled agents in a cluster (runtime/replication.hpp).
+  struct replication_section {
+    /// Copies of each journaled agent's journal: its replica set is the first `factor`
+    /// members in the id's placement order (capped by the cluster size); a write is
+    /// acknowledged once a majority of the set holds it durably. 1 = no replication.
+    int64_t factor = 3;
+    /// How long a write, an activation's prepare round or a fetch waits for replicas.
+    int64_t timeout_ms = 2000;
+    /// Replica repairs (whole-copy syncs) one node starts per second.
+    int64_t repairs_per_s = 200;
+    /// TEST ONLY, a planted bug: 1 acknowledges a write once it is durable on the hosting
+    /// node and replicates it later (batched every 200 ms), so a kill -9 of the host loses
+    /// acknowledged writes. The failover soak test proves its checker catches this.
+    int64_t ack_before_quorum = 0;
+  } replication;
+
   struct agents_section {
     int64_t agents_max = 100000;
     /// Capabilities one agent may declare at spawn.

@@ -101,6 +101,7 @@
 
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
+#include "runtime/replication.hpp"
 #include "storage/data_dir.hpp"
 #include "storage/store.hpp"
 
@@ -1395,7 +1396,8 @@ caf::expected<std::map<std::string, size_t>> count_agents(const std::string& db_
     if (page->empty())
       return kinds;
     for (auto& m : *page)
-      ++kinds[m.kind];
+      if (!hive::replicator::is_copy_key(m.hdr.agent)) // replica copies are not agents here
+        ++kinds[m.kind];
     after = page->back().hdr.agent;
   }
 }

@@ -32,6 +32,8 @@ std::string_view to_string(errc x) noexcept {
     case errc::rate_limited: return "rate_limited";
     case errc::not_found: return "not_found";
     case errc::quota_exceeded: return "quota_exceeded";
+    case errc::fenced: return "fenced";
+    case errc::no_quorum: return "no_quorum";
   }
   return "unknown";
 }

@@ -72,6 +72,12 @@ enum class errc : uint8_t {
   /// A per-tenant count quota is used up (quota.agents_max: agents of the tenant on the node);
   /// stop some first (HTTP 403).
   quota_exceeded = 27,
+  /// A newer activation of the agent holds its replicas (epoch fencing): this activation's
+  /// write was refused and it stopped; re-resolve the id (HTTP 503).
+  fenced = 28,
+  /// A majority of the agent's replica set did not acknowledge the write in time, or cannot
+  /// be reached: the write is not acknowledged (it may still take effect) (HTTP 503).
+  no_quorum = 29,
 };
 
 /// The error category atom of `errc` ("hive").

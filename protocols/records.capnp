@@ -61,4 +61,8 @@ struct Meta {
   # What it offers other agents (GET /v1/capabilities/{name}); the kind's defaults if the
   # creator named none.
   capabilities @7 :List(Text);
+  # Replica copies only: the highest activation epoch promised (epoch fencing) and the node
+  # of that activation.
+  promisedEpoch @8 :UInt64;
+  holder @9 :Text;
 }

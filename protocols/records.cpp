@@ -211,6 +211,8 @@ std::string encode(const meta_record& x) {
   auto caps = m.initCapabilities(static_cast<unsigned>(x.capabilities.size()));
   for (size_t i = 0; i < x.capabilities.size(); ++i)
     caps.set(static_cast<unsigned>(i), x.capabilities[i]);
+  m.setPromisedEpoch(x.promised_epoch);
+  m.setHolder(x.holder);
   return wrap(record_type::meta, x.hdr, body_bytes<cr::Meta>(msg));
 }
 
@@ -264,6 +266,8 @@ caf::expected<meta_record> decode_meta(std::string_view bytes) {
     out.pinned = m.getPinned();
     for (auto c : m.getCapabilities())
       out.capabilities.emplace_back(view_of(c));
+    out.promised_epoch = m.getPromisedEpoch();
+    out.holder = std::string{view_of(m.getHolder())};
   });
   if (err)
     return err;

@@ -65,6 +65,10 @@ struct meta_record {
   bool pinned = false;
   /// What the agent offers (capability names), as declared at spawn.
   std::vector<std::string> capabilities;
+  /// Replica copies only (runtime/replication.hpp): the highest activation epoch this copy
+  /// promised to accept writes from, and the node that activation runs on.
+  uint64_t promised_epoch = 0;
+  std::string holder;
 };
 
 /// CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start):

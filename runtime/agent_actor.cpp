@@ -58,6 +58,8 @@ struct agent_actor_state {
   bool snapshot_timer = false;
   /// A write failed: calls are refused until the state is rebuilt from the store.
   bool recovering = false;
+  /// A replica refused a write (a newer activation exists elsewhere): quitting.
+  bool fenced = false;
   /// Passivation began (or the agent moved): calls are handed back to the supervisor.
   bool passivating = false;
   /// A migration is capturing the state: calls are handed back to the supervisor.
@@ -168,6 +170,15 @@ void release_held(agent_actor_type* self) {
   }
 }
 
+/// Appends one event: through the replicator when there is one, else to the store.
+template <class State>
+void append_event(State& st, records::event_record ev, store::done_fn done) {
+  if (st.cfg.append)
+    st.cfg.append(std::move(ev), std::move(done));
+  else
+    st.cfg.db->append(std::move(ev), std::move(done));
+}
+
 /// Writes a snapshot of the current state. Journaled: the store refuses it unless the journal
 /// covers it; events it covers (minus the retention) are pruned in the same batch.
 void take_snapshot(agent_actor_type* self) {
@@ -181,6 +192,8 @@ void take_snapshot(agent_actor_type* self) {
   if (journaled && st.applied_seq > st.cfg.journal_retention_events)
     prune = st.applied_seq - st.cfg.journal_retention_events;
   st.since_snapshot = 0;
+  if (journaled && st.cfg.replicate_snapshot)
+    st.cfg.replicate_snapshot(snap, prune);
   st.cfg.db->put_snapshot(
     std::move(snap), prune,
     [h = self_handle(self), seq = st.applied_seq](caf::error err) {
@@ -398,10 +411,10 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
             ev.reply = *result;
           }
           ++st.inflight;
-          st.cfg.db->append(std::move(ev),
-                            [h = self_handle(self), seq = st.applied_seq](caf::error err) {
-                              caf::anon_send(h, committed_atom::value, seq, std::move(err));
-                            });
+          append_event(st, std::move(ev),
+                       [h = self_handle(self), seq = st.applied_seq](caf::error err) {
+                         caf::anon_send(h, committed_atom::value, seq, std::move(err));
+                       });
         }
         if (!events.empty()) {
           if (keyed && result)
@@ -426,6 +439,21 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       assert(st.inflight > 0);
       --st.inflight;
+      if (err && code_of(err) == errc::fenced && !st.fenced) {
+        // A newer activation holds the replicas: this one must not go on (nor reload).
+        st.fenced = true;
+        log::event(spdlog::level::warn, "agent_fenced", {{"seq", seq}, {"reason", describe(err)}},
+                   st.cfg.id.str());
+        for (auto& h : st.held)
+          if (h.promise.pending())
+            h.promise.deliver(err);
+        st.held.clear();
+        if (st.cfg.parent)
+          self->send(st.cfg.parent, fenced_atom::value, st.cfg.id);
+        return self->quit(caf::exit_reason::normal);
+      }
+      if (st.fenced)
+        return;
       if (err) {
         if (!st.recovering) {
           st.recovering = true;
@@ -563,11 +591,11 @@ caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events) 
     ++st.since_snapshot;
     auto done = std::make_shared<std::promise<caf::error>>();
     waits.push_back(done->get_future());
-    st.cfg.db->append(std::move(ev),
-                      [h = self_handle(self), seq = st.applied_seq, done](caf::error err) {
-                        done->set_value(err);
-                        caf::anon_send(h, committed_atom::value, seq, std::move(err));
-                      });
+    append_event(st, std::move(ev),
+                 [h = self_handle(self), seq = st.applied_seq, done](caf::error err) {
+                   done->set_value(err);
+                   caf::anon_send(h, committed_atom::value, seq, std::move(err));
+                 });
   }
   events.clear();
   caf::error first;

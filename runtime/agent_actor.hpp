@@ -53,6 +53,12 @@ struct agent_actor_config {
   std::shared_ptr<store> db;
   durable_position position;
   restore_fn restore;
+  /// Journaled agents in a replicated cluster: appends go here instead of `db` (the
+  /// replicator: durable here and on a majority of the replica set), and each stored snapshot
+  /// is handed to `replicate_snapshot`. Empty: straight to `db`.
+  std::function<void(records::event_record ev, store::done_fn done)> append;
+  std::function<void(const records::snapshot_record& snap, uint64_t prune_through)>
+    replicate_snapshot;
   uint64_t snapshot_every_events = 1000;
   uint64_t snapshot_every_messages = 100;
   std::chrono::milliseconds snapshot_interval{5000};
@@ -71,6 +77,10 @@ using passivated_atom = caf::atom_constant<caf::atom("pasvdone")>;
 /// An agent_call that reached an activation that is passivating: the supervisor re-delivers it
 /// to the next activation.
 using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
+/// A replica refused the agent's write because a newer activation exists elsewhere (epoch
+/// fencing, runtime/replication.hpp): the agent sends `(fenced_atom, id)` to its supervisor,
+/// which forgets it without a restart and drops this node's working copy; then it quits.
+using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 
 /// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends
 /// `migrate_go_atom`; from then on the agent re-delivers new calls to the supervisor (which

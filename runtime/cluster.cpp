@@ -1,4 +1,5 @@
 #include "runtime/cluster.hpp"
+#include "runtime/replication.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -988,6 +989,17 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       auto shared = weak.lock();
       if (!shared)
         return done(make_error(errc::shutting_down, "node is shutting down"));
+      if (replicator::is_replication_op(req.op)) {
+        std::shared_ptr<replicator> rep;
+        {
+          std::lock_guard<std::mutex> guard{shared->mtx};
+          rep = shared->rep;
+        }
+        if (!rep)
+          return done(make_error(errc::unavailable,
+                                 shared->self_name + " does not replicate (replication.factor)"));
+        return rep->handle(req, std::move(done));
+      }
       if (req.op == "tell") {
         // Not here (any more): if it moved on from here and its forwarder has ended, the
         // location cache knows where it went; pass the tell on once ("relayed_tell") rather
@@ -1016,6 +1028,46 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   c->shared_->transport = std::shared_ptr<call_transport>{std::move(*transport)};
   c->shared_->rt = &rt;
   c->shared_->self_name = cfg.node.name;
+  if (rt.db() && cfg.replication.factor > 1) {
+    replication_options ro;
+    ro.factor = static_cast<size_t>(cfg.replication.factor);
+    ro.timeout = std::chrono::milliseconds(cfg.replication.timeout_ms);
+    ro.repairs_per_s = static_cast<double>(cfg.replication.repairs_per_s);
+    ro.ack_before_quorum = cfg.replication.ack_before_quorum != 0;
+    std::weak_ptr<shared_state> weak = c->shared_;
+    auto rep = replicator::make(
+      rt.db(), cfg.node.name, ro,
+      [weak] {
+        std::vector<replica_peer> out;
+        auto s = weak.lock();
+        if (!s)
+          return out;
+        std::lock_guard<std::mutex> guard{s->mtx};
+        bool self_seen = false;
+        for (auto& m : s->members) {
+          if (m.status == "removed")
+            continue;
+          bool self = m.name == s->self_name;
+          self_seen = self_seen || self;
+          out.push_back({m.name, m.transport, self || s->serves_calls(m)});
+        }
+        if (!self_seen)
+          out.push_back({s->self_name, {}, true});
+        return out;
+      },
+      [weak](const std::string& address, const remote_call& req, std::chrono::milliseconds timeout,
+             replicator::reply_fn done) {
+        auto s = weak.lock();
+        if (!s || !s->transport)
+          return done(make_error(errc::shutting_down, "node is shutting down"));
+        s->transport->call(address, req, timeout, std::move(done));
+      });
+    {
+      std::lock_guard<std::mutex> guard{c->shared_->mtx};
+      c->shared_->rep = rep;
+    }
+    rt.set_replicator(rep);
+  }
   me.transport = ep->host + ":" + std::to_string(c->shared_->transport->port());
   c->manager_ = sys.spawn(manager_fn, c->shared_, &rt, cfg, std::move(me));
   c->shared_->manager = c->manager_;
@@ -1336,12 +1388,21 @@ cluster::~cluster() {
     rt_->set_agent_sender({}); // agents' sends stay on this node from now on
     rt_->set_remote_forwarder({});
   }
+  std::shared_ptr<replicator> rep;
+  if (shared_) {
+    std::lock_guard<std::mutex> guard{shared_->mtx};
+    rep = shared_->rep;
+  }
   leave();
   stop_rebalancer();
   // Pending calls fail with shutting_down; the transport's thread ends here. (The object
   // itself lives on in callbacks that still hold it, closed.)
   if (shared_ && shared_->transport)
     shared_->transport->shutdown();
+  if (rep) {
+    rt_->set_replicator(nullptr);
+    rep->shutdown();
+  }
   // The manager has stopped; its handle in the shared state (which its own state holds) would
   // keep it from ever being freed.
   if (shared_)

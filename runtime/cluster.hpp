@@ -23,6 +23,7 @@ namespace hive {
 
 class node_runtime;
 class call_transport;
+class replicator;
 struct spawn_request;
 
 /// The rendezvous (highest-random-weight) score of `node` for `id`: placement picks the up
@@ -185,6 +186,10 @@ public:
     caf::actor manager;
     std::shared_ptr<call_transport> transport;
     std::string self_name;
+
+    /// Replicated journals (runtime/replication.hpp); null when `replication.factor` is 1 or
+    /// the node has no store. Guarded by `mtx`.
+    std::shared_ptr<hive::replicator> rep;
 
     /// What `replicate` set (guarded by `mtx`; empty functions until then).
     replicated_state replicated;

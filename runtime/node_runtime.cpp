@@ -1,5 +1,7 @@
 #include "runtime/node_runtime.hpp"
 
+#include <future>
+
 #include <algorithm>
 #include <cassert>
 #include <map>
@@ -27,6 +29,8 @@ struct runtime_context {
   std::shared_ptr<moved_agents> moved;
   std::shared_ptr<agent_sender> sender;
   std::shared_ptr<remote_forwarder> forwarder;
+  /// The cluster's replicator (runtime/replication.hpp), once a cluster attached one.
+  std::shared_ptr<replicator_slot> rep;
 
   /// True if agents of `kind` keep their state in the store.
   [[nodiscard]] bool persisted(const std::string& kind) const {
@@ -245,6 +249,32 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     durable_position pos;
     if (persisted)
       pos.epoch = ctx->db->next_epoch();
+    auto rep = persisted && kind->persistence == persistence_mode::journaled && ctx->rep
+      ? ctx->rep->get()
+      : nullptr;
+    if (rep) {
+      // Replicated: a majority of the replica set promises this activation's epoch, and the
+      // working copy catches up from the newest copy (see runtime/replication.hpp).
+      auto meta = ctx->db->get_meta(view.id.str());
+      if (!meta)
+        return std::move(meta.error());
+      if (!*meta)
+        return make_error(errc::agent_not_found, "no agent " + view.id.str());
+      auto epoch = rep->acquire(view.id, **meta, pos.epoch, instance != nullptr);
+      if (!epoch) {
+        log::event(spdlog::level::warn, "agent_activation_refused",
+                   {{"reason", describe(epoch.error())}}, view.id.str());
+        if (code_of(epoch.error()) == errc::agent_not_found) {
+          // Another serving node holds it: this node's working copy is stale.
+          std::promise<caf::error> erased;
+          ctx->db->erase_agent(view.id.str(),
+                               [&erased](caf::error err) { erased.set_value(std::move(err)); });
+          (void)erased.get_future().get();
+        }
+        return std::move(epoch.error());
+      }
+      pos.epoch = *epoch;
+    }
     if (!instance) {
       if (persisted) {
         // An activation or a restart: the state is what the store holds.
@@ -295,6 +325,14 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       acfg.dedup_entries_max = static_cast<size_t>(p.dedup_entries_max);
       acfg.passivate_idle = std::chrono::milliseconds(p.passivate_idle_ms);
       acfg.parent = caf::actor_cast<caf::actor>(sup);
+      if (rep) {
+        acfg.append = [rep](records::event_record ev, store::done_fn done) {
+          rep->append(std::move(ev), std::move(done));
+        };
+        acfg.replicate_snapshot = [rep](const records::snapshot_record& snap, uint64_t prune) {
+          rep->snapshot(snap, prune);
+        };
+      }
     }
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
   };
@@ -379,6 +417,17 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
   auto meta = ctx->db->get_meta(id.str());
   if (!meta)
     return fail_all(meta.error());
+  if (!*meta) {
+    // Failover: this node keeps a replica of an agent whose node is gone.
+    auto rep = ctx->rep ? ctx->rep->get() : nullptr;
+    if (rep && rep->may_take_over(id)) {
+      if (auto err = rep->take_over(id))
+        return fail_all(err);
+      meta = ctx->db->get_meta(id.str());
+      if (!meta)
+        return fail_all(meta.error());
+    }
+  }
   if (!*meta)
     return fail_all(make_error(errc::agent_not_found, "no agent " + id.str()));
   auto view = view_of_meta(*ctx, id, **meta);
@@ -794,6 +843,19 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
         book->passivating.emplace(id.name, std::vector<continuation>{});
         self->send(agent, passivate_go_atom::value);
       },
+      [self, ctx](fenced_atom, const agent_id& id) {
+        // A newer activation elsewhere holds the replicas: forget this one, no restart, and
+        // drop the stale working copy (calls find the agent on its new node).
+        (void)self->state.release_child(id.name);
+        auto view = ctx->dir->erase(id);
+        if (view && view->has_breaker && view->target)
+          caf::anon_send_exit(view->target, caf::exit_reason::user_shutdown);
+        ctx->db->erase_agent(id.str(), [id](caf::error err) {
+          if (err)
+            log::event(spdlog::level::warn, "fenced_copy_not_erased", {{"reason", describe(err)}},
+                       id.str());
+        });
+      },
       [self, ctx, book](passivated_atom, const agent_id& id) {
         // The agent quits by itself: forget it without a restart.
         (void)self->state.release_child(id.name);
@@ -1112,6 +1174,7 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->moved = rt->moved_;
   ctx->sender = rt->sender_;
   ctx->forwarder = rt->forwarder_;
+  ctx->rep = rt->ctx_rep_;
   rt->set_agent_sender({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
@@ -1285,12 +1348,15 @@ void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done
   }
   if (!view && !stored)
     return done(make_error(errc::agent_not_found, "no agent " + id.str()));
-  auto erase_stored = [db = db_, id, stored, done = std::move(done)](caf::error err) {
+  auto erase_stored = [db = db_, rep = ctx_rep_, id, stored,
+                       done = std::move(done)](caf::error err) {
     if (err && code_of(err) != errc::agent_not_found)
       return done(std::move(err));
     if (!stored)
       return done(std::move(err));
-    // Stopped for good: its meta, snapshot and journal go too.
+    // Stopped for good: its meta, snapshot and journal go too, and its replicas.
+    if (auto r = rep->get())
+      r->erase(id);
     db->erase_agent(id.str(), done);
   };
   if (!view) // passivated: nothing runs
@@ -1366,8 +1432,11 @@ caf::error node_runtime::activate_then(const agent_id& id,
     // finds. Never straight to the forwarder from here: calls that went to the supervisor
     // while the move finished (or while the record was being erased) are still on their way
     // there, and a shortcut would overtake them.
-    if (!*meta && !moved_->find(id.str()))
-      return make_error(errc::agent_not_found, "no agent " + id.str());
+    if (!*meta && !moved_->find(id.str())) {
+      auto rep = ctx_rep_->get();
+      if (!rep || !rep->may_take_over(id))
+        return make_error(errc::agent_not_found, "no agent " + id.str());
+    }
   }
   if (stopping_.load())
     return make_error(errc::shutting_down, "node is shutting down");
@@ -1446,6 +1515,14 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
     job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
   }
   caf::anon_send(router, ask_atom::value, std::move(job));
+}
+
+void node_runtime::set_replicator(std::shared_ptr<replicator> r) {
+  ctx_rep_->set(std::move(r));
+}
+
+std::shared_ptr<replicator> node_runtime::replication() const {
+  return ctx_rep_->get();
 }
 
 void node_runtime::set_remote_forwarder(remote_forwarder::fn f) {
@@ -1560,6 +1637,8 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
   capabilities_->add(in.id, meta->capabilities);
+  if (auto rep = ctx_rep_->get())
+    rep->expect_handover(in.id); // its activation here takes the promise over
   // The meta, then the snapshot (which also prunes any journal an older copy left), queued
   // together so that one group commit usually carries both: their completions run in order.
   db_->forget(key);

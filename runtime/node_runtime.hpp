@@ -23,6 +23,7 @@
 #include "runtime/directory.hpp"
 #include "runtime/kind.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/replication.hpp"
 #include "runtime/supervisor.hpp"
 #include "storage/store.hpp"
 
@@ -230,6 +231,11 @@ public:
   /// goes away.
   void set_agent_sender(agent_sender::fn f);
 
+  /// Journaled agents replicate through `r` from their next activation on (the cluster's
+  /// replicator, runtime/replication.hpp); null: not at all. Set before calls arrive.
+  void set_replicator(std::shared_ptr<replicator> r);
+  /// The replicator, or null.
+  [[nodiscard]] std::shared_ptr<replicator> replication() const;
   /// Forwarders of moved agents send through `f` (the cluster's call transport, so that
   /// forwarded and new calls to the agent's new node share one ordered path); empty: to the
   /// actor the ship function returned. Call with nullptr before `f`'s target goes away.
@@ -371,6 +377,7 @@ private:
   std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
   std::shared_ptr<remote_forwarder> forwarder_ = std::make_shared<remote_forwarder>();
+  std::shared_ptr<replicator_slot> ctx_rep_ = std::make_shared<replicator_slot>();
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;
