@@ -130,6 +130,10 @@ struct node_config {
     int64_t timeout_ms = 2000;
     /// Replica repairs (whole-copy syncs) one node starts per second.
     int64_t repairs_per_s = 200;
+    /// A read of a replicated agent more than this long after a majority last confirmed its
+    /// activation (by an acknowledged write or such a check) asks the majority first. Keep it
+    /// well below cluster.down_after_ms: a survivor takes over only after that.
+    int64_t read_lease_ms = 500;
     /// TEST ONLY, a planted bug: 1 acknowledges a write once it is durable on the hosting
     /// node and replicates it later (batched every 200 ms), so a kill -9 of the host loses
     /// acknowledged writes. The failover soak test proves its checker catches this.

@@ -65,4 +65,6 @@ struct Meta {
   # of that activation.
   promisedEpoch @8 :UInt64;
   holder @9 :Text;
+  # Replica copies only: the replica set that promise was made for (member names).
+  replicas @10 :List(Text);
 }

@@ -213,6 +213,9 @@ std::string encode(const meta_record& x) {
     caps.set(static_cast<unsigned>(i), x.capabilities[i]);
   m.setPromisedEpoch(x.promised_epoch);
   m.setHolder(x.holder);
+  auto reps = m.initReplicas(static_cast<unsigned>(x.replicas.size()));
+  for (size_t i = 0; i < x.replicas.size(); ++i)
+    reps.set(static_cast<unsigned>(i), x.replicas[i]);
   return wrap(record_type::meta, x.hdr, body_bytes<cr::Meta>(msg));
 }
 
@@ -268,6 +271,8 @@ caf::expected<meta_record> decode_meta(std::string_view bytes) {
       out.capabilities.emplace_back(view_of(c));
     out.promised_epoch = m.getPromisedEpoch();
     out.holder = std::string{view_of(m.getHolder())};
+    for (auto r : m.getReplicas())
+      out.replicas.emplace_back(view_of(r));
   });
   if (err)
     return err;

@@ -69,6 +69,8 @@ struct meta_record {
   /// promised to accept writes from, and the node that activation runs on.
   uint64_t promised_epoch = 0;
   std::string holder;
+  /// Replica copies only: the replica set the promise was made for.
+  std::vector<std::string> replicas;
 };
 
 /// CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start):

@@ -58,8 +58,11 @@ struct agent_actor_state {
   bool snapshot_timer = false;
   /// A write failed: calls are refused until the state is rebuilt from the store.
   bool recovering = false;
-  /// A replica refused a write (a newer activation exists elsewhere): quitting.
+  /// Replicated: a write failed or a read found the majority gone (see stand_down): quitting.
   bool fenced = false;
+  /// Replicated: when a majority last confirmed this activation's epoch (activation, an
+  /// acknowledged write, a read's check).
+  std::chrono::steady_clock::time_point last_confirmed = std::chrono::steady_clock::now();
   /// Passivation began (or the agent moved): calls are handed back to the supervisor.
   bool passivating = false;
   /// A migration is capturing the state: calls are handed back to the supervisor.
@@ -153,6 +156,26 @@ void send_outbox(agent_actor_state& st, std::vector<agent_call_out>& outbox) {
     }
   }
   outbox.clear();
+}
+
+/// Ends a replicated activation that may no longer commit or serve (`why`: fenced, no_quorum,
+/// a storage error): fails whoever waits, tells the supervisor (which forgets the agent without
+/// a restart, dropping this node's working copy when fenced) and quits.
+void stand_down(agent_actor_type* self, const caf::error& why) {
+  auto& st = self->state;
+  if (st.fenced)
+    return;
+  st.fenced = true;
+  bool fenced = code_of(why) == errc::fenced;
+  log::event(spdlog::level::warn, fenced ? "agent_fenced" : "agent_stood_down",
+             {{"seq", st.applied_seq}, {"reason", describe(why)}}, st.cfg.id.str());
+  for (auto& h : st.held)
+    if (h.promise.pending())
+      h.promise.deliver(why);
+  st.held.clear();
+  if (st.cfg.parent)
+    self->send(st.cfg.parent, fenced_atom::value, st.cfg.id, fenced);
+  self->quit(caf::exit_reason::normal);
 }
 
 void release_held(agent_actor_type* self) {
@@ -308,6 +331,27 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           st.held.push_back({st.applied_seq, std::move(rp), std::move(result), std::move(outbox)});
           return;
         }
+        if (result && st.cfg.confirm_epoch) {
+          // A read of a replicated agent (nothing new to write): served only while this
+          // activation is known to hold a majority (a minority side, or a host that was frozen
+          // while a survivor took over, could serve stale state).
+          auto now = std::chrono::steady_clock::now();
+          caf::error stale;
+          if (st.cfg.quorum_reachable && !st.cfg.quorum_reachable())
+            stale = make_error(errc::no_quorum,
+                               st.cfg.id.str()
+                                 + ": this node cannot reach a majority of the agent's replicas, "
+                                   "so its state may be stale");
+          else if (now - st.last_confirmed > st.cfg.read_lease)
+            stale = st.cfg.confirm_epoch(st.cfg.position.epoch);
+          if (stale) {
+            outbox.clear();
+            if (is_request)
+              rp.deliver(stale);
+            return stand_down(self, stale);
+          }
+          st.last_confirmed = now;
+        }
         send_outbox(st, outbox);
         if (!is_request)
           return;
@@ -439,21 +483,18 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       assert(st.inflight > 0);
       --st.inflight;
-      if (err && code_of(err) == errc::fenced && !st.fenced) {
-        // A newer activation holds the replicas: this one must not go on (nor reload).
-        st.fenced = true;
-        log::event(spdlog::level::warn, "agent_fenced", {{"seq", seq}, {"reason", describe(err)}},
-                   st.cfg.id.str());
-        for (auto& h : st.held)
-          if (h.promise.pending())
-            h.promise.deliver(err);
-        st.held.clear();
-        if (st.cfg.parent)
-          self->send(st.cfg.parent, fenced_atom::value, st.cfg.id);
-        return self->quit(caf::exit_reason::normal);
-      }
       if (st.fenced)
         return;
+      if (err && st.cfg.append) {
+        // Replicated: a write that did not reach a majority (or was fenced) ends this
+        // activation; the next one learns from a majority what was committed. (Reloading the
+        // local copy would serve its unacknowledged events as if they were.)
+        log::event(spdlog::level::warn, "journal_append_failed",
+                   {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
+        return stand_down(self, err);
+      }
+      if (!err && st.cfg.append)
+        st.last_confirmed = std::chrono::steady_clock::now();
       if (err) {
         if (!st.recovering) {
           st.recovering = true;

@@ -59,6 +59,14 @@ struct agent_actor_config {
   std::function<void(records::event_record ev, store::done_fn done)> append;
   std::function<void(const records::snapshot_record& snap, uint64_t prune_through)>
     replicate_snapshot;
+  /// Replicated agents: whether this node reaches a majority of the replica set now; a call
+  /// answered without new events (a read) is refused with no_quorum while it does not.
+  std::function<bool()> quorum_reachable;
+  /// Replicated agents: checks with a majority that `epoch` is still the agent's newest
+  /// (errors: fenced, no_quorum); a read more than `read_lease` after the last confirmation
+  /// runs it first.
+  std::function<caf::error(uint64_t epoch)> confirm_epoch;
+  std::chrono::milliseconds read_lease{500};
   uint64_t snapshot_every_events = 1000;
   uint64_t snapshot_every_messages = 100;
   std::chrono::milliseconds snapshot_interval{5000};
@@ -78,8 +86,9 @@ using passivated_atom = caf::atom_constant<caf::atom("pasvdone")>;
 /// to the next activation.
 using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 /// A replica refused the agent's write because a newer activation exists elsewhere (epoch
-/// fencing, runtime/replication.hpp): the agent sends `(fenced_atom, id)` to its supervisor,
-/// which forgets it without a restart and drops this node's working copy; then it quits.
+/// fencing, runtime/replication.hpp), or one of its writes or reads found no majority: the
+/// agent sends `(fenced_atom, id, fenced)` to its supervisor, which forgets it without a
+/// restart (and drops this node's working copy when `fenced`); then it quits.
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 
 /// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends

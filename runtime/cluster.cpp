@@ -393,8 +393,11 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
   }
   st.heard[m.name] = std::chrono::steady_clock::now();
   st.suspects.erase(m.name);
-  if (fresh)
+  if (fresh) {
     log_member(*entry, known ? "member_rejoined" : "member_joined");
+    if (auto rep = st.rt != nullptr ? st.rt->replication() : nullptr)
+      rep->on_member_up(m.name);
+  }
   return fresh;
 }
 
@@ -636,6 +639,12 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         st.rt->metrics().transport_totals(t.frames_sent, t.frames_received, t.direct_writes,
                                           t.queued_writes, t.connections_refused, t.tells_failed,
                                           t.tls_refused);
+        if (auto rep = st.rt->replication()) {
+          auto r = rep->stats();
+          st.rt->metrics().replication_totals(r.writes_acknowledged, r.writes_without_quorum,
+                                              r.fenced_writes, r.repairs, r.takeovers,
+                                              r.activations);
+        }
       }
       if (st.table->self().agents != st.gossiped_agents) {
         st.gossiped_agents = st.table->self().agents;
@@ -1049,7 +1058,8 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
             continue;
           bool self = m.name == s->self_name;
           self_seen = self_seen || self;
-          out.push_back({m.name, m.transport, self || s->serves_calls(m)});
+          // This node serves once it joined (a restarted node knows the members only then).
+          out.push_back({m.name, m.transport, self ? m.status != "joining" : s->serves_calls(m)});
         }
         if (!self_seen)
           out.push_back({s->self_name, {}, true});

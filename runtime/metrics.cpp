@@ -115,6 +115,27 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                               "forwarded to the new node")
                         .Register(*registry_)
                         .Add({}, latency_buckets());
+  replication_writes_ = &BuildCounter()
+                           .Name("hive_replication_writes_total")
+                           .Help("Replicated journal writes by result: acknowledged (host and a "
+                                 "majority of the replica set), no_quorum, fenced")
+                           .Register(*registry_);
+  replication_repairs_ = &BuildCounter()
+                            .Name("hive_replication_repairs_total")
+                            .Help("Whole agent copies sent to replicas that missed writes")
+                            .Register(*registry_)
+                            .Add({});
+  failovers_ = &BuildCounter()
+                  .Name("hive_failovers_total")
+                  .Help("Agents this node activated from its replica after their node died")
+                  .Register(*registry_)
+                  .Add({});
+  replication_epochs_ = &BuildCounter()
+                           .Name("hive_replication_epochs_total")
+                           .Help("Activations that took a new epoch from a majority of their "
+                                 "replica set")
+                           .Register(*registry_)
+                           .Add({});
   transport_frames_ = &BuildCounter()
                          .Name("hive_transport_frames_total")
                          .Help("Frames of the call transport, by direction (sent, received)")
@@ -159,6 +180,24 @@ void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct
     if (now[i] > transport_seen_[i]) {
       counters[i]->Increment(static_cast<double>(now[i] - transport_seen_[i]));
       transport_seen_[i] = now[i];
+    }
+}
+
+void metrics::replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint64_t fenced,
+                                 uint64_t repairs, uint64_t failovers, uint64_t epochs) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::array<uint64_t, 6> now{acknowledged, no_quorum, fenced, repairs, failovers, epochs};
+  std::array<prometheus::Counter*, 6> counters{
+    &replication_writes_->Add({{"result", "acknowledged"}}),
+    &replication_writes_->Add({{"result", "no_quorum"}}),
+    &replication_writes_->Add({{"result", "fenced"}}),
+    replication_repairs_,
+    failovers_,
+    replication_epochs_};
+  for (size_t i = 0; i < now.size(); ++i)
+    if (now[i] > replication_seen_[i]) {
+      counters[i]->Increment(static_cast<double>(now[i] - replication_seen_[i]));
+      replication_seen_[i] = now[i];
     }
 }
 

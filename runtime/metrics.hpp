@@ -103,6 +103,14 @@ public:
   void transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
                         uint64_t refused, uint64_t tells_failed, uint64_t tls_refused);
 
+  /// Totals of the replicator since start (runtime/replication.hpp), copied in now and then:
+  /// `hive_replication_writes_total{result}` (acknowledged, no_quorum, fenced),
+  /// `hive_replication_repairs_total` (whole copies sent to lagging replicas),
+  /// `hive_failovers_total` (agents this node took over from a dead host) and
+  /// `hive_replication_epochs_total` (activations that took a new epoch from a majority).
+  void replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint64_t fenced,
+                          uint64_t repairs, uint64_t failovers, uint64_t epochs);
+
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
     return registry_;
@@ -139,6 +147,11 @@ private:
   prometheus::Counter* transport_tls_refused_;
   /// The transport totals last copied in (counters grow by the difference).
   std::array<uint64_t, 7> transport_seen_{};
+  prometheus::Family<prometheus::Counter>* replication_writes_;
+  prometheus::Counter* replication_repairs_;
+  prometheus::Counter* failovers_;
+  prometheus::Counter* replication_epochs_;
+  std::array<uint64_t, 6> replication_seen_{};
   std::map<std::string, prometheus::Histogram*, std::less<>> gateway_hist_;
   prometheus::Family<prometheus::Counter>* binary_requests_;
   prometheus::Family<prometheus::Histogram>* binary_latency_;

@@ -332,6 +332,11 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         acfg.replicate_snapshot = [rep](const records::snapshot_record& snap, uint64_t prune) {
           rep->snapshot(snap, prune);
         };
+        acfg.quorum_reachable = [rep, key = view.id.str()] { return rep->majority_reachable(key); };
+        acfg.confirm_epoch = [rep, id = view.id](uint64_t epoch) {
+          return rep->confirm(id, epoch);
+        };
+        acfg.read_lease = std::chrono::milliseconds(ctx->cfg.replication.read_lease_ms);
       }
     }
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
@@ -843,13 +848,15 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
         book->passivating.emplace(id.name, std::vector<continuation>{});
         self->send(agent, passivate_go_atom::value);
       },
-      [self, ctx](fenced_atom, const agent_id& id) {
+      [self, ctx](fenced_atom, const agent_id& id, bool fenced) {
         // A newer activation elsewhere holds the replicas: forget this one, no restart, and
         // drop the stale working copy (calls find the agent on its new node).
         (void)self->state.release_child(id.name);
         auto view = ctx->dir->erase(id);
         if (view && view->has_breaker && view->target)
           caf::anon_send_exit(view->target, caf::exit_reason::user_shutdown);
+        if (!fenced)
+          return; // stood down (no majority): the next activation asks a majority again
         ctx->db->erase_agent(id.str(), [id](caf::error err) {
           if (err)
             log::event(spdlog::level::warn, "fenced_copy_not_erased", {{"reason", describe(err)}},

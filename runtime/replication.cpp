@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/cluster.hpp"
 #include "runtime/logging.hpp"
@@ -231,6 +232,28 @@ std::vector<replica_peer> replicator::replica_set(const std::string& agent) cons
   return out;
 }
 
+std::vector<replica_peer> replicator::effective_set(const std::string& agent) {
+  auto set = replica_set(agent);
+  std::vector<std::string> recorded;
+  {
+    std::lock_guard<std::mutex> guard{fmtx_};
+    recorded = fence_of(copy_key(agent)).replicas;
+  }
+  if (recorded.empty())
+    return set;
+  std::vector<replica_peer> all;
+  for (auto& name : recorded) {
+    bool in = std::any_of(set.begin(), set.end(), [&](auto& p) { return p.name == name; });
+    if (in)
+      continue;
+    if (all.empty())
+      all = peers_();
+    auto known = std::find_if(all.begin(), all.end(), [&](auto& p) { return p.name == name; });
+    set.push_back(known != all.end() ? *known : replica_peer{name, {}, false});
+  }
+  return set;
+}
+
 replicator::counters replicator::stats() const {
   std::lock_guard<std::mutex> guard{cmtx_};
   return counters_;
@@ -282,8 +305,14 @@ std::vector<caf::expected<std::string>> replicator::gather(
 caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::meta_record& meta,
                                             uint64_t min_epoch, bool fresh) {
   auto key = id.str();
-  auto set = replica_set(key);
+  auto set = effective_set(key);
   auto need = set.size() / 2 + 1;
+  for (auto& p : set)
+    if (p.name == self_ && !p.serving)
+      return make_error(errc::no_quorum,
+                        self_
+                          + " is still joining the cluster: it activates no "
+                            "replicated agent before it knows the members");
   bool handover = false;
   {
     std::lock_guard<std::mutex> guard{fmtx_};
@@ -318,9 +347,16 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
   // Round 2: a majority promises the new epoch.
   remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
   auto meta_bytes = records::encode(meta);
-  p.call.body = pack({std::to_string(epoch), self_, meta_bytes});
-  auto preps = gather(
-    set, p, [&](reply_fn done) { on_prepare(key, epoch, self_, meta_bytes, std::move(done)); });
+  std::vector<std::string> names;
+  std::string joined;
+  for (auto& m : replica_set(key)) {
+    names.push_back(m.name);
+    joined += (joined.empty() ? "" : ",") + m.name;
+  }
+  p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
+  auto preps = gather(set, p, [&](reply_fn done) {
+    on_prepare(key, epoch, self_, meta_bytes, names, std::move(done));
+  });
   size_t promised = 0;
   bool fenced = false;
   reasons.clear();
@@ -378,11 +414,94 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
                 {"had_seq", local->second}},
                key);
   }
+  // Copies that promised but lag behind the newest one are repaired in the background (the
+  // ones that did not answer get checked when their member comes back up).
+  if (!fresh)
+    for (size_t i = 0; i < preps.size(); ++i) {
+      if (!preps[i] || i == best->second)
+        continue;
+      auto info = parse_info(*preps[i]);
+      if (info && std::tie(info->last_epoch, info->last_seq) != std::tie(b.last_epoch, b.last_seq))
+        schedule_repair(key, set[i], epoch);
+    }
   {
     std::lock_guard<std::mutex> guard{cmtx_};
     ++counters_.activations;
   }
   return epoch;
+}
+
+caf::error replicator::confirm(const agent_id& id, uint64_t epoch) {
+  auto key = id.str();
+  auto set = effective_set(key);
+  auto need = set.size() / 2 + 1;
+  remote_call q{"r.query", id, {}, opts_.timeout.count()};
+  auto answers = gather(set, q, [&](reply_fn done) { done(copy_state(key)); });
+  size_t holding = 0;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    if (!answers[i])
+      continue;
+    auto info = parse_info(*answers[i]);
+    if (!info)
+      continue;
+    if (info->promised > epoch)
+      return make_error(errc::fenced,
+                        key + ": " + set[i].name + " promised epoch "
+                          + std::to_string(info->promised) + " to " + info->holder
+                          + " (this activation has " + std::to_string(epoch) + ")");
+    if (info->promised == epoch && info->holder == self_)
+      ++holding;
+  }
+  if (holding < need)
+    return make_error(errc::no_quorum,
+                      key + ": " + std::to_string(holding) + " of " + std::to_string(set.size())
+                        + " replicas confirm this activation, " + std::to_string(need) + " needed");
+  return {};
+}
+
+bool replicator::majority_reachable(const std::string& agent) {
+  auto set = effective_set(agent);
+  size_t reachable = 0;
+  for (auto& p : set)
+    if (p.name == self_ || p.serving)
+      ++reachable;
+  return reachable >= set.size() / 2 + 1;
+}
+
+void replicator::on_member_up(const std::string& name) {
+  // A moment later: by then the member list shows it serving.
+  post(clock_type::now() + std::chrono::seconds(1), [self = shared_from_this(), name] {
+    std::string after;
+    size_t scheduled = 0;
+    for (;;) {
+      auto page = self->db_->list_meta({}, after, 1024);
+      if (!page || page->empty())
+        break;
+      after = page->back().hdr.agent;
+      for (auto& meta : *page) {
+        auto& key = meta.hdr.agent;
+        if (is_copy_key(key) || meta.persistence != "journaled")
+          continue;
+        fence f;
+        {
+          std::lock_guard<std::mutex> guard{self->fmtx_};
+          f = self->fence_of(copy_key(key));
+        }
+        if (f.holder != self->self_)
+          continue; // only the holder repairs
+        for (auto& peer : self->replica_set(key))
+          if (peer.name == name && peer.serving) {
+            self->schedule_repair(key, peer, f.promised, true);
+            ++scheduled;
+          }
+      }
+      if (page->size() < 1024)
+        break;
+    }
+    if (scheduled > 0)
+      log::event(spdlog::level::info, "replica_checks_scheduled",
+                 {{"member", name}, {"agents", scheduled}});
+  });
 }
 
 void replicator::expect_handover(const agent_id& id) {
@@ -405,9 +524,9 @@ bool replicator::may_take_over(const agent_id& id) {
     for (auto& p : peers)
       if (p.name == holder && p.serving)
         return false;
-  for (auto& p : replica_set(key)) {
+  for (auto& p : effective_set(key)) {
     if (p.name == self_)
-      return true;
+      return p.serving;
     if (p.serving)
       return false; // another survivor comes first
   }
@@ -442,7 +561,7 @@ caf::error replicator::take_over(const agent_id& id) {
 
 void replicator::append(records::event_record ev, store::done_fn done) {
   auto key = ev.hdr.agent;
-  auto set = replica_set(key);
+  auto set = effective_set(key);
   auto b = std::make_shared<vote_book>();
   b->n = set.size();
   b->need = set.size() / 2 + 1;
@@ -566,6 +685,7 @@ replicator::fence& replicator::fence_of(const std::string& key) {
   if (auto meta = db_->get_meta(key); meta && *meta) {
     f.promised = (*meta)->promised_epoch;
     f.holder = (*meta)->holder;
+    f.replicas = (*meta)->replicas;
   }
   return fences_.emplace(key, std::move(f)).first->second;
 }
@@ -588,7 +708,8 @@ std::string replicator::copy_state(const std::string& agent) {
 }
 
 void replicator::on_prepare(const std::string& agent, uint64_t epoch, const std::string& holder,
-                            const std::string& meta_bytes, reply_fn done) {
+                            const std::string& meta_bytes, std::vector<std::string> replicas,
+                            reply_fn done) {
   auto meta = records::decode_meta(meta_bytes);
   if (!meta)
     return done(std::move(meta.error()));
@@ -601,9 +722,11 @@ void replicator::on_prepare(const std::string& agent, uint64_t epoch, const std:
         errc::fenced, self_ + " promised epoch " + std::to_string(f.promised) + " to " + f.holder));
     f.promised = epoch;
     f.holder = holder;
+    f.replicas = replicas;
     meta->hdr.agent = key;
     meta->promised_epoch = epoch;
     meta->holder = holder;
+    meta->replicas = std::move(replicas);
     // Under the lock: writes queued after this see the promise; the answer is read once the
     // promise is durable, so it covers every write accepted before it.
     db_->put_meta(std::move(*meta), false,
@@ -657,6 +780,7 @@ void replicator::on_sync(const std::string& agent, uint64_t epoch,
       errc::fenced, self_ + " promised epoch " + std::to_string(f.promised) + " to " + f.holder));
   meta->promised_epoch = f.promised;
   meta->holder = f.holder;
+  meta->replicas = f.replicas;
   rewrite(*db_, key, bundle, std::move(*meta), [done = std::move(done)](caf::error err) {
     if (err)
       return done(std::move(err));
@@ -721,9 +845,10 @@ void replicator::handle(const remote_call& req, reply_fn done) {
   }
   if (op == "r.prepare") {
     auto parts = unpack(req.call.body);
-    if (!parts || parts->size() != 3)
+    if (!parts || parts->size() != 4)
       return done(make_error(errc::invalid_argument, "r.prepare: malformed body"));
-    return on_prepare(agent, to_u64((*parts)[0]), (*parts)[1], (*parts)[2], std::move(done));
+    return on_prepare(agent, to_u64((*parts)[0]), (*parts)[1], (*parts)[2], split_list((*parts)[3]),
+                      std::move(done));
   }
   if (op == "r.snapshot") {
     auto parts = unpack(req.call.body);
@@ -753,8 +878,8 @@ void replicator::handle(const remote_call& req, reply_fn done) {
 
 // -- repairs -------------------------------------------------------------------------------
 
-void replicator::schedule_repair(const std::string& agent, const replica_peer& peer,
-                                 uint64_t epoch) {
+void replicator::schedule_repair(const std::string& agent, const replica_peer& peer, uint64_t epoch,
+                                 bool check_first) {
   auto tag = agent + '\0' + peer.name;
   clock_type::time_point when;
   {
@@ -766,7 +891,7 @@ void replicator::schedule_repair(const std::string& agent, const replica_peer& p
     next_repair_ = std::max(next_repair_ + gap, clock_type::now());
     when = next_repair_;
   }
-  post(when, [self = shared_from_this(), agent, peer, epoch, tag] {
+  post(when, [self = shared_from_this(), agent, peer, epoch, tag, check_first] {
     auto finish = [self, tag, agent, peer](caf::expected<std::string> r) {
       {
         std::lock_guard<std::mutex> guard{self->wmtx_};
@@ -782,6 +907,31 @@ void replicator::schedule_repair(const std::string& agent, const replica_peer& p
                   {"reason", r ? std::string{} : describe(r.error())}},
                  agent);
     };
+    if (check_first && peer.name != self->self_) {
+      // Ask first (the answer runs on the transport's thread; the copy is sent from there).
+      auto id = parse_agent_id(agent);
+      if (!id)
+        return finish(std::move(id.error()));
+      remote_call q{"r.query", *id, {}, self->opts_.timeout.count()};
+      return self->call_(peer.address, q, self->opts_.timeout,
+                         [self, agent, peer, epoch, tag, finish](caf::expected<std::string> r) {
+                           auto info = r ? parse_info(*r) : caf::expected<copy_info>{r.error()};
+                           auto mine = position_of(*self->db_, agent);
+                           if (info && mine
+                               && std::make_pair(info->last_epoch, info->last_seq) == *mine) {
+                             std::lock_guard<std::mutex> guard{self->wmtx_};
+                             self->repairing_.erase(tag); // up to date: nothing to send
+                             return;
+                           }
+                           self->post(clock_type::now(), [self, agent, peer, epoch, tag] {
+                             {
+                               std::lock_guard<std::mutex> guard{self->wmtx_};
+                               self->repairing_.erase(tag);
+                             }
+                             self->schedule_repair(agent, peer, epoch, false);
+                           });
+                         });
+    }
     auto bundle = self->bundle_of(agent); // the working copy
     if (!bundle)
       return finish(std::move(bundle.error()));

@@ -133,6 +133,20 @@ public:
   /// is repaired by its next conflict). `prune_through` as in `store::put_snapshot`.
   void snapshot(const records::snapshot_record& snap, uint64_t prune_through);
 
+  /// Checks with the replica set that a majority still promises `epoch` to this node (a read
+  /// of a host whose lease ran out); blocks up to about `timeout`. Errors: fenced (a newer
+  /// epoch was promised), no_quorum.
+  [[nodiscard]] caf::error confirm(const agent_id& id, uint64_t epoch);
+
+  /// Whether this node can reach a majority of `agent`'s replica set now (itself included).
+  /// A host that cannot serves no reads of it (they could be stale: a majority elsewhere may
+  /// have moved on).
+  [[nodiscard]] bool majority_reachable(const std::string& agent);
+
+  /// Member `name` came (back) up: the copies it keeps of agents held here are checked and,
+  /// if behind, repaired in the background (rate-limited).
+  void on_member_up(const std::string& name);
+
   /// The agent was stopped for good: every copy is erased (best effort).
   void erase(const agent_id& id);
 
@@ -163,7 +177,14 @@ public:
   struct fence {
     uint64_t promised = 0;
     std::string holder;
+    /// The replica set the promise was made for.
+    std::vector<std::string> replicas;
   };
+
+  /// `replica_set(agent)` plus the members of the set this node's copy last promised for
+  /// (those no longer known count as unreachable): a node that just restarted, or sees too
+  /// few members, never settles for a smaller majority than the one the agent had.
+  [[nodiscard]] std::vector<replica_peer> effective_set(const std::string& agent);
 
 private:
   replicator(std::shared_ptr<store> db, std::string self, replication_options opts, peers_fn peers,
@@ -182,7 +203,7 @@ private:
   std::string copy_state(const std::string& agent);
 
   void on_prepare(const std::string& agent, uint64_t epoch, const std::string& holder,
-                  const std::string& meta_bytes, reply_fn done);
+                  const std::string& meta_bytes, std::vector<std::string> replicas, reply_fn done);
   void on_append(records::event_record ev, reply_fn done);
   void on_snapshot(records::snapshot_record snap, uint64_t prune_through);
   void on_sync(const std::string& agent, uint64_t epoch, const std::vector<std::string>& bundle,
@@ -194,7 +215,10 @@ private:
 
   /// Sends `peer` (or this node's copy) the working copy of `agent` (rate-limited, one at a
   /// time per copy).
-  void schedule_repair(const std::string& agent, const replica_peer& peer, uint64_t epoch);
+  /// With `check_first`, the copy's state is asked for first and the copy only sent if it
+  /// differs from the working copy.
+  void schedule_repair(const std::string& agent, const replica_peer& peer, uint64_t epoch,
+                       bool check_first = false);
 
   /// Runs `fn` on the repair thread at `when`.
   void post(std::chrono::steady_clock::time_point when, std::function<void()> fn);
