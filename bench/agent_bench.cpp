@@ -339,6 +339,23 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 100));
   remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");
   remote->add_option("--json", rem.json_file, "write the figures as JSON to FILE");
+  bench::replicated_options repl;
+  auto replicated = app.add_subcommand(
+    "replicated", "journaled writes on 3 local nodes with replication.factor 1 and 3, same run");
+  replicated->add_option("--writers", repl.writers, "closed-loop writers, one run per count")
+    ->delimiter(',')
+    ->check(CLI::Range(1, 4000));
+  replicated->add_option("--factors", repl.factors, "replication factors compared")
+    ->delimiter(',')
+    ->check(CLI::Range(1, 3));
+  replicated->add_option("--seconds", repl.seconds, "length of one run")
+    ->check(CLI::Range(0.1, 3600.0));
+  replicated->add_option("--runs", repl.runs, "repetitions (medians reported)")
+    ->check(CLI::Range(1, 100));
+  replicated->add_option("--agents", repl.agents, "counters the writes are spread over")
+    ->check(CLI::Range(1, 100000));
+  replicated->add_option("--node", repl.node_binary, "the agent-node binary (default: ../nodes/)");
+  replicated->add_option("--json", repl.json_file, "write the figures as JSON to FILE");
   bench::gateway_options gw;
   auto gateway = app.add_subcommand(
     "gateway", "asks through a real node's gateway: HTTP keep-alive vs the binary protocol");
@@ -364,6 +381,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (gateway->parsed())
     return bench::run_gateway(gw, argv[0]);
+  if (*replicated)
+    return bench::run_replicated(repl, argv[0]);
   if (remote->parsed())
     return bench::run_remote(rem, argv[0]);
   if (durable->parsed())

@@ -24,9 +24,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <regex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -92,10 +94,17 @@ int connect_tcp(uint16_t port) {
 }
 
 /// The driver: N connections of one protocol to one node.
+/// What the asks address and carry: agents `<prefix><i>`, i < agents, and one body.
+struct workload {
+  std::string prefix = "bench/e";
+  std::string body = R"({"op":"ping","n":1})";
+};
+
 class driver {
 public:
-  driver(proto p, uint16_t port, const std::string& token, int connections, int agents)
-      : p_(p), agents_(agents) {
+  driver(proto p, uint16_t port, const std::string& token, int connections, int agents,
+         const workload& w = {})
+      : p_(p), agents_(agents), body_(w.body) {
     conns_.resize(static_cast<size_t>(connections));
     for (auto& c : conns_) {
       c.fd = connect_tcp(port);
@@ -110,12 +119,12 @@ public:
       ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) | O_NONBLOCK);
     }
     for (int i = 0; i < agents; ++i) {
-      std::string body = R"({"op":"ping","n":1})";
-      http_req_.push_back("POST /v1/agents/bench/e" + std::to_string(i)
+      const auto& body = w.body;
+      http_req_.push_back("POST /v1/agents/" + w.prefix + std::to_string(i)
                           + "/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token
                           + "\r\nContent-Type: application/json\r\nContent-Length: "
                           + std::to_string(body.size()) + "\r\n\r\n" + body);
-      agent_ids_.push_back("bench/e" + std::to_string(i));
+      agent_ids_.push_back(w.prefix + std::to_string(i));
     }
   }
 
@@ -133,9 +142,8 @@ public:
       c.sent_fifo.push_back(due);
     } else {
       auto id = c.next_id++;
-      wire::append_frame(
-        c.out,
-        wire::request{id, 0, wire::ask{agent_ids_[agent], R"({"op":"ping","n":1})", 0, "", 0}});
+      wire::append_frame(c.out,
+                         wire::request{id, 0, wire::ask{agent_ids_[agent], body_, 0, "", 0}});
       c.sent_by_id.emplace(id, due);
     }
     ++c.in_flight;
@@ -302,6 +310,7 @@ private:
 
   proto p_;
   int agents_;
+  std::string body_;
   std::vector<conn> conns_;
   std::vector<pollfd> pfds_;
   std::vector<std::string> http_req_;
@@ -317,8 +326,8 @@ struct figures {
 
 /// Closed loop: every connection keeps `depth` asks in flight for `seconds` (+ warm-up).
 figures closed_loop(proto p, uint16_t port, const std::string& token, int connections, int depth,
-                    double seconds, int agents) {
-  driver d{p, port, token, connections, agents};
+                    double seconds, int agents, const workload& w = {}) {
+  driver d{p, port, token, connections, agents, w};
   auto t0 = clock_type::now();
   auto warm_end = t0 + std::chrono::milliseconds(300);
   auto end = warm_end + std::chrono::duration_cast<clock_type::duration>(duration<double>(seconds));
@@ -453,7 +462,214 @@ node_proc start_node(const gateway_options& opts, const std::string& node_bin,
   return n;
 }
 
+/// One member of a benchmark cluster.
+struct member_proc {
+  pid_t pid = -1;
+  uint16_t http_port = 0;
+  uint16_t binary_port = 0;
+  uint16_t cluster_port = 0;
+};
+
+member_proc start_member(const std::string& node_bin, const std::string& name,
+                         const std::string& data, const std::string& key_file,
+                         const std::vector<std::string>& extra) {
+  int out[2];
+  if (::pipe(out) != 0)
+    die("pipe failed");
+  std::vector<std::string> args{node_bin,
+                                "--name",
+                                name,
+                                "--data-dir",
+                                data,
+                                "--gateway",
+                                "127.0.0.1:0",
+                                "--binary",
+                                "127.0.0.1:0",
+                                "--metrics",
+                                "127.0.0.1:0",
+                                "--cluster",
+                                "127.0.0.1:0",
+                                "--admin-key-file",
+                                key_file,
+                                "--log-level",
+                                "warn",
+                                "--set",
+                                "quota.requests_per_s=10000000",
+                                "--set",
+                                "quota.burst_requests=10000000"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  member_proc n;
+  n.pid = ::fork();
+  if (n.pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(node_bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string line;
+  char ch;
+  while (::read(out[0], &ch, 1) == 1 && ch != '\n')
+    line.push_back(ch);
+  ::close(out[0]);
+  std::smatch m;
+  if (!std::regex_search(line, m, std::regex{"gateway https?://[^ ]+:([0-9]+)"}))
+    die("agent-node (" + node_bin + ") did not start: " + line);
+  n.http_port = static_cast<uint16_t>(std::stoi(m[1]));
+  if (!std::regex_search(line, m, std::regex{"binary (?:tcp|tls)://[^ ]+:([0-9]+)"}))
+    die("agent-node printed no binary port: " + line);
+  n.binary_port = static_cast<uint16_t>(std::stoi(m[1]));
+  if (!std::regex_search(line, m, std::regex{" cluster [^ ]+:([0-9]+)"}))
+    die("agent-node printed no cluster port: " + line);
+  n.cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
+  return n;
+}
+
+/// The body of a blocking `GET path` (Connection: close).
+std::string http_get(uint16_t port, const std::string& path, const std::string& token) {
+  int fd = connect_tcp(port);
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token
+    + "\r\nConnection: close\r\n\r\n";
+  (void)::write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return resp;
+}
+
 } // namespace
+
+int run_replicated(const replicated_options& opts, const char* argv0) {
+  auto node_bin = opts.node_binary;
+  if (node_bin.empty())
+    node_bin =
+      (std::filesystem::path{argv0}.parent_path() / ".." / "nodes" / "agent-node").string();
+  std::string token;
+  {
+    std::random_device rd;
+    const char* hex = "0123456789abcdef";
+    for (int i = 0; i < 48; ++i)
+      token.push_back(hex[rd() % 16]);
+  }
+  std::printf("agent-bench replicated: 3 agent-node processes on 127.0.0.1, %d journaled "
+              "counters, writes {\"op\":\"add\"} over the binary protocol to one node (the "
+              "others forward), one in flight per writer; %d runs of %.1f s per row "
+              "(medians)\n",
+              opts.agents, opts.runs, opts.seconds);
+  // figures[factor][writers] over the runs
+  std::map<int, std::map<int, std::vector<figures>>> got;
+  int rc = 0;
+  for (int r = 0; r < opts.runs; ++r)
+    for (int factor : opts.factors) {
+      char tmpl[] = "/tmp/hive-replbench-XXXXXX";
+      std::string dir = ::mkdtemp(tmpl);
+      auto key_file = dir + "/admin.key";
+      std::ofstream{key_file} << token << "\n";
+      std::vector<std::string> extra{"--set", "replication.factor=" + std::to_string(factor),
+                                     "--set", "cluster.rebalance_migrations_per_s=0"};
+      std::vector<member_proc> members;
+      members.push_back(start_member(node_bin, "n1", dir + "/n1", key_file, extra));
+      auto seeded = extra;
+      seeded.push_back("--seed");
+      seeded.push_back("127.0.0.1:" + std::to_string(members[0].cluster_port));
+      members.push_back(start_member(node_bin, "n2", dir + "/n2", key_file, seeded));
+      members.push_back(start_member(node_bin, "n3", dir + "/n3", key_file, seeded));
+      auto formed = [&] {
+        for (auto& m : members) {
+          auto body = http_get(m.http_port, "/v1/cluster/nodes", token);
+          size_t ups = 0;
+          for (size_t at = 0; (at = body.find("\"status\":\"up\"", at)) != std::string::npos; ++at)
+            ++ups;
+          if (ups < 3)
+            return false;
+        }
+        return true;
+      };
+      auto t0 = clock_type::now();
+      while (!formed()) {
+        if (clock_type::now() - t0 > std::chrono::seconds(20))
+          die("the benchmark cluster did not form");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      {
+        auto c = binary_client::connect("127.0.0.1", members[0].binary_port, token);
+        if (!c)
+          die("binary connect: " + describe(c.error()));
+        for (int i = 0; i < opts.agents; ++i) {
+          auto s = c->spawn({"bench/w" + std::to_string(i), "counter", "", false, "", ""});
+          if (!s)
+            die("spawn: " + describe(s.error()));
+        }
+      }
+      workload w{"bench/w", R"({"op":"add","by":1})"};
+      for (int writers : opts.writers) {
+        std::fprintf(stderr, "\r  run %d/%d: R=%d, %4d writers ...", r + 1, opts.runs, factor,
+                     writers);
+        auto f = closed_loop(proto::binary, members[0].binary_port, token, writers, 1, opts.seconds,
+                             opts.agents, w);
+        if (f.failures > 0)
+          rc = 1;
+        got[factor][writers].push_back(f);
+      }
+      for (auto& m : members)
+        ::kill(m.pid, SIGKILL);
+      for (auto& m : members) {
+        int status = 0;
+        ::waitpid(m.pid, &status, 0);
+      }
+      std::filesystem::remove_all(dir);
+    }
+  std::fprintf(stderr, "\r%70s\r", "");
+  nlohmann::json out{{"scenario", "replicated"},
+                     {"runs", opts.runs},
+                     {"seconds", opts.seconds},
+                     {"agents", opts.agents},
+                     {"rows", nlohmann::json::array()}};
+  std::printf("\n| writers | R | acks/s (runs) | median acks/s | p50 ms | p99 ms |\n");
+  std::printf("| ---: | ---: | --- | ---: | ---: | ---: |\n");
+  for (int writers : opts.writers)
+    for (int factor : opts.factors) {
+      auto& fs = got[factor][writers];
+      std::vector<double> rate, p50, p99;
+      std::string each;
+      for (auto& f : fs) {
+        rate.push_back(f.asks_per_s);
+        p50.push_back(f.p50_ms);
+        p99.push_back(f.p99_ms);
+        each += (each.empty() ? "" : " / ") + std::to_string(static_cast<long>(f.asks_per_s));
+      }
+      std::printf("| %d | %d | %s | %.0f | %.3f | %.3f |\n", writers, factor, each.c_str(),
+                  median(rate), median(p50), median(p99));
+      out["rows"].push_back({{"writers", writers},
+                             {"factor", factor},
+                             {"acks_per_s", rate},
+                             {"p50_ms", p50},
+                             {"p99_ms", p99}});
+    }
+  if (opts.factors.size() >= 2) {
+    auto lo = opts.factors.front();
+    auto hi = opts.factors.back();
+    std::printf("\nR=%d vs R=%d, median acks/s:", hi, lo);
+    for (int writers : opts.writers) {
+      std::vector<double> a, b;
+      for (auto& f : got[hi][writers])
+        a.push_back(f.asks_per_s);
+      for (auto& f : got[lo][writers])
+        b.push_back(f.asks_per_s);
+      std::printf(" %.2fx (%d writers)", median(a) / median(b), writers);
+    }
+    std::printf("\n");
+  }
+  if (!opts.json_file.empty())
+    std::ofstream{opts.json_file} << out.dump(2) << "\n";
+  return rc;
+}
 
 int run_gateway(const gateway_options& opts, const char* argv0) {
   auto node_bin = opts.node_binary;

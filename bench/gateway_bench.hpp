@@ -31,4 +31,22 @@ struct gateway_options {
 /// Runs the `gateway` scenario; returns the process exit code (1 if a check failed).
 [[nodiscard]] int run_gateway(const gateway_options& opts, const char* argv0);
 
+/// Settings of `agent-bench replicated` (see bench/README.md): journaled writes on a 3-node
+/// cluster with each replication factor, in the same run.
+struct replicated_options {
+  /// Closed-loop writers (binary connections, one write in flight each); one run per count.
+  std::vector<int> writers{1, 16, 64};
+  /// Replication factors compared (replication.factor of every node).
+  std::vector<int> factors{1, 3};
+  double seconds = 3.0;
+  int runs = 3;
+  /// Counters the writes are spread over (placed by rendezvous hashing over the 3 nodes).
+  int agents = 64;
+  std::string node_binary;
+  std::string json_file;
+};
+
+/// Runs the `replicated` scenario; returns the process exit code (1 if writes failed).
+[[nodiscard]] int run_replicated(const replicated_options& opts, const char* argv0);
+
 } // namespace hive::bench

@@ -17,6 +17,9 @@ Verdicts, per counter with A acknowledged, I unknown operations and final value 
   split brain                    two different acknowledged operations saw the same value
                                  (two activations both committed the same sequence)
   unread                         a counter without a final value
+  minority acknowledged          an operation acknowledged through a node more than
+                                 GRACE_S after it was isolated ({"type":"nemesis",
+                                 "action":"isolate"|"heal","node":N}) and before it healed
 
 Exit status: 0 when no violation, 1 when there is one (printed), 2 for an unusable history.
 """
@@ -24,6 +27,10 @@ Exit status: 0 when no violation, 1 when there is one (printed), 2 for an unusab
 import collections
 import json
 import sys
+
+# Seconds after an isolation during which an acknowledgement through the isolated node may
+# still be one whose majority was reached before the cut.
+GRACE_S = 1.0
 
 
 def check(lines):
@@ -34,6 +41,8 @@ def check(lines):
     final = {}
     seed = None
     violations = []
+    isolated = {}  # node -> time it was cut off
+    minority = 0
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
@@ -45,11 +54,22 @@ def check(lines):
         t = e.get("type")
         if t == "meta":
             seed = e.get("seed")
+        elif t == "nemesis" and e.get("action") == "isolate":
+            isolated[e["node"]] = e["t"]
+        elif t == "nemesis" and e.get("action") == "heal":
+            isolated.pop(e["node"], None)
         elif t == "invoke":
             invoked[e["counter"]] += 1
         elif t == "ok":
             c = e["counter"]
             ok[c] += 1
+            via = e.get("node")
+            if via in isolated and e.get("t", 0) > isolated[via] + GRACE_S:
+                minority += 1
+                violations.append(
+                    "minority acknowledged: %s: operation %s acknowledged through %s %.2f s "
+                    "after it was isolated" % (c, (e["client"], e["seq"]), via,
+                                               e["t"] - isolated[via]))
             v = e.get("value")
             key = (e["client"], e["seq"])
             if v in values[c] and values[c][v] != key:
@@ -82,6 +102,7 @@ def check(lines):
         "unknown": sum(info.values()),
         "lost_acknowledged": lost,
         "duplicated": dup,
+        "minority_acknowledged": minority,
         "violations": len(violations),
     }
     return summary, violations

@@ -46,7 +46,16 @@ def main():
     unread = clean[:-1]
     summary, v = check_history.check(unread)
     assert any(x.startswith("unread") for x in v), v
-    print("check_history: clean passes; lost, duplicated, split brain and unread are caught")
+    cut = lines({"type": "nemesis", "action": "isolate", "node": "n1", "t": 100.0},
+                op("invoke", 0, 1, "s/c"), op("ok", 0, 1, "s/c", value=1, node="n2", t=103.0),
+                op("invoke", 0, 2, "s/c"), op("ok", 0, 2, "s/c", value=2, node="n1", t=100.5),
+                op("invoke", 0, 3, "s/c"), op("ok", 0, 3, "s/c", value=3, node="n1", t=104.0),
+                {"type": "nemesis", "action": "heal", "node": "n1", "t": 105.0},
+                op("invoke", 0, 4, "s/c"), op("ok", 0, 4, "s/c", value=4, node="n1", t=106.0),
+                {"type": "final", "counter": "s/c", "value": 4})
+    summary, v = check_history.check(cut)
+    assert summary["minority_acknowledged"] == 1 and len(v) == 1, (summary, v)
+    print("check_history: clean passes; lost, duplicated, split brain, unread and minority acks are caught")
     return 0
 
 

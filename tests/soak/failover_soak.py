@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kill -9 soak of replicated journals (issue #5).
+"""Kill -9 and partition soak of replicated journals (issue #5).
 
 Starts 3 agent-node processes on 127.0.0.1 (replication.factor 3), creates COUNTERS journaled
 counters, and lets CLIENTS threads increment random counters through random gateways, each
@@ -15,6 +15,12 @@ checker.
 Exit status 0 when the checker finds no violation (with --expect-violations: when it finds
 one). On an unexpected verdict the work directory (history, node logs) is kept and its path
 and the seed are printed; repeat the run with --seed.
+
+With --partition (root only; exit 77 = skipped otherwise) every node runs in a network
+namespace of its own, joined by veth pairs to a bridge, and the nemesis isolates one node at a
+time for 5-15 s with blackhole routes (the others cannot reach it nor it them; the clients
+still reach every gateway), then heals. The checker also verifies that no write was
+acknowledged through the isolated node while it was cut off.
 """
 
 import argparse
@@ -46,9 +52,11 @@ def free_port():
     return port
 
 
-def request(port, method, path, body=None, headers=None, timeout=5.0):
-    """Returns (status, parsed JSON or text); raises OSError on connection problems."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(where, method, path, body=None, headers=None, timeout=5.0):
+    """`where`: a Node (or a port on 127.0.0.1). Returns (status, parsed JSON or text); raises
+    OSError on connection problems."""
+    host, port = (where.host, where.gateway) if isinstance(where, Node) else ("127.0.0.1", where)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         h = {"Authorization": "Bearer " + ADMIN_KEY}
         if headers:
@@ -68,9 +76,78 @@ def request(port, method, path, body=None, headers=None, timeout=5.0):
         conn.close()
 
 
+def sh(*cmd, check=True):
+    r = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s: %s" % (" ".join(cmd), r.stdout.strip()))
+    return r.returncode == 0
+
+
+class Net:
+    """Three network namespaces on a bridge (10.X.Y.1-3, the bridge .254)."""
+
+    def __init__(self):
+        tag = "%05d" % (os.getpid() % 100000)
+        self.bridge = "hvb" + tag
+        self.ns = ["hive%s-%d" % (tag, i) for i in range(1, 4)]
+        self.veth = ["hve%s%d" % (tag, i) for i in range(1, 4)]
+        self.peer = ["hvp%s%d" % (tag, i) for i in range(1, 4)]
+        self.net = "10.%d.%d" % (100 + os.getpid() % 100, os.getpid() // 100 % 250)
+        self.ip = ["%s.%d" % (self.net, i) for i in range(1, 4)]
+        self.blackholes = []
+
+    @staticmethod
+    def available():
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            return False
+        probe = "hiveprobe%d" % os.getpid()
+        if not sh("ip", "netns", "add", probe, check=False):
+            return False
+        sh("ip", "netns", "del", probe, check=False)
+        return True
+
+    def up(self):
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", self.net + ".254/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for i in range(3):
+            sh("ip", "netns", "add", self.ns[i])
+            sh("ip", "link", "add", self.veth[i], "type", "veth", "peer", "name", self.peer[i])
+            sh("ip", "link", "set", self.peer[i], "netns", self.ns[i])
+            sh("ip", "link", "set", self.veth[i], "master", self.bridge)
+            sh("ip", "link", "set", self.veth[i], "up")
+            ex = ["ip", "netns", "exec", self.ns[i]]
+            sh(*ex, "ip", "addr", "add", self.ip[i] + "/24", "dev", self.peer[i])
+            sh(*ex, "ip", "link", "set", self.peer[i], "up")
+            sh(*ex, "ip", "link", "set", "lo", "up")
+
+    def isolate(self, i):
+        for j in range(3):
+            if j != i:
+                for a, b in ((i, j), (j, i)):
+                    sh("ip", "netns", "exec", self.ns[a], "ip", "route", "add", "blackhole",
+                       self.ip[b] + "/32")
+                    self.blackholes.append((a, b))
+
+    def heal(self):
+        for a, b in self.blackholes:
+            sh("ip", "netns", "exec", self.ns[a], "ip", "route", "del", "blackhole",
+               self.ip[b] + "/32", check=False)
+        self.blackholes = []
+
+    def down(self):
+        self.heal()
+        for i in range(3):
+            sh("ip", "link", "del", self.veth[i], check=False)
+            sh("ip", "netns", "del", self.ns[i], check=False)
+        sh("ip", "link", "del", self.bridge, check=False)
+
+
 class Node:
-    def __init__(self, name, work, binary, extra):
+    def __init__(self, name, work, binary, extra, host="127.0.0.1", netns=None):
         self.name = name
+        self.host = host
+        self.netns = netns
         self.data = os.path.join(work, name)
         self.log = os.path.join(work, name + ".log")
         self.out = os.path.join(work, name + ".out")
@@ -85,16 +162,19 @@ class Node:
         self.up = False
 
     def start(self, timeout=30.0):
+        h = self.host
         args = [self.binary, "--name", self.name, "--data-dir", self.data,
-                "--gateway", "127.0.0.1:%d" % self.gateway, "--metrics", "127.0.0.1:0",
-                "--cluster", "127.0.0.1:%d" % self.cluster,
+                "--gateway", "%s:%d" % (h, self.gateway), "--metrics", "127.0.0.1:0",
+                "--cluster", "%s:%d" % (h, self.cluster),
                 "--set", "cluster.transport_port=%d" % self.transport,
                 "--admin-key-file", os.path.join(os.path.dirname(self.data), "admin.key"),
                 "--log-level", "info",
                 "--set", "quota.requests_per_s=100000000",
                 "--set", "quota.burst_requests=100000000"] + self.extra
         for s in self.seeds:
-            args += ["--seed", "127.0.0.1:%d" % s]
+            args += ["--seed", "%s:%d" % s]
+        if self.netns:
+            args = ["ip", "netns", "exec", self.netns] + args
         deadline = time.time() + timeout
         while True:
             with open(self.out, "w") as out, open(self.log, "a") as err:
@@ -149,7 +229,7 @@ def wait_cluster(nodes, want, timeout=60.0):
         try:
             ok = True
             for n in nodes:
-                st, body = request(n.gateway, "GET", "/v1/cluster/nodes", timeout=2)
+                st, body = request(n, "GET", "/v1/cluster/nodes", timeout=2)
                 ups = [m for m in (body or {}).get("nodes", []) if m.get("status") == "up"]
                 ok = ok and st == 200 and len(ups) >= want
             if ok:
@@ -173,7 +253,7 @@ def client_loop(cid, nodes, counters, hist, stop, rng, op_deadline_s, stats):
         while time.time() < give_up:
             node = rng.choice(nodes)
             try:
-                st, body = request(node.gateway, "POST",
+                st, body = request(node, "POST",
                                    "/v1/agents/%s/ask" % counter,
                                    {"op": "add", "by": 1}, {"Idempotency-Key": key}, timeout=5)
             except OSError as e:
@@ -192,6 +272,20 @@ def client_loop(cid, nodes, counters, hist, stop, rng, op_deadline_s, stats):
         if not done:
             hist.add(type="info", client=cid, seq=seq, counter=counter, error=last)
             stats["info"] += 1
+
+
+def partitioner(nodes, net, hist, stop, rng):
+    while not stop.is_set():
+        if stop.wait(rng.uniform(5, 15)):
+            return
+        i = rng.randrange(3)
+        hist.add(type="nemesis", action="isolate", node=nodes[i].name)
+        print("  isolate %s" % nodes[i].name, flush=True)
+        net.isolate(i)
+        stop.wait(rng.uniform(5, 15))
+        net.heal()
+        hist.add(type="nemesis", action="heal", node=nodes[i].name)
+        print("  healed %s" % nodes[i].name, flush=True)
 
 
 def nemesis(nodes, hist, stop, rng):
@@ -220,8 +314,17 @@ def main():
     ap.add_argument("--planted-bug", action="store_true",
                     help="run the nodes with replication.ack_before_quorum=1")
     ap.add_argument("--expect-violations", action="store_true")
+    ap.add_argument("--partition", action="store_true",
+                    help="isolate nodes in network namespaces instead of killing them (root)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    net = None
+    if args.partition:
+        if not Net.available():
+            print("failover soak --partition: SKIPPED: needs root and network namespaces "
+                  "(ip netns add failed or not root)", flush=True)
+            return 77
+        net = Net()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     print("failover soak: seed %d (repeat with --seed %d)" % (seed, seed), flush=True)
     rng = random.Random(seed)
@@ -231,12 +334,17 @@ def main():
     extra = ["--set", "replication.factor=3"]
     if args.planted_bug:
         extra += ["--set", "replication.ack_before_quorum=1"]
-    nodes = [Node("n%d" % i, work, args.agent_node, extra) for i in range(1, 4)]
+    if net:
+        net.up()
+        nodes = [Node("n%d" % (i + 1), work, args.agent_node, extra, net.ip[i], net.ns[i])
+                 for i in range(3)]
+    else:
+        nodes = [Node("n%d" % i, work, args.agent_node, extra) for i in range(1, 4)]
     for i, n in enumerate(nodes):
-        n.seeds = [m.cluster for j, m in enumerate(nodes) if j != i]
+        n.seeds = [(m.host, m.cluster) for j, m in enumerate(nodes) if j != i]
     hist = History(os.path.join(work, "history.jsonl"))
     hist.add(type="meta", seed=seed, seconds=args.seconds, counters=args.counters,
-             planted_bug=args.planted_bug)
+             planted_bug=args.planted_bug, partition=args.partition)
     verdict_ok = False
     try:
         nodes[0].start()
@@ -247,7 +355,7 @@ def main():
         for c in counters:
             for attempt in range(50):
                 try:
-                    st, body = request(rng.choice(nodes).gateway, "POST", "/v1/agents",
+                    st, body = request(rng.choice(nodes), "POST", "/v1/agents",
                                        {"id": c, "kind": "counter"})
                 except OSError:
                     st, body = 0, None
@@ -266,7 +374,10 @@ def main():
                                           stats))
                    for cid in range(args.clients)]
         nem_stop = threading.Event()
-        nem = threading.Thread(target=nemesis, args=(nodes, hist, nem_stop, rng))
+        if net:
+            nem = threading.Thread(target=partitioner, args=(nodes, net, hist, nem_stop, rng))
+        else:
+            nem = threading.Thread(target=nemesis, args=(nodes, hist, nem_stop, rng))
         for t in threads:
             t.start()
         nem.start()
@@ -289,7 +400,7 @@ def main():
             value = None
             for attempt in range(100):
                 try:
-                    st, body = request(rng.choice(nodes).gateway, "POST",
+                    st, body = request(rng.choice(nodes), "POST",
                                        "/v1/agents/%s/ask" % c, {"op": "get"})
                     if st == 200 and isinstance(body, dict) and "value" in body:
                         value = body["value"]
@@ -313,6 +424,8 @@ def main():
     finally:
         for n in nodes:
             n.stop()
+        if net:
+            net.down()
         if verdict_ok and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
