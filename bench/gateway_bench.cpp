@@ -396,72 +396,6 @@ figures fixed_rate(proto p, uint16_t port, const std::string& token, int connect
           quantile(lat, 0.99) * 1e3, d.failures};
 }
 
-struct node_proc {
-  pid_t pid = -1;
-  uint16_t http_port = 0;
-  uint16_t binary_port = 0;
-};
-
-node_proc start_node(const gateway_options& opts, const std::string& node_bin,
-                     const std::string& dir, const std::string& key_file) {
-  int out[2];
-  if (::pipe(out) != 0)
-    die("pipe failed");
-  node_proc n;
-  std::vector<std::string> args{node_bin,
-                                "--name",
-                                "bench-gw",
-                                "--data-dir",
-                                dir + "/data",
-                                "--gateway",
-                                "127.0.0.1:0",
-                                "--binary",
-                                "127.0.0.1:0",
-                                "--metrics",
-                                "127.0.0.1:0",
-                                "--admin-key-file",
-                                key_file,
-                                "--log-level",
-                                "warn",
-                                "--set",
-                                "quota.requests_per_s=10000000",
-                                "--set",
-                                "quota.burst_requests=10000000",
-                                "--set",
-                                "gateway.threads=" + std::to_string(opts.gateway_threads),
-                                "--set",
-                                "binary.threads=" + std::to_string(opts.gateway_threads),
-                                "--set",
-                                "gateway.connections_max=4096",
-                                "--set",
-                                "binary.connections_max=4096"};
-  n.pid = ::fork();
-  if (n.pid == 0) {
-    ::dup2(out[1], 1);
-    ::close(out[0]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(node_bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string line;
-  char ch;
-  while (::read(out[0], &ch, 1) == 1 && ch != '\n')
-    line.push_back(ch);
-  ::close(out[0]);
-  std::smatch m;
-  if (!std::regex_search(line, m, std::regex{"gateway https?://[^ ]+:([0-9]+)"}))
-    die("agent-node (" + node_bin + ") did not start: " + line);
-  n.http_port = static_cast<uint16_t>(std::stoi(m[1]));
-  if (!std::regex_search(line, m, std::regex{"binary (?:tcp|tls)://[^ ]+:([0-9]+)"}))
-    die("agent-node printed no binary port: " + line);
-  n.binary_port = static_cast<uint16_t>(std::stoi(m[1]));
-  return n;
-}
-
 /// One member of a benchmark cluster.
 struct member_proc {
   pid_t pid = -1;
@@ -470,9 +404,11 @@ struct member_proc {
   uint16_t cluster_port = 0;
 };
 
+/// Starts `agent-node` with HTTP, binary and metrics listeners on ephemeral ports, rate limits
+/// lifted, `extra` flags appended; with `cluster`, also a cluster endpoint.
 member_proc start_member(const std::string& node_bin, const std::string& name,
                          const std::string& data, const std::string& key_file,
-                         const std::vector<std::string>& extra) {
+                         const std::vector<std::string>& extra, bool cluster = true) {
   int out[2];
   if (::pipe(out) != 0)
     die("pipe failed");
@@ -487,8 +423,6 @@ member_proc start_member(const std::string& node_bin, const std::string& name,
                                 "127.0.0.1:0",
                                 "--metrics",
                                 "127.0.0.1:0",
-                                "--cluster",
-                                "127.0.0.1:0",
                                 "--admin-key-file",
                                 key_file,
                                 "--log-level",
@@ -497,6 +431,10 @@ member_proc start_member(const std::string& node_bin, const std::string& name,
                                 "quota.requests_per_s=10000000",
                                 "--set",
                                 "quota.burst_requests=10000000"};
+  if (cluster) {
+    args.push_back("--cluster");
+    args.push_back("127.0.0.1:0");
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   member_proc n;
   n.pid = ::fork();
@@ -523,9 +461,11 @@ member_proc start_member(const std::string& node_bin, const std::string& name,
   if (!std::regex_search(line, m, std::regex{"binary (?:tcp|tls)://[^ ]+:([0-9]+)"}))
     die("agent-node printed no binary port: " + line);
   n.binary_port = static_cast<uint16_t>(std::stoi(m[1]));
-  if (!std::regex_search(line, m, std::regex{" cluster [^ ]+:([0-9]+)"}))
-    die("agent-node printed no cluster port: " + line);
-  n.cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
+  if (cluster) {
+    if (!std::regex_search(line, m, std::regex{" cluster [^ ]+:([0-9]+)"}))
+      die("agent-node printed no cluster port: " + line);
+    n.cluster_port = static_cast<uint16_t>(std::stoi(m[1]));
+  }
   return n;
 }
 
@@ -687,7 +627,12 @@ int run_gateway(const gateway_options& opts, const char* argv0) {
   }
   auto key_file = dir + "/admin.key";
   std::ofstream{key_file} << token << "\n";
-  auto node = start_node(opts, node_bin, dir, key_file);
+  auto threads = std::to_string(opts.gateway_threads);
+  auto node =
+    start_member(node_bin, "bench-gw", dir + "/data", key_file,
+                 {"--set", "gateway.threads=" + threads, "--set", "binary.threads=" + threads,
+                  "--set", "gateway.connections_max=4096", "--set", "binary.connections_max=4096"},
+                 false);
   int rc = 0;
   {
     auto c = binary_client::connect("127.0.0.1", node.binary_port, token);

@@ -165,6 +165,21 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                               .Add({});
 }
 
+namespace {
+
+/// Adds to each counter what its total grew by since `seen` (and remembers the new totals).
+template <size_t N>
+void add_growth(const std::array<uint64_t, N>& now, std::array<uint64_t, N>& seen,
+                const std::array<prometheus::Counter*, N>& counters) {
+  for (size_t i = 0; i < N; ++i)
+    if (now[i] > seen[i]) {
+      counters[i]->Increment(static_cast<double>(now[i] - seen[i]));
+      seen[i] = now[i];
+    }
+}
+
+} // namespace
+
 void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
                                uint64_t refused, uint64_t tells_failed, uint64_t tls_refused) {
   std::lock_guard<std::mutex> guard{mtx_};
@@ -176,11 +191,7 @@ void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct
                                                transport_refused_,
                                                transport_tells_failed_,
                                                transport_tls_refused_};
-  for (size_t i = 0; i < now.size(); ++i)
-    if (now[i] > transport_seen_[i]) {
-      counters[i]->Increment(static_cast<double>(now[i] - transport_seen_[i]));
-      transport_seen_[i] = now[i];
-    }
+  add_growth(now, transport_seen_, counters);
 }
 
 void metrics::replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint64_t fenced,
@@ -194,11 +205,7 @@ void metrics::replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint
     replication_repairs_,
     failovers_,
     replication_epochs_};
-  for (size_t i = 0; i < now.size(); ++i)
-    if (now[i] > replication_seen_[i]) {
-      counters[i]->Increment(static_cast<double>(now[i] - replication_seen_[i]));
-      replication_seen_[i] = now[i];
-    }
+  add_growth(now, replication_seen_, counters);
 }
 
 void metrics::journal_commit(size_t writes, double seconds) {
