@@ -630,8 +630,12 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
           st.heard.erase(n);
         }
       }
-      if (!aged.empty())
+      if (!aged.empty()) {
         gossip(self);
+        // Replica sets may name other members now: their copies are checked (and made).
+        if (auto rep = st.rt != nullptr ? st.rt->replication() : nullptr)
+          rep->on_member_up({});
+      }
       maybe_up(self);
       publish(self); // refreshes this node's agent count
       if (st.rt != nullptr) {

@@ -490,7 +490,7 @@ void replicator::on_member_up(const std::string& name) {
         if (f.holder != self->self_)
           continue; // only the holder repairs
         for (auto& peer : self->replica_set(key))
-          if (peer.name == name && peer.serving) {
+          if ((name.empty() ? peer.name != self->self_ : peer.name == name) && peer.serving) {
             self->schedule_repair(key, peer, f.promised, true);
             ++scheduled;
           }

@@ -144,7 +144,9 @@ public:
   [[nodiscard]] bool majority_reachable(const std::string& agent);
 
   /// Member `name` came (back) up: the copies it keeps of agents held here are checked and,
-  /// if behind, repaired in the background (rate-limited).
+  /// if behind, repaired in the background (rate-limited). Empty `name`: the member list
+  /// changed for good (a member was removed), so replica sets may have gained members:
+  /// every serving member of each held agent's set is checked.
   void on_member_up(const std::string& name);
 
   /// The agent was stopped for good: every copy is erased (best effort).

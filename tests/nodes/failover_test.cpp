@@ -2,16 +2,22 @@
 // acknowledged write survives kill -9 of the agent's node and a survivor serves the agent; a
 // node cut off from the majority acknowledges no writes and serves no reads; a frozen host
 // that wakes up after a survivor took over is fenced or stands down (its write refused, its
-// activation stopped) instead of committing beside the new one, and serves no stale read.
+// activation stopped) instead of committing beside the new one, and serves no stale read;
+// replica sets that take in new members (others removed for good) get copies made.
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <iostream>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cluster.hpp"
 #include "support/test_cluster.hpp"
 
 using namespace hive::test;
@@ -169,4 +175,67 @@ TEST_F(failover_test, a_frozen_host_that_wakes_up_after_a_takeover_is_fenced) {
   EXPECT_EQ(v, 12);
   for (size_t via = 0; via < 3; ++via)
     EXPECT_EQ(value_of(get(via, "acme/z")), 12) << "through " << nodes[via].name;
+}
+
+TEST_F(failover_test, replica_sets_that_gain_members_get_copies_made_in_the_background) {
+  // Five nodes, replication factor 3. The agent's set is the first three of its rendezvous
+  // order; two of them are killed and removed for good (one after the other), so the set
+  // takes in the two others. Nothing is written meanwhile: only the background repair can
+  // give them copies. Then the host dies too, and the two new members must serve the state.
+  std::vector<std::string> extra{"--set", "cluster.removed_after_ms=300"};
+  for (auto n : {"n1", "n2", "n3", "n4", "n5"})
+    add(n);
+  start(0, 0, extra);
+  for (size_t i = 1; i < 5; ++i)
+    start(i, nodes[0].proc->cluster_port, extra);
+  ASSERT_TRUE(within(20s,
+                     [&] {
+                       for (size_t i = 0; i < 5; ++i)
+                         for (auto& m : nodes)
+                           if (!all_see({i}, m.name, "up"))
+                             return false;
+                       return true;
+                     }))
+    << log_tails(3000);
+  const std::string id = "acme/kept";
+  std::vector<size_t> order{0, 1, 2, 3, 4};
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return hive::rendezvous_score(nodes[a].name, id) > hive::rendezvous_score(nodes[b].name, id);
+  });
+  spawn_agent(order[3], id, "counter", nodes[order[0]].name);
+  ASSERT_EQ(value_of(keyed_add(order[3], id, "k:1", 7)), 7);
+  std::set<size_t> dead;
+  auto gone = [&](size_t victim) {
+    kill9(victim);
+    dead.insert(victim);
+    std::vector<size_t> others;
+    for (size_t i = 0; i < 5; ++i)
+      if (dead.count(i) == 0)
+        others.push_back(i);
+    return within(15s, [&] {
+      for (auto o : others) {
+        auto v = view(o);
+        auto e = v.find(nodes[victim].name);
+        if (e != v.end() && e->second["status"] != "removed")
+          return false;
+      }
+      return true;
+    });
+  };
+  ASSERT_TRUE(gone(order[1]));
+  std::this_thread::sleep_for(2500ms); // the host checks and repairs the set's new member
+  ASSERT_TRUE(gone(order[2]));
+  std::this_thread::sleep_for(2500ms);
+  auto logs = read_file(nodes[order[0]].log);
+  EXPECT_NE(logs.find(R"("event":"replica_checks_scheduled")"), std::string::npos);
+  kill9(order[0]);
+  int v = -1;
+  ASSERT_TRUE(within(15s,
+                     [&] {
+                       v = value_of(get(order[3], id));
+                       return v >= 0;
+                     }))
+    << get(order[3], id).body << "\n"
+    << log_tails(4000);
+  EXPECT_EQ(v, 7) << "the copies made in the background lost the acknowledged write";
 }
