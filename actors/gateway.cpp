@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -139,14 +140,19 @@ enum class route_id {
   key,
   openapi,
   events,
-  capabilities
+  capabilities,
+  workflows,
+  workflow,
+  workflow_op
 };
 
 /// Every route, for `gateway::routes()`.
 constexpr route_id all_routes[] = {
-  route_id::healthz, route_id::readyz,  route_id::agents, route_id::agent,         route_id::tell,
-  route_id::ask,     route_id::migrate, route_id::backup, route_id::cluster_nodes, route_id::keys,
-  route_id::key,     route_id::openapi, route_id::events, route_id::capabilities};
+  route_id::healthz,       route_id::readyz,       route_id::agents,    route_id::agent,
+  route_id::tell,          route_id::ask,          route_id::migrate,   route_id::backup,
+  route_id::cluster_nodes, route_id::keys,         route_id::key,       route_id::openapi,
+  route_id::events,        route_id::capabilities, route_id::workflows, route_id::workflow,
+  route_id::workflow_op};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -164,6 +170,9 @@ std::string_view path_template(route_id r) {
     case route_id::openapi: return "/v1/openapi.json";
     case route_id::events: return "/v1/events";
     case route_id::capabilities: return "/v1/capabilities/{name}";
+    case route_id::workflows: return "/v1/workflows";
+    case route_id::workflow: return "/v1/workflows/{id}";
+    case route_id::workflow_op: return "/v1/workflows/{id}/{op}";
   }
   return "?";
 }
@@ -174,10 +183,13 @@ std::string_view allowed_methods(route_id r) {
     case route_id::keys: return "GET, POST";
     case route_id::agent: return "GET, DELETE";
     case route_id::key: return "DELETE";
-    case route_id::cluster_nodes: return "GET";
+    case route_id::cluster_nodes:
+    case route_id::workflow: return "GET";
     case route_id::tell:
     case route_id::ask:
     case route_id::migrate:
+    case route_id::workflows:
+    case route_id::workflow_op:
     case route_id::backup: return "POST";
     default: return "GET";
   }
@@ -189,10 +201,13 @@ bool method_allowed(route_id r, http::verb v) {
     case route_id::keys: return v == http::verb::get || v == http::verb::post;
     case route_id::agent: return v == http::verb::get || v == http::verb::delete_;
     case route_id::key: return v == http::verb::delete_;
-    case route_id::cluster_nodes: return v == http::verb::get;
+    case route_id::cluster_nodes:
+    case route_id::workflow: return v == http::verb::get;
     case route_id::tell:
     case route_id::ask:
     case route_id::migrate:
+    case route_id::workflows:
+    case route_id::workflow_op:
     case route_id::backup: return v == http::verb::post;
     default: return v == http::verb::get;
   }
@@ -207,11 +222,14 @@ role required_role(route_id r, http::verb v) {
     case route_id::cluster_nodes:
     case route_id::openapi:
     case route_id::events:
+    case route_id::workflow:
     case route_id::capabilities: return role::viewer;
     case route_id::agents:
     case route_id::agent: return v == http::verb::get ? role::viewer : role::operator_;
     case route_id::tell:
     case route_id::ask:
+    case route_id::workflows:
+    case route_id::workflow_op:
     case route_id::keys:
     case route_id::key: return role::operator_;
     case route_id::migrate:
@@ -229,6 +247,8 @@ bool audited(route_id r, http::verb v) {
     case route_id::agent:
     case route_id::key: return v == http::verb::delete_;
     case route_id::migrate:
+    case route_id::workflows:
+    case route_id::workflow_op:
     case route_id::backup: return true;
     default: return false;
   }
@@ -690,7 +710,21 @@ private:
       route = route_id::key;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "capabilities")
       route = route_id::capabilities;
-    else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
+    else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "workflows")
+      route = route_id::workflows;
+    else if (parts.size() >= 3 && parts[0] == "v1" && parts[1] == "workflows") {
+      if (parts.size() == 4)
+        route = route_id::workflow;
+      else if (parts.size() == 5
+               && (parts[4] == "pause" || parts[4] == "resume" || parts[4] == "cancel"))
+        route = route_id::workflow_op;
+      else if (parts.size() == 3)
+        return not_found(
+          "no route for '" + std::string{path}
+          + "' (workflow ids have the form tenant/name: /v1/workflows/{tenant}/{name})");
+      else if (parts.size() == 5)
+        return not_found("no workflow operation '" + parts[4] + "' (pause, resume, cancel)");
+    } else if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "agents") {
       if (parts.size() == 2)
         route = route_id::agents;
       else if (parts.size() == 4)
@@ -777,6 +811,17 @@ private:
         return reply_json(http::status::ok, std::string{gateway::openapi_json()});
       case route_id::events: return events(query, std::move(req));
       case route_id::capabilities: return capability_providers(parts[2], query);
+      case route_id::workflows: return create_workflow(query, req.body());
+      case route_id::workflow:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        return workflow_call(*id, "status");
+      case route_id::workflow_op:
+        if (auto err = no_query(query))
+          return reply_error(err);
+        if (auto err = authorize(*principal_, role::operator_, id->tenant, route_))
+          return reply_error(err);
+        return workflow_call(*id, parts[4]);
     }
   }
 
@@ -1170,6 +1215,79 @@ private:
       return bad_field("field 'node' names '" + node + "', but this node ('" + gw_.rt.node_name()
                        + "') is not in a cluster");
     gw_.rt.spawn(std::move(sr), std::move(done));
+  }
+
+  /// `POST /v1/workflows`: spawns a `planner` agent (actors/planner.hpp) running the workflow
+  /// of the body. `id` ("tenant/name") is optional: default the caller's tenant and a fresh
+  /// name `wf-<16 hex>`.
+  void create_workflow(std::string_view query, const std::string& body) {
+    if (auto err = no_query(query))
+      return reply_error(err);
+    if (auto err = check_message_size(body))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto doc = nlohmann::json::parse(body, nullptr, false);
+    if (!doc.is_object())
+      return bad_field("request body must be a JSON object: a workflow {\"steps\":[...]} with an "
+                       "optional \"id\":\"tenant/name\"");
+    spawn_request sr;
+    std::string id_text;
+    if (auto i = doc.find("id"); i != doc.end()) {
+      if (!i->is_string())
+        return bad_field("field 'id' must be a string \"tenant/name\"");
+      id_text = i->get<std::string>();
+      doc.erase(i);
+    } else {
+      static thread_local std::mt19937_64 rng{std::random_device{}()};
+      char name[32];
+      std::snprintf(name, sizeof(name), "wf-%016llx", static_cast<unsigned long long>(rng()));
+      id_text = principal_->tenant == "*" ? std::string{} : principal_->tenant + "/" + name;
+      if (id_text.empty())
+        return bad_field("an admin key of every tenant must name the workflow: "
+                         "\"id\":\"tenant/name\"");
+    }
+    auto id = parse_agent_id(id_text);
+    if (!id)
+      return reply_error(id.error());
+    actor_ = id->str();
+    if (auto err = authorize(*principal_, role::operator_, id->tenant, route_))
+      return reply_error(err);
+    sr.id = std::move(*id);
+    sr.kind = "planner";
+    sr.config = std::move(doc);
+    sr.correlation_id = cid_;
+    auto done = bind_reply<caf::expected<agent_view>>(
+      default_guard(), [](session& s, caf::expected<agent_view>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        nlohmann::json out{{"id", res->id.str()}, {"node", res->node}, {"status", "running"}};
+        s.reply_json(http::status::created, dump(out),
+                     "/v1/workflows/" + res->id.tenant + '/' + res->id.name);
+      });
+    if (auto* c = gw_.cluster_view.load())
+      return c->spawn(std::move(sr), {}, std::move(done));
+    gw_.rt.spawn(std::move(sr), std::move(done));
+  }
+
+  /// `GET /v1/workflows/{id}` (op status) and `POST /v1/workflows/{id}/{pause|resume|cancel}`:
+  /// the planner agent's answer.
+  void workflow_call(const agent_id& id, const std::string& op) {
+    auto timeout = default_timeout();
+    auto now_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+    agent_call call{envelope{cid_, id.tenant, now_ms + timeout.count(), "gateway", {}, 0},
+                    nlohmann::json{{"op", op}}.dump()};
+    auto done = bind_reply<caf::expected<std::string>>(
+      default_guard(), [](session& s, caf::expected<std::string>& res) {
+        if (!res)
+          return s.reply_error(res.error());
+        s.reply_json(http::status::ok, std::move(*res));
+      });
+    if (auto* c = gw_.cluster_view.load())
+      return c->ask(id, std::move(call), timeout, std::move(done));
+    gw_.rt.ask(id, std::move(call), timeout, std::move(done));
   }
 
   void list(std::string_view query) {
@@ -1762,6 +1880,8 @@ std::vector<gateway::route_info> gateway::routes() {
     // The metrics label `{id}` of agent routes is two path segments in the document.
     if (auto p = info.path.find("/v1/agents/{id}"); p == 0)
       info.path.replace(0, 15, "/v1/agents/{tenant}/{name}");
+    if (auto p = info.path.find("/v1/workflows/{id}"); p == 0)
+      info.path.replace(0, 18, "/v1/workflows/{tenant}/{name}");
     for (auto m : split(allowed_methods(r), ','))
       info.methods.emplace_back(m.substr(m.find_first_not_of(' ')));
     out.push_back(std::move(info));

@@ -277,6 +277,10 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(tools, stdin_bytes_max, 0, 64 << 20, "bytes"));
     t.push_back(HIVE_INT_KEY(tools, tools_per_agent_max, 1, 10000, "tools"));
     t.push_back(HIVE_INT_KEY(tools, calls_remembered_max, 1, 10000000, "calls"));
+    t.push_back(HIVE_INT_KEY(planner, steps_max, 1, 1000000, "steps"));
+    t.push_back(HIVE_INT_KEY(planner, parallel_steps_max, 1, 500, "steps"));
+    t.push_back(HIVE_INT_KEY(planner, step_output_bytes_max, 16, 64 << 20, "bytes"));
+    t.push_back(HIVE_INT_KEY(planner, providers_cache_ms, 0, 600000, "milliseconds"));
     return t;
   }();
   return table;

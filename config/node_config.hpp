@@ -235,6 +235,18 @@ struct node_config {
     /// Keyed calls a tool_runner remembers (their intent and result), oldest forgotten first.
     int64_t calls_remembered_max = 10000;
   } tools;
+
+  /// The `planner` kind (durable workflows, actors/planner.hpp).
+  struct planner_section {
+    /// Steps one workflow may have.
+    int64_t steps_max = 10000;
+    /// Steps of one workflow dispatched at the same time, at most.
+    int64_t parallel_steps_max = 256;
+    /// Bytes of one step's output the workflow keeps (a larger reply fails the attempt).
+    int64_t step_output_bytes_max = 65536;
+    /// How long a provider list looked up for a capability is reused.
+    int64_t providers_cache_ms = 1000;
+  } planner;
 };
 
 /// The items of a comma-separated list, trimmed of spaces; empty items are dropped.

@@ -16,6 +16,7 @@
 #include "actors/binary_gateway.hpp"
 #include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
+#include "actors/planner.hpp"
 #include "actors/sample_kinds.hpp"
 #include "actors/tool_runner.hpp"
 #include "config/node_config.hpp"
@@ -57,6 +58,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   auto scratch =
     cfg.tools.scratch_dir.empty() ? dir->path() + "/tool-scratch" : cfg.tools.scratch_dir;
   if (auto err = register_tool_kinds(kinds, cfg.tools, scratch))
+    return fail(2, message_of(err));
+  if (auto err = register_planner_kind(kinds, cfg.planner))
     return fail(2, message_of(err));
   auto m = std::make_shared<metrics>();
   auto metrics_port = m->serve(cfg.metrics.listen);
@@ -107,6 +110,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
     if (bin)
       bin->set_cluster(member.get());
   }
+  if (!member)
+    (*rt)->wake_residents(); // (in a cluster: once this node is up)
   std::string cluster_text = member ? " cluster " + member->address() : "";
   log::event(spdlog::level::info, "node_ready",
              {{"gateway", gateway_addr},

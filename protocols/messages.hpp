@@ -76,6 +76,37 @@ typename Inspector::result_type inspect(Inspector& f, agent_reply& x) {
   return f(caf::meta::type_name("hive.agent_reply"), x.body);
 }
 
+/// What the runtime tells an agent about its own asynchronous work (runtime/kind.hpp,
+/// `call_context::ask`, `schedule`, `find_providers`), and the wake-up of a resident kind's
+/// activation. Arrives as the typed content of an `agent_call` sent to the agent by id, so it
+/// finds the agent wherever it lives by then. Only the runtime makes these: the gateways
+/// carry JSON bodies only.
+struct agent_notice {
+  /// What happened.
+  enum what_type : uint8_t {
+    /// The reply (or failure) of an ask the agent made; `tag` is the ask's.
+    reply = 1,
+    /// A timer the agent set went off; `tag` is the timer's.
+    timer = 2,
+    /// The activation started (resident kinds): pick up unfinished work.
+    wake = 3,
+    /// The answer of a provider lookup: `body` is `{"providers":[{"id","node","state",
+    /// "load"}],...}`.
+    providers = 4,
+  };
+  uint8_t what = 0;
+  std::string tag;
+  /// 0: success (`body` is the reply's JSON text); else the `errc` of the failure (`body` is
+  /// its message).
+  uint16_t code = 0;
+  std::string body;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_notice& x) {
+  return f(caf::meta::type_name("hive.agent_notice"), x.what, x.tag, x.code, x.body);
+}
+
 /// Asks an agent (or breaker) for a JSON description of itself (answered with `agent_reply`).
 struct inspect_request {
   uint64_t correlation_id = 0;

@@ -27,5 +27,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(hive, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(hive, (hive::migrate_in))
   CAF_ADD_TYPE_ID(hive, (hive::add_request))
   CAF_ADD_TYPE_ID(hive, (hive::key_sync))
+  CAF_ADD_TYPE_ID(hive, (hive::agent_notice))
 
 CAF_END_TYPE_ID_BLOCK(hive)

@@ -18,6 +18,10 @@ namespace {
 struct agent_call_out {
   agent_id to;
   agent_call call;
+  call_context::outgoing::type_t type = call_context::outgoing::tell;
+  std::chrono::milliseconds after{0};
+  std::string tag;
+  size_t limit = 0;
 };
 
 /// A reply held until the events before it are durable.
@@ -71,6 +75,9 @@ struct agent_actor_state {
   bool migrate_waiting = false;
   /// The agent moved to another node: this activation only re-delivers until it quits.
   bool moved = false;
+  /// Asks, timers and provider lookups this activation set whose notice has not arrived yet
+  /// (a resident agent with any is not idle).
+  uint64_t pending_async = 0;
   /// `handled` at the last idle check.
   uint64_t handled_at_idle_check = 0;
   /// Idle checks passed before the first message.
@@ -144,15 +151,78 @@ caf::actor self_handle(agent_actor_type* self) {
   return caf::actor_cast<caf::actor>(self);
 }
 
-/// Answers held replies whose events are durable now.
-/// Sends what a call sent to other agents (it succeeded and is durable).
-void send_outbox(agent_actor_state& st, std::vector<agent_call_out>& outbox) {
+/// A call to the agent itself carrying a notice of its own asynchronous work.
+agent_call notice_call(const agent_id& self_id, uint64_t correlation_id, std::string sender,
+                       agent_notice n) {
+  return agent_call{envelope{correlation_id, self_id.tenant, 0, std::move(sender), {}, 0},
+                    {},
+                    caf::make_message(std::move(n))};
+}
+
+/// Sends what a call sent to other agents (it succeeded and is durable), starts its asks,
+/// timers and provider lookups.
+template <class Self>
+void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
+  auto& st = self->state;
+  using out_t = call_context::outgoing;
   for (auto& m : outbox) {
-    if (st.cfg.send) {
-      st.cfg.send(m.to, std::move(m.call));
-    } else {
-      log::event(spdlog::level::warn, "agent_send_dropped", {{"to", m.to.str()}}, st.cfg.id.str(),
-                 m.call.env.correlation_id);
+    auto cid = m.call.env.correlation_id;
+    switch (m.type) {
+      case out_t::tell:
+        if (st.cfg.send)
+          st.cfg.send(m.to, std::move(m.call));
+        else
+          log::event(spdlog::level::warn, "agent_send_dropped", {{"to", m.to.str()}},
+                     st.cfg.id.str(), cid);
+        break;
+      case out_t::timer:
+        ++st.pending_async;
+        self->delayed_send(self, m.after,
+                           notice_call(st.cfg.id, cid, st.cfg.id.str(),
+                                       agent_notice{agent_notice::timer, std::move(m.tag), 0, {}}));
+        break;
+      case out_t::ask: {
+        ++st.pending_async;
+        // The reply travels back by id: it finds this agent wherever it lives by then.
+        auto back = [send = st.cfg.send, self_id = st.cfg.id, to = m.to.str(), cid,
+                     tag = std::move(m.tag)](caf::expected<std::string> r) mutable {
+          agent_notice n{agent_notice::reply, std::move(tag), 0, {}};
+          if (r) {
+            n.body = std::move(*r);
+          } else {
+            n.code = static_cast<uint16_t>(code_of(r.error()));
+            n.body = message_of(r.error());
+          }
+          if (send)
+            send(self_id, notice_call(self_id, cid, to, std::move(n)));
+        };
+        if (st.cfg.ask)
+          st.cfg.ask(m.to, std::move(m.call), m.after, std::move(back));
+        else
+          back(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
+        break;
+      }
+      case out_t::event:
+        if (st.cfg.metrics)
+          st.cfg.metrics->events().publish({std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
+                                            nlohmann::json::parse(m.call.body, nullptr, false)});
+        break;
+      case out_t::lookup: {
+        ++st.pending_async;
+        auto back = [send = st.cfg.send, self_id = st.cfg.id, cid,
+                     tag = std::move(m.tag)](std::string answer) mutable {
+          if (send)
+            send(self_id,
+                 notice_call(
+                   self_id, cid, self_id.str(),
+                   agent_notice{agent_notice::providers, std::move(tag), 0, std::move(answer)}));
+        };
+        if (st.cfg.providers)
+          st.cfg.providers(m.call.body, st.cfg.id.tenant, m.limit, std::move(back));
+        else
+          back(R"({"providers":[],"nodes_failed":[]})");
+        break;
+      }
     }
   }
   outbox.clear();
@@ -183,7 +253,7 @@ void release_held(agent_actor_type* self) {
   while (!st.held.empty() && st.held.front().required_seq <= st.durable_seq) {
     auto h = std::move(st.held.front());
     st.held.pop_front();
-    send_outbox(st, h.outbox);
+    send_outbox(self, h.outbox);
     if (!h.promise.pending())
       continue;
     if (h.result)
@@ -291,6 +361,10 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     if (m)
       m->agents_live_add(-1);
   });
+  if (st.cfg.resident)
+    self->send(
+      self,
+      notice_call(st.cfg.id, 0, st.cfg.id.str(), agent_notice{agent_notice::wake, {}, 0, {}}));
   if (persisted) {
     schedule_idle_check(self);
     // Stopped (node shutdown, restart of a group): a snapshot kind writes what it has.
@@ -317,6 +391,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         return;
       }
       bool is_request = self->current_mailbox_element()->mid.is_request();
+      if (st.pending_async > 0 && call.content.match_elements<agent_notice>()
+          && call.content.get_as<agent_notice>(0).what != agent_notice::wake)
+        --st.pending_async; // (a notice for an earlier activation may arrive here too)
       std::vector<agent_call_out> outbox; // what a successful call sends to other agents
       auto answer = [&](caf::expected<std::string> result) {
         if (!result)
@@ -352,7 +429,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           }
           st.last_confirmed = now;
         }
-        send_outbox(st, outbox);
+        send_outbox(self, outbox);
         if (!is_request)
           return;
         if (result)
@@ -402,11 +479,19 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       } catch (...) {
         result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed");
       }
-      for (auto& m : ctx.outbox())
+      for (auto& m : ctx.outbox()) {
+        int64_t deadline = 0;
+        if (m.type == call_context::outgoing::ask)
+          deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch() + m.after)
+                       .count();
         outbox.push_back(
           {m.to,
-           agent_call{envelope{call.env.correlation_id, m.to.tenant, 0, st.cfg.id.str(), {}, 0},
-                      std::move(m.body), std::move(m.content)}});
+           agent_call{envelope{call.env.correlation_id, m.to.tenant, deadline, st.cfg.id.str(),
+                               std::move(m.client_id), m.client_seq},
+                      std::move(m.body), std::move(m.content)},
+           m.type, m.after, std::move(m.tag), m.limit});
+      }
       ++st.handled;
       ++st.unflushed;
       // The load that capability queries show: sampled every 8th message, and whenever the
@@ -551,7 +636,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       constexpr uint64_t fresh_idle_checks = 10;
       bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
       bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
-        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating;
+        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating
+        && (!st.cfg.resident || st.pending_async == 0);
       st.handled_at_idle_check = st.handled;
       if (idle)
         self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));

@@ -42,6 +42,19 @@ struct agent_actor_config {
   /// Delivers what the agent sends to other agents (`call_context::send`), by id, anywhere in
   /// the cluster; failures are the hook's to log. Empty: such messages are dropped and logged.
   std::function<void(const agent_id& to, agent_call call)> send;
+  /// Asks by id anywhere in the cluster for `call_context::ask`; `done` runs once, on any
+  /// thread. Empty: such asks fail with shutting_down.
+  std::function<void(const agent_id& to, agent_call call, std::chrono::milliseconds timeout,
+                     std::function<void(caf::expected<std::string>)> done)>
+    ask;
+  /// Looks up providers of a capability cluster-wide for `call_context::find_providers`
+  /// (capability, tenant, limit); `done` runs once, on any thread, with the JSON answer.
+  std::function<void(const std::string& capability, const std::string& tenant, size_t limit,
+                     std::function<void(std::string)> done)>
+    providers;
+  /// `kind_spec::resident`: the activation wakes itself first (an `agent_notice::wake`), and
+  /// is not passivated while asks or timers it set are outstanding.
+  bool resident = false;
   /// The kind's calls may block (`kind_spec::blocking`): the agent gets its own thread, and
   /// journaled ones may `call_context::commit`.
   bool detached = false;

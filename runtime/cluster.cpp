@@ -219,9 +219,33 @@ void publish(manager_actor* self) {
   for (auto& [n, h] : st.handles)
     if (h)
       linked.insert(n);
-  std::lock_guard<std::mutex> guard{st.shared->mtx};
-  st.shared->members = std::move(list);
-  st.shared->linked = std::move(linked);
+  // Resident agents (kind_spec::resident) carry on by themselves: when this node comes up its
+  // own are activated, and when a member goes down the survivor first in line takes over its.
+  bool self_up = false;
+  std::vector<std::string> lost;
+  {
+    std::lock_guard<std::mutex> guard{st.shared->mtx};
+    auto serving = [](const std::string& status) {
+      return status == "up" || status == "suspect" || status == "leaving";
+    };
+    for (auto& m : list) {
+      auto old = std::find_if(st.shared->members.begin(), st.shared->members.end(),
+                              [&](const member_info& o) { return o.name == m.name; });
+      bool was = old != st.shared->members.end() && serving(old->status);
+      if (m.name == st.shared->self_name)
+        self_up = m.status == "up" && !was;
+      else if (was && (m.status == "down" || m.status == "removed"))
+        lost.push_back(m.name);
+    }
+    st.shared->members = std::move(list);
+    st.shared->linked = std::move(linked);
+  }
+  if (st.rt != nullptr) {
+    if (self_up)
+      st.rt->wake_residents();
+    for (auto& n : lost)
+      st.rt->wake_taken_over(n);
+  }
 }
 
 /// What `cluster::replicate` set (empty functions before).
@@ -1102,6 +1126,16 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   rt.set_agent_sender([shared = c->shared_](const agent_id& to, agent_call call) {
     return send_via(shared, to, std::move(call));
   });
+  rt.set_agent_asker(
+    [p = c.get()](const agent_id& to, agent_call call, std::chrono::milliseconds timeout,
+                  std::function<void(caf::expected<std::string>)> done) {
+      p->ask(to, std::move(call), timeout, std::move(done));
+    },
+    [p = c.get()](const std::string& cap, const std::string& tenant, size_t limit,
+                  std::function<void(std::string)> done) {
+      p->providers(cap, tenant, limit, std::chrono::seconds(2),
+                   [done = std::move(done)](nlohmann::json j) { done(j.dump()); });
+    });
   // Forwarders of moved agents send on the call transport: the connection new calls to that
   // member take, so forwarded and later messages keep one order.
   rt.set_remote_forwarder(
@@ -1400,6 +1434,7 @@ void cluster::shared_state::forget_member(const std::string& member) {
 cluster::~cluster() {
   if (rt_ != nullptr) {
     rt_->set_agent_sender({}); // agents' sends stay on this node from now on
+    rt_->set_agent_asker({}, {});
     rt_->set_remote_forwarder({});
   }
   std::shared_ptr<replicator> rep;

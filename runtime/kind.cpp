@@ -60,14 +60,95 @@ caf::error call_context::check_send(const agent_id& to) const {
 caf::error call_context::send(const agent_id& to, std::string body) {
   if (auto err = check_send(to))
     return err;
-  outbox_.push_back({to, std::move(body), {}});
+  outgoing out;
+  out.to = to;
+  out.body = std::move(body);
+  outbox_.push_back(std::move(out));
   return {};
 }
 
 caf::error call_context::send(const agent_id& to, caf::message content) {
   if (auto err = check_send(to))
     return err;
-  outbox_.push_back({to, {}, std::move(content)});
+  outgoing out;
+  out.to = to;
+  out.content = std::move(content);
+  outbox_.push_back(std::move(out));
+  return {};
+}
+
+caf::error call_context::ask(const agent_id& to, std::string body,
+                             std::chrono::milliseconds timeout, std::string tag,
+                             std::string client_id, uint64_t client_seq) {
+  if (auto err = check_send(to))
+    return err;
+  if (timeout < std::chrono::milliseconds(1) || timeout > std::chrono::hours(1))
+    return make_error(errc::invalid_argument,
+                      "an ask's timeout must be 1 ms..1 h, not " + std::to_string(timeout.count())
+                        + " ms");
+  if (env_.deadline_unix_ms != 0) {
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    auto left = std::chrono::milliseconds(std::max<int64_t>(1, env_.deadline_unix_ms - now_ms));
+    timeout = std::min(timeout, left);
+  }
+  outgoing out;
+  out.to = to;
+  out.body = std::move(body);
+  out.type = outgoing::ask;
+  out.after = timeout;
+  out.tag = std::move(tag);
+  out.client_id = std::move(client_id);
+  out.client_seq = client_seq;
+  outbox_.push_back(std::move(out));
+  return {};
+}
+
+caf::error call_context::schedule(std::chrono::milliseconds delay, std::string tag) {
+  if (auto err = check_send(self_id_))
+    return err;
+  if (delay.count() < 0 || delay > std::chrono::hours(24))
+    return make_error(errc::invalid_argument,
+                      "a timer's delay must be 0 ms..24 h, not " + std::to_string(delay.count())
+                        + " ms");
+  outgoing out;
+  out.to = self_id_;
+  out.type = outgoing::timer;
+  out.after = delay;
+  out.tag = std::move(tag);
+  outbox_.push_back(std::move(out));
+  return {};
+}
+
+caf::error call_context::find_providers(std::string capability, std::string tag, size_t limit) {
+  if (auto err = check_send(self_id_))
+    return err;
+  if (capability.empty() || capability.size() > 128)
+    return make_error(errc::invalid_argument, "a capability name must be 1..128 bytes");
+  outgoing out;
+  out.to = self_id_;
+  out.body = std::move(capability);
+  out.type = outgoing::lookup;
+  out.tag = std::move(tag);
+  out.limit = std::max<size_t>(1, std::min<size_t>(limit, 1024));
+  outbox_.push_back(std::move(out));
+  return {};
+}
+
+caf::error call_context::publish(std::string type, nlohmann::json detail) {
+  if (auto err = check_send(self_id_))
+    return err;
+  if (type.empty() || type.size() > 64)
+    return make_error(errc::invalid_argument, "an event type must be 1..64 bytes");
+  if (!detail.is_object())
+    return make_error(errc::invalid_argument, "an event's detail must be a JSON object");
+  outgoing out;
+  out.to = self_id_;
+  out.body = detail.dump();
+  out.type = outgoing::event;
+  out.tag = std::move(type);
+  outbox_.push_back(std::move(out));
   return {};
 }
 

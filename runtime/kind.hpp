@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -97,11 +98,57 @@ public:
   /// `caf::make_message(add_request{5})`) instead of a JSON body.
   [[nodiscard]] caf::error send(const agent_id& to, caf::message content);
 
-  /// One message `send` queued.
+  /// Asks agent `to` (same tenant, anywhere in the cluster) with `body`, without waiting: the
+  /// ask goes out when this call succeeds (after its events are durable, like `send`), and its
+  /// reply or failure comes back later as a call to this agent whose `notice()` is a `reply`
+  /// with `tag` (code 0 and the reply's JSON, or the error's code and message). `timeout` is
+  /// cut to this call's deadline, which the ask carries on (deadlines propagate). `client_id`
+  /// non-empty: the ask carries that idempotency key (`client_seq`), so a journaled target
+  /// handles it once however often it is re-sent. Errors: those of `send`, invalid_argument
+  /// (timeout not in 1 ms..1 h).
+  [[nodiscard]] caf::error ask(const agent_id& to, std::string body,
+                               std::chrono::milliseconds timeout, std::string tag,
+                               std::string client_id = {}, uint64_t client_seq = 0);
+
+  /// Sets a timer: after `delay` (0..24 h) this agent gets a call whose `notice()` is a
+  /// `timer` with `tag` (set when this call succeeds; lost if the activation ends first, so
+  /// a resident kind re-arms its timers when it wakes).
+  [[nodiscard]] caf::error schedule(std::chrono::milliseconds delay, std::string tag);
+
+  /// Looks up the providers of `capability` in this agent's tenant, cluster-wide, least
+  /// loaded first (at most `limit`); the answer comes back as a `providers` notice with `tag`.
+  [[nodiscard]] caf::error find_providers(std::string capability, std::string tag,
+                                          size_t limit = 64);
+
+  /// Publishes `{type, detail}` on the node's event stream (`GET /v1/events`) for this agent
+  /// when this call succeeds (for journaled kinds once its events are durable). `type` is
+  /// 1..64 bytes.
+  [[nodiscard]] caf::error publish(std::string type, nlohmann::json detail);
+
+  /// Non-null when this call is the runtime telling the agent about its own asynchronous work
+  /// (protocols/messages.hpp `agent_notice`): an ask's reply, a timer, a provider lookup, or
+  /// the wake-up of a resident kind's activation.
+  [[nodiscard]] const agent_notice* notice() const noexcept {
+    if (content_.match_elements<agent_notice>())
+      return &content_.get_as<agent_notice>(0);
+    return nullptr;
+  }
+
+  /// One message `send`, `ask`, `schedule` or `find_providers` queued.
   struct outgoing {
+    enum type_t : uint8_t { tell, ask, timer, lookup, event };
     agent_id to;
     std::string body;
     caf::message content;
+    type_t type = tell;
+    /// ask: the timeout (already cut to the call's deadline); timer: the delay.
+    std::chrono::milliseconds after{0};
+    /// ask, timer, lookup: the tag of the notice; lookup: the capability is `body`; event: the
+    /// type (and `body` the detail).
+    std::string tag;
+    std::string client_id;
+    uint64_t client_seq = 0;
+    size_t limit = 0;
   };
 
   /// Messages `send` queued by this call, in order.
@@ -195,6 +242,12 @@ struct kind_spec {
   bool blocking = false;
   /// Capabilities its agents offer when their creator declares none.
   std::vector<std::string> capabilities = {};
+  /// Its agents carry on work by themselves (a planner running a workflow): every activation
+  /// gets a `wake` notice first, and the runtime activates them without a call after a
+  /// restart of their node (single node), when their node comes up in a cluster, and on the
+  /// survivor that takes over their replica set when their host goes down. An agent with
+  /// asks or timers outstanding is not passivated. Journaled kinds only.
+  bool resident = false;
 };
 
 /// The kinds a node can spawn, registered at start-up (not thread-safe to modify afterwards).

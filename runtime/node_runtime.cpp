@@ -28,6 +28,8 @@ struct runtime_context {
   front_factory breaker_factory;
   std::shared_ptr<moved_agents> moved;
   std::shared_ptr<agent_sender> sender;
+  std::shared_ptr<agent_asker> asker;
+  std::shared_ptr<provider_finder> finder;
   std::shared_ptr<remote_forwarder> forwarder;
   /// The cluster's replicator (runtime/replication.hpp), once a cluster attached one.
   std::shared_ptr<replicator_slot> rep;
@@ -252,6 +254,15 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     auto rep = persisted && kind->persistence == persistence_mode::journaled && ctx->rep
       ? ctx->rep->get()
       : nullptr;
+    if (!rep && persisted && kind->persistence == persistence_mode::journaled
+        && !ctx->cfg.cluster.listen.empty() && ctx->cfg.replication.factor > 1)
+      // A clustered node between the start of its gateway and that of its cluster (or after
+      // the cluster stopped): an activation now would write without the replica set, and its
+      // acknowledged writes could be rolled back by the next one (the kill -9 soak caught it).
+      return make_error(errc::unavailable,
+                        view.id.str()
+                          + ": this node's replication is not running (the node "
+                            "is starting or stopping); try again");
     if (rep) {
       // Replicated: a majority of the replica set promises this activation's epoch, and the
       // working copy catches up from the newest copy (see runtime/replication.hpp).
@@ -310,9 +321,25 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         log::event(spdlog::level::warn, "agent_send_failed",
                    {{"to", to.str()}, {"reason", describe(err)}}, from.str(), cid);
     };
+    acfg.ask = [asker = ctx->asker](const agent_id& to, agent_call call,
+                                    std::chrono::milliseconds timeout,
+                                    std::function<void(caf::expected<std::string>)> done) {
+      auto f = asker->get();
+      if (!f)
+        return done(make_error(errc::shutting_down, "the node is shutting down"));
+      (*f)(to, std::move(call), timeout, std::move(done));
+    };
+    acfg.providers = [finder = ctx->finder](const std::string& cap, const std::string& tenant,
+                                            size_t limit, std::function<void(std::string)> done) {
+      auto f = finder->get();
+      if (!f)
+        return done(R"({"providers":[],"nodes_failed":[]})");
+      (*f)(cap, tenant, limit, std::move(done));
+    };
     if (persisted) {
       auto& p = ctx->cfg.persistence;
       acfg.mode = kind->persistence;
+      acfg.resident = kind->resident && kind->persistence == persistence_mode::journaled;
       acfg.db = ctx->db;
       acfg.position = std::move(pos);
       acfg.restore = [ctx, view](durable_position& position) {
@@ -1180,9 +1207,12 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->breaker_factory = rt->breaker_factory_;
   ctx->moved = rt->moved_;
   ctx->sender = rt->sender_;
+  ctx->asker = rt->asker_;
+  ctx->finder = rt->finder_;
   ctx->forwarder = rt->forwarder_;
   ctx->rep = rt->ctx_rep_;
   rt->set_agent_sender({});
+  rt->set_agent_asker({}, {});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
     auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
@@ -1544,6 +1574,113 @@ void node_runtime::set_agent_sender(agent_sender::fn f) {
   sender_->set(std::move(f));
 }
 
+void node_runtime::set_agent_asker(agent_asker::fn ask, provider_finder::fn find) {
+  auto* self = this; // agents, the only callers, stop in shutdown() before it dies
+  if (!ask)
+    ask = [self](const agent_id& to, agent_call call, std::chrono::milliseconds timeout,
+                 std::function<void(caf::expected<std::string>)> done) {
+      self->ask(to, std::move(call), timeout, std::move(done));
+    };
+  if (!find)
+    find = [self](const std::string& cap, const std::string& tenant, size_t limit,
+                  std::function<void(std::string)> done) {
+      auto list = nlohmann::json::array();
+      for (auto& p : self->providers(cap, tenant, limit))
+        list.push_back(to_json(p));
+      done(nlohmann::json{{"providers", std::move(list)}, {"nodes_failed", nlohmann::json::array()}}
+             .dump());
+    };
+  asker_->set(std::move(ask));
+  finder_->set(std::move(find));
+}
+
+void node_runtime::run_wake(std::function<void()> scan) {
+  std::lock_guard<std::mutex> guard{wake_mtx_};
+  if (stopping_.load())
+    return;
+  wakers_.emplace_back(std::move(scan));
+}
+
+namespace {
+
+/// The call that activates a resident agent (its activation wakes it anyway; the notice only
+/// says so once more, which the kind must take calmly).
+agent_call wake_call(const agent_id& id) {
+  return agent_call{envelope{0, id.tenant, 0, id.str(), {}, 0},
+                    {},
+                    caf::make_message(agent_notice{agent_notice::wake, {}, 0, {}})};
+}
+
+} // namespace
+
+void node_runtime::wake_residents() {
+  if (!db_)
+    return;
+  run_wake([this] {
+    std::string after;
+    size_t woken = 0;
+    while (!stopping_.load()) {
+      auto page = db_->list_meta({}, after, 1024);
+      if (!page || page->empty())
+        break;
+      after = page->back().hdr.agent;
+      for (auto& meta : *page) {
+        auto kind = kinds_.find(meta.kind);
+        if (kind == nullptr || !kind->resident || replicator::is_copy_key(meta.hdr.agent))
+          continue;
+        auto id = parse_agent_id(meta.hdr.agent);
+        if (!id || directory_->find(*id))
+          continue;
+        if (auto err = tell(*id, wake_call(*id)))
+          log::event(spdlog::level::warn, "agent_wake_failed", {{"reason", describe(err)}},
+                     id->str());
+        else
+          ++woken;
+      }
+      if (page->size() < 1024)
+        break;
+    }
+    if (woken > 0)
+      log::event(spdlog::level::info, "resident_agents_woken", {{"agents", woken}});
+  });
+}
+
+void node_runtime::wake_taken_over(const std::string& member) {
+  auto rep = replication();
+  if (!db_ || !rep)
+    return;
+  run_wake([this, rep, member] {
+    std::string after;
+    size_t woken = 0;
+    while (!stopping_.load()) {
+      auto page = db_->list_meta({}, after, 1024);
+      if (!page || page->empty())
+        break;
+      after = page->back().hdr.agent;
+      for (auto& meta : *page) {
+        if (!replicator::is_copy_key(meta.hdr.agent) || meta.holder != member)
+          continue;
+        auto kind = kinds_.find(meta.kind);
+        if (kind == nullptr || !kind->resident)
+          continue;
+        auto id = parse_agent_id(meta.hdr.agent.substr(1));
+        if (!id || directory_->find(*id) || !rep->may_take_over(*id))
+          continue;
+        if (auto err = tell(*id, wake_call(*id)))
+          log::event(spdlog::level::warn, "agent_wake_failed", {{"reason", describe(err)}},
+                     id->str());
+        else
+          ++woken;
+      }
+      if (page->size() < 1024)
+        break;
+    }
+    if (woken > 0)
+      log::event(spdlog::level::info, "resident_agents_taken_over",
+                 {{"agents", woken}, {"member", member}});
+  });
+}
+
 std::vector<provider> node_runtime::providers(std::string_view name, std::string_view tenant,
                                               size_t limit) {
   std::vector<provider> out;
@@ -1779,6 +1916,15 @@ void node_runtime::shutdown() {
   if (stopping_.exchange(true))
     return;
   log::event(spdlog::level::info, "runtime_stopping", {{"agents", directory_->size()}});
+  {
+    std::vector<std::thread> wakers;
+    {
+      std::lock_guard<std::mutex> guard{wake_mtx_};
+      wakers.swap(wakers_);
+    }
+    for (auto& t : wakers) // (they stop at their next page)
+      t.join();
+  }
   caf::scoped_actor self{sys_};
   auto await = [&](const caf::actor& a) {
     if (!a)
@@ -1795,6 +1941,12 @@ void node_runtime::shutdown() {
       await(view.target);
   for (auto& r : routers_)
     await(r);
+  // What the supervisors did not remove (they stop before their children's down messages
+  // arrive): an entry's handle would keep its agent alive, and a persisted agent's state
+  // holds the directory (through the runtime context), so neither would ever be freed, and
+  // the actor system would wait forever for a detached (blocking) one.
+  for (auto& view : directory_->list({}, {}, directory_->size() + 1))
+    directory_->erase(view.id);
   root_ = nullptr;
   routers_.clear();
   log::event(spdlog::level::info, "runtime_stopped");

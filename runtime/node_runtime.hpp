@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -183,6 +184,17 @@ private:
 /// or the cluster once one is attached.
 using agent_sender = replaceable_fn<std::function<caf::error(const agent_id& to, agent_call call)>>;
 
+/// Where agents' asks go (`call_context::ask`): this node's runtime, or the cluster.
+using agent_asker = replaceable_fn<
+  std::function<void(const agent_id& to, agent_call call, std::chrono::milliseconds timeout,
+                     std::function<void(caf::expected<std::string>)> done)>>;
+
+/// Where agents' provider lookups go (`call_context::find_providers`): this node's capability
+/// index, or the cluster's (capability, tenant, limit; `done` gets the JSON answer).
+using provider_finder =
+  replaceable_fn<std::function<void(const std::string& capability, const std::string& tenant,
+                                    size_t limit, std::function<void(std::string)> done)>>;
+
 /// How forwarders of agents that moved away reach the agent's new node (the cluster's call
 /// transport once a cluster is attached; without it, the actor the ship function returned).
 /// `done` empty: a tell.
@@ -230,6 +242,21 @@ public:
   /// `send`); empty: back to this node only (`tell`). Call with nullptr before `f`'s target
   /// goes away.
   void set_agent_sender(agent_sender::fn f);
+
+  /// Routes agents' asks (`call_context::ask`) and provider lookups through `ask` and
+  /// `find` (the cluster's); empty: this node only. Reset with empty functions before their
+  /// target goes away.
+  void set_agent_asker(agent_asker::fn ask, provider_finder::fn find);
+
+  /// Activates every stored agent of a resident kind (`kind_spec::resident`) that is not
+  /// running here, on a thread of its own (a scan of the store's agent list): after a restart
+  /// of a single node, or when this node comes up in a cluster. Returns at once.
+  void wake_residents();
+
+  /// Activates the agents of resident kinds whose replica copies here name `member` as their
+  /// holder and which this node is first in line to take over (`replicator::may_take_over`):
+  /// `member` went down. On a thread of its own; returns at once.
+  void wake_taken_over(const std::string& member);
 
   /// Journaled agents replicate through `r` from their next activation on (the cluster's
   /// replicator, runtime/replication.hpp); null: not at all. Set before calls arrive.
@@ -376,6 +403,12 @@ private:
   /// Agents that moved away (their calls go on to the new node for a while).
   std::shared_ptr<moved_agents> moved_ = std::make_shared<moved_agents>();
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
+  std::shared_ptr<agent_asker> asker_ = std::make_shared<agent_asker>();
+  std::shared_ptr<provider_finder> finder_ = std::make_shared<provider_finder>();
+  /// Runs wake_residents / wake_taken_over scans, one at a time (joined at shutdown).
+  std::mutex wake_mtx_;
+  std::vector<std::thread> wakers_;
+  void run_wake(std::function<void()> scan);
   std::shared_ptr<remote_forwarder> forwarder_ = std::make_shared<remote_forwarder>();
   std::shared_ptr<replicator_slot> ctx_rep_ = std::make_shared<replicator_slot>();
   caf::actor root_;

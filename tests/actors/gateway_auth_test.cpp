@@ -438,7 +438,7 @@ TEST_F(gateway_auth_test, the_openapi_document_lists_exactly_the_routes_the_gate
   spawn("acme/x");
   auto concrete = [](std::string p) {
     for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
-           {"{tenant}", "acme"}, {"{name}", "x"}, {"{id}", "0000000000000000"}})
+           {"{tenant}", "acme"}, {"{name}", "x"}, {"{id}", "0000000000000000"}, {"{op}", "pause"}})
       if (auto i = p.find(from); i != std::string::npos)
         p.replace(i, from.size(), to);
     return p;
