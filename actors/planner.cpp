@@ -830,14 +830,22 @@ private:
       inflight += s.status == step_status::running;
     for (auto& [cap, w] : waiting_)
       inflight += w.size();
-    for (size_t i = 0; i < steps_.size() && inflight < wf_.parallel_max; ++i) {
-      if (!ready(i) || waiting_for(i))
-        continue;
-      dispatch(call, i);
-      if (status_ != "running")
-        return;
-      if (steps_[i].status == step_status::running || waiting_for(i))
-        ++inflight;
+    // Passes until nothing changes: a dispatch can settle a step at once (no provider: skipped,
+    // or moved to its fallback, which is ready again), which may make others ready.
+    for (size_t pass = 0, changed = 1; changed > 0 && pass <= steps_.size(); ++pass) {
+      changed = 0;
+      for (size_t i = 0; i < steps_.size() && inflight < wf_.parallel_max; ++i) {
+        if (!ready(i) || waiting_for(i))
+          continue;
+        auto before = steps_[i].attempts;
+        dispatch(call, i);
+        if (status_ != "running")
+          return;
+        if (steps_[i].status == step_status::running || waiting_for(i))
+          ++inflight;
+        else if (steps_[i].attempts != before)
+          ++changed; // failed before it left: its policy ran
+      }
     }
     // One timer, for the earliest back-off still to pass.
     int64_t earliest = 0;

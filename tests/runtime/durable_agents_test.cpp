@@ -517,3 +517,24 @@ TEST_F(durable_agents_test, a_failed_write_is_never_acknowledged_and_the_agent_r
     EXPECT_EQ(value_of(id), 7);
   }
 }
+
+namespace {
+
+TEST_F(durable_agents_test,
+       a_clustered_node_activates_no_journaled_agent_before_its_replication_runs) {
+  // Between the start of a clustered node's gateway and its cluster, an activation would
+  // write without the replica set, and its acknowledged writes could be rolled back by the
+  // next activation (the kill -9 soak caught it): such calls get `unavailable` instead.
+  node_config nc;
+  nc.cluster.listen = "127.0.0.1:0"; // (no cluster is attached in this test)
+  nc.replication.factor = 3;
+  start(nc);
+  auto journaled = spawn("acme/c1");
+  ASSERT_FALSE(journaled);
+  EXPECT_EQ(code_of(journaled.error()), errc::unavailable) << describe(journaled.error());
+  EXPECT_NE(message_of(journaled.error()).find("replication is not running"), std::string::npos);
+  // Ephemeral kinds do not replicate: they run.
+  EXPECT_TRUE(spawn("acme/e1", "echo"));
+}
+
+} // namespace
