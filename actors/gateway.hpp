@@ -24,6 +24,12 @@
 //          ?timeout_ms=N (1..gateway.ask_timeout_ms_max, default ask_timeout_ms_default)
 //   POST   /v1/agents/{tenant}/{name}/migrate  200 {"moved","from","to","pause_ms",...}
 //          body {"to":"NODE"}
+//   POST   /v1/workflows                     201 {"id","node","status"}: spawns a `planner`
+//          body: a workflow (actors/planner.hpp), optional "id":"tenant/name" (default the
+//          caller's tenant and wf-<16 hex>; an admin key of every tenant must name it)
+//   GET    /v1/workflows/{tenant}/{name}     200 the planner's status (steps, attempts, ...)
+//   POST   /v1/workflows/{tenant}/{name}/pause|resume|cancel  200 {"id","status"}; 409 once
+//                                            the workflow finished
 //   POST   /v1/admin/backup                  200 {"backup","elapsed_ms"}; body {"to":"/abs/dir"}
 //   POST   /v1/keys                          201 {"id","key","tenant","role","name","created_ms"}
 //          body {"tenant":"beta","role":"operator","name":"ci"} (tenant: default the caller's;
@@ -65,6 +71,8 @@
 //                                                 tenant is a 403; admin: all or ?tenant=)
 //   POST /v1/agents, DELETE /v1/agents/{id},
 //   POST .../tell, POST .../ask                   operator, own tenant
+//   GET  /v1/workflows/{id}                       viewer, own tenant
+//   POST /v1/workflows, POST .../pause|resume|cancel  operator, own tenant
 //   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or
 //                                                 revokes a key of a higher role than its own
 //   POST .../migrate, POST /v1/admin/backup       admin

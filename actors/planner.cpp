@@ -379,7 +379,7 @@ public:
       if (op == "cancel")
         (void)call.publish("workflow_finished", {{"status", status_}});
       advance(call);
-      return json{{"id", call.self_id().name}, {"status", status_}}.dump();
+      return json{{"id", call.self_id().str()}, {"status", status_}}.dump();
     }
     return bad("unknown op '" + op.substr(0, 40) + "': planner knows status|pause|resume|cancel");
   }
@@ -886,7 +886,7 @@ private:
         x["retry_at_ms"] = s.retry_at_ms;
       steps.push_back(std::move(x));
     }
-    return {{"id", self.name},
+    return {{"id", self.str()},
             {"status", status_},
             {"created_ms", created_ms_},
             {"finished_ms", finished_ms_},

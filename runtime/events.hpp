@@ -18,7 +18,9 @@ namespace hive {
 /// One lifecycle event.
 struct agent_event {
   /// `agent_started` (spawned or activated), `agent_restarted`, `agent_stopped` (stopped,
-  /// passivated or moved away), `agent_crashed`, `agent_migrated`, `breaker_transition`.
+  /// passivated or moved away), `agent_crashed`, `agent_migrated`, `breaker_transition`, and
+  /// what agents publish (`call_context::publish`): the planner's `workflow_step` and
+  /// `workflow_finished`.
   std::string type;
   /// The agent's id, `tenant/name`.
   std::string agent;

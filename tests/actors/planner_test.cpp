@@ -14,6 +14,7 @@
 #include "actors/sample_kinds.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/bootstrap.hpp"
+#include "runtime/events.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/node_process.hpp"
 
@@ -372,6 +373,39 @@ TEST_F(planner_test, a_failing_step_is_retried_with_back_off_until_it_succeeds) 
   // Back-off: 100 ms before the 2nd attempt, 200 ms before the 3rd.
   EXPECT_GE(calls[1].start_ms - calls[0].end_ms, 95);
   EXPECT_GE(calls[2].start_ms - calls[1].end_ms, 195);
+}
+
+TEST_F(planner_test, progress_goes_to_the_event_stream_once_it_is_durable) {
+  std::mutex mtx;
+  std::vector<json> seen;
+  auto sub = m->events().subscribe([&](const agent_event& e, const std::string&) {
+    if (e.agent != "acme/wf" || e.type.rfind("workflow_", 0) != 0)
+      return;
+    std::lock_guard<std::mutex> guard{mtx};
+    auto d = e.detail;
+    d["type"] = e.type;
+    d["kind"] = e.kind;
+    seen.push_back(std::move(d));
+  });
+  ASSERT_TRUE(spawn("acme/flaky", "worker", {{"fail_first", 1}}, {"work"}));
+  ASSERT_TRUE(spawn(
+    "acme/wf", "planner",
+    {{"steps", {{{"id", "a"}, {"capability", "work"}, {"retries", 1}, {"backoff_ms", 10}}}}}));
+  auto st = wait_for("acme/wf", "succeeded");
+  ASSERT_EQ(st["status"], "succeeded") << st.dump();
+  std::this_thread::sleep_for(100ms);
+  m->events().unsubscribe(sub);
+  std::vector<std::string> flow;
+  for (auto& e : seen) {
+    EXPECT_EQ(e["kind"], "planner");
+    flow.push_back(e["type"].get<std::string>() + ":" + e.value("status", "")
+                   + (e.contains("attempt") ? ":" + std::to_string(e["attempt"].get<int>()) : ""));
+  }
+  EXPECT_EQ(flow,
+            (std::vector<std::string>{"workflow_step:running:1", "workflow_step:backoff:1",
+                                      "workflow_step:running:2", "workflow_step:done:2",
+                                      "workflow_finished:succeeded"}))
+    << json(seen).dump();
 }
 
 TEST_F(planner_test, spent_retries_fail_the_workflow_naming_the_error) {
