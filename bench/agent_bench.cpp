@@ -39,6 +39,7 @@
 #include "bench/durable_bench.hpp"
 #include "bench/gateway_bench.hpp"
 #include "bench/remote_bench.hpp"
+#include "bench/workflow_bench.hpp"
 #include "config/node_config.hpp"
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
@@ -378,7 +379,23 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 64));
   gateway->add_option("--node", gw.node_binary, "the agent-node binary (default: ../nodes/)");
   gateway->add_option("--json", gw.json_file, "write the figures as JSON to FILE");
+  bench::workflow_options wfo;
+  auto workflow = app.add_subcommand(
+    "workflow", "planner steps/s in a fan-out/fan-in workflow vs the same asks sent directly");
+  workflow->add_option("--steps", wfo.steps, "steps of the fan-out (plus a start and a join)")
+    ->check(CLI::Range(1, 100000));
+  workflow->add_option("--providers", wfo.providers, "echo providers of the steps' capability")
+    ->check(CLI::Range(1, 10000));
+  workflow->add_option("--parallel", wfo.parallel, "steps (and direct asks) in flight at most")
+    ->check(CLI::Range(1, 500));
+  workflow->add_option("--runs", wfo.runs, "repetitions (medians reported)")
+    ->check(CLI::Range(1, 100));
+  workflow->add_option("--dir", wfo.parent_dir, "the temporary data directory is made under DIR")
+    ->check(CLI::ExistingDirectory);
+  workflow->add_option("--json", wfo.json_file, "write the figures as JSON to FILE");
   CLI11_PARSE(app, argc, argv);
+  if (workflow->parsed())
+    return bench::run_workflow(wfo);
   if (gateway->parsed())
     return bench::run_gateway(gw, argv[0]);
   if (*replicated)
