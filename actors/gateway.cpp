@@ -1193,6 +1193,14 @@ private:
       return bad_field("field 'id' is required (a string \"tenant/name\")");
     if (!doc.contains("kind"))
       return bad_field("field 'kind' is required (a registered agent kind)");
+    spawn_as(id_text, std::move(sr), node, false);
+  }
+
+  /// The end of both spawning routes: parses and authorizes `id_text` (role operator), spawns
+  /// `sr` (on `node`, a pin; empty: placement) and answers 201 with a Location: an agent's
+  /// `{"id","kind","node"}`, or a workflow's `{"id","node","status"}`.
+  void spawn_as(const std::string& id_text, spawn_request sr, const std::string& node,
+                bool workflow) {
     auto id = parse_agent_id(id_text);
     if (!id)
       return reply_error(id.error());
@@ -1202,12 +1210,17 @@ private:
     sr.id = std::move(*id);
     sr.correlation_id = cid_;
     auto done = bind_reply<caf::expected<agent_view>>(
-      default_guard(), [](session& s, caf::expected<agent_view>& res) {
+      default_guard(), [workflow](session& s, caf::expected<agent_view>& res) {
         if (!res)
           return s.reply_error(res.error());
-        nlohmann::json out{{"id", res->id.str()}, {"kind", res->kind}, {"node", res->node}};
+        nlohmann::json out{{"id", res->id.str()}, {"node", res->node}};
+        if (workflow)
+          out["status"] = "running";
+        else
+          out["kind"] = res->kind;
         s.reply_json(http::status::created, dump(out),
-                     "/v1/agents/" + res->id.tenant + '/' + res->id.name);
+                     std::string{workflow ? "/v1/workflows/" : "/v1/agents/"} + res->id.tenant + '/'
+                       + res->id.name);
       });
     if (auto* c = gw_.cluster_view.load())
       return c->spawn(std::move(sr), node, std::move(done));
@@ -1247,27 +1260,9 @@ private:
         return bad_field("an admin key of every tenant must name the workflow: "
                          "\"id\":\"tenant/name\"");
     }
-    auto id = parse_agent_id(id_text);
-    if (!id)
-      return reply_error(id.error());
-    actor_ = id->str();
-    if (auto err = authorize(*principal_, role::operator_, id->tenant, route_))
-      return reply_error(err);
-    sr.id = std::move(*id);
     sr.kind = "planner";
     sr.config = std::move(doc);
-    sr.correlation_id = cid_;
-    auto done = bind_reply<caf::expected<agent_view>>(
-      default_guard(), [](session& s, caf::expected<agent_view>& res) {
-        if (!res)
-          return s.reply_error(res.error());
-        nlohmann::json out{{"id", res->id.str()}, {"node", res->node}, {"status", "running"}};
-        s.reply_json(http::status::created, dump(out),
-                     "/v1/workflows/" + res->id.tenant + '/' + res->id.name);
-      });
-    if (auto* c = gw_.cluster_view.load())
-      return c->spawn(std::move(sr), {}, std::move(done));
-    gw_.rt.spawn(std::move(sr), std::move(done));
+    spawn_as(id_text, std::move(sr), {}, true);
   }
 
   /// `GET /v1/workflows/{id}` (op status) and `POST /v1/workflows/{id}/{pause|resume|cancel}`:

@@ -1391,9 +1391,12 @@ void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done
       return done(std::move(err));
     if (!stored)
       return done(std::move(err));
-    // Stopped for good: its meta, snapshot and journal go too, and its replicas.
+    // Stopped for good: its meta, snapshot and journal go too, and its replicas (first: the
+    // stop is answered once no copy holds a promise a new spawn of the id would trip on).
     if (auto r = rep->get())
-      r->erase(id);
+      return r->erase(id, [db, id, done = std::move(done)]() mutable {
+        db->erase_agent(id.str(), std::move(done));
+      });
     db->erase_agent(id.str(), done);
   };
   if (!view) // passivated: nothing runs
@@ -1613,33 +1616,44 @@ agent_call wake_call(const agent_id& id) {
 
 } // namespace
 
+size_t node_runtime::wake_matching(
+  const std::function<std::optional<agent_id>(const records::meta_record&)>& pick) {
+  std::string after;
+  size_t woken = 0;
+  while (!stopping_.load()) {
+    auto page = db_->list_meta({}, after, 1024);
+    if (!page || page->empty())
+      break;
+    after = page->back().hdr.agent;
+    for (auto& meta : *page) {
+      auto kind = kinds_.find(meta.kind);
+      if (kind == nullptr || !kind->resident)
+        continue;
+      auto id = pick(meta);
+      if (!id || directory_->find(*id))
+        continue;
+      if (auto err = tell(*id, wake_call(*id)))
+        log::event(spdlog::level::warn, "agent_wake_failed", {{"reason", describe(err)}},
+                   id->str());
+      else
+        ++woken;
+    }
+    if (page->size() < 1024)
+      break;
+  }
+  return woken;
+}
+
 void node_runtime::wake_residents() {
   if (!db_)
     return;
   run_wake([this] {
-    std::string after;
-    size_t woken = 0;
-    while (!stopping_.load()) {
-      auto page = db_->list_meta({}, after, 1024);
-      if (!page || page->empty())
-        break;
-      after = page->back().hdr.agent;
-      for (auto& meta : *page) {
-        auto kind = kinds_.find(meta.kind);
-        if (kind == nullptr || !kind->resident || replicator::is_copy_key(meta.hdr.agent))
-          continue;
-        auto id = parse_agent_id(meta.hdr.agent);
-        if (!id || directory_->find(*id))
-          continue;
-        if (auto err = tell(*id, wake_call(*id)))
-          log::event(spdlog::level::warn, "agent_wake_failed", {{"reason", describe(err)}},
-                     id->str());
-        else
-          ++woken;
-      }
-      if (page->size() < 1024)
-        break;
-    }
+    auto woken = wake_matching([](const records::meta_record& meta) -> std::optional<agent_id> {
+      if (replicator::is_copy_key(meta.hdr.agent))
+        return std::nullopt;
+      auto id = parse_agent_id(meta.hdr.agent);
+      return id ? std::optional<agent_id>{*id} : std::nullopt;
+    });
     if (woken > 0)
       log::event(spdlog::level::info, "resident_agents_woken", {{"agents", woken}});
   });
@@ -1650,31 +1664,14 @@ void node_runtime::wake_taken_over(const std::string& member) {
   if (!db_ || !rep)
     return;
   run_wake([this, rep, member] {
-    std::string after;
-    size_t woken = 0;
-    while (!stopping_.load()) {
-      auto page = db_->list_meta({}, after, 1024);
-      if (!page || page->empty())
-        break;
-      after = page->back().hdr.agent;
-      for (auto& meta : *page) {
-        if (!replicator::is_copy_key(meta.hdr.agent) || meta.holder != member)
-          continue;
-        auto kind = kinds_.find(meta.kind);
-        if (kind == nullptr || !kind->resident)
-          continue;
-        auto id = parse_agent_id(meta.hdr.agent.substr(1));
-        if (!id || directory_->find(*id) || !rep->may_take_over(*id))
-          continue;
-        if (auto err = tell(*id, wake_call(*id)))
-          log::event(spdlog::level::warn, "agent_wake_failed", {{"reason", describe(err)}},
-                     id->str());
-        else
-          ++woken;
-      }
-      if (page->size() < 1024)
-        break;
-    }
+    auto woken = wake_matching([&](const records::meta_record& meta) -> std::optional<agent_id> {
+      if (!replicator::is_copy_key(meta.hdr.agent) || meta.holder != member)
+        return std::nullopt;
+      auto id = parse_agent_id(meta.hdr.agent.substr(1));
+      if (!id || !rep->may_take_over(*id))
+        return std::nullopt;
+      return *id;
+    });
     if (woken > 0)
       log::event(spdlog::level::info, "resident_agents_taken_over",
                  {{"agents", woken}, {"member", member}});

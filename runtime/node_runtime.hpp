@@ -409,6 +409,10 @@ private:
   std::mutex wake_mtx_;
   std::vector<std::thread> wakers_;
   void run_wake(std::function<void()> scan);
+  /// Activates (a wake call) every stored agent of a resident kind for whose meta record
+  /// `pick` names an id that is not running here; returns how many. Blocks (store scan).
+  size_t wake_matching(
+    const std::function<std::optional<agent_id>(const records::meta_record&)>& pick);
   std::shared_ptr<remote_forwarder> forwarder_ = std::make_shared<remote_forwarder>();
   std::shared_ptr<replicator_slot> ctx_rep_ = std::make_shared<replicator_slot>();
   caf::actor root_;

@@ -1,6 +1,7 @@
 #include "runtime/replication.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <future>
 #include <tuple>
@@ -663,16 +664,29 @@ void replicator::snapshot(const records::snapshot_record& snap, uint64_t prune_t
   }
 }
 
-void replicator::erase(const agent_id& id) {
+void replicator::erase(const agent_id& id, std::function<void()> done) {
   auto key = id.str();
+  struct pending {
+    std::atomic<size_t> left{1}; // (one for the loop below)
+    std::function<void()> done;
+    void one() {
+      if (--left == 0 && done)
+        done();
+    }
+  };
+  auto p = std::make_shared<pending>();
+  p->done = std::move(done);
   for (auto& peer : replica_set(key)) {
     if (peer.name == self_) {
-      on_erase(key, [](caf::expected<std::string>) {});
+      ++p->left;
+      on_erase(key, [p](caf::expected<std::string>) { p->one(); });
     } else if (peer.serving && !peer.address.empty()) {
+      ++p->left;
       remote_call req{"r.erase", id, {}, opts_.timeout.count()};
-      call_(peer.address, req, opts_.timeout, [](caf::expected<std::string>) {});
+      call_(peer.address, req, opts_.timeout, [p](caf::expected<std::string>) { p->one(); });
     }
   }
+  p->one();
 }
 
 // -- the replicas' side --------------------------------------------------------------------

@@ -149,8 +149,10 @@ public:
   /// every serving member of each held agent's set is checked.
   void on_member_up(const std::string& name);
 
-  /// The agent was stopped for good: every copy is erased (best effort).
-  void erase(const agent_id& id);
+  /// The agent was stopped for good: every copy is erased (best effort: members that do not
+  /// serve calls now are skipped). `done` runs once every erase was answered or timed out
+  /// (any thread), so a spawn of the same id right after a stop finds no stale promise.
+  void erase(const agent_id& id, std::function<void()> done = {});
 
   [[nodiscard]] static bool is_replication_op(std::string_view op) noexcept {
     return op.size() > 2 && op[0] == 'r' && op[1] == '.';
