@@ -29,6 +29,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/http_client.hpp"
 #include "support/node_process.hpp"
 #include "support/test_certs.hpp"
 
@@ -334,6 +335,42 @@ TEST_F(agentctl_test, events_prints_the_events_that_happen_while_it_runs) {
   EXPECT_EQ(refused.code, 1) << refused.output;
   EXPECT_NE(refused.output.find("refused the stream: HTTP 401"), std::string::npos)
     << refused.output;
+}
+
+TEST_F(agentctl_test, events_streams_a_workflows_progress_filtered_by_kind) {
+  // Workflow progress travels the same WebSocket stream: the planner's workflow_step and
+  // workflow_finished events, here selected by --kind planner (the providers' own lifecycle
+  // events, of kind counter, stay out).
+  ctl_process tail{{"--url", url_, "--json", "events", "--kind", "planner", "--count", "6"},
+                   {{"HIVE_TOKEN", hive::test::test_admin_key}}};
+  ASSERT_TRUE(tail.wait_output("streaming events", 20s)) << tail.output;
+  hive::test::http_client http{node_->gateway_port};
+  auto r = http.request("POST", "/v1/agents",
+                        R"({"id":"acme/sink","kind":"counter","capabilities":["counting"]})");
+  ASSERT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  r = http.request("POST", "/v1/workflows",
+                   R"({"id":"acme/wf","steps":[{"id":"a","capability":"counting",)"
+                   R"("input":{"op":"add","by":1}},{"id":"b","capability":"counting",)"
+                   R"("depends_on":["a"],"input":{"op":"add","by":1}}]})");
+  ASSERT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+  ASSERT_EQ(tail.finish(), 0) << tail.output;
+  std::vector<std::string> flow;
+  std::istringstream lines{tail.output};
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line.front() != '{')
+      continue;
+    auto e = json::parse(line, nullptr, false);
+    ASSERT_TRUE(e.is_object()) << line;
+    EXPECT_EQ(e["kind"], "planner") << line;
+    EXPECT_EQ(e["agent"], "acme/wf") << line;
+    flow.push_back(e["type"].get<std::string>() + ":" + e.value("step", "") + ":"
+                   + e.value("status", ""));
+  }
+  EXPECT_EQ(flow,
+            (std::vector<std::string>{"agent_started::", "workflow_step:a:running",
+                                      "workflow_step:a:done", "workflow_step:b:running",
+                                      "workflow_step:b:done", "workflow_finished::succeeded"}))
+    << tail.output;
 }
 
 TEST_F(agentctl_test, top_shows_rates_and_handled_counts_as_plain_lines_or_json) {
