@@ -55,6 +55,8 @@ struct step_def {
 
 struct workflow_def {
   std::vector<step_def> steps;
+  /// Step id -> position in `steps`.
+  std::unordered_map<std::string, size_t> index;
   size_t parallel_max = 64;
   uint32_t breaker_failures = 3;
   int64_t breaker_open_ms = 5000;
@@ -275,6 +277,7 @@ caf::expected<workflow_def> parse_workflow(const json& j, const limits& lim) {
                    + "', which is not among its dependencies");
     }
   }
+  wf.index = std::move(index);
   return wf;
 }
 
@@ -578,15 +581,13 @@ private:
         return j;
       auto value_of = [this](const std::string& ref) -> json {
         auto dot = ref.find('.');
-        auto id = ref.substr(0, dot);
-        for (size_t k = 0; k < wf_.steps.size(); ++k)
-          if (wf_.steps[k].id == id) {
-            auto rest = dot == std::string::npos ? std::string{} : ref.substr(dot);
-            // "${a.output.x}": rest is ".output.x"
-            if (rest.rfind(".output", 0) == 0)
-              return navigate(steps_[k].output, std::string_view{rest}.substr(7));
-            return nullptr;
-          }
+        auto k = wf_.index.find(ref.substr(0, dot));
+        if (k == wf_.index.end())
+          return nullptr;
+        // "${a.output.x}": rest is ".output.x"
+        auto rest = dot == std::string::npos ? std::string{} : ref.substr(dot);
+        if (rest.rfind(".output", 0) == 0)
+          return navigate(steps_[k->second].output, std::string_view{rest}.substr(7));
         return nullptr;
       };
       if (s.size() > 3 && s.rfind("${", 0) == 0 && s.find("${", 2) == std::string::npos
@@ -625,14 +626,14 @@ private:
     auto& s = steps_[i];
     auto to = parse_agent_id(s.provider);
     if (!to) {
-      fail_attempt(call, i, s.attempts, "provider id '" + s.provider + "' is not valid", false);
+      fail_attempt(call, i, s.attempts, "provider id '" + s.provider + "' is not valid");
       return;
     }
     auto err = call.ask(
       *to, resolve(wf_.steps[i].input).dump(), std::chrono::milliseconds(wf_.steps[i].timeout_ms),
       "s:" + std::to_string(i) + ":" + std::to_string(s.attempts), key_of(call.self_id(), i), 1);
     if (err) {
-      fail_attempt(call, i, s.attempts, message_of(err), false);
+      fail_attempt(call, i, s.attempts, message_of(err));
       return;
     }
     asked_.insert(i);
@@ -688,8 +689,7 @@ private:
     if (pick == nullptr) {
       fail_attempt(call, i, attempt,
                    "no agent offers capability '" + cap + "'"
-                     + (c->second.list.empty() ? std::string{} : " with a closed breaker"),
-                   false);
+                     + (c->second.list.empty() ? std::string{} : " with a closed breaker"));
       return;
     }
     (void)call.emit(
@@ -739,8 +739,7 @@ private:
       if (n.body.size() > lim_.output_bytes_max) {
         fail_attempt(call, i, attempt,
                      "the output of " + std::to_string(n.body.size())
-                       + " bytes is above planner.step_output_bytes_max",
-                     true);
+                       + " bytes is above planner.step_output_bytes_max");
         return;
       }
       breaker_result(s.provider, true);
@@ -765,13 +764,11 @@ private:
     if (provider_fault)
       breaker_result(s.provider, false);
     fail_attempt(call, i, attempt,
-                 std::string{to_string(static_cast<errc>(n.code))} + ": " + n.body, true);
+                 std::string{to_string(static_cast<errc>(n.code))} + ": " + n.body);
   }
 
   /// Attempt `attempt` of step `i` failed: retry after a back-off, or apply the step's policy.
-  void fail_attempt(call_context& call, size_t i, uint32_t attempt, const std::string& why,
-                    bool dispatched) {
-    (void)dispatched;
+  void fail_attempt(call_context& call, size_t i, uint32_t attempt, const std::string& why) {
     auto& d = wf_.steps[i];
     auto& s = steps_[i];
     auto now = now_ms();

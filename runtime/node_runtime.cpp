@@ -1601,7 +1601,27 @@ void node_runtime::run_wake(std::function<void()> scan) {
   std::lock_guard<std::mutex> guard{wake_mtx_};
   if (stopping_.load())
     return;
-  wakers_.emplace_back(std::move(scan));
+  if (wake_queue_.size() >= wake_scans_queued_max) {
+    log::event(spdlog::level::warn, "resident_wake_dropped",
+               {{"queued", wake_queue_.size()}, {"max", wake_scans_queued_max}});
+    return;
+  }
+  wake_queue_.push_back(std::move(scan));
+  if (!waker_.joinable())
+    waker_ = std::thread{[this] {
+      std::unique_lock<std::mutex> lock{wake_mtx_};
+      for (;;) {
+        wake_cv_.wait(lock, [this] { return stopping_.load() || !wake_queue_.empty(); });
+        if (stopping_.load())
+          return;
+        auto next = std::move(wake_queue_.front());
+        wake_queue_.pop_front();
+        lock.unlock();
+        next();
+        lock.lock();
+      }
+    }};
+  wake_cv_.notify_one();
 }
 
 namespace {
@@ -1914,13 +1934,15 @@ void node_runtime::shutdown() {
     return;
   log::event(spdlog::level::info, "runtime_stopping", {{"agents", directory_->size()}});
   {
-    std::vector<std::thread> wakers;
+    std::thread waker;
     {
       std::lock_guard<std::mutex> guard{wake_mtx_};
-      wakers.swap(wakers_);
+      wake_queue_.clear();
+      waker.swap(waker_);
     }
-    for (auto& t : wakers) // (they stop at their next page)
-      t.join();
+    wake_cv_.notify_all();
+    if (waker.joinable()) // (a running scan stops at its next page)
+      waker.join();
   }
   caf::scoped_actor self{sys_};
   auto await = [&](const caf::actor& a) {

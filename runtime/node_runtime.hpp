@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -249,13 +251,13 @@ public:
   void set_agent_asker(agent_asker::fn ask, provider_finder::fn find);
 
   /// Activates every stored agent of a resident kind (`kind_spec::resident`) that is not
-  /// running here, on a thread of its own (a scan of the store's agent list): after a restart
-  /// of a single node, or when this node comes up in a cluster. Returns at once.
+  /// running here, on the runtime's waker thread (a scan of the store's agent list): after a
+  /// restart of a single node, or when this node comes up in a cluster. Returns at once.
   void wake_residents();
 
   /// Activates the agents of resident kinds whose replica copies here name `member` as their
   /// holder and which this node is first in line to take over (`replicator::may_take_over`):
-  /// `member` went down. On a thread of its own; returns at once.
+  /// `member` went down. On the waker thread; returns at once.
   void wake_taken_over(const std::string& member);
 
   /// Journaled agents replicate through `r` from their next activation on (the cluster's
@@ -405,9 +407,13 @@ private:
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
   std::shared_ptr<agent_asker> asker_ = std::make_shared<agent_asker>();
   std::shared_ptr<provider_finder> finder_ = std::make_shared<provider_finder>();
-  /// Runs wake_residents / wake_taken_over scans, one at a time (joined at shutdown).
+  /// Runs wake_residents / wake_taken_over scans one at a time, on one thread started with the
+  /// first (joined at shutdown); at most `wake_scans_queued_max` wait, more are dropped (logged).
+  static constexpr size_t wake_scans_queued_max = 16;
   std::mutex wake_mtx_;
-  std::vector<std::thread> wakers_;
+  std::condition_variable wake_cv_;
+  std::deque<std::function<void()>> wake_queue_;
+  std::thread waker_;
   void run_wake(std::function<void()> scan);
   /// Activates (a wake call) every stored agent of a resident kind for whose meta record
   /// `pick` names an id that is not running here; returns how many. Blocks (store scan).
