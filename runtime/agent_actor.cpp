@@ -2,6 +2,9 @@
 
 #include <cassert>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <future>
 #include <list>
 #include <unordered_map>
@@ -226,6 +229,58 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
     }
   }
   outbox.clear();
+}
+
+/// `call_context::ask_now` of a blocking agent (its own thread may wait): sends every ask at
+/// once through the runtime's asker and waits until all are answered. The runtime answers each
+/// ask by its timeout; a guard a little later marks any still missing as timed out (a late
+/// answer then finds the shared state alive and is dropped).
+std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& cfg,
+                                                     uint64_t correlation_id,
+                                                     std::vector<call_context::request>& reqs,
+                                                     std::chrono::milliseconds timeout) {
+  struct shared {
+    std::mutex mtx;
+    std::condition_variable cv;
+    std::vector<std::optional<caf::expected<std::string>>> answers;
+    size_t open = 0;
+  };
+  auto sh = std::make_shared<shared>();
+  sh->answers.resize(reqs.size());
+  sh->open = reqs.size();
+  auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch() + timeout)
+                    .count();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto done = [sh, i](caf::expected<std::string> r) {
+      std::lock_guard<std::mutex> guard{sh->mtx};
+      if (sh->answers[i])
+        return;
+      sh->answers[i] = std::move(r);
+      if (--sh->open == 0)
+        sh->cv.notify_all();
+    };
+    auto& r = reqs[i];
+    agent_call call{envelope{correlation_id, r.to.tenant, deadline, cfg.id.str(),
+                             std::move(r.client_id), r.client_seq},
+                    std::move(r.body),
+                    {}};
+    if (cfg.ask)
+      cfg.ask(r.to, std::move(call), timeout, std::move(done));
+    else
+      done(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
+  }
+  std::unique_lock<std::mutex> lock{sh->mtx};
+  sh->cv.wait_for(lock, timeout + std::chrono::seconds(2), [&] { return sh->open == 0; });
+  std::vector<caf::expected<std::string>> out;
+  out.reserve(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (!sh->answers[i])
+      sh->answers[i] = make_error(errc::timeout, reqs[i].to.str() + " did not answer within "
+                                                   + std::to_string(timeout.count()) + " ms");
+    out.push_back(std::move(*sh->answers[i]));
+  }
+  return out;
 }
 
 /// Ends a replicated activation that may no longer commit or serve (`why`: fenced, no_quorum,
@@ -471,6 +526,12 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       if (st.cfg.detached && st.cfg.mode == persistence_mode::journaled)
         ctx.set_committer(
           [self](std::vector<std::string>& events) { return commit_now(self, events); });
+      if (st.cfg.detached)
+        ctx.set_waiter([&st, cid = call.env.correlation_id](
+                         std::vector<call_context::request>& reqs,
+                         std::chrono::milliseconds timeout) {
+          return ask_and_wait(st.cfg, cid, reqs, timeout);
+        });
       caf::expected<std::string> result{std::string{}};
       try {
         result = st.instance->handle(ctx);

@@ -82,17 +82,9 @@ caf::error call_context::ask(const agent_id& to, std::string body,
                              std::string client_id, uint64_t client_seq) {
   if (auto err = check_send(to))
     return err;
-  if (timeout < std::chrono::milliseconds(1) || timeout > std::chrono::hours(1))
-    return make_error(errc::invalid_argument,
-                      "an ask's timeout must be 1 ms..1 h, not " + std::to_string(timeout.count())
-                        + " ms");
-  if (env_.deadline_unix_ms != 0) {
-    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
-    auto left = std::chrono::milliseconds(std::max<int64_t>(1, env_.deadline_unix_ms - now_ms));
-    timeout = std::min(timeout, left);
-  }
+  if (auto err = check_timeout(timeout))
+    return err;
+  timeout = cut_to_deadline(timeout);
   outgoing out;
   out.to = to;
   out.body = std::move(body);
@@ -103,6 +95,49 @@ caf::error call_context::ask(const agent_id& to, std::string body,
   out.client_seq = client_seq;
   outbox_.push_back(std::move(out));
   return {};
+}
+
+std::chrono::milliseconds call_context::cut_to_deadline(std::chrono::milliseconds timeout) const {
+  if (env_.deadline_unix_ms == 0)
+    return timeout;
+  auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  auto left = std::chrono::milliseconds(std::max<int64_t>(1, env_.deadline_unix_ms - now_ms));
+  return std::min(timeout, left);
+}
+
+caf::error call_context::check_timeout(std::chrono::milliseconds timeout) {
+  if (timeout < std::chrono::milliseconds(1) || timeout > std::chrono::hours(1))
+    return make_error(errc::invalid_argument,
+                      "an ask's timeout must be 1 ms..1 h, not " + std::to_string(timeout.count())
+                        + " ms");
+  return {};
+}
+
+caf::expected<std::vector<caf::expected<std::string>>>
+call_context::ask_now(std::vector<request> requests, std::chrono::milliseconds timeout) {
+  if (!waiter_)
+    return make_error(errc::internal,
+                      self_id_.str() + ": ask_now() needs a kind marked blocking (kind_spec)");
+  if (auto err = check_timeout(timeout))
+    return err;
+  if (requests.size() > outbox_messages_max)
+    return make_error(errc::too_large, "ask_now takes at most "
+                                         + std::to_string(outbox_messages_max) + " asks, not "
+                                         + std::to_string(requests.size()));
+  for (auto& r : requests) {
+    if (r.to.tenant != self_id_.tenant)
+      return make_error(errc::invalid_argument,
+                        self_id_.str() + " may not ask " + r.to.str()
+                          + ": agents talk within their tenant only");
+    if (r.to == self_id_)
+      return make_error(errc::invalid_argument,
+                        self_id_.str() + " may not ask_now itself: it would wait for its own reply");
+  }
+  if (requests.empty())
+    return std::vector<caf::expected<std::string>>{};
+  return waiter_(requests, cut_to_deadline(timeout));
 }
 
 caf::error call_context::schedule(std::chrono::milliseconds delay, std::string tag) {

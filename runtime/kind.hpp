@@ -110,6 +110,39 @@ public:
                                std::chrono::milliseconds timeout, std::string tag,
                                std::string client_id = {}, uint64_t client_seq = 0);
 
+  /// One ask of `ask_now`: the target (same tenant), the JSON body, an optional
+  /// idempotency key (`client_id` non-empty), and an optional kind: when `ensure_kind` is
+  /// set and the target does not exist, the runtime spawns it with that kind (empty config,
+  /// placed like any spawn) and asks again once.
+  struct request {
+    agent_id to;
+    std::string body;
+    std::string client_id;
+    uint64_t client_seq = 0;
+    std::string ensure_kind = {};
+  };
+
+  /// Blocking kinds only (`kind_spec::blocking`): sends every ask of `requests` at once (they
+  /// run in parallel, anywhere in the cluster) and waits for all their answers, each at most
+  /// `timeout`, cut to this call's deadline, which the asks carry on (deadlines propagate).
+  /// Answer i is request i's reply JSON or its error. Unlike `ask`, these asks leave now,
+  /// before the events of this call are durable: call `commit` first where a target must not
+  /// learn of state that a crash could still lose. Errors of the whole call: internal (not a
+  /// blocking kind), invalid_argument (timeout not in 1 ms..1 h, another tenant, the agent
+  /// itself, which would wait for its own reply), too_large (more than outbox_messages_max).
+  [[nodiscard]] caf::expected<std::vector<caf::expected<std::string>>>
+  ask_now(std::vector<request> requests, std::chrono::milliseconds timeout);
+
+  /// What `ask_now` calls (set by the runtime for blocking kinds): sends the asks with the
+  /// timeout (already cut to the deadline) and returns their answers in order.
+  using waiter_fn = std::function<std::vector<caf::expected<std::string>>(
+    std::vector<request>&, std::chrono::milliseconds)>;
+
+  /// Set by the runtime before `handle` (blocking kinds): what `ask_now` calls.
+  void set_waiter(waiter_fn f) {
+    waiter_ = std::move(f);
+  }
+
   /// Sets a timer: after `delay` (0..24 h) this agent gets a call whose `notice()` is a
   /// `timer` with `tag` (set when this call succeeds; lost if the activation ends first, so
   /// a resident kind re-arms its timers when it wakes).
@@ -176,6 +209,9 @@ private:
   }
 
   caf::error check_send(const agent_id& to) const;
+  static caf::error check_timeout(std::chrono::milliseconds timeout);
+  /// `timeout`, at most the time left until this call's deadline (at least 1 ms).
+  [[nodiscard]] std::chrono::milliseconds cut_to_deadline(std::chrono::milliseconds timeout) const;
 
   const agent_id& self_id_;
   const envelope& env_;
@@ -187,6 +223,7 @@ private:
   std::vector<std::string> events_;
   std::vector<outgoing> outbox_;
   std::function<caf::error(std::vector<std::string>&)> committer_;
+  waiter_fn waiter_;
 };
 
 /// An agent's behaviour. The runtime owns one instance per activation inside a CAF actor and
