@@ -1,5 +1,6 @@
 #include "config/node_config.hpp"
 
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <functional>
@@ -82,6 +83,32 @@ std::vector<std::string> split_list(std::string_view text) {
 }
 
 namespace {
+
+/// `llm.base_url` (or HIVE_LLM_BASE_URL): empty, or an http(s) URL without user info, query
+/// or fragment. The URL's parts are parsed again (and checked) by actors/llm_agent.cpp.
+caf::error check_llm_base_url(std::string_view v, std::string_view what) {
+  if (v.empty())
+    return {};
+  auto bad = [&](const std::string& why) {
+    return config_error(std::string{what} + ": " + why);
+  };
+  if (v.size() > 2048)
+    return bad("longer than 2048 bytes");
+  auto rest = v;
+  if (rest.rfind("http://", 0) == 0)
+    rest.remove_prefix(7);
+  else if (rest.rfind("https://", 0) == 0)
+    rest.remove_prefix(8);
+  else
+    return bad("must start with http:// or https://");
+  for (char ch : v)
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#'
+        || ch == '@')
+      return bad("must not hold spaces, control characters, user info, a query or a fragment");
+  if (rest.empty() || rest.front() == '/' || rest.front() == ':')
+    return bad("has no host");
+  return {};
+}
 
 // The key table is aligned by hand: clang-format 14 puts every member of a braced list that
 // holds lambdas on its own line.
@@ -281,6 +308,42 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(planner, parallel_steps_max, 1, 500, "steps"));
     t.push_back(HIVE_INT_KEY(planner, step_output_bytes_max, 16, 64 << 20, "bytes"));
     t.push_back(HIVE_INT_KEY(planner, providers_cache_ms, 0, 600000, "milliseconds"));
+    t.push_back(key_spec{"llm.base_url", "URL", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.llm.base_url; }, {},
+                         [](std::string_view v) { return check_llm_base_url(v, "llm.base_url"); },
+                         "empty (HIVE_LLM_BASE_URL) or http://HOST[:PORT][/PATH] or https://..., "
+                         "at most 2048 bytes"});
+    t.push_back(key_spec{"llm.model", "model name", 0, 0, key_spec::string, {},
+                         [](node_config& c) { return &c.llm.model; }, {},
+                         [](std::string_view v) -> caf::error {
+                           if (v.size() > 256)
+                             return config_error("llm.model is longer than 256 bytes");
+                           for (char ch : v)
+                             if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
+                               return config_error("llm.model holds a control character");
+                           return {};
+                         },
+                         "empty (HIVE_LLM_MODEL) or 1..256 bytes without control characters"});
+    t.push_back(key_spec{"llm.api_key_env", "environment variable name", 0, 0, key_spec::string,
+                         {}, [](node_config& c) { return &c.llm.api_key_env; }, {},
+                         [](std::string_view v) -> caf::error {
+                           bool ok = !v.empty() && v.size() <= 128
+                                     && !(v.front() >= '0' && v.front() <= '9');
+                           for (char ch : v)
+                             ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_');
+                           if (!ok)
+                             return config_error("llm.api_key_env must be 1..128 of [A-Za-z0-9_], "
+                                                 "not starting with a digit");
+                           return {};
+                         },
+                         "1..128 of A-Z a-z 0-9 '_', not starting with a digit"});
+    t.push_back(HIVE_INT_KEY(llm, request_timeout_ms, 1, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(llm, reply_bytes_max, 1024, 1 << 30, "bytes"));
+    t.push_back(HIVE_INT_KEY(llm, reply_tokens_max, 1, 10000000, "tokens"));
+    t.push_back(HIVE_INT_KEY(llm, conversation_messages_max, 2, 1000000, "messages"));
+    t.push_back(HIVE_INT_KEY(llm, tenant_tokens_max, 0, int64_t{1} << 50, "tokens (0 = no budget)"));
+    t.push_back(HIVE_INT_KEY(llm, breaker_failures, 1, 1000000, "failures"));
+    t.push_back(HIVE_INT_KEY(llm, breaker_open_ms, 1, 86400000, "milliseconds"));
     return t;
   }();
   return table;

@@ -247,6 +247,37 @@ struct node_config {
     /// How long a provider list looked up for a capability is reused.
     int64_t providers_cache_ms = 1000;
   } planner;
+
+  /// The `llm` and `token_budget` kinds (actors/llm_agent.hpp): the OpenAI-compatible
+  /// endpoint every llm agent of the node calls, its limits, and the per-tenant token budget.
+  /// Tenants never choose the endpoint or the key (a spawn config may not name them).
+  struct llm_section {
+    /// `http://HOST[:PORT][/PATH]` (or https) of the API, e.g. `http://127.0.0.1:8000/v1`;
+    /// requests go to `<base_url>/chat/completions`. Empty: the environment variable
+    /// `HIVE_LLM_BASE_URL` at node start; neither set: spawning an llm agent is refused.
+    std::string base_url = {};
+    /// The model asked for when a spawn config names none. Empty: `HIVE_LLM_MODEL`.
+    std::string model = {};
+    /// Name of the environment variable holding the API key (sent as `Authorization: Bearer`).
+    /// The key itself is never in the config, in logs or in replies; unset or empty: no key.
+    std::string api_key_env = "HIVE_LLM_API_KEY";
+    /// One endpoint call at most (connect, send, answer), also cut to the call's deadline.
+    int64_t request_timeout_ms = 60000;
+    /// Largest HTTP response body accepted from the endpoint; a larger one is refused.
+    int64_t reply_bytes_max = 1 << 20;
+    /// Ceiling of `max_tokens` (and its default) that an llm agent's spawn config may ask.
+    int64_t reply_tokens_max = 4096;
+    /// Messages of an agent's journaled conversation (user and assistant turns, the system
+    /// prompt not counted); beyond it the oldest turns are dropped first.
+    int64_t conversation_messages_max = 200;
+    /// Tokens (the endpoint's usage.total_tokens) one tenant may spend, all its llm agents
+    /// together, counted by its `TENANT/llm-budget` agent; 0 = no budget.
+    int64_t tenant_tokens_max = 1000000;
+    /// Consecutive failed endpoint calls of one llm agent that open its circuit breaker.
+    int64_t breaker_failures = 5;
+    /// How long an open breaker refuses calls before one probe call may go through.
+    int64_t breaker_open_ms = 30000;
+  } llm;
 };
 
 /// The items of a comma-separated list, trimmed of spaces; empty items are dropped.

@@ -16,6 +16,7 @@
 #include "actors/binary_gateway.hpp"
 #include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
+#include "actors/llm_agent.hpp"
 #include "actors/planner.hpp"
 #include "actors/sample_kinds.hpp"
 #include "actors/tool_runner.hpp"
@@ -60,6 +61,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   if (auto err = register_tool_kinds(kinds, cfg.tools, scratch))
     return fail(2, message_of(err));
   if (auto err = register_planner_kind(kinds, cfg.planner))
+    return fail(2, message_of(err));
+  if (auto err = register_llm_kinds(kinds, cfg.llm))
     return fail(2, message_of(err));
   auto m = std::make_shared<metrics>();
   auto metrics_port = m->serve(cfg.metrics.listen);
