@@ -1,7 +1,20 @@
 // Pure parts of actors/llm_agent: the endpoint URL, the chat completion parser, the spawn
-// config check, and the kinds' factories (no endpoint configured; the budget's config).
+// config check, and the kinds' factories (no endpoint configured; the budget's config). And
+// one llm agent driven by hand (a call_context whose budget asks a test function answers,
+// against tests/support/fake_llm.py): a charge that does not get through stays owed, also
+// across a snapshot, and is settled with the same idempotency key before the next call.
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -179,4 +192,159 @@ TEST(LlmKinds, ABadBaseUrlFromTheEnvironmentStopsRegistration) {
   hive::kind_registry kinds2;
   EXPECT_FALSE(hive::register_llm_kinds(kinds2, cfg));
   ::unsetenv("HIVE_LLM_BASE_URL");
+}
+
+namespace {
+
+/// tests/support/fake_llm.py as a child process (its port is the first line it prints).
+struct fake_endpoint {
+  fake_endpoint() {
+    int out[2];
+    if (::pipe(out) != 0)
+      return;
+    pid = ::fork();
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      std::string py = "/usr/bin/python3";
+      std::string script = std::string{HIVE_SOURCE_DIR} + "/tests/support/fake_llm.py";
+      char* argv[] = {py.data(), script.data(), nullptr};
+      ::execv(py.c_str(), argv);
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    for (int i = 0; i < 200 && line.find('\n') == std::string::npos; ++i) {
+      pollfd p{out[0], POLLIN, 0};
+      if (::poll(&p, 1, 100) > 0) {
+        char buf[64];
+        auto n = ::read(out[0], buf, sizeof(buf));
+        if (n <= 0)
+          break;
+        line.append(buf, static_cast<size_t>(n));
+      }
+    }
+    ::close(out[0]);
+    if (line.find('\n') != std::string::npos)
+      port = std::stoi(line);
+  }
+
+  ~fake_endpoint() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+
+  pid_t pid = -1;
+  int port = 0;
+};
+
+/// One budget ask the agent made.
+struct budget_ask {
+  std::string to;
+  json body;
+  std::string client_id;
+  uint64_t client_seq = 0;
+  std::string ensure_kind;
+};
+
+/// Runs one call of `body` on `a` as agent acme/bot; budget asks go to `budget`.
+caf::expected<std::string>
+run_call(hive::agent& a, const json& body, std::vector<budget_ask>& asks,
+         const std::function<caf::expected<std::string>(const budget_ask&)>& budget) {
+  hive::agent_id self{"acme", "bot"};
+  hive::envelope env{1, "acme", 0, "test", {}, 0};
+  std::string text = body.dump();
+  hive::call_context ctx{self, env, text, 32};
+  ctx.bind(&a);
+  ctx.set_committer([](std::vector<std::string>& events) {
+    events.clear();
+    return caf::error{};
+  });
+  ctx.set_waiter([&](std::vector<hive::call_context::request>& reqs, std::chrono::milliseconds) {
+    std::vector<caf::expected<std::string>> out;
+    for (auto& r : reqs) {
+      budget_ask b{r.to.str(), json::parse(r.body), r.client_id, r.client_seq, r.ensure_kind};
+      asks.push_back(b);
+      out.push_back(budget(b));
+    }
+    return out;
+  });
+  return a.handle(ctx);
+}
+
+} // namespace
+
+TEST(LlmAgent, AChargeThatFailsStaysOwedAcrossASnapshotAndIsSettledOnceBeforeTheNextCall) {
+  fake_endpoint fake;
+  ASSERT_NE(fake.port, 0);
+  hive::kind_registry kinds;
+  hive::node_config::llm_section cfg;
+  cfg.base_url = "http://127.0.0.1:" + std::to_string(fake.port) + "/v1";
+  cfg.model = "m";
+  cfg.tenant_tokens_max = 1000;
+  ASSERT_FALSE(hive::register_llm_kinds(kinds, cfg));
+  auto a = kinds.find("llm")->make(json::object());
+  ASSERT_TRUE(a) << error_text(a.error());
+
+  std::vector<budget_ask> asks;
+  bool budget_down = false;
+  int64_t spent = 0;
+  auto budget = [&](const budget_ask& b) -> caf::expected<std::string> {
+    if (b.body["op"] == "charge") {
+      if (budget_down)
+        return hive::make_error(hive::errc::unavailable, "budget node down");
+      spent += b.body["tokens"].get<int64_t>();
+    }
+    return json{{"spent", spent}, {"limit", 1000}, {"left", 1000 - spent}}.dump();
+  };
+
+  // Turn 1 is answered, but its charge does not get through: answered anyway, marked.
+  budget_down = true;
+  auto r1 = run_call(**a, {{"op", "chat"}, {"message", "one two"}}, asks, budget);
+  ASSERT_TRUE(r1) << error_text(r1.error());
+  auto j1 = json::parse(*r1);
+  EXPECT_EQ(j1["charge_pending"], true) << j1.dump();
+  auto tokens1 = j1["tokens"]["total"].get<int64_t>();
+  ASSERT_EQ(asks.size(), 2u);
+  EXPECT_EQ(asks[0].body, (json{{"op", "check"}}));
+  EXPECT_EQ(asks[0].to, "acme/llm-budget");
+  EXPECT_EQ(asks[0].ensure_kind, "token_budget");
+  EXPECT_EQ(asks[1].body, (json{{"op", "charge"}, {"tokens", tokens1}}));
+  EXPECT_EQ(asks[1].client_id, "acme/bot");
+  EXPECT_EQ(asks[1].client_seq, 1u);
+
+  // The owed charge survives a restart (snapshot + restore into a fresh instance).
+  auto state = (*a)->snapshot();
+  auto b = kinds.find("llm")->make(json::object());
+  ASSERT_TRUE(b);
+  ASSERT_FALSE((*b)->restore(state));
+  EXPECT_EQ((*b)->summary()["charge_owed"], true);
+
+  // While the budget cannot be charged, no new call goes to the endpoint.
+  asks.clear();
+  auto r2 = run_call(**b, {{"op", "chat"}, {"message", "three"}}, asks, budget);
+  ASSERT_FALSE(r2);
+  EXPECT_EQ(hive::code_of(r2.error()), hive::errc::unavailable);
+  EXPECT_THAT(error_text(r2.error()), HasSubstr("not charged"));
+
+  // Back up: turn 1 is charged first, with its own key, then turn 2 runs and is charged.
+  budget_down = false;
+  asks.clear();
+  auto r3 = run_call(**b, {{"op", "chat"}, {"message", "four"}}, asks, budget);
+  ASSERT_TRUE(r3) << error_text(r3.error());
+  auto j3 = json::parse(*r3);
+  EXPECT_FALSE(j3.contains("charge_pending"));
+  ASSERT_EQ(asks.size(), 3u);
+  EXPECT_EQ(asks[0].body["op"], "charge");
+  EXPECT_EQ(asks[0].client_seq, 1u);
+  EXPECT_EQ(asks[0].body["tokens"], tokens1);
+  EXPECT_EQ(asks[1].body["op"], "check");
+  EXPECT_EQ(asks[2].body["op"], "charge");
+  EXPECT_EQ(asks[2].client_seq, 2u);
+  EXPECT_EQ(spent, tokens1 + j3["tokens"]["total"].get<int64_t>());
+  EXPECT_EQ(j3["budget_left"], 1000 - spent);
+  EXPECT_EQ((*b)->summary()["charge_owed"], false);
 }
