@@ -212,7 +212,7 @@ public:
       for (auto& m : history_)
         messages.push_back(m);
       return json{{"model", settings_.model},
-                  {"system", settings_.system.empty() ? json{} : json{settings_.system}},
+                  {"system", settings_.system.empty() ? json() : json(settings_.system)},
                   {"messages", std::move(messages)},
                   {"turns", turns_},
                   {"tokens_total", tokens_total_},

@@ -141,13 +141,14 @@ public:
   }
 
   /// Asks `id` with `body`; the HTTP status and the parsed answer.
-  std::pair<int, json> ask(const std::string& id, const json& body, int timeout_ms = 20000) {
+  std::pair<int, json> ask(const std::string& id, const json& body, int timeout_ms = 20000,
+                           const std::map<std::string, std::string>& headers = {}) {
     http_client http{node->gateway_port};
     auto slash = id.find('/');
     auto r = http.request("POST",
                           "/v1/agents/" + id.substr(0, slash) + "/" + id.substr(slash + 1)
                             + "/ask?timeout_ms=" + std::to_string(timeout_ms),
-                          body.dump());
+                          body.dump(), headers);
     if (!r)
       return {0, json{}};
     return {r->status, json::parse(r->body, nullptr, false)};
@@ -233,13 +234,26 @@ TEST_F(llm_agent_test, chat_round_trip_sends_the_history_and_the_key_as_bearer_o
   ASSERT_EQ(s3, 200);
   EXPECT_EQ(h["messages"].size(), 4u) << h.dump();
   EXPECT_EQ(h["turns"], 2);
+  EXPECT_EQ(h["system"], "You are terse.");
+  EXPECT_EQ(h["model"], "fake-model");
+
+  // A retried chat with the same idempotency key is answered from the journal: the endpoint
+  // is not asked again and the turn is not taken twice.
+  json keyed{{"op", "chat"}, {"message", "only once"}};
+  auto [k1, a1] = ask("acme/bot", keyed, 20000, {{"Idempotency-Key", "c:1"}});
+  ASSERT_EQ(k1, 200) << a1.dump();
+  auto [k2, a2] = ask("acme/bot", keyed, 20000, {{"Idempotency-Key", "c:1"}});
+  ASSERT_EQ(k2, 200) << a2.dump();
+  EXPECT_EQ(a2, a1);
+  EXPECT_EQ(requests().size(), 3u);
+  EXPECT_EQ(ask("acme/bot", {{"op", "history"}}).second["turns"], 3);
 
   // A reset is journaled and the next request starts afresh (the system prompt stays).
   ASSERT_EQ(ask("acme/bot", {{"op", "reset"}}).first, 200);
   ASSERT_EQ(chat("acme/bot", "fresh start").first, 200);
   reqs = requests();
-  ASSERT_EQ(reqs.size(), 3u);
-  EXPECT_EQ(reqs[2]["body"]["messages"].size(), 2u) << reqs[2].dump();
+  ASSERT_EQ(reqs.size(), 4u);
+  EXPECT_EQ(reqs[3]["body"]["messages"].size(), 2u) << reqs[3].dump();
 
   // Nothing of the key in the node's log (it names the variable, not its value).
   auto text = read_file(log);
