@@ -168,13 +168,14 @@ caf::expected<http_answer> post_chat(const llm_policy& p, const std::string& bod
     result = run_exchange(ioc, stream, endpoints, req, parser, step);
   }
   if (result == beast::error::timeout)
-    return make_error(errc::timeout, "the llm endpoint did not answer within "
-                                       + std::to_string(timeout.count()) + " ms (" + step
-                                       + "); the connection was closed");
+    return make_error(errc::timeout,
+                      "the llm endpoint did not answer within " + std::to_string(timeout.count())
+                        + " ms (" + step + "); the connection was closed");
   if (result == http::error::body_limit)
-    return make_error(errc::too_large, "the llm endpoint's answer is larger than "
-                                       "llm.reply_bytes_max ("
-                                         + std::to_string(p.cfg.reply_bytes_max) + " bytes)");
+    return make_error(errc::too_large,
+                      "the llm endpoint's answer is larger than "
+                      "llm.reply_bytes_max ("
+                        + std::to_string(p.cfg.reply_bytes_max) + " bytes)");
   if (result)
     return make_error(errc::unavailable,
                       "the llm endpoint cannot be reached (" + step + "): " + result.message());
@@ -327,14 +328,15 @@ private:
       auto code = code_of(a.error());
       if (code == errc::quota_exceeded || code == errc::timeout)
         return std::move(a.error());
-      return make_error(errc::unavailable, "the tenant's LLM token budget (" + to.str()
-                                             + ") cannot be reached: " + describe(a.error()));
+      return make_error(errc::unavailable,
+                        "the tenant's LLM token budget (" + to.str()
+                          + ") cannot be reached: " + describe(a.error()));
     }
     auto j = json::parse(*a, nullptr, false);
-    if (!j.is_object() || !j.value("spent", json{}).is_number_integer()
-        || !j.contains("left"))
-      return make_error(errc::unavailable, to.str() + " is not a token_budget agent (it answered "
-                                             + clip(*a, 120) + ")");
+    if (!j.is_object() || !j.value("spent", json{}).is_number_integer() || !j.contains("left"))
+      return make_error(errc::unavailable,
+                        to.str() + " is not a token_budget agent (it answered " + clip(*a, 120)
+                          + ")");
     return j;
   }
 
@@ -353,15 +355,17 @@ private:
   }
 
   caf::expected<std::string> chat(call_context& call, const json& j) {
-    if (!j.contains("message") || !j["message"].is_string() || j["message"].get_ref<const std::string&>().empty())
+    if (!j.contains("message") || !j["message"].is_string()
+        || j["message"].get_ref<const std::string&>().empty())
       return bad("'chat' needs a non-empty string field 'message'");
     for (auto& [k, v] : j.items())
       if (k != "op" && k != "message")
         return bad("'chat' has an unknown field '" + k.substr(0, 40) + "' (op, message)");
     auto& message = j["message"].get_ref<const std::string&>();
     if (message.size() > llm_history_bytes_max / 2)
-      return make_error(errc::too_large, "'message' is longer than "
-                                           + std::to_string(llm_history_bytes_max / 2) + " bytes");
+      return make_error(errc::too_large,
+                        "'message' is longer than " + std::to_string(llm_history_bytes_max / 2)
+                          + " bytes");
     auto& p = *policy_;
     auto& id = call.self_id();
     auto cid = call.env().correlation_id;
@@ -383,9 +387,9 @@ private:
     if (auto deadline = call.env().deadline_unix_ms; deadline != 0) {
       auto left = deadline - unix_ms_now();
       if (left <= 0)
-        return make_error(errc::timeout, id.str() + ": the call's deadline passed "
-                                           + std::to_string(-left)
-                                           + " ms ago; the llm endpoint is not called");
+        return make_error(errc::timeout,
+                          id.str() + ": the call's deadline passed " + std::to_string(-left)
+                            + " ms ago; the llm endpoint is not called");
       timeout = std::min(timeout, milliseconds{left});
     }
     auto ticket = breaker_.try_acquire(clock::now());
@@ -477,8 +481,8 @@ private:
     auto status = answer->status;
     if (status >= 200 && status < 300)
       return parse_chat_completion(answer->body, request_bytes);
-    auto what = "the llm endpoint answered HTTP " + std::to_string(status) + ": "
-                + clip(answer->body);
+    auto what =
+      "the llm endpoint answered HTTP " + std::to_string(status) + ": " + clip(answer->body);
     if (status == 408 || status == 429 || status >= 500)
       return make_error(errc::unavailable, what);
     if (status == 401 || status == 403)
@@ -549,9 +553,9 @@ public:
     if (op == "check") {
       if (limit_ > 0 && spent_ >= limit_)
         return make_error(errc::quota_exceeded,
-                          "tenant " + tenant + " spent its LLM token budget: "
-                            + std::to_string(spent_) + " of " + std::to_string(limit_)
-                            + " tokens (llm.tenant_tokens_max)");
+                          "tenant " + tenant
+                            + " spent its LLM token budget: " + std::to_string(spent_) + " of "
+                            + std::to_string(limit_) + " tokens (llm.tenant_tokens_max)");
       return figures().dump();
     }
     if (op == "charge") {
@@ -621,14 +625,14 @@ std::string env_text(const std::string& name) {
 std::string llm_url::str() const {
   bool v6 = host.find(':') != std::string::npos;
   return std::string{tls ? "https://" : "http://"} + (v6 ? "[" + host + "]" : host) + ":"
-         + std::to_string(port) + path;
+    + std::to_string(port) + path;
 }
 
 caf::expected<llm_url> parse_llm_url(std::string_view text, std::string_view what) {
   auto fail = [&](const std::string& why) {
-    return make_error(errc::invalid_config, std::string{what} + " = '"
-                                              + std::string{text.substr(0, 200)}
-                                              + "' is invalid: " + why);
+    return make_error(errc::invalid_config,
+                      std::string{what} + " = '" + std::string{text.substr(0, 200)}
+                        + "' is invalid: " + why);
   };
   llm_url u;
   auto rest = text;
@@ -643,8 +647,8 @@ caf::expected<llm_url> parse_llm_url(std::string_view text, std::string_view wha
   if (text.size() > 2048)
     return fail("longer than 2048 bytes");
   for (char ch : text)
-    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#'
-        || ch == '@' || ch == '\\')
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#' || ch == '@'
+        || ch == '\\')
       return fail("no spaces, control characters, user info, query or fragment allowed");
   auto slash = rest.find('/');
   auto authority = rest.substr(0, slash);
@@ -695,8 +699,8 @@ caf::expected<llm_url> parse_llm_url(std::string_view text, std::string_view wha
 caf::expected<llm_completion> parse_chat_completion(std::string_view body, size_t request_bytes) {
   auto fail = [&](const std::string& why) {
     return make_error(errc::unavailable,
-                      "the llm endpoint's answer is not a chat completion: " + why + " (answer: "
-                        + clip(body, 200) + ")");
+                      "the llm endpoint's answer is not a chat completion: " + why
+                        + " (answer: " + clip(body, 200) + ")");
   };
   auto j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object())

@@ -121,9 +121,9 @@ struct llm_agent_settings {
 
 /// Checks an llm spawn config (null or an object) against `cfg`; `default_model` is what the
 /// node resolved for `llm.model`. Errors are `invalid_argument` naming the field.
-[[nodiscard]] caf::expected<llm_agent_settings>
-parse_llm_agent_config(const nlohmann::json& config, const node_config::llm_section& cfg,
-                       const std::string& default_model);
+[[nodiscard]] caf::expected<llm_agent_settings> parse_llm_agent_config(
+  const nlohmann::json& config, const node_config::llm_section& cfg,
+  const std::string& default_model);
 
 /// Registers the `llm` and `token_budget` kinds with the node's `llm` settings. The base URL,
 /// model and key are read from the environment here (once) where the config leaves them

@@ -251,9 +251,9 @@ struct budget_ask {
 };
 
 /// Runs one call of `body` on `a` as agent acme/bot; budget asks go to `budget`.
-caf::expected<std::string>
-run_call(hive::agent& a, const json& body, std::vector<budget_ask>& asks,
-         const std::function<caf::expected<std::string>(const budget_ask&)>& budget) {
+caf::expected<std::string> run_call(
+  hive::agent& a, const json& body, std::vector<budget_ask>& asks,
+  const std::function<caf::expected<std::string>(const budget_ask&)>& budget) {
   hive::agent_id self{"acme", "bot"};
   hive::envelope env{1, "acme", 0, "test", {}, 0};
   std::string text = body.dump();

@@ -95,13 +95,14 @@ public:
   /// Starts (or restarts, on the same data directory) the node with `sets` as --set flags.
   void start(std::vector<std::string> sets = {}) {
     node.reset();
-    std::vector<std::string> args{"--name", "llm", "--data-dir", (dir.path / "data").string(),
-                                  "--gateway", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-                                  "--set",
-                                  "llm.base_url=http://127.0.0.1:" + std::to_string(endpoint->port)
-                                    + "/v1",
-                                  "--set", "llm.model=fake-model", "--set",
-                                  "llm.api_key_env=HIVE_TEST_LLM_KEY"};
+    std::vector<std::string> args{
+      "--name",     "llm",
+      "--data-dir", (dir.path / "data").string(),
+      "--gateway",  "127.0.0.1:0",
+      "--metrics",  "127.0.0.1:0",
+      "--set",      "llm.base_url=http://127.0.0.1:" + std::to_string(endpoint->port) + "/v1",
+      "--set",      "llm.model=fake-model",
+      "--set",      "llm.api_key_env=HIVE_TEST_LLM_KEY"};
     if (sets.empty())
       sets = sets_;
     sets_ = sets;
@@ -201,8 +202,8 @@ std::string message_of(const json& answer) {
 TEST_F(llm_agent_test, chat_round_trip_sends_the_history_and_the_key_as_bearer_only) {
   ASSERT_NO_FATAL_FAILURE(start());
   ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
-  auto [s, b] = spawn("acme/bot", {{"system", "You are terse."}, {"max_tokens", 64},
-                                   {"temperature", 0.5}});
+  auto [s, b] =
+    spawn("acme/bot", {{"system", "You are terse."}, {"max_tokens", 64}, {"temperature", 0.5}});
   ASSERT_EQ(s, 201) << b;
 
   auto [s1, r1] = chat("acme/bot", "hello there");
