@@ -281,6 +281,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(planner, parallel_steps_max, 1, 500, "steps"));
     t.push_back(HIVE_INT_KEY(planner, step_output_bytes_max, 16, 64 << 20, "bytes"));
     t.push_back(HIVE_INT_KEY(planner, providers_cache_ms, 0, 600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(topics, subscribers_max, 1, 1000, "agents"));
     return t;
   }();
   return table;

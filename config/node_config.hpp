@@ -247,6 +247,13 @@ struct node_config {
     /// How long a provider list looked up for a capability is reused.
     int64_t providers_cache_ms = 1000;
   } planner;
+
+  /// Pub/sub topics (the `topic` kind, actors/pubsub.hpp).
+  struct topics_section {
+    /// Agents one topic may have as subscribers (a publish sends one message to each, and
+    /// one call sends at most 1024).
+    int64_t subscribers_max = 1000;
+  } topics;
 };
 
 /// The items of a comma-separated list, trimmed of spaces; empty items are dropped.
