@@ -141,6 +141,7 @@ enum class route_id {
   openapi,
   events,
   capabilities,
+  broadcast,
   workflows,
   workflow,
   workflow_op
@@ -152,7 +153,7 @@ constexpr route_id all_routes[] = {
   route_id::tell,          route_id::ask,          route_id::migrate,   route_id::backup,
   route_id::cluster_nodes, route_id::keys,         route_id::key,       route_id::openapi,
   route_id::events,        route_id::capabilities, route_id::workflows, route_id::workflow,
-  route_id::workflow_op};
+  route_id::workflow_op,   route_id::broadcast};
 
 std::string_view path_template(route_id r) {
   switch (r) {
@@ -170,6 +171,7 @@ std::string_view path_template(route_id r) {
     case route_id::openapi: return "/v1/openapi.json";
     case route_id::events: return "/v1/events";
     case route_id::capabilities: return "/v1/capabilities/{name}";
+    case route_id::broadcast: return "/v1/capabilities/{name}/broadcast";
     case route_id::workflows: return "/v1/workflows";
     case route_id::workflow: return "/v1/workflows/{id}";
     case route_id::workflow_op: return "/v1/workflows/{id}/{op}";
@@ -190,6 +192,7 @@ std::string_view allowed_methods(route_id r) {
     case route_id::migrate:
     case route_id::workflows:
     case route_id::workflow_op:
+    case route_id::broadcast:
     case route_id::backup: return "POST";
     default: return "GET";
   }
@@ -208,6 +211,7 @@ bool method_allowed(route_id r, http::verb v) {
     case route_id::migrate:
     case route_id::workflows:
     case route_id::workflow_op:
+    case route_id::broadcast:
     case route_id::backup: return v == http::verb::post;
     default: return v == http::verb::get;
   }
@@ -230,6 +234,7 @@ role required_role(route_id r, http::verb v) {
     case route_id::ask:
     case route_id::workflows:
     case route_id::workflow_op:
+    case route_id::broadcast:
     case route_id::keys:
     case route_id::key: return role::operator_;
     case route_id::migrate:
@@ -710,6 +715,9 @@ private:
       route = route_id::key;
     else if (parts.size() == 3 && parts[0] == "v1" && parts[1] == "capabilities")
       route = route_id::capabilities;
+    else if (parts.size() == 4 && parts[0] == "v1" && parts[1] == "capabilities"
+             && parts[3] == "broadcast")
+      route = route_id::broadcast;
     else if (parts.size() == 2 && parts[0] == "v1" && parts[1] == "workflows")
       route = route_id::workflows;
     else if (parts.size() >= 3 && parts[0] == "v1" && parts[1] == "workflows") {
@@ -811,6 +819,7 @@ private:
         return reply_json(http::status::ok, std::string{gateway::openapi_json()});
       case route_id::events: return events(query, std::move(req));
       case route_id::capabilities: return capability_providers(parts[2], query);
+      case route_id::broadcast: return broadcast(parts[2], query, req.body());
       case route_id::workflows: return create_workflow(query, req.body());
       case route_id::workflow:
         if (auto err = no_query(query))
@@ -888,6 +897,69 @@ private:
                dump(nlohmann::json{{"capability", name},
                                    {"providers", std::move(list)},
                                    {"nodes_failed", nlohmann::json::array()}}));
+  }
+
+  /// `POST /v1/capabilities/{name}/broadcast?tenant=` `{"message":M,"filter":{...}}`: sends M
+  /// one way to every provider of `name` in the tenant (the caller's; an admin names one with
+  /// `?tenant=`) that passes the filter (runtime/capabilities.hpp `broadcast_filter`), cluster-
+  /// wide. 202 `{"capability","sent_to":[ids],"nodes_failed":[...]}`.
+  void broadcast(const std::string& name, std::string_view query, const std::string& body) {
+    if (auto err = validate_capability(name, "path"))
+      return reply_error(err);
+    auto q = parse_query(query, {"tenant"});
+    if (!q)
+      return reply_error(q.error());
+    auto tenant_arg = listing_tenant(*q);
+    if (!tenant_arg)
+      return reply_error(tenant_arg.error());
+    auto tenant = std::move(*tenant_arg);
+    if (tenant.empty())
+      return reply_error(http::status::bad_request, errc::invalid_argument,
+                         "a broadcast goes to one tenant: name it with ?tenant=");
+    if (auto err = authorize(*principal_, role::operator_, tenant, route_))
+      return reply_error(err);
+    if (auto err = check_message_size(body))
+      return reply_error(err);
+    if (auto err = check_json(body, static_cast<size_t>(gw_.cfg.json_depth_max)))
+      return reply_error(err);
+    auto parsed = nlohmann::json::parse(body, nullptr, false);
+    if (!parsed.is_object() || !parsed.contains("message"))
+      return bad_field("body must be an object with a field 'message' (and optionally 'filter')");
+    for (auto& [key, _] : parsed.items())
+      if (key != "message" && key != "filter")
+        return bad_field("unknown field '" + key.substr(0, 40) + "' (allowed: message, filter)");
+    auto filter = broadcast_filter::parse(parsed.value("filter", nlohmann::json{}));
+    if (!filter)
+      return reply_error(filter.error());
+    auto text = parsed["message"].dump();
+    auto send = [tenant, name, f = std::move(*filter), text = std::move(text),
+                 cid = cid_](session& s, nlohmann::json& res) {
+      auto sent = nlohmann::json::array();
+      auto* c = s.gw_.cluster_view.load();
+      for (auto& id : f.select(res)) {
+        agent_call call{envelope{cid, tenant, 0, "gateway", {}, 0}, text};
+        auto err = c != nullptr ? c->send(id, std::move(call)) : s.gw_.rt.tell(id, call);
+        if (err) {
+          log::event(spdlog::level::warn, "broadcast_send_failed",
+                     {{"to", id.str()}, {"reason", describe(err)}}, "gateway", cid);
+          continue;
+        }
+        sent.push_back(id.str());
+      }
+      s.reply_json(http::status::accepted,
+                   dump(nlohmann::json{{"capability", name},
+                                       {"sent_to", std::move(sent)},
+                                       {"nodes_failed", res.value("nodes_failed",
+                                                                  nlohmann::json::array())}}));
+    };
+    if (auto* c = gw_.cluster_view.load())
+      return c->providers(name, tenant, broadcast_recipients_max, default_timeout(),
+                          bind_reply<nlohmann::json>(default_guard(), std::move(send)));
+    auto list = nlohmann::json::array();
+    for (auto& p : gw_.rt.providers(name, tenant, broadcast_recipients_max))
+      list.push_back(to_json(p));
+    nlohmann::json res{{"providers", std::move(list)}, {"nodes_failed", nlohmann::json::array()}};
+    send(*this, res);
   }
 
   // -- the event stream -----------------------------------------------------------------------

@@ -46,6 +46,11 @@
 //                                            "node","state","load"}...],"nodes_failed":[...]}:
 //                                            every member's agents that declared it, least
 //                                            loaded first (state active|starting|passivated)
+//   POST   /v1/capabilities/{name}/broadcast?tenant=  {"message":M,"filter":{"state",
+//                                            "nodes","load_max","name_prefix","exclude",
+//                                            "limit"}} -> 202 {"capability","sent_to":[ids],
+//                                            "nodes_failed"}: M one way to each provider
+//                                            of the tenant that passes the filter
 //   GET    /v1/openapi.json                  200 the OpenAPI 3 document of these routes
 //                                            (protocols/openapi.json; a test checks it against
 //                                            `routes()` and the behaviour, both ways)
@@ -71,6 +76,7 @@
 //                                                 tenant is a 403; admin: all or ?tenant=)
 //   POST /v1/agents, DELETE /v1/agents/{id},
 //   POST .../tell, POST .../ask                   operator, own tenant
+//   POST /v1/capabilities/{name}/broadcast        operator, own tenant (admin: ?tenant=)
 //   GET  /v1/workflows/{id}                       viewer, own tenant
 //   POST /v1/workflows, POST .../pause|resume|cancel  operator, own tenant
 //   GET/POST /v1/keys, DELETE /v1/keys/{id}       operator, own tenant; nobody creates or

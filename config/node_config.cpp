@@ -344,6 +344,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(llm, tenant_tokens_max, 0, int64_t{1} << 50, "tokens (0 = no budget)"));
     t.push_back(HIVE_INT_KEY(llm, breaker_failures, 1, 1000000, "failures"));
     t.push_back(HIVE_INT_KEY(llm, breaker_open_ms, 1, 86400000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(topics, subscribers_max, 1, 1000, "agents"));
     return t;
   }();
   return table;

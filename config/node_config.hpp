@@ -278,6 +278,12 @@ struct node_config {
     /// How long an open breaker refuses calls before one probe call may go through.
     int64_t breaker_open_ms = 30000;
   } llm;
+  /// Pub/sub topics (the `topic` kind, actors/pubsub.hpp).
+  struct topics_section {
+    /// Agents one topic may have as subscribers (a publish sends one message to each, and
+    /// one call sends at most 1024).
+    int64_t subscribers_max = 1000;
+  } topics;
 };
 
 /// The items of a comma-separated list, trimmed of spaces; empty items are dropped.

@@ -16,8 +16,10 @@
 #include "actors/binary_gateway.hpp"
 #include "actors/circuit_breaker.hpp"
 #include "actors/gateway.hpp"
+#include "actors/debate.hpp"
 #include "actors/llm_agent.hpp"
 #include "actors/planner.hpp"
+#include "actors/pubsub.hpp"
 #include "actors/sample_kinds.hpp"
 #include "actors/tool_runner.hpp"
 #include "config/node_config.hpp"
@@ -63,6 +65,10 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   if (auto err = register_planner_kind(kinds, cfg.planner))
     return fail(2, message_of(err));
   if (auto err = register_llm_kinds(kinds, cfg.llm))
+    return fail(2, message_of(err));
+  if (auto err = pubsub::register_topic_kind(kinds, cfg.topics))
+    return fail(2, message_of(err));
+  if (auto err = debate::register_debate_kinds(kinds))
     return fail(2, message_of(err));
   auto m = std::make_shared<metrics>();
   auto metrics_port = m->serve(cfg.metrics.listen);

@@ -93,6 +93,8 @@ struct agent_notice {
     /// The answer of a provider lookup: `body` is `{"providers":[{"id","node","state",
     /// "load"}],...}`.
     providers = 4,
+    /// A broadcast went out: `body` is `{"capability","sent_to":[ids],"nodes_failed":[...]}`.
+    broadcast = 5,
   };
   uint8_t what = 0;
   std::string tag;

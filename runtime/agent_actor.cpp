@@ -25,6 +25,11 @@ struct agent_call_out {
   std::chrono::milliseconds after{0};
   std::string tag;
   size_t limit = 0;
+  /// ask: spawn the target with this kind if it does not exist.
+  std::string ensure_kind;
+  /// broadcast: the capability and who gets it.
+  std::string capability;
+  std::shared_ptr<const broadcast_filter> filter;
 };
 
 /// A reply held until the events before it are durable.
@@ -199,10 +204,7 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
           if (send)
             send(self_id, notice_call(self_id, cid, to, std::move(n)));
         };
-        if (st.cfg.ask)
-          st.cfg.ask(m.to, std::move(m.call), m.after, std::move(back));
-        else
-          back(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
+        ask_ensuring(st.cfg, m.to, std::move(m.call), m.after, m.ensure_kind, std::move(back));
         break;
       }
       case out_t::event:
@@ -210,6 +212,37 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
           st.cfg.metrics->events().publish({std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
                                             nlohmann::json::parse(m.call.body, nullptr, false)});
         break;
+      case out_t::broadcast: {
+        ++st.pending_async;
+        auto back = [send = st.cfg.send, self_id = st.cfg.id, cid, cap = m.capability,
+                     filter = m.filter, call = std::move(m.call),
+                     tag = std::move(m.tag)](std::string answer) mutable {
+          auto j = nlohmann::json::parse(answer, nullptr, false);
+          auto sent = nlohmann::json::array();
+          if (!j.is_discarded() && filter != nullptr) {
+            for (auto& id : filter->select(j)) {
+              if (send)
+                send(id, call);
+              sent.push_back(id.str());
+            }
+          }
+          nlohmann::json out{{"capability", cap},
+                             {"sent_to", std::move(sent)},
+                             {"nodes_failed", j.is_object() && j.contains("nodes_failed")
+                                                ? j["nodes_failed"]
+                                                : nlohmann::json::array()}};
+          if (send)
+            send(self_id, notice_call(self_id, cid, self_id.str(),
+                                      agent_notice{agent_notice::broadcast, std::move(tag), 0,
+                                                   out.dump()}));
+        };
+        if (st.cfg.providers)
+          st.cfg.providers(m.capability, st.cfg.id.tenant, broadcast_recipients_max,
+                           std::move(back));
+        else
+          back(R"({"providers":[],"nodes_failed":[]})");
+        break;
+      }
       case out_t::lookup: {
         ++st.pending_async;
         auto back = [send = st.cfg.send, self_id = st.cfg.id, cid,
@@ -229,6 +262,35 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
     }
   }
   outbox.clear();
+}
+
+/// Asks `to` through the runtime's asker; with `ensure_kind` set, a target that does not exist
+/// is spawned with that kind (`agent_actor_config::ensure`) and asked once more.
+void ask_ensuring(const agent_actor_config& cfg, const agent_id& to, agent_call call,
+                  std::chrono::milliseconds timeout, const std::string& ensure_kind,
+                  std::function<void(caf::expected<std::string>)> done) {
+  if (!cfg.ask)
+    return done(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
+  if (ensure_kind.empty() || !cfg.ensure)
+    return cfg.ask(to, std::move(call), timeout, std::move(done));
+  auto again = call;
+  auto t0 = std::chrono::steady_clock::now();
+  cfg.ask(to, std::move(call), timeout,
+          [ask = cfg.ask, ensure = cfg.ensure, to, again = std::move(again), timeout, t0,
+           ensure_kind, done = std::move(done)](caf::expected<std::string> r) mutable {
+            if (r || code_of(r.error()) != errc::agent_not_found)
+              return done(std::move(r));
+            ensure(to, ensure_kind,
+                   [ask = std::move(ask), to, again = std::move(again), timeout, t0,
+                    done = std::move(done)](caf::error err) mutable {
+                     if (err)
+                       return done(std::move(err));
+                     auto used = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - t0);
+                     auto left = std::max(std::chrono::milliseconds(1), timeout - used);
+                     ask(to, std::move(again), left, std::move(done));
+                   });
+          });
 }
 
 /// `call_context::ask_now` of a blocking agent (its own thread may wait): sends every ask at
@@ -265,10 +327,7 @@ std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& c
                              std::move(r.client_id), r.client_seq},
                     std::move(r.body),
                     {}};
-    if (cfg.ask)
-      cfg.ask(r.to, std::move(call), timeout, std::move(done));
-    else
-      done(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
+    ask_ensuring(cfg, r.to, std::move(call), timeout, r.ensure_kind, std::move(done));
   }
   std::unique_lock<std::mutex> lock{sh->mtx};
   sh->cv.wait_for(lock, timeout + std::chrono::seconds(2), [&] { return sh->open == 0; });
@@ -540,6 +599,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       } catch (...) {
         result = make_error(errc::agent_failed, st.cfg.id.str() + " crashed");
       }
+      if (st.cfg.detached)
+        forget_cached_lookups(); // see there: this thread's handles die with the call
       for (auto& m : ctx.outbox()) {
         int64_t deadline = 0;
         if (m.type == call_context::outgoing::ask)
@@ -551,7 +612,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
            agent_call{envelope{call.env.correlation_id, m.to.tenant, deadline, st.cfg.id.str(),
                                std::move(m.client_id), m.client_seq},
                       std::move(m.body), std::move(m.content)},
-           m.type, m.after, std::move(m.tag), m.limit});
+           m.type, m.after, std::move(m.tag), m.limit, std::move(m.ensure_kind),
+           std::move(m.capability), std::move(m.filter)});
       }
       ++st.handled;
       ++st.unflushed;

@@ -52,6 +52,12 @@ struct agent_actor_config {
   std::function<void(const std::string& capability, const std::string& tenant, size_t limit,
                      std::function<void(std::string)> done)>
     providers;
+  /// Makes sure agent `id` exists: spawns it with `kind` (empty config, placed like any spawn)
+  /// unless it does; `done` runs once, on any thread, with the spawn's error (none when it
+  /// existed already). Empty: asks with `ensure_kind` fail like asks to a missing agent.
+  std::function<void(const agent_id& id, const std::string& kind,
+                     std::function<void(caf::error)> done)>
+    ensure;
   /// `kind_spec::resident`: the activation wakes itself first (an `agent_notice::wake`), and
   /// is not passivated while asks or timers it set are outstanding.
   bool resident = false;
@@ -114,6 +120,11 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;
+
+/// Drops the calling thread's cache of by-id lookups (node_runtime.cpp), which holds strong
+/// handles: a blocking agent's own thread calls it after each call, so that two blocking
+/// agents that asked each other never keep each other (and `~actor_system`) alive.
+void forget_cached_lookups();
 
 /// How long a moved activation keeps re-delivering calls sent to its stale handle.
 constexpr std::chrono::milliseconds migrate_linger{2000};

@@ -1136,6 +1136,10 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       p->providers(cap, tenant, limit, std::chrono::seconds(2),
                    [done = std::move(done)](nlohmann::json j) { done(j.dump()); });
     });
+  rt.set_agent_spawner([p = c.get()](spawn_request req,
+                                     std::function<void(caf::expected<agent_view>)> done) {
+    p->spawn(std::move(req), {}, std::move(done));
+  });
   // Forwarders of moved agents send on the call transport: the connection new calls to that
   // member take, so forwarded and later messages keep one order.
   rt.set_remote_forwarder(
@@ -1435,6 +1439,7 @@ cluster::~cluster() {
   if (rt_ != nullptr) {
     rt_->set_agent_sender({}); // agents' sends stay on this node from now on
     rt_->set_agent_asker({}, {});
+    rt_->set_agent_spawner({});
     rt_->set_remote_forwarder({});
   }
   std::shared_ptr<replicator> rep;

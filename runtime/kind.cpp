@@ -79,7 +79,8 @@ caf::error call_context::send(const agent_id& to, caf::message content) {
 
 caf::error call_context::ask(const agent_id& to, std::string body,
                              std::chrono::milliseconds timeout, std::string tag,
-                             std::string client_id, uint64_t client_seq) {
+                             std::string client_id, uint64_t client_seq,
+                             std::string ensure_kind) {
   if (auto err = check_send(to))
     return err;
   if (auto err = check_timeout(timeout))
@@ -93,6 +94,7 @@ caf::error call_context::ask(const agent_id& to, std::string body,
   out.tag = std::move(tag);
   out.client_id = std::move(client_id);
   out.client_seq = client_seq;
+  out.ensure_kind = std::move(ensure_kind);
   outbox_.push_back(std::move(out));
   return {};
 }
@@ -167,6 +169,24 @@ caf::error call_context::find_providers(std::string capability, std::string tag,
   out.type = outgoing::lookup;
   out.tag = std::move(tag);
   out.limit = std::max<size_t>(1, std::min<size_t>(limit, 1024));
+  outbox_.push_back(std::move(out));
+  return {};
+}
+
+caf::error call_context::broadcast(std::string capability, std::string body,
+                                   broadcast_filter filter, std::string tag) {
+  if (auto err = check_send(self_id_))
+    return err;
+  if (auto err = validate_capability(capability, "broadcast capability"))
+    return err;
+  filter.exclude.push_back(self_id_.str());
+  outgoing out;
+  out.to = self_id_;
+  out.body = std::move(body);
+  out.type = outgoing::broadcast;
+  out.tag = std::move(tag);
+  out.capability = std::move(capability);
+  out.filter = std::make_shared<const broadcast_filter>(std::move(filter));
   outbox_.push_back(std::move(out));
   return {};
 }

@@ -14,6 +14,7 @@
 
 #include "protocols/agent_id.hpp"
 #include "protocols/messages.hpp"
+#include "runtime/capabilities.hpp"
 
 namespace hive {
 
@@ -104,20 +105,22 @@ public:
   /// with `tag` (code 0 and the reply's JSON, or the error's code and message). `timeout` is
   /// cut to this call's deadline, which the ask carries on (deadlines propagate). `client_id`
   /// non-empty: the ask carries that idempotency key (`client_seq`), so a journaled target
-  /// handles it once however often it is re-sent. Errors: those of `send`, invalid_argument
-  /// (timeout not in 1 ms..1 h).
+  /// handles it once however often it is re-sent. `ensure_kind` non-empty: a target that does
+  /// not exist is spawned with that kind (empty config) and asked once more. Errors: those of
+  /// `send`, invalid_argument (timeout not in 1 ms..1 h).
   [[nodiscard]] caf::error ask(const agent_id& to, std::string body,
                                std::chrono::milliseconds timeout, std::string tag,
-                               std::string client_id = {}, uint64_t client_seq = 0);
+                               std::string client_id = {}, uint64_t client_seq = 0,
+                               std::string ensure_kind = {});
 
   /// One ask of `ask_now`: the target (same tenant), the JSON body, an optional
   /// idempotency key (`client_id` non-empty), and an optional kind: when `ensure_kind` is
   /// set and the target does not exist, the runtime spawns it with that kind (empty config,
   /// placed like any spawn) and asks again once.
   struct request {
-    agent_id to;
-    std::string body;
-    std::string client_id;
+    agent_id to = {};
+    std::string body = {};
+    std::string client_id = {};
     uint64_t client_seq = 0;
     std::string ensure_kind = {};
   };
@@ -153,6 +156,16 @@ public:
   [[nodiscard]] caf::error find_providers(std::string capability, std::string tag,
                                           size_t limit = 64);
 
+  /// Sends `body` (JSON text) one way to every provider of `capability` in this agent's
+  /// tenant, cluster-wide, that passes `filter` (never to this agent itself; passivated
+  /// providers are activated by it unless the filter asks for active ones), when this call
+  /// succeeds (like `send`). Who got it comes back as a `broadcast` notice with `tag`, whose
+  /// body is `{"capability","sent_to":[ids],"nodes_failed":[...]}`. At most
+  /// `filter.limit` recipients, least loaded first. Errors: invalid_argument (capability
+  /// name), those of `send`.
+  [[nodiscard]] caf::error broadcast(std::string capability, std::string body,
+                                     broadcast_filter filter = {}, std::string tag = {});
+
   /// Publishes `{type, detail}` on the node's event stream (`GET /v1/events`) for this agent
   /// when this call succeeds (for journaled kinds once its events are durable). `type` is
   /// 1..64 bytes.
@@ -169,7 +182,7 @@ public:
 
   /// One message `send`, `ask`, `schedule` or `find_providers` queued.
   struct outgoing {
-    enum type_t : uint8_t { tell, ask, timer, lookup, event };
+    enum type_t : uint8_t { tell, ask, timer, lookup, event, broadcast };
     agent_id to;
     std::string body;
     caf::message content;
@@ -182,6 +195,11 @@ public:
     std::string client_id;
     uint64_t client_seq = 0;
     size_t limit = 0;
+    /// ask: spawn the target with this kind if it does not exist.
+    std::string ensure_kind = {};
+    /// broadcast: the capability and the filter.
+    std::string capability = {};
+    std::shared_ptr<const broadcast_filter> filter = {};
   };
 
   /// Messages `send` queued by this call, in order.

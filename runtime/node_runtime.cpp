@@ -30,6 +30,7 @@ struct runtime_context {
   std::shared_ptr<agent_sender> sender;
   std::shared_ptr<agent_asker> asker;
   std::shared_ptr<provider_finder> finder;
+  std::shared_ptr<agent_spawner> spawner;
   std::shared_ptr<remote_forwarder> forwarder;
   /// The cluster's replicator (runtime/replication.hpp), once a cluster attached one.
   std::shared_ptr<replicator_slot> rep;
@@ -335,6 +336,23 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       if (!f)
         return done(R"({"providers":[],"nodes_failed":[]})");
       (*f)(cap, tenant, limit, std::move(done));
+    };
+    acfg.ensure = [spawner = ctx->spawner, cid = view.id.str()](
+                    const agent_id& id, const std::string& kind,
+                    std::function<void(caf::error)> done) {
+      auto f = spawner->get();
+      if (!f)
+        return done(make_error(errc::shutting_down, "the node is shutting down"));
+      spawn_request req;
+      req.id = id;
+      req.kind = kind;
+      log::event(spdlog::level::info, "agent_implicit_spawn", {{"kind", kind}, {"by", cid}},
+                 id.str());
+      (*f)(std::move(req), [done = std::move(done)](caf::expected<agent_view> r) {
+        if (!r && code_of(r.error()) != errc::agent_exists)
+          return done(std::move(r.error()));
+        done({});
+      });
     };
     if (persisted) {
       auto& p = ctx->cfg.persistence;
@@ -1209,10 +1227,12 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   ctx->sender = rt->sender_;
   ctx->asker = rt->asker_;
   ctx->finder = rt->finder_;
+  ctx->spawner = rt->spawner_;
   ctx->forwarder = rt->forwarder_;
   ctx->rep = rt->ctx_rep_;
   rt->set_agent_sender({});
   rt->set_agent_asker({}, {});
+  rt->set_agent_spawner({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
   {
     auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
@@ -1416,8 +1436,13 @@ struct lookup_cache {
   std::unordered_map<agent_id, std::optional<caf::actor>> map;
 };
 
-const std::optional<caf::actor>& cached_target(const directory& dir, const agent_id& id) {
+lookup_cache& thread_cache() {
   thread_local lookup_cache cache;
+  return cache;
+}
+
+const std::optional<caf::actor>& cached_target(const directory& dir, const agent_id& id) {
+  auto& cache = thread_cache();
   auto gen = dir.generation();
   if (cache.directory_uid != dir.uid() || cache.generation != gen
       || cache.map.size() >= lookup_cache::entries_max) {
@@ -1441,6 +1466,13 @@ caf::error unusable(const std::optional<caf::actor>& target, const agent_id& id)
 }
 
 } // namespace
+
+void forget_cached_lookups() {
+  auto& cache = thread_cache();
+  cache.map.clear();
+  cache.generation = 0;
+  cache.directory_uid = 0;
+}
 
 caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
   auto& target = cached_target(*directory_, id);
@@ -1575,6 +1607,16 @@ void node_runtime::set_agent_sender(agent_sender::fn f) {
     f = [self](const agent_id& to, agent_call call) { return self->tell(to, call); };
   }
   sender_->set(std::move(f));
+}
+
+void node_runtime::set_agent_spawner(agent_spawner::fn f) {
+  if (!f) {
+    auto* self = this; // agents, the only callers, stop in shutdown() before it dies
+    f = [self](spawn_request req, std::function<void(caf::expected<agent_view>)> done) {
+      self->spawn(std::move(req), std::move(done));
+    };
+  }
+  spawner_->set(std::move(f));
 }
 
 void node_runtime::set_agent_asker(agent_asker::fn ask, provider_finder::fn find) {
@@ -1933,6 +1975,7 @@ void node_runtime::shutdown() {
   if (stopping_.exchange(true))
     return;
   log::event(spdlog::level::info, "runtime_stopping", {{"agents", directory_->size()}});
+  forget_cached_lookups(); // the calling thread's strong handles would keep agents alive
   {
     std::thread waker;
     {

@@ -197,6 +197,11 @@ using provider_finder =
   replaceable_fn<std::function<void(const std::string& capability, const std::string& tenant,
                                     size_t limit, std::function<void(std::string)> done)>>;
 
+/// Where agents' implicit spawns go (`call_context::request::ensure_kind`, subscriptions to
+/// topics): this node's runtime, or the cluster's placement once a cluster is attached.
+using agent_spawner = replaceable_fn<std::function<void(
+  spawn_request req, std::function<void(caf::expected<agent_view>)> done)>>;
+
 /// How forwarders of agents that moved away reach the agent's new node (the cluster's call
 /// transport once a cluster is attached; without it, the actor the ship function returned).
 /// `done` empty: a tell.
@@ -249,6 +254,10 @@ public:
   /// `find` (the cluster's); empty: this node only. Reset with empty functions before their
   /// target goes away.
   void set_agent_asker(agent_asker::fn ask, provider_finder::fn find);
+
+  /// Routes the spawns agents make implicitly (an ask with `ensure_kind`) through `f` (the
+  /// cluster's placement); empty: this node's `spawn`. Reset before `f`'s target goes away.
+  void set_agent_spawner(agent_spawner::fn f);
 
   /// Activates every stored agent of a resident kind (`kind_spec::resident`) that is not
   /// running here, on the runtime's waker thread (a scan of the store's agent list): after a
@@ -407,6 +416,7 @@ private:
   std::shared_ptr<agent_sender> sender_ = std::make_shared<agent_sender>();
   std::shared_ptr<agent_asker> asker_ = std::make_shared<agent_asker>();
   std::shared_ptr<provider_finder> finder_ = std::make_shared<provider_finder>();
+  std::shared_ptr<agent_spawner> spawner_ = std::make_shared<agent_spawner>();
   /// Runs wake_residents / wake_taken_over scans one at a time, on one thread started with the
   /// first (joined at shutdown); at most `wake_scans_queued_max` wait, more are dropped (logged).
   static constexpr size_t wake_scans_queued_max = 16;

@@ -134,13 +134,6 @@ public:
     return {r->status, r->body};
   }
 
-  /// PRE-ENSURE_KIND: spawns TENANT/llm-budget explicitly (the runtime spawns it on first use
-  /// once call_context::request::ensure_kind is served).
-  void prespawn_budget(const std::string& tenant) {
-    auto [s, b] = spawn(tenant + "/llm-budget", json{}, "token_budget");
-    ASSERT_TRUE(s == 201 || s == 409) << b;
-  }
-
   /// Asks `id` with `body`; the HTTP status and the parsed answer.
   std::pair<int, json> ask(const std::string& id, const json& body, int timeout_ms = 20000,
                            const std::map<std::string, std::string>& headers = {}) {
@@ -201,7 +194,6 @@ std::string message_of(const json& answer) {
 
 TEST_F(llm_agent_test, chat_round_trip_sends_the_history_and_the_key_as_bearer_only) {
   ASSERT_NO_FATAL_FAILURE(start());
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   auto [s, b] =
     spawn("acme/bot", {{"system", "You are terse."}, {"max_tokens", 64}, {"temperature", 0.5}});
   ASSERT_EQ(s, 201) << b;
@@ -266,7 +258,6 @@ TEST_F(llm_agent_test, chat_round_trip_sends_the_history_and_the_key_as_bearer_o
 TEST_F(llm_agent_test, a_wrong_key_is_refused_by_the_endpoint_and_reported_without_the_key) {
   ::setenv("HIVE_TEST_LLM_KEY", "sk-wrong-key-987", 1);
   ASSERT_NO_FATAL_FAILURE(start());
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/bot", json::object()).first, 201);
   auto [s, r] = chat("acme/bot", "hi");
   EXPECT_EQ(s, 422) << r.dump();
@@ -282,7 +273,6 @@ TEST_F(llm_agent_test, a_wrong_key_is_refused_by_the_endpoint_and_reported_witho
 
 TEST_F(llm_agent_test, the_conversation_survives_kill_9_and_the_next_request_carries_it) {
   ASSERT_NO_FATAL_FAILURE(start());
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/bot", {{"system", "sys"}}).first, 201);
   ASSERT_EQ(chat("acme/bot", "first question").first, 200);
   ASSERT_EQ(chat("acme/bot", "second question").first, 200);
@@ -312,7 +302,6 @@ TEST_F(llm_agent_test, the_conversation_survives_kill_9_and_the_next_request_car
 
 TEST_F(llm_agent_test, the_history_is_bounded_oldest_turns_first_the_system_prompt_kept) {
   ASSERT_NO_FATAL_FAILURE(start({"llm.conversation_messages_max=4"}));
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/bot", {{"system", "sys"}}).first, 201);
   for (auto m : {"one", "two", "three"})
     ASSERT_EQ(chat("acme/bot", m).first, 200);
@@ -333,7 +322,6 @@ TEST_F(llm_agent_test, the_tenant_budget_refuses_once_spent_survives_restart_and
   // A "w1 w2 w3" turn costs 3 prompt + 4 completion ("echo: w1 w2 w3") = 7 tokens on a fresh
   // agent; the history makes a second turn cost 3 + 4 + 3 + 4 = 14.
   ASSERT_NO_FATAL_FAILURE(start({"llm.tenant_tokens_max=25"}));
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/a", json::object()).first, 201);
   ASSERT_EQ(spawn("acme/b", json::object()).first, 201);
   ASSERT_EQ(spawn("other/a", json::object()).first, 201);
@@ -385,7 +373,6 @@ TEST_F(llm_agent_test, a_failing_endpoint_opens_the_breaker_which_fails_fast_the
   // so that only the llm agent's breaker is under test.)
   ASSERT_NO_FATAL_FAILURE(start({"llm.breaker_failures=2", "llm.breaker_open_ms=1500",
                                  "breaker.failures_consecutive_max=100"}));
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/bot", json::object()).first, 201);
   auto [s1, r1] = chat("acme/bot", "FAIL500 one");
   EXPECT_EQ(s1, 503) << r1.dump();
@@ -428,7 +415,6 @@ TEST_F(llm_agent_test, a_failing_endpoint_opens_the_breaker_which_fails_fast_the
 TEST_F(llm_agent_test, the_callers_deadline_cuts_the_endpoint_call) {
   // request_timeout_ms is long (60 s): only the ask's timeout_ms can cut the call early.
   ASSERT_NO_FATAL_FAILURE(start());
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   ASSERT_EQ(spawn("acme/bot", json::object()).first, 201);
   auto t0 = std::chrono::steady_clock::now();
   auto [s, r] = chat("acme/bot", "SLEEP 6000 slowly", 800);
@@ -457,7 +443,6 @@ TEST_F(llm_agent_test, the_callers_deadline_cuts_the_endpoint_call) {
 
 TEST_F(llm_agent_test, bad_spawn_configs_are_refused_naming_the_field) {
   ASSERT_NO_FATAL_FAILURE(start({"llm.reply_tokens_max=100"}));
-  ASSERT_NO_FATAL_FAILURE(prespawn_budget("acme"));
   auto expect_400 = [&](const json& config, const std::string& words) {
     auto [s, b] = spawn("acme/bad", config);
     EXPECT_EQ(s, 400) << config.dump() << " -> " << b;
