@@ -167,6 +167,29 @@ agent_call notice_call(const agent_id& self_id, uint64_t correlation_id, std::st
                     caf::make_message(std::move(n))};
 }
 
+/// Runs a function after a delay (on a short-lived actor of the system): the retries of
+/// `ask_ensuring`.
+using later_fn = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
+
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+
+later_fn later_on(caf::actor_system& sys) {
+  return [&sys](std::chrono::milliseconds delay, std::function<void()> f) {
+    sys.spawn([delay, f = std::move(f)](caf::event_based_actor* a) -> caf::behavior {
+      a->delayed_send(a, delay, retry_atom::value);
+      return {[a, f](retry_atom) {
+        f();
+        a->quit();
+      }};
+    });
+  };
+}
+
+void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const agent_id& to,
+                  agent_call call, std::chrono::milliseconds timeout,
+                  const std::string& ensure_kind,
+                  std::function<void(caf::expected<std::string>)> done);
+
 /// Sends what a call sent to other agents (it succeeded and is durable), starts its asks,
 /// timers and provider lookups.
 template <class Self>
@@ -204,7 +227,8 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
           if (send)
             send(self_id, notice_call(self_id, cid, to, std::move(n)));
         };
-        ask_ensuring(st.cfg, m.to, std::move(m.call), m.after, m.ensure_kind, std::move(back));
+        ask_ensuring(st.cfg, later_on(self->system()), m.to, std::move(m.call), m.after,
+                     m.ensure_kind, std::move(back));
         break;
       }
       case out_t::event:
@@ -264,33 +288,59 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
   outbox.clear();
 }
 
+/// How often `ask_ensuring` asks again when the target it made sure of is not found yet (a
+/// spawn of the same id by another agent may still be writing its record).
+constexpr int ensure_attempts_max = 8;
+
 /// Asks `to` through the runtime's asker; with `ensure_kind` set, a target that does not exist
-/// is spawned with that kind (`agent_actor_config::ensure`) and asked once more.
-void ask_ensuring(const agent_actor_config& cfg, const agent_id& to, agent_call call,
-                  std::chrono::milliseconds timeout, const std::string& ensure_kind,
+/// is spawned with that kind (`agent_actor_config::ensure`) and asked again: while another
+/// spawn of the id is still under way (the ensure finds it exists, the ask does not find it
+/// yet), up to `ensure_attempts_max` times with a growing pause, within `timeout`.
+void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const agent_id& to,
+                  agent_call call, std::chrono::milliseconds timeout,
+                  const std::string& ensure_kind,
                   std::function<void(caf::expected<std::string>)> done) {
   if (!cfg.ask)
     return done(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
   if (ensure_kind.empty() || !cfg.ensure)
     return cfg.ask(to, std::move(call), timeout, std::move(done));
-  auto again = call;
-  auto t0 = std::chrono::steady_clock::now();
-  cfg.ask(to, std::move(call), timeout,
-          [ask = cfg.ask, ensure = cfg.ensure, to, again = std::move(again), timeout, t0,
-           ensure_kind, done = std::move(done)](caf::expected<std::string> r) mutable {
-            if (r || code_of(r.error()) != errc::agent_not_found)
-              return done(std::move(r));
-            ensure(to, ensure_kind,
-                   [ask = std::move(ask), to, again = std::move(again), timeout, t0,
-                    done = std::move(done)](caf::error err) mutable {
-                     if (err)
-                       return done(std::move(err));
-                     auto used = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now() - t0);
-                     auto left = std::max(std::chrono::milliseconds(1), timeout - used);
-                     ask(to, std::move(again), left, std::move(done));
-                   });
-          });
+  struct attempt_state {
+    decltype(cfg.ask) ask;
+    decltype(cfg.ensure) ensure;
+    later_fn later;
+    agent_id to;
+    agent_call call;
+    std::string kind;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(caf::expected<std::string>)> done;
+    int attempts = 0;
+  };
+  auto st = std::make_shared<attempt_state>(
+    attempt_state{cfg.ask, cfg.ensure, later, to, std::move(call), ensure_kind,
+                  std::chrono::steady_clock::now() + timeout, std::move(done)});
+  // One attempt: ask; not found -> ensure, then the next attempt (after a pause from the second on).
+  auto run = std::make_shared<std::function<void()>>();
+  *run = [st, weak_run = std::weak_ptr<std::function<void()>>{run}]() {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      st->deadline - std::chrono::steady_clock::now());
+    if (left.count() < 1)
+      return st->done(make_error(errc::timeout, "no answer from " + st->to.str()
+                                                  + " before the ask's timeout"));
+    auto next = weak_run.lock();
+    st->ask(st->to, st->call, left, [st, next](caf::expected<std::string> r) {
+      if (r || code_of(r.error()) != errc::agent_not_found
+          || ++st->attempts > ensure_attempts_max || !next)
+        return st->done(std::move(r));
+      st->ensure(st->to, st->kind, [st, next](caf::error err) {
+        if (err)
+          return st->done(std::move(err));
+        if (st->attempts == 1 || !st->later)
+          return (*next)();
+        st->later(std::chrono::milliseconds{10 * st->attempts}, [next] { (*next)(); });
+      });
+    });
+  };
+  (*run)();
 }
 
 /// `call_context::ask_now` of a blocking agent (its own thread may wait): sends every ask at
@@ -298,6 +348,7 @@ void ask_ensuring(const agent_actor_config& cfg, const agent_id& to, agent_call 
 /// ask by its timeout; a guard a little later marks any still missing as timed out (a late
 /// answer then finds the shared state alive and is dropped).
 std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& cfg,
+                                                     const later_fn& later,
                                                      uint64_t correlation_id,
                                                      std::vector<call_context::request>& reqs,
                                                      std::chrono::milliseconds timeout) {
@@ -327,7 +378,7 @@ std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& c
                              std::move(r.client_id), r.client_seq},
                     std::move(r.body),
                     {}};
-    ask_ensuring(cfg, r.to, std::move(call), timeout, r.ensure_kind, std::move(done));
+    ask_ensuring(cfg, later, r.to, std::move(call), timeout, r.ensure_kind, std::move(done));
   }
   std::unique_lock<std::mutex> lock{sh->mtx};
   sh->cv.wait_for(lock, timeout + std::chrono::seconds(2), [&] { return sh->open == 0; });
@@ -586,10 +637,10 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         ctx.set_committer(
           [self](std::vector<std::string>& events) { return commit_now(self, events); });
       if (st.cfg.detached)
-        ctx.set_waiter([&st, cid = call.env.correlation_id](
+        ctx.set_waiter([self, &st, cid = call.env.correlation_id](
                          std::vector<call_context::request>& reqs,
                          std::chrono::milliseconds timeout) {
-          return ask_and_wait(st.cfg, cid, reqs, timeout);
+          return ask_and_wait(st.cfg, later_on(self->system()), cid, reqs, timeout);
         });
       caf::expected<std::string> result{std::string{}};
       try {

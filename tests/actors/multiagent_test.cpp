@@ -518,6 +518,27 @@ TEST_F(multiagent_test, ask_now_asks_in_parallel_and_answers_each_in_order) {
     << error_text(plain);
 }
 
+TEST_F(multiagent_test, concurrent_asks_ensuring_the_same_missing_agent_both_get_through) {
+  // Two agents find the same journaled agent missing at the same moment: one spawn wins, the
+  // other finds it exists while its record is still being written, and asks again until the
+  // agent answers. Both adds count.
+  ASSERT_TRUE(spawn("acme/f1", "fanner"));
+  ASSERT_TRUE(spawn("acme/f2", "fanner"));
+  for (int round = 0; round < 10; ++round) {
+    auto target = "acme/shared" + std::to_string(round);
+    json body{{"to", {target}}, {"ensure", "counter"}, {"body", {{"op", "add"}, {"by", 1}}}};
+    auto a = std::async(std::launch::async, [&] { return ask("acme/f1", body); });
+    auto b = std::async(std::launch::async, [&] { return ask("acme/f2", body); });
+    for (auto r : {a.get(), b.get()}) {
+      ASSERT_TRUE(r) << error_text(r);
+      ASSERT_TRUE((*r)["answers"][0].contains("ok")) << "round " << round << ": " << r->dump();
+    }
+    auto v = ask(target, {{"op", "get"}});
+    ASSERT_TRUE(v);
+    EXPECT_EQ((*v)["value"], 2) << "round " << round;
+  }
+}
+
 // -- the debate example -------------------------------------------------------------------------
 
 TEST_F(multiagent_test, a_judge_asks_every_debater_and_picks_the_most_confident_answer) {

@@ -464,3 +464,43 @@ TEST_F(llm_agent_test, bad_spawn_configs_are_refused_naming_the_field) {
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0]["body"]["max_tokens"], 100);
 }
+
+TEST_F(llm_agent_test, the_debate_example_runs_on_llm_agents_and_charges_the_tenant_budget) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  // One llm agent per voice (each keeps its own conversation) and one for the judge.
+  for (auto id : {"acme/gpt-a", "acme/gpt-b", "acme/gpt-judge"})
+    ASSERT_EQ(spawn(id, json::object()).first, 201);
+  ASSERT_EQ(spawn("acme/pro", {{"llm", "gpt-a"}, {"persona", "Argue for."}, {"confidence", 0.4}},
+                  "debater")
+              .first,
+            201);
+  ASSERT_EQ(spawn("acme/con", {{"llm", "gpt-b"}, {"persona", "Argue against."}}, "debater").first,
+            201);
+  ASSERT_EQ(
+    spawn("acme/judge", {{"debaters", {"pro", "con"}}, {"llm", "gpt-judge"}}, "judge").first, 201);
+  auto [s, r] = ask("acme/judge", {{"op", "debate"}, {"question", "should we cache it?"}});
+  ASSERT_EQ(s, 200) << r.dump() << read_file(log);
+  // The fake answers "echo: <prompt>": each debater's answer is its persona and the question.
+  ASSERT_EQ(r["answers"].size(), 2u) << r.dump();
+  EXPECT_EQ(r["answers"][0]["answer"], "echo: Argue for.\n\nshould we cache it?") << r.dump();
+  EXPECT_EQ(r["answers"][1]["answer"], "echo: Argue against.\n\nshould we cache it?") << r.dump();
+  // The judge's model was shown both answers, numbered; its echo names "1." first.
+  EXPECT_EQ(r["verdict"]["rule"], "llm") << r.dump();
+  EXPECT_EQ(r["verdict"]["winner"], "acme/pro") << r.dump();
+  auto reqs = requests();
+  ASSERT_EQ(reqs.size(), 3u);
+  auto judge_prompt = reqs[2]["body"]["messages"].back()["content"].get<std::string>();
+  EXPECT_NE(judge_prompt.find("1. echo: Argue for."), std::string::npos) << judge_prompt;
+  EXPECT_NE(judge_prompt.find("2. echo: Argue against."), std::string::npos) << judge_prompt;
+  // All three calls were charged to acme's one budget.
+  auto [bs, budget] = ask("acme/llm-budget", {{"op", "status"}});
+  ASSERT_EQ(bs, 200) << budget.dump();
+  EXPECT_GT(budget["spent"].get<int64_t>(), 0);
+  int64_t sum = 0;
+  for (auto id : {"acme/gpt-a", "acme/gpt-b", "acme/gpt-judge"}) {
+    auto [hs, h] = ask(id, {{"op", "history"}});
+    ASSERT_EQ(hs, 200) << h.dump();
+    sum += h["tokens_total"].get<int64_t>();
+  }
+  EXPECT_EQ(budget["spent"].get<int64_t>(), sum) << budget.dump();
+}
