@@ -32,6 +32,7 @@
 #include "actors/auth.hpp"
 #include "actors/http_parse.hpp"
 #include "actors/json_check.hpp"
+#include "actors/llm_agent.hpp"
 #include "actors/listener.hpp"
 #include "actors/post_gate.hpp"
 #include "protocols/agent_id.hpp"
@@ -1268,6 +1269,17 @@ private:
     spawn_as(id_text, std::move(sr), node, false);
   }
 
+  /// A tenant's LLM token budget (`TENANT/llm-budget`, actors/llm_agent.hpp) is the admin's:
+  /// an operator who could stop it (erasing what was spent) or spawn it (with another kind)
+  /// could lift the tenant's budget. The runtime spawns it on first use.
+  caf::error budget_guard(const agent_id& id, std::string_view what) const {
+    if (id.name != llm_budget_agent_name || principal_->level == role::admin)
+      return {};
+    return make_error(errc::forbidden,
+                      id.str() + " is the tenant's LLM token budget: only an admin may "
+                        + std::string{what} + " it");
+  }
+
   /// The end of both spawning routes: parses and authorizes `id_text` (role operator), spawns
   /// `sr` (on `node`, a pin; empty: placement) and answers 201 with a Location: an agent's
   /// `{"id","kind","node"}`, or a workflow's `{"id","node","status"}`.
@@ -1278,6 +1290,8 @@ private:
       return reply_error(id.error());
     actor_ = id->str();
     if (auto err = authorize(*principal_, role::operator_, id->tenant, route_))
+      return reply_error(err);
+    if (auto err = budget_guard(*id, "spawn"))
       return reply_error(err);
     sr.id = std::move(*id);
     sr.correlation_id = cid_;
@@ -1450,6 +1464,8 @@ private:
   }
 
   void stop(const agent_id& id) {
+    if (auto err = budget_guard(id, "stop"))
+      return reply_error(err);
     auto done = bind_reply<caf::error>(default_guard(), [](session& s, caf::error& err) {
       if (err)
         return s.reply_error(err);

@@ -504,3 +504,38 @@ TEST_F(llm_agent_test, the_debate_example_runs_on_llm_agents_and_charges_the_ten
   }
   EXPECT_EQ(budget["spent"].get<int64_t>(), sum) << budget.dump();
 }
+
+TEST_F(llm_agent_test, only_an_admin_may_stop_or_spawn_a_tenants_budget) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  ASSERT_EQ(spawn("acme/bot", json::object()).first, 201);
+  auto [s1, r1] = chat("acme/bot", "spend something");
+  ASSERT_EQ(s1, 200) << r1.dump();
+  http_client http{node->gateway_port};
+  auto made = http.request("POST", "/v1/keys",
+                           json{{"tenant", "acme"}, {"role", "operator"}, {"name", "op"}}.dump());
+  ASSERT_TRUE(made && made->status == 201) << (made ? made->body : "no answer");
+  std::map<std::string, std::string> op{
+    {"Authorization", "Bearer " + json::parse(made->body)["key"].get<std::string>()}};
+  // The tenant's operator can neither erase what was spent nor put another kind there.
+  auto del = http.request("DELETE", "/v1/agents/acme/llm-budget", {}, op);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 403) << del->body;
+  EXPECT_NE(del->body.find("only an admin may stop it"), std::string::npos) << del->body;
+  auto sp = http.request("POST", "/v1/agents",
+                         json{{"id", "beta/llm-budget"}, {"kind", "counter"}}.dump(),
+                         {{"Authorization", op.at("Authorization")}});
+  ASSERT_TRUE(sp);
+  EXPECT_EQ(sp->status, 403) << sp->body; // (beta is not its tenant either)
+  auto own = http.request("POST", "/v1/agents",
+                          json{{"id", "acme/llm-budget"}, {"kind", "counter"}}.dump(), op);
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->status, 403) << own->body;
+  EXPECT_NE(own->body.find("only an admin may spawn it"), std::string::npos) << own->body;
+  auto [bs, budget] = ask("acme/llm-budget", {{"op", "status"}});
+  ASSERT_EQ(bs, 200) << budget.dump();
+  EXPECT_GT(budget["spent"].get<int64_t>(), 0) << budget.dump();
+  // The admin may (e.g. to reset a tenant's budget).
+  auto admin_del = http.request("DELETE", "/v1/agents/acme/llm-budget");
+  ASSERT_TRUE(admin_del);
+  EXPECT_EQ(admin_del->status, 204) << admin_del->body;
+}
