@@ -62,6 +62,26 @@ struct llm_policy {
   std::string default_model;
   node_config::llm_section cfg;
   node_config::breaker_section breaker;
+  /// Endpoint call metrics (null: not counted); the registry owns the families.
+  std::shared_ptr<metrics> m;
+  prometheus::Family<prometheus::Counter>* requests = nullptr;
+  prometheus::Histogram* latency = nullptr;
+  prometheus::Counter* prompt_tokens = nullptr;
+  prometheus::Counter* completion_tokens = nullptr;
+
+  /// Counts one endpoint call that ended with `result` after `seconds`.
+  void count(const caf::expected<llm_completion>& result, double seconds) const {
+    if (requests == nullptr)
+      return;
+    requests->Add({{"result", result ? std::string{"ok"} : std::string{to_string(code_of(result.error()))}}})
+      .Increment();
+    latency->Observe(seconds);
+    if (result) {
+      prompt_tokens->Increment(static_cast<double>(std::max<int64_t>(0, result->prompt_tokens)));
+      completion_tokens->Increment(
+        static_cast<double>(std::max<int64_t>(0, result->completion_tokens)));
+    }
+  }
 };
 
 // -- the HTTP exchange --------------------------------------------------------------------------
@@ -475,6 +495,14 @@ private:
   /// One endpoint call: the HTTP exchange and the answer's status and body.
   caf::expected<llm_completion> call_endpoint(const std::string& body, milliseconds timeout,
                                               size_t request_bytes) {
+    auto t0 = clock::now();
+    auto result = exchange(body, timeout, request_bytes);
+    policy_->count(result, std::chrono::duration<double>(clock::now() - t0).count());
+    return result;
+  }
+
+  caf::expected<llm_completion> exchange(const std::string& body, milliseconds timeout,
+                                         size_t request_bytes) {
     auto answer = post_chat(*policy_, body, timeout);
     if (!answer)
       return std::move(answer.error());
@@ -791,9 +819,31 @@ caf::expected<llm_agent_settings> parse_llm_agent_config(const json& config,
   return s;
 }
 
-caf::error register_llm_kinds(kind_registry& registry, const node_config::llm_section& cfg) {
+caf::error register_llm_kinds(kind_registry& registry, const node_config::llm_section& cfg,
+                              std::shared_ptr<metrics> m) {
   auto policy = std::make_shared<llm_policy>();
   policy->cfg = cfg;
+  if (m) {
+    using namespace prometheus;
+    auto& reg = *m->registry();
+    policy->requests = &BuildCounter()
+                          .Name("hive_llm_requests_total")
+                          .Help("Calls of llm agents to their endpoint, by result (ok or errc)")
+                          .Register(reg);
+    policy->latency = &BuildHistogram()
+                         .Name("hive_llm_request_seconds")
+                         .Help("Time of one llm endpoint call (connect to whole answer)")
+                         .Register(reg)
+                         .Add({}, Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                              2.5, 5, 10, 30, 60});
+    auto& tokens = BuildCounter()
+                     .Name("hive_llm_tokens_total")
+                     .Help("Tokens llm agents spent, as their endpoint counted them, by type")
+                     .Register(reg);
+    policy->prompt_tokens = &tokens.Add({{"type", "prompt"}});
+    policy->completion_tokens = &tokens.Add({{"type", "completion"}});
+    policy->m = std::move(m);
+  }
   auto base = cfg.base_url.empty() ? env_text("HIVE_LLM_BASE_URL") : cfg.base_url;
   if (!base.empty()) {
     auto u = parse_llm_url(base, cfg.base_url.empty() ? "HIVE_LLM_BASE_URL" : "llm.base_url");

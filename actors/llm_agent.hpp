@@ -56,6 +56,7 @@
 
 #include "config/node_config.hpp"
 #include "runtime/kind.hpp"
+#include "runtime/metrics.hpp"
 
 namespace hive {
 
@@ -127,9 +128,13 @@ struct llm_agent_settings {
 
 /// Registers the `llm` and `token_budget` kinds with the node's `llm` settings. The base URL,
 /// model and key are read from the environment here (once) where the config leaves them
-/// empty. Errors: invalid_config (a malformed HIVE_LLM_BASE_URL, or an https endpoint whose
-/// TLS context cannot be set up).
+/// empty. With `m`, every endpoint call is counted in `m`'s registry:
+/// `hive_llm_requests_total{result}` (`ok` or the errc name of the failure),
+/// `hive_llm_request_seconds` and `hive_llm_tokens_total{type}` (`prompt`, `completion`).
+/// Errors: invalid_config (a malformed HIVE_LLM_BASE_URL, or an https endpoint whose TLS
+/// context cannot be set up).
 [[nodiscard]] caf::error register_llm_kinds(kind_registry& registry,
-                                            const node_config::llm_section& cfg);
+                                            const node_config::llm_section& cfg,
+                                            std::shared_ptr<metrics> m = nullptr);
 
 } // namespace hive

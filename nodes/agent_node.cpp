@@ -55,6 +55,7 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
   caf::actor_system sys{sys_cfg};
+  auto m = std::make_shared<metrics>();
   kind_registry kinds;
   if (auto err = register_sample_kinds(kinds))
     return fail(1, message_of(err));
@@ -64,13 +65,12 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
     return fail(2, message_of(err));
   if (auto err = register_planner_kind(kinds, cfg.planner))
     return fail(2, message_of(err));
-  if (auto err = register_llm_kinds(kinds, cfg.llm))
+  if (auto err = register_llm_kinds(kinds, cfg.llm, m))
     return fail(2, message_of(err));
   if (auto err = pubsub::register_topic_kind(kinds, cfg.topics))
     return fail(2, message_of(err));
   if (auto err = debate::register_debate_kinds(kinds))
     return fail(2, message_of(err));
-  auto m = std::make_shared<metrics>();
   auto metrics_port = m->serve(cfg.metrics.listen);
   if (!metrics_port)
     return fail(1, message_of(metrics_port.error()));

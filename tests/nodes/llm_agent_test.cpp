@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
@@ -222,6 +223,21 @@ TEST_F(llm_agent_test, chat_round_trip_sends_the_history_and_the_key_as_bearer_o
                                {{"role", "assistant"}, {"content", "echo: hello there"}},
                                {{"role", "user"}, {"content", "and again"}}});
   EXPECT_EQ(body["messages"], expected) << body.dump();
+
+  // The endpoint calls are counted (hive_llm_*): 2 ok, with the tokens the replies reported.
+  {
+    http_client metrics_http{node->metrics_port};
+    auto scrape = metrics_http.request("GET", "/metrics");
+    ASSERT_TRUE(scrape && scrape->status == 200);
+    auto& text = scrape->body;
+    EXPECT_EQ(hive::test::metric_sum(text, "hive_llm_requests_total", {"result=\"ok\""}), 2)
+      << text;
+    EXPECT_EQ(hive::test::metric_sum(text, "hive_llm_request_seconds_count"), 2);
+    EXPECT_EQ(hive::test::metric_sum(text, "hive_llm_tokens_total", {"type=\"prompt\""})
+                + hive::test::metric_sum(text, "hive_llm_tokens_total", {"type=\"completion\""}),
+              r1["tokens"]["total"].get<double>() + r2["tokens"]["total"].get<double>());
+    EXPECT_NE(text.find("# TYPE hive_llm_request_seconds histogram"), std::string::npos);
+  }
 
   auto [s3, h] = ask("acme/bot", {{"op", "history"}});
   ASSERT_EQ(s3, 200);
