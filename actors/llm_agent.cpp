@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/circuit_breaker.hpp"
+#include "actors/http_exchange.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/logging.hpp"
 
@@ -91,53 +92,6 @@ struct http_answer {
   std::string body;
 };
 
-/// Connects (and runs the TLS handshake for a TLS stream), writes `req` and reads the answer
-/// into `parser`, all under the deadline already set on the stream's lowest layer (Beast
-/// closes the socket when it passes and the pending operation ends with error::timeout).
-template <class Stream>
-beast::error_code run_exchange(asio::io_context& ioc, Stream& stream,
-                               const tcp::resolver::results_type& endpoints,
-                               http::request<http::string_body>& req,
-                               http::response_parser<http::string_body>& parser,
-                               std::string& step) {
-  beast::flat_buffer buf;
-  beast::error_code result;
-  auto send = [&] {
-    step = "send";
-    http::async_write(stream, req, [&](beast::error_code e, size_t) {
-      if (e) {
-        result = e;
-        return;
-      }
-      step = "answer";
-      http::async_read(stream, buf, parser, [&](beast::error_code e, size_t) { result = e; });
-    });
-  };
-  beast::get_lowest_layer(stream).async_connect(
-    endpoints, [&](beast::error_code e, const tcp::endpoint&) {
-      if (e) {
-        result = e;
-        return;
-      }
-      if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        send();
-      } else {
-        step = "TLS handshake";
-        stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) {
-          if (e) {
-            result = e;
-            return;
-          }
-          send();
-        });
-      }
-    });
-  ioc.run();
-  beast::error_code ec;
-  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_both, ec);
-  beast::get_lowest_layer(stream).close();
-  return result;
-}
 
 /// POSTs `body` to `<base>/chat/completions` within `timeout`. Errors: timeout, unavailable
 /// (cannot resolve or connect, connection broken, certificate refused), too_large (answer

@@ -99,6 +99,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "actors/http_exchange.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
 #include "runtime/replication.hpp"
@@ -268,51 +269,6 @@ void expect_host(SslStream& stream, const std::string& host) {
     SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
 }
 
-/// Connects `stream` to `endpoints` (and runs the TLS handshake when it is a TLS stream), then
-/// writes `req` and reads the reply into `parser`; `step` names the step in progress.
-template <class Stream>
-beast::error_code run_exchange(asio::io_context& ioc, Stream& stream,
-                               const tcp::resolver::results_type& endpoints,
-                               http::request<http::string_body>& req,
-                               http::response_parser<http::string_body>& parser,
-                               std::string& step) {
-  beast::flat_buffer buf;
-  beast::error_code result;
-  auto send = [&] {
-    step = "send";
-    http::async_write(stream, req, [&](beast::error_code e, size_t) {
-      if (e) {
-        result = e;
-        return;
-      }
-      step = "receive";
-      http::async_read(stream, buf, parser, [&](beast::error_code e, size_t) { result = e; });
-    });
-  };
-  beast::get_lowest_layer(stream).async_connect(
-    endpoints, [&](beast::error_code e, const tcp::endpoint&) {
-      if (e) {
-        result = e;
-        return;
-      }
-      if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-        send();
-      } else {
-        step = "TLS handshake";
-        stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) {
-          if (e) {
-            result = e;
-            return;
-          }
-          send();
-        });
-      }
-    });
-  ioc.run();
-  beast::error_code ec;
-  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_both, ec);
-  return result;
-}
 
 /// Sends one request to `node` and reads the reply; the whole exchange (connect, TLS
 /// handshake, write, read) must finish within `timeout`. Errors, naming the node and the step:
@@ -352,11 +308,11 @@ caf::expected<http_reply> http_call(const node_url& node, http::verb verb,
     beast::ssl_stream<beast::tcp_stream> stream{ioc, **ctx};
     expect_host(stream, node.host);
     beast::get_lowest_layer(stream).expires_after(timeout);
-    result = run_exchange(ioc, stream, endpoints, req, parser, step);
+    result = hive::run_exchange(ioc, stream, endpoints, req, parser, step);
   } else {
     beast::tcp_stream stream{ioc};
     stream.expires_after(timeout);
-    result = run_exchange(ioc, stream, endpoints, req, parser, step);
+    result = hive::run_exchange(ioc, stream, endpoints, req, parser, step);
   }
   if (result == beast::error::timeout)
     return hive::make_error(hive::errc::timeout,
