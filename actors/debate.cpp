@@ -39,9 +39,9 @@ caf::expected<std::string> text_field(const json& j, const char* key, bool requi
     return std::string{};
   }
   if (!i->is_string() || i->get_ref<const std::string&>().size() > text_bytes_max)
-    return make_error(errc::invalid_argument, std::string{what} + ": field '" + key
-                                                + "' must be a string of at most "
-                                                + std::to_string(text_bytes_max) + " bytes");
+    return make_error(errc::invalid_argument,
+                      std::string{what} + ": field '" + key + "' must be a string of at most "
+                        + std::to_string(text_bytes_max) + " bytes");
   return i->get<std::string>();
 }
 
@@ -77,9 +77,8 @@ caf::expected<std::string> ask_llm(call_context& call, const std::string& name,
   auto id = make_agent_id(call.self_id().tenant, name);
   if (!id)
     return std::move(id.error());
-  auto answers =
-    call.ask_now({call_context::request{*id, json{{"op", "chat"}, {"message", message}}.dump()}},
-                 llm_timeout);
+  auto answers = call.ask_now(
+    {call_context::request{*id, json{{"op", "chat"}, {"message", message}}.dump()}}, llm_timeout);
   if (!answers)
     return std::move(answers.error());
   auto& r = answers->front();
@@ -158,25 +157,28 @@ public:
       auto& r = (*answers)[i];
       auto j = r ? json::parse(*r, nullptr, false) : json{};
       if (!r || !j.is_object() || !j.contains("answer") || !j["answer"].is_string()) {
-        listed.push_back({{"debater", who},
-                          {"error", r ? std::string{"no text field 'answer' in its reply"}
-                                      : describe(r.error())}});
+        listed.push_back(
+          {{"debater", who},
+           {"error",
+            r ? std::string{"no text field 'answer' in its reply"} : describe(r.error())}});
         continue;
       }
       json a{{"debater", who},
              {"answer", j["answer"]},
-             {"confidence", j.contains("confidence") && j["confidence"].is_number()
-                              ? j["confidence"].get<double>()
-                              : 0.0}};
+             {"confidence",
+              j.contains("confidence") && j["confidence"].is_number()
+                ? j["confidence"].get<double>()
+                : 0.0}};
       listed.push_back(a);
       good.push_back(std::move(a));
     }
     if (good.empty())
-      return make_error(errc::unavailable, call.self_id().str() + ": none of the "
-                                             + std::to_string(debaters_.size())
-                                             + " debaters answered: " + listed.dump());
+      return make_error(errc::unavailable,
+                        call.self_id().str() + ": none of the " + std::to_string(debaters_.size())
+                          + " debaters answered: " + listed.dump());
     ++debates_;
-    return json{{"question", *q}, {"answers", std::move(listed)}, {"verdict", verdict(call, *q, good)}}
+    return json{
+      {"question", *q}, {"answers", std::move(listed)}, {"verdict", verdict(call, *q, good)}}
       .dump();
   }
 
@@ -270,8 +272,7 @@ caf::error register_debate_kinds(kind_registry& registry) {
       if (auto err = unknown_keys(config, {"debaters", "rule", "llm", "timeout_ms"}, "judge"))
         return err;
       auto list = config.find("debaters");
-      if (list == config.end() || !list->is_array() || list->empty()
-          || list->size() > debaters_max)
+      if (list == config.end() || !list->is_array() || list->empty() || list->size() > debaters_max)
         return make_error(errc::invalid_argument,
                           "judge needs 'debaters': an array of 1.." + std::to_string(debaters_max)
                             + " agent names of its tenant");
@@ -302,9 +303,8 @@ caf::error register_debate_kinds(kind_registry& registry) {
         timeout_ms = t->is_number_integer() ? t->get<int64_t>() : 0;
       if (timeout_ms < 1 || timeout_ms > 3600000)
         return make_error(errc::invalid_argument, "judge: 'timeout_ms' must be 1..3600000");
-      return std::unique_ptr<agent>{new judge_agent(std::move(names), std::move(rule),
-                                                    std::move(*llm),
-                                                    std::chrono::milliseconds{timeout_ms})};
+      return std::unique_ptr<agent>{new judge_agent(
+        std::move(names), std::move(rule), std::move(*llm), std::chrono::milliseconds{timeout_ms})};
     }};
   judge.blocking = true;
   judge.capabilities = {"judge"};

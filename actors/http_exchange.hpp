@@ -24,11 +24,11 @@ namespace hive {
 /// it, then "TLS handshake", "send", "receive"). Runs `ioc` until the exchange is over, then
 /// shuts the connection down and closes it. Returns the first error, or none.
 template <class Stream>
-boost::beast::error_code run_exchange(boost::asio::io_context& ioc, Stream& stream,
-                                      const boost::asio::ip::tcp::resolver::results_type& endpoints,
-                                      boost::beast::http::request<boost::beast::http::string_body>& req,
-                                      boost::beast::http::response_parser<boost::beast::http::string_body>& parser,
-                                      std::string& step) {
+boost::beast::error_code run_exchange(
+  boost::asio::io_context& ioc, Stream& stream,
+  const boost::asio::ip::tcp::resolver::results_type& endpoints,
+  boost::beast::http::request<boost::beast::http::string_body>& req,
+  boost::beast::http::response_parser<boost::beast::http::string_body>& parser, std::string& step) {
   namespace beast = boost::beast;
   namespace http = beast::http;
   using tcp = boost::asio::ip::tcp;

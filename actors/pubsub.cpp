@@ -63,9 +63,11 @@ public:
     if (!id)
       return make_error(errc::invalid_argument, "field 'agent': " + message_of(id.error()));
     if (id->tenant != call.self_id().tenant)
-      return make_error(errc::forbidden, "topic " + call.self_id().str() + " takes subscribers of "
-                                           "tenant '" + call.self_id().tenant + "' only, not "
-                                           + id->str());
+      return make_error(errc::forbidden,
+                        "topic " + call.self_id().str()
+                          + " takes subscribers of "
+                            "tenant '"
+                          + call.self_id().tenant + "' only, not " + id->str());
     auto key = id->str();
     bool present = subscribers_.count(key) > 0;
     if (op == "subscribe") {
@@ -134,8 +136,8 @@ private:
 
 caf::error check_topic(std::string_view topic) {
   if (topic.empty() || topic.size() > topic_bytes_max)
-    return make_error(errc::invalid_argument, "a topic name must be 1.."
-                                                + std::to_string(topic_bytes_max) + " bytes");
+    return make_error(errc::invalid_argument,
+                      "a topic name must be 1.." + std::to_string(topic_bytes_max) + " bytes");
   return validate_id_part(topic, "topic name", topic_bytes_max);
 }
 

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/llm_agent.hpp"
+#include "support/fake_llm.hpp"
 #include "protocols/errc.hpp"
 
 using nlohmann::json;
@@ -196,51 +197,6 @@ TEST(LlmKinds, ABadBaseUrlFromTheEnvironmentStopsRegistration) {
 
 namespace {
 
-/// tests/support/fake_llm.py as a child process (its port is the first line it prints).
-struct fake_endpoint {
-  fake_endpoint() {
-    int out[2];
-    if (::pipe(out) != 0)
-      return;
-    pid = ::fork();
-    if (pid == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      ::close(out[1]);
-      std::string py = "/usr/bin/python3";
-      std::string script = std::string{HIVE_SOURCE_DIR} + "/tests/support/fake_llm.py";
-      char* argv[] = {py.data(), script.data(), nullptr};
-      ::execv(py.c_str(), argv);
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    std::string line;
-    for (int i = 0; i < 200 && line.find('\n') == std::string::npos; ++i) {
-      pollfd p{out[0], POLLIN, 0};
-      if (::poll(&p, 1, 100) > 0) {
-        char buf[64];
-        auto n = ::read(out[0], buf, sizeof(buf));
-        if (n <= 0)
-          break;
-        line.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(out[0]);
-    if (line.find('\n') != std::string::npos)
-      port = std::stoi(line);
-  }
-
-  ~fake_endpoint() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-
-  pid_t pid = -1;
-  int port = 0;
-};
-
 /// One budget ask the agent made.
 struct budget_ask {
   std::string to;
@@ -278,7 +234,7 @@ caf::expected<std::string> run_call(
 } // namespace
 
 TEST(LlmAgent, AChargeThatFailsStaysOwedAcrossASnapshotAndIsSettledOnceBeforeTheNextCall) {
-  fake_endpoint fake;
+  hive::test::fake_llm fake{std::filesystem::temp_directory_path() / "hive-fake-llm-unit.jsonl"};
   ASSERT_NE(fake.port, 0);
   hive::kind_registry kinds;
   hive::node_config::llm_section cfg;

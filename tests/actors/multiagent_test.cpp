@@ -36,8 +36,7 @@ class inbox_agent : public agent {
 public:
   caf::expected<std::string> handle(call_context& call) override {
     auto body = call.json();
-    if (body && (*body)->is_object() && (*body)->contains("op")
-        && (**body)["op"] == "inbox.get")
+    if (body && (*body)->is_object() && (*body)->contains("op") && (**body)["op"] == "inbox.get")
       return json{{"got", got_}}.dump();
     got_.push_back({{"body", body ? **body : json{}}, {"from", call.env().sender}});
     return std::string{"{}"};
@@ -54,7 +53,9 @@ class driver_agent : public agent {
 public:
   caf::expected<std::string> handle(call_context& call) override {
     if (auto n = call.notice()) {
-      notices_.push_back({{"what", n->what}, {"tag", n->tag}, {"code", n->code},
+      notices_.push_back({{"what", n->what},
+                          {"tag", n->tag},
+                          {"code", n->code},
                           {"body", json::parse(n->body, nullptr, false)}});
       return std::string{"{}"};
     }
@@ -103,8 +104,8 @@ public:
         auto id = parse_agent_id(t.get<std::string>());
         if (!id)
           return std::move(id.error());
-        reqs.push_back({*id, b.value("body", json{{"op", "get"}}).dump(), {}, 0,
-                        b.value("ensure", "")});
+        reqs.push_back(
+          {*id, b.value("body", json{{"op", "get"}}).dump(), {}, 0, b.value("ensure", "")});
       }
     }
     auto t0 = wall_ms();
@@ -127,8 +128,8 @@ public:
   caf::expected<std::string> handle(call_context& call) override {
     auto start = wall_ms();
     std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms_));
-    return json{{"value", 1}, {"start", start}, {"end", wall_ms()},
-                {"deadline", call.env().deadline_unix_ms}}
+    return json{
+      {"value", 1}, {"start", start}, {"end", wall_ms()}, {"deadline", call.env().deadline_unix_ms}}
       .dump();
   }
 
@@ -413,31 +414,35 @@ TEST_F(multiagent_test, a_broadcast_reaches_every_provider_that_passes_its_filte
   EXPECT_EQ(inbox("acme/y1", 0).size(), 0u);
   EXPECT_EQ(inbox("beta/w9", 0).size(), 0u); // another tenant's provider
   // A filter: name prefix, and a limit.
-  ASSERT_TRUE(ask("acme/d", {{"op", "bcast"},
-                             {"capability", "cap.x"},
-                             {"message", {{"m", 2}}},
-                             {"filter", {{"name_prefix", "w"}, {"exclude", {"acme/w2"}}}}}));
+  ASSERT_TRUE(ask("acme/d",
+                  {{"op", "bcast"},
+                   {"capability", "cap.x"},
+                   {"message", {{"m", 2}}},
+                   {"filter", {{"name_prefix", "w"}, {"exclude", {"acme/w2"}}}}}));
   n = notices("acme/d", 2);
   ASSERT_EQ(n.size(), 2u);
   EXPECT_EQ(n[1]["body"]["sent_to"], json({"acme/w1"})) << n.dump();
   EXPECT_EQ(inbox("acme/w1", 2).size(), 2u);
-  ASSERT_TRUE(ask("acme/d", {{"op", "bcast"},
-                             {"capability", "cap.x"},
-                             {"message", {{"m", 3}}},
-                             {"filter", {{"limit", 2}, {"nodes", {"m1"}}}}}));
+  ASSERT_TRUE(ask("acme/d",
+                  {{"op", "bcast"},
+                   {"capability", "cap.x"},
+                   {"message", {{"m", 3}}},
+                   {"filter", {{"limit", 2}, {"nodes", {"m1"}}}}}));
   n = notices("acme/d", 3);
   ASSERT_EQ(n.size(), 3u);
   EXPECT_EQ(n[2]["body"]["sent_to"].size(), 2u) << n.dump();
-  ASSERT_TRUE(ask("acme/d", {{"op", "bcast"},
-                             {"capability", "cap.x"},
-                             {"message", {{"m", 4}}},
-                             {"filter", {{"nodes", {"elsewhere"}}}}}));
+  ASSERT_TRUE(ask("acme/d",
+                  {{"op", "bcast"},
+                   {"capability", "cap.x"},
+                   {"message", {{"m", 4}}},
+                   {"filter", {{"nodes", {"elsewhere"}}}}}));
   n = notices("acme/d", 4);
   ASSERT_EQ(n.size(), 4u);
   EXPECT_EQ(n[3]["body"]["sent_to"], json::array()) << n.dump();
   // Bad filters and names are refused at the call, naming what is wrong.
-  auto bad = ask("acme/d", {{"op", "bcast"}, {"capability", "cap.x"}, {"message", 1},
-                            {"filter", {{"colour", "red"}}}});
+  auto bad = ask(
+    "acme/d",
+    {{"op", "bcast"}, {"capability", "cap.x"}, {"message", 1}, {"filter", {{"colour", "red"}}}});
   ASSERT_FALSE(bad);
   EXPECT_NE(error_text(bad).find("unknown filter field 'colour'"), std::string::npos)
     << error_text(bad);
@@ -497,8 +502,9 @@ TEST_F(multiagent_test, ask_now_asks_in_parallel_and_answers_each_in_order) {
   EXPECT_NE((*slow)["answers"][1]["error"].get<std::string>().find("timeout"), std::string::npos)
     << slow->dump();
   // ensure_kind: a missing target is spawned with that kind, then asked.
-  auto made = ask("acme/f", {{"to", {"acme/fresh"}}, {"ensure", "counter"},
-                             {"body", {{"op", "add"}, {"by", 4}}}});
+  auto made =
+    ask("acme/f",
+        {{"to", {"acme/fresh"}}, {"ensure", "counter"}, {"body", {{"op", "add"}, {"by", 4}}}});
   ASSERT_TRUE(made) << error_text(made);
   EXPECT_EQ((*made)["answers"][0]["ok"]["value"], 4) << made->dump();
   auto view = ask("acme/fresh", {{"op", "get"}});

@@ -18,11 +18,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/fake_llm.hpp"
 #include "support/http_client.hpp"
 #include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
+using hive::test::fake_llm;
 using hive::test::http_client;
 using hive::test::node_process;
 using hive::test::read_file;
@@ -31,57 +33,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::string fake_script = std::string{HIVE_SOURCE_DIR} + "/tests/support/fake_llm.py";
-
 /// The API key the fake endpoint expects (passed to the node in HIVE_TEST_LLM_KEY).
 const std::string api_key = "sk-test-5ecret-0123456789abcdef";
-
-/// tests/support/fake_llm.py as a child process; its port is the first line it prints.
-class fake_llm {
-public:
-  fake_llm(const std::filesystem::path& record, std::vector<std::string> extra = {}) {
-    int out[2];
-    if (::pipe(out) != 0)
-      return;
-    std::vector<std::string> args{fake_script, "--record", record.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      ::close(out[1]);
-      hive::test::exec_child("/usr/bin/python3", std::move(args));
-    }
-    ::close(out[1]);
-    std::string line;
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < deadline && line.find('\n') == std::string::npos) {
-      pollfd p{out[0], POLLIN, 0};
-      if (::poll(&p, 1, 100) > 0) {
-        char buf[64];
-        auto n = ::read(out[0], buf, sizeof(buf));
-        if (n <= 0)
-          break;
-        line.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(out[0]);
-    if (line.find('\n') != std::string::npos)
-      port = static_cast<uint16_t>(std::stoi(line));
-  }
-
-  ~fake_llm() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  uint16_t port = 0;
-
-private:
-  pid_t pid_ = -1;
-};
 
 class llm_agent_test : public ::testing::Test {
 public:

@@ -60,9 +60,10 @@ TEST_F(multiagent_cluster_test, a_topic_reaches_subscribers_on_every_node_and_su
   }
   // 10 publications through n2's gateway: every subscriber gets all, in order.
   for (int i = 0; i < 10; ++i) {
-    auto r = ask(1, "acme/topic.news",
-                 {{"op", "publish"},
-                  {"message", {{"op", "append"}, {"key", "news"}, {"value", "m" + std::to_string(i)}}}});
+    auto r =
+      ask(1, "acme/topic.news",
+          {{"op", "publish"},
+           {"message", {{"op", "append"}, {"key", "news"}, {"value", "m" + std::to_string(i)}}}});
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(json::parse(r.body)["delivered_to"], 3) << r.body;
   }
@@ -82,9 +83,9 @@ TEST_F(multiagent_cluster_test, a_topic_reaches_subscribers_on_every_node_and_su
   ASSERT_TRUE(nodes[2].proc->wait_exit(10s));
   http_response r;
   auto served = within(20s, [&] {
-    r = ask(0, "acme/topic.news",
-            {{"op", "publish"},
-             {"message", {{"op", "append"}, {"key", "news"}, {"value", "m10"}}}});
+    r =
+      ask(0, "acme/topic.news",
+          {{"op", "publish"}, {"message", {{"op", "append"}, {"key", "news"}, {"value", "m10"}}}});
     return r.status == 200;
   });
   ASSERT_TRUE(served) << r.status << " " << r.body << "\n" << log_tails(6000);
@@ -103,14 +104,16 @@ TEST_F(multiagent_cluster_test, a_topic_reaches_subscribers_on_every_node_and_su
   EXPECT_EQ(json::parse(subs.body)["subscribers"], json({"acme/k1", "acme/k2", "acme/k3"}));
 }
 
-TEST_F(multiagent_cluster_test, a_broadcast_through_any_gateway_reaches_filtered_providers_on_every_node) {
+TEST_F(multiagent_cluster_test,
+       a_broadcast_through_any_gateway_reaches_filtered_providers_on_every_node) {
   form_three();
   const char* names[] = {"n1", "n2", "n3"};
   for (int i = 0; i < 3; ++i)
-    spawn_with(0, {{"id", "acme/c" + std::to_string(i + 1)},
-                   {"kind", "counter"},
-                   {"node", names[i]},
-                   {"capabilities", {"tally"}}});
+    spawn_with(0,
+               {{"id", "acme/c" + std::to_string(i + 1)},
+                {"kind", "counter"},
+                {"node", names[i]},
+                {"capabilities", {"tally"}}});
   spawn_with(0, {{"id", "beta/c9"}, {"kind", "counter"}, {"capabilities", {"tally"}}});
   auto r = call(2, "POST", "/v1/capabilities/tally/broadcast?tenant=acme",
                 {{"message", {{"op", "add"}, {"by", 5}}}});
@@ -150,18 +153,21 @@ TEST_F(multiagent_cluster_test, a_broadcast_through_any_gateway_reaches_filtered
 
 TEST_F(multiagent_cluster_test, a_judge_on_one_node_hears_debaters_on_the_others) {
   form_three();
-  spawn_with(0, {{"id", "acme/alice"},
-                 {"kind", "debater"},
-                 {"node", "n2"},
-                 {"config", {{"answer", "yes: {question}"}, {"confidence", 0.7}}}});
-  spawn_with(0, {{"id", "acme/bob"},
-                 {"kind", "debater"},
-                 {"node", "n3"},
-                 {"config", {{"answer", "no"}, {"confidence", 0.4}}}});
-  spawn_with(0, {{"id", "acme/judge"},
-                 {"kind", "judge"},
-                 {"node", "n1"},
-                 {"config", {{"debaters", {"alice", "bob"}}}}});
+  spawn_with(0,
+             {{"id", "acme/alice"},
+              {"kind", "debater"},
+              {"node", "n2"},
+              {"config", {{"answer", "yes: {question}"}, {"confidence", 0.7}}}});
+  spawn_with(0,
+             {{"id", "acme/bob"},
+              {"kind", "debater"},
+              {"node", "n3"},
+              {"config", {{"answer", "no"}, {"confidence", 0.4}}}});
+  spawn_with(0,
+             {{"id", "acme/judge"},
+              {"kind", "judge"},
+              {"node", "n1"},
+              {"config", {{"debaters", {"alice", "bob"}}}}});
   auto r = ask(2, "acme/judge", {{"op", "debate"}, {"question", "ship it?"}});
   ASSERT_EQ(r.status, 200) << r.body;
   auto j = json::parse(r.body);
