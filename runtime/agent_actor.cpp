@@ -175,13 +175,17 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 later_fn later_on(caf::actor_system& sys) {
   return [&sys](std::chrono::milliseconds delay, std::function<void()> f) {
-    sys.spawn([delay, f = std::move(f)](caf::event_based_actor* a) -> caf::behavior {
-      a->delayed_send(a, delay, retry_atom::value);
-      return {[a, f](retry_atom) {
-        f();
-        a->quit();
-      }};
-    });
+    // (The delay goes in as a spawn argument: CAF 0.17 spawns a function actor without
+    // arguments through a null tuple pointer, which UBSan reports.)
+    sys.spawn(
+      [f = std::move(f)](caf::event_based_actor* a, std::chrono::milliseconds d) -> caf::behavior {
+        a->delayed_send(a, d, retry_atom::value);
+        return {[a, f](retry_atom) {
+          f();
+          a->quit();
+        }};
+      },
+      delay);
   };
 }
 
@@ -292,6 +296,17 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
 /// spawn of the same id by another agent may still be writing its record).
 constexpr int ensure_attempts_max = 8;
 
+/// True for the answers of an id that does not exist yet, or whose spawn is still under way
+/// (an activation that finds its record written but the spawn's reservation still held answers
+/// `agent_failed` "... is being created, retry"): an ensured ask tries again. A crash of the
+/// target (also `agent_failed`) is not retried: its call may have had effects.
+bool not_there_yet(const caf::error& err) {
+  if (code_of(err) == errc::agent_not_found)
+    return true;
+  return code_of(err) == errc::agent_failed
+         && message_of(err).find(" is being created, retry") != std::string::npos;
+}
+
 /// Asks `to` through the runtime's asker; with `ensure_kind` set, a target that does not exist
 /// is spawned with that kind (`agent_actor_config::ensure`) and asked again: while another
 /// spawn of the id is still under way (the ensure finds it exists, the ask does not find it
@@ -328,8 +343,7 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
                                                   + " before the ask's timeout"));
     auto next = weak_run.lock();
     st->ask(st->to, st->call, left, [st, next](caf::expected<std::string> r) {
-      if (r || code_of(r.error()) != errc::agent_not_found
-          || ++st->attempts > ensure_attempts_max || !next)
+      if (r || !not_there_yet(r.error()) || ++st->attempts > ensure_attempts_max || !next)
         return st->done(std::move(r));
       st->ensure(st->to, st->kind, [st, next](caf::error err) {
         if (err)
