@@ -32,8 +32,8 @@
 #include "actors/auth.hpp"
 #include "actors/http_parse.hpp"
 #include "actors/json_check.hpp"
-#include "actors/llm_agent.hpp"
 #include "actors/listener.hpp"
+#include "actors/llm_agent.hpp"
 #include "actors/post_gate.hpp"
 #include "protocols/agent_id.hpp"
 #include "protocols/errc.hpp"
@@ -947,11 +947,11 @@ private:
         }
         sent.push_back(id.str());
       }
-      s.reply_json(http::status::accepted,
-                   dump(nlohmann::json{{"capability", name},
-                                       {"sent_to", std::move(sent)},
-                                       {"nodes_failed", res.value("nodes_failed",
-                                                                  nlohmann::json::array())}}));
+      s.reply_json(
+        http::status::accepted,
+        dump(nlohmann::json{{"capability", name},
+                            {"sent_to", std::move(sent)},
+                            {"nodes_failed", res.value("nodes_failed", nlohmann::json::array())}}));
     };
     if (auto* c = gw_.cluster_view.load())
       return c->providers(name, tenant, broadcast_recipients_max, default_timeout(),

@@ -74,7 +74,9 @@ struct llm_policy {
   void count(const caf::expected<llm_completion>& result, double seconds) const {
     if (requests == nullptr)
       return;
-    requests->Add({{"result", result ? std::string{"ok"} : std::string{to_string(code_of(result.error()))}}})
+    requests
+      ->Add(
+        {{"result", result ? std::string{"ok"} : std::string{to_string(code_of(result.error()))}}})
       .Increment();
     latency->Observe(seconds);
     if (result) {
@@ -91,7 +93,6 @@ struct http_answer {
   int status = 0;
   std::string body;
 };
-
 
 /// POSTs `body` to `<base>/chat/completions` within `timeout`. Errors: timeout, unavailable
 /// (cannot resolve or connect, connection broken, certificate refused), too_large (answer
@@ -784,12 +785,12 @@ caf::error register_llm_kinds(kind_registry& registry, const node_config::llm_se
                           .Name("hive_llm_requests_total")
                           .Help("Calls of llm agents to their endpoint, by result (ok or errc)")
                           .Register(reg);
-    policy->latency = &BuildHistogram()
-                         .Name("hive_llm_request_seconds")
-                         .Help("Time of one llm endpoint call (connect to whole answer)")
-                         .Register(reg)
-                         .Add({}, Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
-                                                              2.5, 5, 10, 30, 60});
+    policy->latency =
+      &BuildHistogram()
+         .Name("hive_llm_request_seconds")
+         .Help("Time of one llm endpoint call (connect to whole answer)")
+         .Register(reg)
+         .Add({}, Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
     auto& tokens = BuildCounter()
                      .Name("hive_llm_tokens_total")
                      .Help("Tokens llm agents spent, as their endpoint counted them, by type")

@@ -89,9 +89,7 @@ namespace {
 caf::error check_llm_base_url(std::string_view v, std::string_view what) {
   if (v.empty())
     return {};
-  auto bad = [&](const std::string& why) {
-    return config_error(std::string{what} + ": " + why);
-  };
+  auto bad = [&](const std::string& why) { return config_error(std::string{what} + ": " + why); };
   if (v.size() > 2048)
     return bad("longer than 2048 bytes");
   auto rest = v;
@@ -102,8 +100,7 @@ caf::error check_llm_base_url(std::string_view v, std::string_view what) {
   else
     return bad("must start with http:// or https://");
   for (char ch : v)
-    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#'
-        || ch == '@')
+    if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#' || ch == '@')
       return bad("must not hold spaces, control characters, user info, a query or a fragment");
   if (rest.empty() || rest.front() == '/' || rest.front() == ':')
     return bad("has no host");

@@ -269,7 +269,6 @@ void expect_host(SslStream& stream, const std::string& host) {
     SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
 }
 
-
 /// Sends one request to `node` and reads the reply; the whole exchange (connect, TLS
 /// handshake, write, read) must finish within `timeout`. Errors, naming the node and the step:
 /// io_error (for https also a certificate that does not verify), timeout, invalid_argument

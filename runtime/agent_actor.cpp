@@ -3,10 +3,10 @@
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
-#include <optional>
 #include <future>
 #include <list>
+#include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "protocols/errc.hpp"
@@ -231,8 +231,9 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
           if (send)
             send(self_id, notice_call(self_id, cid, to, std::move(n)));
         };
-        ask_ensuring(st.cfg, later_on(self->system()), m.to, std::move(m.call), m.after,
-                     m.ensure_kind, std::move(back));
+        // (The retry timer only for ensured asks: most asks never need it.)
+        ask_ensuring(st.cfg, m.ensure_kind.empty() ? later_fn{} : later_on(self->system()), m.to,
+                     std::move(m.call), m.after, m.ensure_kind, std::move(back));
         break;
       }
       case out_t::event:
@@ -256,13 +257,14 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
           }
           nlohmann::json out{{"capability", cap},
                              {"sent_to", std::move(sent)},
-                             {"nodes_failed", j.is_object() && j.contains("nodes_failed")
-                                                ? j["nodes_failed"]
-                                                : nlohmann::json::array()}};
+                             {"nodes_failed",
+                              j.is_object() && j.contains("nodes_failed")
+                                ? j["nodes_failed"]
+                                : nlohmann::json::array()}};
           if (send)
-            send(self_id, notice_call(self_id, cid, self_id.str(),
-                                      agent_notice{agent_notice::broadcast, std::move(tag), 0,
-                                                   out.dump()}));
+            send(self_id,
+                 notice_call(self_id, cid, self_id.str(),
+                             agent_notice{agent_notice::broadcast, std::move(tag), 0, out.dump()}));
         };
         if (st.cfg.providers)
           st.cfg.providers(m.capability, st.cfg.id.tenant, broadcast_recipients_max,
@@ -304,7 +306,7 @@ bool not_there_yet(const caf::error& err) {
   if (code_of(err) == errc::agent_not_found)
     return true;
   return code_of(err) == errc::agent_failed
-         && message_of(err).find(" is being created, retry") != std::string::npos;
+    && message_of(err).find(" is being created, retry") != std::string::npos;
 }
 
 /// Asks `to` through the runtime's asker; with `ensure_kind` set, a target that does not exist
@@ -333,14 +335,15 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
   auto st = std::make_shared<attempt_state>(
     attempt_state{cfg.ask, cfg.ensure, later, to, std::move(call), ensure_kind,
                   std::chrono::steady_clock::now() + timeout, std::move(done)});
-  // One attempt: ask; not found -> ensure, then the next attempt (after a pause from the second on).
+  // One attempt: ask; not found -> ensure, then the next attempt (after a pause from the second
+  // on).
   auto run = std::make_shared<std::function<void()>>();
   *run = [st, weak_run = std::weak_ptr<std::function<void()>>{run}]() {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       st->deadline - std::chrono::steady_clock::now());
     if (left.count() < 1)
-      return st->done(make_error(errc::timeout, "no answer from " + st->to.str()
-                                                  + " before the ask's timeout"));
+      return st->done(
+        make_error(errc::timeout, "no answer from " + st->to.str() + " before the ask's timeout"));
     auto next = weak_run.lock();
     st->ask(st->to, st->call, left, [st, next](caf::expected<std::string> r) {
       if (r || !not_there_yet(r.error()) || ++st->attempts > ensure_attempts_max || !next)
@@ -362,8 +365,7 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
 /// ask by its timeout; a guard a little later marks any still missing as timed out (a late
 /// answer then finds the shared state alive and is dropped).
 std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& cfg,
-                                                     const later_fn& later,
-                                                     uint64_t correlation_id,
+                                                     const later_fn& later, uint64_t correlation_id,
                                                      std::vector<call_context::request>& reqs,
                                                      std::chrono::milliseconds timeout) {
   struct shared {
@@ -400,8 +402,9 @@ std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& c
   out.reserve(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) {
     if (!sh->answers[i])
-      sh->answers[i] = make_error(errc::timeout, reqs[i].to.str() + " did not answer within "
-                                                   + std::to_string(timeout.count()) + " ms");
+      sh->answers[i] = make_error(errc::timeout,
+                                  reqs[i].to.str() + " did not answer within "
+                                    + std::to_string(timeout.count()) + " ms");
     out.push_back(std::move(*sh->answers[i]));
   }
   return out;
@@ -651,11 +654,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         ctx.set_committer(
           [self](std::vector<std::string>& events) { return commit_now(self, events); });
       if (st.cfg.detached)
-        ctx.set_waiter([self, &st, cid = call.env.correlation_id](
-                         std::vector<call_context::request>& reqs,
-                         std::chrono::milliseconds timeout) {
-          return ask_and_wait(st.cfg, later_on(self->system()), cid, reqs, timeout);
-        });
+        ctx.set_waiter(
+          [self, &st, cid = call.env.correlation_id](std::vector<call_context::request>& reqs,
+                                                     std::chrono::milliseconds timeout) {
+            return ask_and_wait(st.cfg, later_on(self->system()), cid, reqs, timeout);
+          });
       caf::expected<std::string> result{std::string{}};
       try {
         result = st.instance->handle(ctx);

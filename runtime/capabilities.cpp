@@ -53,8 +53,9 @@ caf::expected<broadcast_filter> broadcast_filter::parse(const nlohmann::json& j)
   auto strings = [&](const nlohmann::json& v, const std::string& field,
                      std::vector<std::string>& out) -> caf::error {
     if (!v.is_array() || v.size() > broadcast_recipients_max)
-      return bad(field, "must be an array of at most " + std::to_string(broadcast_recipients_max)
-                          + " strings");
+      return bad(field,
+                 "must be an array of at most " + std::to_string(broadcast_recipients_max)
+                   + " strings");
     for (auto& x : v) {
       if (!x.is_string() || x.get_ref<const std::string&>().size() > 256)
         return bad(field, "must hold strings of at most 256 bytes");
@@ -79,8 +80,8 @@ caf::expected<broadcast_filter> broadcast_filter::parse(const nlohmann::json& j)
       f.load_max = v.get<uint64_t>();
     } else if (key == "name_prefix") {
       if (!v.is_string() || v.get_ref<const std::string&>().size() > agent_name_bytes_max)
-        return bad(key, "must be a string of at most " + std::to_string(agent_name_bytes_max)
-                          + " bytes");
+        return bad(
+          key, "must be a string of at most " + std::to_string(agent_name_bytes_max) + " bytes");
       f.name_prefix = v.get<std::string>();
     } else if (key == "limit") {
       if (!v.is_number_integer() || v.get<int64_t>() < 1

@@ -1136,10 +1136,10 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       p->providers(cap, tenant, limit, std::chrono::seconds(2),
                    [done = std::move(done)](nlohmann::json j) { done(j.dump()); });
     });
-  rt.set_agent_spawner([p = c.get()](spawn_request req,
-                                     std::function<void(caf::expected<agent_view>)> done) {
-    p->spawn(std::move(req), {}, std::move(done));
-  });
+  rt.set_agent_spawner(
+    [p = c.get()](spawn_request req, std::function<void(caf::expected<agent_view>)> done) {
+      p->spawn(std::move(req), {}, std::move(done));
+    });
   // Forwarders of moved agents send on the call transport: the connection new calls to that
   // member take, so forwarded and later messages keep one order.
   rt.set_remote_forwarder(

@@ -79,8 +79,7 @@ caf::error call_context::send(const agent_id& to, caf::message content) {
 
 caf::error call_context::ask(const agent_id& to, std::string body,
                              std::chrono::milliseconds timeout, std::string tag,
-                             std::string client_id, uint64_t client_seq,
-                             std::string ensure_kind) {
+                             std::string client_id, uint64_t client_seq, std::string ensure_kind) {
   if (auto err = check_send(to))
     return err;
   if (auto err = check_timeout(timeout))
@@ -117,17 +116,17 @@ caf::error call_context::check_timeout(std::chrono::milliseconds timeout) {
   return {};
 }
 
-caf::expected<std::vector<caf::expected<std::string>>>
-call_context::ask_now(std::vector<request> requests, std::chrono::milliseconds timeout) {
+caf::expected<std::vector<caf::expected<std::string>>> call_context::ask_now(
+  std::vector<request> requests, std::chrono::milliseconds timeout) {
   if (!waiter_)
     return make_error(errc::internal,
                       self_id_.str() + ": ask_now() needs a kind marked blocking (kind_spec)");
   if (auto err = check_timeout(timeout))
     return err;
   if (requests.size() > outbox_messages_max)
-    return make_error(errc::too_large, "ask_now takes at most "
-                                         + std::to_string(outbox_messages_max) + " asks, not "
-                                         + std::to_string(requests.size()));
+    return make_error(errc::too_large,
+                      "ask_now takes at most " + std::to_string(outbox_messages_max) + " asks, not "
+                        + std::to_string(requests.size()));
   for (auto& r : requests) {
     if (r.to.tenant != self_id_.tenant)
       return make_error(errc::invalid_argument,
@@ -135,7 +134,8 @@ call_context::ask_now(std::vector<request> requests, std::chrono::milliseconds t
                           + ": agents talk within their tenant only");
     if (r.to == self_id_)
       return make_error(errc::invalid_argument,
-                        self_id_.str() + " may not ask_now itself: it would wait for its own reply");
+                        self_id_.str()
+                          + " may not ask_now itself: it would wait for its own reply");
   }
   if (requests.empty())
     return std::vector<caf::expected<std::string>>{};

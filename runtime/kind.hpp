@@ -133,8 +133,8 @@ public:
   /// learn of state that a crash could still lose. Errors of the whole call: internal (not a
   /// blocking kind), invalid_argument (timeout not in 1 ms..1 h, another tenant, the agent
   /// itself, which would wait for its own reply), too_large (more than outbox_messages_max).
-  [[nodiscard]] caf::expected<std::vector<caf::expected<std::string>>>
-  ask_now(std::vector<request> requests, std::chrono::milliseconds timeout);
+  [[nodiscard]] caf::expected<std::vector<caf::expected<std::string>>> ask_now(
+    std::vector<request> requests, std::chrono::milliseconds timeout);
 
   /// What `ask_now` calls (set by the runtime for blocking kinds): sends the asks with the
   /// timeout (already cut to the deadline) and returns their answers in order.

@@ -337,9 +337,9 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         return done(R"({"providers":[],"nodes_failed":[]})");
       (*f)(cap, tenant, limit, std::move(done));
     };
-    acfg.ensure = [spawner = ctx->spawner, cid = view.id.str()](
-                    const agent_id& id, const std::string& kind,
-                    std::function<void(caf::error)> done) {
+    acfg.ensure = [spawner = ctx->spawner,
+                   cid = view.id.str()](const agent_id& id, const std::string& kind,
+                                        std::function<void(caf::error)> done) {
       auto f = spawner->get();
       if (!f)
         return done(make_error(errc::shutting_down, "the node is shutting down"));

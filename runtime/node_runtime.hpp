@@ -199,8 +199,8 @@ using provider_finder =
 
 /// Where agents' implicit spawns go (`call_context::request::ensure_kind`, subscriptions to
 /// topics): this node's runtime, or the cluster's placement once a cluster is attached.
-using agent_spawner = replaceable_fn<std::function<void(
-  spawn_request req, std::function<void(caf::expected<agent_view>)> done)>>;
+using agent_spawner = replaceable_fn<
+  std::function<void(spawn_request req, std::function<void(caf::expected<agent_view>)> done)>>;
 
 /// How forwarders of agents that moved away reach the agent's new node (the cluster's call
 /// transport once a cluster is attached; without it, the actor the ship function returned).

@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/llm_agent.hpp"
-#include "support/fake_llm.hpp"
 #include "protocols/errc.hpp"
+#include "support/fake_llm.hpp"
 
 using nlohmann::json;
 using testing::HasSubstr;

@@ -439,10 +439,10 @@ TEST_F(llm_agent_test, the_debate_example_runs_on_llm_agents_and_charges_the_ten
   // One llm agent per voice (each keeps its own conversation) and one for the judge.
   for (auto id : {"acme/gpt-a", "acme/gpt-b", "acme/gpt-judge"})
     ASSERT_EQ(spawn(id, json::object()).first, 201);
-  ASSERT_EQ(spawn("acme/pro", {{"llm", "gpt-a"}, {"persona", "Argue for."}, {"confidence", 0.4}},
-                  "debater")
-              .first,
-            201);
+  ASSERT_EQ(
+    spawn("acme/pro", {{"llm", "gpt-a"}, {"persona", "Argue for."}, {"confidence", 0.4}}, "debater")
+      .first,
+    201);
   ASSERT_EQ(spawn("acme/con", {{"llm", "gpt-b"}, {"persona", "Argue against."}}, "debater").first,
             201);
   ASSERT_EQ(
@@ -490,9 +490,9 @@ TEST_F(llm_agent_test, only_an_admin_may_stop_or_spawn_a_tenants_budget) {
   ASSERT_TRUE(del);
   EXPECT_EQ(del->status, 403) << del->body;
   EXPECT_NE(del->body.find("only an admin may stop it"), std::string::npos) << del->body;
-  auto sp = http.request("POST", "/v1/agents",
-                         json{{"id", "beta/llm-budget"}, {"kind", "counter"}}.dump(),
-                         {{"Authorization", op.at("Authorization")}});
+  auto sp =
+    http.request("POST", "/v1/agents", json{{"id", "beta/llm-budget"}, {"kind", "counter"}}.dump(),
+                 {{"Authorization", op.at("Authorization")}});
   ASSERT_TRUE(sp);
   EXPECT_EQ(sp->status, 403) << sp->body; // (beta is not its tenant either)
   auto own = http.request("POST", "/v1/agents",
