@@ -393,7 +393,31 @@ int main(int argc, char** argv) {
   workflow->add_option("--dir", wfo.parent_dir, "the temporary data directory is made under DIR")
     ->check(CLI::ExistingDirectory);
   workflow->add_option("--json", wfo.json_file, "write the figures as JSON to FILE");
+  bench::density_options den;
+  auto density = app.add_subcommand(
+    "density", "live idle agents in memory (goal: 1M under 2 GiB RSS) and passivated agents on disk "
+               "(goal: 10M), one process");
+  density->add_option("--live", den.live_agents, "journaled counters kept live and idle (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
+  density
+    ->add_option("--passivated", den.passivated_agents,
+                 "journaled counters created and passivated onto disk (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{1000000000}));
+  density->add_option("--check", den.check_agents, "agents of each phase read back (a sample)")
+    ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
+  density->add_option("--seed", den.seed, "seed of the sample (0 = from the clock)");
+  density->add_option("--window", den.window, "spawns (+ adds) in flight")
+    ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
+  density->add_option("--passivate-idle-ms", den.passivate_idle_ms, "idle time before passivation")
+    ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
+  density->add_option("--dir", den.parent_dir, "the temporary data directory is made under DIR")
+    ->check(CLI::ExistingDirectory);
+  density->add_flag("--keep", den.keep, "keep the data directory");
+  density->add_option("--json", den.json_file, "write the figures as JSON to FILE");
+  density->add_option("--set", den.settings, "node config override KEY=VALUE, repeatable");
   CLI11_PARSE(app, argc, argv);
+  if (density->parsed())
+    return bench::run_density(den);
   if (workflow->parsed())
     return bench::run_workflow(wfo);
   if (gateway->parsed())

@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -1174,6 +1175,307 @@ int run_durable(const durable_options& opts) {
   }
 
   std::printf("load average at end: %s\n", load_average().c_str());
+  out["load_average_end"] = load_average();
+  out["ok"] = ok;
+  if (!opts.json_file.empty())
+    std::ofstream{opts.json_file} << out.dump(2) << "\n";
+  if (opts.keep) {
+    std::printf("data dir kept: %s\n", data_dir.c_str());
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir, ec);
+  }
+  std::printf("%s\n", ok ? "OK" : "FAIL");
+  return ok ? 0 : 1;
+}
+
+// -- agent-bench density ---------------------------------------------------------------------
+
+namespace {
+
+/// Prints "what: done/total (rate/s, elapsed)" to stderr every second while alive: in place
+/// on a terminal, one line each 10 s otherwise.
+class progress {
+public:
+  progress(std::string what, uint64_t total, const std::atomic<uint64_t>& done)
+    : what_(std::move(what)), total_(total), done_(done), tty_(isatty(2) != 0),
+      t0_(clock_type::now()), thread_([this] { loop(); }) {
+  }
+
+  ~progress() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    print(true);
+  }
+
+  progress(const progress&) = delete;
+  progress& operator=(const progress&) = delete;
+
+private:
+  void loop() {
+    std::unique_lock<std::mutex> guard{mtx_};
+    int ticks = 0;
+    while (!cv_.wait_for(guard, std::chrono::seconds{1}, [this] { return stop_; }))
+      if (tty_ || ++ticks % 10 == 0)
+        print(false);
+  }
+
+  void print(bool last) {
+    auto n = done_.load();
+    auto s = seconds_since(t0_);
+    std::fprintf(stderr, "%s  %s: %llu/%llu (%.0f/s, %.0f s)%s", tty_ ? "\r" : "", what_.c_str(),
+                 static_cast<unsigned long long>(n), static_cast<unsigned long long>(total_),
+                 s > 0 ? static_cast<double>(n) / s : 0.0, s, tty_ && !last ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+  std::string what_;
+  uint64_t total_;
+  const std::atomic<uint64_t>& done_;
+  bool tty_;
+  clock_type::time_point t0_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+agent_id density_id(char prefix, uint64_t i) {
+  auto id = parse_agent_id("bench/" + std::string(1, prefix) + std::to_string(i));
+  if (!id)
+    die("bad agent id: " + describe(id.error()));
+  return std::move(*id);
+}
+
+/// Spawns counters `bench/<prefix><i>` for i < n and gives each one add, `window` operations in
+/// flight, showing progress.
+outcome create_counters(node_runtime& rt, char prefix, uint64_t n, uint64_t window,
+                        const std::string& what) {
+  std::atomic<uint64_t> done_count{0};
+  progress p{what, n, done_count};
+  return windowed(n, window, [&](uint64_t i, const done_fn& done) {
+    auto id = density_id(prefix, i);
+    auto finish = [done, &done_count](const std::string& err) {
+      ++done_count;
+      done(err);
+    };
+    rt.spawn(spawn_request{id, "counter", json::object(), false, restart_type::permanent, i},
+             [&rt, id, i, finish](caf::expected<agent_view> v) {
+               if (!v)
+                 return finish(describe(v.error()));
+               rt.ask(id, make_call(add_body, i), ask_timeout,
+                      [finish](caf::expected<std::string> reply) {
+                        if (!reply)
+                          return finish(describe(reply.error()));
+                        finish(*reply == value_reply(1) ? std::string{}
+                                                         : "reply " + *reply + ", expected 1");
+                      });
+             });
+  });
+}
+
+/// Asks `get` of a seeded sample of `k` counters out of `n`; returns the outcome and the ask
+/// latencies (ms, sorted).
+std::pair<outcome, std::vector<float>> check_sample(node_runtime& rt, char prefix, uint64_t n,
+                                                    uint64_t k, uint64_t seed) {
+  std::mt19937_64 rng{seed};
+  std::uniform_int_distribution<uint64_t> pick{0, n - 1};
+  outcome out;
+  std::vector<float> lat_ms;
+  for (uint64_t j = 0; j < std::min(k, n); ++j) {
+    auto i = pick(rng);
+    auto t0 = clock_type::now();
+    auto r = ask_sync(rt, density_id(prefix, i), get_body, i);
+    lat_ms.push_back(static_cast<float>(seconds_since(t0) * 1000));
+    std::string err = !r ? describe(r.error())
+                         : (*r == value_reply(1) ? std::string{} : "reply " + *r + ", expected 1");
+    if (!err.empty()) {
+      if (out.failed++ == 0)
+        out.first_error = "bench/" + std::string(1, prefix) + std::to_string(i) + ": " + err;
+      ++out.errors[err.substr(0, 80)];
+    }
+  }
+  std::sort(lat_ms.begin(), lat_ms.end());
+  return {out, lat_ms};
+}
+
+std::string make_data_dir(const std::string& parent) {
+  std::string tmpl = parent + "/hive-density-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (mkdtemp(buf.data()) == nullptr)
+    die("cannot make a temporary directory under " + parent);
+  return buf.data();
+}
+
+constexpr uint64_t live_goal_agents = 1000000;
+constexpr uint64_t live_goal_rss_bytes = uint64_t{2} << 30;
+constexpr uint64_t passivated_goal_agents = 10000000;
+
+} // namespace
+
+int run_density(const density_options& opts) {
+  bool ok = true;
+  json out{{"scenario", "density"}};
+  auto data_dir = make_data_dir(opts.parent_dir);
+  auto fs_name = filesystem_of(data_dir);
+  auto seed = opts.seed != 0
+                ? opts.seed
+                : static_cast<uint64_t>(clock_type::now().time_since_epoch().count());
+  durable_options base;
+  base.settings = opts.settings;
+  base.footprint_agents =
+    std::max(opts.live_agents, std::min<uint64_t>(opts.passivated_agents, 1000000));
+  auto cfg = bench_config(base);
+  cfg.quota.agents_max = std::max<int64_t>(cfg.quota.agents_max, cfg.agents.agents_max);
+  log::init(cfg.node.name, cfg.log.level);
+  caf::actor_system_config sys_cfg;
+  configure_actor_system(sys_cfg, cfg);
+  caf::actor_system sys{sys_cfg};
+  std::printf("agent-bench density: data dir %s on %s, %u cores, %zu scheduler threads, sample "
+              "seed %llu (--seed), load average at start %s\n",
+              data_dir.c_str(), fs_name.c_str(), std::thread::hardware_concurrency(),
+              static_cast<size_t>(scheduler_threads(cfg)), static_cast<unsigned long long>(seed),
+              load_average().c_str());
+  std::fflush(stdout);
+  out["data_dir"] = data_dir;
+  out["filesystem"] = fs_name;
+  out["seed"] = seed;
+  out["load_average_start"] = load_average();
+  auto mem_start = memory_now();
+  out["process_rss_bytes_at_start"] = mem_start.rss;
+
+  // -- 1. live idle agents: journaled counters, one add each, never passivated
+  if (opts.live_agents > 0) {
+    auto n = opts.live_agents;
+    auto lcfg = cfg;
+    lcfg.persistence.passivate_idle_ms = 0;
+    auto m = std::make_shared<metrics>();
+    auto db = open_store(lcfg, data_dir + "/live", m);
+    auto rt = start_runtime(sys, lcfg, m, db);
+    auto mem0 = memory_now();
+    auto t0 = clock_type::now();
+    auto made = create_counters(*rt, 'l', n, opts.window, "live: spawned + one add");
+    auto create_s = seconds_since(t0);
+    if (made.failed > 0)
+      die("creating live counters: " + std::to_string(made.failed) + " failed, first: "
+          + made.first_error);
+    std::this_thread::sleep_for(std::chrono::milliseconds{500}); // counter flushes, timers
+    auto live = rt->agent_count();
+    auto mem1 = memory_now();
+    auto dn = static_cast<double>(n);
+    auto [check, lat] = check_sample(*rt, 'l', n, opts.check_agents, seed);
+    bool good = check.failed == 0 && live >= n;
+    ok = ok && good;
+    bool goal = n >= live_goal_agents && mem1.rss < live_goal_rss_bytes;
+    std::printf("\nlive idle agents (journaled counters, one add each): %zu live\n"
+                "  process RSS %.0f MiB (%.0f MiB before the runtime started), %.0f bytes RSS "
+                "per agent, heap in use %.0f bytes per agent\n"
+                "  created in %.1f s (%.0f/s, spawn + one durable add, %llu in flight)\n"
+                "  check: %s (%zu sampled, get p50 %.3f ms, p99 %.3f ms%s%s)\n"
+                "  goal >= %llu live idle agents under %.0f MiB RSS: %s\n",
+                live, static_cast<double>(mem1.rss) / (1 << 20),
+                static_cast<double>(mem_start.rss) / (1 << 20), mem1.rss_delta(mem0) / dn,
+                mem1.heap_delta(mem0) / dn, create_s, dn / create_s,
+                static_cast<unsigned long long>(opts.window), good ? "OK" : "FAIL", lat.size(),
+                quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
+                good ? "" : check.summary().c_str(),
+                static_cast<unsigned long long>(live_goal_agents),
+                static_cast<double>(live_goal_rss_bytes) / (1 << 20),
+                goal ? "MET" : (n < live_goal_agents ? "not measured (fewer agents)" : "MISSED"));
+    std::fflush(stdout);
+    out["live"] = {{"agents", n},
+                   {"kind", "counter"},
+                   {"persistence", "journaled"},
+                   {"live_after", live},
+                   {"rss_bytes", mem1.rss},
+                   {"rss_bytes_before_runtime", mem_start.rss},
+                   {"rss_bytes_per_agent", mem1.rss_delta(mem0) / dn},
+                   {"heap_bytes_per_agent", mem1.heap_delta(mem0) / dn},
+                   {"create_seconds", create_s},
+                   {"checked", lat.size()},
+                   {"check_failures", check.failed},
+                   {"get_p50_ms", quantile(lat, 0.5)},
+                   {"get_p99_ms", quantile(lat, 0.99)},
+                   {"goal_agents", live_goal_agents},
+                   {"goal_rss_bytes", live_goal_rss_bytes},
+                   {"goal_met", goal}};
+    t0 = clock_type::now();
+    stop_runtime(rt);
+    close_store(db);
+    std::printf("  stopped %zu agents and closed the store in %.1f s\n", live, seconds_since(t0));
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir + "/live", ec);
+  }
+
+  // -- 2. passivated agents: journaled counters, one add each, passivated; left on disk
+  if (opts.passivated_agents > 0) {
+    auto n = opts.passivated_agents;
+    auto pcfg = cfg;
+    pcfg.persistence.passivate_idle_ms = static_cast<int64_t>(opts.passivate_idle_ms);
+    auto m = std::make_shared<metrics>();
+    auto db = open_store(pcfg, data_dir + "/passivated", m);
+    auto rt = start_runtime(sys, pcfg, m, db);
+    auto t0 = clock_type::now();
+    auto made = create_counters(*rt, 'p', n, opts.window, "passivated: spawned + one add");
+    auto create_s = seconds_since(t0);
+    if (made.failed > 0)
+      die("creating passivated counters: " + std::to_string(made.failed) + " failed, first: "
+          + made.first_error);
+    t0 = clock_type::now();
+    wait_agent_count_at_most(*rt, 0, "passivation");
+    auto passivate_s = seconds_since(t0);
+    auto mem_idle = memory_now();
+    stop_runtime(rt);
+    auto db_path = db->path();
+    close_store(db);
+    auto disk = du(db_path);
+    auto dn = static_cast<double>(n);
+    // A restarted node serves them: a seeded sample is activated from disk and read.
+    db = open_store(pcfg, data_dir + "/passivated", m);
+    rt = start_runtime(sys, pcfg, m, db);
+    auto [check, lat] = check_sample(*rt, 'p', n, opts.check_agents, seed);
+    bool good = check.failed == 0;
+    ok = ok && good;
+    stop_runtime(rt);
+    close_store(db);
+    bool goal = n >= passivated_goal_agents;
+    std::printf("\npassivated agents (journaled counters, one add each, then idle %llu ms): %llu\n"
+                "  created in %.1f s (%.0f/s), all passivated %.1f s after the last; process RSS "
+                "then %.0f MiB\n"
+                "  on disk (du of the database directory, store closed): %.2f GiB, %.0f bytes per "
+                "agent\n"
+                "  check after a restart: %s (%zu sampled, activated and read: p50 %.3f ms, p99 "
+                "%.3f ms%s%s)\n"
+                "  goal >= %llu passivated agents on one node's disk: %s\n",
+                static_cast<unsigned long long>(opts.passivate_idle_ms),
+                static_cast<unsigned long long>(n), create_s, dn / create_s, passivate_s,
+                static_cast<double>(mem_idle.rss) / (1 << 20),
+                static_cast<double>(disk.allocated) / (1 << 30),
+                static_cast<double>(disk.allocated) / dn, good ? "OK" : "FAIL", lat.size(),
+                quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
+                good ? "" : check.summary().c_str(),
+                static_cast<unsigned long long>(passivated_goal_agents),
+                goal ? "MET" : "not measured (fewer agents)");
+    out["passivated"] = {{"agents", n},
+                         {"kind", "counter"},
+                         {"disk_bytes", disk.allocated},
+                         {"disk_bytes_per_agent", static_cast<double>(disk.allocated) / dn},
+                         {"create_seconds", create_s},
+                         {"passivate_seconds", passivate_s},
+                         {"rss_bytes_all_passivated", mem_idle.rss},
+                         {"checked", lat.size()},
+                         {"check_failures", check.failed},
+                         {"activation_p50_ms", quantile(lat, 0.5)},
+                         {"activation_p99_ms", quantile(lat, 0.99)},
+                         {"goal_agents", passivated_goal_agents},
+                         {"goal_met", goal}};
+  }
+
   out["load_average_end"] = load_average();
   out["ok"] = ok;
   if (!opts.json_file.empty())

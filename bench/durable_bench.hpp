@@ -39,4 +39,28 @@ struct durable_options {
 /// Runs the `durable` scenario; returns the process exit code (1 if a check failed).
 [[nodiscard]] int run_durable(const durable_options& opts);
 
+/// Settings of `agent-bench density` (see bench/README.md).
+struct density_options {
+  /// Journaled counters spawned, given one add each and kept live and idle (0 = skip).
+  uint64_t live_agents = 1000000;
+  /// Journaled counters created (one add each) and passivated, left on disk (0 = skip).
+  uint64_t passivated_agents = 10000000;
+  /// Agents of each phase asked again at the end (a seeded random sample) to check their value.
+  uint64_t check_agents = 1000;
+  /// Seed of the sample (0 = from the clock; printed either way).
+  uint64_t seed = 0;
+  /// Operations in flight while creating agents.
+  uint64_t window = 512;
+  /// Passivation idle time in the passivated phase.
+  uint64_t passivate_idle_ms = 500;
+  std::string parent_dir = "/tmp";
+  bool keep = false;
+  std::string json_file;
+  std::vector<std::string> settings;
+};
+
+/// Runs the `density` scenario (live idle agents per GiB; passivated agents per node's disk);
+/// returns the process exit code (1 if a check failed; a missed goal is reported, not failed).
+[[nodiscard]] int run_density(const density_options& opts);
+
 } // namespace hive::bench

@@ -1,5 +1,6 @@
 #include "runtime/agent_actor.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
@@ -200,6 +201,12 @@ template <class Self>
 void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
   auto& st = self->state;
   using out_t = call_context::outgoing;
+  if (st.km != nullptr && !outbox.empty()) {
+    auto sent = std::count_if(outbox.begin(), outbox.end(),
+                              [](const agent_call_out& m) { return m.type != out_t::timer; });
+    if (sent > 0)
+      st.km->messages_sent->Increment(static_cast<double>(sent));
+  }
   for (auto& m : outbox) {
     auto cid = m.call.env.correlation_id;
     switch (m.type) {
@@ -692,6 +699,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       if (timed) {
         auto dt = std::chrono::steady_clock::now() - t0;
         st.km->handling->Observe(std::chrono::duration<double>(dt).count());
+        st.km->mailbox->Observe(static_cast<double>(queued_messages(self)));
       }
       // Counter updates go out in batches: after flush_every messages, or when the messages
       // queued behind this one are done (the flush message goes to the back of the mailbox),

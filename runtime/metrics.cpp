@@ -20,6 +20,16 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Name("hive_messages_handled_total")
                          .Help("Messages handled by agents, per agent kind")
                          .Register(*registry_);
+  messages_sent_ = &BuildCounter()
+                      .Name("hive_messages_sent_total")
+                      .Help("Messages agents sent to other agents (tells, asks, broadcasts, "
+                            "published), per sending agent's kind")
+                      .Register(*registry_);
+  mailbox_ = &BuildHistogram()
+                .Name("hive_mailbox_messages")
+                .Help("Messages queued in an agent's mailbox behind the one it handles (one "
+                      "handled message in eight is sampled), per agent kind")
+                .Register(*registry_);
   failures_ = &BuildCounter()
                  .Name("hive_agent_failures_total")
                  .Help("Agent crashes (exceptions or failed starts), per agent kind")
@@ -244,6 +254,10 @@ kind_metrics& metrics::for_kind(const std::string& kind) {
   km.activations = &activations_->Add({{"kind", kind}});
   km.passivations = &passivations_->Add({{"kind", kind}});
   km.duplicates = &duplicates_->Add({{"kind", kind}});
+  km.messages_sent = &messages_sent_->Add({{"kind", kind}});
+  km.mailbox = &mailbox_->Add({{"kind", kind}},
+                              prometheus::Histogram::BucketBoundaries{0, 1, 4, 16, 64, 256, 1024,
+                                                                      4096, 16384, 65536});
   return kinds_.emplace(kind, km).first->second;
 }
 

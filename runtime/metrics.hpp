@@ -30,6 +30,10 @@ struct kind_metrics {
   prometheus::Counter* activations = nullptr;      ///< hive_activations_total{kind}
   prometheus::Counter* passivations = nullptr;     ///< hive_passivations_total{kind}
   prometheus::Counter* duplicates = nullptr;       ///< hive_duplicate_commands_total{kind}
+  prometheus::Counter* messages_sent = nullptr;    ///< hive_messages_sent_total{kind}
+  /// hive_mailbox_messages{kind}: the mailbox depth seen by a handled message (sampled with
+  /// the handling time, one message in eight).
+  prometheus::Histogram* mailbox = nullptr;
 };
 
 /// The node's metrics registry. Every series is named `hive_<thing>_<unit>`, label sets are
@@ -131,6 +135,8 @@ private:
   prometheus::Family<prometheus::Counter>* messages_handled_;
   prometheus::Family<prometheus::Counter>* failures_;
   prometheus::Family<prometheus::Histogram>* handling_;
+  prometheus::Family<prometheus::Counter>* messages_sent_;
+  prometheus::Family<prometheus::Histogram>* mailbox_;
   prometheus::Family<prometheus::Counter>* restarts_;
   prometheus::Family<prometheus::Counter>* escalations_;
   prometheus::Gauge* agents_live_;

@@ -1,6 +1,9 @@
 // End-to-end: the real agent-node binary on 127.0.0.1 with ephemeral ports.
 
 #include <fstream>
+#include <map>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -9,6 +12,7 @@
 
 #include "actors/auth.hpp"
 #include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
@@ -309,4 +313,202 @@ TEST(agent_node, agentctl_spawns_tells_asks_lists_inspects_and_stops_agents) {
   ::unsetenv("HIVE_URL");
   EXPECT_EQ(via_env.code, 0) << via_env.output;
   EXPECT_NE(via_env.output.find("acme/k1"), std::string::npos) << via_env.output;
+}
+
+// Issue #8: every series on /metrics is one of the documented families, with its documented
+// type, a unit in its name, and a bounded label set (never an agent id).
+TEST(agent_node, metrics_have_the_documented_names_types_units_and_labels) {
+  temp_dir dir;
+  auto log = (dir.path / "node.log").string();
+  node_process node{node_args(dir), log};
+  ASSERT_TRUE(node.wait_ready()) << read_file(log);
+  http_client http{node.gateway_port};
+  // Some traffic: a journaled counter, a topic that forwards to a subscriber (messages sent),
+  // an ask to a missing agent (a 404 series).
+  for (auto spec : {R"({"id":"acme/metrics-c1","kind":"counter"})",
+                    R"({"id":"acme/metrics-sub","kind":"counter"})",
+                    R"({"id":"acme/topic.metrics","kind":"topic"})"}) {
+    auto r = http.request("POST", "/v1/agents", spec);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 201) << r->body;
+  }
+  for (int i = 0; i < 40; ++i) {
+    auto r = http.request("POST", "/v1/agents/acme/metrics-c1/ask", R"({"op":"add","by":1})");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+  auto missing = http.request("POST", "/v1/agents/acme/metrics-nobody/ask", R"({"op":"get"})");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto sub = http.request("POST", "/v1/agents/acme/topic.metrics/ask",
+                          R"({"op":"subscribe","agent":"acme/metrics-sub"})");
+  ASSERT_TRUE(sub);
+  ASSERT_EQ(sub->status, 200) << sub->body;
+  auto pub = http.request("POST", "/v1/agents/acme/topic.metrics/ask",
+                          R"({"op":"publish","message":{"op":"add","by":5}})");
+  ASSERT_TRUE(pub);
+  ASSERT_EQ(pub->status, 200) << pub->body;
+
+  // name -> type: the whole documented set (README "Metrics", runtime/metrics.cpp,
+  // actors/llm_agent.cpp). A new family must be added here, with its type.
+  const std::map<std::string, std::string> documented{
+    {"hive_messages_handled_total", "counter"},
+    {"hive_messages_sent_total", "counter"},
+    {"hive_mailbox_messages", "histogram"},
+    {"hive_agent_failures_total", "counter"},
+    {"hive_message_handling_seconds", "histogram"},
+    {"hive_restarts_total", "counter"},
+    {"hive_escalations_total", "counter"},
+    {"hive_agents_live", "gauge"},
+    {"hive_breaker_transitions_total", "counter"},
+    {"hive_breakers", "gauge"},
+    {"hive_gateway_requests_total", "counter"},
+    {"hive_gateway_request_seconds", "histogram"},
+    {"hive_binary_requests_total", "counter"},
+    {"hive_binary_request_seconds", "histogram"},
+    {"hive_binary_connections", "gauge"},
+    {"hive_activations_total", "counter"},
+    {"hive_passivations_total", "counter"},
+    {"hive_duplicate_commands_total", "counter"},
+    {"hive_journal_commit_batch_writes", "histogram"},
+    {"hive_journal_commit_seconds", "histogram"},
+    {"hive_journal_append_seconds", "histogram"},
+    {"hive_storage_failures_total", "counter"},
+    {"hive_migrations_total", "counter"},
+    {"hive_migration_pause_seconds", "histogram"},
+    {"hive_replication_writes_total", "counter"},
+    {"hive_replication_repairs_total", "counter"},
+    {"hive_failovers_total", "counter"},
+    {"hive_replication_epochs_total", "counter"},
+    {"hive_transport_frames_total", "counter"},
+    {"hive_transport_writes_total", "counter"},
+    {"hive_transport_connections_refused_total", "counter"},
+    {"hive_transport_tells_failed_total", "counter"},
+    {"hive_transport_tls_refused_total", "counter"},
+    {"hive_llm_requests_total", "counter"},
+    {"hive_llm_request_seconds", "histogram"},
+    {"hive_llm_tokens_total", "counter"},
+  };
+  // What ARCHITECTURE.md's observability section names, present after the traffic above:
+  // messages in/out per kind, mailbox depth, handling latency, restarts, breaker state,
+  // activations, passivations, migrations and their pause, journal latency, gateway latency
+  // by route and code.
+  const std::vector<std::string> required{
+    "hive_messages_handled_total",  "hive_messages_sent_total",    "hive_mailbox_messages",
+    "hive_message_handling_seconds", "hive_restarts_total",        "hive_breakers",
+    "hive_activations_total",       "hive_passivations_total",     "hive_migration_pause_seconds",
+    "hive_journal_append_seconds",  "hive_gateway_request_seconds", "hive_gateway_requests_total",
+    "hive_agents_live"};
+  // Label names allowed per family type; `le` only on histogram buckets.
+  const std::set<std::string> label_names{"kind", "code",  "direction", "level", "result",
+                                          "route", "state", "to",        "way",   "type"};
+  // Units: counters end in _total; histograms and gauges name what they measure.
+  const std::vector<std::string> histogram_units{"_seconds", "_bytes", "_messages", "_writes"};
+  const std::set<std::string> unitless_gauges{"hive_agents_live", "hive_breakers",
+                                              "hive_binary_connections"};
+
+  http_client metrics{node.metrics_port};
+  std::string text;
+  // Counts are flushed once the agents' queues drain: wait for the topic's forward.
+  for (int i = 0; i < 200; ++i) {
+    auto scrape = metrics.request("GET", "/metrics");
+    ASSERT_TRUE(scrape);
+    ASSERT_EQ(scrape->status, 200);
+    text = scrape->body;
+    if (hive::test::metric_sum(text, "hive_messages_sent_total", {"kind=\"topic\""}) >= 1)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  std::map<std::string, std::string> types; // family -> type, from "# TYPE"
+  std::set<std::string> helped;
+  std::map<std::string, int> samples;
+  std::istringstream in{text};
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty())
+      continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::istringstream l{line.substr(7)};
+      std::string name, type;
+      l >> name >> type;
+      EXPECT_EQ(types.count(name), 0u) << "two TYPE lines for " << name;
+      types[name] = type;
+      continue;
+    }
+    if (line.rfind("# HELP ", 0) == 0) {
+      std::istringstream l{line.substr(7)};
+      std::string name;
+      l >> name;
+      helped.insert(name);
+      continue;
+    }
+    ASSERT_NE(line[0], '#') << "unexpected comment: " << line;
+    // A sample: NAME{labels} VALUE or NAME VALUE.
+    auto brace = line.find('{');
+    auto space = line.rfind(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    auto sample = line.substr(0, std::min(brace, space));
+    if (sample.rfind("hive_", 0) != 0)
+      continue; // prometheus-cpp's own exposer_* series
+    // The family: the sample name, without a histogram's suffix.
+    std::string family = sample;
+    for (auto suffix : {"_bucket", "_sum", "_count"}) {
+      auto s = std::string{suffix};
+      if (sample.size() > s.size() && sample.compare(sample.size() - s.size(), s.size(), s) == 0
+          && types.count(sample.substr(0, sample.size() - s.size())) > 0
+          && types[sample.substr(0, sample.size() - s.size())] == "histogram")
+        family = sample.substr(0, sample.size() - s.size());
+    }
+    ASSERT_EQ(types.count(family), 1u) << "a sample before its # TYPE: " << line;
+    ++samples[family];
+    if (types[family] != "histogram") {
+      EXPECT_EQ(sample, family) << line;
+    }
+    // Labels: allowed names only; no agent id or agent name in any value.
+    if (brace != std::string::npos) {
+      auto labels = line.substr(brace + 1, line.rfind('}') - brace - 1);
+      std::regex pair{R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
+      for (std::sregex_iterator it{labels.begin(), labels.end(), pair}, end; it != end; ++it) {
+        auto name = (*it)[1].str();
+        auto value = (*it)[2].str();
+        if (name == "le") {
+          EXPECT_EQ(sample, family + "_bucket") << "le outside a histogram bucket: " << line;
+          continue;
+        }
+        EXPECT_EQ(label_names.count(name), 1u) << "label '" << name << "' is not in the "
+                                               << "bounded set: " << line;
+        EXPECT_EQ(value.find("metrics-"), std::string::npos) << "an agent id in a label: " << line;
+        EXPECT_EQ(value.find("acme"), std::string::npos) << "a tenant in a label: " << line;
+      }
+    }
+  }
+  for (auto& [name, type] : types) {
+    if (name.rfind("hive_", 0) != 0)
+      continue; // prometheus-cpp's own (exposer_*) series
+    auto doc = documented.find(name);
+    ASSERT_NE(doc, documented.end())
+      << name << " (" << type << ") is not in the documented set: add it to this test, the "
+      << "README's metrics table and deploy/ where it matters";
+    EXPECT_EQ(type, doc->second) << name;
+    EXPECT_EQ(helped.count(name), 1u) << name << " has no # HELP";
+    if (type == "counter") {
+      EXPECT_TRUE(name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0) << name;
+    } else if (type == "histogram") {
+      bool unit = false;
+      for (auto& u : histogram_units)
+        unit = unit
+          || (name.size() > u.size() && name.compare(name.size() - u.size(), u.size(), u) == 0);
+      EXPECT_TRUE(unit) << name << " names no unit";
+    } else {
+      EXPECT_EQ(type, "gauge") << name;
+      EXPECT_EQ(unitless_gauges.count(name), 1u) << name;
+    }
+  }
+  for (auto& name : required) {
+    EXPECT_EQ(types.count(name), 1u) << name << " is missing from /metrics";
+    EXPECT_GT(samples[name], 0) << name << " has no series after the traffic";
+  }
+  EXPECT_GE(hive::test::metric_sum(text, "hive_messages_handled_total", {"kind=\"counter\""}), 41);
+  EXPECT_GE(hive::test::metric_sum(text, "hive_messages_sent_total", {"kind=\"topic\""}), 1);
+  EXPECT_GE(hive::test::metric_sum(text, "hive_mailbox_messages_count", {"kind=\"counter\""}), 5);
+  EXPECT_GE(hive::test::metric_sum(text, "hive_gateway_requests_total", {"code=\"404\""}), 1);
 }
