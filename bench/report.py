@@ -245,9 +245,16 @@ def machine_facts():
             text = f.read()
         m = re.search(r"^CMAKE_CXX_COMPILER:\w+=(.+)$", text, re.M)
         if m:
-            compiler = run_quiet([m.group(1).strip(), "--version"]).split("\n")[0]
+            cxx = m.group(1).strip()
+            compiler = run_quiet([cxx, "--version"]).split("\n")[0]
+            real = os.path.realpath(cxx)
+            if compiler and os.path.basename(real) != os.path.basename(cxx):
+                compiler += f" ({cxx} -> {os.path.basename(real)})"
         m = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", text, re.M)
         build_type = m.group(1).strip() if m else ""
+        m = re.search(r"^CMAKE_CXX_FLAGS_RELEASE:\w+=(.*)$", text, re.M)
+        if build_type == "Release" and m and m.group(1).strip():
+            build_type += f" `{m.group(1).strip()}`"
     if not compiler:
         compiler = run_quiet(["c++", "--version"]).split("\n")[0] or "unknown"
     facts["compiler"] = compiler + (f", build type {build_type} (build/release)"
@@ -303,6 +310,13 @@ class Peers:
         else:
             self.note = "no peers/raw.txt in the results directory (the peers were not run)"
         self.summary = os.path.join(self.dir, "summary.md")
+        self.foreign = ""
+        si = os.path.join(self.dir, "sysinfo.txt")
+        if os.path.exists(si):
+            with open(si, encoding="utf-8", errors="replace") as f:
+                m = re.search(r"^\s*total\s+([\d.]+)% of one CPU", f.read(), re.M)
+            if m:
+                self.foreign = m.group(1)
 
     def med(self, bench, system, cfg="default"):
         return median(self.vals.get((bench, system, cfg), []))
@@ -1161,6 +1175,9 @@ def build(results_dir, out_path, charts_dir, gnuplot, want_charts, require_chart
           f"| Load average | at start {run.get('load_start', machine.get('load_average', '?'))}"
           + (f"; at end {run['load_end']}" if run.get("load_end") else "")
           + " (1, 5, 15 min) |", ""]
+    if peers.vals and peers.foreign:
+        L[-1:-1] = [f"| Other load | processes outside this run used {peers.foreign} % of one CPU "
+                    "on average during the peers' part (their `sysinfo.txt`) |"]
     if peers.vals:
         L += [f"Erlang and raw-CAF peers (`../shared/peers/run_all.sh`) ran in the same run: "
               f"`{status['peers']['command']}`." if status.get("peers") else
