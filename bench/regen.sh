@@ -52,8 +52,11 @@ say() { printf '==> regen: %s\n' "$*"; }
 warn() { printf '==> regen: WARNING: %s\n' "$*" >&2; }
 die() { printf '==> regen: error: %s\n' "$*" >&2; exit 2; }
 
+q() { # one word for a shell line: as it is when that is safe, else quoted
+  if [[ "$1" =~ ^[A-Za-z0-9_./,=:@%+-]+$ ]]; then printf '%s' "$1"; else printf '%q' "$1"; fi
+}
 invocation="bash bench/regen.sh"
-for a in "$@"; do invocation+=" $(printf '%q' "$a")"; done
+for a in "$@"; do invocation+=" $(q "$a")"; done
 
 mode=full
 out=""
@@ -231,7 +234,13 @@ has_subcommand() { grep -qE "^[[:space:]]+$1([[:space:]]|$)" <<< "$bench_help"; 
 peers_dir="${HIVE_PEERS_DIR:-$repo/../shared/peers}"
 
 steps=()
-for s in "${all_steps[@]}"; do selected "$s" && steps+=("$s"); done
+for s in "${all_steps[@]}"; do
+  if selected "$s"; then
+    steps+=("$s")
+  else
+    printf '%s\tskipped\t0\t-\t\tnot selected (--only %s)\n' "$s" "$only" >> "$status_file"
+  fi
+done
 total=${#steps[@]}
 step=0
 failed=0
@@ -246,10 +255,7 @@ skip() { # skip NAME REASON
 }
 show() { # the command as one shell line, paths relative to the repository
   local s="" a
-  for a in "$@"; do
-    a="${a//"$repo"\//}"
-    if [[ "$a" =~ ^[A-Za-z0-9_./,=:@%+-]+$ ]]; then s+="$a "; else s+="$(printf '%q' "$a") "; fi
-  done
+  for a in "$@"; do s+="$(q "${a//"$repo"\//}") "; done
   printf '%s' "${s% }"
 }
 # run NAME JSON_FILE COMMAND...: one scenario with a time limit, its output in logs/NAME.log.

@@ -522,7 +522,8 @@ class Report:
         log = f" (log: `logs/{name}.log` in the results directory)"
         what = {"failed": f"failed with exit status {st['rc']}",
                 "timeout": "was stopped by the time limit"}.get(st["status"], st["status"])
-        note = f": {st['note']}" if st.get("note") else ""
+        note = st.get("note", "")
+        note = f": {note}" if note and not note.startswith("exit status") else ""
         return f"No figures: `{file}` is missing; the scenario {what} after {st['seconds']} s" \
                f"{note}{log}."
 
@@ -1213,8 +1214,8 @@ def build(results_dir, out_path, charts_dir, gnuplot, want_charts, require_chart
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, out_path)
-    print(f"report.py: wrote {out_path} ({len(rep.goals)} goal verdicts, "
-          f"{len(rendered)} charts in {charts_dir})")
+    print(f"report.py: wrote {out_path} ({plural(len(rep.goals), 'goal verdict')}, "
+          f"{plural(len(rendered), 'chart')} in {charts_dir})")
     if chart_problem and want_charts:
         print(f"report.py: charts skipped: {chart_problem}", file=sys.stderr)
     for e in errors:
