@@ -100,7 +100,7 @@ has "$tmp/missing/RESULTS.md" "QUICK RUN" \
   "Not run: agent-bench has no density subcommand." \
   "| #8 | >= 1,000,000 live idle agents under 2 GiB RSS | no figures (\`density.json\` missing) | not measured |" \
   "| #4 | cross-node ask p50 <= Erlang's round trip | hive 78.0 us; Erlang not measured | not measured" \
-  "Erlang and raw-CAF peers: not in this run"
+  "| **met** (quick run) |" "Erlang and raw-CAF peers: not in this run"
 
 # --- 4. malformed input fails clearly ---------------------------------------------------------------
 cp -r "$fixture" "$tmp/bad"
