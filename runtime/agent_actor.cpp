@@ -128,13 +128,13 @@ std::string dedup_key(const std::string& client, uint64_t seq) {
 }
 
 void remember(agent_actor_state& st, records::dedup_entry e) {
-  if (st.cfg.dedup_entries_max == 0)
+  if (st.cfg.env->dedup_entries_max == 0)
     return;
   auto key = dedup_key(e.client_id, e.client_seq);
   if (!st.dedup.emplace(key, e.reply).second)
     return;
   st.dedup_order.push_back(std::move(e));
-  while (st.dedup_order.size() > st.cfg.dedup_entries_max) {
+  while (st.dedup_order.size() > st.cfg.env->dedup_entries_max) {
     auto& old = st.dedup_order.front();
     st.dedup.erase(dedup_key(old.client_id, old.client_seq));
     st.dedup_order.pop_front();
@@ -146,8 +146,8 @@ void load_position(agent_actor_state& st, durable_position& pos) {
   st.snapshot_seq = pos.snapshot_seq;
   st.since_snapshot = pos.seq - pos.snapshot_seq;
   // The snapshot that is stored pruned what it covered, minus the retention.
-  st.pruned_through = pos.snapshot_seq > st.cfg.journal_retention_events
-    ? pos.snapshot_seq - st.cfg.journal_retention_events
+  st.pruned_through = pos.snapshot_seq > st.cfg.env->journal_retention_events
+    ? pos.snapshot_seq - st.cfg.env->journal_retention_events
     : 0;
   st.dedup.clear();
   st.dedup_order.clear();
@@ -211,8 +211,8 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
     auto cid = m.call.env.correlation_id;
     switch (m.type) {
       case out_t::tell:
-        if (st.cfg.send)
-          st.cfg.send(m.to, std::move(m.call));
+        if (st.cfg.env->send)
+          st.cfg.env->send(st.cfg.id, m.to, std::move(m.call));
         else
           log::event(spdlog::level::warn, "agent_send_dropped", {{"to", m.to.str()}},
                      st.cfg.id.str(), cid);
@@ -226,7 +226,7 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
       case out_t::ask: {
         ++st.pending_async;
         // The reply travels back by id: it finds this agent wherever it lives by then.
-        auto back = [send = st.cfg.send, self_id = st.cfg.id, to = m.to.str(), cid,
+        auto back = [env = st.cfg.env, self_id = st.cfg.id, to = m.to.str(), cid,
                      tag = std::move(m.tag)](caf::expected<std::string> r) mutable {
           agent_notice n{agent_notice::reply, std::move(tag), 0, {}};
           if (r) {
@@ -235,8 +235,8 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
             n.code = static_cast<uint16_t>(code_of(r.error()));
             n.body = message_of(r.error());
           }
-          if (send)
-            send(self_id, notice_call(self_id, cid, to, std::move(n)));
+          if (env->send)
+            env->send(self_id, self_id, notice_call(self_id, cid, to, std::move(n)));
         };
         // (The retry timer only for ensured asks: most asks never need it.)
         ask_ensuring(st.cfg, m.ensure_kind.empty() ? later_fn{} : later_on(self->system()), m.to,
@@ -244,21 +244,21 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
         break;
       }
       case out_t::event:
-        if (st.cfg.metrics)
-          st.cfg.metrics->events().publish({std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
+        if (st.cfg.env->metrics)
+          st.cfg.env->metrics->events().publish({std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
                                             nlohmann::json::parse(m.call.body, nullptr, false)});
         break;
       case out_t::broadcast: {
         ++st.pending_async;
-        auto back = [send = st.cfg.send, self_id = st.cfg.id, cid, cap = m.capability,
+        auto back = [env = st.cfg.env, self_id = st.cfg.id, cid, cap = m.capability,
                      filter = m.filter, call = std::move(m.call),
                      tag = std::move(m.tag)](std::string answer) mutable {
           auto j = nlohmann::json::parse(answer, nullptr, false);
           auto sent = nlohmann::json::array();
           if (!j.is_discarded() && filter != nullptr) {
             for (auto& id : filter->select(j)) {
-              if (send)
-                send(id, call);
+              if (env->send)
+                env->send(self_id, id, call);
               sent.push_back(id.str());
             }
           }
@@ -268,13 +268,14 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
                               j.is_object() && j.contains("nodes_failed")
                                 ? j["nodes_failed"]
                                 : nlohmann::json::array()}};
-          if (send)
-            send(self_id,
-                 notice_call(self_id, cid, self_id.str(),
-                             agent_notice{agent_notice::broadcast, std::move(tag), 0, out.dump()}));
+          if (env->send)
+            env->send(self_id, self_id,
+                      notice_call(self_id, cid, self_id.str(),
+                                  agent_notice{agent_notice::broadcast, std::move(tag), 0,
+                                               out.dump()}));
         };
-        if (st.cfg.providers)
-          st.cfg.providers(m.capability, st.cfg.id.tenant, broadcast_recipients_max,
+        if (st.cfg.env->providers)
+          st.cfg.env->providers(m.capability, st.cfg.id.tenant, broadcast_recipients_max,
                            std::move(back));
         else
           back(R"({"providers":[],"nodes_failed":[]})");
@@ -282,16 +283,16 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
       }
       case out_t::lookup: {
         ++st.pending_async;
-        auto back = [send = st.cfg.send, self_id = st.cfg.id, cid,
+        auto back = [env = st.cfg.env, self_id = st.cfg.id, cid,
                      tag = std::move(m.tag)](std::string answer) mutable {
-          if (send)
-            send(self_id,
-                 notice_call(
-                   self_id, cid, self_id.str(),
-                   agent_notice{agent_notice::providers, std::move(tag), 0, std::move(answer)}));
+          if (env->send)
+            env->send(self_id, self_id,
+                      notice_call(self_id, cid, self_id.str(),
+                                  agent_notice{agent_notice::providers, std::move(tag), 0,
+                                               std::move(answer)}));
         };
-        if (st.cfg.providers)
-          st.cfg.providers(m.call.body, st.cfg.id.tenant, m.limit, std::move(back));
+        if (st.cfg.env->providers)
+          st.cfg.env->providers(m.call.body, st.cfg.id.tenant, m.limit, std::move(back));
         else
           back(R"({"providers":[],"nodes_failed":[]})");
         break;
@@ -324,13 +325,14 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
                   agent_call call, std::chrono::milliseconds timeout,
                   const std::string& ensure_kind,
                   std::function<void(caf::expected<std::string>)> done) {
-  if (!cfg.ask)
+  auto& env = cfg.env;
+  if (!env->ask)
     return done(make_error(errc::shutting_down, "asks from agents are not wired on this node"));
-  if (ensure_kind.empty() || !cfg.ensure)
-    return cfg.ask(to, std::move(call), timeout, std::move(done));
+  if (ensure_kind.empty() || !env->ensure)
+    return env->ask(to, std::move(call), timeout, std::move(done));
   struct attempt_state {
-    decltype(cfg.ask) ask;
-    decltype(cfg.ensure) ensure;
+    std::shared_ptr<const agent_env> env;
+    agent_id by;
     later_fn later;
     agent_id to;
     agent_call call;
@@ -340,7 +342,7 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
     int attempts = 0;
   };
   auto st = std::make_shared<attempt_state>(
-    attempt_state{cfg.ask, cfg.ensure, later, to, std::move(call), ensure_kind,
+    attempt_state{env, cfg.id, later, to, std::move(call), ensure_kind,
                   std::chrono::steady_clock::now() + timeout, std::move(done)});
   // One attempt: ask; not found -> ensure, then the next attempt (after a pause from the second
   // on).
@@ -352,10 +354,10 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
       return st->done(
         make_error(errc::timeout, "no answer from " + st->to.str() + " before the ask's timeout"));
     auto next = weak_run.lock();
-    st->ask(st->to, st->call, left, [st, next](caf::expected<std::string> r) {
+    st->env->ask(st->to, st->call, left, [st, next](caf::expected<std::string> r) {
       if (r || !not_there_yet(r.error()) || ++st->attempts > ensure_attempts_max || !next)
         return st->done(std::move(r));
-      st->ensure(st->to, st->kind, [st, next](caf::error err) {
+      st->env->ensure(st->by, st->to, st->kind, [st, next](caf::error err) {
         if (err)
           return st->done(std::move(err));
         if (st->attempts == 1 || !st->later)
@@ -455,10 +457,10 @@ void release_held(agent_actor_type* self) {
 /// Appends one event: through the replicator when there is one, else to the store.
 template <class State>
 void append_event(State& st, records::event_record ev, store::done_fn done) {
-  if (st.cfg.append)
-    st.cfg.append(std::move(ev), std::move(done));
+  if (st.cfg.env->append)
+    st.cfg.env->append(std::move(ev), std::move(done));
   else
-    st.cfg.db->append(std::move(ev), std::move(done));
+    st.cfg.env->db->append(std::move(ev), std::move(done));
 }
 
 /// Writes a snapshot of the current state. Journaled: the store refuses it unless the journal
@@ -471,12 +473,12 @@ void take_snapshot(agent_actor_type* self) {
   snap.dedup.assign(st.dedup_order.begin(), st.dedup_order.end());
   bool journaled = st.cfg.mode == persistence_mode::journaled;
   uint64_t prune = 0;
-  if (journaled && st.applied_seq > st.cfg.journal_retention_events)
-    prune = st.applied_seq - st.cfg.journal_retention_events;
+  if (journaled && st.applied_seq > st.cfg.env->journal_retention_events)
+    prune = st.applied_seq - st.cfg.env->journal_retention_events;
   st.since_snapshot = 0;
-  if (journaled && st.cfg.replicate_snapshot)
-    st.cfg.replicate_snapshot(snap, prune);
-  st.cfg.db->put_snapshot(
+  if (journaled && st.cfg.env->replicate_snapshot)
+    st.cfg.env->replicate_snapshot(snap, prune);
+  st.cfg.env->db->put_snapshot(
     std::move(snap), prune,
     [h = self_handle(self), seq = st.applied_seq](caf::error err) {
       caf::anon_send(h, snapshotted_atom::value, seq, std::move(err));
@@ -486,8 +488,8 @@ void take_snapshot(agent_actor_type* self) {
 
 void schedule_idle_check(agent_actor_type* self) {
   auto& st = self->state;
-  if (st.cfg.passivate_idle.count() > 0 && st.cfg.parent)
-    self->delayed_send(self, st.cfg.passivate_idle, idle_atom::value);
+  if (st.cfg.env->passivate_idle.count() > 0 && st.cfg.parent)
+    self->delayed_send(self, st.cfg.env->passivate_idle, idle_atom::value);
 }
 
 /// Rebuilds the state from the store after a failed write. Retries later if reading fails.
@@ -496,8 +498,8 @@ void reload(agent_actor_type* self) {
   assert(st.inflight == 0);
   durable_position pos;
   pos.epoch = st.cfg.position.epoch;
-  auto fresh = st.cfg.restore
-    ? st.cfg.restore(pos)
+  auto fresh = st.cfg.env->restore
+    ? st.cfg.env->restore(st.cfg, pos)
     : caf::expected<std::shared_ptr<agent>>{make_error(errc::internal, "no restore function")};
   if (!fresh) {
     log::event(spdlog::level::warn, "agent_reload_failed", {{"reason", describe(fresh.error())}},
@@ -538,15 +540,15 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.instance = std::move(instance);
-  bool persisted = st.cfg.mode != persistence_mode::ephemeral && st.cfg.db != nullptr;
+  bool persisted = st.cfg.mode != persistence_mode::ephemeral && st.cfg.env->db != nullptr;
   if (!persisted)
     st.cfg.mode = persistence_mode::ephemeral;
   load_position(st, st.cfg.position);
-  if (st.cfg.metrics) {
-    st.km = &st.cfg.metrics->for_kind(st.cfg.kind);
-    st.cfg.metrics->agents_live_add(1);
+  if (st.cfg.env->metrics) {
+    st.km = &st.cfg.env->metrics->for_kind(st.cfg.kind);
+    st.cfg.env->metrics->agents_live_add(1);
   }
-  self->attach_functor([m = st.cfg.metrics](const caf::error&) {
+  self->attach_functor([m = st.cfg.env->metrics](const caf::error&) {
     if (m)
       m->agents_live_add(-1);
   });
@@ -597,19 +599,19 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           st.held.push_back({st.applied_seq, std::move(rp), std::move(result), std::move(outbox)});
           return;
         }
-        if (result && st.cfg.confirm_epoch) {
+        if (result && st.cfg.env->confirm_epoch) {
           // A read of a replicated agent (nothing new to write): served only while this
           // activation is known to hold a majority (a minority side, or a host that was frozen
           // while a survivor took over, could serve stale state).
           auto now = std::chrono::steady_clock::now();
           caf::error stale;
-          if (st.cfg.quorum_reachable && !st.cfg.quorum_reachable())
+          if (st.cfg.env->quorum_reachable && !st.cfg.env->quorum_reachable(st.cfg.id))
             stale = make_error(errc::no_quorum,
                                st.cfg.id.str()
                                  + ": this node cannot reach a majority of the agent's replicas, "
                                    "so its state may be stale");
-          else if (now - st.last_confirmed > st.cfg.read_lease)
-            stale = st.cfg.confirm_epoch(st.cfg.position.epoch);
+          else if (now - st.last_confirmed > st.cfg.env->read_lease)
+            stale = st.cfg.env->confirm_epoch(st.cfg.id, st.cfg.position.epoch);
           if (stale) {
             outbox.clear();
             if (is_request)
@@ -655,7 +657,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       std::chrono::steady_clock::time_point t0;
       if (timed)
         t0 = std::chrono::steady_clock::now();
-      call_context ctx{st.cfg.id, call.env, call.body, st.cfg.json_depth_max, call.content};
+      call_context ctx{st.cfg.id, call.env, call.body, st.cfg.env->json_depth_max, call.content};
       ctx.bind(st.instance.get());
       if (st.cfg.detached && st.cfg.mode == persistence_mode::journaled)
         ctx.set_committer(
@@ -716,8 +718,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         log::event(spdlog::level::warn, "agent_crashed",
                    {{"kind", st.cfg.kind}, {"reason", message_of(result.error())}}, st.cfg.id.str(),
                    call.env.correlation_id);
-        if (st.cfg.metrics)
-          st.cfg.metrics->events().publish({"agent_crashed",
+        if (st.cfg.env->metrics)
+          st.cfg.env->metrics->events().publish({"agent_crashed",
                                             st.cfg.id.str(),
                                             st.cfg.kind,
                                             {{"reason", message_of(result.error())}}});
@@ -748,17 +750,17 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           if (keyed && result)
             remember(st, {call.env.client_id, call.env.client_seq, *result});
           st.since_snapshot += events.size();
-          if (st.since_snapshot >= st.cfg.snapshot_every_events)
+          if (st.since_snapshot >= st.cfg.env->snapshot_every_events)
             take_snapshot(self);
         }
       } else if (st.cfg.mode == persistence_mode::snapshot) {
         ++st.applied_seq;
         st.durable_seq = st.applied_seq; // snapshot kinds promise no durability per reply
-        if (++st.since_snapshot >= st.cfg.snapshot_every_messages) {
+        if (++st.since_snapshot >= st.cfg.env->snapshot_every_messages) {
           take_snapshot(self);
-        } else if (!st.snapshot_timer && st.cfg.snapshot_interval.count() > 0) {
+        } else if (!st.snapshot_timer && st.cfg.env->snapshot_interval.count() > 0) {
           st.snapshot_timer = true;
-          self->delayed_send(self, st.cfg.snapshot_interval, snapshot_tick_atom::value);
+          self->delayed_send(self, st.cfg.env->snapshot_interval, snapshot_tick_atom::value);
         }
       }
       answer(std::move(result));
@@ -769,7 +771,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       --st.inflight;
       if (st.fenced)
         return;
-      if (err && st.cfg.append) {
+      if (err && st.cfg.env->append) {
         // Replicated: a write that did not reach a majority (or was fenced) ends this
         // activation; the next one learns from a majority what was committed. (Reloading the
         // local copy would serve its unacknowledged events as if they were.)
@@ -777,7 +779,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                    {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
         return stand_down(self, err);
       }
-      if (!err && st.cfg.append)
+      if (!err && st.cfg.env->append)
         st.last_confirmed = std::chrono::steady_clock::now();
       if (err) {
         if (!st.recovering) {
@@ -803,8 +805,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       if (!err) {
         st.snapshot_seq = std::max(st.snapshot_seq, seq);
-        if (seq > st.cfg.journal_retention_events)
-          st.pruned_through = std::max(st.pruned_through, seq - st.cfg.journal_retention_events);
+        if (seq > st.cfg.env->journal_retention_events)
+          st.pruned_through = std::max(st.pruned_through, seq - st.cfg.env->journal_retention_events);
       } else if (code_of(err) != errc::conflict) {
         // A refused snapshot (conflict) only means an append failed first; that path recovers.
         log::event(spdlog::level::warn, "snapshot_failed",
@@ -812,7 +814,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       }
       if (st.passivating && !st.moved) {
         // The final snapshot is done (or failed: a journaled agent loses nothing by it).
-        st.cfg.db->forget(st.cfg.id.str());
+        st.cfg.env->db->forget(st.cfg.id.str());
         self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
         self->quit(caf::exit_reason::normal);
       }
@@ -870,7 +872,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       st.moved = true;
       st.passivating = true;
       st.since_snapshot = 0;
-      st.cfg.db->forget(st.cfg.id.str());
+      st.cfg.env->db->forget(st.cfg.id.str());
       self->delayed_send(self, migrate_linger, migrate_end_atom::value, false);
       // Released by its supervisor: it lingers no longer than the supervisor lives.
       self->monitor(st.cfg.parent);
@@ -944,7 +946,7 @@ void start_passivation(agent_actor_type* self) {
     take_snapshot(self); // its completion finishes the passivation
     return;
   }
-  st.cfg.db->forget(st.cfg.id.str());
+  st.cfg.env->db->forget(st.cfg.id.str());
   self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
   self->quit(caf::exit_reason::normal);
 }

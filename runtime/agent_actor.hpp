@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include "protocols/agent_id.hpp"
 #include "protocols/records.hpp"
@@ -28,20 +29,19 @@ struct durable_position {
   std::vector<records::dedup_entry> dedup;
 };
 
-/// Re-creates an agent from its durable state (after a failed write the in-memory state may
-/// hold events that are not durable: it is thrown away and rebuilt).
-using restore_fn = std::function<caf::expected<std::shared_ptr<agent>>(durable_position& position)>;
+struct agent_actor_config;
 
-/// What an agent actor needs besides its behaviour instance.
-struct agent_actor_config {
-  agent_id id;
-  std::string kind;
-  /// Limit on the nesting of JSON bodies parsed for this agent.
+/// What every activation on a node shares: the hooks into the node and the settings (one
+/// object per node and replication flavour, held by pointer from each activation's config, so
+/// that a live idle agent pays for none of it; see bench/HISTORY.md, density).
+struct agent_env {
+  /// Limit on the nesting of JSON bodies parsed for the agents.
   size_t json_depth_max = 32;
   std::shared_ptr<hive::metrics> metrics;
-  /// Delivers what the agent sends to other agents (`call_context::send`), by id, anywhere in
-  /// the cluster; failures are the hook's to log. Empty: such messages are dropped and logged.
-  std::function<void(const agent_id& to, agent_call call)> send;
+  /// Delivers what agent `from` sends to other agents (`call_context::send`), by id, anywhere
+  /// in the cluster; failures are the hook's to log. Empty: such messages are dropped and
+  /// logged.
+  std::function<void(const agent_id& from, const agent_id& to, agent_call call)> send;
   /// Asks by id anywhere in the cluster for `call_context::ask`; `done` runs once, on any
   /// thread. Empty: such asks fail with shutting_down.
   std::function<void(const agent_id& to, agent_call call, std::chrono::milliseconds timeout,
@@ -52,39 +52,34 @@ struct agent_actor_config {
   std::function<void(const std::string& capability, const std::string& tenant, size_t limit,
                      std::function<void(std::string)> done)>
     providers;
-  /// Makes sure agent `id` exists: spawns it with `kind` (empty config, placed like any spawn)
-  /// unless it does; `done` runs once, on any thread, with the spawn's error (none when it
-  /// existed already). Empty: asks with `ensure_kind` fail like asks to a missing agent.
-  std::function<void(const agent_id& id, const std::string& kind,
+  /// Makes sure agent `id` exists (asked for by agent `by`): spawns it with `kind` (empty
+  /// config, placed like any spawn) unless it does; `done` runs once, on any thread, with the
+  /// spawn's error (none when it existed already). Empty: asks with `ensure_kind` fail like
+  /// asks to a missing agent.
+  std::function<void(const agent_id& by, const agent_id& id, const std::string& kind,
                      std::function<void(caf::error)> done)>
     ensure;
-  /// `kind_spec::resident`: the activation wakes itself first (an `agent_notice::wake`), and
-  /// is not passivated while asks or timers it set are outstanding.
-  bool resident = false;
-  /// The kind's calls may block (`kind_spec::blocking`): the agent gets its own thread, and
-  /// journaled ones may `call_context::commit`.
-  bool detached = false;
-  /// Where the agent publishes its mailbox size now and then (capability queries); may be null.
-  std::shared_ptr<std::atomic<uint64_t>> load;
 
   // -- persistence (ignored for ephemeral agents) -----------------------------------------
-  persistence_mode mode = persistence_mode::ephemeral;
   std::shared_ptr<store> db;
-  durable_position position;
-  restore_fn restore;
+  /// Re-creates an agent from its durable state (after a failed write the in-memory state
+  /// may hold events that are not durable: it is thrown away and rebuilt).
+  std::function<caf::expected<std::shared_ptr<agent>>(const agent_actor_config& cfg,
+                                                      durable_position& position)>
+    restore;
   /// Journaled agents in a replicated cluster: appends go here instead of `db` (the
   /// replicator: durable here and on a majority of the replica set), and each stored snapshot
   /// is handed to `replicate_snapshot`. Empty: straight to `db`.
   std::function<void(records::event_record ev, store::done_fn done)> append;
   std::function<void(const records::snapshot_record& snap, uint64_t prune_through)>
     replicate_snapshot;
-  /// Replicated agents: whether this node reaches a majority of the replica set now; a call
-  /// answered without new events (a read) is refused with no_quorum while it does not.
-  std::function<bool()> quorum_reachable;
-  /// Replicated agents: checks with a majority that `epoch` is still the agent's newest
+  /// Replicated agents: whether this node reaches a majority of agent `id`'s replica set now;
+  /// a call answered without new events (a read) is refused with no_quorum while it does not.
+  std::function<bool(const agent_id& id)> quorum_reachable;
+  /// Replicated agents: checks with a majority that `epoch` is still agent `id`'s newest
   /// (errors: fenced, no_quorum); a read more than `read_lease` after the last confirmation
   /// runs it first.
-  std::function<caf::error(uint64_t epoch)> confirm_epoch;
+  std::function<caf::error(const agent_id& id, uint64_t epoch)> confirm_epoch;
   std::chrono::milliseconds read_lease{500};
   uint64_t snapshot_every_events = 1000;
   uint64_t snapshot_every_messages = 100;
@@ -93,6 +88,27 @@ struct agent_actor_config {
   size_t dedup_entries_max = 1000;
   /// 0 = never passivate.
   std::chrono::milliseconds passivate_idle{0};
+};
+
+/// What one activation needs besides its behaviour instance: its identity and durable
+/// position; everything the node's agents share is in `env`.
+struct agent_actor_config {
+  agent_id id;
+  std::string kind;
+  /// Never null.
+  std::shared_ptr<const agent_env> env;
+  /// The spawn config (what `restore` re-creates the instance from); may be null.
+  std::shared_ptr<const nlohmann::json> config;
+  /// Where the agent publishes its mailbox size now and then (capability queries); may be null.
+  std::shared_ptr<std::atomic<uint64_t>> load;
+  persistence_mode mode = persistence_mode::ephemeral;
+  /// `kind_spec::resident`: the activation wakes itself first (an `agent_notice::wake`), and
+  /// is not passivated while asks or timers it set are outstanding.
+  bool resident = false;
+  /// The kind's calls may block (`kind_spec::blocking`): the agent gets its own thread, and
+  /// journaled ones may `call_context::commit`.
+  bool detached = false;
+  durable_position position;
   /// The tenant supervisor: gets `(passivate_req_atom, name, self)` when the agent is idle,
   /// answers `passivate_go_atom`, and gets `(passivated_atom, name)` once the state is written.
   caf::actor parent;

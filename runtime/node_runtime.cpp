@@ -34,6 +34,12 @@ struct runtime_context {
   std::shared_ptr<remote_forwarder> forwarder;
   /// The cluster's replicator (runtime/replication.hpp), once a cluster attached one.
   std::shared_ptr<replicator_slot> rep;
+  /// What the activations share (`agent_env`), made on first use: one without a replicator,
+  /// one for the current replicator (see `env_for`).
+  mutable std::mutex env_mtx;
+  mutable std::shared_ptr<const agent_env> env_plain;
+  mutable std::shared_ptr<const agent_env> env_replicated;
+  mutable std::weak_ptr<replicator> env_replicated_for;
 
   /// True if agents of `kind` keep their state in the store.
   [[nodiscard]] bool persisted(const std::string& kind) const {
@@ -149,16 +155,17 @@ int64_t unix_ms_now() {
 /// Builds a fresh instance of a persisted agent from its kind, config and stored state
 /// (latest snapshot, then the journal after it). A record that fails verification fails the
 /// activation: it is never served as state.
-caf::expected<std::shared_ptr<agent>> restore_agent(const runtime_context& ctx,
-                                                    const agent_view& view, durable_position& pos) {
-  auto kind = ctx.kinds->find(view.kind);
+caf::expected<std::shared_ptr<agent>>
+restore_agent(const runtime_context& ctx, const agent_id& agent_name, const std::string& kind_name,
+              const std::shared_ptr<const nlohmann::json>& config, durable_position& pos) {
+  auto kind = ctx.kinds->find(kind_name);
   if (kind == nullptr)
-    return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
-  auto made = kind->make(view.config ? *view.config : nlohmann::json::object());
+    return make_error(errc::unknown_kind, "kind '" + kind_name + "' is not registered");
+  auto made = kind->make(config ? *config : nlohmann::json::object());
   if (!made)
     return std::move(made.error());
   std::shared_ptr<agent> instance{std::move(*made)};
-  auto id = view.id.str();
+  auto id = agent_name.str();
   auto snap = ctx.db->get_snapshot(id);
   if (!snap)
     return std::move(snap.error());
@@ -230,6 +237,109 @@ void fail_spawn(const runtime_context& ctx, spawn_job& job, caf::error err) {
   job.done(std::move(err));
 }
 
+/// The `agent_env` the activations of this node share: one without a replicator (ephemeral
+/// agents, and persisted ones of a node without replication), one for `rep`, made again when
+/// the cluster attaches another replicator. Its hooks hold no strong reference to `ctx` (the
+/// context would keep itself alive).
+std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx, const std::shared_ptr<replicator>& rep) {
+  std::lock_guard<std::mutex> guard{ctx->env_mtx};
+  if (!rep && ctx->env_plain)
+    return ctx->env_plain;
+  if (rep && ctx->env_replicated && ctx->env_replicated_for.lock() == rep)
+    return ctx->env_replicated;
+  auto env = std::make_shared<agent_env>();
+  env->json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
+  env->metrics = ctx->metrics;
+  env->send = [sender = ctx->sender](const agent_id& from, const agent_id& to, agent_call call) {
+    auto f = sender->get();
+    auto cid = call.env.correlation_id;
+    auto err = f ? (*f)(to, std::move(call))
+                 : make_error(errc::shutting_down, "the node is shutting down");
+    if (err)
+      log::event(spdlog::level::warn, "agent_send_failed",
+                 {{"to", to.str()}, {"reason", describe(err)}}, from.str(), cid);
+  };
+  env->ask = [asker = ctx->asker](const agent_id& to, agent_call call,
+                                  std::chrono::milliseconds timeout,
+                                  std::function<void(caf::expected<std::string>)> done) {
+    auto f = asker->get();
+    if (!f)
+      return done(make_error(errc::shutting_down, "the node is shutting down"));
+    (*f)(to, std::move(call), timeout, std::move(done));
+  };
+  env->providers = [finder = ctx->finder](const std::string& cap, const std::string& tenant,
+                                          size_t limit, std::function<void(std::string)> done) {
+    auto f = finder->get();
+    if (!f)
+      return done(R"({"providers":[],"nodes_failed":[]})");
+    (*f)(cap, tenant, limit, std::move(done));
+  };
+  env->ensure = [spawner = ctx->spawner](const agent_id& by, const agent_id& id,
+                                         const std::string& kind,
+                                         std::function<void(caf::error)> done) {
+    auto f = spawner->get();
+    if (!f)
+      return done(make_error(errc::shutting_down, "the node is shutting down"));
+    spawn_request req;
+    req.id = id;
+    req.kind = kind;
+    log::event(spdlog::level::info, "agent_implicit_spawn", {{"kind", kind}, {"by", by.str()}},
+               id.str());
+    (*f)(std::move(req), [done = std::move(done)](caf::expected<agent_view> r) {
+      if (!r && code_of(r.error()) != errc::agent_exists)
+        return done(std::move(r.error()));
+      done({});
+    });
+  };
+  if (ctx->db) {
+    auto& p = ctx->cfg.persistence;
+    env->db = ctx->db;
+    env->restore = [weak = std::weak_ptr<const runtime_context>{ctx}](
+                     const agent_actor_config& c,
+                     durable_position& position) -> caf::expected<std::shared_ptr<agent>> {
+      auto strong = weak.lock();
+      if (!strong)
+        return make_error(errc::shutting_down, "the node is shutting down");
+      return restore_agent(*strong, c.id, c.kind, c.config, position);
+    };
+    env->snapshot_every_events = static_cast<uint64_t>(p.snapshot_every_events);
+    env->snapshot_every_messages = static_cast<uint64_t>(p.snapshot_every_messages);
+    env->snapshot_interval = std::chrono::milliseconds(p.snapshot_interval_ms);
+    env->journal_retention_events = static_cast<uint64_t>(p.journal_retention_events);
+    env->dedup_entries_max = static_cast<size_t>(p.dedup_entries_max);
+    env->passivate_idle = std::chrono::milliseconds(p.passivate_idle_ms);
+  }
+  if (rep) {
+    // Weak: the context keeps this env; a replicator that is gone (the cluster stopped)
+    // refuses writes and reads like one without a majority.
+    std::weak_ptr<replicator> wrep = rep;
+    env->append = [wrep](records::event_record ev, store::done_fn done) {
+      if (auto r = wrep.lock())
+        return r->append(std::move(ev), std::move(done));
+      done(make_error(errc::no_quorum, "this node's replication stopped"));
+    };
+    env->replicate_snapshot = [wrep](const records::snapshot_record& snap, uint64_t prune) {
+      if (auto r = wrep.lock())
+        r->snapshot(snap, prune);
+    };
+    env->quorum_reachable = [wrep](const agent_id& id) {
+      auto r = wrep.lock();
+      return r && r->majority_reachable(id.str());
+    };
+    env->confirm_epoch = [wrep](const agent_id& id, uint64_t epoch) -> caf::error {
+      if (auto r = wrep.lock())
+        return r->confirm(id, epoch);
+      return make_error(errc::no_quorum, "this node's replication stopped");
+    };
+    env->read_lease = std::chrono::milliseconds(ctx->cfg.replication.read_lease_ms);
+    ctx->env_replicated = env;
+    ctx->env_replicated_for = rep;
+  } else {
+    ctx->env_plain = env;
+  }
+  return env;
+}
+
 /// The child spec of one agent under its tenant supervisor. `pending` (activation only) are
 /// run with the new target before the directory publishes it, so that messages that waited
 /// for the activation are not overtaken by later ones.
@@ -241,14 +351,30 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
   spec.kind = view.kind;
   auto restart = parse_restart_type(view.restart);
   spec.restart = restart ? *restart : restart_type::permanent;
-  auto first = std::make_shared<std::shared_ptr<agent>>(std::move(first_instance));
-  spec.start = [ctx, view, first](caf::local_actor* sup) -> caf::expected<caf::actor> {
-    std::shared_ptr<agent> instance = std::move(*first);
-    first->reset();
-    auto kind = ctx->kinds->find(view.kind);
+  // One shared record per agent for the three callbacks (each capture of its own cost ~300
+  // bytes per live agent; see bench/HISTORY.md, density).
+  struct child_data {
+    ctx_ptr ctx;
+    agent_id id;
+    std::string kind;
+    std::shared_ptr<const nlohmann::json> config;
+    std::shared_ptr<std::atomic<uint64_t>> load;
+    caf::actor breaker;
+    std::shared_ptr<agent> first;
+    std::shared_ptr<std::vector<continuation>> pending;
+  };
+  auto d = std::make_shared<child_data>(
+    child_data{ctx, view.id, view.kind, view.config, view.load,
+               view.has_breaker ? view.target : caf::actor{}, std::move(first_instance),
+               std::move(pending)});
+  spec.start = [d](caf::local_actor* sup) -> caf::expected<caf::actor> {
+    auto& ctx = d->ctx;
+    std::shared_ptr<agent> instance = std::move(d->first);
+    d->first.reset();
+    auto kind = ctx->kinds->find(d->kind);
     if (kind == nullptr)
-      return make_error(errc::unknown_kind, "kind '" + view.kind + "' is not registered");
-    bool persisted = ctx->persisted(view.kind);
+      return make_error(errc::unknown_kind, "kind '" + d->kind + "' is not registered");
+    bool persisted = ctx->persisted(d->kind);
     durable_position pos;
     if (persisted)
       pos.epoch = ctx->db->next_epoch();
@@ -261,25 +387,25 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       // the cluster stopped): an activation now would write without the replica set, and its
       // acknowledged writes could be rolled back by the next one (the kill -9 soak caught it).
       return make_error(errc::unavailable,
-                        view.id.str()
+                        d->id.str()
                           + ": this node's replication is not running (the node "
                             "is starting or stopping); try again");
     if (rep) {
       // Replicated: a majority of the replica set promises this activation's epoch, and the
       // working copy catches up from the newest copy (see runtime/replication.hpp).
-      auto meta = ctx->db->get_meta(view.id.str());
+      auto meta = ctx->db->get_meta(d->id.str());
       if (!meta)
         return std::move(meta.error());
       if (!*meta)
-        return make_error(errc::agent_not_found, "no agent " + view.id.str());
-      auto epoch = rep->acquire(view.id, **meta, pos.epoch, instance != nullptr);
+        return make_error(errc::agent_not_found, "no agent " + d->id.str());
+      auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr);
       if (!epoch) {
         log::event(spdlog::level::warn, "agent_activation_refused",
-                   {{"reason", describe(epoch.error())}}, view.id.str());
+                   {{"reason", describe(epoch.error())}}, d->id.str());
         if (code_of(epoch.error()) == errc::agent_not_found) {
           // Another serving node holds it: this node's working copy is stale.
           std::promise<caf::error> erased;
-          ctx->db->erase_agent(view.id.str(),
+          ctx->db->erase_agent(d->id.str(),
                                [&erased](caf::error err) { erased.set_value(std::move(err)); });
           (void)erased.get_future().get();
         }
@@ -290,130 +416,65 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     if (!instance) {
       if (persisted) {
         // An activation or a restart: the state is what the store holds.
-        auto restored = restore_agent(*ctx, view, pos);
+        auto restored = restore_agent(*ctx, d->id, d->kind, d->config, pos);
         if (!restored) {
           log::event(spdlog::level::err, "agent_restore_failed",
-                     {{"reason", describe(restored.error())}}, view.id.str());
+                     {{"reason", describe(restored.error())}}, d->id.str());
           if (ctx->metrics)
             ctx->metrics->storage_failure(to_string(code_of(restored.error())));
           return std::move(restored.error());
         }
         instance = std::move(*restored);
       } else {
-        auto made = kind->make(view.config ? *view.config : nlohmann::json::object());
+        auto made = kind->make(d->config ? *d->config : nlohmann::json::object());
         if (!made)
           return std::move(made.error());
         instance = std::shared_ptr<agent>{std::move(*made)};
       }
     }
     agent_actor_config acfg;
-    acfg.id = view.id;
-    acfg.kind = view.kind;
-    acfg.json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
-    acfg.metrics = ctx->metrics;
+    acfg.id = d->id;
+    acfg.kind = d->kind;
+    acfg.env = env_for(ctx, persisted ? rep : nullptr);
+    acfg.config = d->config;
     acfg.detached = kind->blocking;
-    acfg.load = view.load;
-    acfg.send = [sender = ctx->sender, from = view.id](const agent_id& to, agent_call call) {
-      auto f = sender->get();
-      auto cid = call.env.correlation_id;
-      auto err = f ? (*f)(to, std::move(call))
-                   : make_error(errc::shutting_down, "the node is shutting down");
-      if (err)
-        log::event(spdlog::level::warn, "agent_send_failed",
-                   {{"to", to.str()}, {"reason", describe(err)}}, from.str(), cid);
-    };
-    acfg.ask = [asker = ctx->asker](const agent_id& to, agent_call call,
-                                    std::chrono::milliseconds timeout,
-                                    std::function<void(caf::expected<std::string>)> done) {
-      auto f = asker->get();
-      if (!f)
-        return done(make_error(errc::shutting_down, "the node is shutting down"));
-      (*f)(to, std::move(call), timeout, std::move(done));
-    };
-    acfg.providers = [finder = ctx->finder](const std::string& cap, const std::string& tenant,
-                                            size_t limit, std::function<void(std::string)> done) {
-      auto f = finder->get();
-      if (!f)
-        return done(R"({"providers":[],"nodes_failed":[]})");
-      (*f)(cap, tenant, limit, std::move(done));
-    };
-    acfg.ensure = [spawner = ctx->spawner,
-                   cid = view.id.str()](const agent_id& id, const std::string& kind,
-                                        std::function<void(caf::error)> done) {
-      auto f = spawner->get();
-      if (!f)
-        return done(make_error(errc::shutting_down, "the node is shutting down"));
-      spawn_request req;
-      req.id = id;
-      req.kind = kind;
-      log::event(spdlog::level::info, "agent_implicit_spawn", {{"kind", kind}, {"by", cid}},
-                 id.str());
-      (*f)(std::move(req), [done = std::move(done)](caf::expected<agent_view> r) {
-        if (!r && code_of(r.error()) != errc::agent_exists)
-          return done(std::move(r.error()));
-        done({});
-      });
-    };
+    acfg.load = d->load;
     if (persisted) {
-      auto& p = ctx->cfg.persistence;
       acfg.mode = kind->persistence;
       acfg.resident = kind->resident && kind->persistence == persistence_mode::journaled;
-      acfg.db = ctx->db;
       acfg.position = std::move(pos);
-      acfg.restore = [ctx, view](durable_position& position) {
-        return restore_agent(*ctx, view, position);
-      };
-      acfg.snapshot_every_events = static_cast<uint64_t>(p.snapshot_every_events);
-      acfg.snapshot_every_messages = static_cast<uint64_t>(p.snapshot_every_messages);
-      acfg.snapshot_interval = std::chrono::milliseconds(p.snapshot_interval_ms);
-      acfg.journal_retention_events = static_cast<uint64_t>(p.journal_retention_events);
-      acfg.dedup_entries_max = static_cast<size_t>(p.dedup_entries_max);
-      acfg.passivate_idle = std::chrono::milliseconds(p.passivate_idle_ms);
       acfg.parent = caf::actor_cast<caf::actor>(sup);
-      if (rep) {
-        acfg.append = [rep](records::event_record ev, store::done_fn done) {
-          rep->append(std::move(ev), std::move(done));
-        };
-        acfg.replicate_snapshot = [rep](const records::snapshot_record& snap, uint64_t prune) {
-          rep->snapshot(snap, prune);
-        };
-        acfg.quorum_reachable = [rep, key = view.id.str()] { return rep->majority_reachable(key); };
-        acfg.confirm_epoch = [rep, id = view.id](uint64_t epoch) {
-          return rep->confirm(id, epoch);
-        };
-        acfg.read_lease = std::chrono::milliseconds(ctx->cfg.replication.read_lease_ms);
-      }
     }
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
   };
-  caf::actor breaker = view.has_breaker ? view.target : caf::actor{};
-  spec.on_started = [ctx, id = view.id, breaker, pending,
-                     kind = view.kind](const caf::actor& handle, uint64_t restarts) {
-    if (pending && !pending->empty()) {
-      auto ks = std::move(*pending);
-      pending->clear();
+  spec.on_started = [d](const caf::actor& handle, uint64_t restarts) {
+    auto& breaker = d->breaker;
+    if (d->pending && !d->pending->empty()) {
+      auto ks = std::move(*d->pending);
+      d->pending->clear();
       for (auto& k : ks)
         k(breaker ? breaker : handle);
     }
-    ctx->dir->set_handles(id, handle, breaker ? breaker : handle, restarts);
+    d->ctx->dir->set_handles(d->id, handle, breaker ? breaker : handle, restarts);
     if (breaker)
       caf::anon_send(breaker, target_atom::value, handle);
     log::event(spdlog::level::debug, restarts == 0 ? "agent_started" : "agent_restarted",
-               {{"restarts", restarts}}, id.str());
-    if (ctx->metrics)
-      ctx->metrics->events().publish({restarts == 0 ? "agent_started" : "agent_restarted",
-                                      id.str(),
-                                      kind,
-                                      {{"restarts", restarts}}});
+               {{"restarts", restarts}}, d->id.str());
+    if (d->ctx->metrics)
+      d->ctx->metrics->events().publish({restarts == 0 ? "agent_started" : "agent_restarted",
+                                         d->id.str(),
+                                         d->kind,
+                                         {{"restarts", restarts}}});
   };
-  spec.on_removed = [ctx, id = view.id, breaker, kind = view.kind](const caf::error& reason) {
-    ctx->dir->erase(id);
-    if (breaker)
-      caf::anon_send_exit(breaker, caf::exit_reason::user_shutdown);
-    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}}, id.str());
-    if (ctx->metrics)
-      ctx->metrics->events().publish(
-        {"agent_stopped", id.str(), kind, {{"reason", describe(reason)}}});
+  spec.on_removed = [d](const caf::error& reason) {
+    d->ctx->dir->erase(d->id);
+    if (d->breaker)
+      caf::anon_send_exit(d->breaker, caf::exit_reason::user_shutdown);
+    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}},
+               d->id.str());
+    if (d->ctx->metrics)
+      d->ctx->metrics->events().publish(
+        {"agent_stopped", d->id.str(), d->kind, {{"reason", describe(reason)}}});
   };
   return spec;
 }
