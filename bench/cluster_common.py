@@ -1,7 +1,10 @@
-"""Shared by the cluster benchmarks (cluster_down.py, migration_pause.py): agent-node
-processes on 127.0.0.1 with their own data directories, polling, quantiles. Every node takes
-the admin key of ADMIN_KEY_FILE (--admin-key-file) and every request carries it."""
+"""Shared by the cluster benchmarks (cluster_down.py, failover_time.py, migration_pause.py):
+agent-node processes on 127.0.0.1 with their own data directories, polling, quantiles. Every
+node takes the admin key of ADMIN_KEY_FILE (--admin-key-file) and every request carries it;
+the file is removed when the script ends (normally, by an exception, sys.exit or SIGTERM, as
+regen.sh's time limit sends; not after SIGKILL)."""
 
+import atexit
 import json
 import os
 import re
@@ -19,10 +22,39 @@ with open(os.open(ADMIN_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
+def remove_admin_key_file():
+    try:
+        os.unlink(ADMIN_KEY_FILE)
+    except FileNotFoundError:
+        pass
+
+
+# atexit runs after the scripts' own `finally: stop_all(nodes)`, so the nodes are gone first.
+atexit.register(remove_admin_key_file)
+
+
+_stopping = False  # stop_all has begun: the script is ending, a SIGTERM must not cut it short
+
+
+def _terminated(signum, _frame):
+    # SIGTERM (timeout, kill) -> SystemExit: the scripts' finally blocks stop the nodes and
+    # atexit removes the key file, instead of dying with both left behind. Once stop_all has
+    # begun it is ignored: raised there it would leave nodes unwaited and data directories.
+    if not _stopping:
+        sys.exit(128 + signum)
+
+
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _terminated)
+
+
 def get_nodes(gateway):
     req = urllib.request.Request(f"http://{gateway}/v1/cluster/nodes", headers=AUTH)
     with urllib.request.urlopen(req, timeout=2) as r:
         return {n["name"]: n for n in json.load(r)["nodes"]}
+
+
+STARTED = []  # every Node started by this process: stop_all stops these too
 
 
 class Node:
@@ -43,6 +75,8 @@ class Node:
         args += self.extra
         log = open(os.path.join(self.data + ".log"), "a")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
+        if self not in STARTED:
+            STARTED.append(self)
         line = self.proc.stdout.readline()
         m = re.search(r"gateway https?://([^ ]+) .* cluster [^ ]+:(\d+)", line)
         if not m:
@@ -111,6 +145,11 @@ def form_cluster(binary, root, names, extra=()):
 
 
 def stop_all(nodes):
+    """Stops `nodes` and any other node this process started (one that form_cluster started
+    before an error or a SIGTERM, which the caller's list does not have yet)."""
+    global _stopping
+    _stopping = True
+    nodes = list(nodes) + [n for n in STARTED if n not in nodes]
     for n in nodes:
         if n.proc and n.proc.poll() is not None and n.proc.returncode != 0:
             print(f"{n.name} had exited by itself with status {n.proc.returncode} "

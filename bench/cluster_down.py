@@ -62,8 +62,9 @@ def main():
         print(f"goal (p99 < 1000 ms): {'met' if p99 < 1000 else 'NOT met'}")
         if opts.json:
             with open(opts.json, "w") as f:
-                json.dump({"seed": seed, "kills": len(samples), "samples_ms": samples,
-                           "p50_ms": p50, "p99_ms": p99, "max_ms": mx}, f, indent=1)
+                json.dump({"scenario": "cluster_down", "seed": seed, "kills": len(samples),
+                           "samples_ms": samples, "p50_ms": p50, "p99_ms": p99, "max_ms": mx},
+                          f, indent=1)
     finally:
         stop_all(nodes)
         shutil.rmtree(root, ignore_errors=True)

@@ -133,8 +133,9 @@ def main():
                   f"({p99:.2f} ms)")
         if opts.json:
             with open(opts.json, "w") as f:
-                json.dump({"moves": opts.moves, "results": results}, f, indent=1)
-    except SystemExit:
+                json.dump({"scenario": "migration_pause", "moves": opts.moves,
+                           "results": results}, f, indent=1)
+    except BaseException:  # sys.exit, SIGTERM (cluster_common), an error, ^C: no node left
         stop_all(nodes)
         print(f"node logs kept in {root}", file=sys.stderr)
         raise

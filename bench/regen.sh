@@ -203,7 +203,7 @@ if [[ $mode == quick ]]; then
   a_local=(--messages 200000 --runs 2)
   a_remote=(--runs 1 --asks 500 --window-asks 5000 --tells 50000)
   a_durable=(--runs 1 --seconds 1 --rocksdb-puts 200 --activation-agents 200 --footprint-agents 2000)
-  a_density=()  # no small sizes known yet: skipped in quick mode unless REGEN_ARGS_DENSITY is set
+  a_density=(--live 20000 --passivated 50000 --check 100)
   a_gateway=(--runs 1 --seconds 0.5 --connections "1,16" --rate-seconds 1)
   a_replicated=(--runs 1 --seconds 0.5 --writers "1,16")
   a_workflow=(--runs 2 --steps 200)
@@ -217,7 +217,7 @@ else
   a_local=(--messages 2000000 --runs 9)
   a_remote=(--runs 5)
   a_durable=(--runs 3)
-  a_density=()
+  a_density=(--live 1000000 --passivated 10000000)  # the goals' sizes (issue #8)
   a_gateway=(--runs 3 --seconds 3 --rate-seconds 10)
   a_replicated=(--runs 3 --seconds 3)
   a_workflow=(--runs 5)
@@ -310,10 +310,6 @@ for s in "${steps[@]}"; do
       fi
       args_var="a_${s}[@]"
       args=("${!args_var}")
-      if [[ $s == density && $mode == quick && ${#args[@]} -eq 0 && ${#more[@]} -eq 0 ]]; then
-        skip density "quick mode has no small sizes for density yet (set REGEN_ARGS_DENSITY to run it)"
-        continue
-      fi
       run "$s" "$out/$s.json" "$bench_bin" "$s" "${args[@]}" "${more[@]}" --json "$out/$s.json"
       ;;
     migration_pause|failover_time|cluster_down)
