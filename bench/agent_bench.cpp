@@ -10,7 +10,10 @@
 //   by-handle  anon_send to a runtime agent actor (agent wrapper, metrics, no lookup)
 //   by-id      node_runtime::tell(id, ...): a directory lookup per message + the same agent
 //   by-ref     agent_ref::tell(...): by id, re-resolved only when the directory changes
-// and prints msgs/s per way and each way's ratio to raw-caf.
+// and prints msgs/s per way and each way's ratio to raw-caf. Then (bench/local_bench.cpp) the
+// patterns of the peers' `call`, `pingpong` and `spawn`, each next to raw CAF: sequential asks
+// by id (--asks), a counter bounced between two agents by id (--pingpong), agents spawned and
+// stopped with at most W alive (--spawns, --spawn-window).
 //
 //   agent-bench durable [--writers 1,16,256] [--seconds S | --ops N] [--runs R] [--json FILE]
 //
@@ -38,6 +41,7 @@
 #include "actors/sample_kinds.hpp"
 #include "bench/durable_bench.hpp"
 #include "bench/gateway_bench.hpp"
+#include "bench/local_bench.hpp"
 #include "bench/remote_bench.hpp"
 #include "bench/workflow_bench.hpp"
 #include "config/node_config.hpp"
@@ -150,7 +154,8 @@ double median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::string& json_file) {
+int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::string& json_file,
+              bench::local_extra_options extra) {
   node_config cfg;
   cfg.node.name = "bench";
   cfg.log.level = "warn";
@@ -165,6 +170,10 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
                    [slot, k](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
                      return std::unique_ptr<agent>{new bench_sink(slot, k)};
                    }})) {
+    std::cerr << "agent-bench: " << describe(err) << "\n";
+    return 1;
+  }
+  if (auto err = bench::add_local_extra_kinds(kinds)) {
     std::cerr << "agent-bench: " << describe(err) << "\n";
     return 1;
   }
@@ -239,6 +248,8 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   std::printf("%-12s %14.0f %10.2f\n", "by-handle", m_handle, m_handle / m_raw);
   std::printf("%-12s %14.0f %10.2f\n", "by-id", m_id, m_id / m_raw);
   std::printf("%-12s %14.0f %10.2f\n", "by-ref", m_ref, m_ref / m_raw);
+  extra.runs = runs;
+  auto extra_json = bench::run_local_extra(sys, **rt, extra);
   if (!json_file.empty()) {
     nlohmann::json out{
       {"scenario", "local"},
@@ -256,6 +267,8 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
        {{"by_id_vs_raw", m_id / m_raw},
         {"by_ref_vs_raw", m_ref / m_raw},
         {"by_handle_vs_raw", m_handle / m_raw}}}};
+    for (auto& [part, figures] : extra_json.items())
+      out[part] = figures;
     std::ofstream{json_file} << out.dump(2) << "\n";
   }
   caf::anon_send_exit(raw, caf::exit_reason::user_shutdown);
@@ -282,6 +295,15 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 1000000));
   local->add_option("--runs", runs, "repetitions (median reported)")->check(CLI::Range(1, 100));
   local->add_option("--json", json_file, "write the figures as JSON to FILE");
+  bench::local_extra_options extra;
+  local->add_option("--asks", extra.asks, "sequential asks by id per run (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
+  local->add_option("--pingpong", extra.pingpong, "messages bounced by id per run (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{1000000000}));
+  local->add_option("--spawns", extra.spawns, "agents spawned and stopped per run (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
+  local->add_option("--spawn-window", extra.spawn_window, "agents alive at most while spawning")
+    ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
   bench::durable_options dur;
   auto durable = app.add_subcommand(
     "durable", "journaled agents: durable acks/s vs RocksDB sync puts, activation, footprint");
@@ -433,7 +455,7 @@ int main(int argc, char** argv) {
       std::cerr << "agent-bench: need --messages % --ack-every == 0 and --window >= --ack-every\n";
       return 2;
     }
-    return run_local(messages, window, ack_every, runs, json_file);
+    return run_local(messages, window, ack_every, runs, json_file, extra);
   }
   return 2;
 }
