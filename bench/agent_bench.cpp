@@ -250,6 +250,14 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   std::printf("%-12s %14.0f %10.2f\n", "by-ref", m_ref, m_ref / m_raw);
   extra.runs = runs;
   auto extra_json = bench::run_local_extra(sys, **rt, extra);
+  if (extra.compare) {
+    nlohmann::json ours = extra_json;
+    ours["window"] = {{"by_id", m_id}};
+    extra_json["erlang"] = bench::run_erlang_compare(extra, {n, window, k}, ours);
+    if (extra_json["erlang"].contains("skipped"))
+      std::printf("--compare: Erlang skipped: %s\n",
+                  extra_json["erlang"]["skipped"].get<std::string>().c_str());
+  }
   if (!json_file.empty()) {
     nlohmann::json out{
       {"scenario", "local"},
@@ -304,6 +312,11 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
   local->add_option("--spawn-window", extra.spawn_window, "agents alive at most while spawning")
     ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
+  local->add_flag("--compare", extra.compare,
+                  "also run the Erlang twins (../shared/peers/erlang/ab.erl) with the same sizes, "
+                  "when erl is installed, and print hive/Erlang ratios");
+  local->add_option("--peers", extra.peers_dir,
+                    "the peers' folder (default: $HIVE_PEERS_DIR, else <source>/../shared/peers)");
   bench::durable_options dur;
   auto durable = app.add_subcommand(
     "durable", "journaled agents: durable acks/s vs RocksDB sync puts, activation, footprint");
