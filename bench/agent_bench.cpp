@@ -21,7 +21,12 @@
 // RocksDB's own synced puts, activation latency of passivated agents, bytes per agent in
 // memory and on disk. See durable_bench.cpp and README.md.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -450,7 +455,51 @@ int main(int argc, char** argv) {
   density->add_flag("--keep", den.keep, "keep the data directory");
   density->add_option("--json", den.json_file, "write the figures as JSON to FILE");
   density->add_option("--set", den.settings, "node config override KEY=VALUE, repeatable");
+  // The cluster scenarios written in Python (bench/*.py): run as subcommands of this binary
+  // so that one harness has them all; extra arguments are passed on (`-- --help` shows them).
+  struct script_scenario {
+    const char* name;
+    const char* script;
+    const char* what;
+    CLI::App* sub = nullptr;
+  };
+  std::vector<script_scenario> scripts{
+    {"migration", "migration_pause.py",
+     "live-migration pause for 1 KiB, 64 KiB and 1 MiB states on 3 nodes (bench/migration_pause.py)"},
+    {"failover", "failover_time.py",
+     "kill -9 of an agent's node to the first answer from a survivor (bench/failover_time.py)"},
+    {"down", "cluster_down.py",
+     "kill -9 of a node to 'down' on both survivors (bench/cluster_down.py)"},
+  };
+  for (auto& sc : scripts) {
+    sc.sub = app.add_subcommand(sc.name, sc.what);
+    sc.sub->allow_extras();
+    sc.sub->footer(std::string{"Runs python3 bench/"} + sc.script
+                   + " --node <agent-node next to this binary> ARGS...; see its --help.");
+  }
   CLI11_PARSE(app, argc, argv);
+  for (auto& sc : scripts) {
+    if (!sc.sub->parsed())
+      continue;
+    auto self_dir = std::filesystem::canonical("/proc/self/exe").parent_path();
+    auto node = (self_dir / ".." / "nodes" / "agent-node").lexically_normal().string();
+    auto script = std::string{HIVE_SOURCE_DIR} + "/bench/" + sc.script;
+    std::vector<std::string> args{"python3", script};
+    auto extras = sc.sub->remaining();
+    if (std::find(extras.begin(), extras.end(), "--node") == extras.end()) {
+      args.push_back("--node");
+      args.push_back(node);
+    }
+    args.insert(args.end(), extras.begin(), extras.end());
+    std::vector<char*> cargs;
+    for (auto& a : args)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    ::execvp("python3", cargs.data());
+    std::cerr << "agent-bench " << sc.name << ": cannot run python3 " << script << ": "
+              << std::strerror(errno) << "\n";
+    return 1;
+  }
   if (density->parsed())
     return bench::run_density(den);
   if (workflow->parsed())
