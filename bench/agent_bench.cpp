@@ -448,6 +448,10 @@ int main(int argc, char** argv) {
   density->add_option("--seed", den.seed, "seed of the sample (0 = from the clock)");
   density->add_option("--window", den.window, "spawns (+ adds) in flight")
     ->check(CLI::Range(uint64_t{1}, uint64_t{100000}));
+  density
+    ->add_option("--hibernate-idle-ms", den.hibernate_idle_ms,
+                 "the live phase again, hibernated after this idle time (0 = skip)")
+    ->check(CLI::Range(uint64_t{0}, uint64_t{3600000}));
   density->add_option("--passivate-idle-ms", den.passivate_idle_ms, "idle time before passivation")
     ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
   density->add_option("--dir", den.parent_dir, "the temporary data directory is made under DIR")

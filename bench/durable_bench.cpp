@@ -1349,67 +1349,106 @@ int run_density(const density_options& opts) {
   auto mem_start = memory_now();
   out["process_rss_bytes_at_start"] = mem_start.rss;
 
-  // -- 1. live idle agents: journaled counters, one add each, never passivated
-  if (opts.live_agents > 0) {
+  // -- 1. live idle agents: journaled counters, one add each, never passivated; once with
+  // their actors running, once hibernated (agents.hibernate_idle_ms: actor released, state in
+  // memory, still in the directory and supervised)
+  auto live_phase = [&](uint64_t hibernate_ms) -> json {
     auto n = opts.live_agents;
+    bool hib = hibernate_ms > 0;
     auto lcfg = cfg;
     lcfg.persistence.passivate_idle_ms = 0;
+    lcfg.agents.hibernate_idle_ms = static_cast<int64_t>(hibernate_ms);
     auto m = std::make_shared<metrics>();
     auto db = open_store(lcfg, data_dir + "/live", m);
     auto rt = start_runtime(sys, lcfg, m, db);
     auto mem0 = memory_now();
     auto t0 = clock_type::now();
-    auto made = create_counters(*rt, 'l', n, opts.window, "live: spawned + one add");
+    auto made = create_counters(*rt, 'l', n, opts.window,
+                                hib ? "live (hibernating): spawned + one add"
+                                    : "live: spawned + one add");
     auto create_s = seconds_since(t0);
     if (made.failed > 0)
       die("creating live counters: " + std::to_string(made.failed) + " failed, first: "
           + made.first_error);
+    double hibernated = 0;
+    double hibernate_wait_s = 0;
+    if (hib) {
+      // Wait until (nearly) all have released their actors.
+      t0 = clock_type::now();
+      auto dn = static_cast<double>(n);
+      while (seconds_since(t0) < 600) {
+        hibernated = metric_value(m->render(), "hive_agents_hibernated");
+        if (hibernated >= dn * 0.999)
+          break;
+        std::this_thread::sleep_for(std::chrono::milliseconds{200});
+      }
+      hibernate_wait_s = seconds_since(t0);
+      std::this_thread::sleep_for(std::chrono::milliseconds{300}); // the lingering actors quit
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds{500}); // counter flushes, timers
     auto live = rt->agent_count();
+    auto actors = metric_value(m->render(), "hive_agents_live");
     auto mem1 = memory_now();
     auto dn = static_cast<double>(n);
     auto [check, lat] = check_sample(*rt, 'l', n, opts.check_agents, seed);
     bool good = check.failed == 0 && live >= n;
     ok = ok && good;
     bool goal = n >= live_goal_agents && mem1.rss < live_goal_rss_bytes;
-    std::printf("\nlive idle agents (journaled counters, one add each): %zu live\n"
+    std::printf("\nlive idle agents (journaled counters, one add each%s): %zu in the directory, "
+                "%.0f with a running actor%s\n"
                 "  process RSS %.0f MiB (%.0f MiB before the runtime started), %.0f bytes RSS "
                 "per agent, heap in use %.0f bytes per agent\n"
-                "  created in %.1f s (%.0f/s, spawn + one durable add, %llu in flight)\n"
+                "  created in %.1f s (%.0f/s, spawn + one durable add, %llu in flight)%s\n"
                 "  check: %s (%zu sampled, get p50 %.3f ms, p99 %.3f ms%s%s)\n"
                 "  goal >= %llu live idle agents under %.0f MiB RSS: %s\n",
-                live, static_cast<double>(mem1.rss) / (1 << 20),
+                hib ? ", hibernated" : "", live, actors,
+                hib ? (", " + std::to_string(static_cast<uint64_t>(hibernated)) + " hibernated")
+                        .c_str()
+                    : "",
+                static_cast<double>(mem1.rss) / (1 << 20),
                 static_cast<double>(mem_start.rss) / (1 << 20), mem1.rss_delta(mem0) / dn,
                 mem1.heap_delta(mem0) / dn, create_s, dn / create_s,
-                static_cast<unsigned long long>(opts.window), good ? "OK" : "FAIL", lat.size(),
-                quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
-                good ? "" : check.summary().c_str(),
+                static_cast<unsigned long long>(opts.window),
+                hib ? ("; all hibernated " + fmt(hibernate_wait_s, 1) + " s after the last").c_str()
+                    : "",
+                good ? "OK" : "FAIL", lat.size(), quantile(lat, 0.5), quantile(lat, 0.99),
+                good ? "" : "; ", good ? "" : check.summary().c_str(),
                 static_cast<unsigned long long>(live_goal_agents),
                 static_cast<double>(live_goal_rss_bytes) / (1 << 20),
                 goal ? "MET" : (n < live_goal_agents ? "not measured (fewer agents)" : "MISSED"));
     std::fflush(stdout);
-    out["live"] = {{"agents", n},
-                   {"kind", "counter"},
-                   {"persistence", "journaled"},
-                   {"live_after", live},
-                   {"rss_bytes", mem1.rss},
-                   {"rss_bytes_before_runtime", mem_start.rss},
-                   {"rss_bytes_per_agent", mem1.rss_delta(mem0) / dn},
-                   {"heap_bytes_per_agent", mem1.heap_delta(mem0) / dn},
-                   {"create_seconds", create_s},
-                   {"checked", lat.size()},
-                   {"check_failures", check.failed},
-                   {"get_p50_ms", quantile(lat, 0.5)},
-                   {"get_p99_ms", quantile(lat, 0.99)},
-                   {"goal_agents", live_goal_agents},
-                   {"goal_rss_bytes", live_goal_rss_bytes},
-                   {"goal_met", goal}};
+    json j{{"agents", n},
+           {"kind", "counter"},
+           {"persistence", "journaled"},
+           {"hibernate_idle_ms", hibernate_ms},
+           {"live_after", live},
+           {"actors_running", actors},
+           {"hibernated", hibernated},
+           {"rss_bytes", mem1.rss},
+           {"rss_bytes_before_runtime", mem_start.rss},
+           {"rss_bytes_per_agent", mem1.rss_delta(mem0) / dn},
+           {"heap_bytes_per_agent", mem1.heap_delta(mem0) / dn},
+           {"create_seconds", create_s},
+           {"checked", lat.size()},
+           {"check_failures", check.failed},
+           {"get_p50_ms", quantile(lat, 0.5)},
+           {"get_p99_ms", quantile(lat, 0.99)},
+           {"goal_agents", live_goal_agents},
+           {"goal_rss_bytes", live_goal_rss_bytes},
+           {"goal_met", goal}};
     t0 = clock_type::now();
     stop_runtime(rt);
     close_store(db);
     std::printf("  stopped %zu agents and closed the store in %.1f s\n", live, seconds_since(t0));
+    std::fflush(stdout);
     std::error_code ec;
     std::filesystem::remove_all(data_dir + "/live", ec);
+    return j;
+  };
+  if (opts.live_agents > 0) {
+    out["live"] = live_phase(0);
+    if (opts.hibernate_idle_ms > 0)
+      out["live_hibernated"] = live_phase(opts.hibernate_idle_ms);
   }
 
   // -- 2. passivated agents: journaled counters, one add each, passivated; left on disk

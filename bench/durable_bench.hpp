@@ -51,6 +51,9 @@ struct density_options {
   uint64_t seed = 0;
   /// Operations in flight while creating agents.
   uint64_t window = 512;
+  /// The live phase again with agents.hibernate_idle_ms set to this (0 = skip): actors
+  /// released, state kept in memory.
+  uint64_t hibernate_idle_ms = 1000;
   /// Passivation idle time in the passivated phase.
   uint64_t passivate_idle_ms = 500;
   std::string parent_dir = "/tmp";

@@ -142,6 +142,8 @@ struct node_config {
 
   struct agents_section {
     int64_t agents_max = 100000;
+    /// An agent idle this long releases its actor and keeps its state in memory (0 = never).
+    int64_t hibernate_idle_ms = 0;
     /// Capabilities one agent may declare at spawn.
     int64_t capabilities_per_agent_max = 16;
   } agents;

@@ -91,6 +91,11 @@ struct agent_actor_state {
   uint64_t handled_at_idle_check = 0;
   /// Idle checks passed before the first message.
   uint64_t idle_checks_unused = 0;
+  /// `handled` at the last hibernation check, and such checks passed before the first message.
+  uint64_t handled_at_hibernate_check = 0;
+  uint64_t hibernate_checks_unused = 0;
+  /// Hibernation began: calls are handed back to the supervisor until the actor quits.
+  bool hibernating = false;
 
   static inline const char* name = "hive.agent";
 };
@@ -108,6 +113,11 @@ using snapshotted_atom = caf::atom_constant<caf::atom("snapdone")>;
 using snapshot_tick_atom = caf::atom_constant<caf::atom("snaptick")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using hibernate_tick_atom = caf::atom_constant<caf::atom("hibtick")>;
+using hibernate_quit_atom = caf::atom_constant<caf::atom("hibquit")>;
+
+/// How long a hibernated activation keeps re-delivering calls that reach its old handle.
+constexpr std::chrono::milliseconds hibernate_linger{100};
 
 /// One message in this many is timed for `hive_message_handling_seconds`.
 constexpr uint64_t time_every = 8;
@@ -467,6 +477,8 @@ void append_event(State& st, records::event_record ev, store::done_fn done) {
 /// covers it; events it covers (minus the retention) are pruned in the same batch.
 void take_snapshot(agent_actor_type* self) {
   auto& st = self->state;
+  if (!st.instance)
+    return; // hibernated: the state went to the slot (its snapshot was current)
   records::snapshot_record snap;
   snap.hdr = {st.cfg.id.str(), st.cfg.position.epoch, st.applied_seq};
   snap.state = st.instance->snapshot();
@@ -490,6 +502,16 @@ void schedule_idle_check(agent_actor_type* self) {
   auto& st = self->state;
   if (st.cfg.env->passivate_idle.count() > 0 && st.cfg.parent)
     self->delayed_send(self, st.cfg.env->passivate_idle, idle_atom::value);
+}
+
+bool may_hibernate(const agent_actor_state& st) {
+  return st.cfg.slot != nullptr && st.cfg.env->hibernate_idle.count() > 0 && st.cfg.parent;
+}
+
+void schedule_hibernate_check(agent_actor_type* self) {
+  auto& st = self->state;
+  if (may_hibernate(st))
+    self->delayed_send(self, st.cfg.env->hibernate_idle, hibernate_tick_atom::value);
 }
 
 /// Rebuilds the state from the store after a failed write. Retries later if reading fails.
@@ -556,6 +578,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     self->send(
       self,
       notice_call(st.cfg.id, 0, st.cfg.id.str(), agent_notice{agent_notice::wake, {}, 0, {}}));
+  schedule_hibernate_check(self);
   if (persisted) {
     schedule_idle_check(self);
     // Stopped (node shutdown, restart of a group): a snapshot kind writes what it has.
@@ -575,7 +598,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       // Tells need no answer: only a request gets a response promise (and the message that
       // carries the reply), which keeps the tell path free of that allocation.
       auto& st = self->state;
-      if (st.passivating || st.migrating) {
+      if (st.passivating || st.migrating || st.hibernating) {
         // Sent before the directory forgot this activation: the next one (here or on the node
         // the agent moves to) handles it.
         self->delegate(st.cfg.parent, redeliver_atom::value, st.cfg.id, std::move(call));
@@ -838,7 +861,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
       bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
         && st.held.empty() && !st.recovering && !st.passivating && !st.migrating
-        && (!st.cfg.resident || st.pending_async == 0);
+        && !st.hibernating && (!st.cfg.resident || st.pending_async == 0);
       st.handled_at_idle_check = st.handled;
       if (idle)
         self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));
@@ -846,9 +869,54 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         schedule_idle_check(self);
     },
     [self](passivate_go_atom) { start_passivation(self); },
+    [self](hibernate_tick_atom) {
+      auto& st = self->state;
+      // As for passivation: a fresh activation first waits a few periods for its first call.
+      constexpr uint64_t fresh_checks = 3;
+      bool waiting_first = st.handled == 0 && ++st.hibernate_checks_unused < fresh_checks;
+      // A snapshot kind hibernates only with its snapshot current (a stop while hibernated
+      // writes nothing); a journaled one only with every event durable.
+      bool idle = !waiting_first && st.handled == st.handled_at_hibernate_check
+        && st.inflight == 0 && st.held.empty() && !st.recovering && !st.passivating
+        && !st.migrating && !st.hibernating && st.pending_async == 0
+        && (st.cfg.mode != persistence_mode::snapshot || st.since_snapshot == 0)
+        && self->mailbox().empty();
+      st.handled_at_hibernate_check = st.handled;
+      if (idle)
+        self->send(st.cfg.parent, hibernate_req_atom::value, st.cfg.id, self_handle(self));
+      else
+        schedule_hibernate_check(self);
+    },
+    [self](hibernate_go_atom) {
+      auto& st = self->state;
+      if (st.passivating || st.migrating || st.hibernating || st.inflight > 0 || !st.held.empty()
+          || st.cfg.slot == nullptr) {
+        // Busy again: the supervisor gets its state back at once (no state was handed over).
+        self->send(st.cfg.parent, hibernated_atom::value, st.cfg.id, false, self_handle(self));
+        schedule_hibernate_check(self);
+        return;
+      }
+      flush(self);
+      st.hibernating = true;
+      st.cfg.slot->instance = std::move(st.instance);
+      if (st.cfg.mode != persistence_mode::ephemeral) {
+        durable_position pos;
+        pos.seq = st.applied_seq;
+        pos.snapshot_seq = st.snapshot_seq;
+        pos.epoch = st.cfg.position.epoch;
+        pos.dedup.assign(std::make_move_iterator(st.dedup_order.begin()),
+                         std::make_move_iterator(st.dedup_order.end()));
+        st.cfg.slot->position = std::move(pos);
+      }
+      log::event(spdlog::level::debug, "agent_hibernating", {{"handled", st.handled}},
+                 st.cfg.id.str());
+      self->send(st.cfg.parent, hibernated_atom::value, st.cfg.id, true, self_handle(self));
+      self->delayed_send(self, hibernate_linger, hibernate_quit_atom::value);
+    },
+    [self](hibernate_quit_atom) { self->quit(caf::exit_reason::normal); },
     [self](migrate_go_atom) {
       auto& st = self->state;
-      if (st.passivating || st.migrating) {
+      if (st.passivating || st.migrating || st.hibernating) {
         self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
                    make_error(errc::conflict, st.cfg.id.str() + " is passivating or migrating"));
         return;
@@ -884,7 +952,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     [self](const inspect_request&) -> agent_reply {
       auto& st = self->state;
       flush(self);
-      nlohmann::json out{{"summary", st.instance->summary()},
+      nlohmann::json out{{"summary", st.instance ? st.instance->summary() : nlohmann::json{}},
                          {"mailbox_size", queued_messages(self)},
                          {"handled", st.handled}};
       if (st.cfg.mode != persistence_mode::ephemeral)

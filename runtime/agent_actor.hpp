@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,13 @@ struct durable_position {
 };
 
 struct agent_actor_config;
+
+/// Where a hibernating activation leaves its state for the next one (`agent_env::
+/// hibernate_idle`): the behaviour instance and, for persisted kinds, the durable position.
+struct hibernation_slot {
+  std::shared_ptr<agent> instance;
+  std::optional<durable_position> position;
+};
 
 /// What every activation on a node shares: the hooks into the node and the settings (one
 /// object per node and replication flavour, held by pointer from each activation's config, so
@@ -88,6 +96,11 @@ struct agent_env {
   size_t dedup_entries_max = 1000;
   /// 0 = never passivate.
   std::chrono::milliseconds passivate_idle{0};
+  /// An activation idle this long releases its actor and leaves its state in memory (its
+  /// `hibernation_slot`), like Erlang's `hibernate`: the agent stays in the directory and under
+  /// its supervisor, and the next message starts an actor again from that state, without the
+  /// store. 0 = never (only activations with a slot hibernate).
+  std::chrono::milliseconds hibernate_idle{0};
 };
 
 /// What one activation needs besides its behaviour instance: its identity and durable
@@ -110,13 +123,24 @@ struct agent_actor_config {
   bool detached = false;
   durable_position position;
   /// The tenant supervisor: gets `(passivate_req_atom, name, self)` when the agent is idle,
-  /// answers `passivate_go_atom`, and gets `(passivated_atom, name)` once the state is written.
+  /// answers `passivate_go_atom`, and gets `(passivated_atom, name)` once the state is written;
+  /// the same for hibernation (`hibernate_req_atom`, `hibernate_go_atom`, `hibernated_atom`).
   caf::actor parent;
+  /// Set: the activation may hibernate (see `agent_env::hibernate_idle`) and leaves its state
+  /// here. Null for kinds that never do (blocking, resident, replicated, behind a breaker).
+  std::shared_ptr<hibernation_slot> slot;
 };
 
 using passivate_req_atom = caf::atom_constant<caf::atom("pasvreq")>;
 using passivate_go_atom = caf::atom_constant<caf::atom("pasvgo")>;
 using passivated_atom = caf::atom_constant<caf::atom("pasvdone")>;
+/// Hibernation: the agent asks its supervisor (`hibernate_req_atom, id, self`), which takes it
+/// out of the directory's handles and answers `hibernate_go_atom`; the agent then moves its
+/// state into its `hibernation_slot`, sends `(hibernated_atom, id)` and re-delivers what still
+/// reaches its old handle for a moment before it quits.
+using hibernate_req_atom = caf::atom_constant<caf::atom("hibreq")>;
+using hibernate_go_atom = caf::atom_constant<caf::atom("hibgo")>;
+using hibernated_atom = caf::atom_constant<caf::atom("hibdone")>;
 /// An agent_call that reached an activation that is passivating: the supervisor re-delivers it
 /// to the next activation.
 using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;

@@ -51,6 +51,17 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Help("Agents currently running on this node")
                     .Register(*registry_)
                     .Add({});
+  hibernations_ = &BuildCounter()
+                     .Name("hive_hibernations_total")
+                     .Help("Agents that released their actor while idle and kept their state in "
+                           "memory (agents.hibernate_idle_ms)")
+                     .Register(*registry_)
+                     .Add({});
+  hibernated_ = &BuildGauge()
+                   .Name("hive_agents_hibernated")
+                   .Help("Agents hibernated now: in the directory, state in memory, no actor")
+                   .Register(*registry_)
+                   .Add({});
   breaker_transitions_ = &BuildCounter()
                             .Name("hive_breaker_transitions_total")
                             .Help("Circuit breaker transitions, by the state entered")
@@ -264,6 +275,12 @@ kind_metrics& metrics::for_kind(const std::string& kind) {
 void metrics::escalation(std::string_view level) {
   std::lock_guard<std::mutex> guard{mtx_};
   escalations_->Add({{"level", std::string{level}}}).Increment();
+}
+
+void metrics::hibernated_add(int delta) {
+  if (delta > 0)
+    hibernations_->Increment(delta);
+  hibernated_->Increment(delta);
 }
 
 void metrics::agents_live_add(double delta) {

@@ -61,6 +61,10 @@ public:
   /// Adds `delta` to `hive_agents_live`.
   void agents_live_add(double delta);
 
+  /// An agent hibernated (`delta` 1: `hive_hibernations_total` and `hive_agents_hibernated`
+  /// grow) or a hibernated one woke or left (-1: the gauge shrinks).
+  void hibernated_add(int delta);
+
   /// Records a breaker transition: `hive_breaker_transitions_total{to}` and the gauges
   /// `hive_breakers{state}` (number of breakers in each state).
   void breaker_transition(std::string_view from, std::string_view to);
@@ -136,6 +140,8 @@ private:
   prometheus::Family<prometheus::Counter>* failures_;
   prometheus::Family<prometheus::Histogram>* handling_;
   prometheus::Family<prometheus::Counter>* messages_sent_;
+  prometheus::Counter* hibernations_ = nullptr;
+  prometheus::Gauge* hibernated_ = nullptr;
   prometheus::Family<prometheus::Histogram>* mailbox_;
   prometheus::Family<prometheus::Counter>* restarts_;
   prometheus::Family<prometheus::Counter>* escalations_;

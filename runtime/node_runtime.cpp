@@ -250,6 +250,7 @@ std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx, const std::shared_p
   auto env = std::make_shared<agent_env>();
   env->json_depth_max = static_cast<size_t>(ctx->cfg.gateway.json_depth_max);
   env->metrics = ctx->metrics;
+  env->hibernate_idle = std::chrono::milliseconds(ctx->cfg.agents.hibernate_idle_ms);
   env->send = [sender = ctx->sender](const agent_id& from, const agent_id& to, agent_call call) {
     auto f = sender->get();
     auto cid = call.env.correlation_id;
@@ -353,35 +354,46 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
   spec.restart = restart ? *restart : restart_type::permanent;
   // One shared record per agent for the three callbacks (each capture of its own cost ~300
   // bytes per live agent; see bench/HISTORY.md, density).
-  struct child_data {
+  // The slot part (first instance; after a hibernation, the instance and durable position
+  // the last activation left) is handed to the activations (aliasing, no allocation).
+  struct child_data : hibernation_slot {
     ctx_ptr ctx;
     agent_id id;
     std::string kind;
     std::shared_ptr<const nlohmann::json> config;
     std::shared_ptr<std::atomic<uint64_t>> load;
     caf::actor breaker;
-    std::shared_ptr<agent> first;
     std::shared_ptr<std::vector<continuation>> pending;
   };
-  auto d = std::make_shared<child_data>(
-    child_data{ctx, view.id, view.kind, view.config, view.load,
-               view.has_breaker ? view.target : caf::actor{}, std::move(first_instance),
-               std::move(pending)});
+  auto d = std::make_shared<child_data>();
+  d->instance = std::move(first_instance);
+  d->ctx = ctx;
+  d->id = view.id;
+  d->kind = view.kind;
+  d->config = view.config;
+  d->load = view.load;
+  d->breaker = view.has_breaker ? view.target : caf::actor{};
+  d->pending = std::move(pending);
   spec.start = [d](caf::local_actor* sup) -> caf::expected<caf::actor> {
     auto& ctx = d->ctx;
-    std::shared_ptr<agent> instance = std::move(d->first);
-    d->first.reset();
+    std::shared_ptr<agent> instance = std::move(d->instance);
+    d->instance.reset();
+    auto kept = std::move(d->position); // set: waking from hibernation
+    d->position.reset();
     auto kind = ctx->kinds->find(d->kind);
     if (kind == nullptr)
       return make_error(errc::unknown_kind, "kind '" + d->kind + "' is not registered");
     bool persisted = ctx->persisted(d->kind);
     durable_position pos;
-    if (persisted)
+    if (persisted && kept && instance)
+      pos = std::move(*kept); // the same activation's state, all of it durable
+    else if (persisted)
       pos.epoch = ctx->db->next_epoch();
-    auto rep = persisted && kind->persistence == persistence_mode::journaled && ctx->rep
+    bool awake = persisted && kept && instance;
+    auto rep = !awake && persisted && kind->persistence == persistence_mode::journaled && ctx->rep
       ? ctx->rep->get()
       : nullptr;
-    if (!rep && persisted && kind->persistence == persistence_mode::journaled
+    if (!awake && !rep && persisted && kind->persistence == persistence_mode::journaled
         && !ctx->cfg.cluster.listen.empty() && ctx->cfg.replication.factor > 1)
       // A clustered node between the start of its gateway and that of its cluster (or after
       // the cluster stopped): an activation now would write without the replica set, and its
@@ -443,6 +455,16 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       acfg.mode = kind->persistence;
       acfg.resident = kind->resident && kind->persistence == persistence_mode::journaled;
       acfg.position = std::move(pos);
+      acfg.parent = caf::actor_cast<caf::actor>(sup);
+    }
+    // Hibernation (agents.hibernate_idle_ms): on a node with a store (its routing sends calls
+    // for an agent without a handle to the supervisor), never for blocking or resident kinds,
+    // replicated agents (another node may take over) or agents behind a breaker.
+    if (ctx->cfg.agents.hibernate_idle_ms > 0 && ctx->db && !kind->blocking && !kind->resident
+        && !rep && !d->breaker
+        && !(persisted && kind->persistence == persistence_mode::journaled
+             && !ctx->cfg.cluster.listen.empty() && ctx->cfg.replication.factor > 1)) {
+      acfg.slot = std::shared_ptr<hibernation_slot>{d, static_cast<hibernation_slot*>(d.get())};
       acfg.parent = caf::actor_cast<caf::actor>(sup);
     }
     return spawn_agent_actor(sup->system(), std::move(acfg), std::move(instance));
@@ -593,7 +615,13 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
     p->second.push_back(std::move(k));
     return;
   }
-  if (self->state.find_child(id.name) != nullptr) {
+  if (auto child = self->state.find_child(id.name); child != nullptr) {
+    if (child->state == supervisor_state::phase::hibernated) {
+      auto woken = self->state.wake_child(id.name);
+      if (!woken)
+        return k(std::move(woken.error()));
+      return k(*woken);
+    }
     auto target = ctx->dir->target_of(id);
     if (target && *target)
       return k(*target);
@@ -968,6 +996,45 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
             log::event(spdlog::level::warn, "fenced_copy_not_erased", {{"reason", describe(err)}},
                        id.str());
         });
+      },
+      [self, ctx, book](hibernate_req_atom, const agent_id& id, const caf::actor& agent) {
+        auto child = self->state.find_child(id.name);
+        if (child == nullptr || child->handle != agent || book->passivating.count(id.name)
+            || book->migrating.count(id.name))
+          return;
+        // From now on calls find no handle and come here: they wait in the book (as for a
+        // passivation) until the agent has left its state in its slot.
+        ctx->dir->set_handles(id, caf::actor{}, caf::actor{}, child->restarts);
+        book->passivating.emplace(id.name, std::vector<continuation>{});
+        self->send(agent, hibernate_go_atom::value);
+      },
+      [self, ctx, book](hibernated_atom, const agent_id& id, bool hibernated,
+                        const caf::actor& agent) {
+        auto p = book->passivating.find(id.name);
+        if (p == book->passivating.end())
+          return;
+        auto waiting = std::move(p->second);
+        book->passivating.erase(p);
+        auto child = self->state.find_child(id.name);
+        if (!hibernated || child == nullptr || child->handle != agent) {
+          // Busy again (it kept its state): it goes on as it was.
+          if (child != nullptr && child->handle == agent)
+            ctx->dir->set_handles(id, agent, agent, child->restarts);
+          for (auto& k : waiting)
+            k(agent);
+          return;
+        }
+        if (auto err = self->state.hibernate_child(id.name, agent)) {
+          for (auto& k : waiting)
+            k(err);
+          return;
+        }
+        if (waiting.empty())
+          return;
+        // Calls came meanwhile: wake it at once.
+        auto woken = self->state.wake_child(id.name);
+        for (auto& k : waiting)
+          k(woken ? caf::expected<caf::actor>{*woken} : caf::expected<caf::actor>{woken.error()});
       },
       [self, ctx, book](passivated_atom, const agent_id& id) {
         // The agent quits by itself: forget it without a restart.

@@ -95,6 +95,8 @@ void supervisor_state::reindex() {
 
 supervisor_state::child supervisor_state::erase_at(size_t i) {
   assert(i < children_.size());
+  if (children_[i].state == phase::hibernated && flags_.metrics)
+    flags_.metrics->hibernated_add(-1);
   auto removed = std::move(children_[i]);
   by_id_.erase(removed.spec.id);
   if (removed.handle)
@@ -179,6 +181,42 @@ caf::error supervisor_state::release_child(std::string_view id) {
                        restart_group_.end());
   try_restart_group();
   return {};
+}
+
+caf::error supervisor_state::hibernate_child(std::string_view id, const caf::actor& handle) {
+  auto pos = position_of(id);
+  if (pos == children_.size())
+    return make_error(errc::agent_not_found,
+                      flags_.name + ": no child called '" + std::string{id} + "'");
+  auto& c = children_[pos];
+  if (c.state != phase::running || !c.handle || c.handle != handle)
+    return make_error(errc::conflict,
+                      flags_.name + ": child '" + std::string{id} + "' cannot hibernate now");
+  self_->demonitor(c.handle);
+  set_handle(c, nullptr);
+  c.state = phase::hibernated;
+  if (flags_.metrics)
+    flags_.metrics->hibernated_add(1);
+  return {};
+}
+
+caf::expected<caf::actor> supervisor_state::wake_child(std::string_view id) {
+  auto pos = position_of(id);
+  if (pos == children_.size())
+    return make_error(errc::agent_not_found,
+                      flags_.name + ": no child called '" + std::string{id} + "'");
+  if (children_[pos].state != phase::hibernated)
+    return make_error(errc::conflict,
+                      flags_.name + ": child '" + std::string{id} + "' is not hibernated");
+  if (flags_.metrics)
+    flags_.metrics->hibernated_add(-1);
+  if (auto err = start_existing(children_[pos])) {
+    auto removed = erase_at(pos);
+    if (removed.spec.on_removed)
+      removed.spec.on_removed(err);
+    return err;
+  }
+  return children_[pos].handle;
 }
 
 caf::timespan supervisor_state::backoff_for(child& c) {
@@ -340,6 +378,10 @@ void supervisor_state::escalate(const std::string& why) {
 
 void supervisor_state::shutdown(const caf::error& reason) {
   for (auto i = children_.rbegin(); i != children_.rend(); ++i) {
+    if (i->state == phase::hibernated && flags_.metrics) {
+      flags_.metrics->hibernated_add(-1);
+      i->state = phase::terminating;
+    }
     if (i->handle) {
       self_->demonitor(i->handle);
       self_->send_exit(i->handle, reason ? reason : caf::error{caf::exit_reason::user_shutdown});
@@ -384,7 +426,8 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_flags flags
         out.push_back({{"id", c.spec.id},
                        {"restart", to_string(c.spec.restart)},
                        {"restarts", c.restarts},
-                       {"running", static_cast<bool>(c.handle)}});
+                       {"running", static_cast<bool>(c.handle)},
+                       {"hibernated", c.state == supervisor_state::phase::hibernated}});
       return out.dump();
     },
     [self](restart_atom, uint64_t token) { self->state.on_restart_timer(token); },

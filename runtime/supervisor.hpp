@@ -94,7 +94,9 @@ struct supervisor_stats {
 /// top of the supervisor (see `spawn_supervisor`'s `extra`).
 class supervisor_state {
 public:
-  enum class phase : uint8_t { running, terminating, waiting_restart };
+  /// `hibernated`: the child released its actor while idle and keeps its state elsewhere (see
+  /// `hibernate_child`); it is not restarted, and `wake_child` starts it again.
+  enum class phase : uint8_t { running, terminating, waiting_restart, hibernated };
 
   struct child {
     child_spec spec;
@@ -114,6 +116,17 @@ public:
   /// Removes a child that is leaving by itself (passivation) without stopping or restarting it
   /// and without calling its `on_removed`. Errors: agent_not_found.
   caf::error release_child(std::string_view id);
+
+  /// Marks the running child `id` whose current actor is `handle` as hibernated: its actor is
+  /// leaving by itself (it is no longer monitored, so its exit is no failure) and the child
+  /// stays, without a handle, until `wake_child`. Errors: agent_not_found, conflict (another
+  /// actor, or not running).
+  caf::error hibernate_child(std::string_view id, const caf::actor& handle);
+
+  /// Starts a hibernated child again (its start function); returns the new handle. Errors:
+  /// agent_not_found, conflict (not hibernated), the start error (the child is then removed
+  /// with that reason).
+  caf::expected<caf::actor> wake_child(std::string_view id);
 
   /// Returns the child called `id`, or nullptr.
   [[nodiscard]] const child* find_child(std::string_view id) const;

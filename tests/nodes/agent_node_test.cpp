@@ -360,6 +360,8 @@ TEST(agent_node, metrics_have_the_documented_names_types_units_and_labels) {
     {"hive_restarts_total", "counter"},
     {"hive_escalations_total", "counter"},
     {"hive_agents_live", "gauge"},
+    {"hive_agents_hibernated", "gauge"},
+    {"hive_hibernations_total", "counter"},
     {"hive_breaker_transitions_total", "counter"},
     {"hive_breakers", "gauge"},
     {"hive_gateway_requests_total", "counter"},
@@ -404,8 +406,8 @@ TEST(agent_node, metrics_have_the_documented_names_types_units_and_labels) {
                                           "route", "state", "to",        "way",   "type"};
   // Units: counters end in _total; histograms and gauges name what they measure.
   const std::vector<std::string> histogram_units{"_seconds", "_bytes", "_messages", "_writes"};
-  const std::set<std::string> unitless_gauges{"hive_agents_live", "hive_breakers",
-                                              "hive_binary_connections"};
+  const std::set<std::string> unitless_gauges{"hive_agents_live", "hive_agents_hibernated",
+                                              "hive_breakers", "hive_binary_connections"};
 
   http_client metrics{node.metrics_port};
   std::string text;

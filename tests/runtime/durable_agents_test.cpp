@@ -16,6 +16,7 @@
 #include "runtime/node_runtime.hpp"
 #include "support/faulty_fs.hpp"
 #include "support/node_process.hpp"
+#include "support/metrics_text.hpp"
 
 using namespace std::chrono_literals;
 using namespace hive;
@@ -88,6 +89,11 @@ public:
                               return std::unique_ptr<agent>{new snap_counter};
                             },
                             persistence_mode::snapshot}));
+    // The same counter kept in memory only: what a hibernation must not lose.
+    ASSERT_FALSE(kinds.add({"memcounter", "a counter in memory only",
+                            [](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
+                              return std::unique_ptr<agent>{new snap_counter};
+                            }}));
     m = std::make_shared<metrics>();
     auto db = open_node_store(cfg, dir.path.string(), m, fs);
     ASSERT_TRUE(db) << describe(db.error());
@@ -321,6 +327,68 @@ TEST_F(durable_agents_test, messages_racing_with_passivation_are_not_lost) {
   // Tells are asynchronous: wait until all landed.
   EXPECT_TRUE(eventually([&] { return value_of("acme/r1") == expected; }))
     << value_of("acme/r1") << " != " << expected;
+}
+
+TEST_F(durable_agents_test, idle_agents_hibernate_with_their_state_in_memory_and_wake_on_a_call) {
+  node_config nc;
+  nc.agents.hibernate_idle_ms = 20;
+  start(nc);
+  ASSERT_TRUE(spawn("acme/h1"));                // journaled
+  ASSERT_TRUE(spawn("acme/e1", "memcounter"));  // ephemeral: its state lives in memory only
+  ASSERT_TRUE(ask("acme/h1", {{"op", "add"}, {"by", 5}}));
+  ASSERT_TRUE(ask("acme/e1", {{"op", "add"}, {"by", 5}}));
+  auto gauge = [&](const std::string& name) { return test::metric_sum(m->render(), name); };
+  ASSERT_TRUE(eventually([&] { return gauge("hive_agents_hibernated") == 2; }))
+    << gauge("hive_agents_hibernated") << " hibernated";
+  // Still there (directory, supervisor), but no actor runs for them.
+  EXPECT_EQ(rt->agent_count(), 2u);
+  EXPECT_TRUE(eventually([&] { return gauge("hive_agents_live") == 0; }));
+  EXPECT_FALSE(rt->find(*parse_agent_id("acme/e1"))->agent);
+  // A call wakes each with its state: the in-memory counter too (a fresh instance would say 0).
+  EXPECT_EQ(value_of("acme/e1"), 5);
+  EXPECT_EQ(value_of("acme/h1"), 5);
+  // Hibernate again, then a tell wakes it; the journal goes on where it was.
+  ASSERT_TRUE(eventually([&] { return gauge("hive_agents_hibernated") == 2; }));
+  ASSERT_FALSE(rt->tell(*parse_agent_id("acme/h1"), agent_call{{}, R"({"op":"add","by":1})"}));
+  ASSERT_FALSE(rt->tell(*parse_agent_id("acme/e1"), agent_call{{}, R"({"op":"add","by":1})"}));
+  EXPECT_TRUE(eventually([&] { return value_of("acme/h1") == 6; }));
+  EXPECT_TRUE(eventually([&] { return value_of("acme/e1") == 6; }));
+  EXPECT_GE(gauge("hive_hibernations_total"), 4);
+  // The events appended after a wake are durable under the same sequence: a restart reads 6.
+  ASSERT_TRUE(eventually([&] { return gauge("hive_agents_hibernated") == 2; }));
+  restart();
+  EXPECT_EQ(value_of("acme/h1"), 6);
+  // Stopping a hibernated agent removes it like any other.
+  ASSERT_TRUE(eventually([&] { return gauge("hive_agents_hibernated") >= 1; }));
+  EXPECT_FALSE(stop("acme/h1"));
+  EXPECT_FALSE(rt->find(*parse_agent_id("acme/h1")));
+}
+
+TEST_F(durable_agents_test, messages_racing_with_hibernation_are_not_lost) {
+  node_config nc;
+  nc.agents.hibernate_idle_ms = 1;
+  start(nc);
+  // With a 1 ms idle time the agents hibernate between almost every pair of messages: every
+  // acknowledged add and every tell must still count, in memory as in the journal.
+  for (auto [id, kind] : {std::pair{"acme/r1", "counter"}, std::pair{"acme/r2", "memcounter"}}) {
+    ASSERT_TRUE(spawn(id, kind));
+    int64_t expected = 0;
+    for (int i = 0; i < 300; ++i) {
+      if (i % 3 == 0) {
+        ASSERT_FALSE(rt->tell(*parse_agent_id(id), agent_call{{}, R"({"op":"add","by":1})"}));
+        expected += 1;
+      } else {
+        auto r = ask(id, {{"op", "add"}, {"by", 2}});
+        ASSERT_TRUE(r) << id << ": " << describe(r.error());
+        expected += 2;
+      }
+      if (i % 20 == 0)
+        std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_TRUE(eventually([&] { return value_of(id) == expected; }))
+      << id << ": " << value_of(id) << " != " << expected;
+  }
+  EXPECT_GT(test::metric_sum(m->render(), "hive_hibernations_total"), 10);
 }
 
 TEST_F(durable_agents_test, stop_deletes_the_stored_state_and_the_id_can_be_reused) {
