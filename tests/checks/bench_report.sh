@@ -10,6 +10,10 @@
 #     charts were skipped, exits 0; with --require-charts it exits non-zero;
 #   - a scenario whose JSON is missing is listed as not run, with the reason from status.tsv,
 #     and its goals as not measured;
+#   - local: the asks, ping-pong and spawn parts next to raw CAF and the peers' Erlang call,
+#     pingpong (round trips/s, doubled to messages/s) and spawn; a local.json without them (an
+#     older run) or without one still renders; a part lacking a field or with another unit is
+#     an error; a peer figure in a unit that does not convert gets no ratio;
 #   - density: report.py's own goal verdicts (below goal scale, a failed check, a part not run);
 #     --no-charts leaves the charts directory alone;
 #   - "scenario" in a JSON file is optional, but a wrong one is an error;
@@ -69,6 +73,16 @@ has "$out" \
   "| way | median msgs/s | min..max | vs raw CAF (same process) | vs Erlang window |" \
   "| hive by id | 1,027,389 | 1,004,413..1,028,136 | 0.75x | 0.18x |" \
   "| Erlang \`window\` (2 schedulers) (peers, n=2) | 5,700,000 |" \
+  "### Asks, ping-pong and spawns" \
+  "| part | unit | hive median | raw CAF median | hive / raw CAF | Erlang (peers) | hive / Erlang |" \
+  "| asks by id | round trips/s | 368,250 | 1,002,331 | 0.37x | 770,000 (\`call\`, n=2) | 0.48x |" \
+  "| ping-pong by id | messages/s | 680,942 | 2,418,668 | 0.28x | 5,200,000 (\`pingpong\` 2,600,000 round trips/s x 2, n=2) | 0.13x |" \
+  "| spawn + stop | spawns/s | 47,593 | 123,529 | 0.39x | 490,000 (\`spawn\`, n=2) | 0.10x |" \
+  "ours counts messages/s, so its figure is doubled here" \
+  "(100,000 spawns per run, at most 1,000 alive)" \
+  "| hive (ask by id) | 1.9 | 23.2 |" "| raw CAF (\`request(...).then(...)\`) | 0.9 | 0.9 |" \
+  "| hive / raw CAF | 2.17x | 24.88x |" \
+  "| Erlang \`gen_server:call\` (peers; mean = 1 / round trips per second) | 1.3 (mean) | |" \
   "| **hive** | 78.0 | 170 | 55,609 | 263,876 |" \
   "| hive / raw CAF (agent-bench) | 0.50x | | 1.03x | 2.22x |" \
   "| hive / Erlang | 1.51x | | | 1.34x |" \
@@ -107,7 +121,9 @@ has "$tmp/missing/RESULTS.md" "QUICK RUN" \
   "Not run: agent-bench has no density subcommand." \
   "| #8 | >= 1,000,000 live idle agents under 2 GiB RSS | no figures (\`density.json\` missing) | not measured |" \
   "| #4 | cross-node ask p50 <= Erlang's round trip | hive 78.0 us; Erlang not measured | not measured" \
-  "| **met** (quick run) |" "Erlang and raw-CAF peers: not in this run"
+  "| **met** (quick run) |" "Erlang and raw-CAF peers: not in this run" \
+  "| asks by id | round trips/s | 368,250 | 1,002,331 | 0.37x | n/a | n/a |" \
+  "- spawn + stop: Erlang not measured in this run"
 
 # --- 3b. density: the goals are judged by report.py from the figures ----------------------------
 # (not by the JSON's goal_met): below goal scale is not met, a failed check is not met, a part
@@ -166,6 +182,42 @@ has "$tmp/scen.stderr" "cluster_down.json: field 'scenario' is \"failover_time\"
 has "$tmp/scen/RESULTS.md" "| #4 | migration pause p99 < 5 ms at 64 KiB | p99 13.00 ms" \
   "| #5 | failover: kill -9 to the first answer p99 < 2 s | p99 15.80 ms over 5 kills | **met** |"
 
+# --- 3d. local: the asks, ping-pong and spawn parts are optional (local.json of older runs) ----
+local_json() { # local_json NAME PYTHON: a copy of the fixture whose local.json PYTHON edits (as d)
+  cp -r "$fixture" "$tmp/$1"
+  python3 - "$tmp/$1/local.json" "$2" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(d, open(sys.argv[1], "w"))
+EOF
+  python3 "$report" "$tmp/$1" --out "$tmp/$1/RESULTS.md" --charts "$tmp/$1/png" \
+    --gnuplot /nonexistent/gnuplot > /dev/null 2> "$tmp/$1.stderr"
+}
+local_json oldlocal 'del d["asks"], d["pingpong"], d["spawn"]' \
+  || fail "report.py failed on a local.json without asks, pingpong and spawn: $(cat "$tmp/oldlocal.stderr")"
+has "$tmp/oldlocal/RESULTS.md" "| hive by id | 1,027,389 | 1,004,413..1,028,136 | 0.75x | 0.18x |" \
+  "| #2 | local tell by id >= 0.8x raw CAF | 0.75x (1,027,389 vs 1,374,019 msgs/s) | **NOT met** |"
+grep -qE "Asks, ping-pong|asks by id|Errors while reading" "$tmp/oldlocal/RESULTS.md" \
+  && fail "a local.json without the parts still shows them or an error ($tmp/oldlocal/RESULTS.md)"
+local_json nospawn 'del d["spawn"]' \
+  || fail "report.py failed on a local.json without spawn: $(cat "$tmp/nospawn.stderr")"
+has "$tmp/nospawn/RESULTS.md" "| ping-pong by id | messages/s | 680,942 |" \
+  "- spawn + stop: not run (no 'spawn' part in \`local.json\`)."
+grep -q "| spawn + stop |" "$tmp/nospawn/RESULTS.md" && fail "a local.json without spawn has a spawn row"
+local_json nomedian 'del d["pingpong"]["median"]["hive"]' \
+  && fail "a local.json without pingpong.median.hive gave exit status 0"
+has "$tmp/nomedian.stderr" "local.json: field 'pingpong.median.hive' is missing" "agent-bench local"
+local_json badunit 'd["pingpong"]["unit"] = "round trips/s"' \
+  && fail "a local.json whose pingpong unit is round trips/s gave exit status 0"
+has "$tmp/badunit.stderr" "local.json: field 'pingpong.unit' is \"round trips/s\", expected \"messages/s\""
+# A peer figure in a unit that does not convert: shown, but no ratio.
+cp -r "$fixture" "$tmp/peerunit"
+sed -i 's/^\(RAW [12] local_spawn erlang default [0-9]*\) spawns\/s$/\1 procs\/s/' "$tmp/peerunit/peers/raw.txt"
+python3 "$report" "$tmp/peerunit" --out "$tmp/peerunit/RESULTS.md" --charts "$tmp/nc" --no-charts \
+  > /dev/null 2>&1 || fail "report.py failed on a peers/raw.txt with an unknown unit"
+has "$tmp/peerunit/RESULTS.md" "| spawn + stop | spawns/s | 47,593 | 123,529 | 0.39x | (490,000 procs/s: not in spawns/s) | n/a |"
+
 # --- 4. malformed input fails clearly ---------------------------------------------------------------
 cp -r "$fixture" "$tmp/bad"
 head -c 200 "$fixture/local.json" > "$tmp/bad/local.json"
@@ -204,7 +256,7 @@ if command -v gnuplot >/dev/null 2>&1; then
   python3 "$report" "$tmp/chartsrc" --out "$tmp/charts/RESULTS.md" --charts "$tmp/charts/png" \
     --require-charts > /dev/null 2> "$tmp/charts.stderr" \
     || fail "rendering the fixture's charts failed: $(cat "$tmp/charts.stderr")"
-  for c in local-throughput remote-throughput remote-latency durable-throughput durable-latency \
+  for c in local-throughput local-ratios remote-throughput remote-latency durable-throughput durable-latency \
            gateway-throughput gateway-latency replicated-throughput workflow-throughput \
            density-footprint migration_pause-latency cluster_down-latency failover_time-latency; do
     [[ -s "$tmp/charts/png/$c.png" ]] || fail "chart $c.png was not rendered"
