@@ -21,7 +21,12 @@
 // RocksDB's own synced puts, activation latency of passivated agents, bytes per agent in
 // memory and on disk. See durable_bench.cpp and README.md.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -250,6 +255,14 @@ int run_local(uint64_t n, uint64_t window, uint64_t k, int runs, const std::stri
   std::printf("%-12s %14.0f %10.2f\n", "by-ref", m_ref, m_ref / m_raw);
   extra.runs = runs;
   auto extra_json = bench::run_local_extra(sys, **rt, extra);
+  if (extra.compare) {
+    nlohmann::json ours = extra_json;
+    ours["window"] = {{"by_id", m_id}};
+    extra_json["erlang"] = bench::run_erlang_compare(extra, {n, window, k}, ours);
+    if (extra_json["erlang"].contains("skipped"))
+      std::printf("--compare: Erlang skipped: %s\n",
+                  extra_json["erlang"]["skipped"].get<std::string>().c_str());
+  }
   if (!json_file.empty()) {
     nlohmann::json out{
       {"scenario", "local"},
@@ -304,6 +317,11 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
   local->add_option("--spawn-window", extra.spawn_window, "agents alive at most while spawning")
     ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
+  local->add_flag("--compare", extra.compare,
+                  "also run the Erlang twins (../shared/peers/erlang/ab.erl) with the same sizes, "
+                  "when erl is installed, and print hive/Erlang ratios");
+  local->add_option("--peers", extra.peers_dir,
+                    "the peers' folder (default: $HIVE_PEERS_DIR, else <source>/../shared/peers)");
   bench::durable_options dur;
   auto durable = app.add_subcommand(
     "durable", "journaled agents: durable acks/s vs RocksDB sync puts, activation, footprint");
@@ -437,7 +455,51 @@ int main(int argc, char** argv) {
   density->add_flag("--keep", den.keep, "keep the data directory");
   density->add_option("--json", den.json_file, "write the figures as JSON to FILE");
   density->add_option("--set", den.settings, "node config override KEY=VALUE, repeatable");
+  // The cluster scenarios written in Python (bench/*.py): run as subcommands of this binary
+  // so that one harness has them all; extra arguments are passed on (`-- --help` shows them).
+  struct script_scenario {
+    const char* name;
+    const char* script;
+    const char* what;
+    CLI::App* sub = nullptr;
+  };
+  std::vector<script_scenario> scripts{
+    {"migration", "migration_pause.py",
+     "live-migration pause for 1 KiB, 64 KiB and 1 MiB states on 3 nodes (bench/migration_pause.py)"},
+    {"failover", "failover_time.py",
+     "kill -9 of an agent's node to the first answer from a survivor (bench/failover_time.py)"},
+    {"down", "cluster_down.py",
+     "kill -9 of a node to 'down' on both survivors (bench/cluster_down.py)"},
+  };
+  for (auto& sc : scripts) {
+    sc.sub = app.add_subcommand(sc.name, sc.what);
+    sc.sub->allow_extras();
+    sc.sub->footer(std::string{"Runs python3 bench/"} + sc.script
+                   + " --node <agent-node next to this binary> ARGS...; see its --help.");
+  }
   CLI11_PARSE(app, argc, argv);
+  for (auto& sc : scripts) {
+    if (!sc.sub->parsed())
+      continue;
+    auto self_dir = std::filesystem::canonical("/proc/self/exe").parent_path();
+    auto node = (self_dir / ".." / "nodes" / "agent-node").lexically_normal().string();
+    auto script = std::string{HIVE_SOURCE_DIR} + "/bench/" + sc.script;
+    std::vector<std::string> args{"python3", script};
+    auto extras = sc.sub->remaining();
+    if (std::find(extras.begin(), extras.end(), "--node") == extras.end()) {
+      args.push_back("--node");
+      args.push_back(node);
+    }
+    args.insert(args.end(), extras.begin(), extras.end());
+    std::vector<char*> cargs;
+    for (auto& a : args)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    ::execvp("python3", cargs.data());
+    std::cerr << "agent-bench " << sc.name << ": cannot run python3 " << script << ": "
+              << std::strerror(errno) << "\n";
+    return 1;
+  }
   if (density->parsed())
     return bench::run_density(den);
   if (workflow->parsed())
