@@ -200,7 +200,7 @@ n_dirty="$(git status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
 # Quick: just enough to exercise every path. (The a_* arrays are read through ${!name}.)
 # shellcheck disable=SC2034
 if [[ $mode == quick ]]; then
-  a_local=(--messages 200000 --runs 2)
+  a_local=(--messages 200000 --runs 2 --asks 20000 --pingpong 200000 --spawns 20000)
   a_remote=(--runs 1 --asks 500 --window-asks 5000 --tells 50000)
   a_durable=(--runs 1 --seconds 1 --rocksdb-puts 200 --activation-agents 200 --footprint-agents 2000)
   a_density=(--live 20000 --passivated 50000 --check 100)
@@ -214,6 +214,9 @@ if [[ $mode == quick ]]; then
              RESTART_PACED_M=100 RPP_N=2000 RWIN_N=100000)
   limit="${REGEN_TIMEOUT:-600}"
 else
+  # local: 9 runs of the windowed tells and of the asks, ping-pong and spawn parts at
+  # agent-bench's default sizes (--asks 100000 --pingpong 1000000 --spawns 100000
+  # --spawn-window 1000): ~1.5 min on a 2-core VM
   a_local=(--messages 2000000 --runs 9)
   a_remote=(--runs 5)
   a_durable=(--runs 3)
@@ -230,6 +233,12 @@ fi
 
 bench_help="$("$bench_bin" --help 2>&1 || true)"
 has_subcommand() { grep -qE "^[[:space:]]+$1([[:space:]]|$)" <<< "$bench_help"; }
+# An agent-bench from before local's asks, ping-pong and spawn parts: without their options.
+if [[ $mode == quick ]] && ! "$bench_bin" local --help 2>&1 | grep -q -- '--asks'; then
+  warn "agent-bench local has no --asks/--pingpong/--spawns (an older build): windowed tells only"
+  # shellcheck disable=SC2034  # read through ${!args_var}
+  a_local=(--messages 200000 --runs 2)
+fi
 
 peers_dir="${HIVE_PEERS_DIR:-$repo/../shared/peers}"
 

@@ -286,6 +286,7 @@ class Peers:
     def __init__(self, results_dir, status):
         self.dir = os.path.join(results_dir, "peers")
         self.vals = {}
+        self.units = {}  # (bench, system, config) -> the unit raw.txt gives (first seen)
         self.note = ""
         raw = os.path.join(self.dir, "raw.txt")
         st = status.get("peers")
@@ -306,6 +307,7 @@ class Peers:
                         raise ReportError(f"{raw}: line {n}: value '{p[5]}' is not a number") \
                             from None
                     self.vals.setdefault((p[2], p[3], p[4]), []).append(v)
+                    self.units.setdefault((p[2], p[3], p[4]), p[6])
         elif st and st["status"] != "ok":
             self.note = st["note"] or f"peers {st['status']}"
         else:
@@ -329,6 +331,26 @@ class Peers:
         if self.note:
             return self.note
         return f"no {system} '{bench}' figure in peers/raw.txt"
+
+    def unit(self, bench, system, cfg="default"):
+        return self.units.get((bench, system, cfg))
+
+    def med_in(self, bench, system, unit, cfg="default"):
+        """The median in `unit` (one of ours: round trips/s, messages/s, spawns/s):
+        (value, factor applied, the peers' own median and unit); value None when there is
+        no figure or its unit does not convert to `unit`."""
+        v, u = self.med(bench, system, cfg), self.unit(bench, system, cfg)
+        if v is None:
+            return None, None, None, u
+        f = PEER_UNIT_FACTORS.get((PEER_UNITS.get(u, u), unit))
+        return (v * f if f else None), f, v, u
+
+
+# The peers' units (raw.txt) in the words agent-bench uses, and how one converts to another: a
+# ping-pong round trip is two messages (the ping and its pong).
+PEER_UNITS = {"roundtrips/s": "round trips/s", "msgs/s": "messages/s", "spawns/s": "spawns/s"}
+PEER_UNIT_FACTORS = {("round trips/s", "round trips/s"): 1, ("messages/s", "messages/s"): 1,
+                     ("spawns/s", "spawns/s"): 1, ("round trips/s", "messages/s"): 2}
 
 
 # ---------------------------------------------------------------------------- the charts
@@ -493,6 +515,23 @@ def render_charts(charts, results_dir, charts_dir, gnuplot):
 # ------------------------------------------------------------------------- the scenarios
 
 
+# agent-bench local's other parts: JSON key, row name, unit (as agent-bench writes it), the
+# peers' twin in raw.txt, what the part measures.
+LOCAL_PARTS = [
+    ("asks", "asks by id", "round trips/s", "local_call",
+     "one client asks an echo agent by id, one ask in flight (`node_runtime::ask`), vs a raw "
+     "CAF actor's `request(...).then(...)` to an echo actor; Erlang: the peers' `call` "
+     "(`gen_server:call`)."),
+    ("pingpong", "ping-pong by id", "messages/s", "local_pingpong",
+     "two agents bounce a counter by id until it reaches 0, vs two raw CAF actors bouncing it "
+     "by handle; Erlang: the peers' `pingpong` (`!` and `receive`)."),
+    ("spawn", "spawn + stop", "spawns/s", "local_spawn",
+     "agents spawned and stopped through the runtime, vs raw CAF actors spawned and sent an "
+     "exit; Erlang: the peers' `spawn` (`spawn_monitor` of a process that exits at once, at "
+     "most 1,000 alive, every `'DOWN'` awaited)."),
+]
+
+
 GOALS_NOTE = ("Goals are those of the issues named; a goal is judged on this run's medians "
               "(p99: the median over runs of each run's p99).")
 
@@ -590,7 +629,90 @@ class Report:
             groups.append(("peers' window (separate processes)", pb))
         self.charts.append(Chart("local-throughput", "local: windowed tells, msgs/s (median)",
                                  "msgs/s", groups))
-        return L, ["local-throughput"]
+        charts = ["local-throughput"]
+        # The asks, ping-pong and spawn parts (agent-bench local since they were added; a
+        # local.json of an earlier run has none, a part run with size 0 is left out).
+        if any(d.has(part) for part, *_ in LOCAL_PARTS):
+            L += self.local_parts(d, ratio(m["by_id"], m["raw_caf"]), ratio(m["by_id"], erl))
+            charts.append("local-ratios")
+        return L, charts
+
+    def local_parts(self, d, window_raw, window_erl):
+        L = ["### Asks, ping-pong and spawns", "",
+             f"Each part runs hive and raw CAF in the same process, alternating which goes first "
+             f"run by run; {plural(d.num('runs'), 'run')}, medians.", ""]
+        rows, notes, bars, doubled = [], [], [], []
+        for part, name, unit, bench, what in LOCAL_PARTS:
+            if not d.has(part):
+                notes.append(f"- {name}: not run (no '{part}' part in `local.json`).")
+                continue
+            d.obj(part)  # an object, with the per-run figures (checked, not shown)
+            d.nums(f"{part}.hive")
+            d.nums(f"{part}.raw_caf")
+            got = d.get(f"{part}.unit")
+            if got != unit:
+                raise ReportError(f"{d.file}: field '{part}.unit' is {json.dumps(got)[:60]}, "
+                                  f"expected \"{unit}\" (the JSON of agent-bench local)")
+            h, r = d.num(f"{part}.median.hive"), d.num(f"{part}.median.raw_caf")
+            erl, factor, own, own_unit = self.peers.med_in(bench, "erlang", unit)
+            n = self.peers.n(bench, "erlang")
+            if own is None:
+                ecell = "n/a"
+                notes.append(f"- {name}: Erlang not measured in this run "
+                             f"({self.peers.why_missing(bench, 'erlang')}).")
+            elif erl is None:
+                ecell = f"({num(own)} {own_unit}: not in {unit})"
+                notes.append(f"- {name}: the peers' `{bench}` figure is in {own_unit}, which "
+                             f"does not convert to {unit}; no ratio.")
+            elif factor != 1:
+                doubled.append(f"`{bench[6:]}`")
+                ecell = (f"{num(erl)} (`{bench[6:]}` {num(own)} "
+                         f"{PEER_UNITS.get(own_unit, own_unit)} x {factor}, n={n})")
+            else:
+                ecell = f"{num(erl)} (`{bench[6:]}`, n={n})"
+            if part == "asks":
+                size = f"{num(d.num('asks.asks'))} asks per run"
+            elif part == "pingpong":
+                size = f"{num(d.num('pingpong.messages'))} messages per run"
+            else:
+                size = (f"{num(d.num('spawn.spawns'))} spawns per run, at most "
+                        f"{num(d.num('spawn.window'))} alive")
+            rows.append(f"| {name} | {unit} | {num(h)} | {num(r)} | {rx(ratio(h, r))} | {ecell} "
+                        f"| {rx(ratio(h, erl))} |")
+            L.append(f"- **{name}** ({size}): {what}")
+            bars.append((name, [("vs raw CAF", ratio(h, r), "vs raw CAF"),
+                                ("vs Erlang", ratio(h, erl), "vs Erlang")]))
+        L += ["", "| part | unit | hive median | raw CAF median | hive / raw CAF | Erlang (peers) "
+              "| hive / Erlang |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"] + rows
+        L += [""] + notes + ([""] if notes else [])
+        L += ["Erlang: the peers' twins (`../shared/peers/erlang/ab.erl`, 2 schedulers), a "
+              "separate process with its own sizes (`peers/sysinfo.txt`); their ratios are of "
+              "medians, not paired."
+              + (f" The peers' {', '.join(doubled)} reports round trips/s (a ping and its pong, "
+                 "two messages); ours counts messages/s, so its figure is doubled here."
+                 if doubled else ""), ""]
+        if d.has("asks"):
+            p50 = {k: d.num(f"asks.p50_us.{k}") for k in ("hive", "raw_caf")}
+            p99 = {k: d.num(f"asks.p99_us.{k}") for k in ("hive", "raw_caf")}
+            erl_rt = self.peers.med("local_call", "erlang")
+            L += ["| asks: round trip, us | p50 | p99 |", "| --- | ---: | ---: |",
+                  f"| hive (ask by id) | {us(p50['hive'])} | {us(p99['hive'])} |",
+                  f"| raw CAF (`request(...).then(...)`) | {us(p50['raw_caf'])} | "
+                  f"{us(p99['raw_caf'])} |",
+                  f"| hive / raw CAF | {rx(ratio(p50['hive'], p50['raw_caf']))} | "
+                  f"{rx(ratio(p99['hive'], p99['raw_caf']))} |"]
+            if erl_rt:
+                L.append(f"| Erlang `gen_server:call` (peers; mean = 1 / round trips per "
+                         f"second) | {us(1e6 / erl_rt)} (mean) | |")
+            L += ["", "(p50, p99: the median over runs of each run's; lower is better.)", ""]
+        bars.insert(0, ("tells by id (window)", [("vs raw CAF", window_raw, "vs raw CAF"),
+                                                 ("vs Erlang", window_erl, "vs Erlang")]))
+        self.charts.append(Chart(
+            "local-ratios", "local: hive / raw CAF (same process) and hive / Erlang (peers), "
+            "medians", "ratio (higher is better)", bars,
+            legend={"vs raw CAF": PALETTE["raw CAF"], "vs Erlang": PALETTE["Erlang"]},
+            hline=(1.0, "parity"), log=False))
+        return L
 
     # -- remote ------------------------------------------------------------------------
     def remote(self, d):
@@ -902,6 +1024,16 @@ class Report:
     DENSITY_LIVE_AGENTS = 1000000
     DENSITY_LIVE_RSS = 2 * 2**30
     DENSITY_PASSIVATED_AGENTS = 10000000
+    # The live parts of density.json: (key, row label, short label for the chart, goal index
+    # in GOALS["density"], why a missing part was not run).
+    DENSITY_LIVE_PARTS = [
+        ("live", "live, actor running", "live, actor running", 0,
+         "not run (`--live 0`: no 'live' part in the JSON)"),
+        ("live_hibernated", "live, hibernated (actor released, state in memory)",
+         "live, hibernated", 1,
+         "not run (no 'live_hibernated' part in the JSON: `--live 0`, `--hibernate-idle-ms 0`, "
+         "or an agent-bench from before hibernation)"),
+    ]
 
     def density(self, d):
         if not d.has("live") and not d.has("passivated"):
@@ -914,44 +1046,74 @@ class Report:
             L += ["**agent-bench density reported a failed check (`\"ok\": false`): see the "
                   "check columns.**", ""]
         bars = []
-        if d.has("live"):
-            lv = d.obj("live")
+        rows, missing = [], []
+        goal_n, goal_rss = self.DENSITY_LIVE_AGENTS, self.DENSITY_LIVE_RSS
+        hib_ms, rss_before = None, None
+        for key, label, short_label, gi, why in self.DENSITY_LIVE_PARTS:
+            text = GOALS["density"][gi][1]
+            if not d.has(key):
+                self.goal("#8", text, why, "not measured")
+                missing.append((label, why))
+                continue
+            lv = d.obj(key)
             n, live_after = lv.num("agents"), lv.num("live_after")
             rss, rss0 = lv.num("rss_bytes"), lv.num("rss_bytes_before_runtime")
             per, heap = lv.num("rss_bytes_per_agent"), lv.num("heap_bytes_per_agent")
             create_s, checked, fails = (lv.num("create_seconds"), lv.num("checked"),
                                         lv.num("check_failures"))
             p50, p99 = lv.num("get_p50_ms"), lv.num("get_p99_ms")
+            # An older agent-bench wrote neither (its live agents all had their actors).
+            actors, hib = lv.num("actors_running", None), lv.num("hibernated", None)
+            if key == "live_hibernated":
+                hib_ms = lv.num("hibernate_idle_ms")
+            rss_before = rss0
             good = fails == 0 and live_after >= n
             check = (f"OK ({num(checked)} read back)" if good else
                      f"**FAIL** ({num(fails)} of {num(checked)} read back wrong; "
                      f"{num(live_after)} of {num(n)} live)")
-            L += [f"Live idle agents ({lv.get('persistence', '?')} `{lv.get('kind', '?')}`, never "
-                  "passivated), measured after creating them all. Total RSS is the whole "
-                  f"process's ({rss0 / mib:,.0f} MiB before the runtime started); bytes per "
-                  "agent are the growth of RSS and of the heap in use while creating them, "
-                  "divided by the agents.", "",
-                  "| live agents | total RSS MiB | RSS bytes/agent | heap bytes/agent | "
-                  "created/s | get p50 / p99 ms | check |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-                  f"| {num(n)} | {rss / mib:,.0f} | {num(per)} | {num(heap)} | "
-                  f"{num(n / create_s if create_s > 0 else None)} | {ms(p50)} / {ms(p99)} | "
-                  f"{check} |", ""]
-            goal_n, goal_rss = self.DENSITY_LIVE_AGENTS, self.DENSITY_LIVE_RSS
-            text = GOALS["density"][0][1]
-            measured = (f"{num(n)} agents, total RSS {rss / mib:,.0f} MiB (goal < "
-                        f"{goal_rss / mib:,.0f} MiB)")
+            rows.append(f"| {label} | {num(n)} | {num(actors)} | {num(hib)} | {rss / mib:,.0f} | "
+                        f"{num(per)} | {num(heap)} | "
+                        f"{num(n / create_s if create_s > 0 else None)} | {ms(p50)} / {ms(p99)} | "
+                        f"{check} |")
+            # Judged here: the scale, the RSS, and every live agent there and read back right.
+            measured = f"{num(n)} agents"
+            if key == "live_hibernated":
+                measured += f" ({num(hib)} hibernated, {num(actors)} actors running)"
+            measured += f", total RSS {rss / mib:,.0f} MiB (goal < {goal_rss / mib:,.0f} MiB)"
+            if fails > 0:
+                measured += f", check FAILED ({num(fails)} of {num(checked)} read back wrong)"
+            if live_after < n:
+                measured += f", only {num(live_after)} of {num(n)} live"
             if n >= goal_n:
-                v = verdict(rss < goal_rss)
+                v = verdict(rss < goal_rss and fails == 0 and live_after >= n)
             else:
                 measured += (f"; at {num(per)} bytes each, {num(goal_n)} would add "
                              f"{gib(per * goal_n)}")
                 v = verdict(False) + f" (not at goal scale: {num(n)} < {num(goal_n)} agents)"
             self.goal("#8", text, measured, v)
-            bars.append(("live", [("RSS", per, "RSS"), ("heap", heap, "heap")]))
-        else:
-            self.goal(*GOALS["density"][0], "not run (`--live 0`: no 'live' part in the JSON)",
-                      "not measured")
+            bars.append((short_label, [("RSS", per, "RSS"), ("heap", heap, "heap")]))
+        if rows:
+            hib_text = ("" if hib_ms is None else
+                        "*Hibernated*: the same counters created again with "
+                        f"`agents.hibernate_idle_ms` = {num(hib_ms)} ms: once idle, each released "
+                        "its CAF actor (like Erlang's `hibernate`) and keeps its state in memory, "
+                        "still in the node's directory and under its supervisor; its next message "
+                        "starts an actor again from that state without reading the store (the "
+                        "sampled gets of that row do so). ")
+            same = ("; the hibernated part runs in the same process after the other was stopped"
+                    if hib_ms is not None and d.has("live") else "")
+            L += ["Live idle agents (journaled `counter`, never passivated), measured after "
+                  "creating them all. *Actor running*: each agent has its CAF actor. " + hib_text
+                  + f"Total RSS is the whole process's ({rss_before / mib:,.0f} MiB before the "
+                  f"runtime started{same}); bytes per agent are the growth of RSS and of the "
+                  "heap in use while creating them, divided by the agents.", "",
+                  "| live idle agents | agents | actors running | hibernated | total RSS MiB | "
+                  "RSS bytes/agent | heap bytes/agent | created/s | get p50 / p99 ms | check |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            L += rows + [""]
+            L += [f"- {label}: {why}." for label, why in missing]
+            if missing:
+                L += [""]
         if d.has("passivated"):
             pv = d.obj("passivated")
             n, disk, per = pv.num("agents"), pv.num("disk_bytes"), pv.num("disk_bytes_per_agent")
@@ -972,7 +1134,7 @@ class Report:
                   f"{num(n / create_s if create_s > 0 else None)} | {ms(p50)} / {ms(p99)} | "
                   f"{check} |", ""]
             goal_n = self.DENSITY_PASSIVATED_AGENTS
-            text = GOALS["density"][1][1]
+            text = GOALS["density"][2][1]
             measured = (f"{num(n)} agents, {gib(disk)} on disk, check after a restart "
                         + ("OK" if fails == 0 else f"FAILED ({num(fails)} of {num(checked)})"))
             if n >= goal_n:
@@ -981,9 +1143,9 @@ class Report:
                 measured += f"; {num(goal_n)} would take {gib(per * goal_n)}"
                 v = verdict(False) + f" (not at goal scale: {num(n)} < {num(goal_n)} agents)"
             self.goal("#8", text, measured, v)
-            bars.append(("passivated", [("disk", per, "disk")]))
+            bars.append(("passivated, on disk", [("disk", per, "disk")]))
         else:
-            self.goal(*GOALS["density"][1],
+            self.goal(*GOALS["density"][2],
                       "not run (`--passivated 0`: no 'passivated' part in the JSON)",
                       "not measured")
         goal_per = self.DENSITY_LIVE_RSS / self.DENSITY_LIVE_AGENTS
@@ -1061,7 +1223,8 @@ class Report:
 
 SCENARIOS = [
     # name, file, title, what wrote it
-    ("local", "local.json", "local: tells by id vs raw CAF (issue #2)", "agent-bench local"),
+    ("local", "local.json", "local: tells by id vs raw CAF (issue #2); asks, ping-pong, spawn",
+     "agent-bench local"),
     ("remote", "remote.json", "remote: cross-node asks vs raw CAF and Erlang (issue #4)",
      "agent-bench remote"),
     ("durable", "durable.json", "durable: journaled agents (issue #3)", "agent-bench durable"),
@@ -1093,7 +1256,9 @@ GOALS = {
     "failover_time": [("#5", "failover: kill -9 to the first answer p99 < 2 s")],
     "gateway": [("#6", "gateway: >= 50,000 asks/s over the binary protocol (1 in flight per "
                  "connection)"), ("#6", "gateway: p99 < 2 ms at 200 requests/s (HTTP and binary)")],
-    "density": [("#8", ">= 1,000,000 live idle agents under 2 GiB RSS"),
+    "density": [("#8", ">= 1,000,000 live idle agents under 2 GiB RSS, actors running"),
+                ("#8", ">= 1,000,000 live idle agents under 2 GiB RSS, hibernated (actor "
+                 "released, state in memory)"),
                 ("#8", ">= 10,000,000 passivated agents on one node's disk")],
 }
 
@@ -1142,7 +1307,7 @@ def build(results_dir, out_path, charts_dir, gnuplot, want_charts, require_chart
     except ReportError as e:
         errors.append(str(e))
         peers = Peers.__new__(Peers)
-        peers.vals, peers.note, peers.dir = {}, f"unreadable: {e}", ""
+        peers.vals, peers.units, peers.note, peers.dir = {}, {}, f"unreadable: {e}", ""
         peers.summary = ""
     quick = run.get("mode", "") == "quick"
     rep = Report(results_dir, status, peers, quick)
