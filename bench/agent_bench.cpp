@@ -24,12 +24,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -435,8 +435,9 @@ int main(int argc, char** argv) {
   workflow->add_option("--json", wfo.json_file, "write the figures as JSON to FILE");
   bench::density_options den;
   auto density = app.add_subcommand(
-    "density", "live idle agents in memory (goal: 1M under 2 GiB RSS) and passivated agents on disk "
-               "(goal: 10M), one process");
+    "density",
+    "live idle agents in memory (goal: 1M under 2 GiB RSS) and passivated agents on disk "
+    "(goal: 10M), one process");
   density->add_option("--live", den.live_agents, "journaled counters kept live and idle (0 = skip)")
     ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}));
   density

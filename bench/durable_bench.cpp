@@ -1198,9 +1198,8 @@ namespace {
 class progress {
 public:
   progress(std::string what, uint64_t total, const std::atomic<uint64_t>& done)
-    : what_(std::move(what)), total_(total), done_(done), tty_(isatty(2) != 0),
-      t0_(clock_type::now()), thread_([this] { loop(); }) {
-  }
+      : what_(std::move(what)), total_(total), done_(done), tty_(isatty(2) != 0),
+        t0_(clock_type::now()), thread_([this] { loop(); }) {}
 
   ~progress() {
     {
@@ -1263,18 +1262,17 @@ outcome create_counters(node_runtime& rt, char prefix, uint64_t n, uint64_t wind
       ++done_count;
       done(err);
     };
-    rt.spawn(spawn_request{id, "counter", json::object(), false, restart_type::permanent, i},
-             [&rt, id, i, finish](caf::expected<agent_view> v) {
-               if (!v)
-                 return finish(describe(v.error()));
-               rt.ask(id, make_call(add_body, i), ask_timeout,
-                      [finish](caf::expected<std::string> reply) {
-                        if (!reply)
-                          return finish(describe(reply.error()));
-                        finish(*reply == value_reply(1) ? std::string{}
-                                                         : "reply " + *reply + ", expected 1");
-                      });
-             });
+    rt.spawn(
+      spawn_request{id, "counter", json::object(), false, restart_type::permanent, i},
+      [&rt, id, i, finish](caf::expected<agent_view> v) {
+        if (!v)
+          return finish(describe(v.error()));
+        rt.ask(id, make_call(add_body, i), ask_timeout, [finish](caf::expected<std::string> reply) {
+          if (!reply)
+            return finish(describe(reply.error()));
+          finish(*reply == value_reply(1) ? std::string{} : "reply " + *reply + ", expected 1");
+        });
+      });
   });
 }
 
@@ -1323,9 +1321,8 @@ int run_density(const density_options& opts) {
   json out{{"scenario", "density"}};
   auto data_dir = make_data_dir(opts.parent_dir);
   auto fs_name = filesystem_of(data_dir);
-  auto seed = opts.seed != 0
-                ? opts.seed
-                : static_cast<uint64_t>(clock_type::now().time_since_epoch().count());
+  auto seed = opts.seed != 0 ? opts.seed
+                             : static_cast<uint64_t>(clock_type::now().time_since_epoch().count());
   durable_options base;
   base.settings = opts.settings;
   base.footprint_agents =
@@ -1363,13 +1360,13 @@ int run_density(const density_options& opts) {
     auto rt = start_runtime(sys, lcfg, m, db);
     auto mem0 = memory_now();
     auto t0 = clock_type::now();
-    auto made = create_counters(*rt, 'l', n, opts.window,
-                                hib ? "live (hibernating): spawned + one add"
-                                    : "live: spawned + one add");
+    auto made =
+      create_counters(*rt, 'l', n, opts.window,
+                      hib ? "live (hibernating): spawned + one add" : "live: spawned + one add");
     auto create_s = seconds_since(t0);
     if (made.failed > 0)
-      die("creating live counters: " + std::to_string(made.failed) + " failed, first: "
-          + made.first_error);
+      die("creating live counters: " + std::to_string(made.failed)
+          + " failed, first: " + made.first_error);
     double hibernated = 0;
     double hibernate_wait_s = 0;
     if (hib) {
@@ -1394,28 +1391,24 @@ int run_density(const density_options& opts) {
     bool good = check.failed == 0 && live >= n;
     ok = ok && good;
     bool goal = n >= live_goal_agents && mem1.rss < live_goal_rss_bytes;
-    std::printf("\nlive idle agents (journaled counters, one add each%s): %zu in the directory, "
-                "%.0f with a running actor%s\n"
-                "  process RSS %.0f MiB (%.0f MiB before the runtime started), %.0f bytes RSS "
-                "per agent, heap in use %.0f bytes per agent\n"
-                "  created in %.1f s (%.0f/s, spawn + one durable add, %llu in flight)%s\n"
-                "  check: %s (%zu sampled, get p50 %.3f ms, p99 %.3f ms%s%s)\n"
-                "  goal >= %llu live idle agents under %.0f MiB RSS: %s\n",
-                hib ? ", hibernated" : "", live, actors,
-                hib ? (", " + std::to_string(static_cast<uint64_t>(hibernated)) + " hibernated")
-                        .c_str()
-                    : "",
-                static_cast<double>(mem1.rss) / (1 << 20),
-                static_cast<double>(mem_start.rss) / (1 << 20), mem1.rss_delta(mem0) / dn,
-                mem1.heap_delta(mem0) / dn, create_s, dn / create_s,
-                static_cast<unsigned long long>(opts.window),
-                hib ? ("; all hibernated " + fmt(hibernate_wait_s, 1) + " s after the last").c_str()
-                    : "",
-                good ? "OK" : "FAIL", lat.size(), quantile(lat, 0.5), quantile(lat, 0.99),
-                good ? "" : "; ", good ? "" : check.summary().c_str(),
-                static_cast<unsigned long long>(live_goal_agents),
-                static_cast<double>(live_goal_rss_bytes) / (1 << 20),
-                goal ? "MET" : (n < live_goal_agents ? "not measured (fewer agents)" : "MISSED"));
+    std::printf(
+      "\nlive idle agents (journaled counters, one add each%s): %zu in the directory, "
+      "%.0f with a running actor%s\n"
+      "  process RSS %.0f MiB (%.0f MiB before the runtime started), %.0f bytes RSS "
+      "per agent, heap in use %.0f bytes per agent\n"
+      "  created in %.1f s (%.0f/s, spawn + one durable add, %llu in flight)%s\n"
+      "  check: %s (%zu sampled, get p50 %.3f ms, p99 %.3f ms%s%s)\n"
+      "  goal >= %llu live idle agents under %.0f MiB RSS: %s\n",
+      hib ? ", hibernated" : "", live, actors,
+      hib ? (", " + std::to_string(static_cast<uint64_t>(hibernated)) + " hibernated").c_str() : "",
+      static_cast<double>(mem1.rss) / (1 << 20), static_cast<double>(mem_start.rss) / (1 << 20),
+      mem1.rss_delta(mem0) / dn, mem1.heap_delta(mem0) / dn, create_s, dn / create_s,
+      static_cast<unsigned long long>(opts.window),
+      hib ? ("; all hibernated " + fmt(hibernate_wait_s, 1) + " s after the last").c_str() : "",
+      good ? "OK" : "FAIL", lat.size(), quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
+      good ? "" : check.summary().c_str(), static_cast<unsigned long long>(live_goal_agents),
+      static_cast<double>(live_goal_rss_bytes) / (1 << 20),
+      goal ? "MET" : (n < live_goal_agents ? "not measured (fewer agents)" : "MISSED"));
     std::fflush(stdout);
     json j{{"agents", n},
            {"kind", "counter"},
@@ -1463,8 +1456,8 @@ int run_density(const density_options& opts) {
     auto made = create_counters(*rt, 'p', n, opts.window, "passivated: spawned + one add");
     auto create_s = seconds_since(t0);
     if (made.failed > 0)
-      die("creating passivated counters: " + std::to_string(made.failed) + " failed, first: "
-          + made.first_error);
+      die("creating passivated counters: " + std::to_string(made.failed)
+          + " failed, first: " + made.first_error);
     t0 = clock_type::now();
     wait_agent_count_at_most(*rt, 0, "passivation");
     auto passivate_s = seconds_since(t0);
@@ -1483,23 +1476,21 @@ int run_density(const density_options& opts) {
     stop_runtime(rt);
     close_store(db);
     bool goal = n >= passivated_goal_agents;
-    std::printf("\npassivated agents (journaled counters, one add each, then idle %llu ms): %llu\n"
-                "  created in %.1f s (%.0f/s), all passivated %.1f s after the last; process RSS "
-                "then %.0f MiB\n"
-                "  on disk (du of the database directory, store closed): %.2f GiB, %.0f bytes per "
-                "agent\n"
-                "  check after a restart: %s (%zu sampled, activated and read: p50 %.3f ms, p99 "
-                "%.3f ms%s%s)\n"
-                "  goal >= %llu passivated agents on one node's disk: %s\n",
-                static_cast<unsigned long long>(opts.passivate_idle_ms),
-                static_cast<unsigned long long>(n), create_s, dn / create_s, passivate_s,
-                static_cast<double>(mem_idle.rss) / (1 << 20),
-                static_cast<double>(disk.allocated) / (1 << 30),
-                static_cast<double>(disk.allocated) / dn, good ? "OK" : "FAIL", lat.size(),
-                quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
-                good ? "" : check.summary().c_str(),
-                static_cast<unsigned long long>(passivated_goal_agents),
-                goal ? "MET" : "not measured (fewer agents)");
+    std::printf(
+      "\npassivated agents (journaled counters, one add each, then idle %llu ms): %llu\n"
+      "  created in %.1f s (%.0f/s), all passivated %.1f s after the last; process RSS "
+      "then %.0f MiB\n"
+      "  on disk (du of the database directory, store closed): %.2f GiB, %.0f bytes per "
+      "agent\n"
+      "  check after a restart: %s (%zu sampled, activated and read: p50 %.3f ms, p99 "
+      "%.3f ms%s%s)\n"
+      "  goal >= %llu passivated agents on one node's disk: %s\n",
+      static_cast<unsigned long long>(opts.passivate_idle_ms), static_cast<unsigned long long>(n),
+      create_s, dn / create_s, passivate_s, static_cast<double>(mem_idle.rss) / (1 << 20),
+      static_cast<double>(disk.allocated) / (1 << 30), static_cast<double>(disk.allocated) / dn,
+      good ? "OK" : "FAIL", lat.size(), quantile(lat, 0.5), quantile(lat, 0.99), good ? "" : "; ",
+      good ? "" : check.summary().c_str(), static_cast<unsigned long long>(passivated_goal_agents),
+      goal ? "MET" : "not measured (fewer agents)");
     out["passivated"] = {{"agents", n},
                          {"kind", "counter"},
                          {"disk_bytes", disk.allocated},

@@ -329,9 +329,9 @@ json run_local_extra(caf::actor_system& sys, node_runtime& rt, const local_extra
   json out = json::object();
   auto spawn_sync = [&rt](const std::string& id, const std::string& kind, json cfg) {
     std::promise<caf::expected<agent_view>> p;
-    rt.spawn(spawn_request{*parse_agent_id(id), kind, std::move(cfg), false,
-                           restart_type::permanent, 1},
-             [&p](caf::expected<agent_view> v) { p.set_value(std::move(v)); });
+    rt.spawn(
+      spawn_request{*parse_agent_id(id), kind, std::move(cfg), false, restart_type::permanent, 1},
+      [&p](caf::expected<agent_view> v) { p.set_value(std::move(v)); });
     auto v = p.get_future().get();
     if (!v)
       fail("spawning " + id + ": " + describe(v.error()));
@@ -505,13 +505,12 @@ json run_erlang_compare(const local_extra_options& opts, const window_sizes& win
     return {{"skipped", "no " + src + "/ab.erl (--peers DIR or HIVE_PEERS_DIR)"}};
   if (!on_path("erl") || !on_path("erlc"))
     return {{"skipped", "erl/erlc not installed (Debian package erlang-nox)"}};
-  auto ebin = std::filesystem::temp_directory_path()
-    / ("hive-bench-ebin-" + std::to_string(::getpid()));
+  auto ebin =
+    std::filesystem::temp_directory_path() / ("hive-bench-ebin-" + std::to_string(::getpid()));
   std::filesystem::create_directories(ebin);
-  auto [cout_, compiled] =
-    run_command("erlc -o " + shell_quote(ebin.string()) + " " + shell_quote(src + "/ab.erl") + " "
-                + shell_quote(src + "/ab_sup.erl") + " " + shell_quote(src + "/ab_worker.erl")
-                + " 2>&1");
+  auto [cout_, compiled] = run_command(
+    "erlc -o " + shell_quote(ebin.string()) + " " + shell_quote(src + "/ab.erl") + " "
+    + shell_quote(src + "/ab_sup.erl") + " " + shell_quote(src + "/ab_worker.erl") + " 2>&1");
   if (!compiled) {
     std::filesystem::remove_all(ebin);
     return {{"skipped", "erlc failed: " + cout_.substr(0, 300)}};
@@ -533,7 +532,9 @@ json run_erlang_compare(const local_extra_options& opts, const window_sizes& win
     double hive;
   };
   std::vector<part> parts;
-  auto med = [&](const char* p) { return ours.contains(p) ? ours[p]["median"]["hive"].get<double>() : 0.0; };
+  auto med = [&](const char* p) {
+    return ours.contains(p) ? ours[p]["median"]["hive"].get<double>() : 0.0;
+  };
   parts.push_back({"window",
                    "window " + std::to_string(win.messages) + " " + std::to_string(win.window) + " "
                      + std::to_string(win.ack_every),
@@ -543,12 +544,13 @@ json run_erlang_compare(const local_extra_options& opts, const window_sizes& win
     parts.push_back({"asks", "call " + std::to_string(opts.asks), "erl_call", 1.0, med("asks")});
   // ab.erl's pingpong reports round trips/s; ours counts messages (two per round trip).
   if (opts.pingpong > 0)
-    parts.push_back({"pingpong", "pingpong " + std::to_string(std::max<uint64_t>(opts.pingpong / 2, 1)),
+    parts.push_back({"pingpong",
+                     "pingpong " + std::to_string(std::max<uint64_t>(opts.pingpong / 2, 1)),
                      "erl_pingpong", 2.0, med("pingpong")});
   if (opts.spawns > 0)
-    parts.push_back({"spawn",
-                     "spawn " + std::to_string(opts.spawns) + " " + std::to_string(opts.spawn_window),
-                     "erl_spawn", 1.0, med("spawn")});
+    parts.push_back(
+      {"spawn", "spawn " + std::to_string(opts.spawns) + " " + std::to_string(opts.spawn_window),
+       "erl_spawn", 1.0, med("spawn")});
   json out = json::object();
   std::printf("\nErlang (%s, same sizes, %d runs each; hive figures: the medians above)\n",
               src.c_str(), opts.runs);

@@ -255,8 +255,9 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
       }
       case out_t::event:
         if (st.cfg.env->metrics)
-          st.cfg.env->metrics->events().publish({std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
-                                            nlohmann::json::parse(m.call.body, nullptr, false)});
+          st.cfg.env->metrics->events().publish(
+            {std::move(m.tag), st.cfg.id.str(), st.cfg.kind,
+             nlohmann::json::parse(m.call.body, nullptr, false)});
         break;
       case out_t::broadcast: {
         ++st.pending_async;
@@ -279,14 +280,14 @@ void send_outbox(Self* self, std::vector<agent_call_out>& outbox) {
                                 ? j["nodes_failed"]
                                 : nlohmann::json::array()}};
           if (env->send)
-            env->send(self_id, self_id,
-                      notice_call(self_id, cid, self_id.str(),
-                                  agent_notice{agent_notice::broadcast, std::move(tag), 0,
-                                               out.dump()}));
+            env->send(
+              self_id, self_id,
+              notice_call(self_id, cid, self_id.str(),
+                          agent_notice{agent_notice::broadcast, std::move(tag), 0, out.dump()}));
         };
         if (st.cfg.env->providers)
           st.cfg.env->providers(m.capability, st.cfg.id.tenant, broadcast_recipients_max,
-                           std::move(back));
+                                std::move(back));
         else
           back(R"({"providers":[],"nodes_failed":[]})");
         break;
@@ -743,9 +744,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                    call.env.correlation_id);
         if (st.cfg.env->metrics)
           st.cfg.env->metrics->events().publish({"agent_crashed",
-                                            st.cfg.id.str(),
-                                            st.cfg.kind,
-                                            {{"reason", message_of(result.error())}}});
+                                                 st.cfg.id.str(),
+                                                 st.cfg.kind,
+                                                 {{"reason", message_of(result.error())}}});
         flush(self);
         auto reason = result.error();
         answer(std::move(result));
@@ -829,7 +830,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       if (!err) {
         st.snapshot_seq = std::max(st.snapshot_seq, seq);
         if (seq > st.cfg.env->journal_retention_events)
-          st.pruned_through = std::max(st.pruned_through, seq - st.cfg.env->journal_retention_events);
+          st.pruned_through =
+            std::max(st.pruned_through, seq - st.cfg.env->journal_retention_events);
       } else if (code_of(err) != errc::conflict) {
         // A refused snapshot (conflict) only means an append failed first; that path recovers.
         log::event(spdlog::level::warn, "snapshot_failed",
@@ -860,8 +862,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       constexpr uint64_t fresh_idle_checks = 10;
       bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
       bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
-        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating
-        && !st.hibernating && (!st.cfg.resident || st.pending_async == 0);
+        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating && !st.hibernating
+        && (!st.cfg.resident || st.pending_async == 0);
       st.handled_at_idle_check = st.handled;
       if (idle)
         self->send(st.cfg.parent, passivate_req_atom::value, st.cfg.id, self_handle(self));
@@ -876,9 +878,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       bool waiting_first = st.handled == 0 && ++st.hibernate_checks_unused < fresh_checks;
       // A snapshot kind hibernates only with its snapshot current (a stop while hibernated
       // writes nothing); a journaled one only with every event durable.
-      bool idle = !waiting_first && st.handled == st.handled_at_hibernate_check
-        && st.inflight == 0 && st.held.empty() && !st.recovering && !st.passivating
-        && !st.migrating && !st.hibernating && st.pending_async == 0
+      bool idle = !waiting_first && st.handled == st.handled_at_hibernate_check && st.inflight == 0
+        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating && !st.hibernating
+        && st.pending_async == 0
         && (st.cfg.mode != persistence_mode::snapshot || st.since_snapshot == 0)
         && self->mailbox().empty();
       st.handled_at_hibernate_check = st.handled;

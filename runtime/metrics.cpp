@@ -266,9 +266,9 @@ kind_metrics& metrics::for_kind(const std::string& kind) {
   km.passivations = &passivations_->Add({{"kind", kind}});
   km.duplicates = &duplicates_->Add({{"kind", kind}});
   km.messages_sent = &messages_sent_->Add({{"kind", kind}});
-  km.mailbox = &mailbox_->Add({{"kind", kind}},
-                              prometheus::Histogram::BucketBoundaries{0, 1, 4, 16, 64, 256, 1024,
-                                                                      4096, 16384, 65536});
+  km.mailbox = &mailbox_->Add(
+    {{"kind", kind}},
+    prometheus::Histogram::BucketBoundaries{0, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536});
   return kinds_.emplace(kind, km).first->second;
 }
 

@@ -155,9 +155,9 @@ int64_t unix_ms_now() {
 /// Builds a fresh instance of a persisted agent from its kind, config and stored state
 /// (latest snapshot, then the journal after it). A record that fails verification fails the
 /// activation: it is never served as state.
-caf::expected<std::shared_ptr<agent>>
-restore_agent(const runtime_context& ctx, const agent_id& agent_name, const std::string& kind_name,
-              const std::shared_ptr<const nlohmann::json>& config, durable_position& pos) {
+caf::expected<std::shared_ptr<agent>> restore_agent(
+  const runtime_context& ctx, const agent_id& agent_name, const std::string& kind_name,
+  const std::shared_ptr<const nlohmann::json>& config, durable_position& pos) {
   auto kind = ctx.kinds->find(kind_name);
   if (kind == nullptr)
     return make_error(errc::unknown_kind, "kind '" + kind_name + "' is not registered");
@@ -241,7 +241,8 @@ void fail_spawn(const runtime_context& ctx, spawn_job& job, caf::error err) {
 /// agents, and persisted ones of a node without replication), one for `rep`, made again when
 /// the cluster attaches another replicator. Its hooks hold no strong reference to `ctx` (the
 /// context would keep itself alive).
-std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx, const std::shared_ptr<replicator>& rep) {
+std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx,
+                                         const std::shared_ptr<replicator>& rep) {
   std::lock_guard<std::mutex> guard{ctx->env_mtx};
   if (!rep && ctx->env_plain)
     return ctx->env_plain;
@@ -254,8 +255,8 @@ std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx, const std::shared_p
   env->send = [sender = ctx->sender](const agent_id& from, const agent_id& to, agent_call call) {
     auto f = sender->get();
     auto cid = call.env.correlation_id;
-    auto err = f ? (*f)(to, std::move(call))
-                 : make_error(errc::shutting_down, "the node is shutting down");
+    auto err =
+      f ? (*f)(to, std::move(call)) : make_error(errc::shutting_down, "the node is shutting down");
     if (err)
       log::event(spdlog::level::warn, "agent_send_failed",
                  {{"to", to.str()}, {"reason", describe(err)}}, from.str(), cid);
@@ -492,8 +493,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     d->ctx->dir->erase(d->id);
     if (d->breaker)
       caf::anon_send_exit(d->breaker, caf::exit_reason::user_shutdown);
-    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}},
-               d->id.str());
+    log::event(spdlog::level::info, "agent_stopped", {{"reason", describe(reason)}}, d->id.str());
     if (d->ctx->metrics)
       d->ctx->metrics->events().publish(
         {"agent_stopped", d->id.str(), d->kind, {{"reason", describe(reason)}}});

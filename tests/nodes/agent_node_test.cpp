@@ -395,14 +395,21 @@ TEST(agent_node, metrics_have_the_documented_names_types_units_and_labels) {
   // messages in/out per kind, mailbox depth, handling latency, restarts, breaker state,
   // activations, passivations, migrations and their pause, journal latency, gateway latency
   // by route and code.
-  const std::vector<std::string> required{
-    "hive_messages_handled_total",  "hive_messages_sent_total",    "hive_mailbox_messages",
-    "hive_message_handling_seconds", "hive_restarts_total",        "hive_breakers",
-    "hive_activations_total",       "hive_passivations_total",     "hive_migration_pause_seconds",
-    "hive_journal_append_seconds",  "hive_gateway_request_seconds", "hive_gateway_requests_total",
-    "hive_agents_live"};
+  const std::vector<std::string> required{"hive_messages_handled_total",
+                                          "hive_messages_sent_total",
+                                          "hive_mailbox_messages",
+                                          "hive_message_handling_seconds",
+                                          "hive_restarts_total",
+                                          "hive_breakers",
+                                          "hive_activations_total",
+                                          "hive_passivations_total",
+                                          "hive_migration_pause_seconds",
+                                          "hive_journal_append_seconds",
+                                          "hive_gateway_request_seconds",
+                                          "hive_gateway_requests_total",
+                                          "hive_agents_live"};
   // Label names allowed per family type; `le` only on histogram buckets.
-  const std::set<std::string> label_names{"kind", "code",  "direction", "level", "result",
+  const std::set<std::string> label_names{"kind",  "code",  "direction", "level", "result",
                                           "route", "state", "to",        "way",   "type"};
   // Units: counters end in _total; histograms and gauges name what they measure.
   const std::vector<std::string> histogram_units{"_seconds", "_bytes", "_messages", "_writes"};

@@ -15,8 +15,8 @@
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/faulty_fs.hpp"
-#include "support/node_process.hpp"
 #include "support/metrics_text.hpp"
+#include "support/node_process.hpp"
 
 using namespace std::chrono_literals;
 using namespace hive;
@@ -333,8 +333,8 @@ TEST_F(durable_agents_test, idle_agents_hibernate_with_their_state_in_memory_and
   node_config nc;
   nc.agents.hibernate_idle_ms = 20;
   start(nc);
-  ASSERT_TRUE(spawn("acme/h1"));                // journaled
-  ASSERT_TRUE(spawn("acme/e1", "memcounter"));  // ephemeral: its state lives in memory only
+  ASSERT_TRUE(spawn("acme/h1"));               // journaled
+  ASSERT_TRUE(spawn("acme/e1", "memcounter")); // ephemeral: its state lives in memory only
   ASSERT_TRUE(ask("acme/h1", {{"op", "add"}, {"by", 5}}));
   ASSERT_TRUE(ask("acme/e1", {{"op", "add"}, {"by", 5}}));
   auto gauge = [&](const std::string& name) { return test::metric_sum(m->render(), name); };
