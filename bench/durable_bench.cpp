@@ -717,6 +717,24 @@ disk_figures measure_disk(const std::string& path) {
   return out;
 }
 
+/// The end of a scenario: the load average and "ok" into `out`, `out` to `json_file` (if
+/// any), the data directory removed unless `keep`; "OK"/"FAIL" printed. The exit code.
+int finish_run(nlohmann::json& out, bool ok, const std::string& json_file, bool keep,
+               const std::string& data_dir) {
+  out["load_average_end"] = load_average();
+  out["ok"] = ok;
+  if (!json_file.empty())
+    std::ofstream{json_file} << out.dump(2) << "\n";
+  if (keep) {
+    std::printf("data dir kept: %s\n", data_dir.c_str());
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir, ec);
+  }
+  std::printf("%s\n", ok ? "OK" : "FAIL");
+  return ok ? 0 : 1;
+}
+
 std::string fmt(double v, int decimals = 0) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
@@ -1175,18 +1193,7 @@ int run_durable(const durable_options& opts) {
   }
 
   std::printf("load average at end: %s\n", load_average().c_str());
-  out["load_average_end"] = load_average();
-  out["ok"] = ok;
-  if (!opts.json_file.empty())
-    std::ofstream{opts.json_file} << out.dump(2) << "\n";
-  if (opts.keep) {
-    std::printf("data dir kept: %s\n", data_dir.c_str());
-  } else {
-    std::error_code ec;
-    std::filesystem::remove_all(data_dir, ec);
-  }
-  std::printf("%s\n", ok ? "OK" : "FAIL");
-  return ok ? 0 : 1;
+  return finish_run(out, ok, opts.json_file, opts.keep, data_dir);
 }
 
 // -- agent-bench density ---------------------------------------------------------------------
@@ -1506,18 +1513,7 @@ int run_density(const density_options& opts) {
                          {"goal_met", goal}};
   }
 
-  out["load_average_end"] = load_average();
-  out["ok"] = ok;
-  if (!opts.json_file.empty())
-    std::ofstream{opts.json_file} << out.dump(2) << "\n";
-  if (opts.keep) {
-    std::printf("data dir kept: %s\n", data_dir.c_str());
-  } else {
-    std::error_code ec;
-    std::filesystem::remove_all(data_dir, ec);
-  }
-  std::printf("%s\n", ok ? "OK" : "FAIL");
-  return ok ? 0 : 1;
+  return finish_run(out, ok, opts.json_file, opts.keep, data_dir);
 }
 
 } // namespace hive::bench

@@ -298,6 +298,19 @@ double raw_spawns(caf::actor_system& sys, uint64_t n, uint64_t w) {
   return static_cast<double>(n) / seconds_since(t0);
 }
 
+/// Runs the raw-CAF twin first on even runs and the runtime first on odd ones, so that warm-up
+/// and drift hit both alike.
+template <class H, class R>
+void alternate(int run, H& one_h, R& one_r) {
+  if (run % 2 == 0) {
+    one_r();
+    one_h();
+  } else {
+    one_h();
+    one_r();
+  }
+}
+
 json pair_json(const std::string& unit, const std::vector<double>& hive,
                const std::vector<double>& raw) {
   auto mh = median_of(hive), mr = median_of(raw);
@@ -360,13 +373,7 @@ json run_local_extra(caf::actor_system& sys, node_runtime& rt, const local_extra
         rp50.push_back(x.p50_us);
         rp99.push_back(x.p99_us);
       };
-      if (i % 2 == 0) {
-        one_r();
-        one_h();
-      } else {
-        one_h();
-        one_r();
-      }
+      alternate(i, one_h, one_r);
       progress("asks", i, opts.runs, h.back(), r.back());
     }
     std::cerr << "\n";
@@ -397,13 +404,7 @@ json run_local_extra(caf::actor_system& sys, node_runtime& rt, const local_extra
         r.push_back(pingpong_run(
           opts.pingpong, [&] { caf::anon_send(a, bench_call(std::to_string(opts.pingpong))); }));
       };
-      if (i % 2 == 0) {
-        one_r();
-        one_h();
-      } else {
-        one_h();
-        one_r();
-      }
+      alternate(i, one_h, one_r);
       progress("ping-pong", i, opts.runs, h.back(), r.back());
     }
     std::cerr << "\n";
@@ -420,13 +421,7 @@ json run_local_extra(caf::actor_system& sys, node_runtime& rt, const local_extra
         h.push_back(hive_spawns(rt, opts.spawns, opts.spawn_window, static_cast<uint64_t>(i)));
       };
       auto one_r = [&] { r.push_back(raw_spawns(sys, opts.spawns, opts.spawn_window)); };
-      if (i % 2 == 0) {
-        one_r();
-        one_h();
-      } else {
-        one_h();
-        one_r();
-      }
+      alternate(i, one_h, one_r);
       progress("spawn", i, opts.runs, h.back(), r.back());
     }
     std::cerr << "\n";
