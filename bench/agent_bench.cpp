@@ -380,6 +380,11 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 100));
   remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");
   remote->add_option("--json", rem.json_file, "write the figures as JSON to FILE");
+  remote->add_flag("--compare", rem.compare,
+                   "also run the Erlang twin (../shared/peers/erlang/ab.erl, `remote`: two Erlang "
+                   "nodes on 127.0.0.1) in each run and print hive/Erlang ratios");
+  remote->add_option("--peers", rem.peers_dir,
+                     "the peers' folder (default: $HIVE_PEERS_DIR, else <source>/../shared/peers)");
   bench::replicated_options repl;
   auto replicated = app.add_subcommand(
     "replicated", "journaled writes on 3 local nodes with replication.factor 1 and 3, same run");

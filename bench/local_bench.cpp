@@ -11,6 +11,8 @@
 
 #include "bench/local_bench.hpp"
 
+#include "bench/erlang_peers.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -449,74 +451,13 @@ json run_local_extra(caf::actor_system& sys, node_runtime& rt, const local_extra
   return out;
 }
 
-namespace {
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s)
-    out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
-  return out + "'";
-}
-
-/// Runs `cmd` (through sh); its stdout, and whether it exited 0.
-std::pair<std::string, bool> run_command(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr)
-    return {"", false};
-  char buf[4096];
-  size_t got = 0;
-  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0)
-    out.append(buf, got);
-  int status = ::pclose(p);
-  return {out, status == 0};
-}
-
-bool on_path(const std::string& prog) {
-  return run_command("command -v " + prog + " >/dev/null 2>&1").second;
-}
-
-/// The number after "RESULT <name> " in ab.erl's output; negative if absent.
-double erl_result(const std::string& out, const std::string& name) {
-  auto key = "RESULT " + name + " ";
-  auto at = out.find(key);
-  if (at == std::string::npos)
-    return -1;
-  return std::strtod(out.c_str() + at + key.size(), nullptr);
-}
-
-} // namespace
-
 json run_erlang_compare(const local_extra_options& opts, const window_sizes& win,
                         const json& ours) {
-  auto dir = opts.peers_dir;
-  if (dir.empty()) {
-    const char* env = std::getenv("HIVE_PEERS_DIR");
-    dir = env != nullptr && *env != '\0' ? std::string{env}
-                                         : std::string{HIVE_SOURCE_DIR} + "/../shared/peers";
-  }
-  auto src = dir + "/erlang";
-  if (!std::filesystem::exists(src + "/ab.erl"))
-    return {{"skipped", "no " + src + "/ab.erl (--peers DIR or HIVE_PEERS_DIR)"}};
-  if (!on_path("erl") || !on_path("erlc"))
-    return {{"skipped", "erl/erlc not installed (Debian package erlang-nox)"}};
-  auto ebin =
-    std::filesystem::temp_directory_path() / ("hive-bench-ebin-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(ebin);
-  auto [cout_, compiled] = run_command(
-    "erlc -o " + shell_quote(ebin.string()) + " " + shell_quote(src + "/ab.erl") + " "
-    + shell_quote(src + "/ab_sup.erl") + " " + shell_quote(src + "/ab_worker.erl") + " 2>&1");
-  if (!compiled) {
-    std::filesystem::remove_all(ebin);
-    return {{"skipped", "erlc failed: " + cout_.substr(0, 300)}};
-  }
+  erlang_peers peers{opts.peers_dir};
+  if (!peers.skipped().empty())
+    return {{"skipped", peers.skipped()}};
   auto erl = [&](const std::string& args, const std::string& name) {
-    auto [out, ok] =
-      run_command("erl -noshell -pa " + shell_quote(ebin.string()) + " -run ab main " + args);
-    auto v = erl_result(out, name);
-    if (!ok || v < 0)
-      fail("erl " + args + " gave no " + name + ": " + out.substr(0, 300));
-    return v;
+    return peers.run_local(args, name);
   };
   // part -> (ab.erl arguments, RESULT name, factor from its unit to ours)
   struct part {
@@ -548,7 +489,7 @@ json run_erlang_compare(const local_extra_options& opts, const window_sizes& win
        "erl_spawn", 1.0, med("spawn")});
   json out = json::object();
   std::printf("\nErlang (%s, same sizes, %d runs each; hive figures: the medians above)\n",
-              src.c_str(), opts.runs);
+              peers.source().c_str(), opts.runs);
   std::printf("%-10s %-14s %14s %14s %8s\n", "part", "unit", "hive median", "erlang median",
               "vs erl");
   for (auto& p : parts) {
@@ -564,13 +505,12 @@ json run_erlang_compare(const local_extra_options& opts, const window_sizes& win
                    {"median_erlang", m},
                    {"median_hive", p.hive},
                    {"ratio_hive_vs_erlang", m > 0 ? p.hive / m : 0},
-                   {"erlang_command", "erl -noshell -run ab main " + p.args}};
+                   {"erlang_command", peers.command(p.args)}};
     std::printf("%-10s %-14s %14.0f %14.0f %7.2fx\n", p.ours.c_str(),
                 p.ours == "spawn" ? "spawns/s"
                                   : (p.ours == "asks" ? "round trips/s" : "messages/s"),
                 p.hive, m, m > 0 ? p.hive / m : 0);
   }
-  std::filesystem::remove_all(ebin);
   return out;
 }
 

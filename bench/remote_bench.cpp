@@ -12,6 +12,8 @@
 
 #include "bench/remote_bench.hpp"
 
+#include "bench/erlang_peers.hpp"
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -381,21 +383,38 @@ int run_remote(const remote_options& opts, const char* argv0) {
     warm.tells = 20000;
     (void)raw_caf_run(sys, *raw, warm);
     (void)hive_run(**member, id, warm);
+    std::unique_ptr<erlang_peers> erl;
+    if (opts.compare) {
+      erl = std::make_unique<erlang_peers>(opts.peers_dir);
+      if (!erl->skipped().empty()) {
+        std::printf("--compare: Erlang skipped: %s\n", erl->skipped().c_str());
+        erl.reset();
+      }
+    }
     std::vector<run_figures> raws, hives;
+    std::vector<erlang_remote_figures> erls;
     for (int r = 0; r < opts.runs; ++r) {
-      bool raw_first = r % 2 == 0;
-      for (int k = 0; k < 2; ++k) {
-        if ((k == 0) == raw_first)
-          raws.push_back(raw_caf_run(sys, *raw, opts));
-        else
-          hives.push_back(hive_run(**member, id, opts));
+      // The ways take turns going first, run by run.
+      int ways = erl ? 3 : 2;
+      for (int k = 0; k < ways; ++k) {
+        switch ((k + r) % ways) {
+          case 0: raws.push_back(raw_caf_run(sys, *raw, opts)); break;
+          case 1: hives.push_back(hive_run(**member, id, opts)); break;
+          default:
+            erls.push_back(
+              erl->run_remote(opts.asks, opts.tells, opts.tell_window, opts.ack_every));
+        }
       }
       auto& a = raws.back();
       auto& b = hives.back();
       std::printf("  run %d/%d  raw CAF: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f "
-                  "tells/s | hive: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f tells/s\n",
+                  "tells/s | hive: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f tells/s",
                   r + 1, opts.runs, a.p50_us, a.p99_us, a.window_per_s, a.tells_per_s, b.p50_us,
                   b.p99_us, b.window_per_s, b.tells_per_s);
+      if (erl)
+        std::printf(" | Erlang: %.0f round trips/s, %.0f tells/s",
+                    erls.back().pingpong_round_trips_per_s, erls.back().window_msgs_per_s);
+      std::printf("\n");
       std::fflush(stdout);
     }
     auto med = [](const std::vector<run_figures>& xs, double run_figures::*field) {
@@ -428,6 +447,45 @@ int run_remote(const remote_options& opts, const char* argv0) {
     out["hive_vs_raw_tells"] = ratio_tells;
     out["hive_vs_raw_p50"] = ratio_p50;
     out["hive_vs_raw_windowed"] = ratio_win;
+    if (erl) {
+      std::vector<double> rts, tells;
+      for (auto& e : erls) {
+        rts.push_back(e.pingpong_round_trips_per_s);
+        tells.push_back(e.window_msgs_per_s);
+      }
+      auto rt_med = median(rts);
+      auto tells_med = median(tells);
+      // ab.erl reports round trips per second of a sequential loop: its mean round trip.
+      auto erl_rt_us = 1e6 / rt_med;
+      auto hive_p50 = out["hive"]["p50_us"].get<double>();
+      auto hive_tells = out["hive"]["windowed_tells_per_s"].get<double>();
+      std::printf("\nErlang distribution (%s, same run, same sizes: %llu sequential round trips, "
+                  "%llu tells with %llu unacknowledged, an ack every %llu)\n",
+                  erl->source().c_str(), static_cast<unsigned long long>(opts.asks),
+                  static_cast<unsigned long long>(opts.tells),
+                  static_cast<unsigned long long>(opts.tell_window),
+                  static_cast<unsigned long long>(opts.ack_every));
+      std::printf("%-28s %12s %12s %10s\n", "", "hive", "Erlang", "hive/erl");
+      std::printf("%-28s %12.0f %12.0f %9.2fx   (goal: <= 1.00x)\n", "ask round trip us (p50|mean)",
+                  hive_p50, erl_rt_us, hive_p50 / erl_rt_us);
+      std::printf("%-28s %12.0f %12.0f %9.2fx   (goal: >= 1.50x)\n", "windowed tells/s", hive_tells,
+                  tells_med, hive_tells / tells_med);
+      out["erlang"] = {
+        {"pingpong_round_trips_per_s", rts},
+        {"windowed_tells_per_s", tells},
+        {"median_pingpong_round_trips_per_s", rt_med},
+        {"median_windowed_tells_per_s", tells_med},
+        {"mean_round_trip_us", erl_rt_us},
+        {"hive_p50_vs_erlang_round_trip", hive_p50 / erl_rt_us},
+        {"hive_vs_erlang_tells", hive_tells / tells_med},
+        {"command",
+         erl->command("remote SRV " + std::to_string(opts.asks) + " " + std::to_string(opts.tells)
+                      + " " + std::to_string(opts.tell_window) + " "
+                      + std::to_string(opts.ack_every))
+           + " on a second node SRV, both on 127.0.0.1"}};
+    } else if (opts.compare) {
+      out["erlang"] = {{"skipped", "erl/erlc or the peers are missing"}};
+    }
     out["runs"] = opts.runs;
     if (!opts.json_file.empty())
       std::ofstream{opts.json_file} << out.dump(1) << "\n";

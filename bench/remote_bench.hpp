@@ -20,6 +20,12 @@ struct remote_options {
   uint64_t ack_every = 100;
   /// Repetitions; medians reported. Raw CAF and hive alternate.
   int runs = 5;
+  /// `--compare`: also run the Erlang twin (../shared/peers' `ab main remote`: two Erlang nodes
+  /// on 127.0.0.1, ping-pong round trips and the same windowed tells) in each run, and print
+  /// hive/Erlang ratios. Skipped, with the reason printed, when erl/erlc are missing.
+  bool compare = false;
+  /// The peers' folder (empty: $HIVE_PEERS_DIR, else <source dir>/../shared/peers).
+  std::string peers_dir;
   /// The agent-node binary that hosts the remote agent (default: next to agent-bench).
   std::string node_binary;
   std::string json_file;

@@ -505,6 +505,13 @@ void schedule_idle_check(agent_actor_type* self) {
     self->delayed_send(self, st.cfg.env->passivate_idle, idle_atom::value);
 }
 
+/// Nothing in flight and no state change under way: what both the passivation and the
+/// hibernation checks ask of an idle agent (each adds its own conditions).
+bool settled(const agent_actor_state& st) {
+  return st.inflight == 0 && st.held.empty() && !st.recovering && !st.passivating && !st.migrating
+    && !st.hibernating;
+}
+
 bool may_hibernate(const agent_actor_state& st) {
   return st.cfg.slot != nullptr && st.cfg.env->hibernate_idle.count() > 0 && st.cfg.parent;
 }
@@ -861,8 +868,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       // way through a busy router) for a few idle periods before it counts as idle.
       constexpr uint64_t fresh_idle_checks = 10;
       bool waiting_first = st.handled == 0 && ++st.idle_checks_unused < fresh_idle_checks;
-      bool idle = !waiting_first && st.handled == st.handled_at_idle_check && st.inflight == 0
-        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating && !st.hibernating
+      bool idle = !waiting_first && st.handled == st.handled_at_idle_check && settled(st)
         && (!st.cfg.resident || st.pending_async == 0);
       st.handled_at_idle_check = st.handled;
       if (idle)
@@ -878,8 +884,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       bool waiting_first = st.handled == 0 && ++st.hibernate_checks_unused < fresh_checks;
       // A snapshot kind hibernates only with its snapshot current (a stop while hibernated
       // writes nothing); a journaled one only with every event durable.
-      bool idle = !waiting_first && st.handled == st.handled_at_hibernate_check && st.inflight == 0
-        && st.held.empty() && !st.recovering && !st.passivating && !st.migrating && !st.hibernating
+      bool idle = !waiting_first && st.handled == st.handled_at_hibernate_check && settled(st)
         && st.pending_async == 0
         && (st.cfg.mode != persistence_mode::snapshot || st.since_snapshot == 0)
         && self->mailbox().empty();
@@ -891,8 +896,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     },
     [self](hibernate_go_atom) {
       auto& st = self->state;
-      if (st.passivating || st.migrating || st.hibernating || st.inflight > 0 || !st.held.empty()
-          || st.cfg.slot == nullptr) {
+      if (!settled(st) || st.cfg.slot == nullptr) {
         // Busy again: the supervisor gets its state back at once (no state was handed over).
         self->send(st.cfg.parent, hibernated_atom::value, st.cfg.id, false, self_handle(self));
         schedule_hibernate_check(self);

@@ -48,7 +48,19 @@ bool directory::set_handles(const agent_id& id, caf::actor agent, caf::actor tar
   i->second.agent = std::move(agent);
   i->second.target = std::move(target);
   i->second.restarts = restarts;
+  i->second.hibernated = false;
   generation_.fetch_add(1, std::memory_order_release);
+  return true;
+}
+
+bool directory::set_hibernated(const agent_id& id) {
+  auto& s = shard_of(id);
+  std::unique_lock<std::shared_mutex> guard{s.mtx};
+  auto i = s.map.find(id);
+  if (i == s.map.end())
+    return false;
+  assert(!i->second.agent && !i->second.target);
+  i->second.hibernated = true;
   return true;
 }
 

@@ -30,6 +30,9 @@ struct agent_view {
   uint64_t restarts = 0;
   /// Whether a circuit breaker fronts it.
   bool has_breaker = false;
+  /// Hibernated (agents.hibernate_idle_ms): no actor, its state in memory; the next call wakes
+  /// it. Cleared by every set_handles.
+  bool hibernated = false;
   /// Where messages go: the breaker if any, else the agent. Invalid while not yet started.
   caf::actor target;
   /// The agent itself (current activation). Invalid while restarting.
@@ -56,6 +59,10 @@ public:
 
   /// Updates the handles of an id after a (re)start. Returns false if the id is gone.
   bool set_handles(const agent_id& id, caf::actor agent, caf::actor target, uint64_t restarts);
+
+  /// Marks an id hibernated (its handles must be cleared already). Returns false if the id is
+  /// gone.
+  bool set_hibernated(const agent_id& id);
 
   /// Removes an id; returns the removed view.
   std::optional<agent_view> erase(const agent_id& id);

@@ -538,7 +538,43 @@ struct activation_book {
   std::unordered_map<std::string, migration> migrating;
   /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
   uint64_t next_token = 1;
+  /// A hibernation sweep is due (one timer per tenant supervisor at most).
+  bool sweep_scheduled = false;
 };
+
+/// Every persistence.passivate_idle_ms while the tenant supervisor has hibernated children.
+using hibernation_sweep_atom = caf::atom_constant<caf::atom("hibsweep")>;
+
+/// Schedules the next hibernation sweep of tenant supervisor `self` if it has hibernated
+/// children, passivation is on, and none is scheduled.
+void schedule_hibernation_sweep(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book) {
+  auto period = std::chrono::milliseconds(ctx->cfg.persistence.passivate_idle_ms);
+  if (book.sweep_scheduled || period.count() <= 0 || self->state.hibernated_count() == 0)
+    return;
+  book.sweep_scheduled = true;
+  self->delayed_send(self, period, hibernation_sweep_atom::value);
+}
+
+/// Passivates the persisted agents of `tenant` that stayed hibernated for one to two
+/// passivation periods (so, like running agents, idle for about persistence.passivate_idle_ms
+/// or more after they hibernated). Nothing is written: a hibernated agent's state is durable
+/// already (journaled: every event; snapshot: its snapshot is current); the next call
+/// activates it from the store (a journaled one replays the events after its last snapshot).
+void passivate_hibernated(supervisor_actor* self, const ctx_ptr& ctx, const std::string& tenant) {
+  for (auto& name : self->state.sweep_hibernated()) {
+    auto child = self->state.find_child(name);
+    if (child == nullptr || !ctx->persisted(child->spec.kind))
+      continue; // an in-memory agent hibernates until it is stopped
+    auto kind = child->spec.kind;
+    agent_id id{tenant, name};
+    ctx->dir->erase(id);
+    (void)self->state.release_child(name); // drops its slot: the state leaves memory
+    ctx->db->forget(id.str());
+    if (ctx->metrics)
+      ctx->metrics->for_kind(kind).passivations->Increment();
+    log::event(spdlog::level::debug, "agent_passivating", {{"hibernated", true}}, id.str());
+  }
+}
 
 /// Activates `id` (not running) under `self`, or fails `k`. Runs in the tenant supervisor.
 void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
@@ -849,8 +885,9 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   if (book.migrating.count(id.name) > 0)
     return job.done(make_error(errc::conflict, id.str() + " is migrating already"));
   auto child = self->state.find_child(id.name);
-  if (child == nullptr || book.passivating.count(id.name) > 0) {
-    // Stored only (or passivating): activate it, then start again.
+  if (child == nullptr || book.passivating.count(id.name) > 0
+      || child->state == supervisor_state::phase::hibernated) {
+    // Stored only (or passivating, or hibernated): activate it, then start again.
     return with_target(self, ctx, book, id, [self, job](caf::expected<caf::actor> t) mutable {
       if (!t)
         return job.done(std::move(t.error()));
@@ -910,9 +947,9 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
 
 /// Tenant supervisors accept spawns and stops of their agents, activate persisted agents on
 /// demand and passivate idle ones.
-supervisor_extension tenant_extension(const ctx_ptr& ctx) {
+supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& tenant) {
   auto book = std::make_shared<activation_book>();
-  return [ctx, book](supervisor_actor* self) -> caf::message_handler {
+  return [ctx, book, tenant](supervisor_actor* self) -> caf::message_handler {
     return {
       [self, ctx](spawn_agent_atom, spawn_job& job) {
         auto spec = agent_child_spec(ctx, job.view, std::move(job.first_instance));
@@ -1029,12 +1066,20 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx) {
             k(err);
           return;
         }
-        if (waiting.empty())
+        if (waiting.empty()) {
+          ctx->dir->set_hibernated(id);
+          schedule_hibernation_sweep(self, ctx, *book);
           return;
+        }
         // Calls came meanwhile: wake it at once.
         auto woken = self->state.wake_child(id.name);
         for (auto& k : waiting)
           k(woken ? caf::expected<caf::actor>{*woken} : caf::expected<caf::actor>{woken.error()});
+      },
+      [self, ctx, book, tenant](hibernation_sweep_atom) {
+        book->sweep_scheduled = false;
+        passivate_hibernated(self, ctx, tenant);
+        schedule_hibernation_sweep(self, ctx, *book);
       },
       [self, ctx, book](passivated_atom, const agent_id& id) {
         // The agent quits by itself: forget it without a restart.
@@ -1085,7 +1130,7 @@ child_spec tenant_child_spec(const ctx_ptr& ctx, const std::string& tenant) {
       if (view.activated)
         children.push_back(agent_child_spec(ctx, view, nullptr));
     return spawn_supervisor(sup, flags_from(*ctx, tenant_child_id(tenant), "tenant"),
-                            std::move(children), tenant_extension(ctx));
+                            std::move(children), tenant_extension(ctx, tenant));
   };
   return spec;
 }
@@ -1261,6 +1306,7 @@ caf::behavior router_fn(router_actor* self, size_t pending_max) {
                           {"restart", view->restart},
                           {"restarts", view->restarts},
                           {"running", static_cast<bool>(view->agent)},
+                          {"hibernated", view->hibernated},
                           {"breaker", nullptr}};
       auto with_breaker = [self, view, done, cid](nlohmann::json out) {
         if (!view->has_breaker || !view->target) {
@@ -2027,6 +2073,7 @@ void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,
                                  {"restart", m.restart},
                                  {"restarts", 0},
                                  {"running", false},
+                                 {"hibernated", false},
                                  {"passivated", true},
                                  {"persistence", {{"mode", m.persistence}}},
                                  {"breaker", nullptr},

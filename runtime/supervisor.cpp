@@ -95,8 +95,11 @@ void supervisor_state::reindex() {
 
 supervisor_state::child supervisor_state::erase_at(size_t i) {
   assert(i < children_.size());
-  if (children_[i].state == phase::hibernated && flags_.metrics)
-    flags_.metrics->hibernated_add(-1);
+  if (children_[i].state == phase::hibernated) {
+    --hibernated_;
+    if (flags_.metrics)
+      flags_.metrics->hibernated_add(-1);
+  }
   auto removed = std::move(children_[i]);
   by_id_.erase(removed.spec.id);
   if (removed.handle)
@@ -195,9 +198,26 @@ caf::error supervisor_state::hibernate_child(std::string_view id, const caf::act
   self_->demonitor(c.handle);
   set_handle(c, nullptr);
   c.state = phase::hibernated;
+  c.hibernated_sweeps = 0;
+  ++hibernated_;
   if (flags_.metrics)
     flags_.metrics->hibernated_add(1);
   return {};
+}
+
+std::vector<std::string> supervisor_state::sweep_hibernated() {
+  std::vector<std::string> due;
+  if (hibernated_ == 0)
+    return due;
+  for (auto& c : children_) {
+    if (c.state != phase::hibernated)
+      continue;
+    if (c.hibernated_sweeps > 0)
+      due.push_back(c.spec.id);
+    else
+      c.hibernated_sweeps = 1;
+  }
+  return due;
 }
 
 caf::expected<caf::actor> supervisor_state::wake_child(std::string_view id) {
@@ -208,6 +228,8 @@ caf::expected<caf::actor> supervisor_state::wake_child(std::string_view id) {
   if (children_[pos].state != phase::hibernated)
     return make_error(errc::conflict,
                       flags_.name + ": child '" + std::string{id} + "' is not hibernated");
+  children_[pos].hibernated_sweeps = 0;
+  --hibernated_;
   if (flags_.metrics)
     flags_.metrics->hibernated_add(-1);
   if (auto err = start_existing(children_[pos])) {
@@ -378,8 +400,10 @@ void supervisor_state::escalate(const std::string& why) {
 
 void supervisor_state::shutdown(const caf::error& reason) {
   for (auto i = children_.rbegin(); i != children_.rend(); ++i) {
-    if (i->state == phase::hibernated && flags_.metrics) {
-      flags_.metrics->hibernated_add(-1);
+    if (i->state == phase::hibernated) {
+      --hibernated_;
+      if (flags_.metrics)
+        flags_.metrics->hibernated_add(-1);
       i->state = phase::terminating;
     }
     if (i->handle) {

@@ -102,6 +102,8 @@ public:
     child_spec spec;
     caf::actor handle;
     phase state = phase::running;
+    /// While hibernated: `sweep_hibernated` calls that found it so (0, 1 or 2).
+    uint8_t hibernated_sweeps = 0;
     uint64_t restarts = 0;
     /// Restart times within the period (a vector: an empty deque costs ~600 bytes per child).
     std::vector<caf::actor_clock::time_point> recent_restarts;
@@ -127,6 +129,17 @@ public:
   /// agent_not_found, conflict (not hibernated), the start error (the child is then removed
   /// with that reason).
   caf::expected<caf::actor> wake_child(std::string_view id);
+
+  /// Meant to be called once per period by the supervisor's owner: marks the hibernated
+  /// children and returns the ids of those already marked by the previous call, so each id is
+  /// returned after one to two periods of hibernation without a wake (`wake_child` clears the
+  /// mark). The children stay; the caller decides (e.g. passivates them with release_child).
+  [[nodiscard]] std::vector<std::string> sweep_hibernated();
+
+  /// Number of hibernated children.
+  [[nodiscard]] size_t hibernated_count() const noexcept {
+    return hibernated_;
+  }
 
   /// Returns the child called `id`, or nullptr.
   [[nodiscard]] const child* find_child(std::string_view id) const;
@@ -170,6 +183,7 @@ private:
   caf::event_based_actor* self_ = nullptr;
   supervisor_flags flags_;
   std::vector<child> children_;
+  size_t hibernated_ = 0;
   /// Position in `children_` by child id and by the actor id of its current handle.
   std::unordered_map<std::string, size_t> by_id_;
   std::unordered_map<caf::actor_id, size_t> by_actor_;

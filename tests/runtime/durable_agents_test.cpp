@@ -364,6 +364,43 @@ TEST_F(durable_agents_test, idle_agents_hibernate_with_their_state_in_memory_and
   EXPECT_FALSE(rt->find(*parse_agent_id("acme/h1")));
 }
 
+TEST_F(durable_agents_test, hibernated_persisted_agents_passivate_and_in_memory_ones_stay) {
+  node_config nc;
+  nc.agents.hibernate_idle_ms = 10;
+  nc.persistence.passivate_idle_ms = 150;
+  nc.persistence.snapshot_every_events = 3; // a snapshot, then events after it to replay
+  start(nc);
+  ASSERT_TRUE(spawn("acme/h1"));               // journaled
+  ASSERT_TRUE(spawn("acme/e1", "memcounter")); // ephemeral: never leaves memory by itself
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(ask("acme/h1", {{"op", "add"}, {"by", 2}}));
+  ASSERT_TRUE(ask("acme/e1", {{"op", "add"}, {"by", 7}}));
+  auto gauge = [&](const std::string& name) { return test::metric_sum(m->render(), name); };
+  ASSERT_TRUE(eventually([&] { return gauge("hive_agents_hibernated") == 2; }));
+  // Asleep: inspection says so, without waking it (it stays hibernated).
+  auto seen = inspect("acme/h1");
+  EXPECT_EQ(seen["hibernated"], true) << seen.dump();
+  EXPECT_EQ(seen["running"], false);
+  EXPECT_EQ(gauge("hive_agents_hibernated"), 2);
+  // One to two passivation periods later the journaled one is passivated: out of the
+  // directory and out of memory, the in-memory one still hibernated.
+  ASSERT_TRUE(eventually([&] { return rt->agent_count() == 1; }))
+    << rt->agent_count() << " agents in the directory";
+  EXPECT_FALSE(rt->find(*parse_agent_id("acme/h1")));
+  EXPECT_EQ(inspect("acme/h1")["passivated"], true);
+  EXPECT_EQ(gauge("hive_agents_hibernated"), 1);
+  EXPECT_GE(gauge("hive_passivations_total"), 1);
+  // The next call activates it from the store (snapshot + the events after it).
+  EXPECT_EQ(value_of("acme/h1"), 10);
+  ASSERT_TRUE(ask("acme/h1", {{"op", "add"}, {"by", 1}}));
+  EXPECT_EQ(value_of("acme/h1"), 11);
+  EXPECT_EQ(value_of("acme/e1"), 7);
+  // And again, after it hibernates and passivates once more: nothing is lost.
+  ASSERT_TRUE(eventually([&] { return rt->agent_count() == 1; }));
+  restart();
+  EXPECT_EQ(value_of("acme/h1"), 11);
+}
+
 TEST_F(durable_agents_test, messages_racing_with_hibernation_are_not_lost) {
   node_config nc;
   nc.agents.hibernate_idle_ms = 1;

@@ -345,6 +345,27 @@ TEST_F(migration_test, a_stored_agent_that_is_not_running_moves_too_and_epochs_g
     << (*shipped)->hdr.epoch;
 }
 
+TEST_F(migration_test, a_hibernated_agent_is_woken_and_moves) {
+  // A with hibernation on: the agent sleeps (no actor) when the move starts.
+  a->shutdown();
+  a.reset();
+  cfg.agents.hibernate_idle_ms = 10;
+  a = start_runtime("a", dir_a);
+  spawn("acme/m");
+  ASSERT_TRUE(ask(*a, "acme/m", {{"op", "add"}, {"by", 4}}));
+  ASSERT_TRUE(eventually([&] {
+    auto v = a->find(*parse_agent_id("acme/m"));
+    return v && v->hibernated;
+  }));
+  auto r = migrate("acme/m", transport::deliver);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(r->moved);
+  auto on_b = ask(*b, "acme/m", {{"op", "add"}, {"by", 1}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], 5);
+  EXPECT_FALSE(a->find(*parse_agent_id("acme/m")));
+}
+
 TEST_F(migration_test, an_ephemeral_or_unknown_agent_does_not_migrate) {
   std::promise<caf::expected<agent_view>> p;
   a->spawn(spawn_request{*parse_agent_id("acme/e"), "echo"},

@@ -315,3 +315,71 @@ TEST_F(supervisor_test, exit_message_stops_children_then_the_supervisor) {
   EXPECT_TRUE(sup_done->has_value());
   EXPECT_EQ(j->starts.size(), 2u) << "nothing may restart during shutdown";
 }
+
+namespace {
+
+using hib_atom = caf::atom_constant<caf::atom("thib")>;
+using wake_atom = caf::atom_constant<caf::atom("twake")>;
+using sweep_atom = caf::atom_constant<caf::atom("tsweep")>;
+
+/// Test hooks into the supervisor's state (run inside it, so the test stays deterministic).
+supervisor_extension hibernation_hooks(std::shared_ptr<journal> j,
+                                       std::shared_ptr<std::vector<std::string>> swept,
+                                       std::shared_ptr<size_t> count) {
+  return [j, swept, count](supervisor_actor* self) -> caf::message_handler {
+    return {
+      [self, j, count](hib_atom, const std::string& id) {
+        auto h = j->current.at(id);
+        EXPECT_FALSE(self->state.hibernate_child(id, h)) << id;
+        caf::anon_send(h, finish_atom::value); // its actor leaves by itself
+        *count = self->state.hibernated_count();
+      },
+      [self, count](wake_atom, const std::string& id) {
+        EXPECT_TRUE(self->state.wake_child(id)) << id;
+        *count = self->state.hibernated_count();
+      },
+      [self, swept, count](sweep_atom) {
+        *swept = self->state.sweep_hibernated();
+        *count = self->state.hibernated_count();
+      },
+    };
+  };
+}
+
+} // namespace
+
+TEST_F(supervisor_test, a_sweep_returns_the_children_hibernated_since_the_previous_one) {
+  auto swept = std::make_shared<std::vector<std::string>>();
+  auto count = std::make_shared<size_t>(0);
+  std::vector<child_spec> children;
+  for (auto id : {"a", "b", "c"})
+    children.push_back(make_child(j, id));
+  auto sup = spawn_supervisor(sys, flags(restart_strategy::one_for_one), std::move(children),
+                              hibernation_hooks(j, swept, count));
+  run();
+  auto do_ = [&](auto atom, std::string id = {}) {
+    if (id.empty())
+      caf::anon_send(sup, atom);
+    else
+      caf::anon_send(sup, atom, id);
+    run();
+  };
+  do_(hib_atom::value, "a");
+  do_(hib_atom::value, "b");
+  EXPECT_EQ(*count, 2u);
+  EXPECT_EQ(j->starts, (starts{"a", "b", "c"})) << "a hibernated child's exit is no crash";
+  do_(sweep_atom::value);
+  EXPECT_EQ(*swept, (starts{})) << "the first sweep only marks";
+  do_(wake_atom::value, "b"); // woken: its mark goes
+  EXPECT_EQ(*count, 1u);
+  EXPECT_EQ(j->starts, (starts{"a", "b", "c", "b"}));
+  do_(sweep_atom::value);
+  EXPECT_EQ(*swept, (starts{"a"}));
+  do_(hib_atom::value, "b"); // asleep again: a fresh mark
+  do_(sweep_atom::value);
+  EXPECT_EQ(*swept, (starts{"a"}));
+  do_(sweep_atom::value);
+  EXPECT_EQ(*swept, (starts{"a", "b"}));
+  EXPECT_EQ(*count, 2u) << "a sweep removes nothing itself";
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+}
