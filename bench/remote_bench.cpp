@@ -384,10 +384,12 @@ int run_remote(const remote_options& opts, const char* argv0) {
     (void)raw_caf_run(sys, *raw, warm);
     (void)hive_run(**member, id, warm);
     std::unique_ptr<erlang_peers> erl;
+    std::string erl_skipped;
     if (opts.compare) {
       erl = std::make_unique<erlang_peers>(opts.peers_dir);
       if (!erl->skipped().empty()) {
-        std::printf("--compare: Erlang skipped: %s\n", erl->skipped().c_str());
+        erl_skipped = erl->skipped();
+        std::printf("--compare: Erlang skipped: %s\n", erl_skipped.c_str());
         erl.reset();
       }
     }
@@ -484,7 +486,7 @@ int run_remote(const remote_options& opts, const char* argv0) {
                       + std::to_string(opts.ack_every))
            + " on a second node SRV, both on 127.0.0.1"}};
     } else if (opts.compare) {
-      out["erlang"] = {{"skipped", "erl/erlc or the peers are missing"}};
+      out["erlang"] = {{"skipped", erl_skipped}};
     }
     out["runs"] = opts.runs;
     if (!opts.json_file.empty())

@@ -102,7 +102,7 @@ public:
     child_spec spec;
     caf::actor handle;
     phase state = phase::running;
-    /// While hibernated: `sweep_hibernated` calls that found it so (0, 1 or 2).
+    /// While hibernated: 1 once a `sweep_hibernated` call found it so (the next one returns it).
     uint8_t hibernated_sweeps = 0;
     uint64_t restarts = 0;
     /// Restart times within the period (a vector: an empty deque costs ~600 bytes per child).

@@ -367,7 +367,7 @@ TEST_F(durable_agents_test, idle_agents_hibernate_with_their_state_in_memory_and
 TEST_F(durable_agents_test, hibernated_persisted_agents_passivate_and_in_memory_ones_stay) {
   node_config nc;
   nc.agents.hibernate_idle_ms = 10;
-  nc.persistence.passivate_idle_ms = 400; // sweeps: hibernated for 400..800 ms, then passivated
+  nc.persistence.passivate_idle_ms = 400;   // sweeps: hibernated for 400..800 ms, then passivated
   nc.persistence.snapshot_every_events = 3; // a snapshot, then events after it to replay
   start(nc);
   ASSERT_TRUE(spawn("acme/h1"));               // journaled

@@ -131,6 +131,23 @@ public:
     return pred();
   }
 
+  /// Restarts A's runtime on its store, with the current `cfg`.
+  void restart_a() {
+    a->shutdown();
+    a.reset();
+    a = start_runtime("a", dir_a);
+  }
+
+  /// Moves `id` from A to B, adds 1 through B and expects `value` back.
+  void expect_moved_then_value(const std::string& id, int64_t value) {
+    auto r = migrate(id, transport::deliver);
+    ASSERT_TRUE(r) << describe(r.error());
+    EXPECT_TRUE(r->moved);
+    auto on_b = ask(*b, id, {{"op", "add"}, {"by", 1}});
+    ASSERT_TRUE(on_b) << describe(on_b.error());
+    EXPECT_EQ((*on_b)["value"], value);
+  }
+
   void spawn(const std::string& id, const std::string& kind = "counter") {
     std::promise<caf::expected<agent_view>> p;
     a->spawn(spawn_request{*parse_agent_id(id), kind},
@@ -324,16 +341,9 @@ TEST_F(migration_test, a_stored_agent_that_is_not_running_moves_too_and_epochs_g
   spawn("acme/m");
   ASSERT_TRUE(ask(*a, "acme/m", {{"op", "add"}, {"by", 2}}));
   // Restart A's runtime on its store: the agent is stored, not running.
-  a->shutdown();
-  a.reset();
-  a = start_runtime("a", dir_a);
+  restart_a();
   ASSERT_FALSE(a->find(*parse_agent_id("acme/m")));
-  auto r = migrate("acme/m", transport::deliver);
-  ASSERT_TRUE(r) << describe(r.error());
-  EXPECT_TRUE(r->moved);
-  auto on_b = ask(*b, "acme/m", {{"op", "add"}, {"by", 1}});
-  ASSERT_TRUE(on_b) << describe(on_b.error());
-  EXPECT_EQ((*on_b)["value"], 3);
+  expect_moved_then_value("acme/m", 3);
   // B's activation writes with a larger epoch than any the agent had on A.
   auto shipped = b->db()->get_snapshot("acme/m");
   ASSERT_TRUE(shipped && *shipped);
@@ -347,22 +357,15 @@ TEST_F(migration_test, a_stored_agent_that_is_not_running_moves_too_and_epochs_g
 
 TEST_F(migration_test, a_hibernated_agent_is_woken_and_moves) {
   // A with hibernation on: the agent sleeps (no actor) when the move starts.
-  a->shutdown();
-  a.reset();
   cfg.agents.hibernate_idle_ms = 10;
-  a = start_runtime("a", dir_a);
+  restart_a();
   spawn("acme/m");
   ASSERT_TRUE(ask(*a, "acme/m", {{"op", "add"}, {"by", 4}}));
   ASSERT_TRUE(eventually([&] {
     auto v = a->find(*parse_agent_id("acme/m"));
     return v && v->hibernated;
   }));
-  auto r = migrate("acme/m", transport::deliver);
-  ASSERT_TRUE(r) << describe(r.error());
-  EXPECT_TRUE(r->moved);
-  auto on_b = ask(*b, "acme/m", {{"op", "add"}, {"by", 1}});
-  ASSERT_TRUE(on_b) << describe(on_b.error());
-  EXPECT_EQ((*on_b)["value"], 5);
+  expect_moved_then_value("acme/m", 5);
   EXPECT_FALSE(a->find(*parse_agent_id("acme/m")));
 }
 
