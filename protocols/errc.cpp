@@ -67,8 +67,10 @@ errc code_of(const caf::error& err) noexcept {
 std::string message_of(const caf::error& err) {
   if (!err)
     return {};
-  if (err.category() == errc_category && err.context().match_elements<std::string>())
-    return err.context().get_as<std::string>(0);
+  if (err.category() == errc_category
+      && (err.context().match_elements<std::string>()
+          || err.context().match_elements<std::string, std::string>()))
+    return err.context().get_as<std::string>(0); // (a second string is a hint, see runtime)
   if (err.category() == errc_category)
     return std::string{to_string(static_cast<errc>(err.code()))};
   return caf::to_string(err);
@@ -84,7 +86,8 @@ std::string describe(const caf::error& err) {
 
 std::string render_error(uint8_t code, caf::atom_value, const caf::message& context) {
   std::string result{to_string(static_cast<errc>(code))};
-  if (context.match_elements<std::string>()) {
+  if (context.match_elements<std::string>()
+      || context.match_elements<std::string, std::string>()) {
     result += ": ";
     result += context.get_as<std::string>(0);
   }

@@ -44,6 +44,8 @@ struct forward_job {
   /// Whether `targets` holds the ranked list already; a call to a cached location starts with
   /// that member alone and ranks the others only if it answers agent_not_found.
   bool ranked = true;
+  /// The member an owner record named (see `owner_record`), or empty.
+  std::string hinted;
 };
 
 /// A migrating agent's records to carry to another member (local message).
@@ -425,6 +427,76 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
   return fresh;
 }
 
+/// An `agent_not_found` answer that names the member holding the agent (`owner_record`): the
+/// caller asks that member next instead of going on in placement order. The hint travels as a
+/// second string of the error's context (message_of and describe show the first).
+caf::error with_hint(const caf::error& err, const std::string& member) {
+  return caf::error{err.code(), err.category(), caf::make_message(message_of(err), member)};
+}
+
+/// The member an `agent_not_found` answer names, if any.
+std::optional<std::string> hint_of(const caf::error& err) {
+  if (code_of(err) == errc::agent_not_found
+      && err.context().match_elements<std::string, std::string>())
+    return err.context().get_as<std::string>(1);
+  return std::nullopt;
+}
+
+/// Where this node's records say `id` lives, when that is another member that serves calls.
+///
+/// The records are the directory: each journaled agent's replica copy (replication.factor > 1)
+/// holds the node and epoch of the activation that a majority of its replica set last
+/// promised (runtime/replication.hpp), written durably by every promise, a migration's
+/// included. The *owner* of an id is the first member of its placement order: it is in the
+/// replica set (the set is the first `factor` members of that order), so the first member a
+/// call asks knows where the agent is and says so in its `agent_not_found` answer: a call
+/// finds any agent with at most one miss, however many members there are (unless that copy
+/// missed the last promise, its member being down then: a stale hint costs another miss,
+/// never a wrong answer). Second, a node an agent moved away from remembers where it went
+/// (the location cache).
+///
+/// Kinds without replicas (ephemeral, snapshot kinds, replication.factor = 1) have no owner
+/// record: calls for them ask members in placement order.
+std::optional<std::string> owner_record(cluster::shared_state& shared, const agent_id& id) {
+  auto key = id.str();
+  std::string member;
+  if (shared.rt != nullptr && shared.rt->db()) {
+    auto meta = shared.rt->db()->get_meta(replicator::copy_key(key));
+    if (meta && *meta)
+      member = (*meta)->holder;
+  }
+  if (member.empty() || member == shared.self_name || !shared.transport_of(member))
+    member = shared.where(key).value_or(std::string{});
+  if (member.empty() || member == shared.self_name || !shared.transport_of(member))
+    return std::nullopt;
+  return member;
+}
+
+/// Puts `member` (named by an owner record) next in `job`'s order, unless it was asked already
+/// or does not serve calls.
+void redirect(cluster::shared_state& shared, forward_job& job, const std::string& member) {
+  if (member == shared.self_name)
+    return;
+  auto at = [&](size_t from) {
+    return std::find_if(job.targets.begin() + static_cast<ptrdiff_t>(from), job.targets.end(),
+                        [&](const auto& t) { return t.first == member; });
+  };
+  if (at(0) < job.targets.begin() + static_cast<ptrdiff_t>(job.next))
+    return; // asked already
+  auto i = at(job.next);
+  std::pair<std::string, std::string> target;
+  if (i != job.targets.end()) {
+    target = std::move(*i);
+    job.targets.erase(i);
+  } else if (auto address = shared.transport_of(member)) {
+    target = {member, std::move(*address)};
+  } else {
+    return;
+  }
+  job.targets.insert(job.targets.begin() + static_cast<ptrdiff_t>(job.next), std::move(target));
+  job.hinted = member;
+}
+
 /// Runs a by-id call on this node only (no forwarding); `mgr` is this node's manager (it ships
 /// migrating agents). Unknown `op`: invalid_argument.
 void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, const agent_id& id,
@@ -492,7 +564,8 @@ void forward(const std::shared_ptr<cluster::shared_state>& shared,
   if (job->next >= job->targets.size() && !job->ranked) {
     job->ranked = true;
     for (auto& t : shared->call_targets(job->id, {}))
-      if (t.first != job->preferred)
+      if (std::none_of(job->targets.begin(), job->targets.end(),
+                       [&](const auto& x) { return x.first == t.first; }))
         job->targets.push_back(std::move(t));
   }
   if (job->next >= job->targets.size()) {
@@ -515,11 +588,18 @@ void forward(const std::shared_ptr<cluster::shared_state>& shared,
                                 shared->remember(job->id.str(), member);
                               else
                                 shared->forget(job->id.str());
+                              auto& way = member == job->preferred ? shared->routed_cached
+                                : member == job->hinted            ? shared->routed_owner
+                                                                   : shared->routed_placement;
+                              way.fetch_add(1, std::memory_order_relaxed);
                               return job->done(std::move(r));
                             }
                             if (code_of(r.error()) == errc::agent_not_found) {
+                              shared->misses.fetch_add(1, std::memory_order_relaxed);
                               if (member == job->preferred)
                                 shared->forget(job->id.str());
+                              if (auto at = hint_of(r.error()))
+                                redirect(*shared, *job, *at);
                               return forward(shared, job);
                             }
                             job->done(std::move(r));
@@ -667,6 +747,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         st.rt->metrics().transport_totals(t.frames_sent, t.frames_received, t.direct_writes,
                                           t.queued_writes, t.connections_refused, t.tells_failed,
                                           t.tls_refused);
+        auto& sh = *st.shared;
+        st.rt->metrics().directory_totals(sh.routed_cached.load(), sh.routed_owner.load(),
+                                          sh.routed_placement.load(), sh.misses.load());
         if (auto rep = st.rt->replication()) {
           auto r = rep->stats();
           st.rt->metrics().replication_totals(r.writes_acknowledged, r.writes_without_quorum,
@@ -1043,7 +1126,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
         // than lose it. A sender with a stale location keeps its stream this way.
         auto err = shared->rt->tell(req.id, req.call);
         if (err && code_of(err) == errc::agent_not_found)
-          if (auto where = shared->where(req.id.str()); where && *where != shared->self_name)
+          if (auto where = owner_record(*shared, req.id))
             if (auto address = shared->transport_of(*where)) {
               req.op = "relayed_tell";
               err = shared->transport->tell(*address, req);
@@ -1054,8 +1137,17 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       }
       if (req.op == "relayed_tell")
         req.op = "tell";
+      auto id = req.id;
       run_local(*shared->rt, shared->manager, req.op, req.id, std::move(req.call),
-                std::chrono::milliseconds(req.timeout_ms), std::move(done));
+                std::chrono::milliseconds(req.timeout_ms),
+                [weak, id, done = std::move(done)](caf::expected<std::string> r) {
+                  // Not here: say where this node's records have it (the caller asks there).
+                  if (!r && code_of(r.error()) == errc::agent_not_found && !hint_of(r.error()))
+                    if (auto shared = weak.lock())
+                      if (auto at = owner_record(*shared, id))
+                        return done(with_hint(r.error(), *at));
+                  done(std::move(r));
+                });
     },
     cfg.cluster.tls()
       ? tls_files{cfg.cluster.tls_cert_file, cfg.cluster.tls_key_file, cfg.cluster.tls_ca_file}
@@ -1253,6 +1345,8 @@ void call_via(const std::shared_ptr<cluster::shared_state>& shared, const std::s
               job->done = std::move(done);
               job->tried_local = true;
               job->targets = shared->call_targets(job->id, {});
+              if (auto at = owner_record(*shared, job->id))
+                redirect(*shared, *job, *at);
               forward(shared, std::move(job));
             });
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -190,6 +191,16 @@ public:
     /// Replicated journals (runtime/replication.hpp); null when `replication.factor` is 1 or
     /// the node has no store. Guarded by `mtx`.
     std::shared_ptr<hive::replicator> rep;
+
+    /// How calls forwarded to other members found their agent, totals since start
+    /// (`hive_directory_routes_total{way}`): `cached` (the location cache named the member),
+    /// `owner` (an owner record named it: see cluster.cpp, `owner_record`), `placement` (found
+    /// by asking members in placement order). `misses`: members asked that did not have it
+    /// (`hive_directory_misses_total`).
+    std::atomic<uint64_t> routed_cached{0};
+    std::atomic<uint64_t> routed_owner{0};
+    std::atomic<uint64_t> routed_placement{0};
+    std::atomic<uint64_t> misses{0};
 
     /// What `replicate` set (guarded by `mtx`; empty functions until then).
     replicated_state replicated;

@@ -184,6 +184,17 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                     "(no certificate, one from another CA, not TLS)")
                               .Register(*registry_)
                               .Add({});
+  directory_routes_ = &BuildCounter()
+                         .Name("hive_directory_routes_total")
+                         .Help("Calls forwarded to another member, by how they found the agent: "
+                               "cached (location cache), owner (an owner record), placement "
+                               "(members asked in placement order)")
+                         .Register(*registry_);
+  directory_misses_ = &BuildCounter()
+                         .Name("hive_directory_misses_total")
+                         .Help("Members asked for an agent by id that did not have it")
+                         .Register(*registry_)
+                         .Add({});
 }
 
 namespace {
@@ -213,6 +224,17 @@ void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct
                                                transport_tells_failed_,
                                                transport_tls_refused_};
   add_growth(now, transport_seen_, counters);
+}
+
+void metrics::directory_totals(uint64_t cached, uint64_t owner, uint64_t placement,
+                               uint64_t misses) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::array<uint64_t, 4> now{cached, owner, placement, misses};
+  std::array<prometheus::Counter*, 4> counters{&directory_routes_->Add({{"way", "cached"}}),
+                                               &directory_routes_->Add({{"way", "owner"}}),
+                                               &directory_routes_->Add({{"way", "placement"}}),
+                                               directory_misses_};
+  add_growth(now, directory_seen_, counters);
 }
 
 void metrics::replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint64_t fenced,

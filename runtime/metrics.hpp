@@ -119,6 +119,12 @@ public:
   void replication_totals(uint64_t acknowledged, uint64_t no_quorum, uint64_t fenced,
                           uint64_t repairs, uint64_t failovers, uint64_t epochs);
 
+  /// Totals of the cluster's routing of calls by id since start (runtime/cluster.hpp), copied
+  /// in now and then: `hive_directory_routes_total{way}` (cached, owner, placement: how a
+  /// call forwarded to another member found its agent) and `hive_directory_misses_total`
+  /// (members asked that did not have the agent).
+  void directory_totals(uint64_t cached, uint64_t owner, uint64_t placement, uint64_t misses);
+
   /// The registry, for components that add their own families.
   [[nodiscard]] std::shared_ptr<prometheus::Registry> registry() const {
     return registry_;
@@ -157,6 +163,9 @@ private:
   prometheus::Counter* transport_refused_;
   prometheus::Counter* transport_tells_failed_;
   prometheus::Counter* transport_tls_refused_;
+  prometheus::Family<prometheus::Counter>* directory_routes_;
+  prometheus::Counter* directory_misses_;
+  std::array<uint64_t, 4> directory_seen_{};
   /// The transport totals last copied in (counters grow by the difference).
   std::array<uint64_t, 7> transport_seen_{};
   prometheus::Family<prometheus::Counter>* replication_writes_;

@@ -5,7 +5,7 @@
 #
 #   release  CMAKE_BUILD_TYPE=Release                       -> build/release  (default)
 #   debug    CMAKE_BUILD_TYPE=Debug                         -> build/debug
-#   asan     Debug + ASan/UBSan (HIVE_SANITIZE=ON)          -> build/asan
+#   asan     Debug (-g1) + ASan/UBSan (HIVE_SANITIZE=ON)    -> build/asan
 #
 # Idempotent: a package is installed only when dpkg-query says it is missing, and `apt-get
 # update` runs only when something must be installed. Works as root on a fresh Debian 12; as
@@ -86,10 +86,13 @@ case "$mode" in
   release) build_type=Release;        sanitize=OFF; bench=ON ;;
   debug)   build_type=Debug;          sanitize=OFF; bench=ON ;;
   # Debug, not RelWithDebInfo: at -O2 with ASan, g++ 12 reports -Wmaybe-uninitialized false
-  # positives inside Boost.Beast headers, which -Werror turns into a failed build.
-  # The benchmark is not part of the sanitizer suite: skip compiling it there.
-  asan)    build_type=Debug;          sanitize=ON;  bench=OFF ;;
+  # positives inside Boost.Beast headers, which -Werror turns into a failed build. agent-bench
+  # is built too (no test runs it; this is what keeps it compiling in CI).
+  asan)    build_type=Debug;          sanitize=ON;  bench=ON ;;
 esac
+extra_cmake=()
+# -g1 (line tables: reports still name file and line) instead of -g: compiles ~20 % faster.
+[[ "$mode" == "asan" ]] && extra_cmake+=(-DCMAKE_CXX_FLAGS_DEBUG=-g1)
 build_dir="$repo/build/$mode"
 
 # Compile jobs: one per core, but at most one per 1.5 GiB of available memory (the Beast TUs
@@ -131,6 +134,7 @@ cmake -S "$repo" -B "$build_dir" -G "$generator" \
   -DCMAKE_BUILD_TYPE="$build_type" \
   -DHIVE_SANITIZE="$sanitize" \
   -DHIVE_BUILD_BENCH="$bench" \
+  "${extra_cmake[@]}" \
   >"$build_dir/configure.log" 2>&1 \
   || { cat "$build_dir/configure.log" >&2; die "cmake configure failed (log above)"; }
 

@@ -387,6 +387,8 @@ TEST(agent_node, metrics_have_the_documented_names_types_units_and_labels) {
     {"hive_transport_connections_refused_total", "counter"},
     {"hive_transport_tells_failed_total", "counter"},
     {"hive_transport_tls_refused_total", "counter"},
+    {"hive_directory_routes_total", "counter"},
+    {"hive_directory_misses_total", "counter"},
     {"hive_llm_requests_total", "counter"},
     {"hive_llm_request_seconds", "histogram"},
     {"hive_llm_tokens_total", "counter"},

@@ -17,6 +17,7 @@
 
 #include "runtime/cluster.hpp"
 #include "support/http_client.hpp"
+#include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
 #include "support/test_certs.hpp"
 #include "support/test_cluster.hpp"
@@ -645,6 +646,78 @@ TEST_F(cluster_test, a_node_stopped_with_sigterm_hands_its_agents_off_first) {
     for (size_t via = 0; via < 2; ++via)
       EXPECT_EQ(ask_value(via, "acme/h" + std::to_string(i), R"({"op":"get"})"), i + 1)
         << "acme/h" << i << " through " << nodes[via].name;
+}
+
+TEST_F(cluster_test, the_owner_record_finds_an_agent_with_at_most_one_miss_among_five_nodes) {
+  // Five nodes; an agent pinned to the member that n1 ranks last for its id. Asked by id in
+  // placement order, n1 would miss on its own node and three others before finding it; the
+  // owner record (the replica copy's holder on the first member of the order, or n1's own
+  // copy) names the host at the first miss at the latest.
+  std::vector<std::string> extra{"--set", "cluster.migration_forward_ms=200"};
+  for (auto n : {"n1", "n2", "n3", "n4", "n5"})
+    add(n);
+  start(0, 0, extra);
+  for (size_t i = 1; i < 5; ++i)
+    start(i, nodes[0].proc->cluster_port, extra);
+  ASSERT_TRUE(within(30s, [&] {
+    for (size_t i = 0; i < 5; ++i)
+      for (auto& m : nodes)
+        if (!all_see({i}, m.name, "up"))
+          return false;
+    return true;
+  })) << log_tails();
+  auto ranked = [](const std::string& id) { // n2..n5 in n1's placement order for `id`
+    std::vector<std::string> out{"n2", "n3", "n4", "n5"};
+    std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {
+      return hive::rendezvous_score(a, id) > hive::rendezvous_score(b, id);
+    });
+    return out;
+  };
+  std::string id;
+  for (int k = 0; id.empty(); ++k)
+    if (ranked("acme/d" + std::to_string(k)).back() == "n5")
+      id = "acme/d" + std::to_string(k);
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(4, id, "counter", "n5"));
+  ASSERT_EQ(ask_value(4, id, R"({"op":"add","by":1})"), 1);
+  auto scrape = [&](size_t i, const std::string& name, const std::vector<std::string>& labels) {
+    http_client m{nodes[i].proc->metrics_port};
+    auto r = m.request("GET", "/metrics");
+    return r && r->status == 200 ? metric_sum(r->body, name, labels) : -1.0;
+  };
+  // n1 never asked for it: no location cached.
+  ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":1})"), 2) << log_tails();
+  double misses = 0, owner = 0, placement = 0;
+  ASSERT_TRUE(within(10s, [&] {
+    misses = scrape(0, "hive_directory_misses_total", {});
+    owner = scrape(0, "hive_directory_routes_total", {R"(way="owner")"});
+    placement = scrape(0, "hive_directory_routes_total", {R"(way="placement")"});
+    return owner + placement >= 1;
+  })) << "n1 counted no forwarded call";
+  EXPECT_EQ(owner, 1) << id << " was found in placement order " << misses << " misses";
+  EXPECT_LE(misses, 1) << "placement order for " << id << ": " << json(ranked(id)).dump();
+  // Cached at n1 now (n5). Moved to n2 and its forwarder on n5 gone (200 ms): n5's records
+  // send n1 on to n2, one miss, no search.
+  http_client via5{nodes[4].proc->gateway_port};
+  auto moved = via5.request("POST", "/v1/agents/" + id + "/migrate", R"({"to":"n2"})");
+  ASSERT_TRUE(moved);
+  ASSERT_EQ(moved->status, 200) << moved->body;
+  std::this_thread::sleep_for(600ms);
+  ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":1})"), 3) << log_tails();
+  ASSERT_TRUE(within(10s, [&] {
+    return scrape(0, "hive_directory_routes_total", {R"(way="owner")"}) >= owner + 1;
+  })) << "n1's call after the move was not sent on by an owner record; misses "
+      << scrape(0, "hive_directory_misses_total", {});
+  EXPECT_LE(scrape(0, "hive_directory_misses_total", {}), misses + 1);
+  // A tell through n3 (no cache) reaches it too, and an unknown id is still 404.
+  http_client via3{nodes[2].proc->gateway_port};
+  auto told = via3.request("POST", "/v1/agents/" + id + "/tell", R"({"op":"add","by":1})");
+  ASSERT_TRUE(told);
+  EXPECT_EQ(told->status, 202) << told->body;
+  EXPECT_TRUE(within(10s, [&] { return ask_value(3, id, R"({"op":"get"})") == 4; }));
+  http_client via1{nodes[0].proc->gateway_port};
+  auto missing = via1.request("POST", "/v1/agents/acme/nobody/ask", R"({"op":"get"})");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404) << missing->body;
 }
 
 TEST_F(cluster_test, unpinned_agents_move_to_a_node_that_joins_where_placement_now_puts_them) {

@@ -153,3 +153,13 @@ TEST(wire, garbage_and_truncated_messages_are_errors_not_crashes) {
 }
 
 } // namespace
+
+TEST(errc, a_second_context_string_is_a_hint_not_part_of_the_message) {
+  // The cluster adds where an agent is to an agent_not_found answer (runtime/cluster.cpp).
+  caf::error hinted{static_cast<uint8_t>(errc::agent_not_found), errc_category,
+                    caf::make_message(std::string{"no agent acme/x here"}, std::string{"n3"})};
+  EXPECT_EQ(code_of(hinted), errc::agent_not_found);
+  EXPECT_EQ(message_of(hinted), "no agent acme/x here");
+  EXPECT_EQ(describe(hinted), "agent_not_found: no agent acme/x here");
+  EXPECT_EQ(message_of(make_error(errc::timeout, "late")), "late");
+}
