@@ -86,8 +86,7 @@ std::string describe(const caf::error& err) {
 
 std::string render_error(uint8_t code, caf::atom_value, const caf::message& context) {
   std::string result{to_string(static_cast<errc>(code))};
-  if (context.match_elements<std::string>()
-      || context.match_elements<std::string, std::string>()) {
+  if (context.match_elements<std::string>() || context.match_elements<std::string, std::string>()) {
     result += ": ";
     result += context.get_as<std::string>(0);
   }

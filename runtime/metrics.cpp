@@ -230,10 +230,9 @@ void metrics::directory_totals(uint64_t cached, uint64_t owner, uint64_t placeme
                                uint64_t misses) {
   std::lock_guard<std::mutex> guard{mtx_};
   std::array<uint64_t, 4> now{cached, owner, placement, misses};
-  std::array<prometheus::Counter*, 4> counters{&directory_routes_->Add({{"way", "cached"}}),
-                                               &directory_routes_->Add({{"way", "owner"}}),
-                                               &directory_routes_->Add({{"way", "placement"}}),
-                                               directory_misses_};
+  std::array<prometheus::Counter*, 4> counters{
+    &directory_routes_->Add({{"way", "cached"}}), &directory_routes_->Add({{"way", "owner"}}),
+    &directory_routes_->Add({{"way", "placement"}}), directory_misses_};
   add_growth(now, directory_seen_, counters);
 }
 

@@ -659,13 +659,15 @@ TEST_F(cluster_test, the_owner_record_finds_an_agent_with_at_most_one_miss_among
   start(0, 0, extra);
   for (size_t i = 1; i < 5; ++i)
     start(i, nodes[0].proc->cluster_port, extra);
-  ASSERT_TRUE(within(30s, [&] {
-    for (size_t i = 0; i < 5; ++i)
-      for (auto& m : nodes)
-        if (!all_see({i}, m.name, "up"))
-          return false;
-    return true;
-  })) << log_tails();
+  ASSERT_TRUE(within(30s,
+                     [&] {
+                       for (size_t i = 0; i < 5; ++i)
+                         for (auto& m : nodes)
+                           if (!all_see({i}, m.name, "up"))
+                             return false;
+                       return true;
+                     }))
+    << log_tails();
   auto ranked = [](const std::string& id) { // n2..n5 in n1's placement order for `id`
     std::vector<std::string> out{"n2", "n3", "n4", "n5"};
     std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {
@@ -687,12 +689,14 @@ TEST_F(cluster_test, the_owner_record_finds_an_agent_with_at_most_one_miss_among
   // n1 never asked for it: no location cached.
   ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":1})"), 2) << log_tails();
   double misses = 0, owner = 0, placement = 0;
-  ASSERT_TRUE(within(10s, [&] {
-    misses = scrape(0, "hive_directory_misses_total", {});
-    owner = scrape(0, "hive_directory_routes_total", {R"(way="owner")"});
-    placement = scrape(0, "hive_directory_routes_total", {R"(way="placement")"});
-    return owner + placement >= 1;
-  })) << "n1 counted no forwarded call";
+  ASSERT_TRUE(within(10s,
+                     [&] {
+                       misses = scrape(0, "hive_directory_misses_total", {});
+                       owner = scrape(0, "hive_directory_routes_total", {R"(way="owner")"});
+                       placement = scrape(0, "hive_directory_routes_total", {R"(way="placement")"});
+                       return owner + placement >= 1;
+                     }))
+    << "n1 counted no forwarded call";
   EXPECT_EQ(owner, 1) << id << " was found in placement order " << misses << " misses";
   EXPECT_LE(misses, 1) << "placement order for " << id << ": " << json(ranked(id)).dump();
   // Cached at n1 now (n5). Moved to n2 and its forwarder on n5 gone (200 ms): n5's records
@@ -703,10 +707,10 @@ TEST_F(cluster_test, the_owner_record_finds_an_agent_with_at_most_one_miss_among
   ASSERT_EQ(moved->status, 200) << moved->body;
   std::this_thread::sleep_for(600ms);
   ASSERT_EQ(ask_value(0, id, R"({"op":"add","by":1})"), 3) << log_tails();
-  ASSERT_TRUE(within(10s, [&] {
-    return scrape(0, "hive_directory_routes_total", {R"(way="owner")"}) >= owner + 1;
-  })) << "n1's call after the move was not sent on by an owner record; misses "
-      << scrape(0, "hive_directory_misses_total", {});
+  ASSERT_TRUE(within(
+    10s, [&] { return scrape(0, "hive_directory_routes_total", {R"(way="owner")"}) >= owner + 1; }))
+    << "n1's call after the move was not sent on by an owner record; misses "
+    << scrape(0, "hive_directory_misses_total", {});
   EXPECT_LE(scrape(0, "hive_directory_misses_total", {}), misses + 1);
   // A tell through n3 (no cache) reaches it too, and an unknown id is still 404.
   http_client via3{nodes[2].proc->gateway_port};
