@@ -300,19 +300,19 @@ void maybe_up(manager_actor* self) {
     why = "joined";
   else if (links == 0 && st.connecting.empty() && st.seeds_tried.size() >= st.seeds.size())
     why = "no seed took it in: formed a cluster";
-  else if (std::chrono::steady_clock::now() - st.started >= st.join_timeout)
+  else if (self->clock().now() - st.started >= st.join_timeout)
     why = "cluster.join_timeout_ms passed without a link to every up member";
   if (why == nullptr)
     return;
   st.table->self().status = "up";
-  log::event(links > 0 && all ? spdlog::level::info : spdlog::level::warn, "member_up",
-             {{"member", st.table->self().name},
-              {"reason", why},
-              {"members", st.table->others().size() + 1},
-              {"joining_ms",
-               std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::steady_clock::now() - st.started)
-                 .count()}});
+  log::event(
+    links > 0 && all ? spdlog::level::info : spdlog::level::warn, "member_up",
+    {{"member", st.table->self().name},
+     {"reason", why},
+     {"members", st.table->others().size() + 1},
+     {"joining_ms",
+      std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now() - st.started)
+        .count()}});
   gossip(self);
   publish(self);
 }
@@ -336,6 +336,8 @@ void connect(manager_actor* self, const std::string& address) {
     return;
   st.connecting.insert(address);
   auto mgr = caf::actor_cast<caf::actor>(self);
+  if (st.shared->connector) // tests: links without sockets (cluster.hpp)
+    return st.shared->connector(mgr, address);
   // (The int argument: UBSan flags argument-less function-actor spawns in CAF 0.17.)
   self->system().spawn<caf::detached>(
     [mgr, address, host = ep->host, tls = st.tls](caf::event_based_actor* helper, uint16_t port) {
@@ -366,7 +368,7 @@ void sync_links(manager_actor* self) {
 bool merge(manager_actor* self, const std::vector<member_info>& list, const caf::actor_addr& from) {
   auto& st = self->state;
   auto before = st.table->list();
-  auto ch = st.table->merge(list, st.name_of(from));
+  auto ch = st.table->merge(list, st.name_of(from), self->clock().now());
   sync_links(self);
   if (ch.changed)
     for (auto& m : st.table->list()) {
@@ -388,7 +390,8 @@ bool merge(manager_actor* self, const std::vector<member_info>& list, const caf:
       if (old->incarnation != m.incarnation || m.status != "up") { // (joining -> up moves none)
         st.shared->forget_member(m.name); // its agents are elsewhere now, or nowhere
         if (m.status == "down" || old->transport != m.transport)
-          st.shared->transport->drop(old->transport); // its waiting calls fail now
+          if (st.shared->transport)
+            st.shared->transport->drop(old->transport); // its waiting calls fail now
       }
     }
   for (auto& n : ch.connect)
@@ -417,7 +420,7 @@ bool add_member(manager_actor* self, const member_info& m, const caf::actor& han
     if (auto r = replicated(st); r.digest)
       self->send(handle, key_sync{r.digest(), {}, false});
   }
-  st.heard[m.name] = std::chrono::steady_clock::now();
+  st.heard[m.name] = self->clock().now();
   st.suspects.erase(m.name);
   if (fresh) {
     log_member(*entry, known ? "member_rejoined" : "member_joined");
@@ -639,9 +642,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
     st.suspects.erase(n);
     st.heard.erase(n);
     st.shared->forget_member(n);
-    if (st.table->link_lost(n)) {
+    if (st.table->link_lost(n, self->clock().now())) {
       auto m = st.table->find(n);
-      st.shared->transport->drop(m->transport); // its waiting calls fail now
+      if (st.shared->transport)
+        st.shared->transport->drop(m->transport); // its waiting calls fail now
       bool left = m->status == "removed";
       log::event(left ? spdlog::level::info : spdlog::level::warn,
                  left ? "member_removed" : "member_down",
@@ -660,7 +664,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       st.table->self().address = address;
       // Seeded by others: joining until linked to the members (maybe_up); else up at once.
       st.seeds.erase(std::remove(st.seeds.begin(), st.seeds.end(), address), st.seeds.end());
-      st.started = std::chrono::steady_clock::now();
+      st.started = self->clock().now();
       if (!st.seeds.empty())
         st.table->self().status = "joining";
       publish(self);
@@ -673,7 +677,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto& st = self->state;
       if (st.leaving)
         return;
-      auto now = std::chrono::steady_clock::now();
+      auto now = self->clock().now();
       bool changed = false;
       for (auto& [n, h] : st.handles) {
         if (!h)
@@ -702,7 +706,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto h = st.handles.find(from);
       if (h == st.handles.end() || !h->second)
         return;
-      st.heard[from] = std::chrono::steady_clock::now();
+      st.heard[from] = self->clock().now();
       if (st.suspects.erase(from) > 0) {
         log::event(spdlog::level::info, "member_reachable", {{"member", from}});
         publish(self);
@@ -724,7 +728,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         if (!st.handles[n] && m.status != "leaving" && m.status != "removed" && st.dials(n))
           connect(self, m.address);
       // Down members are removed after cluster.removed_after_ms, then forgotten.
-      auto aged = st.table->expire(std::chrono::steady_clock::now(), st.removed_after);
+      auto aged = st.table->expire(self->clock().now(), st.removed_after);
       for (auto& n : aged) {
         auto m = st.table->find(n);
         log::event(spdlog::level::info, m != nullptr ? "member_removed" : "member_forgotten",
@@ -1043,6 +1047,36 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
 }
 
 } // namespace
+
+namespace cluster_testing {
+
+caf::actor spawn_manager(caf::actor_system& sys, std::shared_ptr<cluster::shared_state> shared,
+                         const node_config& cfg, member_info me) {
+  if (shared->self_name.empty())
+    shared->self_name = me.name;
+  auto mgr = sys.spawn(manager_fn, shared, nullptr, cfg, std::move(me));
+  shared->manager = mgr;
+  return mgr;
+}
+
+void start(const caf::actor& manager, const std::string& address) {
+  caf::anon_send(manager, start_atom::value, address);
+}
+
+void connected(const caf::actor& manager, const std::string& address, const caf::actor& peer) {
+  caf::anon_send(manager, connected_atom::value, address, peer);
+}
+
+void connect_failed(const caf::actor& manager, const std::string& address,
+                    const std::string& reason) {
+  caf::anon_send(manager, connect_failed_atom::value, address, reason);
+}
+
+void leave(const caf::actor& manager, bool final) {
+  caf::anon_send(manager, leave_atom::value, final);
+}
+
+} // namespace cluster_testing
 
 void configure_cluster_transport(caf::actor_system_config& sys_cfg, const node_config& cfg) {
   sys_cfg.load<caf::io::middleman>();

@@ -202,6 +202,12 @@ public:
     std::atomic<uint64_t> routed_placement{0};
     std::atomic<uint64_t> misses{0};
 
+    /// TEST ONLY (deterministic tests of the membership protocol, tests/runtime/
+    /// membership_protocol_test.cpp): when set, the node manager calls it instead of dialling
+    /// `address` with CAF's remote_actor, and it answers with `cluster_testing::connected`
+    /// or `connect_failed`. Set before the manager starts.
+    std::function<void(const caf::actor& manager, const std::string& address)> connector;
+
     /// What `replicate` set (guarded by `mtx`; empty functions until then).
     replicated_state replicated;
 
@@ -258,6 +264,34 @@ private:
   std::chrono::milliseconds migration_timeout_{5000};
   bool left_ = false;
 };
+
+/// TEST ONLY: the node manager without a runtime, a call transport or sockets, for
+/// deterministic tests of the membership protocol under CAF's test coordinator. Its clock is
+/// the actor system's (virtual under the test coordinator), its links come from
+/// `shared_state::connector`.
+namespace cluster_testing {
+
+/// Spawns the node manager of member `me` (name, address, incarnation) with `cfg`'s
+/// `cluster.*` settings (seeds, heartbeat, suspicion, join, removal); it starts with `start`.
+[[nodiscard]] caf::actor spawn_manager(caf::actor_system& sys,
+                                       std::shared_ptr<cluster::shared_state> shared,
+                                       const node_config& cfg, member_info me);
+
+/// Starts `manager` as the member at `address`: it dials its seeds and begins its timers.
+void start(const caf::actor& manager, const std::string& address);
+
+/// Answers a `connector` call: dialling `address` reached the node manager `peer`.
+void connected(const caf::actor& manager, const std::string& address, const caf::actor& peer);
+
+/// Answers a `connector` call: dialling `address` failed.
+void connect_failed(const caf::actor& manager, const std::string& address,
+                    const std::string& reason);
+
+/// Makes `manager` leave: stage 1 (`final` false: leaving, still serving) or stage 2 (tells
+/// every member and quits once they answered).
+void leave(const caf::actor& manager, bool final);
+
+} // namespace cluster_testing
 
 /// Sets the CAF options a cluster node needs (loads the io middleman; heartbeats and the
 /// connection timeout from `cluster.*`). Called by `configure_actor_system` when

@@ -123,7 +123,12 @@ member_table::change member_table::merge(const std::vector<member_info>& list,
         out.connect.push_back(m.name);
     } else if (m.incarnation == known.incarnation
                && status_rank(m.status) > status_rank(known.status)
-               && (m.name == from || !linked(m.name))) {
+               && (m.name == from || !linked(m.name) || m.status == "up"
+                   || m.status == "leaving")) {
+      // `up` (from joining) and `leaving` only the member itself declares: whoever passes
+      // them on repeats its word, so they are believed from anyone (its own gossip may have
+      // been lost). `down` and `removed` are another node's verdicts: a live link outweighs
+      // them.
       set_status(known, m.status, now);
       out.changed = true;
     } else if (m.incarnation == known.incarnation && m.name == from) {

@@ -17,8 +17,11 @@ namespace hive {
 ///   own entry, and a member's own report of its status (`leaving`) is always believed.
 /// - A larger incarnation replaces a smaller one (a restart); a smaller one is stale and
 ///   ignored.
-/// - `down` and `leaving` are reported by a third node only when this node has no live link
+/// - `down` and `removed` are taken from a third node only when this node has no live link
 ///   to that member: a live connection is better evidence than another node's detector.
+///   `up` (from joining) and `leaving`, which only the member itself declares, are taken from
+///   anyone: a third node repeats the member's word, which may have been lost on the way here
+///   (tests/runtime/membership_protocol_test.cpp loses it).
 /// - A member that introduces itself over a live link is up, or joining if it says so (a
 ///   thawed node comes back at the same incarnation; a restarted one with a new one).
 /// - Otherwise the status of one incarnation only moves forward: joining -> up -> leaving ->
