@@ -681,7 +681,8 @@ struct forwarder_state {
   uint64_t next = 1;
   std::unordered_map<uint64_t, caf::response_promise> waiting;
   /// When the last call came in: the forwarding ends only after a quiet spell.
-  std::chrono::steady_clock::time_point last_call = std::chrono::steady_clock::now();
+  /// (The actor clock's time: virtual under the test coordinator; set at the forwarder's start.)
+  caf::actor_clock::time_point last_call;
   static inline const char* name = "hive.forwarder";
 };
 
@@ -698,6 +699,7 @@ using forwarder_actor = caf::stateful_actor<forwarder_state>;
 /// switch from the forwarder to the relay of the cluster (see cluster.cpp) only after a pause.
 caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id, caf::actor owner,
                            std::string to, const ctx_ptr& ctx, uint64_t token) {
+  self->state.last_call = self->clock().now();
   self->monitor(owner);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   auto maybe_quit = [self] {
@@ -719,7 +721,7 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
   };
   return {
     [self, remote, id, to, forwarder = ctx->forwarder, finish](agent_call& call) {
-      self->state.last_call = std::chrono::steady_clock::now();
+      self->state.last_call = self->clock().now();
       auto via = forwarder->get();
       if (!self->current_mailbox_element()->mid.is_request()) {
         if (via)
@@ -763,8 +765,8 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
       auto mine = moved->find(id.str());
       if (mine && mine->token == token) {
         // Still in use (or calls queued behind this message): ask again after a quiet spell.
-        auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - self->state.last_call);
+        auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now()
+                                                                           - self->state.last_call);
         if (quiet < quiet_min || !self->mailbox().empty()) {
           auto rest = std::max(std::chrono::milliseconds{1}, quiet_min - quiet);
           self->delayed_send(owner, rest, migrate_expire_atom::value, id, token);
