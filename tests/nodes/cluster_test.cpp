@@ -653,21 +653,8 @@ TEST_F(cluster_test, the_owner_record_finds_an_agent_with_at_most_one_miss_among
   // placement order, n1 would miss on its own node and three others before finding it; the
   // owner record (the replica copy's holder on the first member of the order, or n1's own
   // copy) names the host at the first miss at the latest.
-  std::vector<std::string> extra{"--set", "cluster.migration_forward_ms=200"};
-  for (auto n : {"n1", "n2", "n3", "n4", "n5"})
-    add(n);
-  start(0, 0, extra);
-  for (size_t i = 1; i < 5; ++i)
-    start(i, nodes[0].proc->cluster_port, extra);
-  ASSERT_TRUE(within(30s,
-                     [&] {
-                       for (size_t i = 0; i < 5; ++i)
-                         for (auto& m : nodes)
-                           if (!all_see({i}, m.name, "up"))
-                             return false;
-                       return true;
-                     }))
-    << log_tails();
+  ASSERT_NO_FATAL_FAILURE(
+    form({"n1", "n2", "n3", "n4", "n5"}, {"--set", "cluster.migration_forward_ms=200"}));
   auto ranked = [](const std::string& id) { // n2..n5 in n1's placement order for `id`
     std::vector<std::string> out{"n2", "n3", "n4", "n5"};
     std::sort(out.begin(), out.end(), [&](auto& a, auto& b) {

@@ -182,21 +182,8 @@ TEST_F(failover_test, replica_sets_that_gain_members_get_copies_made_in_the_back
   // order; two of them are killed and removed for good (one after the other), so the set
   // takes in the two others. Nothing is written meanwhile: only the background repair can
   // give them copies. Then the host dies too, and the two new members must serve the state.
-  std::vector<std::string> extra{"--set", "cluster.removed_after_ms=300"};
-  for (auto n : {"n1", "n2", "n3", "n4", "n5"})
-    add(n);
-  start(0, 0, extra);
-  for (size_t i = 1; i < 5; ++i)
-    start(i, nodes[0].proc->cluster_port, extra);
-  ASSERT_TRUE(within(20s,
-                     [&] {
-                       for (size_t i = 0; i < 5; ++i)
-                         for (auto& m : nodes)
-                           if (!all_see({i}, m.name, "up"))
-                             return false;
-                       return true;
-                     }))
-    << log_tails(3000);
+  ASSERT_NO_FATAL_FAILURE(
+    form({"n1", "n2", "n3", "n4", "n5"}, {"--set", "cluster.removed_after_ms=300"}, 20s));
   const std::string id = "acme/kept";
   std::vector<size_t> order{0, 1, 2, 3, 4};
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {

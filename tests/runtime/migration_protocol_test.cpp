@@ -18,6 +18,7 @@
 #include "runtime/node_runtime.hpp"
 #include "support/caf_fixture.hpp"
 #include "support/node_process.hpp"
+#include "support/remote_runner.hpp"
 
 namespace {
 
@@ -66,27 +67,7 @@ protected:
     db_b = open_store("b", dir_b);
     a = start_runtime("a", db_a);
     b = start_runtime("b", db_b);
-    auto* rt_b = b.get();
-    remote_b = sys.spawn(
-      [rt_b](caf::event_based_actor* self, int) -> caf::behavior {
-        return {[self, rt_b](remote_call& req) {
-          auto rp = self->make_response_promise();
-          auto done = [rp](caf::expected<std::string> r) mutable {
-            if (r)
-              rp.deliver(agent_reply{std::move(*r)});
-            else
-              rp.deliver(std::move(r.error()));
-          };
-          if (req.op == "tell") {
-            if (auto err = rt_b->tell(req.id, req.call))
-              return done(std::move(err));
-            return done(std::string{"{}"});
-          }
-          rt_b->ask(req.id, std::move(req.call), std::chrono::milliseconds(req.timeout_ms),
-                    std::move(done));
-        }};
-      },
-      0);
+    remote_b = test::spawn_remote_runner(sys, b.get());
     settle();
   }
 

@@ -16,6 +16,7 @@
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/node_process.hpp"
+#include "support/remote_runner.hpp"
 
 using namespace std::chrono_literals;
 using namespace hive;
@@ -36,27 +37,7 @@ public:
     a = start_runtime("a", dir_a);
     b = start_runtime("b", dir_b);
     // B's side of the "network": remote_calls as B's node manager would run them.
-    auto* rt_b = b.get();
-    remote_b = sys->spawn(
-      [rt_b](caf::event_based_actor* self, int) -> caf::behavior {
-        return {[self, rt_b](remote_call& req) {
-          auto rp = self->make_response_promise();
-          auto done = [rp](caf::expected<std::string> r) mutable {
-            if (r)
-              rp.deliver(agent_reply{std::move(*r)});
-            else
-              rp.deliver(std::move(r.error()));
-          };
-          if (req.op == "tell") {
-            if (auto err = rt_b->tell(req.id, req.call))
-              return done(std::move(err));
-            return done(std::string{"{}"});
-          }
-          rt_b->ask(req.id, std::move(req.call), std::chrono::milliseconds(req.timeout_ms),
-                    std::move(done));
-        }};
-      },
-      0);
+    remote_b = test::spawn_remote_runner(*sys, b.get());
   }
 
   void TearDown() override {

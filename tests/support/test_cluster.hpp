@@ -106,6 +106,27 @@ protected:
     return true;
   }
 
+  /// Starts nodes `names` (the first alone, the others seeded by it, all with `extra`) and
+  /// waits up to `limit` until every node sees every one up.
+  void form(const std::vector<std::string>& names, const std::vector<std::string>& extra,
+            std::chrono::milliseconds limit = 30s) {
+    auto first = nodes.size();
+    for (auto& n : names)
+      add(n);
+    start(first, 0, extra);
+    for (size_t i = first + 1; i < nodes.size(); ++i)
+      start(i, nodes[first].proc->cluster_port, extra);
+    ASSERT_TRUE(within(limit,
+                       [&] {
+                         for (size_t i = first; i < nodes.size(); ++i)
+                           for (auto& n : names)
+                             if (!all_see({i}, n, "up"))
+                               return false;
+                         return true;
+                       }))
+      << log_tails(3000);
+  }
+
   /// Starts n1, then n2 and n3 seeded by n1, and waits until every node sees all three up.
   void form_three(const std::vector<std::string>& extra = {}) {
     add("n1");
