@@ -287,6 +287,10 @@ struct call_transport::impl {
             return;
           }
           full = accepted.size() >= limits.connections_max;
+          // Its hello is due within connect_timeout from now, not from when this object
+          // began to wait for a connection: the first one after a quiet spell was cut off
+          // by the next sweep, mid TLS handshake (a mutual-TLS cluster test under load).
+          c->created = clock_type::now();
           if (!full)
             accepted.insert(c);
         }

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -319,6 +320,21 @@ TEST_F(transport_test, a_peer_of_another_cluster_or_a_bad_frame_is_disconnected)
   auto ok = wait_reply(*client, addr(*server), make_call("ask", "after"));
   ASSERT_TRUE(ok) << describe(ok.error());
   EXPECT_EQ(*ok, "ask:acme/a1:after");
+}
+
+TEST_F(transport_test, a_first_connection_after_a_quiet_spell_gets_its_full_time_to_say_hello) {
+  // The hello is due within 2 s of the connection, not of when the server began to wait for
+  // one: after 2.5 s with no connection, a new one must not be cut off at the next sweep
+  // (every 50 ms) while it is still setting up (its TLS handshake, under load).
+  auto server = make(echo_handler());
+  std::this_thread::sleep_for(2500ms);
+  int fd = dial(server->port());
+  ASSERT_GE(fd, 0);
+  std::this_thread::sleep_for(400ms); // eight sweeps, no hello yet
+  pollfd p{fd, POLLIN, 0};
+  bool closed = ::poll(&p, 1, 0) > 0; // (nothing is ever sent to a silent dialler)
+  EXPECT_FALSE(closed) << "closed 400 ms after it connected, without its 2 s to say hello";
+  ::close(fd);
 }
 
 TEST_F(transport_test, connections_beyond_the_bound_are_closed_and_members_still_get_in) {
