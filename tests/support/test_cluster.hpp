@@ -116,36 +116,23 @@ protected:
     start(first, 0, extra);
     for (size_t i = first + 1; i < nodes.size(); ++i)
       start(i, nodes[first].proc->cluster_port, extra);
-    ASSERT_TRUE(within(limit,
-                       [&] {
-                         for (size_t i = first; i < nodes.size(); ++i)
-                           for (auto& n : names)
-                             if (!all_see({i}, n, "up"))
-                               return false;
-                         return true;
-                       }))
-      << log_tails(3000);
-  }
-
-  /// Starts n1, then n2 and n3 seeded by n1, and waits until every node sees all three up.
-  void form_three(const std::vector<std::string>& extra = {}) {
-    add("n1");
-    add("n2");
-    add("n3");
-    start(0, 0, extra);
-    start(1, nodes[0].proc->cluster_port, extra);
-    start(2, nodes[0].proc->cluster_port, extra);
-    auto formed = within(20s, [&] {
-      for (size_t i = 0; i < 3; ++i)
-        for (auto& n : {"n1", "n2", "n3"})
+    auto formed = within(limit, [&] {
+      for (size_t i = first; i < nodes.size(); ++i)
+        for (auto& n : names)
           if (!all_see({i}, n, "up"))
             return false;
       return true;
     });
-    ASSERT_TRUE(formed) << "the three nodes did not all see each other up; n1 sees "
-                        << json(view(0)).dump() << "\n"
+    ASSERT_TRUE(formed) << "the " << names.size() << " nodes did not all see each other up; "
+                        << nodes[first].name << " sees " << json(view(first)).dump() << "\n"
                         << log_tails(6000);
-    std::cout << "cluster of 3 formed in " << formed->count() << " ms" << std::endl;
+    std::cout << "cluster of " << names.size() << " formed in " << formed->count() << " ms"
+              << std::endl;
+  }
+
+  /// Starts n1, then n2 and n3 seeded by n1, and waits until every node sees all three up.
+  void form_three(const std::vector<std::string>& extra = {}) {
+    form({"n1", "n2", "n3"}, extra, 20s);
   }
 
   /// Spawns `id` of `kind` through node `via`, pinned to `node` (empty: placement decides).
