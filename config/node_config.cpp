@@ -140,6 +140,8 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(node, routers, 0, 4096, "actors (0 = 16 per scheduler thread)"));
     t.push_back(HIVE_INT_KEY(node, asks_pending_max, 1, 100000000, "asks"));
     t.push_back(HIVE_INT_KEY(node, shutdown_drain_ms, 0, 600000, "milliseconds"));
+    t.push_back(
+      HIVE_INT_KEY(node, heap_retain_bytes_max, 0, int64_t{1} << 40, "bytes (0 = C library default)"));
     t.push_back(key_spec{"gateway.listen", "HOST:PORT", 0, 0, key_spec::endpoint_kind, {}, {},
                          [](node_config& c) { return &c.gateway.listen; }, {}});
     t.push_back(HIVE_INT_KEY(gateway, threads, 1, 64, "threads"));

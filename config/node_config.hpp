@@ -32,6 +32,7 @@ struct node_config {
     int64_t routers = 0;           ///< 0 = 16 per scheduler thread
     int64_t asks_pending_max = 1000000;
     int64_t shutdown_drain_ms = 5000;
+    int64_t heap_retain_bytes_max = 64 << 20; ///< 0 = the C library's defaults
   } node;
 
   struct gateway_section {

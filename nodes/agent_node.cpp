@@ -2,11 +2,14 @@
 // with its addresses, stops cleanly on SIGINT/SIGTERM (stop accepting, drain, stop actors,
 // exit 0). A bad flag or config exits 2 with the reason; a start-up failure exits 1.
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 
+#include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -169,6 +172,22 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
 
 } // namespace
 
+namespace {
+
+/// Keeps up to `bytes` of freed heap for reuse, and serves blocks below that size from the
+/// heap (see `node.heap_retain_bytes_max` in config/hive.toml). 0: the C library's defaults.
+void retain_heap(int64_t bytes) {
+  if (bytes <= 0)
+    return;
+  auto n = static_cast<int>(std::min<int64_t>(bytes, std::numeric_limits<int>::max()));
+  // (Setting either also turns glibc's adaptive mmap threshold off, which would otherwise
+  // move these limits as blocks are freed.)
+  if (mallopt(M_TRIM_THRESHOLD, n) != 1 || mallopt(M_MMAP_THRESHOLD, std::min(n, 32 << 20)) != 1)
+    hive::log::event(spdlog::level::warn, "heap_tuning_refused", {{"bytes", bytes}});
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
   // Block the stop signals in every thread (CAF's and Asio's inherit the mask); the main
   // thread waits for them with sigwait.
@@ -184,5 +203,6 @@ int main(int argc, char** argv) {
   if (parsed->exit_now)
     return 0;
   hive::log::init(parsed->config.node.name, parsed->config.log.level);
+  retain_heap(parsed->config.node.heap_retain_bytes_max);
   return run(parsed->config, signals);
 }

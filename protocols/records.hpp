@@ -76,6 +76,9 @@ struct meta_record {
 /// CRC32C (Castagnoli) of `data`, continuing from `crc` (0 to start):
 /// `crc32c(b, crc32c(a)) == crc32c(a + b)`; `crc32c("123456789") == 0xE3069283`.
 [[nodiscard]] uint32_t crc32c(std::string_view data, uint32_t crc = 0) noexcept;
+/// The same, computed a byte at a time from a table on any CPU (`crc32c` uses the CPU's CRC32
+/// instruction where it has one; tests compare the two).
+[[nodiscard]] uint32_t crc32c_portable(std::string_view data, uint32_t crc = 0) noexcept;
 
 /// Encodes a record as a Cap'n Proto `Record` with its checksum: CRC32C over, in this order,
 /// version (2 bytes LE), type (1 byte), agent id length (8 bytes LE), epoch (8 bytes LE), seq

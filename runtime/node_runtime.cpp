@@ -106,9 +106,19 @@ struct migrate_job {
   bool pin = false;
 };
 
-/// An agent that migrated here and is stored: the tenant supervisor activates it.
+/// The state of an agent migrating here, handed to its activation while the store writes it:
+/// the activation's replica rounds run meanwhile, and it waits for `stored` only before it
+/// reads the working copy.
+struct adopted_state {
+  records::meta_record meta;
+  /// The write of the meta and the snapshot: durable (no error) or failed.
+  std::shared_future<caf::error> stored;
+};
+
+/// An agent that migrated here: the tenant supervisor activates it.
 struct adopt_job {
   agent_id id;
+  std::shared_ptr<const adopted_state> adopted;
   std::function<void(caf::expected<caf::actor>)> done;
 };
 
@@ -347,7 +357,8 @@ std::shared_ptr<const agent_env> env_for(const ctx_ptr& ctx,
 /// for the activation are not overtaken by later ones.
 child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
                             std::shared_ptr<agent> first_instance,
-                            std::shared_ptr<std::vector<continuation>> pending = nullptr) {
+                            std::shared_ptr<std::vector<continuation>> pending = nullptr,
+                            std::shared_ptr<const adopted_state> adopted = nullptr) {
   child_spec spec;
   spec.id = view.id.name;
   spec.kind = view.kind;
@@ -365,6 +376,8 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     std::shared_ptr<std::atomic<uint64_t>> load;
     caf::actor breaker;
     std::shared_ptr<std::vector<continuation>> pending;
+    /// A migration's state (first start only; restarts read the store).
+    std::shared_ptr<const adopted_state> adopted;
   };
   auto d = std::make_shared<child_data>();
   d->instance = std::move(first_instance);
@@ -375,12 +388,18 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
   d->load = view.load;
   d->breaker = view.has_breaker ? view.target : caf::actor{};
   d->pending = std::move(pending);
+  d->adopted = std::move(adopted);
   spec.start = [d](caf::local_actor* sup) -> caf::expected<caf::actor> {
     auto& ctx = d->ctx;
     std::shared_ptr<agent> instance = std::move(d->instance);
     d->instance.reset();
     auto kept = std::move(d->position); // set: waking from hibernation
     d->position.reset();
+    auto adopted = std::move(d->adopted);
+    d->adopted.reset();
+    auto settled = [&adopted]() -> caf::error {
+      return adopted ? adopted->stored.get() : caf::error{};
+    };
     auto kind = ctx->kinds->find(d->kind);
     if (kind == nullptr)
       return make_error(errc::unknown_kind, "kind '" + d->kind + "' is not registered");
@@ -406,12 +425,13 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     if (rep) {
       // Replicated: a majority of the replica set promises this activation's epoch, and the
       // working copy catches up from the newest copy (see runtime/replication.hpp).
-      auto meta = ctx->db->get_meta(d->id.str());
+      auto meta = adopted ? caf::expected<std::optional<records::meta_record>>{adopted->meta}
+                          : ctx->db->get_meta(d->id.str());
       if (!meta)
         return std::move(meta.error());
       if (!*meta)
         return make_error(errc::agent_not_found, "no agent " + d->id.str());
-      auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr);
+      auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, settled);
       if (!epoch) {
         log::event(spdlog::level::warn, "agent_activation_refused",
                    {{"reason", describe(epoch.error())}}, d->id.str());
@@ -426,6 +446,8 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       }
       pos.epoch = *epoch;
     }
+    if (auto err = settled())
+      return err;
     if (!instance) {
       if (persisted) {
         // An activation or a restart: the state is what the store holds.
@@ -578,12 +600,14 @@ void passivate_hibernated(supervisor_actor* self, const ctx_ptr& ctx, const std:
 
 /// Activates `id` (not running) under `self`, or fails `k`. Runs in the tenant supervisor.
 void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
-              std::vector<continuation> ks) {
+              std::vector<continuation> ks,
+              std::shared_ptr<const adopted_state> adopted = nullptr) {
   auto fail_all = [&](const caf::error& err) {
     for (auto& k : ks)
       k(err);
   };
-  auto meta = ctx->db->get_meta(id.str());
+  auto meta = adopted ? caf::expected<std::optional<records::meta_record>>{adopted->meta}
+                      : ctx->db->get_meta(id.str());
   if (!meta)
     return fail_all(meta.error());
   if (!*meta) {
@@ -613,7 +637,8 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
     view.has_breaker = false;
   }
   auto pending = std::make_shared<std::vector<continuation>>(std::move(ks));
-  auto started = self->state.start_child(agent_child_spec(ctx, view, nullptr, pending));
+  auto started =
+    self->state.start_child(agent_child_spec(ctx, view, nullptr, pending, std::move(adopted)));
   if (!started) {
     ctx->dir->erase(id);
     if (view.has_breaker && view.target)
@@ -627,9 +652,10 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
 }
 
 /// Hands `k` the target of `id`: queued while it passivates, at once while it runs,
-/// after an activation otherwise.
+/// after an activation otherwise (of `adopted`, a migration's state, if given).
 void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
-                 const agent_id& id, continuation k) {
+                 const agent_id& id, continuation k,
+                 std::shared_ptr<const adopted_state> adopted = nullptr) {
   if (auto m = ctx->moved->find(id.str()))
     return k(m->forwarder);
   if (auto m = book.migrating.find(id.name); m != book.migrating.end()) {
@@ -665,7 +691,7 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
   }
   std::vector<continuation> ks;
   ks.push_back(std::move(k));
-  activate(self, ctx, id, std::move(ks));
+  activate(self, ctx, id, std::move(ks), std::move(adopted));
 }
 
 // -- live migration ------------------------------------------------------------------------
@@ -1006,7 +1032,7 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
         // It came back (or here for the first time): calls are served here again.
         if (auto fwd = ctx->moved->take(job.id.str()))
           caf::anon_send(*fwd, migrate_expire_atom::value);
-        with_target(self, ctx, *book, job.id, std::move(job.done));
+        with_target(self, ctx, *book, job.id, std::move(job.done), std::move(job.adopted));
       },
       [self, ctx, book](passivate_req_atom, const agent_id& id, const caf::actor& agent) {
         auto child = self->state.find_child(id.name);
@@ -1987,7 +2013,7 @@ void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
                  migrate_job{id, std::move(to), std::move(ship), std::move(done), pin});
 }
 
-void node_runtime::adopt(const migration_payload& in, std::function<void(caf::error)> done) {
+void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> done) {
   assert(done);
   if (!db_)
     return done(make_error(errc::invalid_argument,
@@ -2017,44 +2043,79 @@ void node_runtime::adopt(const migration_payload& in, std::function<void(caf::er
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
   capabilities_->add(in.id, meta->capabilities);
   if (auto rep = ctx_rep_->get())
-    rep->expect_handover(in.id); // its activation here takes the promise over
-  // The meta, then the snapshot (which also prunes any journal an older copy left), queued
-  // together so that one group commit usually carries both: their completions run in order.
+    rep->expect_handover(in.id, snap->hdr.epoch); // its activation here takes the promise over
+  // The meta, then the snapshot, queued together so that one group commit usually carries
+  // both (their completions run in order). The activation starts at once, with the meta in
+  // hand: its replica rounds run while the store writes, and it waits for the write before
+  // it reads the working copy (see adopted_state). The snapshot prunes no journal: the node
+  // erased this agent's when it left (reading a journal of deleted events costs more than
+  // the write), and what a crash left behind is at most stale events up to the snapshot's
+  // sequence, which nothing reads and the next erase removes.
   db_->forget(key);
   auto seq = snap->hdr.seq;
   auto db = db_;
-  auto root = root_;
   auto id = in.id;
   auto t0 = std::chrono::steady_clock::now();
+  // The answer goes back once the activation ended and the write completed, whichever is
+  // last (an activation that found the agent running already does not wait for the write).
+  struct join {
+    std::mutex mtx;
+    std::optional<caf::error> stored;
+    std::optional<caf::expected<caf::actor>> active;
+    std::chrono::steady_clock::time_point stored_at;
+  };
+  auto j = std::make_shared<join>();
+  auto finish = [db, id, t0, j, done]() {
+    // (Called once, by the second of the two to arrive, with `j->mtx` not held.)
+    using ms = std::chrono::duration<double, std::milli>;
+    auto& t = *j->active;
+    log::event(spdlog::level::debug, "agent_adopted",
+               {{"store_ms", ms(j->stored_at - t0).count()},
+                {"total_ms", ms(std::chrono::steady_clock::now() - t0).count()},
+                {"ok", static_cast<bool>(t) && !*j->stored}},
+               id.str());
+    if (t && !*j->stored)
+      return done(caf::error{});
+    if (t)
+      // Active, but not from this state (an activation of the shipped state waits for the
+      // write and fails with it): it ran here already, on its own stored state.
+      return done(std::move(*j->stored));
+    // Not active here: keep no copy (the agent goes on at the node it was to leave).
+    db->erase_agent(id.str(), [](caf::error) {});
+    done(std::move(t.error()));
+  };
+  auto stored = std::make_shared<std::promise<caf::error>>();
+  auto adopted = std::make_shared<adopted_state>();
+  adopted->meta = *meta;
+  adopted->stored = stored->get_future().share();
   auto meta_err = std::make_shared<caf::error>();
   db_->put_meta(std::move(*meta), false,
                 [meta_err](caf::error err) { *meta_err = std::move(err); });
-  db_->put_snapshot(
-    std::move(*snap), seq,
-    [db, root, id, t0, meta_err, done](caf::error err) mutable {
-      if (*meta_err || err) {
-        db->erase_agent(id.str(), [](caf::error) {});
-        return done(*meta_err ? std::move(*meta_err) : std::move(err));
+  db_->put_snapshot_encoded(
+    key, seq, std::move(in.snapshot), 0,
+    [stored, meta_err, j, finish](caf::error err) {
+      auto result = *meta_err ? std::move(*meta_err) : std::move(err);
+      stored->set_value(result);
+      {
+        std::lock_guard<std::mutex> guard{j->mtx};
+        j->stored = std::move(result);
+        j->stored_at = std::chrono::steady_clock::now();
+        if (!j->active)
+          return;
       }
-      auto t1 = std::chrono::steady_clock::now();
-      caf::anon_send(
-        root, adopt_atom::value,
-        adopt_job{id, [db, id, t0, t1, done](caf::expected<caf::actor> t) {
-                    using ms = std::chrono::duration<double, std::milli>;
-                    log::event(spdlog::level::debug, "agent_adopted",
-                               {{"store_ms", ms(t1 - t0).count()},
-                                {"activate_ms", ms(std::chrono::steady_clock::now() - t1).count()},
-                                {"ok", static_cast<bool>(t)}},
-                               id.str());
-                    if (t)
-                      return done(caf::error{});
-                    // Not active here: keep no copy (the agent goes on at the
-                    // node it was to leave).
-                    db->erase_agent(id.str(), [](caf::error) {});
-                    done(std::move(t.error()));
-                  }});
+      finish();
     },
     false, 0);
+  caf::anon_send(root_, adopt_atom::value,
+                 adopt_job{id, std::move(adopted), [j, finish](caf::expected<caf::actor> t) {
+                             {
+                               std::lock_guard<std::mutex> guard{j->mtx};
+                               j->active = std::move(t);
+                               if (!j->stored)
+                                 return;
+                             }
+                             finish();
+                           }});
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,

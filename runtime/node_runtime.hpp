@@ -319,10 +319,11 @@ public:
                    std::function<void(caf::expected<migration_result>)> done, bool pin = false);
 
   /// Takes in an agent migrating to this node: verifies its records, stores them durably
-  /// (replacing any older copy), then activates it with a larger epoch than the one it had.
-  /// Errors: corrupt_record, invalid_argument, unknown_kind, agent_exists (running here),
-  /// storage errors.
-  void adopt(const migration_payload& in, std::function<void(caf::error)> done);
+  /// (replacing any older copy) and activates it with a larger epoch than the one it had (its
+  /// replica rounds run while the store writes; it reads the stored state only once written).
+  /// `done` runs once both finished. Errors: corrupt_record, invalid_argument, unknown_kind,
+  /// agent_exists (running here), storage errors.
+  void adopt(migration_payload in, std::function<void(caf::error)> done);
 
   /// Inspects an agent: kind, node, restarts, supervisor, mailbox size, breaker, state summary.
   void inspect(const agent_id& id, uint64_t correlation_id,

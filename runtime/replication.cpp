@@ -264,23 +264,33 @@ replicator::counters replicator::stats() const {
 
 std::vector<caf::expected<std::string>> replicator::gather(
   const std::vector<replica_peer>& set, const remote_call& req,
-  const std::function<void(reply_fn)>& local) {
+  const std::function<void(reply_fn)>& local, size_t enough) {
   struct book {
     std::mutex mtx;
     std::condition_variable cv;
     std::vector<std::optional<caf::expected<std::string>>> r;
     size_t left = 0;
+    size_t ok = 0;
+    size_t enough = 0;
+    bool done() const {
+      return left == 0 || (enough > 0 && ok >= enough);
+    }
   };
   auto b = std::make_shared<book>();
   b->r.resize(set.size());
   b->left = set.size();
+  b->enough = enough;
   auto slot = [b](size_t i) {
     return [b, i](caf::expected<std::string> x) {
+      // (Answers after the caller stopped waiting land here too, unread.)
       std::lock_guard<std::mutex> guard{b->mtx};
       if (b->r[i])
         return;
+      if (x)
+        ++b->ok;
       b->r[i] = std::move(x);
-      if (--b->left == 0)
+      --b->left;
+      if (b->done())
         b->cv.notify_all();
     };
   };
@@ -293,8 +303,7 @@ std::vector<caf::expected<std::string>> replicator::gather(
       call_(set[i].address, req, opts_.timeout, slot(i));
   }
   std::unique_lock<std::mutex> guard{b->mtx};
-  b->cv.wait_for(guard, opts_.timeout + std::chrono::milliseconds(200),
-                 [&] { return b->left == 0; });
+  b->cv.wait_for(guard, opts_.timeout + std::chrono::milliseconds(200), [&] { return b->done(); });
   std::vector<caf::expected<std::string>> out;
   for (size_t i = 0; i < set.size(); ++i)
     out.push_back(b->r[i] ? *b->r[i]
@@ -304,7 +313,8 @@ std::vector<caf::expected<std::string>> replicator::gather(
 }
 
 caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::meta_record& meta,
-                                            uint64_t min_epoch, bool fresh) {
+                                            uint64_t min_epoch, bool fresh,
+                                            const std::function<caf::error()>& settled) {
   auto key = id.str();
   auto set = effective_set(key);
   auto need = set.size() / 2 + 1;
@@ -314,39 +324,14 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
                         self_
                           + " is still joining the cluster: it activates no "
                             "replicated agent before it knows the members");
-  bool handover = false;
+  std::optional<uint64_t> handover; // the epoch a migrating agent left its node with
   {
     std::lock_guard<std::mutex> guard{fmtx_};
-    handover = handovers_.erase(key) > 0;
-  }
-  // Round 1: what the copies promised, and to whom.
-  remote_call q{"r.query", id, {}, opts_.timeout.count()};
-  auto answers = gather(set, q, [&](reply_fn done) { done(copy_state(key)); });
-  std::vector<copy_info> infos;
-  std::string reasons;
-  for (size_t i = 0; i < answers.size(); ++i) {
-    if (answers[i]) {
-      if (auto info = parse_info(*answers[i]))
-        infos.push_back(std::move(*info));
-    } else {
-      reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": " + describe(answers[i].error());
+    if (auto h = handovers_.find(key); h != handovers_.end()) {
+      handover = h->second;
+      handovers_.erase(h);
     }
   }
-  if (infos.size() < need)
-    return make_error(errc::no_quorum,
-                      "cannot reach a majority of the replicas of " + key + " ("
-                        + std::to_string(infos.size()) + " of " + std::to_string(set.size())
-                        + " answered: " + reasons + ")");
-  auto top = *std::max_element(infos.begin(), infos.end(),
-                               [](auto& a, auto& b) { return a.promised < b.promised; });
-  if (!handover && !top.holder.empty() && top.holder != self_) {
-    for (auto& p : peers_())
-      if (p.name == top.holder && p.serving)
-        return make_error(errc::agent_not_found, key + " is active on " + top.holder);
-  }
-  uint64_t epoch = std::max(min_epoch, top.promised + 1);
-  // Round 2: a majority promises the new epoch.
-  remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
   auto meta_bytes = records::encode(meta);
   std::vector<std::string> names;
   std::string joined;
@@ -354,34 +339,86 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
     names.push_back(m.name);
     joined += (joined.empty() ? "" : ",") + m.name;
   }
-  p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
-  auto preps = gather(set, p, [&](reply_fn done) {
-    on_prepare(key, epoch, self_, meta_bytes, names, std::move(done));
-  });
-  size_t promised = 0;
-  bool fenced = false;
-  reasons.clear();
+  std::vector<caf::expected<std::string>> preps;
   std::optional<std::pair<copy_info, size_t>> best;
-  for (size_t i = 0; i < preps.size(); ++i) {
-    if (!preps[i]) {
-      fenced = fenced || code_of(preps[i].error()) == errc::fenced;
-      reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": " + describe(preps[i].error());
-      continue;
+  uint64_t epoch = 0;
+  // A migration's target asks for the promise at once (the agent's last epoch is known); if
+  // that is refused as too old, it runs both rounds as any activation.
+  for (bool skip_query = handover.has_value();; skip_query = false) {
+    std::string reasons;
+    if (skip_query) {
+      epoch = std::max(min_epoch, *handover + 1);
+    } else {
+      // Round 1: what the copies promised, and to whom.
+      remote_call q{"r.query", id, {}, opts_.timeout.count()};
+      // (A majority's answers suffice: a promise a majority made is seen in any majority.)
+      auto answers = gather(
+        set, q, [&](reply_fn done) { done(copy_state(key)); }, need);
+      std::vector<copy_info> infos;
+      for (size_t i = 0; i < answers.size(); ++i) {
+        if (answers[i]) {
+          if (auto info = parse_info(*answers[i]))
+            infos.push_back(std::move(*info));
+        } else {
+          reasons +=
+            (reasons.empty() ? "" : "; ") + set[i].name + ": " + describe(answers[i].error());
+        }
+      }
+      if (infos.size() < need)
+        return make_error(errc::no_quorum,
+                          "cannot reach a majority of the replicas of " + key + " ("
+                            + std::to_string(infos.size()) + " of " + std::to_string(set.size())
+                            + " answered: " + reasons + ")");
+      auto top = *std::max_element(infos.begin(), infos.end(),
+                                   [](auto& a, auto& b) { return a.promised < b.promised; });
+      if (!handover && !top.holder.empty() && top.holder != self_) {
+        for (auto& p : peers_())
+          if (p.name == top.holder && p.serving)
+            return make_error(errc::agent_not_found, key + " is active on " + top.holder);
+      }
+      epoch = std::max(min_epoch, top.promised + 1);
+      reasons.clear();
     }
-    auto info = parse_info(*preps[i]);
-    if (!info)
+    // Round 2: a majority promises the new epoch.
+    remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
+    p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
+    // A majority's promises make the epoch this activation's; the copy with the newest journal
+    // among them holds every acknowledged write (a write's majority meets this one). The
+    // others' answers (this node's own, say, queued behind a large write) are not waited for.
+    preps = gather(
+      set, p,
+      [&](reply_fn done) { on_prepare(key, epoch, self_, meta_bytes, names, std::move(done)); },
+      need);
+    size_t promised = 0;
+    bool fenced = false;
+    best.reset();
+    for (size_t i = 0; i < preps.size(); ++i) {
+      if (!preps[i]) {
+        fenced = fenced || code_of(preps[i].error()) == errc::fenced;
+        reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": " + describe(preps[i].error());
+        continue;
+      }
+      auto info = parse_info(*preps[i]);
+      if (!info)
+        continue;
+      ++promised;
+      if (!best
+          || std::tie(info->last_epoch, info->last_seq)
+            > std::tie(best->first.last_epoch, best->first.last_seq))
+        best = std::make_pair(*info, i);
+    }
+    if (promised >= need)
+      break;
+    if (skip_query && fenced)
       continue;
-    ++promised;
-    if (!best
-        || std::tie(info->last_epoch, info->last_seq)
-          > std::tie(best->first.last_epoch, best->first.last_seq))
-      best = std::make_pair(*info, i);
-  }
-  if (promised < need)
     return make_error(fenced ? errc::fenced : errc::no_quorum,
                       "a majority of the replicas of " + key + " did not promise epoch "
                         + std::to_string(epoch) + " (" + std::to_string(promised) + " of "
                         + std::to_string(set.size()) + ": " + reasons + ")");
+  }
+  if (settled)
+    if (auto err = settled())
+      return err;
   // Catch up: the working copy becomes the newest copy, unless it is that already.
   auto local = position_of(*db_, key);
   if (!local)
@@ -505,9 +542,9 @@ void replicator::on_member_up(const std::string& name) {
   });
 }
 
-void replicator::expect_handover(const agent_id& id) {
+void replicator::expect_handover(const agent_id& id, uint64_t epoch) {
   std::lock_guard<std::mutex> guard{fmtx_};
-  handovers_.insert(id.str());
+  handovers_[id.str()] = epoch;
 }
 
 bool replicator::may_take_over(const agent_id& id) {

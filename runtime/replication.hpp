@@ -64,7 +64,10 @@ struct replica_peer {
 ///   serves calls activates it on the first serving member of its set (`may_take_over`).
 /// - **Handing back.** An activation finds a promise held by another serving node and does
 ///   not take over (`agent_not_found`; the caller goes on searching), unless it is a
-///   migration's target (`expect_handover`).
+///   migration's target (`expect_handover`), which also skips the query round: it knows the
+///   epoch the agent left with and asks for the next one at once.
+/// - **Majorities.** Each round waits for a majority of answers, not for all of them: a slow
+///   member (or this node's own copy, queued behind a large write) does not delay it.
 ///
 /// Messages travel on the call transport as `remote_call`s with ops `r.query`, `r.prepare`,
 /// `r.append`, `r.snapshot`, `r.fetch`, `r.sync`, `r.erase` (bodies: encoded records in
@@ -109,13 +112,19 @@ public:
   /// promised a newer epoch meanwhile), agent_not_found (another serving node holds it: the
   /// caller drops its working copy), storage errors. `fresh` (a spawn): the working copy is
   /// new and stays as it is (stale copies of an earlier agent of that id get repaired).
+  /// `settled` (optional) runs after the promise, before the working copy is read: a
+  /// migration's target waits there for its write of the shipped state (its error ends the
+  /// activation).
   [[nodiscard]] caf::expected<uint64_t> acquire(const agent_id& id,
                                                 const records::meta_record& meta,
-                                                uint64_t min_epoch, bool fresh);
+                                                uint64_t min_epoch, bool fresh,
+                                                const std::function<caf::error()>& settled = {});
 
   /// The next activation of `id` here is a migration's target: it takes the promise over from
-  /// the node the agent leaves.
-  void expect_handover(const agent_id& id);
+  /// the node the agent leaves, whose activation had `epoch`. It asks for the promise of a
+  /// larger one at once, without the query round; if a replica promised more meanwhile, it
+  /// runs both rounds as any activation.
+  void expect_handover(const agent_id& id, uint64_t epoch);
 
   /// Whether this node should activate `id`, of which it has a replica copy but no working
   /// copy: the copy's holder does not serve calls and this node is the first serving member
@@ -195,10 +204,12 @@ private:
              call_fn call);
 
   /// Sends `req` to every member of `set` (this node: `local`), waits for all answers or the
-  /// timeout; unanswered slots hold timeout errors.
+  /// timeout, or (`enough` > 0) until that many answered without error; unanswered slots hold
+  /// timeout errors.
   std::vector<caf::expected<std::string>> gather(const std::vector<replica_peer>& set,
                                                  const remote_call& req,
-                                                 const std::function<void(reply_fn)>& local);
+                                                 const std::function<void(reply_fn)>& local,
+                                                 size_t enough = 0);
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);
@@ -236,7 +247,8 @@ private:
 
   std::mutex fmtx_;
   std::unordered_map<std::string, fence> fences_;
-  std::set<std::string> handovers_;
+  /// Migrations' targets: id -> the epoch the agent left its node with.
+  std::unordered_map<std::string, uint64_t> handovers_;
 
   mutable std::mutex cmtx_;
   counters counters_;

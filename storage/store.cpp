@@ -392,20 +392,17 @@ struct store::impl {
     cv.notify_one();
   }
 
-  caf::expected<uint64_t> stored_last_seq(std::string_view agent) const {
-    uint64_t last = 0;
-    {
-      std::unique_ptr<rocksdb::Iterator> it{db->NewIterator(read_options(), h_journal)};
-      auto end = journal_end(agent);
-      it->SeekForPrev(end);
-      if (it->Valid() && it->key().ToStringView() == end)
-        it->Prev();
-      auto prefix = journal_prefix(agent);
-      if (it->Valid() && it->key().starts_with(prefix) && it->key().size() == prefix.size() + 8)
-        last = get_be64(it->key().ToStringView().substr(prefix.size()));
-      if (!it->status().ok())
-        return error_of(it->status(), "reading the journal of " + std::string{agent});
-    }
+  /// The agent's last sequence number (see store::last_seq). The journal is read forward from
+  /// just after the snapshot first: a memtable steps backwards at O(log n) a step, and the
+  /// events deleted when an agent left a node (or by its prunes) all lie below its next
+  /// snapshot, so a backward scan from the end would step over every one of them when the
+  /// journal holds nothing past the snapshot (an agent that migrated back; a snapshot just
+  /// taken). Only if something follows the snapshot is the end sought backwards.
+  ///
+  /// With `floor` > 0 (the writer storing a snapshot of that sequence): the larger of the
+  /// two, read the same way (the snapshot not stored yet).
+  caf::expected<uint64_t> stored_last_seq(std::string_view agent, uint64_t floor = 0) const {
+    uint64_t last = floor;
     std::string value;
     auto s =
       db->Get(read_options(), h_snapshots, rocksdb::Slice{agent.data(), agent.size()}, &value);
@@ -417,6 +414,27 @@ struct store::impl {
     } else if (!s.IsNotFound()) {
       return error_of(s, "reading the snapshot of " + std::string{agent});
     }
+    auto prefix = journal_prefix(agent);
+    auto end = journal_end(agent);
+    if (last > 0) {
+      rocksdb::Slice upper{end};
+      auto ro = read_options();
+      ro.iterate_upper_bound = &upper; // (not beyond the agent: other agents' deletes)
+      std::unique_ptr<rocksdb::Iterator> fwd{db->NewIterator(ro, h_journal)};
+      fwd->Seek(store::journal_key(agent, last + 1));
+      if (!fwd->status().ok())
+        return error_of(fwd->status(), "reading the journal of " + std::string{agent});
+      if (!fwd->Valid())
+        return last;
+    }
+    std::unique_ptr<rocksdb::Iterator> it{db->NewIterator(read_options(), h_journal)};
+    it->SeekForPrev(end);
+    if (it->Valid() && it->key().ToStringView() == end)
+      it->Prev();
+    if (it->Valid() && it->key().starts_with(prefix) && it->key().size() == prefix.size() + 8)
+      last = std::max(last, get_be64(it->key().ToStringView().substr(prefix.size())));
+    if (!it->status().ok())
+      return error_of(it->status(), "reading the journal of " + std::string{agent});
     return last;
   }
 
@@ -679,7 +697,9 @@ struct store::impl {
             }
           }
           batch.Put(h_snapshots, o.agent, o.value);
-          auto cur = current_seq(o.agent);
+          auto cur = tentative.count(o.agent) || last_seqs.count(o.agent)
+            ? current_seq(o.agent)
+            : stored_last_seq(o.agent, o.seq);
           tentative[o.agent] = std::max(cur ? *cur : 0, o.seq);
           if (!cur)
             tentative.erase(o.agent); // unknown: reload after the commit
@@ -895,15 +915,23 @@ void store::append(records::event_record ev, done_fn done) {
 
 void store::put_snapshot(records::snapshot_record snap, uint64_t prune_through, done_fn done,
                          bool require_journal, uint64_t prune_from) {
-  assert(prune_through <= snap.hdr.seq);
+  auto bytes = records::encode(snap);
+  put_snapshot_encoded(snap.hdr.agent, snap.hdr.seq, std::move(bytes), prune_through,
+                       std::move(done), require_journal, prune_from);
+}
+
+void store::put_snapshot_encoded(std::string agent, uint64_t seq, std::string record,
+                                 uint64_t prune_through, done_fn done, bool require_journal,
+                                 uint64_t prune_from) {
+  assert(prune_through <= seq);
   impl::op o;
   o.prune_from = prune_from;
   o.must_be_new = require_journal; // for snapshots: "require the journal to cover seq"
   o.type = impl::op_type::snapshot;
-  o.agent = snap.hdr.agent;
-  o.seq = snap.hdr.seq;
+  o.agent = std::move(agent);
+  o.seq = seq;
   o.prune_through = prune_through;
-  o.value = records::encode(snap);
+  o.value = std::move(record);
   o.done = std::move(done);
   impl_->submit(std::move(o));
 }

@@ -137,6 +137,13 @@ public:
   void put_snapshot(records::snapshot_record snap, uint64_t prune_through, done_fn done,
                     bool require_journal = false, uint64_t prune_from = 0);
 
+  /// The same for a snapshot encoded already (`records::encode`; a migration stores the
+  /// bytes it received, verified by `records::decode_snapshot`), of `agent` at `seq` (which
+  /// must be the record's own: the writer checks only the checksum).
+  void put_snapshot_encoded(std::string agent, uint64_t seq, std::string record,
+                            uint64_t prune_through, done_fn done, bool require_journal = false,
+                            uint64_t prune_from = 0);
+
   /// The latest snapshot of `agent`, nullopt if none.
   [[nodiscard]] caf::expected<std::optional<records::snapshot_record>> get_snapshot(
     std::string_view agent) const;

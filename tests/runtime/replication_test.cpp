@@ -1,10 +1,17 @@
 // The replicator's own side of the wire (runtime/replication.hpp) on one real store: malformed
 // replication calls get clear errors and change nothing; epochs are fenced (an older prepare
 // or append is refused, naming the promise); and the bundle codec refuses truncated input.
+// Then activations among three replicators in one process: a migration's target skips the
+// query round (and falls back to it when fenced), and a round needs only a majority.
 
+#include <algorithm>
 #include <chrono>
 #include <future>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -114,4 +121,159 @@ TEST(replication_bundle, truncated_bundles_are_refused) {
       continue;
     EXPECT_FALSE(r) << "cut at " << cut;
   }
+}
+
+// -- activations: three replicators, calls passed in process -------------------------------------
+
+namespace {
+
+/// Three members' replicators on their own stores; a call to member X runs X's `handle`.
+/// Calls to a member in `silent` are never answered (held until the end).
+class replication_rounds : public ::testing::Test {
+protected:
+  static constexpr const char* agent = "acme/h";
+  test::temp_dir dir;
+  std::map<std::string, std::shared_ptr<store>> dbs;
+  std::map<std::string, std::shared_ptr<replicator>> reps;
+  std::mutex mtx;
+  std::vector<std::string> calls; ///< "member op", in order
+  std::set<std::string> silent;
+  std::vector<replicator::reply_fn> held;
+
+  void SetUp() override {
+    std::vector<replica_peer> all{{"n1", "n1", true}, {"n2", "n2", true}, {"n3", "n3", true}};
+    for (auto& p : all) {
+      store_options o;
+      o.path = (dir.path / p.name).string();
+      auto s = store::open(std::move(o));
+      ASSERT_TRUE(s) << describe(s.error());
+      dbs[p.name] = std::shared_ptr<store>{std::move(*s)};
+    }
+    for (auto& p : all) {
+      replication_options ro;
+      ro.timeout = std::chrono::seconds(60); // a round waits for a majority, never for this
+      reps[p.name] = replicator::make(
+        dbs[p.name], p.name, ro, [all] { return all; },
+        [this](const std::string& address, const remote_call& req, std::chrono::milliseconds,
+               replicator::reply_fn done) {
+          std::shared_ptr<replicator> to;
+          {
+            std::lock_guard<std::mutex> guard{mtx};
+            calls.push_back(address + " " + req.op);
+            if (silent.count(address) > 0) {
+              held.push_back(std::move(done));
+              return;
+            }
+            to = reps.at(address);
+          }
+          to->handle(req, std::move(done));
+        });
+    }
+  }
+
+  void TearDown() override {
+    std::vector<replicator::reply_fn> late;
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      late.swap(held);
+    }
+    for (auto& done : late)
+      done(make_error(errc::shutting_down, "test over"));
+    for (auto& [_, r] : reps)
+      r->shutdown();
+  }
+
+  records::meta_record meta() {
+    records::meta_record m;
+    m.hdr = {agent, 1, 0};
+    m.kind = "counter";
+    m.persistence = "journaled";
+    return m;
+  }
+
+  std::vector<std::string> ops_since(size_t from) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return {calls.begin() + static_cast<ptrdiff_t>(from), calls.end()};
+  }
+
+  size_t calls_so_far() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return calls.size();
+  }
+
+  /// Member `on` has its copy promise `epoch` to `holder` (a call as another member makes it).
+  void promise(const std::string& on, uint64_t epoch, const std::string& holder) {
+    remote_call req;
+    req.op = "r.prepare";
+    req.id = *parse_agent_id(agent);
+    req.call.body =
+      replicator::pack({std::to_string(epoch), holder, records::encode(meta()), "n1,n2,n3"});
+    std::promise<caf::expected<std::string>> p;
+    reps.at(on)->handle(req, [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_TRUE(r) << describe(r.error());
+  }
+
+  caf::expected<uint64_t> acquire(const std::string& on, uint64_t min_epoch, bool fresh) {
+    auto f = std::async(std::launch::async, [&] {
+      return reps.at(on)->acquire(*parse_agent_id(agent), meta(), min_epoch, fresh);
+    });
+    // Liveness, not speed: a round that waited for the silent member would take 60 s.
+    if (f.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+      ADD_FAILURE() << "acquire on " << on << " still waits after 20 s";
+      f.wait();
+    }
+    return f.get();
+  }
+};
+
+} // namespace
+
+TEST_F(replication_rounds, a_migrations_target_asks_for_its_promise_without_the_query_round) {
+  auto first = acquire("n1", 5, true);
+  ASSERT_TRUE(first) << describe(first.error());
+  EXPECT_EQ(*first, 5u);
+  auto mark = calls_so_far();
+  reps.at("n2")->expect_handover(*parse_agent_id(agent), *first);
+  auto moved = acquire("n2", 1, false);
+  ASSERT_TRUE(moved) << describe(moved.error());
+  EXPECT_EQ(*moved, 6u) << "the epoch after the one the agent left with";
+  for (auto& c : ops_since(mark))
+    EXPECT_EQ(c.find("r.query"), std::string::npos) << "a handover ran the query round: " << c;
+  // A plain activation elsewhere now finds n2 holding it (the promise moved).
+  auto stolen = acquire("n3", 1, false);
+  ASSERT_FALSE(stolen);
+  EXPECT_EQ(code_of(stolen.error()), errc::agent_not_found) << describe(stolen.error());
+}
+
+TEST_F(replication_rounds, a_handover_refused_as_too_old_runs_both_rounds_and_wins_a_newer_epoch) {
+  // A majority promised epoch 50 to n3 meanwhile: the target's first prepare (epoch 11) is
+  // fenced, so it queries, then asks for 51.
+  promise("n2", 50, "n3");
+  promise("n3", 50, "n3");
+  auto mark = calls_so_far();
+  reps.at("n1")->expect_handover(*parse_agent_id(agent), 10);
+  auto got = acquire("n1", 1, false);
+  ASSERT_TRUE(got) << describe(got.error());
+  EXPECT_EQ(*got, 51u);
+  auto ops = ops_since(mark);
+  auto first_query = std::find_if(ops.begin(), ops.end(),
+                                  [](auto& c) { return c.find("r.query") != std::string::npos; });
+  ASSERT_NE(first_query, ops.end()) << "no query round after the refused prepare";
+  EXPECT_NE(ops.front().find("r.prepare"), std::string::npos) << ops.front();
+}
+
+TEST_F(replication_rounds, an_activation_needs_a_majority_of_answers_not_all_of_them) {
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    silent.insert("n3");
+  }
+  auto got = acquire("n1", 3, true);
+  ASSERT_TRUE(got) << describe(got.error());
+  EXPECT_EQ(*got, 3u);
+  // n3 holds no promise; the majority (n1, n2) does.
+  auto copy = dbs.at("n2")->get_meta(replicator::copy_key(agent));
+  ASSERT_TRUE(copy && copy->has_value());
+  EXPECT_EQ((*copy)->promised_epoch, 3u);
+  EXPECT_EQ((*copy)->holder, "n1");
 }
