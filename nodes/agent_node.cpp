@@ -170,10 +170,6 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   return fatal ? 1 : 0;
 }
 
-} // namespace
-
-namespace {
-
 /// Keeps up to `bytes` of freed heap for reuse, and serves blocks below that size from the
 /// heap (see `node.heap_retain_bytes_max` in config/hive.toml). 0: the C library's defaults.
 void retain_heap(int64_t bytes) {
