@@ -200,6 +200,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(cluster, suspect_after_ms, 20, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, join_retry_ms, 10, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, join_timeout_ms, 10, 600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(cluster, seed_wait_ms, 0, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, removed_after_ms, 100, 86400000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, members_max, 2, 100000, "members"));
     t.push_back(HIVE_INT_KEY(cluster, location_cache_entries_max, 0, 100000000, "entries (0 = off)"));

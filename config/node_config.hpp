@@ -83,6 +83,9 @@ struct node_config {
     /// A member not heard from (its heartbeat) for this long is shown `suspect`.
     int64_t suspect_after_ms = 300;
     int64_t join_retry_ms = 500;
+    /// A seeded node whose seeds all fail keeps dialling them (every `join_retry_ms`) for this
+    /// long before it forms a cluster of its own.
+    int64_t seed_wait_ms = 1000;
     /// A seeded node is `joining` until linked to every up member, for at most this long.
     int64_t join_timeout_ms = 5000;
     /// A member down this long is `removed`; a removed one is forgotten after this more.

@@ -151,14 +151,17 @@ struct manager_state {
   /// Joining: when this node started, and how long it stays joining at most.
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::chrono::milliseconds join_timeout{5000};
+  /// A seeded node forms a cluster of its own only after its seeds failed for this long.
+  std::chrono::milliseconds seed_wait{1000};
   /// Down members are removed after this, removed ones forgotten after this more.
   std::chrono::milliseconds removed_after{30000};
-  /// Seeds whose first join attempt ended (joined, refused or failed).
-  std::set<std::string> seeds_tried;
+  /// Seeds whose first join attempt ended (joined, refused or failed), with why the last
+  /// one failed (empty: it did not).
+  std::map<std::string, std::string> seeds_tried;
 
-  void tried(const std::string& address) {
+  void tried(const std::string& address, std::string failure = {}) {
     if (std::find(seeds.begin(), seeds.end(), address) != seeds.end())
-      seeds_tried.insert(address);
+      seeds_tried[address] = std::move(failure);
   }
 
   static inline const char* name = "hive.node_manager";
@@ -281,7 +284,7 @@ void gossip(manager_actor* self) {
 }
 
 /// A joining node is up once it has a live link to every up member it knows (at least one),
-/// or when no seed answered its first round (it forms a cluster), or after
+/// or when every seed failed and `cluster.seed_wait_ms` passed (it forms a cluster), or after
 /// `cluster.join_timeout_ms` (logged: some member did not let it in).
 void maybe_up(manager_actor* self) {
   auto& st = self->state;
@@ -298,23 +301,29 @@ void maybe_up(manager_actor* self) {
       all = false;
   }
   const char* why = nullptr;
+  auto waited = self->clock().now() - st.started;
   if (links > 0 && all)
     why = "joined";
-  else if (links == 0 && st.connecting.empty() && st.seeds_tried.size() >= st.seeds.size())
+  else if (links == 0 && st.connecting.empty() && st.seeds_tried.size() >= st.seeds.size()
+           && waited >= st.seed_wait)
     why = "no seed took it in: formed a cluster";
-  else if (self->clock().now() - st.started >= st.join_timeout)
+  else if (waited >= st.join_timeout)
     why = "cluster.join_timeout_ms passed without a link to every up member";
   if (why == nullptr)
     return;
   st.table->self().status = "up";
-  log::event(
-    links > 0 && all ? spdlog::level::info : spdlog::level::warn, "member_up",
-    {{"member", st.table->self().name},
-     {"reason", why},
-     {"members", st.table->others().size() + 1},
-     {"joining_ms",
-      std::chrono::duration_cast<std::chrono::milliseconds>(self->clock().now() - st.started)
-        .count()}});
+  nlohmann::json fs{
+    {"member", st.table->self().name},
+    {"reason", why},
+    {"members", st.table->others().size() + 1},
+    {"joining_ms", std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()}};
+  if (links == 0) { // the seeds' last failures say why none took it in
+    auto& seeds = fs["seeds"] = nlohmann::json::object();
+    for (auto& [address, failure] : st.seeds_tried)
+      seeds[address] = failure.empty() ? "no failure" : failure;
+  }
+  log::event(links > 0 && all ? spdlog::level::info : spdlog::level::warn, "member_up",
+             std::move(fs));
   gossip(self);
   publish(self);
 }
@@ -645,6 +654,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
   st.table =
     std::make_unique<member_table>(std::move(me), static_cast<size_t>(cfg.cluster.members_max));
   st.join_timeout = std::chrono::milliseconds(cfg.cluster.join_timeout_ms);
+  st.seed_wait = std::chrono::milliseconds(cfg.cluster.seed_wait_ms);
   st.removed_after = std::chrono::milliseconds(cfg.cluster.removed_after_ms);
   st.join_retry = std::chrono::milliseconds(cfg.cluster.join_retry_ms);
   st.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_interval_ms);
@@ -799,7 +809,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         .then(
           [self, address, handle](join_reply& reply) {
             auto& st = self->state;
-            st.tried(address);
+            st.tried(address, reply.accepted ? std::string{} : "refused: " + reply.reason);
             if (!reply.accepted) {
               refuse_log(address, reply.reason);
               return maybe_up(self);
@@ -816,9 +826,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
             maybe_up(self);
           },
           [self, address](caf::error& err) {
+            auto reason = self->system().render(err);
             log::event(spdlog::level::debug, "cluster_join_failed",
-                       {{"peer", address}, {"reason", self->system().render(err)}});
-            self->state.tried(address);
+                       {{"peer", address}, {"reason", reason}});
+            self->state.tried(address, "join failed: " + reason);
             maybe_up(self);
           });
     },
@@ -826,7 +837,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       self->state.connecting.erase(address);
       log::event(spdlog::level::debug, "cluster_connect_failed",
                  {{"peer", address}, {"reason", reason}});
-      self->state.tried(address);
+      self->state.tried(address, "connection failed: " + reason);
       maybe_up(self);
     },
     [self](join_request& req) -> join_reply {

@@ -37,10 +37,11 @@ struct spawn_request;
 /// A node manager actor is published on `cluster.listen` (CAF's io middleman, BASP over TCP).
 /// At start it connects to the `cluster.seeds` in turn and sends a `join_request` (cluster
 /// name, protocol version, itself); a peer of another cluster or version refuses it, and both
-/// sides log why (`cluster_join_refused`). A node that reaches no seed forms a cluster of its
-/// own and keeps trying the seeds every `cluster.join_retry_ms`, so two halves started apart
-/// merge. An accepted node gets the member list, connects to every member it does not know
-/// yet (a full mesh) and spreads every change it sees to all members (`member_gossip`).
+/// sides log why (`cluster_join_refused`). A node that reaches no seed keeps dialling them every
+/// `cluster.join_retry_ms`; after `cluster.seed_wait_ms` it forms a cluster of its own and
+/// goes on trying the seeds, so two halves started apart merge. An accepted node gets the member
+/// list, connects to every member it does not know yet (a full mesh) and spreads every change it
+/// sees to all members (`member_gossip`).
 ///
 /// Member states: `joining` while a seeded node is not yet linked to every up member (see
 /// member_table; nothing placed on it); `up`; `suspect` in this node's view while its heartbeat has

@@ -417,7 +417,8 @@ TEST_F(cluster_test, a_node_whose_seeds_do_not_answer_forms_a_cluster_and_is_up)
   add("n1");
   // Port 1 on 127.0.0.1: nothing listens there, the connection is refused at once.
   start(0, 1);
-  // Within 3 s: before cluster.join_timeout_ms (5 s) would make it up anyway.
+  // Within 3 s: after cluster.seed_wait_ms (1 s) of failed dials, before cluster.join_timeout_ms
+  // (5 s) would make it up anyway.
   EXPECT_TRUE(within(3s, [&] { return all_see({0}, "n1", "up"); })) << json(view(0)).dump() << "\n"
                                                                     << read_file(nodes[0].log);
   EXPECT_NE(read_file(nodes[0].log).find("no seed took it in"), std::string::npos)

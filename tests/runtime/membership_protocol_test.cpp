@@ -368,6 +368,37 @@ TEST_F(membership_protocol_test, a_lost_join_request_is_sent_again_after_join_re
   EXPECT_EQ(net.lost["join_request"], 2u);
 }
 
+TEST_F(membership_protocol_test, a_seed_that_fails_at_first_is_dialled_again_before_forming_alone) {
+  start("n1");
+  // Every dial from n2 to its seed fails at first (a seed starting late, a broken connection).
+  net.cut.insert({"n2", "n1"});
+  start("n2", {"n1"});
+  pass_time(600ms);
+  // Still joining: it forms a cluster of its own only after cluster.seed_wait_ms (1 s).
+  EXPECT_EQ(status("n2", "n2"), "joining") << views();
+  EXPECT_EQ(status("n1", "n2"), "") << views();
+  heal("n2", "n1");
+  pass_time(500ms); // its next dial (every cluster.join_retry_ms, 500) gets through
+  EXPECT_TRUE(all_see({"n1", "n2"})) << views();
+}
+
+TEST_F(membership_protocol_test,
+       a_node_whose_seed_never_answers_forms_a_cluster_after_seed_wait_ms) {
+  ncfg.cluster.seed_wait_ms = 2000;
+  start("n1");
+  net.cut.insert({"n2", "n1"});
+  start("n2", {"n1"});
+  pass_time(1900ms);
+  EXPECT_EQ(status("n2", "n2"), "joining") << "formed a cluster before seed_wait_ms\n" << views();
+  pass_time(700ms); // the tick after 2 s (ticks every 500 ms) finds the wait over
+  EXPECT_EQ(status("n2", "n2"), "up") << views();
+  EXPECT_EQ(status("n1", "n2"), "") << views();
+  // It keeps dialling its seed while alone: once reachable, the two clusters merge.
+  heal("n2", "n1");
+  pass_time(600ms);
+  EXPECT_TRUE(all_see({"n1", "n2"})) << views();
+}
+
 TEST_F(membership_protocol_test, lost_heartbeats_make_a_member_suspect_and_a_heartbeat_clears_it) {
   form_three();
   bool silent = true;

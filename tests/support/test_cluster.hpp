@@ -5,6 +5,7 @@
 // of the member list, polling helpers and asks through any gateway.
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -41,12 +42,19 @@ protected:
   std::vector<member> nodes;
 
   /// Starts (or restarts) node `i`, seeded by `seed_port` (0: none).
+  /// The nodes' log level: info, or `HIVE_TEST_NODE_LOG_LEVEL` (e.g. debug, to read why a
+  /// join failed in a kept test directory).
+  static std::string log_level() {
+    auto env = std::getenv("HIVE_TEST_NODE_LOG_LEVEL");
+    return env != nullptr && *env != '\0' ? env : "info";
+  }
+
   void start(size_t i, uint16_t seed_port, std::vector<std::string> extra = {}) {
     auto& m = nodes[i];
     m.log = (dir.path / (m.name + "-" + std::to_string(m.starts++) + ".log")).string();
     std::vector<std::string> args{"--name",    m.name,        "--data-dir",  m.data.string(),
                                   "--gateway", "127.0.0.1:0", "--metrics",   "127.0.0.1:0",
-                                  "--cluster", "127.0.0.1:0", "--log-level", "info"};
+                                  "--cluster", "127.0.0.1:0", "--log-level", log_level()};
     if (seed_port != 0) {
       args.push_back("--seed");
       args.push_back("127.0.0.1:" + std::to_string(seed_port));
