@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -15,7 +16,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "protocols/errc.hpp"
+#include "protocols/records.hpp"
+#include "protocols/type_ids.hpp"
 #include "runtime/cluster.hpp"
+#include "runtime/replication.hpp"
+#include "runtime/transport.hpp"
 #include "support/http_client.hpp"
 #include "support/metrics_text.hpp"
 #include "support/node_process.hpp"
@@ -853,4 +859,94 @@ TEST_F(cluster_test, node_to_node_tls_with_a_certificate_but_no_ca_does_not_star
   EXPECT_EQ(*code, 2) << read_file(log);
   EXPECT_NE(read_file(log).find("cluster.tls_ca_file"), std::string::npos) << read_file(log);
   EXPECT_NE(read_file(log).find("unauthenticated"), std::string::npos) << read_file(log);
+}
+
+TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_and_nothing_is_lost) {
+  form({"n1"}, {});
+  spawn_agent(0, "acme/kept", "counter");
+  ASSERT_EQ(ask_value(0, "acme/kept", R"({"op":"add","by":5})"), 5);
+  auto transport = view(0)["n1"]["transport"].get<std::string>();
+  ASSERT_FALSE(transport.empty()) << json(view(0)).dump();
+  // A stranger on the call transport that knows the cluster's name (no TLS here), as a member
+  // shipping an agent would be: op m.adopt, body replicator::pack({meta, snapshot, from}).
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", size_t{2});
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  cfg.add_message_types<caf::id_block::hive>();
+  cfg.add_error_category(hive::errc_category, hive::render_error);
+  caf::actor_system sys{cfg};
+  auto client = hive::call_transport::start(
+    sys, "127.0.0.1", 0, "hive", "stranger", {},
+    [](hive::remote_call, auto done) { done(hive::make_error(hive::errc::rejected, "no")); });
+  ASSERT_TRUE(client) << hive::describe(client.error());
+  auto adopt = [&](const std::string& id, std::string body) {
+    hive::remote_call req;
+    req.op = "m.adopt";
+    req.id = *hive::parse_agent_id(id);
+    req.call.env.tenant = "acme";
+    req.call.body = std::move(body);
+    req.timeout_ms = 5000;
+    std::promise<caf::expected<std::string>> p;
+    (*client)->call(transport, req, 10s,
+                    [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  auto meta_of = [](const std::string& agent, const std::string& kind) {
+    hive::records::meta_record m;
+    m.hdr.agent = agent;
+    m.kind = kind;
+    m.persistence = "durable";
+    return hive::records::encode(m);
+  };
+  auto snapshot_of = [](const std::string& agent, const std::string& state) {
+    hive::records::snapshot_record s;
+    s.hdr.agent = agent;
+    s.hdr.epoch = 7;
+    s.hdr.seq = 3;
+    s.state = state;
+    return hive::records::encode(s);
+  };
+  auto pack = [](std::vector<std::string> parts) { return hive::replicator::pack(parts); };
+  auto corrupt = snapshot_of("acme/new", R"({"value":1000})");
+  corrupt[corrupt.size() / 2] ^= 0x5a;
+  struct bad_call {
+    const char* what;
+    std::string id;
+    std::string body;
+    hive::errc code;
+    const char* names;
+  };
+  std::vector<bad_call> bad{
+    {"not a packed body", "acme/new", "just bytes", hive::errc::invalid_argument,
+     "body is not (meta, snapshot, from)"},
+    {"two parts", "acme/new", pack({meta_of("acme/new", "counter"), "n9"}),
+     hive::errc::invalid_argument, "body is not (meta, snapshot, from)"},
+    {"a meta that is no record", "acme/new", pack({"meta?", snapshot_of("acme/new", "{}"), "n9"}),
+     hive::errc::corrupt_record, ""},
+    {"a snapshot whose checksum fails", "acme/new",
+     pack({meta_of("acme/new", "counter"), corrupt, "n9"}), hive::errc::corrupt_record, ""},
+    {"records of another agent", "acme/new",
+     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9"}),
+     hive::errc::invalid_argument, "carries records of 'acme/other'"},
+    {"a kind the node does not have", "acme/new",
+     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9"}),
+     hive::errc::unknown_kind, "no_such_kind"},
+    {"an agent that is active here", "acme/kept",
+     pack({meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9"}),
+     hive::errc::agent_exists, "acme/kept is active on n1"},
+  };
+  for (auto& b : bad) {
+    auto r = adopt(b.id, b.body);
+    ASSERT_FALSE(r) << b.what << ": accepted, answered " << *r;
+    EXPECT_EQ(hive::code_of(r.error()), b.code) << b.what << ": " << hive::describe(r.error());
+    EXPECT_NE(hive::describe(r.error()).find(b.names), std::string::npos)
+      << b.what << ": " << hive::describe(r.error());
+  }
+  // Nothing was stored or replaced: the kept counter goes on from 5, the refused id is unknown.
+  EXPECT_EQ(ask_value(0, "acme/kept", R"({"op":"add","by":1})"), 6);
+  http_client http{nodes[0].proc->gateway_port};
+  auto fresh = http.request("GET", "/v1/agents/acme/new");
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->status, 404) << fresh->body;
+  (*client)->shutdown();
 }
