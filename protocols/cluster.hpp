@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 9;
+constexpr uint32_t cluster_protocol_version = 10;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -130,11 +130,13 @@ struct migrate_in {
   std::string snapshot;
   /// The node the agent leaves.
   std::string from;
+  /// Names this shipment (`migration_payload::shipment`).
+  uint64_t shipment = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, migrate_in& x) {
-  return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from);
+  return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from, x.shipment);
 }
 
 /// Anti-entropy for state every member keeps a copy of (the API keys, actors/auth.hpp

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "protocols/errc.hpp"
+#include "protocols/records.hpp"
 #include "protocols/type_ids.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/membership.hpp"
@@ -55,6 +57,11 @@ struct ship_job {
   std::function<void(caf::expected<caf::actor>)> done;
   /// Too large for a frame of the call transport: sent as a BASP request.
   bool via_basp = false;
+  /// Settling (the target's answer never came): the shipped snapshot's epoch, the error the
+  /// shipment got, and until when the target is asked what became of it.
+  uint64_t epoch = 0;
+  caf::error unanswered;
+  std::chrono::steady_clock::time_point settle_until{};
 };
 
 /// A spawn to place on another member (local message).
@@ -86,6 +93,8 @@ using farewell_atom = caf::atom_constant<caf::atom("hcbye")>;
 using ask_done_atom = caf::atom_constant<caf::atom("hcaskdone")>;
 using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
+/// Asks a migration's target what became of a shipment whose answer never came.
+using settle_atom = caf::atom_constant<caf::atom("hcsettle")>;
 using keys_changed_atom = caf::atom_constant<caf::atom("hckeys")>;
 /// Every `cluster.heartbeat_interval_ms`: pings the linked members, checks for silent ones.
 using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
@@ -97,7 +106,11 @@ using ping_atom = caf::atom_constant<caf::atom("hcping")>;
 ship_fn ship_via(caf::actor mgr, std::string to) {
   return [mgr = std::move(mgr), to = std::move(to)](
            migration_payload p, std::function<void(caf::expected<caf::actor>)> shipped) {
-    caf::anon_send(mgr, ship_atom::value, ship_job{to, std::move(p), std::move(shipped)});
+    ship_job job;
+    job.to = to;
+    job.payload = std::move(p);
+    job.done = std::move(shipped);
+    caf::anon_send(mgr, ship_atom::value, std::move(job));
   };
 }
 
@@ -511,23 +524,58 @@ void redirect(cluster::shared_state& shared, forward_job& job, const std::string
   job.hinted = member;
 }
 
+/// A shipment that failed. If the target said no (a bad or unwanted state, a full or stopping
+/// node), the move is called off at once. Otherwise the answer was lost or never came, and
+/// the target may have taken the agent in: the manager `mgr` settles it with the target
+/// (settle_atom) before the source decides, so that the agent never runs on both nodes.
+void unanswered_shipment(const caf::actor& mgr, ship_job& job, caf::error err) {
+  switch (code_of(err)) {
+    case errc::invalid_argument:
+    case errc::corrupt_record:
+    case errc::unknown_kind:
+    case errc::agent_exists:
+    case errc::rejected:
+    case errc::conflict:
+    case errc::shutting_down:
+    case errc::overloaded:
+    case errc::too_large: return job.done(std::move(err));
+    default: break;
+  }
+  if (job.epoch == 0)
+    if (auto snap = records::decode_snapshot(job.payload.snapshot))
+      job.epoch = snap->hdr.epoch;
+  log::event(spdlog::level::info, "migration_settling", {{"to", job.to}, {"error", describe(err)}},
+             job.payload.id.str());
+  job.unanswered = std::move(err);
+  caf::anon_send(mgr, settle_atom::value, std::move(job));
+}
+
 /// Takes in an agent another member ships on the call transport (op `m.adopt`, body
-/// `replicator::pack({meta, snapshot, from})`, see the manager's ship_atom): answers
+/// `replicator::pack({meta, snapshot, from, shipment})`, see the manager's ship_atom): answers
 /// `{"node":NAME}` once it is stored and active here.
 void adopt_shipped(cluster::shared_state& shared, remote_call req, call_transport::reply_fn done) {
   auto parts = replicator::unpack(req.call.body);
-  if (!parts || parts->size() != 3)
-    return done(make_error(errc::invalid_argument,
-                           "m.adopt of " + req.id.str() + ": body is not (meta, snapshot, from)"));
+  uint64_t shipment = 0;
+  bool ok = parts && parts->size() == 4;
+  if (ok) {
+    auto& s = (*parts)[3];
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), shipment);
+    ok = ec == std::errc{} && end == s.data() + s.size();
+  }
+  if (!ok)
+    return done(
+      make_error(errc::invalid_argument,
+                 "m.adopt of " + req.id.str() + ": body is not (meta, snapshot, from, shipment)"));
   shared.forget(req.id.str()); // here from now on
   log::event(spdlog::level::debug, "agent_migrating_in",
              {{"from", (*parts)[2]}, {"state_bytes", (*parts)[1].size()}}, req.id.str());
-  shared.rt->adopt(migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1])},
-                   [done = std::move(done), node = shared.self_name](caf::error err) {
-                     if (err)
-                       return done(std::move(err));
-                     done(nlohmann::json{{"node", node}}.dump());
-                   });
+  shared.rt->adopt(
+    migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1]), shipment},
+    [done = std::move(done), node = shared.self_name](caf::error err) {
+      if (err)
+        return done(std::move(err));
+      done(nlohmann::json{{"node", node}}.dump());
+    });
 }
 
 /// Runs a by-id call on this node only (no forwarding); `mgr` is this node's manager (it ships
@@ -990,7 +1038,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         // goes by BASP instead.
         remote_call req{"m.adopt", done->payload.id, {}, st.migration_timeout.count()};
         req.call.body =
-          replicator::pack({done->payload.meta, done->payload.snapshot, st.table->self().name});
+          replicator::pack({done->payload.meta, done->payload.snapshot, st.table->self().name,
+                            std::to_string(done->payload.shipment)});
         st.shared->transport->call(*address, req, st.migration_timeout,
                                    [mgr = caf::actor_cast<caf::actor>(self), shared = st.shared,
                                     done, target](caf::expected<std::string> r) {
@@ -1000,21 +1049,72 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                                                              std::move(*done));
                                      }
                                      if (!r)
-                                       return done->done(std::move(r.error()));
+                                       return unanswered_shipment(mgr, *done, std::move(r.error()));
                                      shared->remember(done->payload.id.str(), done->to);
                                      done->done(target);
                                    });
         return;
       }
+      if (auto snap = records::decode_snapshot(done->payload.snapshot))
+        done->epoch = snap->hdr.epoch; // (for settling: the payload is moved below)
       migrate_in msg{done->payload.id, std::move(done->payload.meta),
-                     std::move(done->payload.snapshot), st.table->self().name};
+                     std::move(done->payload.snapshot), st.table->self().name,
+                     done->payload.shipment};
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
           [self, done, target](agent_reply&) {
             self->state.shared->remember(done->payload.id.str(), done->to);
             done->done(target); // (forwarders send on the call transport: set_remote_forwarder)
           },
-          [done](caf::error& err) { done->done(std::move(err)); });
+          [self, done](caf::error& err) {
+            unanswered_shipment(caf::actor_cast<caf::actor>(self), *done, std::move(err));
+          });
+    },
+    [self](settle_atom, ship_job& job) {
+      // Asks the target what became of the shipment: adopted (the move happened after all),
+      // refused (it will refuse the shipment if it still arrives: the agent stays here) or
+      // pending (asked again shortly), until cluster.migration_timeout_ms has passed.
+      auto& st = self->state;
+      auto done = std::make_shared<ship_job>(std::move(job));
+      if (done->settle_until == std::chrono::steady_clock::time_point{})
+        done->settle_until = std::chrono::steady_clock::now() + st.migration_timeout;
+      auto address =
+        st.shared->transport ? st.shared->transport_of(done->to) : std::optional<std::string>{};
+      auto mgr = caf::actor_cast<caf::actor>(self);
+      auto again = [mgr, done, pause = st.join_retry / 5](caf::error why) {
+        if (std::chrono::steady_clock::now() >= done->settle_until) {
+          log::event(spdlog::level::warn, "migration_unsettled",
+                     {{"to", done->to},
+                      {"error", describe(done->unanswered)},
+                      {"last", describe(why)},
+                      {"effect", "the agent goes on here; the target may hold a copy"}},
+                     done->payload.id.str());
+          return done->done(std::move(done->unanswered));
+        }
+        caf::delayed_anon_send(mgr, pause, settle_atom::value, std::move(*done));
+      };
+      if (!address)
+        return again(make_error(errc::unavailable, done->to + " has no call transport address"));
+      remote_call req{"m.settle", done->payload.id, {}, st.migration_timeout.count()};
+      req.call.body = std::to_string(done->epoch) + " " + std::to_string(done->payload.shipment);
+      st.shared->transport->call(
+        *address, req, st.migration_timeout,
+        [shared = st.shared, done, again,
+         target = st.up_handle(done->to)](caf::expected<std::string> r) mutable {
+          if (r && *r == "adopted" && target) {
+            log::event(spdlog::level::info, "migration_settled",
+                       {{"to", done->to}, {"outcome", "adopted"}}, done->payload.id.str());
+            shared->remember(done->payload.id.str(), done->to);
+            return done->done(target);
+          }
+          if (r && *r == "refused") {
+            log::event(spdlog::level::info, "migration_settled",
+                       {{"to", done->to}, {"outcome", "refused"}}, done->payload.id.str());
+            return done->done(std::move(done->unanswered));
+          }
+          again(r ? make_error(errc::unavailable, "the target answered " + *r)
+                  : std::move(r.error()));
+        });
     },
     [self](migrate_in& req) {
       auto& st = self->state;
@@ -1030,7 +1130,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto mgr = caf::actor_cast<caf::actor>(self);
       log::event(spdlog::level::debug, "agent_migrating_in",
                  {{"from", req.from}, {"state_bytes", req.snapshot.size()}}, req.id.str());
-      st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot)},
+      st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot),
+                                     req.shipment},
                    [mgr, key, node = st.table->self().name](caf::error err) {
                      if (err)
                        return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
@@ -1227,6 +1328,28 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       }
       if (req.op == "m.adopt")
         return adopt_shipped(*shared, std::move(req), std::move(done));
+      if (req.op == "m.settle") {
+        uint64_t epoch = 0;
+        uint64_t shipment = 0;
+        auto& b = req.call.body;
+        auto* last = b.data() + b.size();
+        auto [mid, ec] = std::from_chars(b.data(), last, epoch);
+        auto ok = ec == std::errc{} && mid != last && *mid == ' ';
+        if (ok) {
+          auto [end, ec2] = std::from_chars(mid + 1, last, shipment);
+          ok = ec2 == std::errc{} && end == last;
+        }
+        if (!ok)
+          return done(make_error(errc::invalid_argument,
+                                 "m.settle of " + req.id.str() + ": body is not 'EPOCH SHIPMENT'"));
+        auto r = shared->rt->settle_adoption(req.id, epoch, shipment);
+        if (!r)
+          return done(std::move(r.error()));
+        using outcome = node_runtime::adoption_outcome;
+        return done(std::string{*r == outcome::adopted     ? "adopted"
+                                  : *r == outcome::refused ? "refused"
+                                                           : "pending"});
+      }
       if (req.op == "relayed_tell")
         req.op = "tell";
       auto id = req.id;

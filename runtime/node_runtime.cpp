@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <map>
+#include <random>
 #include <unordered_map>
 
 #include "protocols/errc.hpp"
@@ -15,6 +16,15 @@
 namespace hive {
 
 namespace {
+
+/// A random, non-zero name for one migration shipment (migration_payload::shipment).
+uint64_t new_shipment_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t x = 0;
+  while (x == 0)
+    x = rng();
+  return x;
+}
 
 /// Everything the runtime's actors share. Immutable after start, except the directory and
 /// metrics, which are thread-safe.
@@ -964,13 +974,14 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
   i->second.captured = std::chrono::steady_clock::now();
   i->second.state_bytes = state.size();
   auto sup = caf::actor_cast<caf::actor>(self);
-  i->second.job.ship(migration_payload{id, records::encode(**meta), std::move(state)},
-                     [sup, id](caf::expected<caf::actor> r) {
-                       if (r)
-                         caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
-                       else
-                         caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(r.error()));
-                     });
+  i->second.job.ship(
+    migration_payload{id, records::encode(**meta), std::move(state), new_shipment_id()},
+    [sup, id](caf::expected<caf::actor> r) {
+      if (r)
+        caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
+      else
+        caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(r.error()));
+    });
 }
 
 /// Tenant supervisors accept spawns and stops of their agents, activate persisted agents on
@@ -2041,6 +2052,17 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
+  {
+    // Atomic with settle_adoption: a source that settled this move as refused goes on with
+    // the agent, so its shipment must not be taken in after all.
+    std::lock_guard<std::mutex> guard{fences_->mtx};
+    if (fences_->refused.count({key, in.shipment}) > 0)
+      return done(make_error(errc::rejected,
+                             "the migration of " + key + " to " + node_name()
+                               + " was called off by its source"));
+    if (!fences_->adopting.insert(key).second)
+      return done(make_error(errc::conflict, key + " is being adopted on " + node_name()));
+  }
   capabilities_->add(in.id, meta->capabilities);
   if (auto rep = ctx_rep_->get())
     rep->expect_handover(in.id, snap->hdr.epoch); // its activation here takes the promise over
@@ -2065,9 +2087,13 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
     std::chrono::steady_clock::time_point stored_at;
   };
   auto j = std::make_shared<join>();
-  auto finish = [db, id, t0, j, done]() {
+  auto finish = [db, id, t0, j, done, fences = fences_]() {
     // (Called once, by the second of the two to arrive, with `j->mtx` not held.)
     using ms = std::chrono::duration<double, std::milli>;
+    {
+      std::lock_guard<std::mutex> guard{fences->mtx};
+      fences->adopting.erase(id.str());
+    }
     auto& t = *j->active;
     log::event(spdlog::level::debug, "agent_adopted",
                {{"store_ms", ms(j->stored_at - t0).count()},
@@ -2116,6 +2142,39 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
                              }
                              finish();
                            }});
+}
+
+caf::expected<node_runtime::adoption_outcome> node_runtime::settle_adoption(const agent_id& id,
+                                                                            uint64_t epoch,
+                                                                            uint64_t shipment) {
+  auto key = id.str();
+  auto now = std::chrono::steady_clock::now();
+  auto keep = 4 * std::chrono::milliseconds(cfg_.cluster.migration_timeout_ms);
+  std::lock_guard<std::mutex> guard{fences_->mtx};
+  for (auto i = fences_->refused.begin(); i != fences_->refused.end();)
+    i = now - i->second > keep ? fences_->refused.erase(i) : std::next(i);
+  if (fences_->adopting.count(key) > 0)
+    return adoption_outcome::pending;
+  if (directory_->find(id))
+    return adoption_outcome::adopted;
+  if (db_) {
+    // Adopted, and passivated since (an adoption that failed erased what it stored).
+    auto snap = db_->get_snapshot(key);
+    if (!snap)
+      return std::move(snap.error());
+    if (*snap && (*snap)->hdr.epoch >= epoch)
+      return adoption_outcome::adopted;
+  }
+  if (fences_->refused.count({key, shipment}) == 0
+      && fences_->refused.size() >= static_cast<size_t>(cfg_.node.asks_pending_max))
+    return adoption_outcome::pending; // full: the source asks again later
+  fences_->refused[{key, shipment}] = now;
+  log::event(spdlog::level::info, "migration_in_refused",
+             {{"epoch", epoch},
+              {"shipment", shipment},
+              {"reason", "its source settled the move without an answer"}},
+             key);
+  return adoption_outcome::refused;
 }
 
 void node_runtime::inspect(const agent_id& id, uint64_t correlation_id,

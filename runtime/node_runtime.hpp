@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -58,6 +60,9 @@ struct migration_payload {
   /// `records::encode(snapshot_record)`: the state as of the last applied event, which is
   /// durable here.
   std::string snapshot;
+  /// Names this shipment (random, not 0): a source that never heard the answer settles
+  /// exactly this one (`node_runtime::settle_adoption`).
+  uint64_t shipment = 0;
 };
 
 /// Carries a payload to the target node, which stores and activates the agent; then calls
@@ -325,6 +330,27 @@ public:
   /// agent_exists (running here), storage errors.
   void adopt(migration_payload in, std::function<void(caf::error)> done);
 
+  /// What became of a migration to this node whose source got no answer (a lost answer, a
+  /// timeout, a connection that broke): see `settle_adoption`.
+  enum class adoption_outcome {
+    /// Stored and activated here: the source hands its stash over as if it had heard so.
+    adopted,
+    /// Not here, and from now on a shipment of this agent whose snapshot epoch is at most the
+    /// one asked about is refused (`rejected`): the source may go on with the agent.
+    refused,
+    /// An adoption of it is under way here: ask again.
+    pending,
+  };
+
+  /// Settles shipment `shipment` of `id` (its snapshot has activation epoch `epoch`) for a
+  /// source that did not hear the outcome. Atomic with `adopt`: that shipment is refused if it
+  /// arrives after the answer `refused`, and `adopted` means the agent is active or stored
+  /// here from it (or later). Answers `pending` also while `node.asks_pending_max` refusals
+  /// are held; each is kept for four times `cluster.migration_timeout_ms`. Errors: storage
+  /// errors.
+  [[nodiscard]] caf::expected<adoption_outcome> settle_adoption(const agent_id& id, uint64_t epoch,
+                                                                uint64_t shipment);
+
   /// Inspects an agent: kind, node, restarts, supervisor, mailbox size, breaker, state summary.
   void inspect(const agent_id& id, uint64_t correlation_id,
                std::function<void(caf::expected<nlohmann::json>)> done);
@@ -432,6 +458,14 @@ private:
     const std::function<std::optional<agent_id>(const records::meta_record&)>& pick);
   std::shared_ptr<remote_forwarder> forwarder_ = std::make_shared<remote_forwarder>();
   std::shared_ptr<replicator_slot> ctx_rep_ = std::make_shared<replicator_slot>();
+  /// Adoptions under way here, and shipments refused in advance (`settle_adoption`).
+  struct adoption_fences {
+    std::mutex mtx;
+    std::set<std::string> adopting;
+    /// (agent, shipment) refused in advance -> when.
+    std::map<std::pair<std::string, uint64_t>, std::chrono::steady_clock::time_point> refused;
+  };
+  std::shared_ptr<adoption_fences> fences_ = std::make_shared<adoption_fences>();
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;

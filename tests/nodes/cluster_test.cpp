@@ -868,7 +868,8 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
   auto transport = view(0)["n1"]["transport"].get<std::string>();
   ASSERT_FALSE(transport.empty()) << json(view(0)).dump();
   // A stranger on the call transport that knows the cluster's name (no TLS here), as a member
-  // shipping an agent would be: op m.adopt, body replicator::pack({meta, snapshot, from}).
+  // shipping an agent would be: op m.adopt, body replicator::pack({meta, snapshot, from,
+  // shipment}).
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", size_t{2});
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -879,9 +880,9 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     sys, "127.0.0.1", 0, "hive", "stranger", {},
     [](hive::remote_call, auto done) { done(hive::make_error(hive::errc::rejected, "no")); });
   ASSERT_TRUE(client) << hive::describe(client.error());
-  auto adopt = [&](const std::string& id, std::string body) {
+  auto call = [&](const std::string& op, const std::string& id, std::string body) {
     hive::remote_call req;
-    req.op = "m.adopt";
+    req.op = op;
     req.id = *hive::parse_agent_id(id);
     req.call.env.tenant = "acme";
     req.call.body = std::move(body);
@@ -914,34 +915,55 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     std::string id;
     std::string body;
     hive::errc code;
-    const char* names;
+    std::string names;
   };
+  const std::string body_error = "body is not (meta, snapshot, from, shipment)";
   std::vector<bad_call> bad{
-    {"not a packed body", "acme/new", "just bytes", hive::errc::invalid_argument,
-     "body is not (meta, snapshot, from)"},
+    {"not a packed body", "acme/new", "just bytes", hive::errc::invalid_argument, body_error},
     {"two parts", "acme/new", pack({meta_of("acme/new", "counter"), "n9"}),
-     hive::errc::invalid_argument, "body is not (meta, snapshot, from)"},
-    {"a meta that is no record", "acme/new", pack({"meta?", snapshot_of("acme/new", "{}"), "n9"}),
-     hive::errc::corrupt_record, ""},
+     hive::errc::invalid_argument, body_error},
+    {"a shipment id that is no number", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12x"}),
+     hive::errc::invalid_argument, body_error},
+    {"a meta that is no record", "acme/new",
+     pack({"meta?", snapshot_of("acme/new", "{}"), "n9", "1"}), hive::errc::corrupt_record, ""},
     {"a snapshot whose checksum fails", "acme/new",
-     pack({meta_of("acme/new", "counter"), corrupt, "n9"}), hive::errc::corrupt_record, ""},
+     pack({meta_of("acme/new", "counter"), corrupt, "n9", "2"}), hive::errc::corrupt_record, ""},
     {"records of another agent", "acme/new",
-     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9"}),
+     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9", "3"}),
      hive::errc::invalid_argument, "carries records of 'acme/other'"},
     {"a kind the node does not have", "acme/new",
-     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9"}),
+     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9", "4"}),
      hive::errc::unknown_kind, "no_such_kind"},
     {"an agent that is active here", "acme/kept",
-     pack({meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9"}),
+     pack(
+       {meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9", "5"}),
      hive::errc::agent_exists, "acme/kept is active on n1"},
   };
   for (auto& b : bad) {
-    auto r = adopt(b.id, b.body);
+    auto r = call("m.adopt", b.id, b.body);
     ASSERT_FALSE(r) << b.what << ": accepted, answered " << *r;
     EXPECT_EQ(hive::code_of(r.error()), b.code) << b.what << ": " << hive::describe(r.error());
     EXPECT_NE(hive::describe(r.error()).find(b.names), std::string::npos)
       << b.what << ": " << hive::describe(r.error());
   }
+  // m.settle (a source that never heard how its shipment went): a malformed body is refused;
+  // a shipment the node has not seen is refused in advance, and then refused when it comes.
+  for (auto body : {"", "7", "7 x", "x 7", "7 7 7"}) {
+    auto r = call("m.settle", "acme/new", body);
+    ASSERT_FALSE(r) << "'" << body << "': answered " << *r;
+    EXPECT_EQ(hive::code_of(r.error()), hive::errc::invalid_argument) << hive::describe(r.error());
+    EXPECT_NE(hive::describe(r.error()).find("'EPOCH SHIPMENT'"), std::string::npos)
+      << hive::describe(r.error());
+  }
+  auto settled = call("m.settle", "acme/new", "7 99");
+  ASSERT_TRUE(settled) << hive::describe(settled.error());
+  EXPECT_EQ(*settled, "refused");
+  auto late =
+    call("m.adopt", "acme/new",
+         pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "99"}));
+  ASSERT_FALSE(late) << "a shipment settled as refused was taken in: " << *late;
+  EXPECT_EQ(hive::code_of(late.error()), hive::errc::rejected) << hive::describe(late.error());
   // Nothing was stored or replaced: the kept counter goes on from 5, the refused id is unknown.
   EXPECT_EQ(ask_value(0, "acme/kept", R"({"op":"add","by":1})"), 6);
   http_client http{nodes[0].proc->gateway_port};

@@ -163,6 +163,14 @@ protected:
     settle();
   }
 
+  /// What B says of shipment `s` when its source asks (the cluster's `m.settle`).
+  caf::expected<node_runtime::adoption_outcome> settle_with_b(const shipment& s) {
+    auto snap = records::decode_snapshot(s.payload.snapshot);
+    if (!snap)
+      return std::move(snap.error());
+    return b->settle_adoption(s.payload.id, snap->hdr.epoch, s.payload.shipment);
+  }
+
   /// Delivers the held state to B; the answer goes back to A unless `lose_answer`.
   void deliver(shipment& s, bool lose_answer = false) {
     std::optional<caf::error> stored;
@@ -281,6 +289,99 @@ TEST_F(migration_protocol_test,
   add(*b, "acme/m", 1, "fresh");
   settle();
   EXPECT_EQ(value_of("fresh"), 5);
+}
+
+TEST_F(migration_protocol_test,
+       a_lost_answer_is_settled_as_adopted_and_the_stash_goes_to_the_new_node) {
+  spawn(*a, "acme/m");
+  add(*a, "acme/m", 1, "before");
+  std::optional<caf::expected<migration_result>> moved;
+  start_move("acme/m", moved);
+  ASSERT_EQ(shipments.size(), 1u);
+  add(*a, "acme/m", 1, "stashed");
+  settle();
+  // B stores and activates it; its answer is lost on the way back.
+  deliver(shipments[0], true);
+  EXPECT_FALSE(moved) << "the move ended without an answer";
+  // The source asks B what became of it (the cluster's settle_atom, on the call transport):
+  // adopted, so the move completes as if the answer had come, and the stash goes to B.
+  auto outcome = settle_with_b(shipments[0]);
+  ASSERT_TRUE(outcome) << describe(outcome.error());
+  ASSERT_EQ(*outcome, node_runtime::adoption_outcome::adopted);
+  shipments[0].done(remote_b);
+  settle();
+  ASSERT_TRUE(moved && *moved) << (moved ? describe(moved->error()) : "no result");
+  EXPECT_EQ(value_of("stashed"), 2);
+  add(*b, "acme/m", 1, "after");
+  settle();
+  EXPECT_EQ(value_of("after"), 3);
+  // Asked again (a settle that was itself retried): still adopted.
+  outcome = settle_with_b(shipments[0]);
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(*outcome, node_runtime::adoption_outcome::adopted);
+}
+
+TEST_F(migration_protocol_test,
+       a_shipment_settled_as_refused_is_refused_when_it_arrives_late_and_the_agent_stays) {
+  spawn(*a, "acme/m");
+  std::optional<caf::expected<migration_result>> moved;
+  start_move("acme/m", moved);
+  ASSERT_EQ(shipments.size(), 1u);
+  add(*a, "acme/m", 4, "stashed");
+  settle();
+  // The state is held up on the way; the source's call times out and it settles with B,
+  // which has not seen it: refused, and fenced.
+  auto outcome = settle_with_b(shipments[0]);
+  ASSERT_TRUE(outcome) << describe(outcome.error());
+  ASSERT_EQ(*outcome, node_runtime::adoption_outcome::refused);
+  shipments[0].done(make_error(errc::timeout, "no answer from b in time"));
+  settle();
+  ASSERT_TRUE(moved);
+  EXPECT_FALSE(*moved);
+  EXPECT_EQ(value_of("stashed"), 4);
+  // Now the held state arrives after all: B refuses it and keeps no copy.
+  std::optional<caf::error> stored;
+  b->adopt(shipments[0].payload, [&stored](caf::error err) { stored = std::move(err); });
+  settle();
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(code_of(*stored), errc::rejected) << describe(*stored);
+  auto meta = db_b->get_meta("acme/m");
+  ASSERT_TRUE(meta);
+  EXPECT_FALSE(*meta) << "B stored the state of a move its source called off";
+  add(*a, "acme/m", 1, "later");
+  settle();
+  EXPECT_EQ(value_of("later"), 5);
+  // A later move of the agent (another shipment) is not fenced.
+  std::optional<caf::expected<migration_result>> again;
+  start_move("acme/m", again);
+  ASSERT_EQ(shipments.size(), 2u);
+  EXPECT_NE(shipments[1].payload.shipment, shipments[0].payload.shipment);
+  deliver(shipments[1]);
+  ASSERT_TRUE(again && *again) << (again ? describe(again->error()) : "no result");
+  add(*b, "acme/m", 1, "moved");
+  settle();
+  EXPECT_EQ(value_of("moved"), 6);
+}
+
+TEST_F(migration_protocol_test, a_settle_during_the_adoption_is_pending_then_adopted) {
+  spawn(*a, "acme/m");
+  std::optional<caf::expected<migration_result>> moved;
+  start_move("acme/m", moved);
+  ASSERT_EQ(shipments.size(), 1u);
+  std::optional<caf::error> stored;
+  b->adopt(shipments[0].payload, [&stored](caf::error err) { stored = std::move(err); });
+  // (B's actors have not run: its activation is under way.)
+  auto outcome = settle_with_b(shipments[0]);
+  ASSERT_TRUE(outcome) << describe(outcome.error());
+  EXPECT_EQ(*outcome, node_runtime::adoption_outcome::pending);
+  settle();
+  ASSERT_TRUE(stored && !*stored);
+  outcome = settle_with_b(shipments[0]);
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(*outcome, node_runtime::adoption_outcome::adopted);
+  shipments[0].done(remote_b);
+  settle();
+  ASSERT_TRUE(moved && *moved);
 }
 
 } // namespace
