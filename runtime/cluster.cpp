@@ -1095,12 +1095,14 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       };
       if (!address)
         return again(make_error(errc::unavailable, done->to + " has no call transport address"));
-      remote_call req{"m.settle", done->payload.id, {}, st.migration_timeout.count()};
+      // (Each question gets a quarter of the time, so that a lost one is asked again.)
+      auto wait = std::max(std::chrono::milliseconds(100), st.migration_timeout / 4);
+      remote_call req{"m.settle", done->payload.id, {}, wait.count()};
       req.call.body = std::to_string(done->epoch) + " " + std::to_string(done->payload.shipment);
       st.shared->transport->call(
-        *address, req, st.migration_timeout,
+        *address, req, wait,
         [shared = st.shared, done, again,
-         target = st.up_handle(done->to)](caf::expected<std::string> r) mutable {
+         target = st.serving_handle(done->to)](caf::expected<std::string> r) mutable {
           if (r && *r == "adopted" && target) {
             log::event(spdlog::level::info, "migration_settled",
                        {{"to", done->to}, {"outcome", "adopted"}}, done->payload.id.str());
