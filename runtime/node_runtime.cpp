@@ -2090,24 +2090,28 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   auto finish = [db, id, t0, j, done, fences = fences_]() {
     // (Called once, by the second of the two to arrive, with `j->mtx` not held.)
     using ms = std::chrono::duration<double, std::milli>;
-    {
+    // No longer under way for settle_adoption once it is active here, or its copy is gone.
+    auto settled = [fences, key = id.str()] {
       std::lock_guard<std::mutex> guard{fences->mtx};
-      fences->adopting.erase(id.str());
-    }
+      fences->adopting.erase(key);
+    };
     auto& t = *j->active;
     log::event(spdlog::level::debug, "agent_adopted",
                {{"store_ms", ms(j->stored_at - t0).count()},
                 {"total_ms", ms(std::chrono::steady_clock::now() - t0).count()},
                 {"ok", static_cast<bool>(t) && !*j->stored}},
                id.str());
-    if (t && !*j->stored)
-      return done(caf::error{});
-    if (t)
+    if (t) {
+      settled();
+      if (!*j->stored)
+        return done(caf::error{});
       // Active, but not from this state (an activation of the shipped state waits for the
       // write and fails with it): it ran here already, on its own stored state.
       return done(std::move(*j->stored));
-    // Not active here: keep no copy (the agent goes on at the node it was to leave).
-    db->erase_agent(id.str(), [](caf::error) {});
+    }
+    // Not active here: keep no copy (the agent goes on at the node it was to leave). Until
+    // the copy is erased, a settle finds the adoption pending (not its stored snapshot).
+    db->erase_agent(id.str(), [settled](caf::error) { settled(); });
     done(std::move(t.error()));
   };
   auto stored = std::make_shared<std::promise<caf::error>>();
