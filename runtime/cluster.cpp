@@ -1132,14 +1132,14 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto mgr = caf::actor_cast<caf::actor>(self);
       log::event(spdlog::level::debug, "agent_migrating_in",
                  {{"from", req.from}, {"state_bytes", req.snapshot.size()}}, req.id.str());
-      st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot),
-                                     req.shipment},
-                   [mgr, key, node = st.table->self().name](caf::error err) {
-                     if (err)
-                       return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
-                     caf::anon_send(mgr, ask_done_atom::value, key,
-                                    agent_reply{nlohmann::json{{"node", node}}.dump()});
-                   });
+      st.rt->adopt(
+        migration_payload{req.id, std::move(req.meta), std::move(req.snapshot), req.shipment},
+        [mgr, key, node = st.table->self().name](caf::error err) {
+          if (err)
+            return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
+          caf::anon_send(mgr, ask_done_atom::value, key,
+                         agent_reply{nlohmann::json{{"node", node}}.dump()});
+        });
     },
     [self](leave_atom, bool final) {
       auto& st = self->state;
