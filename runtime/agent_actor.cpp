@@ -84,6 +84,9 @@ struct agent_actor_state {
   bool migrate_waiting = false;
   /// The agent moved to another node: this activation only re-delivers until it quits.
   bool moved = false;
+  /// Passivation is done (the state is written, the supervisor told): the activation only
+  /// re-delivers calls that reach its stale handle, for `passivate_linger`.
+  bool passivated = false;
   /// Asks, timers and provider lookups this activation set whose notice has not arrived yet
   /// (a resident agent with any is not idle).
   uint64_t pending_async = 0;
@@ -544,6 +547,7 @@ void reload(agent_actor_type* self) {
 }
 
 void start_passivation(agent_actor_type* self);
+void finish_passivation(agent_actor_type* self);
 caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events);
 uint64_t queued_messages(agent_actor_type* self);
 
@@ -844,12 +848,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         log::event(spdlog::level::warn, "snapshot_failed",
                    {{"seq", seq}, {"reason", describe(err)}}, st.cfg.id.str());
       }
-      if (st.passivating && !st.moved) {
-        // The final snapshot is done (or failed: a journaled agent loses nothing by it).
-        st.cfg.env->db->forget(st.cfg.id.str());
-        self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
-        self->quit(caf::exit_reason::normal);
-      }
+      if (st.passivating && !st.moved)
+        finish_passivation(self); // the final snapshot is done (or failed: a journaled
+                                  // agent loses nothing by it)
     },
     [self](snapshot_tick_atom) {
       auto& st = self->state;
@@ -864,6 +865,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     },
     [self](idle_atom) {
       auto& st = self->state;
+      if (st.passivating || st.moved)
+        return; // (checks resume only in a next activation)
       // A fresh activation waits for the message that activated it (it may still be on its
       // way through a busy router) for a few idle periods before it counts as idle.
       constexpr uint64_t fresh_idle_checks = 10;
@@ -879,6 +882,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
     [self](passivate_go_atom) { start_passivation(self); },
     [self](hibernate_tick_atom) {
       auto& st = self->state;
+      if (st.passivating || st.moved)
+        return;
       // As for passivation: a fresh activation first waits a few periods for its first call.
       constexpr uint64_t fresh_checks = 3;
       bool waiting_first = st.handled == 0 && ++st.hibernate_checks_unused < fresh_checks;
@@ -1020,9 +1025,25 @@ void start_passivation(agent_actor_type* self) {
     take_snapshot(self); // its completion finishes the passivation
     return;
   }
+  finish_passivation(self);
+}
+
+void finish_passivation(agent_actor_type* self) {
+  auto& st = self->state;
+  if (st.passivated)
+    return; // (an earlier snapshot's completion finished it)
+  st.passivated = true;
   st.cfg.env->db->forget(st.cfg.id.str());
   self->send(st.cfg.parent, passivated_atom::value, st.cfg.id);
-  self->quit(caf::exit_reason::normal);
+  // The state goes now; the actor lingers: a call sent to this handle by whoever looked it
+  // up just before the supervisor erased it from the directory may still be on its way, and
+  // a quit actor drops tells silently. Until then such calls go back to the supervisor
+  // (agent_call's handler), which hands them to the next activation.
+  st.instance.reset();
+  self->delayed_send(self, passivate_linger, hibernate_quit_atom::value);
+  // Released by its supervisor: it lingers no longer than the supervisor lives.
+  self->monitor(st.cfg.parent);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(caf::exit_reason::normal); });
 }
 
 } // namespace

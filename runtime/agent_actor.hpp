@@ -169,6 +169,10 @@ void forget_cached_lookups();
 /// How long a moved activation keeps re-delivering calls sent to its stale handle.
 constexpr std::chrono::milliseconds migrate_linger{2000};
 
+/// How long a passivated activation (its state written and released) keeps re-delivering
+/// calls sent to its stale handle before it quits.
+constexpr std::chrono::milliseconds passivate_linger{250};
+
 /// Spawns the CAF actor that hosts one activation of an agent: it feeds `agent_call`s to the
 /// instance one at a time, answers asks with `agent_reply` or an error, answers
 /// `inspect_request` with `{"summary":..., "mailbox_size":N, "handled":N}`, refuses (with

@@ -12,6 +12,8 @@
 
 #include "actors/sample_kinds.hpp"
 #include "protocols/errc.hpp"
+#include "protocols/type_ids.hpp"
+#include "runtime/agent_actor.hpp"
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/faulty_fs.hpp"
@@ -327,6 +329,34 @@ TEST_F(durable_agents_test, messages_racing_with_passivation_are_not_lost) {
   // Tells are asynchronous: wait until all landed.
   EXPECT_TRUE(eventually([&] { return value_of("acme/r1") == expected; }))
     << value_of("acme/r1") << " != " << expected;
+}
+
+TEST_F(durable_agents_test, a_tell_to_the_handle_of_an_activation_that_passivated_is_not_lost) {
+  // Whoever looked the handle up just before the supervisor erased it from the directory sends
+  // to an activation that is passivating or done: a quit actor would drop the tell silently,
+  // so the activation lingers (passivate_linger) and hands such calls to the next one. (The
+  // CI saw one tell of messages_racing_with_passivation_are_not_lost lost this way.)
+  node_config nc;
+  nc.persistence.passivate_idle_ms = 20;
+  start(nc);
+  ASSERT_TRUE(spawn("acme/s1"));
+  ASSERT_TRUE(ask("acme/s1", {{"op", "add"}, {"by", 5}}));
+  auto old = rt->ref(*parse_agent_id("acme/s1")).target();
+  ASSERT_TRUE(old && *old);
+  ASSERT_TRUE(eventually([&] { return rt->agent_count() == 0; }));
+  // By now the final snapshot is written and the supervisor has released the activation (a
+  // run without the linger loses the tell below).
+  std::this_thread::sleep_for(30ms);
+  caf::anon_send(*old, agent_call{{}, R"({"op":"add","by":1000})"});
+  EXPECT_TRUE(eventually([&] { return value_of("acme/s1") == 1005; }))
+    << value_of("acme/s1") << " != 1005";
+  // The old activation quits after its linger, on its own.
+  caf::scoped_actor self{*sys};
+  self->monitor(*old);
+  bool down = false;
+  self->receive([&](const caf::down_msg& msg) { down = msg.source == old->address(); },
+                caf::after(passivate_linger + 5s) >> [] {});
+  EXPECT_TRUE(down) << "the passivated activation did not quit";
 }
 
 TEST_F(durable_agents_test, idle_agents_hibernate_with_their_state_in_memory_and_wake_on_a_call) {
