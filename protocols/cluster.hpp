@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 10;
+constexpr uint32_t cluster_protocol_version = 11;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -132,11 +132,16 @@ struct migrate_in {
   std::string from;
   /// Names this shipment (`migration_payload::shipment`).
   uint64_t shipment = 0;
+  /// The source's wall clock when it sent this, and its `cluster.migration_timeout_ms`
+  /// (`migration_payload`: the target's deadlines).
+  uint64_t sent_unix_ms = 0;
+  uint64_t timeout_ms = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, migrate_in& x) {
-  return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from, x.shipment);
+  return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from, x.shipment,
+           x.sent_unix_ms, x.timeout_ms);
 }
 
 /// Anti-entropy for state every member keeps a copy of (the API keys, actors/auth.hpp

@@ -62,6 +62,8 @@ struct ship_job {
   uint64_t epoch = 0;
   caf::error unanswered;
   std::chrono::steady_clock::time_point settle_until{};
+  /// When the shipment left (the target's deadlines count from then: migration_payload).
+  std::chrono::steady_clock::time_point shipped_at{};
 };
 
 /// A spawn to place on another member (local message).
@@ -551,31 +553,34 @@ void unanswered_shipment(const caf::actor& mgr, ship_job& job, caf::error err) {
 }
 
 /// Takes in an agent another member ships on the call transport (op `m.adopt`, body
-/// `replicator::pack({meta, snapshot, from, shipment})`, see the manager's ship_atom): answers
+/// `replicator::pack({meta, snapshot, from, shipment, sent_unix_ms})`, the call's timeout the
+/// source's cluster.migration_timeout_ms; see the manager's ship_atom): answers
 /// `{"node":NAME}` once it is stored and active here.
 void adopt_shipped(cluster::shared_state& shared, remote_call req, call_transport::reply_fn done) {
   auto parts = replicator::unpack(req.call.body);
   uint64_t shipment = 0;
-  bool ok = parts && parts->size() == 4;
-  if (ok) {
-    auto& s = (*parts)[3];
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), shipment);
-    ok = ec == std::errc{} && end == s.data() + s.size();
-  }
+  uint64_t sent_unix_ms = 0;
+  auto number = [](const std::string& s, uint64_t& out) {
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc{} && end == s.data() + s.size();
+  };
+  bool ok = parts && parts->size() == 5 && number((*parts)[3], shipment)
+    && number((*parts)[4], sent_unix_ms) && req.timeout_ms > 0;
   if (!ok)
-    return done(
-      make_error(errc::invalid_argument,
-                 "m.adopt of " + req.id.str() + ": body is not (meta, snapshot, from, shipment)"));
+    return done(make_error(errc::invalid_argument,
+                           "m.adopt of " + req.id.str()
+                             + ": body is not (meta, snapshot, from, shipment, sent_unix_ms) "
+                               "with a timeout"));
   shared.forget(req.id.str()); // here from now on
   log::event(spdlog::level::debug, "agent_migrating_in",
              {{"from", (*parts)[2]}, {"state_bytes", (*parts)[1].size()}}, req.id.str());
-  shared.rt->adopt(
-    migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1]), shipment},
-    [done = std::move(done), node = shared.self_name](caf::error err) {
-      if (err)
-        return done(std::move(err));
-      done(nlohmann::json{{"node", node}}.dump());
-    });
+  shared.rt->adopt(migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1]),
+                                     shipment, sent_unix_ms, static_cast<uint64_t>(req.timeout_ms)},
+                   [done = std::move(done), node = shared.self_name](caf::error err) {
+                     if (err)
+                       return done(std::move(err));
+                     done(nlohmann::json{{"node", node}}.dump());
+                   });
 }
 
 /// Runs a by-id call on this node only (no forwarding); `mgr` is this node's manager (it ships
@@ -1030,6 +1035,12 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         return job.done(make_error(errc::invalid_argument,
                                    "node '" + job.to + "' is not an up member of the cluster"));
       auto done = std::make_shared<ship_job>(std::move(job));
+      done->shipped_at = std::chrono::steady_clock::now();
+      done->payload.sent_unix_ms =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+      done->payload.timeout_ms = static_cast<uint64_t>(st.migration_timeout.count());
       auto address =
         st.shared->transport ? st.shared->transport_of(done->to) : std::optional<std::string>{};
       if (address && !done->via_basp) {
@@ -1037,9 +1048,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         // millisecond of a 64 KiB migration's pause). A state too large for one of its frames
         // goes by BASP instead.
         remote_call req{"m.adopt", done->payload.id, {}, st.migration_timeout.count()};
-        req.call.body =
-          replicator::pack({done->payload.meta, done->payload.snapshot, st.table->self().name,
-                            std::to_string(done->payload.shipment)});
+        req.call.body = replicator::pack(
+          {done->payload.meta, done->payload.snapshot, st.table->self().name,
+           std::to_string(done->payload.shipment), std::to_string(done->payload.sent_unix_ms)});
         st.shared->transport->call(*address, req, st.migration_timeout,
                                    [mgr = caf::actor_cast<caf::actor>(self), shared = st.shared,
                                     done, target](caf::expected<std::string> r) {
@@ -1057,9 +1068,10 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       }
       if (auto snap = records::decode_snapshot(done->payload.snapshot))
         done->epoch = snap->hdr.epoch; // (for settling: the payload is moved below)
-      migrate_in msg{done->payload.id, std::move(done->payload.meta),
-                     std::move(done->payload.snapshot), st.table->self().name,
-                     done->payload.shipment};
+      migrate_in msg{
+        done->payload.id,        std::move(done->payload.meta), std::move(done->payload.snapshot),
+        st.table->self().name,   done->payload.shipment,        done->payload.sent_unix_ms,
+        done->payload.timeout_ms};
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
           [self, done, target](agent_reply&) {
@@ -1076,8 +1088,12 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       // pending (asked again shortly), until cluster.migration_timeout_ms has passed.
       auto& st = self->state;
       auto done = std::make_shared<ship_job>(std::move(job));
+      // Until 2T after the shipment left: by then the target refuses it if it still comes
+      // (after 1.5T), and an adoption that began in time has activated or given up (1.75T).
       if (done->settle_until == std::chrono::steady_clock::time_point{})
-        done->settle_until = std::chrono::steady_clock::now() + st.migration_timeout;
+        done->settle_until =
+          std::max(done->shipped_at + 2 * st.migration_timeout,
+                   std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
       auto address =
         st.shared->transport ? st.shared->transport_of(done->to) : std::optional<std::string>{};
       auto mgr = caf::actor_cast<caf::actor>(self);
@@ -1132,14 +1148,14 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       auto mgr = caf::actor_cast<caf::actor>(self);
       log::event(spdlog::level::debug, "agent_migrating_in",
                  {{"from", req.from}, {"state_bytes", req.snapshot.size()}}, req.id.str());
-      st.rt->adopt(
-        migration_payload{req.id, std::move(req.meta), std::move(req.snapshot), req.shipment},
-        [mgr, key, node = st.table->self().name](caf::error err) {
-          if (err)
-            return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
-          caf::anon_send(mgr, ask_done_atom::value, key,
-                         agent_reply{nlohmann::json{{"node", node}}.dump()});
-        });
+      st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot),
+                                     req.shipment, req.sent_unix_ms, req.timeout_ms},
+                   [mgr, key, node = st.table->self().name](caf::error err) {
+                     if (err)
+                       return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
+                     caf::anon_send(mgr, ask_done_atom::value, key,
+                                    agent_reply{nlohmann::json{{"node", node}}.dump()});
+                   });
     },
     [self](leave_atom, bool final) {
       auto& st = self->state;

@@ -123,6 +123,10 @@ struct adopted_state {
   records::meta_record meta;
   /// The write of the meta and the snapshot: durable (no error) or failed.
   std::shared_future<caf::error> stored;
+  /// The activation is refused (`rejected`) when it reaches its reading of the working copy
+  /// after this (the source may have gone on with the agent: `migration_payload`); unset: no
+  /// deadline.
+  std::optional<std::chrono::steady_clock::time_point> activate_by;
 };
 
 /// An agent that migrated here: the tenant supervisor activates it.
@@ -407,8 +411,17 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     d->position.reset();
     auto adopted = std::move(d->adopted);
     d->adopted.reset();
-    auto settled = [&adopted]() -> caf::error {
-      return adopted ? adopted->stored.get() : caf::error{};
+    auto settled = [&adopted, &d]() -> caf::error {
+      if (!adopted)
+        return {};
+      if (auto err = adopted->stored.get())
+        return err;
+      if (adopted->activate_by && std::chrono::steady_clock::now() > *adopted->activate_by)
+        return make_error(errc::rejected,
+                          "the migration of " + d->id.str()
+                            + " is past its deadline: its source may have gone "
+                              "on with the agent");
+      return {};
     };
     auto kind = ctx->kinds->find(d->kind);
     if (kind == nullptr)
@@ -2052,6 +2065,35 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
+  // The deadlines (migration_payload::sent_unix_ms): a source that heard nothing goes on with
+  // the agent 2T after it sent it; a shipment read here after 1.5T (a node frozen or cut off
+  // meanwhile) is refused, and its activation must be under way by 1.75T.
+  std::optional<std::chrono::steady_clock::time_point> activate_by;
+  if (in.sent_unix_ms != 0 && in.timeout_ms != 0) {
+    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+    auto age_ms = std::max<int64_t>(0, now_ms - static_cast<int64_t>(in.sent_unix_ms));
+    auto t = static_cast<int64_t>(in.timeout_ms);
+    if (age_ms > t + t / 2) {
+      {
+        std::lock_guard<std::mutex> guard{fences_->mtx};
+        if (fences_->refused.size() < static_cast<size_t>(cfg_.node.asks_pending_max))
+          fences_->refused.emplace(std::make_pair(key, in.shipment),
+                                   std::chrono::steady_clock::now());
+      }
+      log::event(spdlog::level::warn, "migration_refused_late",
+                 {{"age_ms", age_ms}, {"deadline_ms", t + t / 2}}, key);
+      return done(make_error(errc::rejected,
+                             "the migration of " + key + " reached " + node_name() + " "
+                               + std::to_string(age_ms) + " ms after it was sent (deadline "
+                               + std::to_string(t + t / 2)
+                               + " ms; its source may have gone on with the agent, or the "
+                                 "nodes' clocks differ)"));
+    }
+    activate_by =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(t + 3 * t / 4 - age_ms);
+  }
   {
     // Atomic with settle_adoption: a source that settled this move as refused goes on with
     // the agent, so its shipment must not be taken in after all.
@@ -2118,6 +2160,7 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   auto adopted = std::make_shared<adopted_state>();
   adopted->meta = *meta;
   adopted->stored = stored->get_future().share();
+  adopted->activate_by = activate_by;
   auto meta_err = std::make_shared<caf::error>();
   db_->put_meta(std::move(*meta), false,
                 [meta_err](caf::error err) { *meta_err = std::move(err); });

@@ -63,6 +63,13 @@ struct migration_payload {
   /// Names this shipment (random, not 0): a source that never heard the answer settles
   /// exactly this one (`node_runtime::settle_adoption`).
   uint64_t shipment = 0;
+  /// The source's wall clock (Unix milliseconds) when it sent the shipment, and its
+  /// `cluster.migration_timeout_ms` T; 0: no deadlines. A source that hears nothing settles
+  /// until 2T after sending, then goes on with the agent; so the target refuses a shipment
+  /// that reaches it 1.5T after it was sent, and an adoption whose activation is not under way
+  /// by 1.75T (`node_runtime::adopt`). Holds while the nodes' clocks differ by less than T/4.
+  uint64_t sent_unix_ms = 0;
+  uint64_t timeout_ms = 0;
 };
 
 /// Carries a payload to the target node, which stores and activates the agent; then calls
@@ -327,7 +334,8 @@ public:
   /// (replacing any older copy) and activates it with a larger epoch than the one it had (its
   /// replica rounds run while the store writes; it reads the stored state only once written).
   /// `done` runs once both finished. Errors: corrupt_record, invalid_argument, unknown_kind,
-  /// agent_exists (running here), storage errors.
+  /// agent_exists (running here), rejected (settled as refused, or past its deadline: see
+  /// `migration_payload::sent_unix_ms`), storage errors.
   void adopt(migration_payload in, std::function<void(caf::error)> done);
 
   /// What became of a migration to this node whose source got no answer (a lost answer, a

@@ -861,6 +861,68 @@ TEST_F(cluster_test, node_to_node_tls_with_a_certificate_but_no_ca_does_not_star
   EXPECT_NE(read_file(log).find("unauthenticated"), std::string::npos) << read_file(log);
 }
 
+TEST_F(cluster_test,
+       a_move_to_a_frozen_node_is_settled_adopted_if_it_thaws_in_time_refused_if_not) {
+  // cluster.migration_timeout_ms T = 2 s. A source that hears nothing from its target within T
+  // settles the move with it until 2T after shipping; the target refuses a shipment that
+  // reaches it after 1.5T. The target here is frozen (SIGSTOP) while the state is shipped to
+  // it, long enough that the source's call times out, but not so long that n3 is suspect.
+  form_three({"--set", "cluster.migration_timeout_ms=2000", "--set",
+              "cluster.suspect_after_ms=8000", "--set", "cluster.down_after_ms=15000"});
+  auto log_has = [&](size_t i, const std::string& what) {
+    return read_file(nodes[i].log).find(what) != std::string::npos;
+  };
+  auto migrate = [&](const std::string& id) {
+    return std::async(std::launch::async, [this, id] {
+      http_client http{nodes[0].proc->gateway_port};
+      return http.request("POST", "/v1/agents/" + id + "/migrate", R"({"to":"n3"})");
+    });
+  };
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/thawed", "counter", "n1"));
+  ASSERT_NO_FATAL_FAILURE(spawn_agent(0, "acme/stays", "counter", "n1"));
+  ASSERT_EQ(ask_value(0, "acme/thawed", R"({"op":"add","by":5})"), 5);
+  ASSERT_EQ(ask_value(0, "acme/stays", R"({"op":"add","by":7})"), 7);
+
+  // 1. Thawed as soon as the source settles: n3 takes the shipment in (it is 1T old) and
+  //    answers the settle `adopted`; the move completes although its answer came too late.
+  nodes[2].proc->signal(SIGSTOP);
+  auto first = migrate("acme/thawed");
+  auto settling = within(15s, [&] { return log_has(0, R"("event":"migration_settling")"); });
+  nodes[2].proc->signal(SIGCONT);
+  ASSERT_TRUE(settling) << "n1 never settled the move\n" << log_tails();
+  auto moved = first.get();
+  ASSERT_TRUE(moved) << "no HTTP answer to the first move\n" << log_tails();
+  ASSERT_EQ(moved->status, 200) << moved->body << "\n" << log_tails();
+  EXPECT_TRUE(json::parse(moved->body)["moved"].get<bool>()) << moved->body;
+  EXPECT_TRUE(log_has(0, R"("outcome":"adopted")")) << read_file(nodes[0].log);
+  EXPECT_EQ(ask_value(1, "acme/thawed", R"({"op":"add","by":1})"), 6);
+  EXPECT_EQ(ask_value(0, "acme/thawed", R"({"op":"get"})"), 6);
+  http_client n1{nodes[0].proc->gateway_port};
+  auto where = n1.request("GET", "/v1/agents/acme/thawed");
+  ASSERT_TRUE(where);
+  EXPECT_EQ(json::parse(where->body)["node"], "n3") << where->body;
+
+  // 2. Thawed only after the source gave up (2T): the agent went on at n1, and n3 refuses the
+  //    shipment it finds in its socket (2T old > 1.5T) instead of running a second copy.
+  nodes[2].proc->signal(SIGSTOP);
+  auto second = migrate("acme/stays");
+  auto gave_up = within(20s, [&] { return log_has(0, R"("event":"migration_unsettled")"); });
+  auto refused = second.get();
+  nodes[2].proc->signal(SIGCONT);
+  ASSERT_TRUE(gave_up) << "n1 never gave the move up\n" << log_tails();
+  ASSERT_TRUE(refused) << "no HTTP answer to the second move\n" << log_tails();
+  EXPECT_NE(refused->status, 200) << refused->body;
+  EXPECT_TRUE(within(10s, [&] { return log_has(2, R"("event":"migration_refused_late")"); }))
+    << read_file(nodes[2].log);
+  // One copy, at n1: calls through every node reach it, and n3 stored nothing of it.
+  EXPECT_EQ(ask_value(2, "acme/stays", R"({"op":"add","by":1})"), 8) << log_tails();
+  EXPECT_EQ(ask_value(0, "acme/stays", R"({"op":"add","by":1})"), 9);
+  EXPECT_EQ(ask_value(1, "acme/stays", R"({"op":"get"})"), 9);
+  auto at = n1.request("GET", "/v1/agents/acme/stays");
+  ASSERT_TRUE(at);
+  EXPECT_EQ(json::parse(at->body)["node"], "n1") << at->body;
+}
+
 TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_and_nothing_is_lost) {
   form({"n1"}, {});
   spawn_agent(0, "acme/kept", "counter");
@@ -869,7 +931,7 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
   ASSERT_FALSE(transport.empty()) << json(view(0)).dump();
   // A stranger on the call transport that knows the cluster's name (no TLS here), as a member
   // shipping an agent would be: op m.adopt, body replicator::pack({meta, snapshot, from,
-  // shipment}).
+  // shipment, sent_unix_ms}), the call's timeout the source's cluster.migration_timeout_ms.
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", size_t{2});
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -880,13 +942,14 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     sys, "127.0.0.1", 0, "hive", "stranger", {},
     [](hive::remote_call, auto done) { done(hive::make_error(hive::errc::rejected, "no")); });
   ASSERT_TRUE(client) << hive::describe(client.error());
-  auto call = [&](const std::string& op, const std::string& id, std::string body) {
+  auto call = [&](const std::string& op, const std::string& id, std::string body,
+                  int64_t timeout_ms = 5000) {
     hive::remote_call req;
     req.op = op;
     req.id = *hive::parse_agent_id(id);
     req.call.env.tenant = "acme";
     req.call.body = std::move(body);
-    req.timeout_ms = 5000;
+    req.timeout_ms = timeout_ms;
     std::promise<caf::expected<std::string>> p;
     (*client)->call(transport, req, 10s,
                     [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
@@ -908,6 +971,12 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     return hive::records::encode(s);
   };
   auto pack = [](std::vector<std::string> parts) { return hive::replicator::pack(parts); };
+  auto now_ms = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+  // A shipment sent a minute ago: 1.5 x its 5 s timeout have passed (its source may have gone
+  // on with the agent).
+  auto minute_ago = std::to_string(std::stoll(now_ms) - 60000);
   auto corrupt = snapshot_of("acme/new", R"({"value":1000})");
   corrupt[corrupt.size() / 2] ^= 0x5a;
   struct bad_call {
@@ -917,29 +986,50 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     hive::errc code;
     std::string names;
   };
-  const std::string body_error = "body is not (meta, snapshot, from, shipment)";
+  const std::string body_error =
+    "body is not (meta, snapshot, from, shipment, sent_unix_ms) with a timeout";
   std::vector<bad_call> bad{
     {"not a packed body", "acme/new", "just bytes", hive::errc::invalid_argument, body_error},
     {"two parts", "acme/new", pack({meta_of("acme/new", "counter"), "n9"}),
      hive::errc::invalid_argument, body_error},
+    {"no time sent (the body of protocol version 10)", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12"}),
+     hive::errc::invalid_argument, body_error},
     {"a shipment id that is no number", "acme/new",
-     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12x"}),
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12x", now_ms}),
+     hive::errc::invalid_argument, body_error},
+    {"a time sent that is no number", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12", "-1"}),
      hive::errc::invalid_argument, body_error},
     {"a meta that is no record", "acme/new",
-     pack({"meta?", snapshot_of("acme/new", "{}"), "n9", "1"}), hive::errc::corrupt_record, ""},
+     pack({"meta?", snapshot_of("acme/new", "{}"), "n9", "1", now_ms}), hive::errc::corrupt_record,
+     ""},
     {"a snapshot whose checksum fails", "acme/new",
-     pack({meta_of("acme/new", "counter"), corrupt, "n9", "2"}), hive::errc::corrupt_record, ""},
+     pack({meta_of("acme/new", "counter"), corrupt, "n9", "2", now_ms}), hive::errc::corrupt_record,
+     ""},
     {"records of another agent", "acme/new",
-     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9", "3"}),
+     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9", "3", now_ms}),
      hive::errc::invalid_argument, "carries records of 'acme/other'"},
     {"a kind the node does not have", "acme/new",
-     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9", "4"}),
+     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9", "4", now_ms}),
      hive::errc::unknown_kind, "no_such_kind"},
     {"an agent that is active here", "acme/kept",
-     pack(
-       {meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9", "5"}),
+     pack({meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9",
+           "5", now_ms}),
      hive::errc::agent_exists, "acme/kept is active on n1"},
+    {"a shipment past its deadline", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "6", minute_ago}),
+     hive::errc::rejected, "ms after it was sent (deadline 7500 ms"},
   };
+  {
+    auto r = call(
+      "m.adopt", "acme/new",
+      pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "7", now_ms}), 0);
+    ASSERT_FALSE(r) << "a shipment without a timeout: accepted, answered " << *r;
+    EXPECT_EQ(hive::code_of(r.error()), hive::errc::invalid_argument) << hive::describe(r.error());
+    EXPECT_NE(hive::describe(r.error()).find(body_error), std::string::npos)
+      << hive::describe(r.error());
+  }
   for (auto& b : bad) {
     auto r = call("m.adopt", b.id, b.body);
     ASSERT_FALSE(r) << b.what << ": accepted, answered " << *r;
@@ -961,9 +1051,13 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
   EXPECT_EQ(*settled, "refused");
   auto late =
     call("m.adopt", "acme/new",
-         pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "99"}));
+         pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "99", now_ms}));
   ASSERT_FALSE(late) << "a shipment settled as refused was taken in: " << *late;
   EXPECT_EQ(hive::code_of(late.error()), hive::errc::rejected) << hive::describe(late.error());
+  // The shipment refused for its age is refused for good: a settle of it answers so.
+  auto late_settled = call("m.settle", "acme/new", "7 6");
+  ASSERT_TRUE(late_settled) << hive::describe(late_settled.error());
+  EXPECT_EQ(*late_settled, "refused");
   // Nothing was stored or replaced: the kept counter goes on from 5, the refused id is unknown.
   EXPECT_EQ(ask_value(0, "acme/kept", R"({"op":"add","by":1})"), 6);
   http_client http{nodes[0].proc->gateway_port};

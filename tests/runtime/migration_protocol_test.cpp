@@ -363,6 +363,83 @@ TEST_F(migration_protocol_test,
   EXPECT_EQ(value_of("moved"), 6);
 }
 
+TEST_F(migration_protocol_test,
+       a_shipment_past_its_deadlines_is_refused_or_given_up_and_the_agent_stays_at_its_source) {
+  // A source that hears nothing goes on with the agent 2T after it shipped it (T: its
+  // cluster.migration_timeout_ms), so B refuses a shipment it reads after 1.5T and gives up an
+  // adoption whose activation reaches the working copy after 1.75T (migration_payload).
+  spawn(*a, "acme/m");
+  add(*a, "acme/m", 3, "before");
+  settle();
+  auto now_ms = [] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+  };
+  auto b_refuses_in_the_end = [&](const shipment& s) {
+    // (A failed adoption stays pending until its copy is erased, on the store's thread.)
+    for (int i = 0; i < 500; ++i) {
+      auto outcome = settle_with_b(s);
+      if (!outcome || *outcome != node_runtime::adoption_outcome::pending)
+        return outcome && *outcome == node_runtime::adoption_outcome::refused;
+      std::this_thread::sleep_for(10ms);
+      settle();
+    }
+    return false;
+  };
+  // 1. Read 1.6 s after it was sent, with T = 1 s: refused at once, and for good.
+  std::optional<caf::expected<migration_result>> first;
+  start_move("acme/m", first);
+  ASSERT_EQ(shipments.size(), 1u);
+  auto late = shipments[0].payload;
+  late.timeout_ms = 1000;
+  late.sent_unix_ms = now_ms() - 1600;
+  std::optional<caf::error> stored;
+  b->adopt(late, [&stored](caf::error err) { stored = std::move(err); });
+  settle();
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(code_of(*stored), errc::rejected) << describe(*stored);
+  EXPECT_NE(describe(*stored).find("after it was sent (deadline 1500 ms"), std::string::npos)
+    << describe(*stored);
+  EXPECT_TRUE(b_refuses_in_the_end(shipments[0]));
+  shipments[0].done(make_error(errc::timeout, "no answer from b in time"));
+  settle();
+  ASSERT_TRUE(first);
+  EXPECT_FALSE(*first);
+  // 2. Read in time (1.4 s: under 1.5T), but its activation comes to the working copy only
+  //    after 1.75T (B's actors are held back here): given up, and its copy erased.
+  std::optional<caf::expected<migration_result>> second;
+  start_move("acme/m", second);
+  ASSERT_EQ(shipments.size(), 2u);
+  auto slow = shipments[1].payload;
+  slow.timeout_ms = 1000;
+  slow.sent_unix_ms = now_ms() - 1400;
+  stored.reset();
+  b->adopt(slow, [&stored](caf::error err) { stored = std::move(err); });
+  std::this_thread::sleep_for(500ms); // past 1.75T before B's supervisor runs the activation
+  for (int i = 0; i < 500 && !stored; ++i) {
+    settle();
+    if (!stored)
+      std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(stored.has_value()) << "B did not answer the adoption";
+  EXPECT_EQ(code_of(*stored), errc::rejected) << describe(*stored);
+  EXPECT_NE(describe(*stored).find("past its deadline"), std::string::npos) << describe(*stored);
+  EXPECT_TRUE(b_refuses_in_the_end(shipments[1]));
+  EXPECT_EQ(b->agent_count(), 0u);
+  auto meta = db_b->get_meta("acme/m");
+  ASSERT_TRUE(meta);
+  EXPECT_FALSE(*meta) << "B kept the state of an adoption it gave up";
+  shipments[1].done(make_error(errc::timeout, "no answer from b in time"));
+  settle();
+  ASSERT_TRUE(second);
+  EXPECT_FALSE(*second);
+  // The agent went on at A all along.
+  add(*a, "acme/m", 1, "after");
+  settle();
+  EXPECT_EQ(value_of("after"), 4);
+}
+
 TEST_F(migration_protocol_test, a_settle_during_the_adoption_is_pending_then_adopted) {
   spawn(*a, "acme/m");
   std::optional<caf::expected<migration_result>> moved;

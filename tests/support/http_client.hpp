@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -81,6 +82,8 @@ public:
     size_t off = 0;
     while (off < data.size()) {
       auto n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
       if (n <= 0)
         return false;
       off += static_cast<size_t>(n);
@@ -163,7 +166,10 @@ private:
 
   bool fill() {
     char tmp[65536];
-    auto n = ::recv(fd_, tmp, sizeof(tmp), 0);
+    ssize_t n;
+    do // (a signal handled meanwhile, e.g. SIGCHLD of a node a test stopped, is no failure)
+      n = ::recv(fd_, tmp, sizeof(tmp), 0);
+    while (n < 0 && errno == EINTR);
     if (n <= 0) {
       close();
       return false;
