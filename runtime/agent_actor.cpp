@@ -383,12 +383,24 @@ void ask_ensuring(const agent_actor_config& cfg, const later_fn& later, const ag
   (*run)();
 }
 
+/// The deadline (Unix ms) of an ask an agent makes with `timeout` while it handles a call
+/// whose own deadline is `caller_deadline_unix_ms` (0: none). `call_context` cut the timeout to
+/// what was left of the caller's; the cap keeps the millisecond rounding of that (the clock
+/// read twice) from handing on a deadline later than the caller's.
+int64_t outgoing_deadline(std::chrono::milliseconds timeout, int64_t caller_deadline_unix_ms) {
+  auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch() + timeout)
+                    .count();
+  return caller_deadline_unix_ms != 0 ? std::min(deadline, caller_deadline_unix_ms) : deadline;
+}
+
 /// `call_context::ask_now` of a blocking agent (its own thread may wait): sends every ask at
 /// once through the runtime's asker and waits until all are answered. The runtime answers each
 /// ask by its timeout; a guard a little later marks any still missing as timed out (a late
 /// answer then finds the shared state alive and is dropped).
 std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& cfg,
                                                      const later_fn& later, uint64_t correlation_id,
+                                                     int64_t caller_deadline_unix_ms,
                                                      std::vector<call_context::request>& reqs,
                                                      std::chrono::milliseconds timeout) {
   struct shared {
@@ -400,9 +412,7 @@ std::vector<caf::expected<std::string>> ask_and_wait(const agent_actor_config& c
   auto sh = std::make_shared<shared>();
   sh->answers.resize(reqs.size());
   sh->open = reqs.size();
-  auto deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch() + timeout)
-                    .count();
+  auto deadline = outgoing_deadline(timeout, caller_deadline_unix_ms);
   for (size_t i = 0; i < reqs.size(); ++i) {
     auto done = [sh, i](caf::expected<std::string> r) {
       std::lock_guard<std::mutex> guard{sh->mtx};
@@ -699,9 +709,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
           [self](std::vector<std::string>& events) { return commit_now(self, events); });
       if (st.cfg.detached)
         ctx.set_waiter(
-          [self, &st, cid = call.env.correlation_id](std::vector<call_context::request>& reqs,
-                                                     std::chrono::milliseconds timeout) {
-            return ask_and_wait(st.cfg, later_on(self->system()), cid, reqs, timeout);
+          [self, &st, cid = call.env.correlation_id, caller = call.env.deadline_unix_ms](
+            std::vector<call_context::request>& reqs, std::chrono::milliseconds timeout) {
+            return ask_and_wait(st.cfg, later_on(self->system()), cid, caller, reqs, timeout);
           });
       caf::expected<std::string> result{std::string{}};
       try {
@@ -716,9 +726,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       for (auto& m : ctx.outbox()) {
         int64_t deadline = 0;
         if (m.type == call_context::outgoing::ask)
-          deadline = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch() + m.after)
-                       .count();
+          deadline = outgoing_deadline(m.after, call.env.deadline_unix_ms);
         outbox.push_back(
           {m.to,
            agent_call{envelope{call.env.correlation_id, m.to.tenant, deadline, st.cfg.id.str(),
