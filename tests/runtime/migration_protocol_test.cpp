@@ -376,6 +376,13 @@ TEST_F(migration_protocol_test,
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count());
   };
+  // Shipment `i` as B reads it `age_ms` after it was sent, with T = 1 s.
+  auto aged = [&](size_t i, uint64_t age_ms) {
+    auto p = shipments.at(i).payload;
+    p.timeout_ms = 1000;
+    p.sent_unix_ms = now_ms() - age_ms;
+    return p;
+  };
   auto b_refuses_in_the_end = [&](const shipment& s) {
     // (A failed adoption stays pending until its copy is erased, on the store's thread.)
     for (int i = 0; i < 500; ++i) {
@@ -387,15 +394,12 @@ TEST_F(migration_protocol_test,
     }
     return false;
   };
-  // 1. Read 1.6 s after it was sent, with T = 1 s: refused at once, and for good.
+  // 1. Read 1.6 s after it was sent: refused at once, and for good.
   std::optional<caf::expected<migration_result>> first;
   start_move("acme/m", first);
   ASSERT_EQ(shipments.size(), 1u);
-  auto late = shipments[0].payload;
-  late.timeout_ms = 1000;
-  late.sent_unix_ms = now_ms() - 1600;
   std::optional<caf::error> stored;
-  b->adopt(late, [&stored](caf::error err) { stored = std::move(err); });
+  b->adopt(aged(0, 1600), [&stored](caf::error err) { stored = std::move(err); });
   settle();
   ASSERT_TRUE(stored.has_value());
   EXPECT_EQ(code_of(*stored), errc::rejected) << describe(*stored);
@@ -411,11 +415,8 @@ TEST_F(migration_protocol_test,
   std::optional<caf::expected<migration_result>> second;
   start_move("acme/m", second);
   ASSERT_EQ(shipments.size(), 2u);
-  auto slow = shipments[1].payload;
-  slow.timeout_ms = 1000;
-  slow.sent_unix_ms = now_ms() - 1400;
   stored.reset();
-  b->adopt(slow, [&stored](caf::error err) { stored = std::move(err); });
+  b->adopt(aged(1, 1400), [&stored](caf::error err) { stored = std::move(err); });
   std::this_thread::sleep_for(500ms); // past 1.75T before B's supervisor runs the activation
   for (int i = 0; i < 500 && !stored; ++i) {
     settle();
