@@ -84,6 +84,13 @@ namespace hive {
 
 namespace {
 
+/// Milliseconds since the Unix epoch (the wall clock).
+uint64_t unix_ms_now() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+}
+
 using forward_atom = caf::atom_constant<caf::atom("hcfwd")>;
 using spawn_done_atom = caf::atom_constant<caf::atom("hcspdone")>;
 using tick_atom = caf::atom_constant<caf::atom("hctick")>;
@@ -1036,10 +1043,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                                    "node '" + job.to + "' is not an up member of the cluster"));
       auto done = std::make_shared<ship_job>(std::move(job));
       done->shipped_at = std::chrono::steady_clock::now();
-      done->payload.sent_unix_ms =
-        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::system_clock::now().time_since_epoch())
-                                .count());
+      done->payload.sent_unix_ms = unix_ms_now();
       done->payload.timeout_ms = static_cast<uint64_t>(st.migration_timeout.count());
       auto address =
         st.shared->transport ? st.shared->transport_of(done->to) : std::optional<std::string>{};
@@ -1300,9 +1304,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
   me.name = cfg.node.name;
   me.gateway = std::move(gateway);
   me.status = "up";
-  me.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::system_clock::now().time_since_epoch())
-                                           .count());
+  me.incarnation = unix_ms_now();
   // The call transport first: its address goes into this node's member entry.
   transport_limits limits;
   limits.frame_bytes_max = static_cast<size_t>(cfg.cluster.frame_bytes_max);

@@ -2070,17 +2070,13 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   // meanwhile) is refused, and its activation must be under way by 1.75T.
   std::optional<std::chrono::steady_clock::time_point> activate_by;
   if (in.sent_unix_ms != 0 && in.timeout_ms != 0) {
-    auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
-    auto age_ms = std::max<int64_t>(0, now_ms - static_cast<int64_t>(in.sent_unix_ms));
+    auto age_ms = std::max<int64_t>(0, unix_ms_now() - static_cast<int64_t>(in.sent_unix_ms));
     auto t = static_cast<int64_t>(in.timeout_ms);
     if (age_ms > t + t / 2) {
       {
+        // (A later settle of it answers refused.)
         std::lock_guard<std::mutex> guard{fences_->mtx};
-        if (fences_->refused.size() < static_cast<size_t>(cfg_.node.asks_pending_max))
-          fences_->refused.emplace(std::make_pair(key, in.shipment),
-                                   std::chrono::steady_clock::now());
+        (void)fences_->refuse(key, in.shipment, refusals_kept(), refusals_max());
       }
       log::event(spdlog::level::warn, "migration_refused_late",
                  {{"age_ms", age_ms}, {"deadline_ms", t + t / 2}}, key);
@@ -2195,11 +2191,7 @@ caf::expected<node_runtime::adoption_outcome> node_runtime::settle_adoption(cons
                                                                             uint64_t epoch,
                                                                             uint64_t shipment) {
   auto key = id.str();
-  auto now = std::chrono::steady_clock::now();
-  auto keep = 4 * std::chrono::milliseconds(cfg_.cluster.migration_timeout_ms);
   std::lock_guard<std::mutex> guard{fences_->mtx};
-  for (auto i = fences_->refused.begin(); i != fences_->refused.end();)
-    i = now - i->second > keep ? fences_->refused.erase(i) : std::next(i);
   if (fences_->adopting.count(key) > 0)
     return adoption_outcome::pending;
   if (directory_->find(id))
@@ -2212,10 +2204,8 @@ caf::expected<node_runtime::adoption_outcome> node_runtime::settle_adoption(cons
     if (*snap && (*snap)->hdr.epoch >= epoch)
       return adoption_outcome::adopted;
   }
-  if (fences_->refused.count({key, shipment}) == 0
-      && fences_->refused.size() >= static_cast<size_t>(cfg_.node.asks_pending_max))
+  if (!fences_->refuse(key, shipment, refusals_kept(), refusals_max()))
     return adoption_outcome::pending; // full: the source asks again later
-  fences_->refused[{key, shipment}] = now;
   log::event(spdlog::level::info, "migration_in_refused",
              {{"epoch", epoch},
               {"shipment", shipment},

@@ -472,8 +472,30 @@ private:
     std::set<std::string> adopting;
     /// (agent, shipment) refused in advance -> when.
     std::map<std::pair<std::string, uint64_t>, std::chrono::steady_clock::time_point> refused;
+
+    /// With `mtx` held: forgets refusals older than `keep`, then records (agent, shipment) as
+    /// refused now (again, if it was). False, recording nothing: `cap` others are held.
+    bool refuse(const std::string& agent, uint64_t shipment,
+                std::chrono::steady_clock::duration keep, size_t cap) {
+      auto now = std::chrono::steady_clock::now();
+      for (auto i = refused.begin(); i != refused.end();)
+        i = now - i->second > keep ? refused.erase(i) : std::next(i);
+      auto key = std::make_pair(agent, shipment);
+      if (refused.count(key) == 0 && refused.size() >= cap)
+        return false;
+      refused[std::move(key)] = now;
+      return true;
+    }
   };
   std::shared_ptr<adoption_fences> fences_ = std::make_shared<adoption_fences>();
+  /// How long a refused shipment stays refused (4 x cluster.migration_timeout_ms), and how
+  /// many refusals are held at most (node.asks_pending_max).
+  [[nodiscard]] std::chrono::steady_clock::duration refusals_kept() const {
+    return 4 * std::chrono::milliseconds(cfg_.cluster.migration_timeout_ms);
+  }
+  [[nodiscard]] size_t refusals_max() const {
+    return static_cast<size_t>(cfg_.node.asks_pending_max);
+  }
   caf::actor root_;
   /// Carry asks and inspections from outside the actor system (see `node.routers`).
   std::vector<caf::actor> routers_;
