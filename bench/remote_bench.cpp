@@ -109,6 +109,56 @@ struct run_figures {
   double p99_us = 0;
   double window_per_s = 0;
   double tells_per_s = 0;
+  /// hive only: an agent asking an agent on the other member (`pinger`), sequentially.
+  double a2a_p50_us = 0;
+  double a2a_p99_us = 0;
+};
+
+/// One sequential series of the `pinger` agent: `left` asks to `to`, each sent when the reply
+/// of the one before arrived; the round trips in microseconds.
+struct ping_series {
+  std::mutex mtx;
+  agent_id to;
+  uint64_t left = 0;
+  uint64_t failed = 0;
+  clock_type::time_point sent;
+  std::vector<double> lat;
+  std::promise<void> done;
+};
+
+/// The agent-to-agent way (the peers' process-to-process ping-pong): a `pinger` agent on this
+/// process's member asks the echo agent on the other member by id (`call_context::ask`); the
+/// reply comes back as a notice, whose handling sends the next ask. A series starts with any
+/// call that is not a notice.
+class pinger_agent final : public agent {
+public:
+  explicit pinger_agent(std::shared_ptr<ping_series> s) : s_(std::move(s)) {}
+
+  caf::expected<std::string> handle(call_context& call) override {
+    auto now = clock_type::now();
+    std::lock_guard<std::mutex> lk{s_->mtx};
+    if (auto* n = call.notice()) {
+      if (n->what != agent_notice::reply || s_->left == 0)
+        return std::string{"{}"};
+      s_->lat.push_back(std::chrono::duration<double, std::micro>(now - s_->sent).count());
+      if (n->code != 0)
+        ++s_->failed;
+      if (--s_->left == 0) {
+        s_->done.set_value();
+        return std::string{"{}"};
+      }
+    }
+    s_->sent = clock_type::now(); // (the ask leaves when this call returns)
+    if (auto err = call.ask(s_->to, R"({"n":1})", std::chrono::milliseconds(10000), "ping")) {
+      ++s_->failed;
+      s_->left = 0;
+      s_->done.set_value();
+    }
+    return std::string{"{}"};
+  }
+
+private:
+  std::shared_ptr<ping_series> s_;
 };
 
 agent_call echo_call(uint64_t i) {
@@ -202,8 +252,36 @@ run_figures raw_caf_run(caf::actor_system& sys, const caf::actor& echo,
   return f;
 }
 
-run_figures hive_run(cluster& c, const agent_id& id, const remote_options& opts) {
+/// The pinger's series of `n` asks; its round trips (dies on a failed ask).
+std::vector<double> pinger_run(cluster& c, const agent_id& pinger, ping_series& s, uint64_t n) {
+  std::future<void> finished;
+  {
+    std::lock_guard<std::mutex> lk{s.mtx};
+    s.left = n;
+    s.failed = 0;
+    s.lat.clear();
+    s.lat.reserve(n);
+    s.done = std::promise<void>{};
+    finished = s.done.get_future();
+  }
+  if (auto err = c.send(pinger, echo_call(0)))
+    die("starting the pinger: " + describe(err));
+  if (finished.wait_for(std::chrono::seconds(120)) != std::future_status::ready)
+    die("the pinger's series did not finish within 120 s");
+  std::lock_guard<std::mutex> lk{s.mtx};
+  if (s.failed > 0)
+    die(std::to_string(s.failed) + " asks of the pinger failed");
+  return std::move(s.lat);
+}
+
+run_figures hive_run(cluster& c, const agent_id& id, const agent_id& pinger, ping_series& series,
+                     const remote_options& opts) {
   run_figures f;
+  {
+    auto a2a = pinger_run(c, pinger, series, opts.asks);
+    f.a2a_p50_us = quantile(a2a, 0.5);
+    f.a2a_p99_us = quantile(a2a, 0.99);
+  }
   std::vector<double> lat;
   lat.reserve(opts.asks);
   for (uint64_t i = 0; i < opts.asks; ++i) {
@@ -315,7 +393,15 @@ int run_remote(const remote_options& opts, const char* argv0) {
   std::string data_dir = ::mkdtemp(tmpl);
   {
     caf::actor_system sys{sys_cfg};
-    kind_registry kinds; // this member hosts nothing
+    // This member hosts only the pinger (the agent-to-agent way), pinned here.
+    auto series = std::make_shared<ping_series>();
+    kind_registry kinds;
+    if (auto err =
+          kinds.add({"pinger", "asks config-less: see agent-bench remote",
+                     [series](const nlohmann::json&) -> caf::expected<std::unique_ptr<agent>> {
+                       return std::unique_ptr<agent>{new pinger_agent(series)};
+                     }}))
+      die("pinger kind: " + describe(err));
     auto rt = node_runtime::start(sys, cfg, std::move(kinds), std::make_shared<metrics>());
     if (!rt)
       die("runtime: " + describe(rt.error()));
@@ -364,6 +450,19 @@ int run_remote(const remote_options& opts, const char* argv0) {
     auto v = spawned.get_future().get();
     if (!v)
       die("spawn on bench-b: " + describe(v.error()));
+    series->to = id;
+    auto pinger = *make_agent_id("bench", "pinger1");
+    {
+      std::promise<caf::expected<agent_view>> made;
+      spawn_request preq;
+      preq.id = pinger;
+      preq.kind = "pinger";
+      (*member)->spawn(preq, "bench-a",
+                       [&](caf::expected<agent_view> pv) { made.set_value(std::move(pv)); });
+      auto pv = made.get_future().get();
+      if (!pv)
+        die("spawn of the pinger on bench-a: " + describe(pv.error()));
+    }
     auto raw = sys.middleman().remote_actor("127.0.0.1", raw_port);
     if (!raw)
       die("remote_actor to the raw-CAF server: " + sys.render(raw.error()));
@@ -382,7 +481,7 @@ int run_remote(const remote_options& opts, const char* argv0) {
     warm.window_asks = 2000;
     warm.tells = 20000;
     (void)raw_caf_run(sys, *raw, warm);
-    (void)hive_run(**member, id, warm);
+    (void)hive_run(**member, id, pinger, *series, warm);
     std::unique_ptr<erlang_peers> erl;
     std::string erl_skipped;
     if (opts.compare) {
@@ -401,7 +500,7 @@ int run_remote(const remote_options& opts, const char* argv0) {
       for (int k = 0; k < ways; ++k) {
         switch ((k + r) % ways) {
           case 0: raws.push_back(raw_caf_run(sys, *raw, opts)); break;
-          case 1: hives.push_back(hive_run(**member, id, opts)); break;
+          case 1: hives.push_back(hive_run(**member, id, pinger, *series, opts)); break;
           default:
             erls.push_back(
               erl->run_remote(opts.asks, opts.tells, opts.tell_window, opts.ack_every));
@@ -410,9 +509,10 @@ int run_remote(const remote_options& opts, const char* argv0) {
       auto& a = raws.back();
       auto& b = hives.back();
       std::printf("  run %d/%d  raw CAF: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f "
-                  "tells/s | hive: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f tells/s",
+                  "tells/s | hive: p50 %.0f us, p99 %.0f us, %.0f asks/s windowed, %.0f tells/s, "
+                  "agent to agent p50 %.0f us, p99 %.0f us",
                   r + 1, opts.runs, a.p50_us, a.p99_us, a.window_per_s, a.tells_per_s, b.p50_us,
-                  b.p99_us, b.window_per_s, b.tells_per_s);
+                  b.p99_us, b.window_per_s, b.tells_per_s, b.a2a_p50_us, b.a2a_p99_us);
       if (erl)
         std::printf(" | Erlang: %.0f round trips/s, %.0f tells/s",
                     erls.back().pingpong_round_trips_per_s, erls.back().window_msgs_per_s);
@@ -438,6 +538,13 @@ int run_remote(const remote_options& opts, const char* argv0) {
                    {"p99_us", p99},
                    {"windowed_asks_per_s", win},
                    {"windowed_tells_per_s", tps}};
+    }
+    {
+      auto p50 = med(hives, &run_figures::a2a_p50_us);
+      auto p99 = med(hives, &run_figures::a2a_p99_us);
+      std::printf("%-10s %10.0f %10.0f   (an agent asking an agent on the other member)\n",
+                  "hive a2a", p50, p99);
+      out["hive_agent_to_agent"] = {{"p50_us", p50}, {"p99_us", p99}};
     }
     auto ratio_p50 = out["hive"]["p50_us"].get<double>() / out["raw-caf"]["p50_us"].get<double>();
     auto ratio_win = out["hive"]["windowed_asks_per_s"].get<double>()

@@ -214,6 +214,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(cluster, frame_bytes_max, 4096, 1 << 30, "bytes"));
     t.push_back(HIVE_INT_KEY(cluster, send_queue_bytes_max, 4096, int64_t{1} << 34, "bytes"));
     t.push_back(HIVE_INT_KEY(cluster, transport_connections_max, 1, 1000000, "connections"));
+    t.push_back(HIVE_INT_KEY(cluster, transport_inline_runs, 0, 1, "switch (0 = off, 1 = on)"));
     t.push_back(HIVE_INT_KEY(agents, agents_max, 1, 100000000, "agents"));
     t.push_back(HIVE_INT_KEY(agents, hibernate_idle_ms, 0, 86400000, "ms"));
     t.push_back(HIVE_INT_KEY(agents, capabilities_per_agent_max, 0, 256, "capabilities"));

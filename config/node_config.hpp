@@ -112,6 +112,10 @@ struct node_config {
     int64_t send_queue_bytes_max = 64 << 20;
     /// Incoming transport connections open at once.
     int64_t transport_connections_max = 1024;
+    /// 1: a call from another node to an ephemeral agent runs on the transport's thread when
+    /// no other frame waits (no worker wake-up; runtime/inline_exec.hpp); 0: always on the
+    /// scheduler's workers.
+    int64_t transport_inline_runs = 1;
     /// Mutual TLS between nodes (BASP and the call transport): this node's PEM certificate
     /// chain, its private key and the CA file that every member's certificate must chain to.
     /// All three set: TLS with certificates required on both sides; all empty: plain TCP.

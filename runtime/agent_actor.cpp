@@ -12,6 +12,7 @@
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
+#include "runtime/inline_exec.hpp"
 #include "runtime/logging.hpp"
 
 namespace hive {
@@ -1055,6 +1056,13 @@ void finish_passivation(agent_actor_type* self) {
 }
 
 } // namespace
+
+bool agent_runs_inline(caf::scheduled_actor* agent) noexcept {
+  // (Only called for an actor whose mailbox was blocked: it ran its init, and its config
+  // does not change afterwards.)
+  auto& cfg = static_cast<agent_actor_type*>(agent)->state.cfg;
+  return cfg.mode == persistence_mode::ephemeral && !cfg.detached;
+}
 
 caf::actor spawn_agent_actor(caf::actor_system& sys, agent_actor_config cfg,
                              std::shared_ptr<agent> instance) {

@@ -841,7 +841,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         auto t = st.shared->transport->stats();
         st.rt->metrics().transport_totals(t.frames_sent, t.frames_received, t.direct_writes,
                                           t.queued_writes, t.connections_refused, t.tells_failed,
-                                          t.tls_refused);
+                                          t.tls_refused, t.actors_inline, t.actors_handed_over);
         auto& sh = *st.shared;
         st.rt->metrics().directory_totals(sh.routed_cached.load(), sh.routed_owner.load(),
                                           sh.routed_placement.load(), sh.misses.load());
@@ -1312,6 +1312,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
     std::max(limits.frame_bytes_max, static_cast<size_t>(cfg.cluster.send_queue_bytes_max));
   limits.calls_pending_max = static_cast<size_t>(cfg.node.asks_pending_max);
   limits.connections_max = static_cast<size_t>(cfg.cluster.transport_connections_max);
+  limits.inline_runs = cfg.cluster.transport_inline_runs != 0;
   auto shared = c->shared_;
   auto transport = call_transport::start(
     sys, ep->host, static_cast<uint16_t>(cfg.cluster.transport_port), cfg.cluster.name,

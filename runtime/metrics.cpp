@@ -166,6 +166,13 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Frames written by the caller's thread (direct) or handed to the "
                                "transport's I/O thread (queued)")
                          .Register(*registry_);
+  transport_actor_runs_ =
+    &BuildCounter()
+       .Name("hive_transport_actor_runs_total")
+       .Help("Actors made ready by a frame of the call transport: run on its thread right away "
+             "(inline: routers and ephemeral agents, when no other frame waits) or handed to the "
+             "scheduler's workers (scheduler)")
+       .Register(*registry_);
   transport_refused_ = &BuildCounter()
                           .Name("hive_transport_connections_refused_total")
                           .Help("Transport connections refused: another cluster or protocol "
@@ -213,16 +220,21 @@ void add_growth(const std::array<uint64_t, N>& now, std::array<uint64_t, N>& see
 } // namespace
 
 void metrics::transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
-                               uint64_t refused, uint64_t tells_failed, uint64_t tls_refused) {
+                               uint64_t refused, uint64_t tells_failed, uint64_t tls_refused,
+                               uint64_t runs_inline, uint64_t runs_handed_over) {
   std::lock_guard<std::mutex> guard{mtx_};
-  std::array<uint64_t, 7> now{sent, received, direct, queued, refused, tells_failed, tls_refused};
-  std::array<prometheus::Counter*, 7> counters{&transport_frames_->Add({{"direction", "sent"}}),
-                                               &transport_frames_->Add({{"direction", "received"}}),
-                                               &transport_writes_->Add({{"way", "direct"}}),
-                                               &transport_writes_->Add({{"way", "queued"}}),
-                                               transport_refused_,
-                                               transport_tells_failed_,
-                                               transport_tls_refused_};
+  std::array<uint64_t, 9> now{sent,         received,    direct,      queued,          refused,
+                              tells_failed, tls_refused, runs_inline, runs_handed_over};
+  std::array<prometheus::Counter*, 9> counters{
+    &transport_frames_->Add({{"direction", "sent"}}),
+    &transport_frames_->Add({{"direction", "received"}}),
+    &transport_writes_->Add({{"way", "direct"}}),
+    &transport_writes_->Add({{"way", "queued"}}),
+    transport_refused_,
+    transport_tells_failed_,
+    transport_tls_refused_,
+    &transport_actor_runs_->Add({{"where", "inline"}}),
+    &transport_actor_runs_->Add({{"where", "scheduler"}})};
   add_growth(now, transport_seen_, counters);
 }
 

@@ -108,8 +108,12 @@ public:
   /// `hive_transport_tells_failed_total` (one-way messages that failed here) and
   /// `hive_transport_tls_refused_total` (failed TLS handshakes, either side). Totals that
   /// did not grow leave the counters as they are.
+  /// `hive_transport_actor_runs_total{where}` counts the actors a frame made ready: run on
+  /// the transport's thread (inline) or handed to the workers (scheduler; see
+  /// runtime/inline_exec.hpp).
   void transport_totals(uint64_t sent, uint64_t received, uint64_t direct, uint64_t queued,
-                        uint64_t refused, uint64_t tells_failed, uint64_t tls_refused);
+                        uint64_t refused, uint64_t tells_failed, uint64_t tls_refused,
+                        uint64_t runs_inline, uint64_t runs_handed_over);
 
   /// Totals of the replicator since start (runtime/replication.hpp), copied in now and then:
   /// `hive_replication_writes_total{result}` (acknowledged, no_quorum, fenced),
@@ -160,6 +164,7 @@ private:
   prometheus::Histogram* migration_pause_;
   prometheus::Family<prometheus::Counter>* transport_frames_;
   prometheus::Family<prometheus::Counter>* transport_writes_;
+  prometheus::Family<prometheus::Counter>* transport_actor_runs_;
   prometheus::Counter* transport_refused_;
   prometheus::Counter* transport_tells_failed_;
   prometheus::Counter* transport_tls_refused_;
@@ -167,7 +172,7 @@ private:
   prometheus::Counter* directory_misses_;
   std::array<uint64_t, 4> directory_seen_{};
   /// The transport totals last copied in (counters grow by the difference).
-  std::array<uint64_t, 7> transport_seen_{};
+  std::array<uint64_t, 9> transport_seen_{};
   prometheus::Family<prometheus::Counter>* replication_writes_;
   prometheus::Counter* replication_repairs_;
   prometheus::Counter* failovers_;

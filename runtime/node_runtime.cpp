@@ -11,6 +11,7 @@
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
 #include "runtime/agent_actor.hpp"
+#include "runtime/inline_exec.hpp"
 #include "runtime/logging.hpp"
 
 namespace hive {
@@ -1712,7 +1713,7 @@ caf::error node_runtime::tell(const agent_id& id, const agent_call& call) {
       target.has_value());
   if (auto err = unusable(target, id))
     return err;
-  caf::anon_send(*target, call);
+  send_here(*target, call); // (on the transport's thread the agent may run right there)
   return {};
 }
 
@@ -1795,9 +1796,9 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
        retry = ask_retry_](caf::expected<caf::actor> t) mutable {
         if (!t)
           return (*shared_done)(std::move(t.error()));
-        caf::anon_send(router, ask_atom::value,
-                       ask_job{*t, std::move(call), timeout, std::move(*shared_done), id,
-                               std::static_pointer_cast<const ask_retry_fn>(retry), attempt});
+        send_here(router, ask_atom::value,
+                  ask_job{*t, std::move(call), timeout, std::move(*shared_done), id,
+                          std::static_pointer_cast<const ask_retry_fn>(retry), attempt});
       },
       target.has_value());
     if (err)
@@ -1812,7 +1813,9 @@ void node_runtime::ask_attempt(const agent_id& id, agent_call call,
     job.id = id;
     job.retry = std::static_pointer_cast<const ask_retry_fn>(ask_retry_);
   }
-  caf::anon_send(router, ask_atom::value, std::move(job));
+  // On the transport's thread (a call from another node), the router and an agent that
+  // allows it run right there (runtime/inline_exec.hpp).
+  send_here(router, ask_atom::value, std::move(job));
 }
 
 void node_runtime::set_replicator(std::shared_ptr<replicator> r) {

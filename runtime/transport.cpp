@@ -18,6 +18,7 @@
 #include <boost/asio/ssl.hpp>
 
 #include "protocols/errc.hpp"
+#include "runtime/inline_exec.hpp"
 #include "runtime/logging.hpp"
 
 namespace hive {
@@ -237,6 +238,8 @@ struct call_transport::impl {
   std::shared_ptr<stats_block> stats = std::make_shared<stats_block>();
   /// Set when the transport runs mutual TLS.
   std::optional<asio::ssl::context> tls_ctx;
+  /// I/O thread: runs the actors a frame's callback made ready, when they allow it.
+  std::optional<inline_executor> exec;
 
   std::shared_ptr<asio::io_context> io = std::make_shared<asio::io_context>(1);
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -570,8 +573,12 @@ void transport_conn::read() {
         break;
       }
       auto* p = self->in.data() + pos;
-      self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8), p + header_bytes,
-                            len + 4 - header_bytes);
+      // The last frame read runs its actors here; with more waiting, the workers take them.
+      auto allow = self->owner->limits.inline_runs && pos + len + 4 == self->in_used;
+      self->owner->exec->run(allow, [&] {
+        self->owner->on_frame(*self, static_cast<uint8_t>(p[4]), get_be(p + 5, 8), p + header_bytes,
+                              len + 4 - header_bytes);
+      });
       {
         std::lock_guard<std::mutex> lk{self->mtx};
         if (self->closed)
@@ -605,6 +612,7 @@ caf::expected<std::unique_ptr<call_transport>> call_transport::start(
   t->impl_ = std::make_shared<impl>();
   auto& im = *t->impl_;
   im.sys = &sys;
+  im.exec.emplace(sys);
   im.cluster_name = std::move(cluster_name);
   im.node_name = std::move(node_name);
   im.limits = limits;
@@ -786,9 +794,16 @@ void call_transport::drop(const std::string& address) {
 
 call_transport::counters call_transport::stats() const {
   auto& s = *impl_->stats;
-  return {s.frames_sent.load(),   s.frames_received.load(),     s.direct_writes.load(),
-          s.queued_writes.load(), s.connections_refused.load(), s.tells_failed.load(),
-          s.tls_refused.load()};
+  auto x = impl_->exec->stats();
+  return {s.frames_sent.load(),
+          s.frames_received.load(),
+          s.direct_writes.load(),
+          s.queued_writes.load(),
+          s.connections_refused.load(),
+          s.tells_failed.load(),
+          s.tls_refused.load(),
+          x.resumed_inline,
+          x.handed_over};
 }
 
 } // namespace hive

@@ -27,6 +27,9 @@ struct transport_limits {
   size_t calls_pending_max = 10000;
   /// Incoming connections open at once; one more is closed at once (and counted as refused).
   size_t connections_max = 1024;
+  /// Actors a frame's callback makes ready may run on the I/O thread right away (when no other
+  /// frame waits and they allow it: runtime/inline_exec.hpp); false: always on the workers.
+  bool inline_runs = true;
 };
 
 /// The data plane between the members of a cluster: by-id calls (`remote_call`) and their
@@ -117,6 +120,10 @@ public:
     uint64_t tells_failed = 0;
     /// TLS handshakes that failed (either side): no or an untrusted certificate, not TLS.
     uint64_t tls_refused = 0;
+    /// Actors a frame made ready that ran on the I/O thread right away, and those handed to
+    /// the scheduler's workers (runtime/inline_exec.hpp).
+    uint64_t actors_inline = 0;
+    uint64_t actors_handed_over = 0;
   };
   [[nodiscard]] counters stats() const;
 

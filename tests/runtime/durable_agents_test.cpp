@@ -15,6 +15,7 @@
 #include "protocols/type_ids.hpp"
 #include "runtime/agent_actor.hpp"
 #include "runtime/bootstrap.hpp"
+#include "runtime/inline_exec.hpp"
 #include "runtime/node_runtime.hpp"
 #include "support/faulty_fs.hpp"
 #include "support/metrics_text.hpp"
@@ -676,3 +677,27 @@ TEST_F(durable_agents_test,
 }
 
 } // namespace
+
+TEST_F(durable_agents_test, only_agents_of_ephemeral_kinds_may_run_on_the_transport_thread) {
+  start();
+  ASSERT_TRUE(spawn("acme/mem1", "memcounter"));
+  ASSERT_TRUE(spawn("acme/jour1", "counter"));
+  ASSERT_TRUE(spawn("acme/snap1", "snapcounter"));
+  // Each has run (its init is done, as when a frame finds it idle).
+  for (auto id : {"acme/mem1", "acme/jour1", "acme/snap1"})
+    ASSERT_TRUE(ask(id, {{"op", "add"}, {"by", 1}})) << id;
+  auto may_run_inline = [&](const std::string& id) {
+    auto view = rt->find(*parse_agent_id(id));
+    EXPECT_TRUE(view && view->agent) << id;
+    if (!view || !view->agent)
+      return false;
+    auto* actor =
+      dynamic_cast<caf::scheduled_actor*>(caf::actor_cast<caf::abstract_actor*>(view->agent));
+    EXPECT_NE(actor, nullptr) << id;
+    return actor != nullptr && inline_executor::may_run_inline(actor);
+  };
+  EXPECT_TRUE(may_run_inline("acme/mem1"));
+  // Persisted kinds wait for their store (and, replicated, for the transport itself).
+  EXPECT_FALSE(may_run_inline("acme/jour1"));
+  EXPECT_FALSE(may_run_inline("acme/snap1"));
+}

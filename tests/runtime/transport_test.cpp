@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 
 #include "protocols/errc.hpp"
 #include "protocols/type_ids.hpp"
+#include "runtime/inline_exec.hpp"
 #include "support/node_process.hpp"
 #include "support/test_certs.hpp"
 
@@ -370,6 +372,86 @@ TEST_F(transport_test, connections_beyond_the_bound_are_closed_and_members_still
     EXPECT_TRUE(closed_by_peer(fd));
     ::close(fd);
   }
+}
+
+/// Where the actors of the inline test ran, and the answers they give.
+struct run_log {
+  std::mutex mtx;
+  /// Call body -> the transport thread that read it, the thread its actor ran on.
+  std::map<std::string, std::thread::id> io;
+  std::map<std::string, std::thread::id> ran_on;
+  std::map<std::string, call_transport::reply_fn> done;
+};
+
+/// An actor named like a router (runtime/inline_exec.hpp lets routers run inline), and one
+/// with another name: each notes its thread and answers the call whose body it got.
+struct router_named_state {
+  static inline const char* name = "hive.router";
+};
+struct other_named_state {
+  static inline const char* name = "test.other";
+};
+
+template <class State>
+caf::behavior note_thread(caf::stateful_actor<State>* self, std::shared_ptr<run_log> log) {
+  (void)self;
+  return {[log](agent_call& call) {
+    call_transport::reply_fn done;
+    {
+      std::lock_guard<std::mutex> lk{log->mtx};
+      log->ran_on[call.body] = std::this_thread::get_id();
+      done = std::move(log->done[call.body]);
+    }
+    done(std::string{"ran"});
+  }};
+}
+
+TEST_F(transport_test, actors_a_call_makes_ready_run_on_the_io_thread_only_when_they_allow_it) {
+  auto log = std::make_shared<run_log>();
+  auto router = sys.spawn(note_thread<router_named_state>, log);
+  auto other = sys.spawn(note_thread<other_named_state>, log);
+  auto handler = [&](remote_call req, call_transport::reply_fn done) {
+    {
+      std::lock_guard<std::mutex> lk{log->mtx};
+      log->io[req.call.body] = std::this_thread::get_id();
+      log->done[req.call.body] = std::move(done);
+    }
+    send_here(req.op == "router" ? router : other, std::move(req.call));
+  };
+  auto server = make(handler);
+  transport_limits off;
+  off.inline_runs = false;
+  auto server_off = make(handler, "hive", off);
+  auto client = make([](remote_call, call_transport::reply_fn done) { done(std::string{}); });
+  ASSERT_TRUE(server && server_off && client);
+  // Warm: the connections exist, so each call below is one frame read alone.
+  ASSERT_TRUE(wait_reply(*client, addr(*server), make_call("other", "warm")));
+  ASSERT_TRUE(wait_reply(*client, addr(*server_off), make_call("other", "warm-off")));
+  auto before = server->stats();
+  auto r1 = wait_reply(*client, addr(*server), make_call("router", "r1"));
+  ASSERT_TRUE(r1) << describe(r1.error());
+  EXPECT_EQ(*r1, "ran");
+  auto r2 = wait_reply(*client, addr(*server), make_call("other", "o1"));
+  ASSERT_TRUE(r2) << describe(r2.error());
+  auto r3 = wait_reply(*client, addr(*server_off), make_call("router", "r-off"));
+  ASSERT_TRUE(r3) << describe(r3.error());
+  auto after = server->stats();
+  // Outside a transport callback there is no executor: the scheduler runs the actor.
+  EXPECT_EQ(inline_executor::current(), nullptr);
+  std::lock_guard<std::mutex> lk{log->mtx};
+  EXPECT_EQ(log->ran_on["r1"], log->io["r1"])
+    << "the router-named actor did not run on the I/O thread";
+  EXPECT_NE(log->ran_on["o1"], log->io["o1"])
+    << "an actor that does not allow it ran on the I/O thread";
+  EXPECT_NE(log->ran_on["o1"], std::thread::id{});
+  EXPECT_NE(log->ran_on["r-off"], std::thread::id{});
+  EXPECT_NE(log->ran_on["r-off"], log->io["r-off"])
+    << "inline runs are off, yet it ran on the I/O thread";
+  EXPECT_EQ(after.actors_inline - before.actors_inline, 1u);
+  EXPECT_EQ(after.actors_handed_over - before.actors_handed_over, 1u);
+  EXPECT_EQ(server_off->stats().actors_inline, 0u);
+  caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(other, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(transport_test, shutdown_fails_waiting_calls_and_refuses_new_ones) {
