@@ -380,6 +380,9 @@ int main(int argc, char** argv) {
     ->check(CLI::Range(1, 100));
   remote->add_option("--node", rem.node_binary, "the agent-node binary (default: ../nodes/)");
   remote->add_option("--json", rem.json_file, "write the figures as JSON to FILE");
+  remote->add_option("--set", rem.settings,
+                     "node config override KEY=VALUE for both members, repeatable (e.g. "
+                     "cluster.transport_inline_runs=0)");
   remote->add_flag("--compare", rem.compare,
                    "also run the Erlang twin (../shared/peers/erlang/ab.erl, `remote`: two Erlang "
                    "nodes on 127.0.0.1) in each run and print hive/Erlang ratios");

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace hive::bench {
 
@@ -29,6 +30,9 @@ struct remote_options {
   /// The agent-node binary that hosts the remote agent (default: next to agent-bench).
   std::string node_binary;
   std::string json_file;
+  /// Node config overrides KEY=VALUE for both members (this process's and the agent-node's
+  /// `--set`), e.g. cluster.transport_inline_runs=0.
+  std::vector<std::string> settings;
 };
 
 /// Runs the `remote` scenario; returns the process exit code (1 if a check failed).

@@ -20,6 +20,8 @@
 #     check, agents not all live, a part not run); a density.json without 'live_hibernated'
 #     (an older run) still renders and says "not measured"; --no-charts leaves the charts
 #     directory alone;
+#   - remote: with the agent-to-agent way (`hive_agent_to_agent`) its row is shown and the ask
+#     goal is judged on it (met and not met); without it (an older run) on the plain ask;
 #   - "scenario" in a JSON file is optional, but a wrong one is an error;
 #   - a truncated JSON file and a JSON file without a needed field each give an error naming
 #     the file (and the field) and a non-zero exit;
@@ -277,6 +279,31 @@ rc=$?
 has "$tmp/bad.stderr" "local.json: not valid JSON"
 has "$tmp/bad/RESULTS.md" "Errors while reading" "**Not reported:" \
   "| #2 | local tell by id >= 0.8x raw CAF | \`local.json\` unreadable (see Errors) | not measured |"
+
+# --- 3b. remote.json with the agent-to-agent way: its row, and the goal judged on it --------------
+# (The fixture's remote.json is an older run without it: the goal line above is the plain one.)
+cp -r "$fixture" "$tmp/a2a"
+python3 - "$tmp/a2a/remote.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["hive_agent_to_agent"] = {"p50_us": 43.0, "p99_us": 105.0, "mean_us": 47.0}
+json.dump(d, open(sys.argv[1], "w"))
+EOF
+python3 "$report" "$tmp/a2a" --out "$tmp/a2a/RESULTS.md" --charts "$tmp/nc" --no-charts > /dev/null 2>&1 \
+  || fail "report.py failed on a remote.json with hive_agent_to_agent"
+has "$tmp/a2a/RESULTS.md" \
+  "| **hive, agent to agent** (a \`pinger\` agent asks the echo agent) | 43.0 (mean 47.0) | 105 | | |" \
+  "| #4 | cross-node ask p50 <= Erlang's round trip | agent to agent 43.0 (mean 47.0) vs 51.5 us (0.83x); from a non-actor thread 78.0 us (1.51x) | **met** |"
+python3 - "$tmp/a2a/remote.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["hive_agent_to_agent"]["p50_us"] = 60.0
+json.dump(d, open(sys.argv[1], "w"))
+EOF
+python3 "$report" "$tmp/a2a" --out "$tmp/a2a/RESULTS.md" --charts "$tmp/nc" --no-charts > /dev/null 2>&1 \
+  || fail "report.py failed on a remote.json with a slower hive_agent_to_agent"
+has "$tmp/a2a/RESULTS.md" \
+  "| #4 | cross-node ask p50 <= Erlang's round trip | agent to agent 60.0 (mean 47.0) vs 51.5 us (1.16x); from a non-actor thread 78.0 us (1.51x) | **NOT met** |"
 
 cp -r "$fixture" "$tmp/field"
 python3 - "$tmp/field/durable.json" <<'EOF'
