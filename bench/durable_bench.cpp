@@ -19,6 +19,7 @@
 //     database is opened with plain RocksDB, flushed, measured, fully compacted, measured.
 
 #include "bench/durable_bench.hpp"
+#include "bench/settings.hpp"
 
 #include <malloc.h>
 #include <sys/resource.h>
@@ -273,13 +274,8 @@ node_config bench_config(const durable_options& opts) {
   cfg.log.level = "warn";
   cfg.agents.agents_max =
     std::max<int64_t>(cfg.agents.agents_max, static_cast<int64_t>(opts.footprint_agents) + 1000);
-  for (auto& kv : opts.settings) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos)
-      die("--set needs KEY=VALUE, got '" + kv + "'");
-    if (auto err = set_config_key(cfg, kv.substr(0, eq), kv.substr(eq + 1)))
-      die("--set " + kv + ": " + describe(err));
-  }
+  if (auto err = apply_settings(cfg, opts.settings))
+    die(message_of(err));
   return cfg;
 }
 

@@ -13,6 +13,7 @@
 #include "bench/remote_bench.hpp"
 
 #include "bench/erlang_peers.hpp"
+#include "bench/settings.hpp"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -396,13 +397,8 @@ int run_remote(const remote_options& opts, const char* argv0) {
     node_bin =
       (std::filesystem::path{argv0}.parent_path() / ".." / "nodes" / "agent-node").string();
   auto cfg = member_config("bench-a");
-  for (auto& kv : opts.settings) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos)
-      die("--set needs KEY=VALUE, got '" + kv + "'");
-    if (auto err = set_config_key(cfg, kv.substr(0, eq), kv.substr(eq + 1)))
-      die("--set " + kv + ": " + describe(err));
-  }
+  if (auto err = apply_settings(cfg, opts.settings))
+    die(message_of(err));
   log::init(cfg.node.name, cfg.log.level);
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
