@@ -46,16 +46,11 @@ void inline_executor::hand_over(caf::resumable* job) {
 void inline_executor::drain() {
   assert(!draining_);
   draining_ = true;
-  size_t resumed = 0;
   // FIFO: an actor resumed here makes others ready (a router its agent, the agent the
-  // router again); they are appended and run in turn.
+  // router again); they are appended and run in turn (exec_later keeps at most
+  // `resumes_max` of them and hands the rest to the scheduler).
   for (size_t i = 0; i < jobs_.size(); ++i) {
     auto* job = jobs_[i];
-    if (resumed >= resumes_max) {
-      hand_over(job);
-      continue;
-    }
-    ++resumed;
     resumed_inline_.fetch_add(1, std::memory_order_relaxed);
     switch (job->resume(this, messages_per_resume_max)) {
       case caf::resumable::resume_later:
@@ -67,7 +62,6 @@ void inline_executor::drain() {
     }
   }
   jobs_.clear();
-  allow_ = false; // (an exec_later after the drain, if any, goes to the scheduler)
   draining_ = false;
 }
 
