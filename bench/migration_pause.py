@@ -8,9 +8,11 @@ three nodes (POST /v1/agents/{id}/migrate) while one client keeps writing to it 
 asks through another node's gateway), so that every move has appends in flight and calls to
 stash. Reports, per size: the pause the source node measures (first call stashed to the stash
 forwarded to the new node, which has stored and activated the agent; `pause_ms` of the reply,
-also `hive_migration_pause_seconds`), the part of it spent waiting for the last appends to be
-durable (`capture_ms`), the client's worst ask latency around each move, and checks that no
-acknowledged write was lost. Medians, p99 and max over the moves; JSON with --json.
+also `hive_migration_pause_seconds`; over the moves that held a call), the whole move (the agent
+out of the directory to the stash forwarded: `window_ms`), the part of that spent waiting for
+the last appends to be durable (`capture_ms`), the client's worst ask latency around each move,
+and checks that no acknowledged write was lost. Medians, p99 and max over the moves; JSON with
+--json.
 
   python3 bench/migration_pause.py [--moves 30] [--node build/release/nodes/agent-node]
                                    [--sizes 1024,65536,1048576] [--json out.json]
@@ -69,7 +71,7 @@ def run_size(nodes, size, moves):
 
     t = threading.Thread(target=writer)
     t.start()
-    pauses, captures, client_worst = [], [], []
+    pauses, windows, captures, client_worst = [], [], [], []
     host = 0
     try:
         for k in range(moves):
@@ -81,7 +83,9 @@ def run_size(nodes, size, moves):
             t1 = time.monotonic()
             if st != 200 or not r.get("moved"):
                 sys.exit(f"move {k + 1} of {agent} to {nodes[to].name}: {st} {r}")
-            pauses.append(r["pause_ms"])
+            if r["held_calls"] > 0:  # (no call held: nobody paused)
+                pauses.append(r["pause_ms"])
+            windows.append(r["window_ms"])
             captures.append(r["capture_ms"])
             time.sleep(0.05)
             # The slowest client ask that overlapped this move.
@@ -95,9 +99,11 @@ def run_size(nodes, size, moves):
     last = acked[-1][0] if acked else 0
     if st != 200 or r.get("value") != last:
         sys.exit(f"{agent}: last acknowledged write {last}, the agent holds {r} (status {st})")
-    out = {"state_bytes": size, "moves": moves, "writes_acked": len(acked),
-           "write_retries": failures[0]}
-    for name, xs in (("pause_ms", pauses), ("capture_ms", captures),
+    out = {"state_bytes": size, "moves": moves, "moves_holding_calls": len(pauses),
+           "writes_acked": len(acked), "write_retries": failures[0]}
+    if not pauses:
+        sys.exit(f"{agent}: no move held a call (the writer did not run?)")
+    for name, xs in (("pause_ms", pauses), ("window_ms", windows), ("capture_ms", captures),
                      ("client_worst_ask_ms", client_worst)):
         out[name] = {"p50": quantile(xs, 0.5), "p99": quantile(xs, 0.99), "max": max(xs)}
     return out
@@ -122,10 +128,12 @@ def main():
             r = run_size(nodes, size, opts.moves)
             results.append(r)
             p, c, w = r["pause_ms"], r["capture_ms"], r["client_worst_ask_ms"]
+            v = r["window_ms"]
             print(f"  state {size:>8} B: pause p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, "
-                  f"max {p['max']:.2f} ms (capture p50 {c['p50']:.2f} ms); client's worst ask "
-                  f"p50 {w['p50']:.2f} ms, p99 {w['p99']:.2f} ms; {r['writes_acked']} writes "
-                  f"acked, none lost", flush=True)
+                  f"max {p['max']:.2f} ms ({r['moves_holding_calls']} moves held calls); "
+                  f"whole move p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms (capture p50 "
+                  f"{c['p50']:.2f} ms); client's worst ask p50 {w['p50']:.2f} ms, p99 "
+                  f"{w['p99']:.2f} ms; {r['writes_acked']} writes acked, none lost", flush=True)
         mid = [r for r in results if r["state_bytes"] == 65536]
         if mid:
             p99 = mid[0]["pause_ms"]["p99"]

@@ -128,6 +128,14 @@ struct adopted_state {
   /// after this (the source may have gone on with the agent: `migration_payload`); unset: no
   /// deadline.
   std::optional<std::chrono::steady_clock::time_point> activate_by;
+  /// The shipped snapshot (decoded): the activation starts from it unless the replica rounds
+  /// replaced the working copy with a newer copy. The journal holds nothing after it (the
+  /// node erased this agent's when it left).
+  std::shared_ptr<const records::snapshot_record> snapshot;
+  /// The epoch reserved on this node for the activation (`store::next_epoch`).
+  uint64_t min_epoch = 0;
+  /// The promise round sent when the shipment arrived (`replicator::begin_handover`).
+  std::shared_ptr<replicator::handover_round> round;
 };
 
 /// An agent that migrated here: the tenant supervisor activates it.
@@ -182,7 +190,8 @@ int64_t unix_ms_now() {
 /// activation: it is never served as state.
 caf::expected<std::shared_ptr<agent>> restore_agent(
   const runtime_context& ctx, const agent_id& agent_name, const std::string& kind_name,
-  const std::shared_ptr<const nlohmann::json>& config, durable_position& pos) {
+  const std::shared_ptr<const nlohmann::json>& config, durable_position& pos,
+  const records::snapshot_record* shipped = nullptr) {
   auto kind = ctx.kinds->find(kind_name);
   if (kind == nullptr)
     return make_error(errc::unknown_kind, "kind '" + kind_name + "' is not registered");
@@ -191,7 +200,9 @@ caf::expected<std::shared_ptr<agent>> restore_agent(
     return std::move(made.error());
   std::shared_ptr<agent> instance{std::move(*made)};
   auto id = agent_name.str();
-  auto snap = ctx.db->get_snapshot(id);
+  // A migration's target starts from the snapshot it was shipped (and stores): nothing to read.
+  auto snap = shipped != nullptr ? caf::expected<std::optional<records::snapshot_record>>{*shipped}
+                                 : ctx.db->get_snapshot(id);
   if (!snap)
     return std::move(snap.error());
   pos.seq = pos.snapshot_seq = 0;
@@ -207,7 +218,7 @@ caf::expected<std::shared_ptr<agent>> restore_agent(
     pos.epoch = std::max(pos.epoch, (*snap)->hdr.epoch + 1);
   }
   if (kind->persistence == persistence_mode::journaled) {
-    for (;;) {
+    for (; shipped == nullptr;) {
       auto events = ctx.db->read_journal_from(id, pos.seq + 1, 4096);
       if (!events)
         return std::move(events.error());
@@ -412,6 +423,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     d->position.reset();
     auto adopted = std::move(d->adopted);
     d->adopted.reset();
+    std::shared_ptr<const records::snapshot_record> shipped = adopted ? adopted->snapshot : nullptr;
     auto settled = [&adopted, &d]() -> caf::error {
       if (!adopted)
         return {};
@@ -432,7 +444,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     if (persisted && kept && instance)
       pos = std::move(*kept); // the same activation's state, all of it durable
     else if (persisted)
-      pos.epoch = ctx->db->next_epoch();
+      pos.epoch = adopted && adopted->min_epoch != 0 ? adopted->min_epoch : ctx->db->next_epoch();
     bool awake = persisted && kept && instance;
     auto rep = !awake && persisted && kind->persistence == persistence_mode::journaled && ctx->rep
       ? ctx->rep->get()
@@ -446,6 +458,16 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
                         d->id.str()
                           + ": this node's replication is not running (the node "
                             "is starting or stopping); try again");
+    // A migration's state is in hand: the instance is built from it now, while the promise
+    // round and the store's write of that state run (it is used unless the rounds replaced
+    // the working copy with a newer copy).
+    std::shared_ptr<agent> early;
+    durable_position early_pos;
+    if (!instance && persisted && shipped) {
+      auto r = restore_agent(*ctx, d->id, d->kind, d->config, early_pos, shipped.get());
+      if (r) // (else the restore below fails the same way and reports it)
+        early = std::move(*r);
+    }
     if (rep) {
       // Replicated: a majority of the replica set promises this activation's epoch, and the
       // working copy catches up from the newest copy (see runtime/replication.hpp).
@@ -455,7 +477,15 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         return std::move(meta.error());
       if (!*meta)
         return make_error(errc::agent_not_found, "no agent " + d->id.str());
-      auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, settled);
+      replicator::activation_hints hints;
+      hints.settled = settled;
+      if (adopted && adopted->snapshot) {
+        hints.position = std::make_pair(adopted->snapshot->hdr.epoch, adopted->snapshot->hdr.seq);
+        hints.round = adopted->round;
+      }
+      auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, &hints);
+      if (hints.replaced)
+        shipped.reset(); // the working copy is a newer copy now: read it
       if (!epoch) {
         log::event(spdlog::level::warn, "agent_activation_refused",
                    {{"reason", describe(epoch.error())}}, d->id.str());
@@ -472,10 +502,15 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     }
     if (auto err = settled())
       return err;
+    if (!instance && early && shipped) {
+      early_pos.epoch = std::max(pos.epoch, early_pos.epoch);
+      pos = std::move(early_pos);
+      instance = std::move(early);
+    }
     if (!instance) {
       if (persisted) {
         // An activation or a restart: the state is what the store holds.
-        auto restored = restore_agent(*ctx, d->id, d->kind, d->config, pos);
+        auto restored = restore_agent(*ctx, d->id, d->kind, d->config, pos, shipped.get());
         if (!restored) {
           log::event(spdlog::level::err, "agent_restore_failed",
                      {{"reason", describe(restored.error())}}, d->id.str());
@@ -577,6 +612,9 @@ struct activation_book {
     std::chrono::steady_clock::time_point started;
     /// When the agent handed over its state.
     std::chrono::steady_clock::time_point captured;
+    /// When the first call was held in `waiting` (unset: none came), and how many were.
+    std::optional<std::chrono::steady_clock::time_point> first_held;
+    size_t held = 0;
     uint64_t token = 0;
     bool shipping = false;
     size_t state_bytes = 0;
@@ -689,6 +727,9 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
                           id.str()
                             + " is migrating and holds persistence."
                               "activation_queue_messages_max messages"));
+    if (!m->second.first_held)
+      m->second.first_held = std::chrono::steady_clock::now();
+    ++m->second.held;
     m->second.waiting.push_back(std::move(k));
     return;
   }
@@ -866,7 +907,7 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
       k(make_error(errc::agent_failed, id.str() + " is restarting"));
   }
   if (ctx->metrics)
-    ctx->metrics->migration(false, 0);
+    ctx->metrics->migration(false, std::nullopt);
   log::event(spdlog::level::warn, "agent_migration_aborted",
              {{"to", m.job.to}, {"reason", describe(why)}}, id.str());
   m.job.done(std::move(why));
@@ -906,14 +947,23 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
     self->send(m.agent, migrate_end_atom::value, true);
   using ms = std::chrono::duration<double, std::milli>;
   auto now = std::chrono::steady_clock::now();
-  migration_result r{
-    ctx->cfg.node.name,          m.job.to,      true,
-    ms(now - m.started).count(), m.state_bytes, ms(m.captured - m.started).count()};
+  migration_result r;
+  r.from = ctx->cfg.node.name;
+  r.to = m.job.to;
+  r.moved = true;
+  r.pause_ms = m.first_held ? ms(now - *m.first_held).count() : 0.0;
+  r.held_calls = m.held;
+  r.window_ms = ms(now - m.started).count();
+  r.state_bytes = m.state_bytes;
+  r.capture_ms = ms(m.captured - m.started).count();
   if (ctx->metrics)
-    ctx->metrics->migration(true, r.pause_ms / 1000.0);
+    ctx->metrics->migration(
+      true, m.first_held ? std::optional<double>{r.pause_ms / 1000.0} : std::nullopt);
   log::event(spdlog::level::info, "agent_migrated",
              {{"to", m.job.to},
               {"pause_ms", r.pause_ms},
+              {"held_calls", r.held_calls},
+              {"window_ms", r.window_ms},
               {"capture_ms", r.capture_ms},
               {"state_bytes", m.state_bytes}},
              id.str());
@@ -2068,6 +2118,11 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
                            "kind '" + meta->kind + "' is ephemeral on " + node_name()));
   if (directory_->find(in.id))
     return done(make_error(errc::agent_exists, key + " is active on " + node_name()));
+  // (Checked by the activation too; here before the promise round goes out, see below.)
+  if (directory_->size() >= static_cast<size_t>(cfg_.agents.agents_max))
+    return done(make_error(errc::overloaded,
+                           "node runs agents.agents_max = " + std::to_string(cfg_.agents.agents_max)
+                             + " agents: it takes no migrating agent in"));
   // The deadlines (migration_payload::sent_unix_ms): a source that heard nothing goes on with
   // the agent 2T after it sent it; a shipment read here after 1.5T (a node frozen or cut off
   // meanwhile) is refused, and its activation must be under way by 1.75T.
@@ -2105,12 +2160,20 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
       return done(make_error(errc::conflict, key + " is being adopted on " + node_name()));
   }
   capabilities_->add(in.id, meta->capabilities);
-  if (auto rep = ctx_rep_->get())
-    rep->expect_handover(in.id, snap->hdr.epoch); // its activation here takes the promise over
-  // The meta, then the snapshot, queued together so that one group commit usually carries
-  // both (their completions run in order). The activation starts at once, with the meta in
-  // hand: its replica rounds run while the store writes, and it waits for the write before
-  // it reads the working copy (see adopted_state). The snapshot prunes no journal: the node
+  // Its activation here takes the promise over: the round asking for it goes out now (this
+  // node's own promise is queued ahead of the write below), so it runs while the state is
+  // stored and the activation is on its way.
+  auto min_epoch = db_->next_epoch();
+  // The promise and the shipped state share one group commit (the writer waits for both).
+  std::optional<store::commit_hold> hold{db_->hold_commits()};
+  std::shared_ptr<replicator::handover_round> round;
+  if (auto rep = ctx_rep_->get(); rep && kind->persistence == persistence_mode::journaled)
+    round = rep->begin_handover(in.id, *meta, snap->hdr.epoch, min_epoch);
+  // The meta, then the snapshot, queued under the hold with this node's promise, so that one
+  // group commit carries all three (their completions run in order). The activation starts at
+  // once, with the meta and the state in hand: it builds the instance from the shipped
+  // snapshot while the round and the write run, and it waits for the write before it takes
+  // calls (see adopted_state). The snapshot prunes no journal: the node
   // erased this agent's when it left (reading a journal of deleted events costs more than
   // the write), and what a crash left behind is at most stale events up to the snapshot's
   // sequence, which nothing reads and the next erase removes.
@@ -2160,6 +2223,9 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   adopted->meta = *meta;
   adopted->stored = stored->get_future().share();
   adopted->activate_by = activate_by;
+  adopted->snapshot = std::make_shared<const records::snapshot_record>(std::move(*snap));
+  adopted->min_epoch = min_epoch;
+  adopted->round = std::move(round);
   auto meta_err = std::make_shared<caf::error>();
   db_->put_meta(std::move(*meta), false,
                 [meta_err](caf::error err) { *meta_err = std::move(err); });
@@ -2178,6 +2244,7 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
       finish();
     },
     false, 0);
+  hold.reset();
   caf::anon_send(root_, adopt_atom::value,
                  adopt_job{id, std::move(adopted), [j, finish](caf::expected<caf::actor> t) {
                              {

@@ -84,12 +84,19 @@ struct migration_result {
   std::string to;
   /// False when the agent already was on `to` (nothing happened).
   bool moved = false;
-  /// First call stashed to the stash forwarded (milliseconds).
+  /// The pause: first call held (stashed) to the stash forwarded to the new node, whose
+  /// activation runs by then (milliseconds); 0 when no call came while the agent moved.
   double pause_ms = 0;
+  /// Calls held during the move (forwarded in arrival order).
+  size_t held_calls = 0;
+  /// The whole move: the agent out of the directory (it takes no new call from then on) to
+  /// the stash forwarded. It includes the capture, when the calls in progress end as they
+  /// would without a move.
+  double window_ms = 0;
   /// Size of the encoded state shipped.
   size_t state_bytes = 0;
-  /// Of the pause: until the agent handed over its state (its last events durable); the rest
-  /// is shipping, storing and activating on the new node.
+  /// Of the window: until the agent handed over its state (its last events durable); the
+  /// rest is shipping, storing and activating on the new node.
   double capture_ms = 0;
 };
 

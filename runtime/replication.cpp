@@ -262,21 +262,30 @@ replicator::counters replicator::stats() const {
 
 // -- rounds ----------------------------------------------------------------------------------
 
-std::vector<caf::expected<std::string>> replicator::gather(
+struct replicator::round_book {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<std::optional<caf::expected<std::string>>> r;
+  size_t left = 0;
+  size_t ok = 0;
+  size_t enough = 0;
+  bool done() const {
+    return left == 0 || (enough > 0 && ok >= enough);
+  }
+};
+
+struct replicator::handover_round {
+  std::string key;
+  /// The epoch asked for, of the set the round went to.
+  uint64_t epoch = 0;
+  std::vector<replica_peer> set;
+  std::shared_ptr<round_book> answers;
+};
+
+std::shared_ptr<replicator::round_book> replicator::send_round(
   const std::vector<replica_peer>& set, const remote_call& req,
   const std::function<void(reply_fn)>& local, size_t enough) {
-  struct book {
-    std::mutex mtx;
-    std::condition_variable cv;
-    std::vector<std::optional<caf::expected<std::string>>> r;
-    size_t left = 0;
-    size_t ok = 0;
-    size_t enough = 0;
-    bool done() const {
-      return left == 0 || (enough > 0 && ok >= enough);
-    }
-  };
-  auto b = std::make_shared<book>();
+  auto b = std::make_shared<round_book>();
   b->r.resize(set.size());
   b->left = set.size();
   b->enough = enough;
@@ -302,6 +311,11 @@ std::vector<caf::expected<std::string>> replicator::gather(
     else
       call_(set[i].address, req, opts_.timeout, slot(i));
   }
+  return b;
+}
+
+std::vector<caf::expected<std::string>> replicator::wait_round(
+  const std::shared_ptr<round_book>& b, const std::vector<replica_peer>& set) {
   std::unique_lock<std::mutex> guard{b->mtx};
   b->cv.wait_for(guard, opts_.timeout + std::chrono::milliseconds(200), [&] { return b->done(); });
   std::vector<caf::expected<std::string>> out;
@@ -312,11 +326,55 @@ std::vector<caf::expected<std::string>> replicator::gather(
   return out;
 }
 
+std::vector<caf::expected<std::string>> replicator::gather(
+  const std::vector<replica_peer>& set, const remote_call& req,
+  const std::function<void(reply_fn)>& local, size_t enough) {
+  return wait_round(send_round(set, req, local, enough), set);
+}
+
+std::string replicator::prepare_body(uint64_t epoch, const std::string& meta_bytes,
+                                     const std::string& agent) const {
+  std::string joined;
+  for (auto& m : replica_set(agent))
+    joined += (joined.empty() ? "" : ",") + m.name;
+  return pack({std::to_string(epoch), self_, meta_bytes, joined});
+}
+
+std::shared_ptr<replicator::handover_round> replicator::begin_handover(
+  const agent_id& id, const records::meta_record& meta, uint64_t epoch, uint64_t min_epoch) {
+  expect_handover(id, epoch);
+  auto key = id.str();
+  auto round = std::make_shared<handover_round>();
+  round->key = key;
+  round->set = effective_set(key);
+  for (auto& p : round->set)
+    if (p.name == self_ && !p.serving)
+      return nullptr; // (acquire refuses it: this node is still joining)
+  round->epoch = std::max(min_epoch, epoch + 1);
+  auto meta_bytes = records::encode(meta);
+  std::vector<std::string> names;
+  for (auto& m : replica_set(key))
+    names.push_back(m.name);
+  remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
+  p.call.body = prepare_body(round->epoch, meta_bytes, key);
+  round->answers = send_round(
+    round->set, p,
+    [&](reply_fn done) {
+      on_prepare(key, round->epoch, self_, meta_bytes, std::move(names), std::move(done));
+    },
+    round->set.size() / 2 + 1);
+  return round;
+}
+
 caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::meta_record& meta,
                                             uint64_t min_epoch, bool fresh,
-                                            const std::function<caf::error()>& settled) {
+                                            activation_hints* hints) {
   auto key = id.str();
-  auto set = effective_set(key);
+  // A round begun before (begin_handover): its set is the one its answers are of.
+  auto round = hints != nullptr ? std::move(hints->round) : nullptr;
+  if (round && round->key != key)
+    round.reset();
+  auto set = round ? round->set : effective_set(key);
   auto need = set.size() / 2 + 1;
   for (auto& p : set)
     if (p.name == self_ && !p.serving)
@@ -334,11 +392,8 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
   }
   auto meta_bytes = records::encode(meta);
   std::vector<std::string> names;
-  std::string joined;
-  for (auto& m : replica_set(key)) {
+  for (auto& m : replica_set(key))
     names.push_back(m.name);
-    joined += (joined.empty() ? "" : ",") + m.name;
-  }
   std::vector<caf::expected<std::string>> preps;
   std::optional<std::pair<copy_info, size_t>> best;
   uint64_t epoch = 0;
@@ -380,15 +435,22 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
       reasons.clear();
     }
     // Round 2: a majority promises the new epoch.
-    remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
-    p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
     // A majority's promises make the epoch this activation's; the copy with the newest journal
     // among them holds every acknowledged write (a write's majority meets this one). The
     // others' answers (this node's own, say, queued behind a large write) are not waited for.
-    preps = gather(
-      set, p,
-      [&](reply_fn done) { on_prepare(key, epoch, self_, meta_bytes, names, std::move(done)); },
-      need);
+    if (skip_query && round && round->epoch >= epoch) {
+      // Sent already (begin_handover), of the same meta, for an epoch at least this large.
+      epoch = round->epoch;
+      preps = wait_round(round->answers, set);
+    } else {
+      remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
+      p.call.body = prepare_body(epoch, meta_bytes, key);
+      preps = gather(
+        set, p,
+        [&](reply_fn done) { on_prepare(key, epoch, self_, meta_bytes, names, std::move(done)); },
+        need);
+    }
+    round.reset();
     size_t promised = 0;
     bool fenced = false;
     best.reset();
@@ -416,11 +478,13 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
                         + std::to_string(epoch) + " (" + std::to_string(promised) + " of "
                         + std::to_string(set.size()) + ": " + reasons + ")");
   }
-  if (settled)
-    if (auto err = settled())
+  if (hints != nullptr && hints->settled)
+    if (auto err = hints->settled())
       return err;
   // Catch up: the working copy becomes the newest copy, unless it is that already.
-  auto local = position_of(*db_, key);
+  auto local = hints != nullptr && hints->position
+    ? caf::expected<std::pair<uint64_t, uint64_t>>{*hints->position}
+    : position_of(*db_, key);
   if (!local)
     return std::move(local.error());
   auto& b = best->first;
@@ -445,6 +509,8 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
     rewrite(*db_, key, *parts, meta, w.fn());
     if (auto err = w.f.get())
       return err;
+    if (hints != nullptr)
+      hints->replaced = true;
     log::event(spdlog::level::info, "replica_caught_up",
                {{"from", from.name},
                 {"seq", b.last_seq},

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -106,25 +107,52 @@ public:
   /// The replica set of `agent`, in rendezvous order.
   [[nodiscard]] std::vector<replica_peer> replica_set(const std::string& agent) const;
 
+  /// A promise round a migration's target began before its activation (`begin_handover`).
+  struct handover_round;
+
+  /// What an activation knows beyond this node's store (a migration's target).
+  struct activation_hints {
+    /// Runs after the promise, before the working copy is read: a migration's target waits
+    /// there for its write of the shipped state (its error ends the activation).
+    std::function<caf::error()> settled;
+    /// The working copy's position (last epoch, last seq) without reading it: a migration's
+    /// target knows what it stores.
+    std::optional<std::pair<uint64_t, uint64_t>> position;
+    /// The promise round `begin_handover` started for this activation (used once).
+    std::shared_ptr<handover_round> round;
+    /// Out: the working copy was replaced by a newer replica copy, so what the caller holds
+    /// of it is stale (read it from the store).
+    bool replaced = false;
+  };
+
   /// Runs an activation's two rounds (see above) and catches its working copy up; blocks (at
   /// most about 3 x `timeout`). `meta` is the working copy's meta; the epoch is above
   /// `min_epoch`. Errors: no_quorum (no majority answered or promised), fenced (a majority
   /// promised a newer epoch meanwhile), agent_not_found (another serving node holds it: the
   /// caller drops its working copy), storage errors. `fresh` (a spawn): the working copy is
   /// new and stays as it is (stale copies of an earlier agent of that id get repaired).
-  /// `settled` (optional) runs after the promise, before the working copy is read: a
-  /// migration's target waits there for its write of the shipped state (its error ends the
-  /// activation).
+  /// `hints` (optional): see `activation_hints`.
   [[nodiscard]] caf::expected<uint64_t> acquire(const agent_id& id,
                                                 const records::meta_record& meta,
                                                 uint64_t min_epoch, bool fresh,
-                                                const std::function<caf::error()>& settled = {});
+                                                activation_hints* hints = nullptr);
 
   /// The next activation of `id` here is a migration's target: it takes the promise over from
   /// the node the agent leaves, whose activation had `epoch`. It asks for the promise of a
   /// larger one at once, without the query round; if a replica promised more meanwhile, it
   /// runs both rounds as any activation.
   void expect_handover(const agent_id& id, uint64_t epoch);
+
+  /// Like `expect_handover`, and sends that promise round now, without waiting (it runs
+  /// while the target stores the shipped state; this node's own promise is queued ahead of
+  /// that write). The activation passes the result to `acquire` (`activation_hints::round`),
+  /// which waits for its answers. A round no activation takes leaves its promises behind, as
+  /// an activation that fails after its rounds does: call it only once the adoption's own
+  /// checks passed. `meta` is the working copy's meta; the epoch asked for is above
+  /// `min_epoch` and `epoch`. Null: this node is still joining (`acquire` refuses).
+  [[nodiscard]] std::shared_ptr<handover_round> begin_handover(const agent_id& id,
+                                                               const records::meta_record& meta,
+                                                               uint64_t epoch, uint64_t min_epoch);
 
   /// Whether this node should activate `id`, of which it has a replica copy but no working
   /// copy: the copy's holder does not serve calls and this node is the first serving member
@@ -210,6 +238,19 @@ private:
                                                  const remote_call& req,
                                                  const std::function<void(reply_fn)>& local,
                                                  size_t enough = 0);
+
+  /// The body of an `r.prepare` of `agent` for `epoch` to this node.
+  std::string prepare_body(uint64_t epoch, const std::string& meta_bytes,
+                           const std::string& agent) const;
+
+  /// The answers of a round `send_round` started.
+  struct round_book;
+  /// `gather` in two halves: sends, then (`wait_round`) waits.
+  std::shared_ptr<round_book> send_round(const std::vector<replica_peer>& set,
+                                         const remote_call& req,
+                                         const std::function<void(reply_fn)>& local, size_t enough);
+  std::vector<caf::expected<std::string>> wait_round(const std::shared_ptr<round_book>& b,
+                                                     const std::vector<replica_peer>& set);
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);

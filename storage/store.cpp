@@ -176,6 +176,8 @@ struct store::impl {
   std::condition_variable cv;
   std::deque<op> queue;
   bool stopping = false;
+  /// Live `store::commit_hold`s: no group commit starts while there are any.
+  size_t holds = 0;
   std::thread writer;
 
   /// Writer-thread only: last sequence per agent with an activation (bounded by forget()).
@@ -499,7 +501,7 @@ struct store::impl {
       batch_ops.clear();
       {
         std::unique_lock<std::mutex> guard{mtx};
-        auto ready = [this] { return stopping || !queue.empty(); };
+        auto ready = [this] { return stopping || (!queue.empty() && holds == 0); };
         if (db) {
           cv.wait(guard, ready);
         } else if (!cv.wait_for(guard, reopen_retry_interval, ready)) {
@@ -856,6 +858,23 @@ caf::expected<std::unique_ptr<store>> store::open(store_options opts) {
   p->completer = std::thread{[ip] { ip->run_completions(); }};
   p->writer = std::thread{[ip] { ip->run(); }};
   return std::unique_ptr<store>{new store(std::move(p))};
+}
+
+store::commit_hold::~commit_hold() {
+  if (impl_ == nullptr)
+    return;
+  {
+    std::lock_guard<std::mutex> guard{impl_->mtx};
+    assert(impl_->holds > 0);
+    --impl_->holds;
+  }
+  impl_->cv.notify_one();
+}
+
+store::commit_hold store::hold_commits() {
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  ++impl_->holds;
+  return commit_hold{impl_.get()};
 }
 
 uint64_t store::next_epoch() {

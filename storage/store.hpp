@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -161,6 +162,26 @@ public:
   /// A fresh activation epoch: unique and increasing across restarts of the node.
   [[nodiscard]] uint64_t next_epoch();
 
+  /// While one lives, the writer starts no group commit: the writes queued meanwhile share
+  /// the next one, which starts when the last hold ends (a migration's target queues its
+  /// replica promise and the shipped state together: one synced write, not two in a row).
+  /// Hold it only around a few calls that queue writes: every writer of the store waits.
+  struct impl;
+  class commit_hold {
+  public:
+    commit_hold(commit_hold&& other) noexcept : impl_(std::exchange(other.impl_, nullptr)) {}
+    commit_hold(const commit_hold&) = delete;
+    commit_hold& operator=(const commit_hold&) = delete;
+    commit_hold& operator=(commit_hold&&) = delete;
+    ~commit_hold();
+
+  private:
+    friend class store;
+    explicit commit_hold(impl* p) noexcept : impl_(p) {}
+    impl* impl_;
+  };
+  [[nodiscard]] commit_hold hold_commits();
+
   /// Writes an online, consistent copy of the database to `dir` (must not exist) as a
   /// RocksDB checkpoint. Errors: invalid_argument (dir exists), storage_error.
   [[nodiscard]] caf::error checkpoint(const std::string& dir);
@@ -172,8 +193,6 @@ public:
 
   /// Builds the journal key of (`agent`, `seq`).
   [[nodiscard]] static std::string journal_key(std::string_view agent, uint64_t seq);
-
-  struct impl;
 
 private:
   explicit store(std::unique_ptr<impl> p);

@@ -214,9 +214,10 @@ protected:
     ASSERT_TRUE(r) << describe(r.error());
   }
 
-  caf::expected<uint64_t> acquire(const std::string& on, uint64_t min_epoch, bool fresh) {
+  caf::expected<uint64_t> acquire(const std::string& on, uint64_t min_epoch, bool fresh,
+                                  replicator::activation_hints* hints = nullptr) {
     auto f = std::async(std::launch::async, [&] {
-      return reps.at(on)->acquire(*parse_agent_id(agent), meta(), min_epoch, fresh);
+      return reps.at(on)->acquire(*parse_agent_id(agent), meta(), min_epoch, fresh, hints);
     });
     // Liveness, not speed: a round that waited for the silent member would take 60 s.
     if (f.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
@@ -244,6 +245,44 @@ TEST_F(replication_rounds, a_migrations_target_asks_for_its_promise_without_the_
   auto stolen = acquire("n3", 1, false);
   ASSERT_FALSE(stolen);
   EXPECT_EQ(code_of(stolen.error()), errc::agent_not_found) << describe(stolen.error());
+}
+
+TEST_F(replication_rounds, a_handover_round_sent_early_is_the_one_its_activation_waits_for) {
+  auto first = acquire("n1", 5, true);
+  ASSERT_TRUE(first) << describe(first.error());
+  auto id = *parse_agent_id(agent);
+  auto mark = calls_so_far();
+  // The shipment arrives on n2: the round goes out at once, before any activation runs.
+  auto round = reps.at("n2")->begin_handover(id, meta(), *first, 3);
+  ASSERT_NE(round, nullptr);
+  auto sent = ops_since(mark);
+  EXPECT_EQ(std::count_if(sent.begin(), sent.end(),
+                          [](auto& c) { return c.find(" r.prepare") != std::string::npos; }),
+            2)
+    << "one prepare to each other member of the set";
+  // The activation takes that round over: it sends no round of its own.
+  auto mark2 = calls_so_far();
+  replicator::activation_hints hints;
+  hints.round = round;
+  hints.position = std::make_pair(*first, uint64_t{0});
+  auto moved = acquire("n2", 3, false, &hints);
+  ASSERT_TRUE(moved) << describe(moved.error());
+  EXPECT_EQ(*moved, *first + 1);
+  EXPECT_FALSE(hints.replaced);
+  for (auto& c : ops_since(mark2))
+    EXPECT_EQ(c.find("r.prepare"), std::string::npos) << "the activation sent a round: " << c;
+  auto copy = dbs.at("n3")->get_meta(replicator::copy_key(agent));
+  ASSERT_TRUE(copy && copy->has_value());
+  EXPECT_EQ((*copy)->promised_epoch, *first + 1);
+  EXPECT_EQ((*copy)->holder, "n2");
+  // A round is used once: a later activation of n2 asks again.
+  auto mark3 = calls_so_far();
+  auto again = acquire("n2", 1, false, &hints);
+  ASSERT_TRUE(again) << describe(again.error());
+  EXPECT_GT(*again, *moved);
+  auto ops = ops_since(mark3);
+  EXPECT_TRUE(std::any_of(ops.begin(), ops.end(),
+                          [](auto& c) { return c.find("r.prepare") != std::string::npos; }));
 }
 
 TEST_F(replication_rounds, a_handover_refused_as_too_old_runs_both_rounds_and_wins_a_newer_epoch) {

@@ -156,6 +156,28 @@ TEST_F(Store, ConflictIsCheckedInCommitOrderWithinOneBatch) {
   EXPECT_EQ(evs[2].payload, "try#4");
 }
 
+TEST_F(Store, WritesQueuedUnderACommitHoldShareOneGroupCommit) {
+  observer_->clear();
+  std::atomic<int> done{0};
+  {
+    auto hold = st_->hold_commits();
+    st_->put_meta(make_meta("acme/h1", "counter"), false, [&](caf::error err) {
+      EXPECT_FALSE(err) << describe(err);
+      ++done;
+    });
+    // Time enough for an idle writer to commit the first write alone, were it not held.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(done.load(), 0) << "a write committed while the hold lived";
+    st_->put_meta(make_meta("acme/h2", "counter"), false, [&](caf::error err) {
+      EXPECT_FALSE(err) << describe(err);
+      ++done;
+    });
+  }
+  ASSERT_FALSE(wait_done([&](store::done_fn d) { st_->barrier(std::move(d)); }));
+  EXPECT_EQ(done.load(), 2);
+  EXPECT_EQ(observer_->commits(), std::vector<size_t>{2});
+}
+
 TEST_F(Store, ConcurrentAppendersToDifferentAgentsAllSucceedInGroupCommits) {
   constexpr int threads_n = 8;
   constexpr uint64_t per_thread = 60;
