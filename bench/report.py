@@ -1179,39 +1179,30 @@ class Report:
         rows = []
         for x in d.list("results"):
             rows.append(dict(size=int(x.num("state_bytes")), moves=x.num("moves"),
-                             held=x.num("moves_holding_calls", None),
                              p50=x.num("pause_ms.p50"), p99=x.num("pause_ms.p99"),
                              mx=x.num("pause_ms.max"), cap=x.num("capture_ms.p50"),
-                             w50=x.num("window_ms.p50", None), w99=x.num("window_ms.p99", None),
+                             held=x.num("moves_holding_calls", None),
                              c50=x.num("client_worst_ask_ms.p50"),
                              c99=x.num("client_worst_ask_ms.p99"),
                              acked=x.num("writes_acked")))
         L = [f"A journaled `kv` agent of each state size moved {plural(d.num('moves'), 'time')} round "
-             "3 nodes while one client writes to it. The pause is what the source measures: "
-             "first call stashed to the stash forwarded to the new node (ARCHITECTURE.md), over "
-             "the moves that held a call. The whole move runs from the agent leaving the "
-             "directory to the stash forwarded; it includes the capture (the writes in progress "
-             "becoming durable, as they would without a move). Every run checks that the last "
+             "3 nodes while one client writes to it; the pause is what the source measures "
+             "(the agent out of the directory, so that calls wait, to the stash forwarded to "
+             "the new node, whose activation runs by then). Every run checks that the last "
              "acknowledged write is there. No peer migrates live actors.", "",
-             "| state | pause p50 ms | pause p99 ms | max ms | moves holding calls | whole move "
-             "p50 / p99 ms | capture p50 ms | client's worst ask p50 / p99 ms | writes acked |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| state | pause p50 ms | pause p99 ms | max ms | capture p50 ms | moves holding "
+             "calls | client's worst ask p50 / p99 ms | writes acked |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             held = "-" if r["held"] is None else f"{r['held']:.0f} of {r['moves']:.0f}"
-            whole = ("- (not measured)" if r["w50"] is None
-                     else f"{ms(r['w50'])} / {ms(r['w99'])}")
             L.append(f"| {size_name(r['size'])} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['mx'])}"
-                     f" | {held} | {whole} | {ms(r['cap'])} | {ms(r['c50'])} / {ms(r['c99'])} "
+                     f" | {ms(r['cap'])} | {held} | {ms(r['c50'])} / {ms(r['c99'])} "
                      f"| {num(r['acked'])} |")
         L.append("")
         mid = [r for r in rows if r["size"] == 65536]
         if mid:
-            m = mid[0]
-            over = (f"{m['moves']:.0f} moves" if m["held"] is None else
-                    f"{m['held']:.0f} of {m['moves']:.0f} moves held calls; whole move p99 "
-                    f"{ms(m['w99'])} ms")
-            self.goal("#4", "migration pause p99 < 5 ms at 64 KiB", f"p99 {ms(m['p99'])} ms "
-                      f"({over})", verdict(m["p99"] < 5))
+            self.goal("#4", "migration pause p99 < 5 ms at 64 KiB", f"p99 {ms(mid[0]['p99'])} ms "
+                      f"({mid[0]['moves']:.0f} moves)", verdict(mid[0]["p99"] < 5))
         else:
             self.goal("#4", "migration pause p99 < 5 ms at 64 KiB", "no 64 KiB run",
                       "not measured")

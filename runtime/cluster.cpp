@@ -607,7 +607,6 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                             {"moved", r->moved},
                             {"pause_ms", r->pause_ms},
                             {"held_calls", r->held_calls},
-                            {"window_ms", r->window_ms},
                             {"capture_ms", r->capture_ms},
                             {"state_bytes", r->state_bytes}}
                .dump());

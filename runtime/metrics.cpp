@@ -132,8 +132,8 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Register(*registry_);
   migration_pause_ = &BuildHistogram()
                         .Name("hive_migration_pause_seconds")
-                        .Help("Pause of a live migration that held calls: first call stashed "
-                              "to the stash forwarded to the new node")
+                        .Help("Pause of a live migration: the agent out of the directory (calls "
+                              "wait from then on) to the stash forwarded to the new node")
                         .Register(*registry_)
                         .Add({}, latency_buckets());
   replication_writes_ = &BuildCounter()
@@ -271,13 +271,13 @@ void metrics::journal_append(double seconds) {
   append_seconds_->Observe(seconds);
 }
 
-void metrics::migration(bool moved, std::optional<double> pause_seconds) {
+void metrics::migration(bool moved, double pause_seconds) {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     migrations_->Add({{"result", moved ? "moved" : "aborted"}}).Increment();
   }
-  if (moved && pause_seconds)
-    migration_pause_->Observe(*pause_seconds);
+  if (moved)
+    migration_pause_->Observe(pause_seconds);
 }
 
 void metrics::storage_failure(std::string_view code) {

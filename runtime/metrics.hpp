@@ -5,7 +5,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -98,10 +97,10 @@ public:
   void storage_failure(std::string_view code);
 
   /// One live migration out of this node: `hive_migrations_total{result}` (`moved` or
-  /// `aborted`) and, when moved and calls were held (`pause_seconds` set),
-  /// `hive_migration_pause_seconds` (first call stashed to the stash forwarded to the new
-  /// node, whose activation is then running).
-  void migration(bool moved, std::optional<double> pause_seconds);
+  /// `aborted`) and, when moved, `hive_migration_pause_seconds` (the agent out of the
+  /// directory, so that calls wait, to the stash forwarded to the new node, whose activation
+  /// is then running: `migration_result::pause_ms`).
+  void migration(bool moved, double pause_seconds);
 
   /// Totals of the call transport since start (runtime/transport.hpp), copied in now and then:
   /// `hive_transport_frames_total{direction}` (sent, received),

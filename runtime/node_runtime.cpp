@@ -612,8 +612,7 @@ struct activation_book {
     std::chrono::steady_clock::time_point started;
     /// When the agent handed over its state.
     std::chrono::steady_clock::time_point captured;
-    /// When the first call was held in `waiting` (unset: none came), and how many were.
-    std::optional<std::chrono::steady_clock::time_point> first_held;
+    /// Calls held in `waiting` so far.
     size_t held = 0;
     uint64_t token = 0;
     bool shipping = false;
@@ -727,8 +726,6 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
                           id.str()
                             + " is migrating and holds persistence."
                               "activation_queue_messages_max messages"));
-    if (!m->second.first_held)
-      m->second.first_held = std::chrono::steady_clock::now();
     ++m->second.held;
     m->second.waiting.push_back(std::move(k));
     return;
@@ -907,7 +904,7 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
       k(make_error(errc::agent_failed, id.str() + " is restarting"));
   }
   if (ctx->metrics)
-    ctx->metrics->migration(false, std::nullopt);
+    ctx->metrics->migration(false, 0);
   log::event(spdlog::level::warn, "agent_migration_aborted",
              {{"to", m.job.to}, {"reason", describe(why)}}, id.str());
   m.job.done(std::move(why));
@@ -951,19 +948,16 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   r.from = ctx->cfg.node.name;
   r.to = m.job.to;
   r.moved = true;
-  r.pause_ms = m.first_held ? ms(now - *m.first_held).count() : 0.0;
+  r.pause_ms = ms(now - m.started).count();
   r.held_calls = m.held;
-  r.window_ms = ms(now - m.started).count();
   r.state_bytes = m.state_bytes;
   r.capture_ms = ms(m.captured - m.started).count();
   if (ctx->metrics)
-    ctx->metrics->migration(
-      true, m.first_held ? std::optional<double>{r.pause_ms / 1000.0} : std::nullopt);
+    ctx->metrics->migration(true, r.pause_ms / 1000.0);
   log::event(spdlog::level::info, "agent_migrated",
              {{"to", m.job.to},
               {"pause_ms", r.pause_ms},
               {"held_calls", r.held_calls},
-              {"window_ms", r.window_ms},
               {"capture_ms", r.capture_ms},
               {"state_bytes", m.state_bytes}},
              id.str());

@@ -84,19 +84,18 @@ struct migration_result {
   std::string to;
   /// False when the agent already was on `to` (nothing happened).
   bool moved = false;
-  /// The pause: first call held (stashed) to the stash forwarded to the new node, whose
-  /// activation runs by then (milliseconds); 0 when no call came while the agent moved.
-  double pause_ms = 0;
-  /// Calls held during the move (forwarded in arrival order).
-  size_t held_calls = 0;
-  /// The whole move: the agent out of the directory (it takes no new call from then on) to
-  /// the stash forwarded. It includes the capture, when the calls in progress end as they
+  /// The pause: the agent out of the directory (no call reaches it from then on: calls wait
+  /// in the stash on this node, or on the new node for its activation) to the stash forwarded
+  /// to the new node, whose activation runs by then (milliseconds). It bounds the wait the
+  /// move adds to any call; it includes the capture, when the calls in progress end as they
   /// would without a move.
-  double window_ms = 0;
+  double pause_ms = 0;
+  /// Calls held in the stash on this node during the move (forwarded in arrival order).
+  size_t held_calls = 0;
   /// Size of the encoded state shipped.
   size_t state_bytes = 0;
-  /// Of the window: until the agent handed over its state (its last events durable); the
-  /// rest is shipping, storing and activating on the new node.
+  /// Of the pause: until the agent handed over its state (its last events durable); the rest
+  /// is shipping, storing and activating on the new node.
   double capture_ms = 0;
 };
 

@@ -206,12 +206,8 @@ TEST_F(migration_test, a_slow_transport_holds_the_calls_and_then_they_reach_the_
   auto r = migrate("acme/m", transport::deliver, 300ms);
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_TRUE(r->moved);
-  EXPECT_GE(r->window_ms, 300.0);
-  // The pause runs from the first call held: four clients send one the moment the agent is
-  // out of the directory, so nearly all of the window.
-  EXPECT_GT(r->held_calls, 0u);
-  EXPECT_GE(r->pause_ms, 250.0);
-  EXPECT_LE(r->pause_ms, r->window_ms);
+  EXPECT_GE(r->pause_ms, 300.0);
+  EXPECT_GT(r->held_calls, 0u) << "four clients kept calling while the state travelled";
   std::this_thread::sleep_for(200ms); // calls through A now go on to B
   auto total = clients.finish();
   for (size_t c = 0; c < clients.disorder.size(); ++c)
@@ -228,15 +224,14 @@ TEST_F(migration_test, a_slow_transport_holds_the_calls_and_then_they_reach_the_
   }));
 }
 
-TEST_F(migration_test, a_move_that_held_no_call_paused_nobody) {
+TEST_F(migration_test, a_move_without_callers_holds_no_call_and_still_reports_its_pause) {
   spawn("acme/q");
   ASSERT_TRUE(ask(*a, "acme/q", {{"op", "add"}, {"by", 1}}));
   auto r = migrate("acme/q", transport::deliver, 100ms);
   ASSERT_TRUE(r) << describe(r.error());
   EXPECT_TRUE(r->moved);
-  EXPECT_GE(r->window_ms, 100.0) << "the state took 100 ms to arrive";
+  EXPECT_GE(r->pause_ms, 100.0) << "the state took 100 ms to arrive";
   EXPECT_EQ(r->held_calls, 0u);
-  EXPECT_EQ(r->pause_ms, 0.0) << "no call waited";
   auto on_b = ask(*b, "acme/q", {{"op", "get"}});
   ASSERT_TRUE(on_b) << describe(on_b.error());
   EXPECT_EQ((*on_b)["value"], 1);
