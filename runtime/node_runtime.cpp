@@ -201,24 +201,29 @@ caf::expected<std::shared_ptr<agent>> restore_agent(
   std::shared_ptr<agent> instance{std::move(*made)};
   auto id = agent_name.str();
   // A migration's target starts from the snapshot it was shipped (and stores): nothing to read.
-  auto snap = shipped != nullptr ? caf::expected<std::optional<records::snapshot_record>>{*shipped}
-                                 : ctx.db->get_snapshot(id);
-  if (!snap)
-    return std::move(snap.error());
+  const records::snapshot_record* snap = shipped;
+  std::optional<records::snapshot_record> stored;
+  if (shipped == nullptr) {
+    auto got = ctx.db->get_snapshot(id);
+    if (!got)
+      return std::move(got.error());
+    stored = std::move(*got);
+    snap = stored ? &*stored : nullptr;
+  }
   pos.seq = pos.snapshot_seq = 0;
   pos.dedup.clear();
-  if (*snap) {
-    if (auto err = instance->restore((*snap)->state))
+  if (snap != nullptr) {
+    if (auto err = instance->restore(snap->state))
       return make_error(errc::corrupt_record,
                         "snapshot of " + id + " does not restore: " + message_of(err));
-    pos.seq = pos.snapshot_seq = (*snap)->hdr.seq;
-    pos.dedup.assign((*snap)->dedup.begin(), (*snap)->dedup.end());
+    pos.seq = pos.snapshot_seq = snap->hdr.seq;
+    pos.dedup.assign(snap->dedup.begin(), snap->dedup.end());
     // Epochs grow per id across nodes too: a snapshot shipped by a migration carries the
     // epoch of the activation it left.
-    pos.epoch = std::max(pos.epoch, (*snap)->hdr.epoch + 1);
+    pos.epoch = std::max(pos.epoch, snap->hdr.epoch + 1);
   }
   if (kind->persistence == persistence_mode::journaled) {
-    for (; shipped == nullptr;) {
+    while (shipped == nullptr) { // (the journal holds nothing after a shipped snapshot)
       auto events = ctx.db->read_journal_from(id, pos.seq + 1, 4096);
       if (!events)
         return std::move(events.error());
@@ -444,7 +449,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     if (persisted && kept && instance)
       pos = std::move(*kept); // the same activation's state, all of it durable
     else if (persisted)
-      pos.epoch = adopted && adopted->min_epoch != 0 ? adopted->min_epoch : ctx->db->next_epoch();
+      pos.epoch = adopted ? adopted->min_epoch : ctx->db->next_epoch();
     bool awake = persisted && kept && instance;
     auto rep = !awake && persisted && kind->persistence == persistence_mode::journaled && ctx->rep
       ? ctx->rep->get()
@@ -479,8 +484,8 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         return make_error(errc::agent_not_found, "no agent " + d->id.str());
       replicator::activation_hints hints;
       hints.settled = settled;
-      if (adopted && adopted->snapshot) {
-        hints.position = std::make_pair(adopted->snapshot->hdr.epoch, adopted->snapshot->hdr.seq);
+      if (adopted && shipped) {
+        hints.position = std::make_pair(shipped->hdr.epoch, shipped->hdr.seq);
         hints.round = adopted->round;
       }
       auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, &hints);
@@ -612,8 +617,6 @@ struct activation_book {
     std::chrono::steady_clock::time_point started;
     /// When the agent handed over its state.
     std::chrono::steady_clock::time_point captured;
-    /// Calls held in `waiting` so far.
-    size_t held = 0;
     uint64_t token = 0;
     bool shipping = false;
     size_t state_bytes = 0;
@@ -726,7 +729,6 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
                           id.str()
                             + " is migrating and holds persistence."
                               "activation_queue_messages_max messages"));
-    ++m->second.held;
     m->second.waiting.push_back(std::move(k));
     return;
   }
@@ -924,6 +926,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   auto token = book.next_token++;
   auto fwd = self->system().spawn(forwarder_fn, remote, id, caf::actor_cast<caf::actor>(self),
                                   m.job.to, ctx, token);
+  auto held = m.waiting.size();
   // The stash goes into the forwarder's mailbox before anyone else can find the forwarder:
   // a tell on another thread (node_runtime::activate_then) that finds the moved entry must
   // queue behind the stashed calls, never overtake them.
@@ -949,7 +952,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   r.to = m.job.to;
   r.moved = true;
   r.pause_ms = ms(now - m.started).count();
-  r.held_calls = m.held;
+  r.held_calls = held;
   r.state_bytes = m.state_bytes;
   r.capture_ms = ms(m.captured - m.started).count();
   if (ctx->metrics)

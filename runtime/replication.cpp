@@ -332,12 +332,24 @@ std::vector<caf::expected<std::string>> replicator::gather(
   return wait_round(send_round(set, req, local, enough), set);
 }
 
-std::string replicator::prepare_body(uint64_t epoch, const std::string& meta_bytes,
-                                     const std::string& agent) const {
+std::shared_ptr<replicator::round_book> replicator::send_prepare(
+  const agent_id& id, uint64_t epoch, const std::string& meta_bytes,
+  const std::vector<replica_peer>& set) {
+  auto key = id.str();
+  std::vector<std::string> names;
   std::string joined;
-  for (auto& m : replica_set(agent))
+  for (auto& m : replica_set(key)) {
+    names.push_back(m.name);
     joined += (joined.empty() ? "" : ",") + m.name;
-  return pack({std::to_string(epoch), self_, meta_bytes, joined});
+  }
+  remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
+  p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
+  return send_round(
+    set, p,
+    [&](reply_fn done) {
+      on_prepare(key, epoch, self_, meta_bytes, std::move(names), std::move(done));
+    },
+    set.size() / 2 + 1);
 }
 
 std::shared_ptr<replicator::handover_round> replicator::begin_handover(
@@ -351,18 +363,7 @@ std::shared_ptr<replicator::handover_round> replicator::begin_handover(
     if (p.name == self_ && !p.serving)
       return nullptr; // (acquire refuses it: this node is still joining)
   round->epoch = std::max(min_epoch, epoch + 1);
-  auto meta_bytes = records::encode(meta);
-  std::vector<std::string> names;
-  for (auto& m : replica_set(key))
-    names.push_back(m.name);
-  remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
-  p.call.body = prepare_body(round->epoch, meta_bytes, key);
-  round->answers = send_round(
-    round->set, p,
-    [&](reply_fn done) {
-      on_prepare(key, round->epoch, self_, meta_bytes, std::move(names), std::move(done));
-    },
-    round->set.size() / 2 + 1);
+  round->answers = send_prepare(id, round->epoch, records::encode(meta), round->set);
   return round;
 }
 
@@ -372,8 +373,7 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
   auto key = id.str();
   // A round begun before (begin_handover): its set is the one its answers are of.
   auto round = hints != nullptr ? std::move(hints->round) : nullptr;
-  if (round && round->key != key)
-    round.reset();
+  assert(!round || round->key == key);
   auto set = round ? round->set : effective_set(key);
   auto need = set.size() / 2 + 1;
   for (auto& p : set)
@@ -391,9 +391,6 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
     }
   }
   auto meta_bytes = records::encode(meta);
-  std::vector<std::string> names;
-  for (auto& m : replica_set(key))
-    names.push_back(m.name);
   std::vector<caf::expected<std::string>> preps;
   std::optional<std::pair<copy_info, size_t>> best;
   uint64_t epoch = 0;
@@ -438,18 +435,11 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
     // A majority's promises make the epoch this activation's; the copy with the newest journal
     // among them holds every acknowledged write (a write's majority meets this one). The
     // others' answers (this node's own, say, queued behind a large write) are not waited for.
-    if (skip_query && round && round->epoch >= epoch) {
-      // Sent already (begin_handover), of the same meta, for an epoch at least this large.
-      epoch = round->epoch;
-      preps = wait_round(round->answers, set);
-    } else {
-      remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
-      p.call.body = prepare_body(epoch, meta_bytes, key);
-      preps = gather(
-        set, p,
-        [&](reply_fn done) { on_prepare(key, epoch, self_, meta_bytes, names, std::move(done)); },
-        need);
-    }
+    if (skip_query && round && round->epoch >= epoch)
+      epoch = round->epoch; // sent already (begin_handover), for an epoch at least this large
+    else
+      round.reset();
+    preps = wait_round(round ? round->answers : send_prepare(id, epoch, meta_bytes, set), set);
     round.reset();
     size_t promised = 0;
     bool fenced = false;

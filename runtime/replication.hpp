@@ -239,10 +239,6 @@ private:
                                                  const std::function<void(reply_fn)>& local,
                                                  size_t enough = 0);
 
-  /// The body of an `r.prepare` of `agent` for `epoch` to this node.
-  std::string prepare_body(uint64_t epoch, const std::string& meta_bytes,
-                           const std::string& agent) const;
-
   /// The answers of a round `send_round` started.
   struct round_book;
   /// `gather` in two halves: sends, then (`wait_round`) waits.
@@ -251,6 +247,11 @@ private:
                                          const std::function<void(reply_fn)>& local, size_t enough);
   std::vector<caf::expected<std::string>> wait_round(const std::shared_ptr<round_book>& b,
                                                      const std::vector<replica_peer>& set);
+  /// Round 2 of an activation of `id` on this node: asks `set` to promise `epoch`
+  /// (`meta_bytes`: the working copy's meta); done once a majority of `set` promised.
+  std::shared_ptr<round_book> send_prepare(const agent_id& id, uint64_t epoch,
+                                           const std::string& meta_bytes,
+                                           const std::vector<replica_peer>& set);
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);
