@@ -1570,8 +1570,8 @@ node_runtime::~node_runtime() {
 void node_runtime::set_fatal_handler(std::function<void(const caf::error&)> fn) {
   auto ptr = caf::actor_cast<caf::abstract_actor*>(root_);
   assert(ptr != nullptr);
-  ptr->attach_functor([this, fn = std::move(fn)](const caf::error& reason) {
-    if (!stopping_.load())
+  ptr->attach_functor([off = fatal_off_, fn = std::move(fn)](const caf::error& reason) {
+    if (!off->load())
       fn(reason);
   });
 }
@@ -2375,6 +2375,7 @@ void node_runtime::backup_async(std::string dir, std::function<void(caf::error)>
 void node_runtime::shutdown() {
   if (stopping_.exchange(true))
     return;
+  fatal_off_->store(true);
   log::event(spdlog::level::info, "runtime_stopping", {{"agents", directory_->size()}});
   forget_cached_lookups(); // the calling thread's strong handles would keep agents alive
   {

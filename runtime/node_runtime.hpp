@@ -508,6 +508,9 @@ private:
   /// Round-robin position over `routers_`.
   std::atomic<size_t> next_router_{0};
   std::atomic<bool> stopping_{false};
+  /// Set by `shutdown()`. Shared with the fatal handler attached to the root, which runs as the
+  /// root exits, possibly after `shutdown()` returned and the runtime is gone.
+  std::shared_ptr<std::atomic<bool>> fatal_off_ = std::make_shared<std::atomic<bool>>(false);
 
   [[nodiscard]] const caf::actor& next_router() noexcept {
     return routers_[next_router_.fetch_add(1, std::memory_order_relaxed) % routers_.size()];

@@ -228,6 +228,32 @@ TEST_F(node_runtime_test, root_failure_reaches_the_fatal_handler) {
   EXPECT_EQ(code_of(f.get()), errc::escalated);
 }
 
+// The root runs its fatal handler as it exits. When shutdown's drain (`node.shutdown_drain_ms`)
+// runs out first, that exit comes after `shutdown()` returned and the runtime is freed: the
+// handler must neither touch the runtime (AddressSanitizer reports a use after free) nor report
+// the planned stop as a failure.
+TEST_F(node_runtime_test, a_root_that_exits_after_the_runtime_is_gone_reports_nothing) {
+  node_config nc;
+  nc.node.shutdown_drain_ms = 0;
+  start(nc);
+  auto fatal_calls = std::make_shared<std::atomic<int>>(0);
+  rt->set_fatal_handler([fatal_calls](const caf::error&) { ++*fatal_calls; });
+  // Both scheduler threads sleep in an agent, so the root cannot run its exit before the
+  // runtime is gone.
+  for (auto id : {"acme/s1", "acme/s2"}) {
+    ASSERT_TRUE(spawn(id, "fragile"));
+    rt->ask(*parse_agent_id(id),
+            agent_call{envelope{7, "acme", 0, "test", {}, 0}, R"({"op":"sleep","ms":400})"}, 5s,
+            [](caf::expected<std::string>) {});
+  }
+  std::this_thread::sleep_for(100ms); // both calls are being handled
+  rt->shutdown();
+  rt.reset();
+  // (The answers go to routers that stopped meanwhile: a drain of 0 waits for nothing.)
+  std::this_thread::sleep_for(700ms); // the sleeps end, the root's exit runs
+  EXPECT_EQ(fatal_calls->load(), 0) << "a planned stop is not a failure";
+}
+
 TEST_F(node_runtime_test, ask_times_out_at_its_deadline) {
   start();
   ASSERT_TRUE(spawn("acme/slow", "fragile"));
