@@ -876,6 +876,43 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
   };
 }
 
+/// A move called off after its state went out (`m.shipping`): the target may have had a
+/// majority of the replica set promise it a newer epoch before it failed (its promise round
+/// goes out as the state arrives, replicator::begin_handover), or before it refused a settle.
+/// Going on at the old epoch, the agent's next write would be fenced: it would stand down and
+/// drop its working copy, while the promise names a node that never ran it and still serves
+/// calls, so no member would activate it again. The source takes the promise back first, the
+/// way a migration's target takes it over (without the check for another holder), at an epoch
+/// above any promised. Blocks the tenant supervisor for the rounds, as an activation does.
+/// Returns the agent's new epoch; 0: nothing to take back (not replicated), or it failed
+/// (logged; the agent goes on at its old epoch, as before).
+uint64_t take_promise_back(const ctx_ptr& ctx, const agent_id& id, const std::string& kind) {
+  auto* k = ctx->kinds->find(kind);
+  auto rep = ctx->rep ? ctx->rep->get() : nullptr;
+  if (k == nullptr || k->persistence != persistence_mode::journaled || !rep)
+    return 0;
+  auto meta = ctx->db->get_meta(id.str());
+  if (!meta || !*meta) {
+    log::event(spdlog::level::err, "agent_promise_not_taken_back",
+               {{"reason", meta ? "no stored meta" : describe(meta.error())}}, id.str());
+    return 0;
+  }
+  rep->expect_handover(id, (*meta)->hdr.epoch);
+  replicator::activation_hints hints;
+  auto epoch = rep->acquire(id, **meta, ctx->db->next_epoch(), false, &hints);
+  if (!epoch || hints.replaced) {
+    // (Replaced: a newer copy than this node's working copy, which only an activation
+    // elsewhere could have written; this instance is stale and its next write is fenced.)
+    log::event(
+      spdlog::level::err, "agent_promise_not_taken_back",
+      {{"reason", epoch ? "a newer copy replaced the working copy" : describe(epoch.error())}},
+      id.str());
+    return 0;
+  }
+  log::event(spdlog::level::info, "agent_promise_taken_back", {{"epoch", *epoch}}, id.str());
+  return *epoch;
+}
+
 /// Puts a migrating agent back: it goes on here, the stash first.
 void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                      const agent_id& id, caf::error why) {
@@ -887,8 +924,10 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   auto child = self->state.find_child(id.name);
   caf::actor agent = child != nullptr ? child->handle : caf::actor{};
   if (agent)
-    // Before the stash: the agent takes calls again once it sees this.
-    self->send(agent, migrate_end_atom::value, false);
+    // Before the stash: the agent takes calls again once it sees this (at its new epoch, if
+    // it has one).
+    self->send(agent, migrate_end_atom::value, false,
+               m.shipping ? take_promise_back(ctx, id, m.view.kind) : uint64_t{0});
   auto view = m.view;
   view.agent = agent;
   if (!view.has_breaker)
@@ -944,7 +983,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
                      migrate_expire_atom::value, id, token);
   if (m.agent)
-    self->send(m.agent, migrate_end_atom::value, true);
+    self->send(m.agent, migrate_end_atom::value, true, uint64_t{0});
   using ms = std::chrono::duration<double, std::milli>;
   auto now = std::chrono::steady_clock::now();
   migration_result r;

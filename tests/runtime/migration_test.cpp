@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "protocols/type_ids.hpp"
 #include "runtime/bootstrap.hpp"
 #include "runtime/node_runtime.hpp"
+#include "runtime/replication.hpp"
 #include "support/node_process.hpp"
 #include "support/remote_runner.hpp"
 
@@ -47,7 +49,38 @@ public:
         rt->shutdown();
     a.reset();
     b.reset();
+    for (auto& [_, r] : reps)
+      r->shutdown();
     sys.reset();
+  }
+
+  /// Journaled agents of A and B get a replica set of three: A, B and a third member C (a
+  /// store only), their replication calls delivered in process.
+  void replicate() {
+    store_options o;
+    o.path = dir_c.path.string();
+    auto c = store::open(std::move(o));
+    ASSERT_TRUE(c) << describe(c.error());
+    std::map<std::string, std::shared_ptr<store>> dbs{
+      {"a", a->db()}, {"b", b->db()}, {"c", std::shared_ptr<store>{std::move(*c)}}};
+    std::vector<replica_peer> all{{"a", "a", true}, {"b", "b", true}, {"c", "c", true}};
+    for (auto& [name, db] : dbs)
+      reps[name] = replicator::make(
+        db, name, {}, [all] { return all; },
+        [this](const std::string& address, const remote_call& req, std::chrono::milliseconds,
+               replicator::reply_fn done) { reps.at(address)->handle(req, std::move(done)); });
+    a->set_replicator(reps["a"]);
+    b->set_replicator(reps["b"]);
+  }
+
+  /// What member `on`'s replica copy of `id` promised, and to whom (`replicator::copy_state`).
+  nlohmann::json copy_state(const std::string& on, const std::string& id) {
+    remote_call q{"r.query", *parse_agent_id(id), {}, 2000};
+    std::promise<caf::expected<std::string>> p;
+    reps.at(on)->handle(q, [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    EXPECT_TRUE(r) << describe(r.error());
+    return r ? nlohmann::json::parse(*r) : nlohmann::json{};
   }
 
   std::unique_ptr<node_runtime> start_runtime(const std::string& name, test::temp_dir& dir) {
@@ -189,6 +222,8 @@ public:
   node_config cfg;
   test::temp_dir dir_a;
   test::temp_dir dir_b;
+  test::temp_dir dir_c;
+  std::map<std::string, std::shared_ptr<replicator>> reps;
   std::optional<caf::actor_system_config> sys_cfg;
   std::optional<caf::actor_system> sys;
   std::unique_ptr<node_runtime> a;
@@ -382,4 +417,57 @@ TEST_F(migration_test, an_ephemeral_or_unknown_agent_does_not_migrate) {
   b->adopt(bad, [&](caf::error err) { q.set_value(std::move(err)); });
   auto err = q.get_future().get();
   EXPECT_EQ(code_of(err), errc::corrupt_record) << describe(err);
+}
+
+// A target can fail after its promise round went out (its write of the state fails, its
+// deadline passes, a settle refuses it): a majority of the replica set then promised it a newer
+// epoch. The source that goes on with the agent must take that promise back first; else its
+// next write is fenced, it drops its working copy, and no member activates the agent again
+// (the promise names a node that serves calls but never ran it).
+TEST_F(migration_test, a_move_called_off_after_the_target_was_promised_leaves_the_agent_serving) {
+  replicate();
+  spawn("acme/r");
+  for (int i = 1; i <= 3; ++i) {
+    auto r = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+    ASSERT_TRUE(r) << describe(r.error());
+    ASSERT_EQ((*r)["value"], i);
+  }
+  auto left = copy_state("c", "acme/r");
+  ASSERT_EQ(left["holder"], "a");
+  // The target has a majority promise it the next epoch, then fails.
+  auto rep_b = reps["b"];
+  std::promise<uint64_t> promised;
+  std::promise<caf::expected<migration_result>> moved;
+  a->migrate_out(
+    *parse_agent_id("acme/r"), "b",
+    [rep_b, &promised](migration_payload p, std::function<void(caf::expected<caf::actor>)> done) {
+      std::thread{[rep_b, &promised, p = std::move(p), done] {
+        auto meta = records::decode_meta(p.meta);
+        auto snap = records::decode_snapshot(p.snapshot);
+        uint64_t epoch = 0;
+        if (meta && snap) {
+          rep_b->expect_handover(p.id, snap->hdr.epoch);
+          auto e = rep_b->acquire(p.id, *meta, 0, true);
+          epoch = e ? *e : 0;
+        }
+        promised.set_value(epoch);
+        done(make_error(errc::storage_error, "the test's target failed after its promise round"));
+      }}.detach();
+    },
+    [&moved](caf::expected<migration_result> r) { moved.set_value(std::move(r)); });
+  auto target_epoch = promised.get_future().get();
+  ASSERT_GT(target_epoch, left["promised"].get<uint64_t>()) << "the target was promised an epoch";
+  auto r = moved.get_future().get();
+  ASSERT_FALSE(r) << "the move was called off";
+  // The agent goes on at its source, with every acknowledged add, and writes again.
+  for (int i = 4; i <= 6; ++i) {
+    auto v = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+    ASSERT_TRUE(v) << "add " << i << ": " << describe(v.error());
+    EXPECT_EQ((*v)["value"], i);
+  }
+  for (auto on : {"a", "b", "c"}) {
+    auto now = copy_state(on, "acme/r");
+    EXPECT_EQ(now["holder"], "a") << on << ": " << now.dump();
+    EXPECT_GT(now["promised"].get<uint64_t>(), target_epoch) << on << ": " << now.dump();
+  }
 }
