@@ -948,7 +948,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       else
         st.migrate_waiting = true; // the last completion sends it
     },
-    [self](migrate_end_atom, bool moved, uint64_t epoch) {
+    [self](migrate_end_atom, bool moved, uint64_t epoch, bool reload_state) {
       auto& st = self->state;
       if (st.moved) // the linger timer: calls on stale handles had their time
         return self->quit(make_error(errc::migrated, st.cfg.id.str() + " moved"));
@@ -958,6 +958,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         // Aborted: this activation goes on, at the epoch its node took back if it did.
         if (epoch != 0)
           st.cfg.position.epoch = epoch;
+        if (reload_state)
+          reload(self); // (nothing is in flight: the state was captured)
         return;
       }
       // Moved: nothing of it may be written here any more (the store forgot the agent).
@@ -965,7 +967,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       st.passivating = true;
       st.since_snapshot = 0;
       st.cfg.env->db->forget(st.cfg.id.str());
-      self->delayed_send(self, migrate_linger, migrate_end_atom::value, false, uint64_t{0});
+      self->delayed_send(self, migrate_linger, migrate_end_atom::value, false, uint64_t{0}, false);
       // Released by its supervisor: it lingers no longer than the supervisor lives.
       self->monitor(st.cfg.parent);
       self->set_down_handler([self](caf::down_msg&) {

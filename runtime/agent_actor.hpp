@@ -154,10 +154,11 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 /// `migrate_go_atom`; from then on the agent re-delivers new calls to the supervisor (which
 /// stashes them), waits until every event it applied is durable, and answers
 /// `(migrate_state_atom, id, bytes)` with its state as an encoded `records::snapshot_record`
-/// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true, 0)`: the agent moved; it keeps
-/// re-delivering stale calls for `migrate_linger` and then quits with reason `migrated`.
-/// `(migrate_end_atom, false, epoch)`: the migration was aborted; it takes calls again, at
-/// `epoch` unless 0 (its node took the replicas' promise back: `take_promise_back`).
+/// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true, 0, false)`: the agent moved;
+/// it keeps re-delivering stale calls for `migrate_linger` and then quits with reason `migrated`.
+/// `(migrate_end_atom, false, epoch, reload)`: the migration was aborted; it takes calls again,
+/// at `epoch` unless 0 (its node took the replicas' promise back), after reading its state
+/// from the store again if `reload` (that promise replaced the working copy with a newer one).
 using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;

@@ -876,6 +876,13 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
   };
 }
 
+/// What `take_promise_back` did: the agent's new epoch (0: none, it goes on at its old one),
+/// and whether the working copy was replaced by a newer copy (the agent reloads it).
+struct promise_taken_back {
+  uint64_t epoch = 0;
+  bool replaced = false;
+};
+
 /// A move called off after its state went out (`m.shipping`): the target may have had a
 /// majority of the replica set promise it a newer epoch before it failed (its promise round
 /// goes out as the state arrives, replicator::begin_handover), or before it refused a settle.
@@ -884,33 +891,34 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
 /// calls, so no member would activate it again. The source takes the promise back first, the
 /// way a migration's target takes it over (without the check for another holder), at an epoch
 /// above any promised. Blocks the tenant supervisor for the rounds, as an activation does.
-/// Returns the agent's new epoch; 0: nothing to take back (not replicated), or it failed
-/// (logged; the agent goes on at its old epoch, as before).
-uint64_t take_promise_back(const ctx_ptr& ctx, const agent_id& id, const std::string& kind) {
+/// Nothing to take back (not replicated), or the rounds failed (logged): epoch 0, and the
+/// agent goes on at its old epoch, as before.
+promise_taken_back take_promise_back(const ctx_ptr& ctx, const agent_id& id,
+                                     const std::string& kind) {
   auto* k = ctx->kinds->find(kind);
   auto rep = ctx->rep ? ctx->rep->get() : nullptr;
   if (k == nullptr || k->persistence != persistence_mode::journaled || !rep)
-    return 0;
+    return {};
   auto meta = ctx->db->get_meta(id.str());
   if (!meta || !*meta) {
     log::event(spdlog::level::err, "agent_promise_not_taken_back",
                {{"reason", meta ? "no stored meta" : describe(meta.error())}}, id.str());
-    return 0;
+    return {};
   }
   rep->expect_handover(id, (*meta)->hdr.epoch);
   replicator::activation_hints hints;
   auto epoch = rep->acquire(id, **meta, ctx->db->next_epoch(), false, &hints);
-  if (!epoch || hints.replaced) {
-    // (Replaced: a newer copy than this node's working copy, which only an activation
-    // elsewhere could have written; this instance is stale and its next write is fenced.)
-    log::event(
-      spdlog::level::err, "agent_promise_not_taken_back",
-      {{"reason", epoch ? "a newer copy replaced the working copy" : describe(epoch.error())}},
-      id.str());
-    return 0;
+  if (!epoch) {
+    log::event(spdlog::level::err, "agent_promise_not_taken_back",
+               {{"reason", describe(epoch.error())}}, id.str());
+    return {};
   }
-  log::event(spdlog::level::info, "agent_promise_taken_back", {{"epoch", *epoch}}, id.str());
-  return *epoch;
+  // (Replaced: a copy newer than this node's working copy, which only an activation elsewhere
+  // could have written. The promise is this node's now, so the agent goes on at the new epoch,
+  // from what the store holds.)
+  log::event(hints.replaced ? spdlog::level::warn : spdlog::level::info, "agent_promise_taken_back",
+             {{"epoch", *epoch}, {"replaced", hints.replaced}}, id.str());
+  return {*epoch, hints.replaced};
 }
 
 /// Puts a migrating agent back: it goes on here, the stash first.
@@ -923,11 +931,12 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   book.migrating.erase(i);
   auto child = self->state.find_child(id.name);
   caf::actor agent = child != nullptr ? child->handle : caf::actor{};
-  if (agent)
+  if (agent) {
     // Before the stash: the agent takes calls again once it sees this (at its new epoch, if
     // it has one).
-    self->send(agent, migrate_end_atom::value, false,
-               m.shipping ? take_promise_back(ctx, id, m.view.kind) : uint64_t{0});
+    auto back = m.shipping ? take_promise_back(ctx, id, m.view.kind) : promise_taken_back{};
+    self->send(agent, migrate_end_atom::value, false, back.epoch, back.replaced);
+  }
   auto view = m.view;
   view.agent = agent;
   if (!view.has_breaker)
@@ -983,7 +992,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_forward_ms),
                      migrate_expire_atom::value, id, token);
   if (m.agent)
-    self->send(m.agent, migrate_end_atom::value, true, uint64_t{0});
+    self->send(m.agent, migrate_end_atom::value, true, uint64_t{0}, false);
   using ms = std::chrono::duration<double, std::milli>;
   auto now = std::chrono::steady_clock::now();
   migration_result r;
