@@ -9,7 +9,9 @@ asks through another node's gateway), so that every move has appends in flight a
 stash. Reports, per size: the pause the source node measures (the agent out of the directory,
 so that calls wait from then on, to the stash forwarded to the new node, which has stored and
 activated the agent; `pause_ms` of the reply, also `hive_migration_pause_seconds`), the part of
-it spent waiting for the last appends to be durable (`capture_ms`), how many moves held a call
+it spent waiting for the last appends to be durable (`capture_ms`) and the rest, per move
+(`after_capture_ms`: shipping, the target's promise round and write, the answer), how many
+moves held a call
 in the source's stash (a call can also wait on the new node for its activation), the client's
 worst ask latency around each move, and checks that no acknowledged write was lost. Medians, p99
 and max over the moves; JSON with --json.
@@ -71,7 +73,7 @@ def run_size(nodes, size, moves):
 
     t = threading.Thread(target=writer)
     t.start()
-    pauses, captures, client_worst = [], [], []
+    pauses, captures, rests, client_worst = [], [], [], []
     holding = 0
     host = 0
     try:
@@ -87,6 +89,7 @@ def run_size(nodes, size, moves):
             pauses.append(r["pause_ms"])
             holding += 1 if r.get("held_calls", 0) > 0 else 0
             captures.append(r["capture_ms"])
+            rests.append(r["pause_ms"] - r["capture_ms"])
             time.sleep(0.05)
             # The slowest client ask that overlapped this move.
             around = [(e - s) * 1000 for (_, s, e) in list(acked) if e >= t0 and s <= t1]
@@ -102,7 +105,7 @@ def run_size(nodes, size, moves):
     out = {"state_bytes": size, "moves": moves, "moves_holding_calls": holding,
            "writes_acked": len(acked), "write_retries": failures[0]}
     for name, xs in (("pause_ms", pauses), ("capture_ms", captures),
-                     ("client_worst_ask_ms", client_worst)):
+                     ("after_capture_ms", rests), ("client_worst_ask_ms", client_worst)):
         out[name] = {"p50": quantile(xs, 0.5), "p99": quantile(xs, 0.99), "max": max(xs)}
     return out
 
@@ -126,8 +129,10 @@ def main():
             r = run_size(nodes, size, opts.moves)
             results.append(r)
             p, c, w = r["pause_ms"], r["capture_ms"], r["client_worst_ask_ms"]
+            a = r["after_capture_ms"]
             print(f"  state {size:>8} B: pause p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, "
-                  f"max {p['max']:.2f} ms (capture p50 {c['p50']:.2f} ms; "
+                  f"max {p['max']:.2f} ms (capture p50 {c['p50']:.2f} ms, p99 {c['p99']:.2f} ms; "
+                  f"after capture p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms; "
                   f"{r['moves_holding_calls']} moves held calls in the stash); client's worst "
                   f"ask p50 {w['p50']:.2f} ms, p99 {w['p99']:.2f} ms; {r['writes_acked']} writes "
                   f"acked, none lost", flush=True)

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <future>
 #include <iostream>
 #include <limits>
 
@@ -165,6 +166,14 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   gw->reset();
   member.reset();
   rt->reset();
+  // Completions still running (a replica round returns at a majority, and the other answers'
+  // writes complete later) hold the replicator, and through it the store: wait for them, so
+  // that the last reference drops here and not on the store's own completion thread.
+  for (int pass = 0; pass < 2; ++pass) {
+    std::promise<caf::error> drained;
+    (*db)->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
+    (void)drained.get_future().get();
+  }
   db->reset(); // waits for queued writes, then closes the database
   log::event(spdlog::level::info, "node_stopped", {{"fatal", fatal.load()}});
   return fatal ? 1 : 0;

@@ -376,20 +376,22 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
   assert(!round || round->key == key);
   auto set = round ? round->set : effective_set(key);
   auto need = set.size() / 2 + 1;
-  for (auto& p : set)
-    if (p.name == self_ && !p.serving)
-      return make_error(errc::no_quorum,
-                        self_
-                          + " is still joining the cluster: it activates no "
-                            "replicated agent before it knows the members");
   std::optional<uint64_t> handover; // the epoch a migrating agent left its node with
   {
+    // (Taken first: an expected handover is for this activation only, whatever its outcome.
+    // Left behind, it would let a later one skip the check for another holder.)
     std::lock_guard<std::mutex> guard{fmtx_};
     if (auto h = handovers_.find(key); h != handovers_.end()) {
       handover = h->second;
       handovers_.erase(h);
     }
   }
+  for (auto& p : set)
+    if (p.name == self_ && !p.serving)
+      return make_error(errc::no_quorum,
+                        self_
+                          + " is still joining the cluster: it activates no "
+                            "replicated agent before it knows the members");
   auto meta_bytes = records::encode(meta);
   std::vector<caf::expected<std::string>> preps;
   std::optional<std::pair<copy_info, size_t>> best;

@@ -51,6 +51,17 @@ public:
     b.reset();
     for (auto& [_, r] : reps)
       r->shutdown();
+    // Rounds return at a majority: the other answers' writes may still be running, and their
+    // completions hold a replicator (and so a store), whose last reference must not drop on
+    // the store's own completion thread (store.cpp asserts that).
+    for (int pass = 0; pass < 2; ++pass)
+      for (auto& [_, db] : stores) {
+        std::promise<caf::error> drained;
+        db->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
+        (void)drained.get_future().get();
+      }
+    reps.clear();
+    stores.clear();
     sys.reset();
   }
 
@@ -61,10 +72,9 @@ public:
     o.path = dir_c.path.string();
     auto c = store::open(std::move(o));
     ASSERT_TRUE(c) << describe(c.error());
-    std::map<std::string, std::shared_ptr<store>> dbs{
-      {"a", a->db()}, {"b", b->db()}, {"c", std::shared_ptr<store>{std::move(*c)}}};
+    stores = {{"a", a->db()}, {"b", b->db()}, {"c", std::shared_ptr<store>{std::move(*c)}}};
     std::vector<replica_peer> all{{"a", "a", true}, {"b", "b", true}, {"c", "c", true}};
-    for (auto& [name, db] : dbs)
+    for (auto& [name, db] : stores)
       reps[name] = replicator::make(
         db, name, {}, [all] { return all; },
         [this](const std::string& address, const remote_call& req, std::chrono::milliseconds,
@@ -224,6 +234,7 @@ public:
   test::temp_dir dir_b;
   test::temp_dir dir_c;
   std::map<std::string, std::shared_ptr<replicator>> reps;
+  std::map<std::string, std::shared_ptr<store>> stores;
   std::optional<caf::actor_system_config> sys_cfg;
   std::optional<caf::actor_system> sys;
   std::unique_ptr<node_runtime> a;

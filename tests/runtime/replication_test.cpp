@@ -181,6 +181,15 @@ protected:
       done(make_error(errc::shutting_down, "test over"));
     for (auto& [_, r] : reps)
       r->shutdown();
+    // A round returns at a majority: the other answers' writes may still be running, and
+    // their completions hold a replicator (and so a store). Wait for them here, or the last
+    // reference to a store could drop on its own completion thread (store.cpp asserts that).
+    for (int pass = 0; pass < 2; ++pass)
+      for (auto& [_, db] : dbs) {
+        std::promise<caf::error> drained;
+        db->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
+        (void)drained.get_future().get();
+      }
   }
 
   records::meta_record meta() {
