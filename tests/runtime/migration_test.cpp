@@ -19,6 +19,7 @@
 #include "runtime/replication.hpp"
 #include "support/node_process.hpp"
 #include "support/remote_runner.hpp"
+#include "support/store_drain.hpp"
 
 using namespace std::chrono_literals;
 using namespace hive;
@@ -51,15 +52,7 @@ public:
     b.reset();
     for (auto& [_, r] : reps)
       r->shutdown();
-    // Rounds return at a majority: the other answers' writes may still be running, and their
-    // completions hold a replicator (and so a store), whose last reference must not drop on
-    // the store's own completion thread (store.cpp asserts that).
-    for (int pass = 0; pass < 2; ++pass)
-      for (auto& [_, db] : stores) {
-        std::promise<caf::error> drained;
-        db->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
-        (void)drained.get_future().get();
-      }
+    test::drain_completions(stores); // (see tests/support/store_drain.hpp)
     reps.clear();
     stores.clear();
     sys.reset();

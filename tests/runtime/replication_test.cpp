@@ -18,6 +18,7 @@
 #include "protocols/errc.hpp"
 #include "runtime/replication.hpp"
 #include "support/node_process.hpp"
+#include "support/store_drain.hpp"
 
 using namespace hive;
 
@@ -181,15 +182,7 @@ protected:
       done(make_error(errc::shutting_down, "test over"));
     for (auto& [_, r] : reps)
       r->shutdown();
-    // A round returns at a majority: the other answers' writes may still be running, and
-    // their completions hold a replicator (and so a store). Wait for them here, or the last
-    // reference to a store could drop on its own completion thread (store.cpp asserts that).
-    for (int pass = 0; pass < 2; ++pass)
-      for (auto& [_, db] : dbs) {
-        std::promise<caf::error> drained;
-        db->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
-        (void)drained.get_future().get();
-      }
+    test::drain_completions(dbs); // (see tests/support/store_drain.hpp)
   }
 
   records::meta_record meta() {
@@ -280,6 +273,8 @@ TEST_F(replication_rounds, a_handover_round_sent_early_is_the_one_its_activation
   EXPECT_FALSE(hints.replaced);
   for (auto& c : ops_since(mark2))
     EXPECT_EQ(c.find("r.prepare"), std::string::npos) << "the activation sent a round: " << c;
+  // (The round ended at a majority: n3's promise may still be on its way to its store.)
+  test::drain_completions(dbs);
   auto copy = dbs.at("n3")->get_meta(replicator::copy_key(agent));
   ASSERT_TRUE(copy && copy->has_value());
   EXPECT_EQ((*copy)->promised_epoch, *first + 1);
