@@ -653,12 +653,14 @@ void passivate_hibernated(supervisor_actor* self, const ctx_ptr& ctx, const std:
       continue; // an in-memory agent hibernates until it is stopped
     auto kind = child->spec.kind;
     agent_id id{tenant, name};
-    ctx->dir->erase(id);
     (void)self->state.release_child(name); // drops its slot: the state leaves memory
     ctx->db->forget(id.str());
     if (ctx->metrics)
       ctx->metrics->for_kind(kind).passivations->Increment();
     log::event(spdlog::level::debug, "agent_passivating", {{"hibernated", true}}, id.str());
+    // Last: whoever sees it gone from the directory sees the metrics of its passivation too
+    // (a call finding the entry before has no handle to use: it comes here, after this).
+    ctx->dir->erase(id);
   }
 }
 
