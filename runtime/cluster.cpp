@@ -478,6 +478,23 @@ std::optional<std::string> hint_of(const caf::error& err) {
   return std::nullopt;
 }
 
+/// `moved_not_remembered`: a move must not change the path of any sender's calls while
+/// calls of that sender can still be on the old path. Calls a node sent before the move took a
+/// path through the source (its stash, then its forwarder, in arrival order), so:
+///
+/// - The source remembers the new node when its shipment is answered, but as `moved_away`:
+///   its own calls still go to its runtime first, where they find the moved entry and queue
+///   in the forwarder behind the stash. They go straight to the new node only once the
+///   forwarder has ended (the runtime answers agent_not_found). Until then the entry serves
+///   as a hint for others (`owner_record`) and for passing tells on (`relayed_tell`).
+/// - The target does not forget where it had located the agent when the state arrives: its
+///   calls keep going through the source's forwarder, behind those it sent earlier. They
+///   switch to the agent here when the source answers that it no longer has it.
+///
+/// The cost: while calls keep coming, a caller on the new node reaches the agent through the
+/// source (two extra hops) until the forwarder has a quiet spell of
+/// `cluster.migration_forward_ms`.
+///
 /// Where this node's records say `id` lives, when that is another member that serves calls.
 ///
 /// The records are the directory: each journaled agent's replica copy (replication.factor > 1)
@@ -578,7 +595,7 @@ void adopt_shipped(cluster::shared_state& shared, remote_call req, call_transpor
                            "m.adopt of " + req.id.str()
                              + ": body is not (meta, snapshot, from, shipment, sent_unix_ms) "
                                "with a timeout"));
-  shared.forget(req.id.str()); // here from now on
+  // (The location cache keeps what it has: see `moved_not_remembered`.)
   log::event(spdlog::level::debug, "agent_migrating_in",
              {{"from", (*parts)[2]}, {"state_bytes", (*parts)[1].size()}}, req.id.str());
   shared.rt->adopt(migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1]),
@@ -1066,7 +1083,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
                                      }
                                      if (!r)
                                        return unanswered_shipment(mgr, *done, std::move(r.error()));
-                                     shared->remember(done->payload.id.str(), done->to);
+                                     shared->remember(done->payload.id.str(), done->to, true);
                                      done->done(target);
                                    });
         return;
@@ -1080,7 +1097,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
           [self, done, target](agent_reply&) {
-            self->state.shared->remember(done->payload.id.str(), done->to);
+            self->state.shared->remember(done->payload.id.str(), done->to, true);
             done->done(target); // (forwarders send on the call transport: set_remote_forwarder)
           },
           [self, done](caf::error& err) {
@@ -1127,7 +1144,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
           if (r && *r == "adopted" && target) {
             log::event(spdlog::level::info, "migration_settled",
                        {{"to", done->to}, {"outcome", "adopted"}}, done->payload.id.str());
-            shared->remember(done->payload.id.str(), done->to);
+            shared->remember(done->payload.id.str(), done->to, true);
             return done->done(target);
           }
           if (r && *r == "refused") {
@@ -1147,7 +1164,7 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       if (st.asks.size() >= st.asks_max)
         return rp.deliver(
           make_error(errc::overloaded, st.table->self().name + " has too many calls in flight"));
-      st.shared->forget(req.id.str()); // here from now on
+      // (The location cache keeps what it has: see `moved_not_remembered`.)
       auto key = st.next_ask++;
       st.asks.emplace(key, rp);
       auto mgr = caf::actor_cast<caf::actor>(self);
@@ -1561,16 +1578,18 @@ void call_via(const std::shared_ptr<cluster::shared_state>& shared, const std::s
   job->op = op;
   job->id = id;
   job->deadline = std::chrono::steady_clock::now() + timeout;
-  if (auto where = shared->where(id.str()); where && *where != shared->self_name) {
-    if (auto address = shared->transport_of(*where)) {
+  // (An entry of an agent moved away from here: this node's runtime first, see
+  // `moved_not_remembered`; the entry names the new node when the runtime has no longer the id.)
+  if (auto at = shared->route(id.str()); at && at->member != shared->self_name && !at->moved_away) {
+    if (auto address = shared->transport_of(at->member)) {
       // Found there last time: go straight there; the other members are ranked only if it
       // no longer has the id (and this node comes last).
       job->call = std::move(call);
       job->done = std::move(done);
-      job->preferred = *where;
+      job->preferred = at->member;
       job->tried_local = false;
       job->ranked = false;
-      job->targets.emplace_back(*where, std::move(*address));
+      job->targets.emplace_back(at->member, std::move(*address));
       return forward(shared, std::move(job));
     }
   }
@@ -1592,14 +1611,24 @@ void call_via(const std::shared_ptr<cluster::shared_state>& shared, const std::s
 caf::error send_via(const std::shared_ptr<cluster::shared_state>& shared, const agent_id& id,
                     agent_call call) {
   auto key = id.str();
-  if (auto where = shared->where(key); where && *where != shared->self_name)
-    if (auto address = shared->transport_of(*where)) {
+  auto at = shared->route(key);
+  if (at && at->member == shared->self_name)
+    at.reset();
+  if (at && !at->moved_away)
+    if (auto address = shared->transport_of(at->member)) {
       remote_call req{"tell", id, std::move(call), 0};
       return shared->transport->tell(*address, req);
     }
   auto err = shared->rt->tell(id, call);
   if (!err || code_of(err) != errc::agent_not_found)
     return err;
+  if (at && at->moved_away)
+    if (auto address = shared->transport_of(at->member)) {
+      // Moved away from here and its forwarder has ended: straight there from now on.
+      shared->remember(key, at->member);
+      remote_call req{"tell", id, std::move(call), 0};
+      return shared->transport->tell(*address, req);
+    }
   // Neither here nor located: an acknowledged tell finds it (and remembers where).
   call_via(
     shared, "tell", id, std::move(call), std::chrono::seconds(10),
@@ -1743,16 +1772,25 @@ std::optional<std::string> cluster::shared_state::where(const std::string& id) {
   auto i = located.find(id);
   if (i == located.end())
     return std::nullopt;
+  return i->second.member;
+}
+
+std::optional<cluster::shared_state::location> cluster::shared_state::route(const std::string& id) {
+  std::lock_guard<std::mutex> guard{loc_mtx};
+  auto i = located.find(id);
+  if (i == located.end())
+    return std::nullopt;
   return i->second;
 }
 
-void cluster::shared_state::remember(const std::string& id, const std::string& member) {
+void cluster::shared_state::remember(const std::string& id, const std::string& member,
+                                     bool moved_away) {
   if (located_max == 0)
     return;
   std::lock_guard<std::mutex> guard{loc_mtx};
   if (located.size() >= located_max && located.count(id) == 0)
     located.clear(); // bounded: start over (entries are hints, never needed for correctness)
-  located[id] = member;
+  located[id] = {member, moved_away};
 }
 
 void cluster::shared_state::forget(const std::string& id) {
@@ -1763,7 +1801,7 @@ void cluster::shared_state::forget(const std::string& id) {
 void cluster::shared_state::forget_member(const std::string& member) {
   std::lock_guard<std::mutex> guard{loc_mtx};
   for (auto i = located.begin(); i != located.end();)
-    i = i->second == member ? located.erase(i) : std::next(i);
+    i = i->second.member == member ? located.erase(i) : std::next(i);
 }
 
 cluster::~cluster() {

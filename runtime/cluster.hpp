@@ -176,10 +176,20 @@ public:
     /// The members this node's manager has a live link to (calls go only to those).
     std::set<std::string> linked;
 
-    /// Where an id was last found: agent id -> member name. Calls go there first, without
-    /// the local miss and the search. At most `located_max` entries (then it starts over).
+    /// One entry of the location cache.
+    struct location {
+      std::string member;
+      /// Learned by moving the agent away from this node: calls from here still go to this
+      /// node's runtime first, whose stash or forwarder keeps each sender's order (see
+      /// cluster.cpp, `moved_not_remembered`), and take the entry only once the runtime no
+      /// longer has the id.
+      bool moved_away = false;
+    };
+
+    /// Where an id was last found: agent id -> member. Calls go there first, without the
+    /// local miss and the search. At most `located_max` entries (then it starts over).
     std::mutex loc_mtx;
-    std::unordered_map<std::string, std::string> located;
+    std::unordered_map<std::string, location> located;
     size_t located_max = 0;
 
     /// Set once at start, before any call: this node's runtime, node manager and call
@@ -224,8 +234,11 @@ public:
     /// The transport address of linked member `member`, if it serves calls.
     [[nodiscard]] std::optional<std::string> transport_of(const std::string& member) const;
 
+    /// The member the location cache names for `id`, if any.
     [[nodiscard]] std::optional<std::string> where(const std::string& id);
-    void remember(const std::string& id, const std::string& member);
+    /// The location cache's entry for `id`, if any.
+    [[nodiscard]] std::optional<location> route(const std::string& id);
+    void remember(const std::string& id, const std::string& member, bool moved_away = false);
     void forget(const std::string& id);
     /// Drops every entry that points at `member` (it went down, left or restarted).
     void forget_member(const std::string& member);

@@ -145,6 +145,11 @@ struct adopt_job {
   std::function<void(caf::expected<caf::actor>)> done;
 };
 
+/// Work an actor sends itself, to run after what its current handler does next.
+struct deferred_call {
+  std::function<void()> run;
+};
+
 /// An inspection, handled by a router.
 struct inspect_job {
   agent_view view;
@@ -162,6 +167,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::inspect_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::activate_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::migrate_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::adopt_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::deferred_call)
 
 namespace hive {
 
@@ -1154,8 +1160,23 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
         // It came back (or here for the first time): calls are served here again.
         if (auto fwd = ctx->moved->take(job.id.str()))
           caf::anon_send(*fwd, migrate_expire_atom::value);
-        with_target(self, ctx, *book, job.id, std::move(job.done), std::move(job.adopted));
+        // The answer goes out from this supervisor's next message, not from the activation's
+        // continuations: those run before the directory publishes the agent (agent_child_spec,
+        // on_started), and the source forwards its stash on this answer. A forwarded call that
+        // arrived before the directory had the agent would take the slower way through this
+        // supervisor, and a later call could overtake it (cluster_test's order check across a
+        // move saw it).
+        auto me = caf::actor_cast<caf::actor>(self);
+        with_target(
+          self, ctx, *book, job.id,
+          [me, done = std::move(job.done)](caf::expected<caf::actor> t) mutable {
+            caf::anon_send(me, deferred_call{[done = std::move(done), t = std::move(t)]() mutable {
+                             done(std::move(t));
+                           }});
+          },
+          std::move(job.adopted));
       },
+      [](deferred_call& d) { d.run(); },
       [self, ctx, book](passivate_req_atom, const agent_id& id, const caf::actor& agent) {
         auto child = self->state.find_child(id.name);
         if (child == nullptr || child->handle != agent || book->passivating.count(id.name)

@@ -233,6 +233,66 @@ TEST_F(cluster_test, one_way_sends_follow_a_migrating_agent_in_order_after_its_f
   EXPECT_NE(read_file(nodes[1].log).find("agent_migrated"), std::string::npos);
 }
 
+TEST_F(cluster_test, one_way_sends_through_either_end_of_a_move_keep_their_order) {
+  // One client tells appends through one gateway without pause while the agent moves from n1
+  // to n2: through n2's (tells sent before the move went to n1, which n2 had located it on,
+  // and wait in n1's stash or forwarder: later ones must not overtake them on n2), then
+  // through n1's (its stash goes to n2 through the forwarder: tells n1 sends once it knows
+  // the new node must not overtake them).
+  form_three({"--set", "cluster.migration_forward_ms=200"});
+  auto run = [&](const std::string& agent, size_t via) {
+    ASSERT_NO_FATAL_FAILURE(spawn_agent(0, agent, "kv", "n1"));
+    http_client http{nodes[via].proc->gateway_port};
+    std::atomic<bool> stop{false};
+    std::atomic<int> sent{0};
+    std::string refused;
+    std::thread sender{[&] {
+      int last = -1; // (200 more once the move is over)
+      for (int i = 0; last < 0 || i < last; ++i) {
+        if (last < 0 && stop.load())
+          last = i + 200;
+        auto r = http.request("POST", "/v1/agents/" + agent + "/tell",
+                              json{{"op", "append"}, {"key", "seq"}, {"value", i}}.dump());
+        if (!r || r->status != 202) {
+          refused = r ? std::to_string(r->status) + " " + r->body : "no answer";
+          break;
+        }
+        sent = i + 1;
+      }
+    }};
+    ASSERT_TRUE(within(10s, [&] { return sent.load() >= 100 || !refused.empty(); }));
+    http_client admin{nodes[2].proc->gateway_port};
+    auto m = admin.request("POST", "/v1/agents/" + agent + "/migrate", json{{"to", "n2"}}.dump());
+    stop = true;
+    sender.join();
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->status, 200) << m->body;
+    ASSERT_TRUE(refused.empty()) << "a tell was refused: " << refused;
+    std::cout << "through n" << via + 1 << ": " << sent << " tells; the move: " << m->body
+              << std::endl;
+    json got;
+    auto all_there = within(10s, [&] {
+      auto g = admin.request("POST", "/v1/agents/" + agent + "/ask", R"({"op":"get","key":"seq"})");
+      if (!g || g->status != 200)
+        return false;
+      got = json::parse(g->body)["value"];
+      return got.is_array() && got.size() >= static_cast<size_t>(sent.load());
+    });
+    ASSERT_TRUE(all_there) << agent << " has " << got.size() << " of " << sent << " appends\n"
+                           << log_tails();
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_EQ(got[i].get<int>(), static_cast<int>(i))
+        << "through n" << via + 1 << ": out of order at position " << i << " of " << got.size()
+        << ": "
+        << json(std::vector<json>(got.begin() + static_cast<long>(i > 5 ? i - 5 : 0),
+                                  got.begin() + static_cast<long>(std::min(got.size(), i + 6))))
+             .dump();
+    EXPECT_EQ(got.size(), static_cast<size_t>(sent.load()));
+  };
+  ASSERT_NO_FATAL_FAILURE(run("acme/to", 1));
+  ASSERT_NO_FATAL_FAILURE(run("acme/from", 0));
+}
+
 TEST_F(cluster_test, capability_providers_are_listed_cluster_wide_by_tenant_and_follow_moves) {
   form_three();
   http_client admin{nodes[0].proc->gateway_port};
