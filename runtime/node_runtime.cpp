@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cassert>
 #include <map>
+#include <mutex>
 #include <random>
+#include <shared_mutex>
 #include <unordered_map>
 
 #include "protocols/errc.hpp"
@@ -15,6 +17,13 @@
 #include "runtime/logging.hpp"
 
 namespace hive {
+
+/// The runtime as callbacks that may outlive it see it: `rt` is null once `shutdown()` began
+/// (it takes `mtx` exclusively for that; a callback holds it shared while it uses `rt`).
+struct runtime_gate {
+  std::shared_mutex mtx;
+  node_runtime* rt = nullptr;
+};
 
 namespace {
 
@@ -1410,6 +1419,20 @@ void schedule_sweep(router_actor* self, router_state::time_point at) {
 /// (An argument-less function actor would trip UBSan's checks of CAF 0.17's spawn.)
 caf::behavior router_fn(router_actor* self, size_t pending_max) {
   self->state.pending_max = pending_max;
+  // Stopped (the runtime's shutdown): every ask still waiting gets its answer now. (Their
+  // agents' replies would find the router gone, and the callers would wait forever.)
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    std::vector<node_runtime::reply_fn> waiting;
+    waiting.reserve(st.pending.size());
+    for (auto& [_, p] : st.pending)
+      waiting.push_back(std::move(p.done));
+    st.pending.clear();
+    st.deadlines.clear();
+    for (auto& done : waiting)
+      done(make_error(errc::shutting_down, "node is shutting down: the ask was not answered"));
+    self->quit(std::move(msg.reason));
+  });
   return {
     [self](ask_atom, ask_job& job) {
       auto& st = self->state;
@@ -1579,14 +1602,19 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   rt->set_agent_asker({}, {});
   rt->set_agent_spawner({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
-  {
-    auto* self = rt.get(); // routers, the only callers, stop in shutdown() before it dies
-    rt->ask_retry_ = std::make_shared<ask_retry_fn>([self](const agent_id& id, agent_call call,
-                                                           std::chrono::milliseconds left,
-                                                           reply_fn done, int attempt) {
-      self->ask_attempt(id, std::move(call), left, std::move(done), attempt);
+  rt->gate_ = std::make_shared<runtime_gate>();
+  rt->gate_->rt = rt.get();
+  // (Routers call it; one may still run after shutdown() when node.shutdown_drain_ms ran out.)
+  rt->ask_retry_ = std::make_shared<ask_retry_fn>(
+    [gate = rt->gate_](const agent_id& id, agent_call call, std::chrono::milliseconds left,
+                       reply_fn done, int attempt) {
+      std::shared_lock<std::shared_mutex> lock{gate->mtx};
+      if (gate->rt == nullptr) {
+        lock.unlock();
+        return done(make_error(errc::shutting_down, "node is shutting down"));
+      }
+      gate->rt->ask_attempt(id, std::move(call), left, std::move(done), attempt);
     });
-  }
   if (rt->db_) {
     // Weak on the root: a reference that outlives the runtime finds nothing, it keeps nothing.
     caf::actor_addr root_addr = rt->root_.address();
@@ -1641,7 +1669,7 @@ node_runtime::~node_runtime() {
 void node_runtime::set_fatal_handler(std::function<void(const caf::error&)> fn) {
   auto ptr = caf::actor_cast<caf::abstract_actor*>(root_);
   assert(ptr != nullptr);
-  ptr->attach_functor([off = fatal_off_, fn = std::move(fn)](const caf::error& reason) {
+  ptr->attach_functor([off = stopping_, fn = std::move(fn)](const caf::error& reason) {
     if (!off->load())
       fn(reason);
   });
@@ -1649,7 +1677,7 @@ void node_runtime::set_fatal_handler(std::function<void(const caf::error&)> fn) 
 
 void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<agent_view>)> done) {
   assert(done);
-  if (stopping_.load())
+  if (stopping_->load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
   auto kind = kinds_.find(req.kind);
   if (kind == nullptr)
@@ -1738,7 +1766,7 @@ void node_runtime::spawn(spawn_request req, std::function<void(caf::expected<age
 
 void node_runtime::stop(const agent_id& id, std::function<void(caf::error)> done) {
   assert(done);
-  if (stopping_.load())
+  if (stopping_->load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
   auto view = directory_->find(id);
   bool stored = false;
@@ -1855,7 +1883,7 @@ caf::error node_runtime::activate_then(const agent_id& id,
         return make_error(errc::agent_not_found, "no agent " + id.str());
     }
   }
-  if (stopping_.load())
+  if (stopping_->load())
     return make_error(errc::shutting_down, "node is shutting down");
   caf::anon_send(root_, activate_atom::value, activate_job{id, std::move(then)});
   return {};
@@ -1904,6 +1932,8 @@ void node_runtime::ask(const agent_id& id, agent_call call, std::chrono::millise
 
 void node_runtime::ask_attempt(const agent_id& id, agent_call call,
                                std::chrono::milliseconds timeout, reply_fn done, int attempt) {
+  if (stopping_->load())
+    return done(make_error(errc::shutting_down, "node is shutting down"));
   auto& target = cached_target(*directory_, id);
   auto& router = next_router();
   if ((!target || !*target) && db_) {
@@ -1988,7 +2018,7 @@ void node_runtime::set_agent_asker(agent_asker::fn ask, provider_finder::fn find
 
 void node_runtime::run_wake(std::function<void()> scan) {
   std::lock_guard<std::mutex> guard{wake_mtx_};
-  if (stopping_.load())
+  if (stopping_->load())
     return;
   if (wake_queue_.size() >= wake_scans_queued_max) {
     log::event(spdlog::level::warn, "resident_wake_dropped",
@@ -2000,8 +2030,8 @@ void node_runtime::run_wake(std::function<void()> scan) {
     waker_ = std::thread{[this] {
       std::unique_lock<std::mutex> lock{wake_mtx_};
       for (;;) {
-        wake_cv_.wait(lock, [this] { return stopping_.load() || !wake_queue_.empty(); });
-        if (stopping_.load())
+        wake_cv_.wait(lock, [this] { return stopping_->load() || !wake_queue_.empty(); });
+        if (stopping_->load())
           return;
         auto next = std::move(wake_queue_.front());
         wake_queue_.pop_front();
@@ -2029,7 +2059,7 @@ size_t node_runtime::wake_matching(
   const std::function<std::optional<agent_id>(const records::meta_record&)>& pick) {
   std::string after;
   size_t woken = 0;
-  while (!stopping_.load()) {
+  while (!stopping_->load()) {
     auto page = db_->list_meta({}, after, 1024);
     if (!page || page->empty())
       break;
@@ -2143,7 +2173,7 @@ void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
   if (!db_)
     return done(make_error(errc::invalid_argument,
                            "node " + node_name() + " has no store: its agents cannot migrate"));
-  if (stopping_.load())
+  if (stopping_->load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
   if (!directory_->find(id)) {
     auto meta = db_->get_meta(id.str());
@@ -2163,7 +2193,7 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   if (!db_)
     return done(make_error(errc::invalid_argument,
                            "node " + node_name() + " has no store: it cannot take agents in"));
-  if (stopping_.load())
+  if (stopping_->load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
   auto meta = records::decode_meta(in.meta);
   if (!meta)
@@ -2419,10 +2449,11 @@ std::vector<agent_view> node_runtime::list(std::string_view tenant, std::string_
   return out;
 }
 
-caf::error node_runtime::backup(const std::string& dir) {
-  if (!db_)
-    return make_error(errc::invalid_argument, "this node has no store to back up");
-  auto err = db_->checkpoint(dir);
+namespace {
+
+/// A checkpoint of `db` in `dir`, logged (node_runtime::backup).
+caf::error backup_store(store& db, const std::string& dir) {
+  auto err = db.checkpoint(dir);
   auto level = !err                          ? spdlog::level::info
     : code_of(err) == errc::invalid_argument ? spdlog::level::warn
                                              : spdlog::level::err;
@@ -2430,23 +2461,36 @@ caf::error node_runtime::backup(const std::string& dir) {
   return err;
 }
 
+} // namespace
+
+caf::error node_runtime::backup(const std::string& dir) {
+  if (!db_)
+    return make_error(errc::invalid_argument, "this node has no store to back up");
+  return backup_store(*db_, dir);
+}
+
 void node_runtime::backup_async(std::string dir, std::function<void(caf::error)> done) {
   if (!db_)
     return done(make_error(errc::invalid_argument, "this node has no store to back up"));
-  // A detached actor: its own thread, and the actor system waits for it at shutdown.
+  // A detached actor: its own thread, and the actor system waits for it at shutdown. It holds
+  // the store, not the runtime, which may be gone before the checkpoint is.
   sys_.spawn<caf::detached>(
-    [this](caf::event_based_actor* self, const std::string& d,
-           const std::shared_ptr<std::function<void(caf::error)>>& k) {
-      (*k)(backup(d));
+    [db = db_](caf::event_based_actor* self, const std::string& d,
+               const std::shared_ptr<std::function<void(caf::error)>>& k) {
+      (*k)(backup_store(*db, d));
       self->quit();
     },
     std::move(dir), std::make_shared<std::function<void(caf::error)>>(std::move(done)));
 }
 
 void node_runtime::shutdown() {
-  if (stopping_.exchange(true))
+  if (stopping_->exchange(true))
     return;
-  fatal_off_->store(true);
+  {
+    // From now on a router's retry (ask_retry_) answers shutting_down without the runtime.
+    std::unique_lock<std::shared_mutex> lock{gate_->mtx};
+    gate_->rt = nullptr;
+  }
   log::event(spdlog::level::info, "runtime_stopping", {{"agents", directory_->size()}});
   forget_cached_lookups(); // the calling thread's strong handles would keep agents alive
   {
@@ -2483,7 +2527,8 @@ void node_runtime::shutdown() {
   for (auto& view : directory_->list({}, {}, directory_->size() + 1))
     directory_->erase(view.id);
   root_ = nullptr;
-  routers_.clear();
+  // (routers_ stays as it is: an ask that raced with the stop goes to a router that stopped,
+  // never into an empty list.)
   log::event(spdlog::level::info, "runtime_stopped");
 }
 

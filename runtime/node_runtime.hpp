@@ -229,6 +229,9 @@ struct remote_forwarder
   using reply_fn = std::function<void(caf::expected<std::string>)>;
 };
 
+/// The runtime as callbacks that may outlive it see it (defined in node_runtime.cpp).
+struct runtime_gate;
+
 class node_runtime {
 public:
   using reply_fn = std::function<void(caf::expected<std::string>)>;
@@ -410,7 +413,7 @@ public:
 
   /// True once `shutdown` began.
   [[nodiscard]] bool stopping() const noexcept {
-    return stopping_.load();
+    return stopping_->load();
   }
 
   /// Stops the supervision tree top-down (agents first get `user_shutdown`) and waits for the
@@ -507,10 +510,14 @@ private:
   std::vector<caf::actor> routers_;
   /// Round-robin position over `routers_`.
   std::atomic<size_t> next_router_{0};
-  std::atomic<bool> stopping_{false};
-  /// Set by `shutdown()`. Shared with the fatal handler attached to the root, which runs as the
-  /// root exits, possibly after `shutdown()` returned and the runtime is gone.
-  std::shared_ptr<std::atomic<bool>> fatal_off_ = std::make_shared<std::atomic<bool>>(false);
+  /// Set by `shutdown()`. Shared with what may run after the runtime is gone: the fatal
+  /// handler attached to the root (it runs as the root exits, possibly after `shutdown()`
+  /// returned).
+  std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
+  /// What actors call back into the runtime through (a router's retry of an ask): `shutdown()`
+  /// closes it, so that an actor still running after the drain finds the runtime gone rather
+  /// than a freed object.
+  std::shared_ptr<runtime_gate> gate_;
 
   [[nodiscard]] const caf::actor& next_router() noexcept {
     return routers_[next_router_.fetch_add(1, std::memory_order_relaxed) % routers_.size()];

@@ -254,6 +254,37 @@ TEST_F(node_runtime_test, a_root_that_exits_after_the_runtime_is_gone_reports_no
   EXPECT_EQ(fatal_calls->load(), 0) << "a planned stop is not a failure";
 }
 
+TEST_F(node_runtime_test, an_ask_still_waiting_when_the_runtime_stops_gets_an_answer) {
+  // The agent is busy for 400 ms and nothing waits for it (a drain of 0): the router stops
+  // with the ask still pending, and the caller must hear so rather than wait forever.
+  node_config nc;
+  nc.node.shutdown_drain_ms = 0;
+  start(nc);
+  ASSERT_TRUE(spawn("acme/s", "fragile"));
+  auto answer = std::make_shared<std::promise<caf::expected<std::string>>>();
+  rt->ask(*parse_agent_id("acme/s"),
+          agent_call{envelope{7, "acme", 0, "test", {}, 0}, R"({"op":"sleep","ms":400})"}, 5s,
+          [answer](caf::expected<std::string> r) { answer->set_value(std::move(r)); });
+  std::this_thread::sleep_for(100ms); // the call is being handled
+  rt->shutdown();
+  auto got = answer->get_future();
+  ASSERT_EQ(got.wait_for(3s), std::future_status::ready) << "the ask was never answered";
+  auto r = got.get();
+  ASSERT_FALSE(r) << *r;
+  EXPECT_EQ(code_of(r.error()), errc::shutting_down) << describe(r.error());
+  // And an ask after the stop is answered at once, the same way.
+  std::promise<caf::expected<std::string>> late;
+  rt->ask(*parse_agent_id("acme/s"), agent_call{envelope{8, "acme", 0, "test", {}, 0}, "{}"}, 5s,
+          [&late](caf::expected<std::string> r) { late.set_value(std::move(r)); });
+  auto l = late.get_future();
+  ASSERT_EQ(l.wait_for(3s), std::future_status::ready);
+  auto lr = l.get();
+  ASSERT_FALSE(lr);
+  EXPECT_EQ(code_of(lr.error()), errc::shutting_down) << describe(lr.error());
+  rt.reset();
+  std::this_thread::sleep_for(500ms); // the sleep ends; its reply finds the router gone
+}
+
 TEST_F(node_runtime_test, ask_times_out_at_its_deadline) {
   start();
   ASSERT_TRUE(spawn("acme/slow", "fragile"));
