@@ -475,3 +475,66 @@ TEST_F(migration_test, a_move_called_off_after_the_target_was_promised_leaves_th
     EXPECT_GT(now["promised"].get<uint64_t>(), target_epoch) << on << ": " << now.dump();
   }
 }
+
+TEST_F(migration_test, a_move_called_off_after_the_target_wrote_goes_on_from_the_newer_copy) {
+  // As above, but the target also had a write acknowledged at its epoch before it failed
+  // (an activation there that took a call): the copies hold a newer journal than the source's
+  // working copy. Taking the promise back must catch the source up (the working copy is
+  // replaced) and reload the agent, or it would serve and build on a stale state.
+  replicate();
+  spawn("acme/r");
+  for (int i = 1; i <= 3; ++i) {
+    auto r = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+    ASSERT_TRUE(r) << describe(r.error());
+    ASSERT_EQ((*r)["value"], i);
+  }
+  auto reps_now = reps;
+  std::promise<uint64_t> promised;
+  std::promise<caf::expected<migration_result>> moved;
+  a->migrate_out(
+    *parse_agent_id("acme/r"), "b",
+    [reps_now, &promised](migration_payload p,
+                          std::function<void(caf::expected<caf::actor>)> done) {
+      std::thread{[reps_now, &promised, p = std::move(p), done] {
+        auto meta = records::decode_meta(p.meta);
+        auto snap = records::decode_snapshot(p.snapshot);
+        uint64_t epoch = 0;
+        if (meta && snap) {
+          reps_now.at("b")->expect_handover(p.id, snap->hdr.epoch);
+          auto e = reps_now.at("b")->acquire(p.id, *meta, 0, true);
+          epoch = e ? *e : 0;
+          if (epoch != 0) {
+            // The target's write of "add 10" as event 4, on two copies of three.
+            records::event_record ev;
+            ev.hdr = {p.id.str(), epoch, snap->hdr.seq + 1};
+            ev.payload = "10";
+            remote_call w{"r.append", p.id, {}, 2000};
+            w.call.body = records::encode(ev);
+            for (auto on : {"b", "c"}) {
+              std::promise<caf::expected<std::string>> ok;
+              reps_now.at(on)->handle(
+                w, [&ok](caf::expected<std::string> r) { ok.set_value(std::move(r)); });
+              if (!ok.get_future().get())
+                epoch = 0;
+            }
+          }
+        }
+        promised.set_value(epoch);
+        done(make_error(errc::storage_error, "the test's target failed after its write"));
+      }}.detach();
+    },
+    [&moved](caf::expected<migration_result> r) { moved.set_value(std::move(r)); });
+  auto target_epoch = promised.get_future().get();
+  ASSERT_GT(target_epoch, 0u) << "the target was promised an epoch and wrote on two copies";
+  auto r = moved.get_future().get();
+  ASSERT_FALSE(r) << "the move was called off";
+  // 3 + 10 (the target's write) + 1.
+  auto v = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+  ASSERT_TRUE(v) << describe(v.error());
+  EXPECT_EQ((*v)["value"], 14) << "the source went on from its stale state";
+  for (auto on : {"a", "b", "c"}) {
+    auto now = copy_state(on, "acme/r");
+    EXPECT_EQ(now["holder"], "a") << on << ": " << now.dump();
+    EXPECT_GT(now["promised"].get<uint64_t>(), target_epoch) << on << ": " << now.dump();
+  }
+}
