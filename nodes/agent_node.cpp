@@ -169,11 +169,8 @@ int run(const hive::node_config& cfg, const sigset_t& signals) {
   // Completions still running (a replica round returns at a majority, and the other answers'
   // writes complete later) hold the replicator, and through it the store: wait for them, so
   // that the last reference drops here and not on the store's own completion thread.
-  for (int pass = 0; pass < 2; ++pass) {
-    std::promise<caf::error> drained;
-    (*db)->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
-    (void)drained.get_future().get();
-  }
+  for (int pass = 0; pass < 2; ++pass) // (a completion may queue one more write)
+    (*db)->drain();
   db->reset(); // waits for queued writes, then closes the database
   log::event(spdlog::level::info, "node_stopped", {{"fatal", fatal.load()}});
   return fatal ? 1 : 0;

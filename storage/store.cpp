@@ -8,6 +8,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -967,6 +968,14 @@ void store::barrier(done_fn done) {
   o.type = impl::op_type::barrier;
   o.done = std::move(done);
   impl_->submit(std::move(o));
+}
+
+void store::drain() {
+  assert(impl_->writer.get_id() != std::this_thread::get_id());
+  assert(impl_->completer.get_id() != std::this_thread::get_id());
+  std::promise<caf::error> drained;
+  barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
+  (void)drained.get_future().get();
 }
 
 namespace {

@@ -159,6 +159,13 @@ public:
   /// It runs on the writer thread: the next batch waits for it.
   void barrier(done_fn done);
 
+  /// Blocks until every write queued before has completed and its completion ran (a
+  /// `barrier`, waited for). A completion may queue further writes: call it again to wait
+  /// for those. Not on this store's writer or completion thread (asserted). Before the last
+  /// reference to a store drops, its owner drains it, so that the completions still running
+  /// (a replica round's late answers, which hold the store) are not the last to let go.
+  void drain();
+
   /// A fresh activation epoch: unique and increasing across restarts of the node.
   [[nodiscard]] uint64_t next_epoch();
 

@@ -5,9 +5,6 @@
 // replicator, and through it a store. The last reference to a store must not drop on that
 // store's own completion thread (store.cpp asserts it), so a fixture waits for them first.
 
-#include <future>
-
-#include "protocols/errc.hpp"
 #include "storage/store.hpp"
 
 namespace hive::test {
@@ -18,11 +15,8 @@ namespace hive::test {
 template <class StoreMap>
 void drain_completions(const StoreMap& stores) {
   for (int pass = 0; pass < 2; ++pass)
-    for (auto& [_, db] : stores) {
-      std::promise<caf::error> drained;
-      db->barrier([&drained](caf::error err) { drained.set_value(std::move(err)); });
-      (void)drained.get_future().get();
-    }
+    for (auto& [_, db] : stores)
+      db->drain();
 }
 
 } // namespace hive::test
