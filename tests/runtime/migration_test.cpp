@@ -76,6 +76,17 @@ public:
     b->set_replicator(reps["b"]);
   }
 
+  /// `replicate()`, then a counter `id` on A, added to three times (value 3).
+  void replicated_counter_at_3(const std::string& id) {
+    replicate();
+    spawn(id);
+    for (int i = 1; i <= 3; ++i) {
+      auto r = ask(*a, id, {{"op", "add"}, {"by", 1}});
+      ASSERT_TRUE(r) << describe(r.error());
+      ASSERT_EQ((*r)["value"], i);
+    }
+  }
+
   /// What member `on`'s replica copy of `id` promised, and to whom (`replicator::copy_state`).
   nlohmann::json copy_state(const std::string& on, const std::string& id) {
     remote_call q{"r.query", *parse_agent_id(id), {}, 2000};
@@ -429,13 +440,7 @@ TEST_F(migration_test, an_ephemeral_or_unknown_agent_does_not_migrate) {
 // next write is fenced, it drops its working copy, and no member activates the agent again
 // (the promise names a node that serves calls but never ran it).
 TEST_F(migration_test, a_move_called_off_after_the_target_was_promised_leaves_the_agent_serving) {
-  replicate();
-  spawn("acme/r");
-  for (int i = 1; i <= 3; ++i) {
-    auto r = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
-    ASSERT_TRUE(r) << describe(r.error());
-    ASSERT_EQ((*r)["value"], i);
-  }
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
   auto left = copy_state("c", "acme/r");
   ASSERT_EQ(left["holder"], "a");
   // The target has a majority promise it the next epoch, then fails.
@@ -481,13 +486,7 @@ TEST_F(migration_test, a_move_called_off_after_the_target_wrote_goes_on_from_the
   // (an activation there that took a call): the copies hold a newer journal than the source's
   // working copy. Taking the promise back must catch the source up (the working copy is
   // replaced) and reload the agent, or it would serve and build on a stale state.
-  replicate();
-  spawn("acme/r");
-  for (int i = 1; i <= 3; ++i) {
-    auto r = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
-    ASSERT_TRUE(r) << describe(r.error());
-    ASSERT_EQ((*r)["value"], i);
-  }
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
   auto reps_now = reps;
   std::promise<uint64_t> promised;
   std::promise<caf::expected<migration_result>> moved;
