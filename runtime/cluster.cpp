@@ -1768,11 +1768,9 @@ void cluster::ask(const agent_id& id, agent_call call, std::chrono::milliseconds
 }
 
 std::optional<std::string> cluster::shared_state::where(const std::string& id) {
-  std::lock_guard<std::mutex> guard{loc_mtx};
-  auto i = located.find(id);
-  if (i == located.end())
-    return std::nullopt;
-  return i->second.member;
+  if (auto at = route(id))
+    return std::move(at->member);
+  return std::nullopt;
 }
 
 std::optional<cluster::shared_state::location> cluster::shared_state::route(const std::string& id) {

@@ -105,13 +105,9 @@ protected:
   void settle() {
     for (int round = 0; round < 10000; ++round) {
       sched.run();
-      for (auto& db : {db_a, db_b}) {
-        if (!db)
-          continue;
-        std::promise<void> idle;
-        db->barrier([&idle](caf::error) { idle.set_value(); });
-        idle.get_future().wait();
-      }
+      for (auto& db : {db_a, db_b})
+        if (db)
+          db->drain();
       if (!sched.has_job())
         return;
     }
