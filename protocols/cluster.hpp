@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 11;
+constexpr uint32_t cluster_protocol_version = 12;
 
 /// One node as the member list knows it.
 struct member_info {
@@ -136,12 +136,14 @@ struct migrate_in {
   /// (`migration_payload`: the target's deadlines).
   uint64_t sent_unix_ms = 0;
   uint64_t timeout_ms = 0;
+  /// The epoch the replica set promised the target (`migration_payload::granted_epoch`).
+  uint64_t granted_epoch = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, migrate_in& x) {
   return f(caf::meta::type_name("hive.migrate_in"), x.id, x.meta, x.snapshot, x.from, x.shipment,
-           x.sent_unix_ms, x.timeout_ms);
+           x.sent_unix_ms, x.timeout_ms, x.granted_epoch);
 }
 
 /// Anti-entropy for state every member keeps a copy of (the API keys, actors/auth.hpp

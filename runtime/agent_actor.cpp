@@ -934,7 +934,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       self->delayed_send(self, hibernate_linger, hibernate_quit_atom::value);
     },
     [self](hibernate_quit_atom) { self->quit(caf::exit_reason::normal); },
-    [self](migrate_go_atom) {
+    [self](migrate_go_atom, migrate_quiet& quiet) {
       auto& st = self->state;
       if (st.passivating || st.migrating || st.hibernating) {
         self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
@@ -942,6 +942,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         return;
       }
       st.migrating = true;
+      // No append after this one: the hook's messages follow every append sent.
+      if (quiet.fn && !st.recovering)
+        quiet.fn(st.cfg.position.epoch);
       flush(self);
       if (st.inflight == 0)
         send_migration_state(self);

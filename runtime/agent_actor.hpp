@@ -151,7 +151,8 @@ using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 
 /// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends
-/// `migrate_go_atom`; from then on the agent re-delivers new calls to the supervisor (which
+/// `(migrate_go_atom, migrate_quiet)`; the agent runs the `migrate_quiet` hook at once; from
+/// then on the agent re-delivers new calls to the supervisor (which
 /// stashes them), waits until every event it applied is durable, and answers
 /// `(migrate_state_atom, id, bytes)` with its state as an encoded `records::snapshot_record`
 /// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true, 0, false)`: the agent moved;
@@ -160,6 +161,13 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 /// at `epoch` unless 0 (its node took the replicas' promise back), after reading its state
 /// from the store again if `reload` (that promise replaced the working copy with a newer one).
 using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
+/// Run by a migrating agent as it stops writing (in `migrate_go_atom`'s handler, on its
+/// thread), with its activation's epoch: every append it made has been sent, so what the hook
+/// sends on the same connections reaches each replica after them (the source's promise to
+/// the target, replicator::promise_to). Empty: nothing to run.
+struct migrate_quiet {
+  std::function<void(uint64_t epoch)> fn;
+};
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;
 
@@ -192,3 +200,5 @@ constexpr std::chrono::milliseconds passivate_linger{250};
                                            std::shared_ptr<agent> instance);
 
 } // namespace hive
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::migrate_quiet)

@@ -577,8 +577,8 @@ void unanswered_shipment(const caf::actor& mgr, ship_job& job, caf::error err) {
 }
 
 /// Takes in an agent another member ships on the call transport (op `m.adopt`, body
-/// `replicator::pack({meta, snapshot, from, shipment, sent_unix_ms})`, the call's timeout the
-/// source's cluster.migration_timeout_ms; see the manager's ship_atom): answers
+/// `replicator::pack({meta, snapshot, from, shipment, sent_unix_ms, granted_epoch})`, the call's
+/// timeout the source's cluster.migration_timeout_ms; see the manager's ship_atom): answers
 /// `{"node":NAME}` once it is stored and active here.
 void adopt_shipped(cluster::shared_state& shared, remote_call req, call_transport::reply_fn done) {
   auto parts = replicator::unpack(req.call.body);
@@ -588,18 +588,21 @@ void adopt_shipped(cluster::shared_state& shared, remote_call req, call_transpor
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
     return ec == std::errc{} && end == s.data() + s.size();
   };
-  bool ok = parts && parts->size() == 5 && number((*parts)[3], shipment)
-    && number((*parts)[4], sent_unix_ms) && req.timeout_ms > 0;
+  uint64_t granted_epoch = 0;
+  bool ok = parts && parts->size() == 6 && number((*parts)[3], shipment)
+    && number((*parts)[4], sent_unix_ms) && number((*parts)[5], granted_epoch)
+    && req.timeout_ms > 0;
   if (!ok)
     return done(make_error(errc::invalid_argument,
                            "m.adopt of " + req.id.str()
-                             + ": body is not (meta, snapshot, from, shipment, sent_unix_ms) "
-                               "with a timeout"));
+                             + ": body is not (meta, snapshot, from, shipment, sent_unix_ms, "
+                               "granted_epoch) with a timeout"));
   // (The location cache keeps what it has: see `moved_not_remembered`.)
   log::event(spdlog::level::debug, "agent_migrating_in",
              {{"from", (*parts)[2]}, {"state_bytes", (*parts)[1].size()}}, req.id.str());
   shared.rt->adopt(migration_payload{req.id, std::move((*parts)[0]), std::move((*parts)[1]),
-                                     shipment, sent_unix_ms, static_cast<uint64_t>(req.timeout_ms)},
+                                     shipment, sent_unix_ms, static_cast<uint64_t>(req.timeout_ms),
+                                     granted_epoch},
                    [done = std::move(done), node = shared.self_name](caf::error err) {
                      if (err)
                        return done(std::move(err));
@@ -1072,7 +1075,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
         remote_call req{"m.adopt", done->payload.id, {}, st.migration_timeout.count()};
         req.call.body = replicator::pack(
           {done->payload.meta, done->payload.snapshot, st.table->self().name,
-           std::to_string(done->payload.shipment), std::to_string(done->payload.sent_unix_ms)});
+           std::to_string(done->payload.shipment), std::to_string(done->payload.sent_unix_ms),
+           std::to_string(done->payload.granted_epoch)});
         st.shared->transport->call(*address, req, st.migration_timeout,
                                    [mgr = caf::actor_cast<caf::actor>(self), shared = st.shared,
                                     done, target](caf::expected<std::string> r) {
@@ -1091,9 +1095,9 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       if (auto snap = records::decode_snapshot(done->payload.snapshot))
         done->epoch = snap->hdr.epoch; // (for settling: the payload is moved below)
       migrate_in msg{
-        done->payload.id,        std::move(done->payload.meta), std::move(done->payload.snapshot),
-        st.table->self().name,   done->payload.shipment,        done->payload.sent_unix_ms,
-        done->payload.timeout_ms};
+        done->payload.id,         std::move(done->payload.meta), std::move(done->payload.snapshot),
+        st.table->self().name,    done->payload.shipment,        done->payload.sent_unix_ms,
+        done->payload.timeout_ms, done->payload.granted_epoch};
       self->request(target, st.migration_timeout, std::move(msg))
         .then(
           [self, done, target](agent_reply&) {
@@ -1171,7 +1175,8 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
       log::event(spdlog::level::debug, "agent_migrating_in",
                  {{"from", req.from}, {"state_bytes", req.snapshot.size()}}, req.id.str());
       st.rt->adopt(migration_payload{req.id, std::move(req.meta), std::move(req.snapshot),
-                                     req.shipment, req.sent_unix_ms, req.timeout_ms},
+                                     req.shipment, req.sent_unix_ms, req.timeout_ms,
+                                     req.granted_epoch},
                    [mgr, key, node = st.table->self().name](caf::error err) {
                      if (err)
                        return caf::anon_send(mgr, ask_done_atom::value, key, std::move(err));
@@ -1417,6 +1422,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
     ro.timeout = std::chrono::milliseconds(cfg.replication.timeout_ms);
     ro.repairs_per_s = static_cast<double>(cfg.replication.repairs_per_s);
     ro.ack_before_quorum = cfg.replication.ack_before_quorum != 0;
+    ro.handover_wait = 3 * std::chrono::milliseconds(cfg.cluster.migration_timeout_ms);
     std::weak_ptr<shared_state> weak = c->shared_;
     auto rep = replicator::make(
       rt.db(), cfg.node.name, ro,

@@ -128,7 +128,7 @@ struct migrate_job {
 
 /// The state of an agent migrating here, handed to its activation while the store writes it:
 /// the activation's replica rounds run meanwhile, and it waits for `stored` only before it
-/// reads the working copy.
+/// reads the working copy (not at all when `granted`).
 struct adopted_state {
   records::meta_record meta;
   /// The write of the meta and the snapshot: durable (no error) or failed.
@@ -145,6 +145,10 @@ struct adopted_state {
   uint64_t min_epoch = 0;
   /// The promise round sent when the shipment arrived (`replicator::begin_handover`).
   std::shared_ptr<replicator::handover_round> round;
+  /// The epoch the source had a majority promise to this node before it shipped the state
+  /// (`migration_payload::granted_epoch`): no round here, and the activation does not wait
+  /// for the write of the state (its writes queue behind it in the store). 0: none.
+  uint64_t granted = 0;
 };
 
 /// An agent that migrated here: the tenant supervisor activates it.
@@ -193,6 +197,9 @@ using adopt_atom = caf::atom_constant<caf::atom("hadopt")>;
 using migrate_shipped_atom = caf::atom_constant<caf::atom("hmigship")>;
 using migrate_check_atom = caf::atom_constant<caf::atom("hmigcheck")>;
 using migrate_expire_atom = caf::atom_constant<caf::atom("hmigexp")>;
+/// The replica set's promise to a migration's target came in (replicator::promise_to):
+/// `(atom, id, token, epoch, newest_epoch, newest_seq)` or `(atom, id, token, error)`.
+using migrate_promised_atom = caf::atom_constant<caf::atom("hmigprom")>;
 
 int64_t unix_ms_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -447,8 +454,10 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
     auto settled = [&adopted, &d]() -> caf::error {
       if (!adopted)
         return {};
-      if (auto err = adopted->stored.get())
-        return err;
+      // (Granted: the agent's writes queue behind the state's; no wait for it here.)
+      if (adopted->granted == 0)
+        if (auto err = adopted->stored.get())
+          return err;
       if (adopted->activate_by && std::chrono::steady_clock::now() > *adopted->activate_by)
         return make_error(errc::rejected,
                           "the migration of " + d->id.str()
@@ -502,6 +511,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       if (adopted && shipped) {
         hints.position = std::make_pair(shipped->hdr.epoch, shipped->hdr.seq);
         hints.round = adopted->round;
+        hints.granted = adopted->granted;
       }
       auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, &hints);
       if (hints.replaced)
@@ -635,6 +645,16 @@ struct activation_book {
     uint64_t token = 0;
     bool shipping = false;
     size_t state_bytes = 0;
+    /// Replicated: the agent's hook asked the replica set to promise the next epoch to the
+    /// target (set on the agent's thread; replicator::promise_to). Null: not replicated.
+    std::shared_ptr<std::atomic<bool>> promise_sent;
+    /// That promise is not in yet (the state waits in `state`).
+    bool promise_pending = false;
+    /// The epoch promised to the target, and the newest copy the promising members had.
+    uint64_t granted_epoch = 0;
+    std::pair<uint64_t, uint64_t> newest_copy{0, 0};
+    /// The captured state, until it is shipped.
+    std::optional<std::string> state;
   };
   std::unordered_map<std::string, migration> migrating;
   /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
@@ -951,7 +971,11 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   if (agent) {
     // Before the stash: the agent takes calls again once it sees this (at its new epoch, if
     // it has one).
-    auto back = m.shipping ? take_promise_back(ctx, id, m.view.kind) : promise_taken_back{};
+    // (The promise to the target may have reached members before the move was called off,
+    // whether or not the state went out.)
+    auto promised = m.promise_sent && m.promise_sent->load();
+    auto back =
+      m.shipping || promised ? take_promise_back(ctx, id, m.view.kind) : promise_taken_back{};
     self->send(agent, migrate_end_atom::value, false, back.epoch, back.replaced);
   }
   auto view = m.view;
@@ -1076,19 +1100,65 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   m.job = std::move(job);
   m.started = std::chrono::steady_clock::now();
   m.token = token;
-  self->send(m.agent, migrate_go_atom::value);
+  migrate_quiet quiet;
+  auto* kind = ctx->kinds->find(m.view.kind);
+  auto rep = ctx->rep ? ctx->rep->get() : nullptr;
+  if (rep && kind != nullptr && kind->persistence == persistence_mode::journaled) {
+    // The promise to the target is asked for as the agent stops writing: the round runs while
+    // its last appends become durable, not after the state arrives at the target.
+    m.promise_sent = std::make_shared<std::atomic<bool>>(false);
+    m.promise_pending = true;
+    quiet.fn = [rep, db = ctx->db, id, to = m.job.to, sup = caf::actor_cast<caf::actor>(self),
+                token, sent = m.promise_sent](uint64_t epoch) {
+      auto meta = db->get_meta(id.str());
+      if (!meta || !*meta)
+        return caf::anon_send(sup, migrate_promised_atom::value, id, token,
+                              meta
+                                ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
+                                : std::move(meta.error()));
+      sent->store(true);
+      rep->promise_to(id, **meta, epoch, to, [sup, id, token](caf::expected<replicator::grant> g) {
+        if (!g)
+          return caf::anon_send(sup, migrate_promised_atom::value, id, token, std::move(g.error()));
+        caf::anon_send(sup, migrate_promised_atom::value, id, token, g->epoch, g->newest_epoch,
+                       g->newest_seq);
+      });
+    };
+  }
+  self->send(m.agent, migrate_go_atom::value, std::move(quiet));
   // A state that never comes (the agent crashed and restarted) must not hold calls forever.
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_timeout_ms),
                      migrate_check_atom::value, id, token);
   book.migrating.emplace(id.name, std::move(m));
 }
 
-/// The agent handed over its state: ship it with its meta.
-void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
-                    const agent_id& id, std::string state) {
+/// Ships the captured state with its meta once it is here and (replicated) the target has
+/// its promise.
+void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                   const agent_id& id) {
   auto i = book.migrating.find(id.name);
-  if (i == book.migrating.end() || i->second.shipping)
+  if (i == book.migrating.end() || i->second.shipping || !i->second.state
+      || i->second.promise_pending)
     return;
+  auto state = std::move(*i->second.state);
+  i->second.state.reset();
+  if (i->second.granted_epoch != 0) {
+    // Every acknowledged write is in this state, and nothing can have been written after it
+    // at another epoch without fencing this activation first: a promising member's copy
+    // newer than the state means something is wrong, so the move is called off.
+    auto snap = records::decode_snapshot(state);
+    if (!snap)
+      return abort_migration(self, ctx, book, id, std::move(snap.error()));
+    if (i->second.newest_copy > std::make_pair(snap->hdr.epoch, snap->hdr.seq))
+      return abort_migration(self, ctx, book, id,
+                             make_error(errc::conflict,
+                                        "a replica of " + id.str() + " is at epoch "
+                                          + std::to_string(i->second.newest_copy.first) + ", seq "
+                                          + std::to_string(i->second.newest_copy.second)
+                                          + ", newer than the state captured here (epoch "
+                                          + std::to_string(snap->hdr.epoch) + ", seq "
+                                          + std::to_string(snap->hdr.seq) + ")"));
+  }
   auto meta = ctx->db->get_meta(id.str());
   if (!meta || !*meta)
     return abort_migration(self, ctx, book, id,
@@ -1097,17 +1167,16 @@ void ship_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book&
   if (i->second.job.pin)
     (*meta)->pinned = true;
   i->second.shipping = true;
-  i->second.captured = std::chrono::steady_clock::now();
   i->second.state_bytes = state.size();
   auto sup = caf::actor_cast<caf::actor>(self);
-  i->second.job.ship(
-    migration_payload{id, records::encode(**meta), std::move(state), new_shipment_id()},
-    [sup, id](caf::expected<caf::actor> r) {
-      if (r)
-        caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
-      else
-        caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(r.error()));
-    });
+  migration_payload payload{id, records::encode(**meta), std::move(state), new_shipment_id()};
+  payload.granted_epoch = i->second.granted_epoch;
+  i->second.job.ship(std::move(payload), [sup, id](caf::expected<caf::actor> r) {
+    if (r)
+      caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
+    else
+      caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(r.error()));
+  });
 }
 
 /// Tenant supervisors accept spawns and stops of their agents, activate persisted agents on
@@ -1140,7 +1209,29 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
         start_migration(self, ctx, *book, std::move(job));
       },
       [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state) {
-        ship_migration(self, ctx, *book, id, std::move(state));
+        auto i = book->migrating.find(id.name);
+        if (i == book->migrating.end() || i->second.shipping || i->second.state)
+          return;
+        i->second.captured = std::chrono::steady_clock::now();
+        i->second.state = std::move(state);
+        ship_if_ready(self, ctx, *book, id);
+      },
+      [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token, uint64_t epoch,
+                        uint64_t newest_epoch, uint64_t newest_seq) {
+        auto i = book->migrating.find(id.name);
+        if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
+          return;
+        i->second.promise_pending = false;
+        i->second.granted_epoch = epoch;
+        i->second.newest_copy = {newest_epoch, newest_seq};
+        ship_if_ready(self, ctx, *book, id);
+      },
+      [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token,
+                        caf::error& err) {
+        auto i = book->migrating.find(id.name);
+        if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
+          return;
+        abort_migration(self, ctx, *book, id, std::move(err));
       },
       [self, ctx, book](migrate_state_atom, const agent_id& id, caf::error& err) {
         abort_migration(self, ctx, *book, id, std::move(err));
@@ -2206,6 +2297,11 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
     return done(make_error(errc::invalid_argument,
                            "migration of " + key + " carries records of '" + meta->hdr.agent
                              + "' and '" + snap->hdr.agent + "'"));
+  if (in.granted_epoch != 0 && in.granted_epoch <= snap->hdr.epoch)
+    return done(make_error(errc::invalid_argument,
+                           "migration of " + key + " carries granted epoch "
+                             + std::to_string(in.granted_epoch) + ", not above its state's epoch "
+                             + std::to_string(snap->hdr.epoch)));
   auto kind = kinds_.find(meta->kind);
   if (kind == nullptr)
     return done(make_error(errc::unknown_kind,
@@ -2258,20 +2354,29 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
       return done(make_error(errc::conflict, key + " is being adopted on " + node_name()));
   }
   capabilities_->add(in.id, meta->capabilities);
-  // Its activation here takes the promise over: the round asking for it goes out now (this
-  // node's own promise is queued ahead of the write below), so it runs while the state is
-  // stored and the activation is on its way.
+  // Its activation here takes the promise over. Usually the source had the replica set
+  // promise it to this node before it shipped (granted). Otherwise the round asking for it
+  // goes out now (this node's own promise is queued ahead of the write below), so it runs
+  // while the state is stored and the activation is on its way.
   auto min_epoch = db_->next_epoch();
   // The promise and the shipped state share one group commit (the writer waits for both).
-  std::optional<store::commit_hold> hold{db_->hold_commits()};
+  std::optional<store::commit_hold> hold;
   std::shared_ptr<replicator::handover_round> round;
-  if (auto rep = ctx_rep_->get(); rep && kind->persistence == persistence_mode::journaled)
-    round = rep->begin_handover(in.id, *meta, snap->hdr.epoch, min_epoch);
+  uint64_t granted = 0;
+  if (auto rep = ctx_rep_->get(); rep && kind->persistence == persistence_mode::journaled) {
+    if (in.granted_epoch != 0) {
+      // Promised before the state left (replicator::promise_to): no round here.
+      granted = in.granted_epoch;
+    } else {
+      hold.emplace(db_->hold_commits());
+      round = rep->begin_handover(in.id, *meta, snap->hdr.epoch, min_epoch);
+    }
+  }
   // The meta, then the snapshot, queued under the hold with this node's promise, so that one
   // group commit carries all three (their completions run in order). The activation starts at
   // once, with the meta and the state in hand: it builds the instance from the shipped
   // snapshot while the round and the write run, and it waits for the write before it takes
-  // calls (see adopted_state). The snapshot prunes no journal: the node
+  // calls unless granted (see adopted_state). The snapshot prunes no journal: the node
   // erased this agent's when it left (reading a journal of deleted events costs more than
   // the write), and what a crash left behind is at most stale events up to the snapshot's
   // sequence, which nothing reads and the next erase removes.
@@ -2282,15 +2387,20 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   auto t0 = std::chrono::steady_clock::now();
   // The answer goes back once the activation ended and the write completed, whichever is
   // last (an activation that found the agent running already does not wait for the write).
+  // With a granted promise, an activation that succeeded is answered at once: the agent's
+  // writes queue behind the state's in this node's store, so none is acknowledged before the
+  // state is durable here, and the state is on a majority of the replicas already.
   struct join {
     std::mutex mtx;
     std::optional<caf::error> stored;
     std::optional<caf::expected<caf::actor>> active;
     std::chrono::steady_clock::time_point stored_at;
+    bool answered = false;
   };
   auto j = std::make_shared<join>();
   auto finish = [db, id, t0, j, done, fences = fences_]() {
-    // (Called once, by the second of the two to arrive, with `j->mtx` not held.)
+    // (Called once, by the second of the two to arrive, with `j->mtx` not held; or, granted,
+    // by an activation that succeeded, before the write completed.)
     using ms = std::chrono::duration<double, std::milli>;
     // No longer under way for settle_adoption once it is active here, or its copy is gone.
     auto settled = [fences, key = id.str()] {
@@ -2298,6 +2408,10 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
       fences->adopting.erase(key);
     };
     auto& t = *j->active;
+    if (!j->stored) {
+      settled();
+      return done(caf::error{});
+    }
     log::event(spdlog::level::debug, "agent_adopted",
                {{"store_ms", ms(j->stored_at - t0).count()},
                 {"total_ms", ms(std::chrono::steady_clock::now() - t0).count()},
@@ -2324,16 +2438,25 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   adopted->snapshot = std::make_shared<const records::snapshot_record>(std::move(*snap));
   adopted->min_epoch = min_epoch;
   adopted->round = std::move(round);
+  adopted->granted = granted;
   auto meta_err = std::make_shared<caf::error>();
   db_->put_meta(std::move(*meta), false,
                 [meta_err](caf::error err) { *meta_err = std::move(err); });
   db_->put_snapshot_encoded(
     key, seq, std::move(in.snapshot), 0,
-    [stored, meta_err, j, finish](caf::error err) {
+    [stored, meta_err, j, finish, id](caf::error err) {
       auto result = *meta_err ? std::move(*meta_err) : std::move(err);
       stored->set_value(result);
       {
         std::lock_guard<std::mutex> guard{j->mtx};
+        if (j->answered) {
+          // Answered already (granted): the agent runs here; its writes, queued behind this
+          // one, fail the same way, and it rebuilds from the store as after any failed write.
+          if (result)
+            log::event(spdlog::level::err, "migrated_state_not_stored",
+                       {{"reason", describe(result)}}, id.str());
+          return;
+        }
         j->stored = std::move(result);
         j->stored_at = std::chrono::steady_clock::now();
         if (!j->active)
@@ -2343,16 +2466,19 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
     },
     false, 0);
   hold.reset();
-  caf::anon_send(root_, adopt_atom::value,
-                 adopt_job{id, std::move(adopted), [j, finish](caf::expected<caf::actor> t) {
-                             {
-                               std::lock_guard<std::mutex> guard{j->mtx};
-                               j->active = std::move(t);
-                               if (!j->stored)
-                                 return;
-                             }
-                             finish();
-                           }});
+  caf::anon_send(
+    root_, adopt_atom::value,
+    adopt_job{id, std::move(adopted), [j, finish, granted](caf::expected<caf::actor> t) {
+                {
+                  std::lock_guard<std::mutex> guard{j->mtx};
+                  j->active = std::move(t);
+                  if (granted != 0 && *j->active && !j->stored)
+                    j->answered = true; // (finish answers without the write)
+                  else if (!j->stored)
+                    return;
+                }
+                finish();
+              }});
 }
 
 caf::expected<node_runtime::adoption_outcome> node_runtime::settle_adoption(const agent_id& id,

@@ -70,6 +70,10 @@ struct migration_payload {
   /// by 1.75T (`node_runtime::adopt`). Holds while the nodes' clocks differ by less than T/4.
   uint64_t sent_unix_ms = 0;
   uint64_t timeout_ms = 0;
+  /// The epoch a majority of the replica set promised the target before the state left
+  /// (`replicator::promise_to`); the target activates at it without a round of its own.
+  /// 0: none (not replicated), the target asks for the promise itself.
+  uint64_t granted_epoch = 0;
 };
 
 /// Carries a payload to the target node, which stores and activates the agent; then calls

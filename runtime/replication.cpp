@@ -269,9 +269,21 @@ struct replicator::round_book {
   size_t left = 0;
   size_t ok = 0;
   size_t enough = 0;
+  /// Runs once the round is done (`send_round`'s `then`).
+  round_fn then;
   bool done() const {
     return left == 0 || (enough > 0 && ok >= enough);
   }
+  /// The answers so far (call with `mtx` held).
+  std::vector<caf::expected<std::string>> answers(const std::vector<std::string>& names) const {
+    std::vector<caf::expected<std::string>> out;
+    for (size_t i = 0; i < r.size(); ++i)
+      out.push_back(r[i] ? *r[i]
+                         : caf::expected<std::string>{
+                           make_error(errc::timeout, names[i] + " did not answer in time")});
+    return out;
+  }
+  std::vector<std::string> names;
 };
 
 struct replicator::handover_round {
@@ -284,23 +296,37 @@ struct replicator::handover_round {
 
 std::shared_ptr<replicator::round_book> replicator::send_round(
   const std::vector<replica_peer>& set, const remote_call& req,
-  const std::function<void(reply_fn)>& local, size_t enough) {
+  const std::function<void(reply_fn)>& local, size_t enough, round_fn then) {
   auto b = std::make_shared<round_book>();
   b->r.resize(set.size());
   b->left = set.size();
   b->enough = enough;
+  b->then = std::move(then);
+  for (auto& p : set)
+    b->names.push_back(p.name);
   auto slot = [b](size_t i) {
     return [b, i](caf::expected<std::string> x) {
       // (Answers after the caller stopped waiting land here too, unread.)
-      std::lock_guard<std::mutex> guard{b->mtx};
-      if (b->r[i])
-        return;
-      if (x)
-        ++b->ok;
-      b->r[i] = std::move(x);
-      --b->left;
-      if (b->done())
+      round_fn then;
+      std::vector<caf::expected<std::string>> answers;
+      {
+        std::lock_guard<std::mutex> guard{b->mtx};
+        if (b->r[i])
+          return;
+        if (x)
+          ++b->ok;
+        b->r[i] = std::move(x);
+        --b->left;
+        if (!b->done())
+          return;
         b->cv.notify_all();
+        if (!b->then)
+          return;
+        then = std::move(b->then);
+        b->then = nullptr;
+        answers = b->answers(b->names);
+      }
+      then(std::move(answers));
     };
   };
   for (size_t i = 0; i < set.size(); ++i) {
@@ -318,12 +344,8 @@ std::vector<caf::expected<std::string>> replicator::wait_round(
   const std::shared_ptr<round_book>& b, const std::vector<replica_peer>& set) {
   std::unique_lock<std::mutex> guard{b->mtx};
   b->cv.wait_for(guard, opts_.timeout + std::chrono::milliseconds(200), [&] { return b->done(); });
-  std::vector<caf::expected<std::string>> out;
-  for (size_t i = 0; i < set.size(); ++i)
-    out.push_back(b->r[i] ? *b->r[i]
-                          : caf::expected<std::string>{
-                            make_error(errc::timeout, set[i].name + " did not answer in time")});
-  return out;
+  assert(b->names.size() == set.size());
+  return b->answers(b->names);
 }
 
 std::vector<caf::expected<std::string>> replicator::gather(
@@ -334,8 +356,9 @@ std::vector<caf::expected<std::string>> replicator::gather(
 
 std::shared_ptr<replicator::round_book> replicator::send_prepare(
   const agent_id& id, uint64_t epoch, const std::string& meta_bytes,
-  const std::vector<replica_peer>& set) {
+  const std::vector<replica_peer>& set, const std::string& holder, round_fn then) {
   auto key = id.str();
+  auto& to = holder.empty() ? self_ : holder;
   std::vector<std::string> names;
   std::string joined;
   for (auto& m : replica_set(key)) {
@@ -343,13 +366,52 @@ std::shared_ptr<replicator::round_book> replicator::send_prepare(
     joined += (joined.empty() ? "" : ",") + m.name;
   }
   remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
-  p.call.body = pack({std::to_string(epoch), self_, meta_bytes, joined});
+  p.call.body = pack({std::to_string(epoch), to, meta_bytes, joined});
   return send_round(
     set, p,
     [&](reply_fn done) {
-      on_prepare(key, epoch, self_, meta_bytes, std::move(names), std::move(done));
+      on_prepare(key, epoch, to, meta_bytes, std::move(names), std::move(done));
     },
-    set.size() / 2 + 1);
+    set.size() / 2 + 1, std::move(then));
+}
+
+void replicator::promise_to(const agent_id& id, const records::meta_record& meta,
+                            uint64_t epoch_left, const std::string& target,
+                            std::function<void(caf::expected<grant>)> done) {
+  assert(done);
+  auto key = id.str();
+  auto set = effective_set(key);
+  auto need = set.size() / 2 + 1;
+  auto epoch = epoch_left + 1;
+  (void)send_prepare(
+    id, epoch, records::encode(meta), set, target,
+    [key, set, need, epoch, done = std::move(done)](std::vector<caf::expected<std::string>> rs) {
+      grant g;
+      g.epoch = epoch;
+      size_t promised = 0;
+      bool fenced = false;
+      std::string reasons;
+      for (size_t i = 0; i < rs.size(); ++i) {
+        auto info = rs[i] ? parse_info(*rs[i]) : caf::expected<copy_info>{rs[i].error()};
+        if (!info) {
+          fenced = fenced || code_of(info.error()) == errc::fenced;
+          reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": " + describe(info.error());
+          continue;
+        }
+        ++promised;
+        if (std::tie(info->last_epoch, info->last_seq) > std::tie(g.newest_epoch, g.newest_seq)) {
+          g.newest_epoch = info->last_epoch;
+          g.newest_seq = info->last_seq;
+        }
+      }
+      if (promised >= need)
+        return done(g);
+      done(make_error(fenced ? errc::fenced : errc::no_quorum,
+                      "a majority of the replicas of " + key + " did not promise epoch "
+                        + std::to_string(epoch) + " to the migration's target ("
+                        + std::to_string(promised) + " of " + std::to_string(set.size()) + ": "
+                        + reasons + ")"));
+    });
 }
 
 std::shared_ptr<replicator::handover_round> replicator::begin_handover(
@@ -392,6 +454,16 @@ caf::expected<uint64_t> replicator::acquire(const agent_id& id, const records::m
                         self_
                           + " is still joining the cluster: it activates no "
                             "replicated agent before it knows the members");
+  if (hints != nullptr && hints->granted != 0) {
+    // Promised to this node by a majority before the state left its source, which checked
+    // that no copy is newer than that state (promise_to): nothing to ask, nothing to read.
+    if (hints->settled)
+      if (auto err = hints->settled())
+        return err;
+    std::lock_guard<std::mutex> guard{cmtx_};
+    ++counters_.activations;
+    return hints->granted;
+  }
   auto meta_bytes = records::encode(meta);
   std::vector<caf::expected<std::string>> preps;
   std::optional<std::pair<copy_info, size_t>> best;
@@ -620,6 +692,20 @@ bool replicator::may_take_over(const agent_id& id) {
     for (auto& p : peers)
       if (p.name == holder && p.serving)
         return false;
+  if (holder == self_) {
+    // Promised here by a migration's source, and no working copy: while its shipment may
+    // still come, not; after that, nobody else would (this node serves), so this node does.
+    {
+      std::lock_guard<std::mutex> guard{fmtx_};
+      if (auto g = grants_.find(key);
+          g != grants_.end() && clock_type::now() - g->second < opts_.handover_wait)
+        return false;
+    }
+    for (auto& p : effective_set(key))
+      if (p.name == self_)
+        return p.serving;
+    return false;
+  }
   for (auto& p : effective_set(key)) {
     if (p.name == self_)
       return p.serving;
@@ -956,6 +1042,16 @@ void replicator::handle(const remote_call& req, reply_fn done) {
     auto parts = unpack(req.call.body);
     if (!parts || parts->size() != 4)
       return done(make_error(errc::invalid_argument, "r.prepare: malformed body"));
+    if ((*parts)[1] == self_) {
+      // Another member asks the copy here to promise this node (promise_to): a shipment is on
+      // its way (see may_take_over).
+      auto now = clock_type::now();
+      std::lock_guard<std::mutex> guard{fmtx_};
+      if (grants_.size() >= 4096)
+        for (auto g = grants_.begin(); g != grants_.end();)
+          g = now - g->second >= opts_.handover_wait ? grants_.erase(g) : std::next(g);
+      grants_[agent] = now;
+    }
     return on_prepare(agent, to_u64((*parts)[0]), (*parts)[1], (*parts)[2], split_list((*parts)[3]),
                       std::move(done));
   }

@@ -34,6 +34,11 @@ struct replication_options {
   double repairs_per_s = 200;
   /// TEST ONLY (a planted bug): acknowledge once the host has the write, replicate later.
   bool ack_before_quorum = false;
+  /// How long a promise another member made in this node's name (a migration's source,
+  /// `promise_to`) keeps this node from taking the agent over from its copy: the shipment may
+  /// still come. After it, a holder with no working copy takes over (its source failed).
+  /// The cluster sets 3 x `cluster.migration_timeout_ms` (past every deadline of a shipment).
+  std::chrono::milliseconds handover_wait{15000};
 };
 
 /// One member of the cluster as replication sees it.
@@ -67,6 +72,9 @@ struct replica_peer {
 ///   not take over (`agent_not_found`; the caller goes on searching), unless it is a
 ///   migration's target (`expect_handover`), which also skips the query round: it knows the
 ///   epoch the agent left with and asks for the next one at once.
+/// - **Promised by the source.** A migration's source has the set promise the next epoch to
+///   the target as its agent stops writing (`promise_to`, sent behind the agent's appends on
+///   the same connections): the target then activates with no round (`granted`).
 /// - **Majorities.** Each round waits for a majority of answers, not for all of them: a slow
 ///   member (or this node's own copy, queued behind a large write) does not delay it.
 ///
@@ -123,7 +131,29 @@ public:
     /// Out: the working copy was replaced by a newer replica copy, so what the caller holds
     /// of it is stale (read it from the store).
     bool replaced = false;
+    /// A migration's source had a majority of the set promise this epoch to this node before
+    /// it shipped the state (`promise_to`), and checked that no copy is newer than what it
+    /// shipped: the activation takes it without a round of its own and reads nothing back
+    /// (0: none).
+    uint64_t granted = 0;
   };
+
+  /// What `promise_to` got: the epoch a majority promised, and the newest copy among them.
+  struct grant {
+    uint64_t epoch = 0;
+    uint64_t newest_epoch = 0;
+    uint64_t newest_seq = 0;
+  };
+
+  /// A migration's source, once its agent stopped writing (its appends are all sent, so each
+  /// member sees them before this), asks the replica set to promise the epoch after
+  /// `epoch_left` to `target`. The round runs while the appends become durable, so the target
+  /// activates without a round of its own (`activation_hints::granted`). `done` runs once, on
+  /// any thread, when a majority promised (the grant) or can no longer promise (fenced,
+  /// no_quorum). Either way some members may hold the promise: a source that keeps the agent
+  /// takes it back (as after a shipment that went unanswered). `meta` is the working copy's.
+  void promise_to(const agent_id& id, const records::meta_record& meta, uint64_t epoch_left,
+                  const std::string& target, std::function<void(caf::expected<grant>)> done);
 
   /// Runs an activation's two rounds (see above) and catches its working copy up; blocks (at
   /// most about 3 x `timeout`). `meta` is the working copy's meta; the epoch is above
@@ -156,7 +186,9 @@ public:
 
   /// Whether this node should activate `id`, of which it has a replica copy but no working
   /// copy: the copy's holder does not serve calls and this node is the first serving member
-  /// of the set. Reads only this node's store.
+  /// of the set; or the holder is this node (a migration's source promised it here and failed
+  /// before the state arrived) and `handover_wait` passed since that promise. Reads only this
+  /// node's store.
   [[nodiscard]] bool may_take_over(const agent_id& id);
 
   /// Writes a working copy's meta from this node's replica copy (blocks until durable); the
@@ -242,16 +274,23 @@ private:
   /// The answers of a round `send_round` started.
   struct round_book;
   /// `gather` in two halves: sends, then (`wait_round`) waits.
+  /// The answers of a round, in the order of its set (unanswered: timeout errors).
+  using round_fn = std::function<void(std::vector<caf::expected<std::string>>)>;
+  /// `then` (optional) runs once, on the thread of the answer that ends the round (enough
+  /// answered, or all did), with no lock held.
   std::shared_ptr<round_book> send_round(const std::vector<replica_peer>& set,
                                          const remote_call& req,
-                                         const std::function<void(reply_fn)>& local, size_t enough);
+                                         const std::function<void(reply_fn)>& local, size_t enough,
+                                         round_fn then = {});
   std::vector<caf::expected<std::string>> wait_round(const std::shared_ptr<round_book>& b,
                                                      const std::vector<replica_peer>& set);
   /// Round 2 of an activation of `id` on this node: asks `set` to promise `epoch`
   /// (`meta_bytes`: the working copy's meta); done once a majority of `set` promised.
+  /// `holder`: the node the promise names (empty: this one); `then` as in `send_round`.
   std::shared_ptr<round_book> send_prepare(const agent_id& id, uint64_t epoch,
                                            const std::string& meta_bytes,
-                                           const std::vector<replica_peer>& set);
+                                           const std::vector<replica_peer>& set,
+                                           const std::string& holder = {}, round_fn then = {});
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);
@@ -291,6 +330,9 @@ private:
   std::unordered_map<std::string, fence> fences_;
   /// Migrations' targets: id -> the epoch the agent left its node with.
   std::unordered_map<std::string, uint64_t> handovers_;
+  /// Promises other members made in this node's name (`promise_to`), and when (bounded:
+  /// entries older than `handover_wait` are dropped as new ones come).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> grants_;
 
   mutable std::mutex cmtx_;
   counters counters_;

@@ -991,7 +991,8 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
   ASSERT_FALSE(transport.empty()) << json(view(0)).dump();
   // A stranger on the call transport that knows the cluster's name (no TLS here), as a member
   // shipping an agent would be: op m.adopt, body replicator::pack({meta, snapshot, from,
-  // shipment, sent_unix_ms}), the call's timeout the source's cluster.migration_timeout_ms.
+  // shipment, sent_unix_ms, granted_epoch}), the call's timeout the source's
+  // cluster.migration_timeout_ms.
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", size_t{2});
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -1047,7 +1048,7 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     std::string names;
   };
   const std::string body_error =
-    "body is not (meta, snapshot, from, shipment, sent_unix_ms) with a timeout";
+    "body is not (meta, snapshot, from, shipment, sent_unix_ms, granted_epoch) with a timeout";
   std::vector<bad_call> bad{
     {"not a packed body", "acme/new", "just bytes", hive::errc::invalid_argument, body_error},
     {"two parts", "acme/new", pack({meta_of("acme/new", "counter"), "n9"}),
@@ -1055,36 +1056,50 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     {"no time sent (the body of protocol version 10)", "acme/new",
      pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12"}),
      hive::errc::invalid_argument, body_error},
+    {"no granted epoch (the body of protocol version 11)", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12", now_ms}),
+     hive::errc::invalid_argument, body_error},
+    {"a granted epoch that is no number", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12", now_ms, "e"}),
+     hive::errc::invalid_argument, body_error},
+    {"a granted epoch not above the state's", "acme/new",
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "13", now_ms, "7"}),
+     hive::errc::invalid_argument, "granted epoch 7"},
     {"a shipment id that is no number", "acme/new",
-     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12x", now_ms}),
+     pack(
+       {meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12x", now_ms, "0"}),
      hive::errc::invalid_argument, body_error},
     {"a time sent that is no number", "acme/new",
-     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12", "-1"}),
+     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "12", "-1", "0"}),
      hive::errc::invalid_argument, body_error},
     {"a meta that is no record", "acme/new",
-     pack({"meta?", snapshot_of("acme/new", "{}"), "n9", "1", now_ms}), hive::errc::corrupt_record,
-     ""},
+     pack({"meta?", snapshot_of("acme/new", "{}"), "n9", "1", now_ms, "0"}),
+     hive::errc::corrupt_record, ""},
     {"a snapshot whose checksum fails", "acme/new",
-     pack({meta_of("acme/new", "counter"), corrupt, "n9", "2", now_ms}), hive::errc::corrupt_record,
-     ""},
+     pack({meta_of("acme/new", "counter"), corrupt, "n9", "2", now_ms, "0"}),
+     hive::errc::corrupt_record, ""},
     {"records of another agent", "acme/new",
-     pack({meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9", "3", now_ms}),
+     pack(
+       {meta_of("acme/other", "counter"), snapshot_of("acme/other", "{}"), "n9", "3", now_ms, "0"}),
      hive::errc::invalid_argument, "carries records of 'acme/other'"},
     {"a kind the node does not have", "acme/new",
-     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9", "4", now_ms}),
+     pack({meta_of("acme/new", "no_such_kind"), snapshot_of("acme/new", "{}"), "n9", "4", now_ms,
+           "0"}),
      hive::errc::unknown_kind, "no_such_kind"},
     {"an agent that is active here", "acme/kept",
      pack({meta_of("acme/kept", "counter"), snapshot_of("acme/kept", R"({"value":1000})"), "n9",
-           "5", now_ms}),
+           "5", now_ms, "0"}),
      hive::errc::agent_exists, "acme/kept is active on n1"},
     {"a shipment past its deadline", "acme/new",
-     pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "6", minute_ago}),
+     pack(
+       {meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "6", minute_ago, "0"}),
      hive::errc::rejected, "ms after it was sent (deadline 7500 ms"},
   };
   {
     auto r = call(
       "m.adopt", "acme/new",
-      pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "7", now_ms}), 0);
+      pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "7", now_ms, "0"}),
+      0);
     ASSERT_FALSE(r) << "a shipment without a timeout: accepted, answered " << *r;
     EXPECT_EQ(hive::code_of(r.error()), hive::errc::invalid_argument) << hive::describe(r.error());
     EXPECT_NE(hive::describe(r.error()).find(body_error), std::string::npos)
@@ -1109,9 +1124,9 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
   auto settled = call("m.settle", "acme/new", "7 99");
   ASSERT_TRUE(settled) << hive::describe(settled.error());
   EXPECT_EQ(*settled, "refused");
-  auto late =
-    call("m.adopt", "acme/new",
-         pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "99", now_ms}));
+  auto late = call(
+    "m.adopt", "acme/new",
+    pack({meta_of("acme/new", "counter"), snapshot_of("acme/new", "{}"), "n9", "99", now_ms, "0"}));
   ASSERT_FALSE(late) << "a shipment settled as refused was taken in: " << *late;
   EXPECT_EQ(hive::code_of(late.error()), hive::errc::rejected) << hive::describe(late.error());
   // The shipment refused for its age is refused for good: a settle of it answers so.

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -153,6 +154,7 @@ protected:
     for (auto& p : all) {
       replication_options ro;
       ro.timeout = std::chrono::seconds(60); // a round waits for a majority, never for this
+      ro.handover_wait = std::chrono::seconds(2);
       reps[p.name] = replicator::make(
         dbs[p.name], p.name, ro, [all] { return all; },
         [this](const std::string& address, const remote_call& req, std::chrono::milliseconds,
@@ -319,4 +321,85 @@ TEST_F(replication_rounds, an_activation_needs_a_majority_of_answers_not_all_of_
   ASSERT_TRUE(copy && copy->has_value());
   EXPECT_EQ((*copy)->promised_epoch, 3u);
   EXPECT_EQ((*copy)->holder, "n1");
+}
+
+TEST_F(replication_rounds,
+       a_source_promises_its_target_the_next_epoch_and_the_target_takes_it_without_a_round) {
+  auto id = *parse_agent_id(agent);
+  auto wait = [](auto& p) { return p.get_future().get(); };
+  // n1 hosts the agent at epoch 5 and writes one event, acknowledged by a majority.
+  std::promise<caf::error> meta_written;
+  dbs.at("n1")->put_meta(meta(), false,
+                         [&meta_written](caf::error e) { meta_written.set_value(std::move(e)); });
+  ASSERT_FALSE(wait(meta_written));
+  auto first = acquire("n1", 5, true);
+  ASSERT_TRUE(first) << describe(first.error());
+  ASSERT_EQ(*first, 5u);
+  records::event_record ev;
+  ev.hdr = {agent, 5, 1};
+  ev.payload = "{}";
+  std::promise<caf::error> wrote;
+  reps.at("n1")->append(ev, [&wrote](caf::error e) { wrote.set_value(std::move(e)); });
+  auto wrote_err = wait(wrote);
+  ASSERT_FALSE(wrote_err) << describe(wrote_err);
+  // It moves to n2: n1 has the set promise the next epoch to n2.
+  std::promise<caf::expected<replicator::grant>> granted;
+  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
+    granted.set_value(std::move(g));
+  });
+  auto g = wait(granted);
+  ASSERT_TRUE(g) << describe(g.error());
+  EXPECT_EQ(g->epoch, 6u);
+  EXPECT_EQ(std::make_pair(g->newest_epoch, g->newest_seq),
+            std::make_pair(uint64_t{5}, uint64_t{1}))
+    << "the newest copy among the promising members is the last write";
+  test::drain_completions(dbs);
+  size_t holding = 0;
+  for (auto* n : {"n1", "n2", "n3"}) {
+    auto copy = dbs.at(n)->get_meta(replicator::copy_key(agent));
+    ASSERT_TRUE(copy && copy->has_value()) << n;
+    holding += (*copy)->promised_epoch == 6 && (*copy)->holder == "n2" ? 1 : 0;
+  }
+  EXPECT_GE(holding, 2u) << "a majority promised epoch 6 to n2";
+  // The promise fences n1's activation: a write it would still make is refused.
+  ev.hdr.seq = 2;
+  std::promise<caf::error> late;
+  reps.at("n1")->append(ev, [&late](caf::error e) { late.set_value(std::move(e)); });
+  auto late_err = wait(late);
+  EXPECT_EQ(code_of(late_err), errc::fenced) << describe(late_err);
+  // n2 does not take the agent over from its copy while the shipment may still come.
+  EXPECT_FALSE(reps.at("n2")->may_take_over(id));
+  // The target activates at the granted epoch, asking no replica anything.
+  auto mark = calls_so_far();
+  replicator::activation_hints hints;
+  hints.granted = g->epoch;
+  auto moved = acquire("n2", 1, false, &hints);
+  ASSERT_TRUE(moved) << describe(moved.error());
+  EXPECT_EQ(*moved, 6u);
+  EXPECT_EQ(ops_since(mark), std::vector<std::string>{}) << "the target sent a round";
+}
+
+TEST_F(replication_rounds,
+       a_promise_made_for_a_shipment_that_never_came_lets_its_holder_take_over_later) {
+  auto id = *parse_agent_id(agent);
+  auto first = acquire("n1", 5, true);
+  ASSERT_TRUE(first) << describe(first.error());
+  std::promise<caf::expected<replicator::grant>> granted;
+  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
+    granted.set_value(std::move(g));
+  });
+  auto g = granted.get_future().get();
+  ASSERT_TRUE(g) << describe(g.error());
+  test::drain_completions(dbs);
+  // n1 failed before it shipped the state. n2 holds the promise and serves calls, so no other
+  // member takes the agent over; n2 waits for the shipment (handover_wait, 2 s here), then
+  // takes it over from its copy.
+  EXPECT_FALSE(reps.at("n3")->may_take_over(id)) << "n3 took over from a serving holder";
+  EXPECT_FALSE(reps.at("n2")->may_take_over(id)) << "n2 did not wait for the shipment";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2300));
+  EXPECT_TRUE(reps.at("n2")->may_take_over(id));
+  EXPECT_FALSE(reps.at("n3")->may_take_over(id));
+  auto taken = acquire("n2", 1, false);
+  ASSERT_TRUE(taken) << describe(taken.error());
+  EXPECT_GT(*taken, g->epoch);
 }
