@@ -481,6 +481,47 @@ TEST_F(migration_test, a_move_called_off_after_the_target_was_promised_leaves_th
   }
 }
 
+TEST_F(migration_test,
+       a_replicated_agent_ships_with_its_targets_epoch_promised_and_a_refusal_takes_it_back) {
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
+  auto left = copy_state("c", "acme/r");
+  ASSERT_EQ(left["holder"], "a");
+  // The state leaves with the epoch after the source's already promised to the target by a
+  // majority of the set (replicator::promise_to): the target needs no round of its own.
+  uint64_t granted = 0;
+  size_t promised_to_b = 0;
+  std::promise<caf::expected<migration_result>> moved;
+  a->migrate_out(
+    *parse_agent_id("acme/r"), "b",
+    [this, &granted, &promised_to_b](migration_payload p,
+                                     std::function<void(caf::expected<caf::actor>)> done) {
+      granted = p.granted_epoch;
+      for (auto on : {"a", "b", "c"}) {
+        auto now = copy_state(on, "acme/r");
+        if (now["holder"] == "b" && now["promised"].get<uint64_t>() == granted)
+          ++promised_to_b;
+      }
+      done(make_error(errc::rejected, "the test's target refuses the state"));
+    },
+    [&moved](caf::expected<migration_result> r) { moved.set_value(std::move(r)); });
+  auto r = moved.get_future().get();
+  ASSERT_FALSE(r) << "the move was called off";
+  EXPECT_EQ(granted, left["promised"].get<uint64_t>() + 1);
+  EXPECT_GE(promised_to_b, 2u) << "a majority promised the target before the state left";
+  // Refused: the source took the promise back before the agent went on, so its writes are not
+  // fenced, and every acknowledged add is there.
+  for (int i = 4; i <= 6; ++i) {
+    auto v = ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+    ASSERT_TRUE(v) << "add " << i << ": " << describe(v.error());
+    EXPECT_EQ((*v)["value"], i);
+  }
+  for (auto on : {"a", "b", "c"}) {
+    auto now = copy_state(on, "acme/r");
+    EXPECT_EQ(now["holder"], "a") << on << ": " << now.dump();
+    EXPECT_GT(now["promised"].get<uint64_t>(), granted) << on << ": " << now.dump();
+  }
+}
+
 TEST_F(migration_test, a_move_called_off_after_the_target_wrote_goes_on_from_the_newer_copy) {
   // As above, but the target also had a write acknowledged at its epoch before it failed
   // (an activation there that took a call): the copies hold a newer journal than the source's
