@@ -83,6 +83,9 @@ struct agent_actor_state {
   bool migrating = false;
   /// The state is captured once no append is in flight any more.
   bool migrate_waiting = false;
+  /// A move was called off and the working copy replaced while appends were in flight: the
+  /// last completion reloads the state.
+  bool reload_when_settled = false;
   /// The agent moved to another node: this activation only re-delivers until it quits.
   bool moved = false;
   /// Passivation is done (the state is written, the supervisor told): the activation only
@@ -842,8 +845,12 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       }
       if (st.migrate_waiting && st.inflight == 0)
         send_migration_state(self);
-      if (st.recovering && st.inflight == 0)
+      if (st.reload_when_settled && st.inflight == 0) {
+        st.reload_when_settled = false;
         reload(self);
+      } else if (st.recovering && st.inflight == 0) {
+        reload(self);
+      }
     },
     [self](snapshotted_atom, uint64_t seq, caf::error& err) {
       auto& st = self->state;
@@ -944,9 +951,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       st.migrating = true;
       // No append after this one: the hook's messages follow every append sent.
       if (quiet.fn && !st.recovering)
-        quiet.fn(st.cfg.position.epoch);
+        quiet.fn(st.cfg.position.epoch, st.applied_seq);
       flush(self);
-      if (st.inflight == 0)
+      if (st.inflight == 0 || (quiet.ship_now && !st.recovering))
         send_migration_state(self);
       else
         st.migrate_waiting = true; // the last completion sends it
@@ -961,8 +968,14 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         // Aborted: this activation goes on, at the epoch its node took back if it did.
         if (epoch != 0)
           st.cfg.position.epoch = epoch;
-        if (reload_state)
-          reload(self); // (nothing is in flight: the state was captured)
+        if (reload_state) {
+          // (Appends may still be in flight when the state left ahead of them: the last
+          // completion reloads then.)
+          if (st.inflight == 0)
+            reload(self);
+          else
+            st.reload_when_settled = true;
+        }
         return;
       }
       // Moved: nothing of it may be written here any more (the store forgot the agent).

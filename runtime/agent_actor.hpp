@@ -162,11 +162,14 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 /// from the store again if `reload` (that promise replaced the working copy with a newer one).
 using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
 /// Run by a migrating agent as it stops writing (in `migrate_go_atom`'s handler, on its
-/// thread), with its activation's epoch: every append it made has been sent, so what the hook
-/// sends on the same connections reaches each replica after them (the source's promise to
-/// the target, replicator::promise_to). Empty: nothing to run.
+/// thread), with its activation's epoch and its last applied sequence: every append it made
+/// has been sent, so what the hook sends on the same connections reaches each replica after
+/// them (the source's promise to the target, replicator::promise_to). Empty: nothing to run.
 struct migrate_quiet {
-  std::function<void(uint64_t epoch)> fn;
+  std::function<void(uint64_t epoch, uint64_t seq)> fn;
+  /// Hand the state over at once, appends still in flight (the hook's round tells whether a
+  /// majority has them); false: once none is in flight.
+  bool ship_now = false;
 };
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;

@@ -66,6 +66,14 @@ struct ship_job {
   std::chrono::steady_clock::time_point shipped_at{};
 };
 
+/// The outcome of a migration's promise round, for its target (`grant_fn`).
+struct grant_job {
+  std::string to;
+  agent_id id;
+  uint64_t shipment = 0;
+  caf::expected<uint64_t> epoch{uint64_t{0}};
+};
+
 /// A spawn to place on another member (local message).
 struct forward_spawn_job {
   std::string node;
@@ -79,6 +87,7 @@ struct forward_spawn_job {
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::forward_spawn_job)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::ship_job)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(hive::grant_job)
 
 namespace hive {
 
@@ -104,6 +113,8 @@ using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
 /// Asks a migration's target what became of a shipment whose answer never came.
 using settle_atom = caf::atom_constant<caf::atom("hcsettle")>;
+/// Sends a migration's target the outcome of its promise round (grant_job).
+using grant_atom = caf::atom_constant<caf::atom("hcgrant")>;
 using keys_changed_atom = caf::atom_constant<caf::atom("hckeys")>;
 /// Every `cluster.heartbeat_interval_ms`: pings the linked members, checks for silent ones.
 using beat_atom = caf::atom_constant<caf::atom("hcbeat")>;
@@ -120,6 +131,16 @@ ship_fn ship_via(caf::actor mgr, std::string to) {
     job.payload = std::move(p);
     job.done = std::move(shipped);
     caf::anon_send(mgr, ship_atom::value, std::move(job));
+  };
+}
+
+/// How node_runtime::migrate_out tells member `to` the outcome of the promise round for a
+/// shipment that went ahead of it: through this node's manager `mgr` (op `m.grant`, body
+/// `SHIPMENT EPOCH`, or `SHIPMENT 0 REASON` for none).
+grant_fn grant_via(caf::actor mgr, std::string to) {
+  return [mgr = std::move(mgr), to = std::move(to)](const agent_id& id, uint64_t shipment,
+                                                    caf::expected<uint64_t> epoch) {
+    caf::anon_send(mgr, grant_atom::value, grant_job{to, id, shipment, std::move(epoch)});
   };
 }
 
@@ -631,7 +652,8 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                             {"state_bytes", r->state_bytes}}
                .dump());
       },
-      true); // moved by hand: rebalancing leaves it where it was sent
+      true, // moved by hand: rebalancing leaves it where it was sent
+      grant_via(mgr, to));
   }
   if (op == "ask")
     return rt.ask(id, std::move(call), timeout, std::move(done));
@@ -1108,6 +1130,27 @@ caf::behavior manager_fn(manager_actor* self, std::shared_ptr<cluster::shared_st
             unanswered_shipment(caf::actor_cast<caf::actor>(self), *done, std::move(err));
           });
     },
+    [self](grant_atom, grant_job& job) {
+      auto& st = self->state;
+      auto address =
+        st.shared->transport ? st.shared->transport_of(job.to) : std::optional<std::string>{};
+      if (!address) {
+        // (The target gives the adoption up at its deadline; its answer calls the move off.)
+        log::event(spdlog::level::warn, "migration_grant_not_sent",
+                   {{"to", job.to}, {"reason", "no call transport address"}}, job.id.str());
+        return;
+      }
+      remote_call req{"m.grant", job.id, {}, st.migration_timeout.count()};
+      req.call.body = std::to_string(job.shipment) + " "
+        + (job.epoch ? std::to_string(*job.epoch) : "0 " + describe(job.epoch.error()));
+      st.shared->transport->call(*address, req, st.migration_timeout,
+                                 [id = job.id, to = job.to](caf::expected<std::string> r) {
+                                   if (!r)
+                                     log::event(spdlog::level::warn, "migration_grant_not_sent",
+                                                {{"to", to}, {"reason", describe(r.error())}},
+                                                id.str());
+                                 });
+    },
     [self](settle_atom, ship_job& job) {
       // Asks the target what became of the shipment: adopted (the move happened after all),
       // refused (it will refuse the shipment if it still arrives: the agent stays here) or
@@ -1372,6 +1415,32 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
       }
       if (req.op == "m.adopt")
         return adopt_shipped(*shared, std::move(req), std::move(done));
+      if (req.op == "m.grant") {
+        // SHIPMENT EPOCH, or SHIPMENT 0 REASON
+        uint64_t shipment = 0;
+        uint64_t epoch = 0;
+        auto& b = req.call.body;
+        auto* last = b.data() + b.size();
+        auto [mid, ec] = std::from_chars(b.data(), last, shipment);
+        auto ok = ec == std::errc{} && mid != last && *mid == ' ';
+        const char* end = mid;
+        if (ok) {
+          auto r2 = std::from_chars(mid + 1, last, epoch);
+          end = r2.ptr;
+          ok = r2.ec == std::errc{} && (epoch != 0 ? end == last : true);
+        }
+        if (!ok || shipment == 0)
+          return done(make_error(errc::invalid_argument,
+                                 "m.grant of " + req.id.str()
+                                   + ": body is not 'SHIPMENT EPOCH' or 'SHIPMENT 0 REASON'"));
+        caf::expected<uint64_t> outcome{epoch};
+        if (epoch == 0)
+          outcome =
+            make_error(errc::rejected,
+                       std::string(end == last ? end : end + 1, static_cast<const char*>(last)));
+        shared->rt->grant_adoption(req.id, shipment, std::move(outcome));
+        return done(std::string{"ok"});
+      }
       if (req.op == "m.settle") {
         uint64_t epoch = 0;
         uint64_t shipment = 0;
@@ -1849,9 +1918,10 @@ void cluster::stop_rebalancer() {
 bool cluster::move_and_wait(const agent_id& id, const std::string& to) {
   auto result = std::make_shared<std::promise<caf::expected<migration_result>>>();
   auto fut = result->get_future();
-  rt_->migrate_out(id, to, ship_via(manager_, to), [result](caf::expected<migration_result> r) {
-    result->set_value(std::move(r));
-  });
+  rt_->migrate_out(
+    id, to, ship_via(manager_, to),
+    [result](caf::expected<migration_result> r) { result->set_value(std::move(r)); }, false,
+    grant_via(manager_, to));
   if (fut.wait_for(2 * migration_timeout_ + std::chrono::seconds(1)) != std::future_status::ready) {
     log::event(spdlog::level::warn, "rebalance_move_timed_out", {{"to", to}}, id.str());
     return false;
@@ -1980,19 +2050,21 @@ void cluster::hand_off() {
       break; // no other member: the agents stay on disk here
     ++p->running;
     lock.unlock();
-    rt_->migrate_out(ids[next], to, ship_via(manager_, to),
-                     [p, id = ids[next], to](caf::expected<migration_result> r) {
-                       std::lock_guard<std::mutex> guard{p->mtx};
-                       --p->running;
-                       if (r) {
-                         ++p->moved;
-                       } else {
-                         ++p->failed;
-                         log::event(spdlog::level::warn, "handoff_failed",
-                                    {{"to", to}, {"reason", describe(r.error())}}, id.str());
-                       }
-                       p->cv.notify_all();
-                     });
+    rt_->migrate_out(
+      ids[next], to, ship_via(manager_, to),
+      [p, id = ids[next], to](caf::expected<migration_result> r) {
+        std::lock_guard<std::mutex> guard{p->mtx};
+        --p->running;
+        if (r) {
+          ++p->moved;
+        } else {
+          ++p->failed;
+          log::event(spdlog::level::warn, "handoff_failed",
+                     {{"to", to}, {"reason", describe(r.error())}}, id.str());
+        }
+        p->cv.notify_all();
+      },
+      false, grant_via(manager_, to));
   }
   std::unique_lock<std::mutex> lock{p->mtx};
   if (!p->cv.wait_until(lock, deadline, [&] { return p->running == 0; }))

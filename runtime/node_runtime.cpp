@@ -124,6 +124,9 @@ struct migrate_job {
   std::function<void(caf::expected<migration_result>)> done;
   /// Pin the agent to `to` (a move by hand).
   bool pin = false;
+  /// Sends the target the outcome of the promise round (the state goes ahead of it); empty:
+  /// the state waits for the round.
+  grant_fn grant;
 };
 
 /// The state of an agent migrating here, handed to its activation while the store writes it:
@@ -149,6 +152,9 @@ struct adopted_state {
   /// (`migration_payload::granted_epoch`): no round here, and the activation does not wait
   /// for the write of the state (its writes queue behind it in the store). 0: none.
   uint64_t granted = 0;
+  /// The source's promise round was still running when it shipped: the activation waits for
+  /// its outcome (`node_runtime::grant_adoption`) instead, until `activate_by`.
+  std::shared_future<caf::expected<uint64_t>> grant;
 };
 
 /// An agent that migrated here: the tenant supervisor activates it.
@@ -455,7 +461,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       if (!adopted)
         return {};
       // (Granted: the agent's writes queue behind the state's; no wait for it here.)
-      if (adopted->granted == 0)
+      if (adopted->granted == 0 && !adopted->grant.valid())
         if (auto err = adopted->stored.get())
           return err;
       if (adopted->activate_by && std::chrono::steady_clock::now() > *adopted->activate_by)
@@ -512,6 +518,29 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
         hints.position = std::make_pair(shipped->hdr.epoch, shipped->hdr.seq);
         hints.round = adopted->round;
         hints.granted = adopted->granted;
+        if (adopted->grant.valid()) {
+          // The source's round for this node: wait for its outcome, until the deadline.
+          auto until = adopted->activate_by.value_or(
+            std::chrono::steady_clock::now()
+            + std::chrono::milliseconds(ctx->cfg.cluster.migration_timeout_ms));
+          if (adopted->grant.wait_until(until) != std::future_status::ready)
+            return make_error(errc::rejected,
+                              "no word from the source of " + d->id.str()
+                                + " on its replicas' promise to this node "
+                                  "before the deadline");
+          auto g = adopted->grant.get();
+          if (!g)
+            return make_error(code_of(g.error()) == errc::none ? errc::rejected
+                                                               : code_of(g.error()),
+                              "the source of " + d->id.str()
+                                + " got no promise for this node: " + describe(g.error()));
+          if (*g <= shipped->hdr.epoch)
+            return make_error(errc::invalid_argument,
+                              "the source of " + d->id.str() + " granted epoch "
+                                + std::to_string(*g) + ", not above its state's "
+                                + std::to_string(shipped->hdr.epoch));
+          hints.granted = *g;
+        }
       }
       auto epoch = rep->acquire(d->id, **meta, pos.epoch, instance != nullptr, &hints);
       if (hints.replaced)
@@ -655,6 +684,9 @@ struct activation_book {
     std::pair<uint64_t, uint64_t> newest_copy{0, 0};
     /// The captured state, until it is shipped.
     std::optional<std::string> state;
+    /// What was shipped: the shipment, and the state's (epoch, seq).
+    uint64_t shipment = 0;
+    std::pair<uint64_t, uint64_t> shipped_at{0, 0};
   };
   std::unordered_map<std::string, migration> migrating;
   /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
@@ -1108,8 +1140,11 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     // its last appends become durable, not after the state arrives at the target.
     m.promise_sent = std::make_shared<std::atomic<bool>>(false);
     m.promise_pending = true;
+    // With a grant function the state goes at once, ahead of the round (its appends still in
+    // flight: the round's answers tell whether a majority holds them).
+    quiet.ship_now = static_cast<bool>(m.job.grant);
     quiet.fn = [rep, db = ctx->db, id, to = m.job.to, sup = caf::actor_cast<caf::actor>(self),
-                token, sent = m.promise_sent](uint64_t epoch) {
+                token, sent = m.promise_sent](uint64_t epoch, uint64_t seq) {
       auto meta = db->get_meta(id.str());
       if (!meta || !*meta)
         return caf::anon_send(sup, migrate_promised_atom::value, id, token,
@@ -1117,12 +1152,14 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
                                 ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
                                 : std::move(meta.error()));
       sent->store(true);
-      rep->promise_to(id, **meta, epoch, to, [sup, id, token](caf::expected<replicator::grant> g) {
-        if (!g)
-          return caf::anon_send(sup, migrate_promised_atom::value, id, token, std::move(g.error()));
-        caf::anon_send(sup, migrate_promised_atom::value, id, token, g->epoch, g->newest_epoch,
-                       g->newest_seq);
-      });
+      rep->promise_to(id, **meta, epoch, seq, to,
+                      [sup, id, token](caf::expected<replicator::grant> g) {
+                        if (!g)
+                          return caf::anon_send(sup, migrate_promised_atom::value, id, token,
+                                                std::move(g.error()));
+                        caf::anon_send(sup, migrate_promised_atom::value, id, token, g->epoch,
+                                       g->newest_epoch, g->newest_seq);
+                      });
     };
   }
   self->send(m.agent, migrate_go_atom::value, std::move(quiet));
@@ -1132,32 +1169,36 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   book.migrating.emplace(id.name, std::move(m));
 }
 
+/// Every acknowledged write is in the shipped state, and nothing can have been written after
+/// it at another epoch without fencing this activation first: a promising member's copy newer
+/// than the state means something is wrong, so the move is called off.
+caf::error newer_copy_than_shipped(const agent_id& id, const activation_book::migration& m) {
+  if (m.granted_epoch == 0 || m.newest_copy <= m.shipped_at)
+    return {};
+  return make_error(
+    errc::conflict,
+    "a replica of " + id.str() + " is at epoch " + std::to_string(m.newest_copy.first) + ", seq "
+      + std::to_string(m.newest_copy.second) + ", newer than the state captured here (epoch "
+      + std::to_string(m.shipped_at.first) + ", seq " + std::to_string(m.shipped_at.second) + ")");
+}
+
 /// Ships the captured state with its meta once it is here and (replicated) the target has
-/// its promise.
+/// its promise, or (with a grant function) at once.
 void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                    const agent_id& id) {
   auto i = book.migrating.find(id.name);
   if (i == book.migrating.end() || i->second.shipping || !i->second.state
-      || i->second.promise_pending)
+      || (i->second.promise_pending && !i->second.job.grant))
     return;
   auto state = std::move(*i->second.state);
   i->second.state.reset();
-  if (i->second.granted_epoch != 0) {
-    // Every acknowledged write is in this state, and nothing can have been written after it
-    // at another epoch without fencing this activation first: a promising member's copy
-    // newer than the state means something is wrong, so the move is called off.
+  if (i->second.promise_sent) {
     auto snap = records::decode_snapshot(state);
     if (!snap)
       return abort_migration(self, ctx, book, id, std::move(snap.error()));
-    if (i->second.newest_copy > std::make_pair(snap->hdr.epoch, snap->hdr.seq))
-      return abort_migration(self, ctx, book, id,
-                             make_error(errc::conflict,
-                                        "a replica of " + id.str() + " is at epoch "
-                                          + std::to_string(i->second.newest_copy.first) + ", seq "
-                                          + std::to_string(i->second.newest_copy.second)
-                                          + ", newer than the state captured here (epoch "
-                                          + std::to_string(snap->hdr.epoch) + ", seq "
-                                          + std::to_string(snap->hdr.seq) + ")"));
+    i->second.shipped_at = {snap->hdr.epoch, snap->hdr.seq};
+    if (auto err = newer_copy_than_shipped(id, i->second))
+      return abort_migration(self, ctx, book, id, std::move(err));
   }
   auto meta = ctx->db->get_meta(id.str());
   if (!meta || !*meta)
@@ -1170,7 +1211,9 @@ void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& 
   i->second.state_bytes = state.size();
   auto sup = caf::actor_cast<caf::actor>(self);
   migration_payload payload{id, records::encode(**meta), std::move(state), new_shipment_id()};
-  payload.granted_epoch = i->second.granted_epoch;
+  payload.granted_epoch =
+    i->second.promise_pending ? migration_payload::grant_follows : i->second.granted_epoch;
+  i->second.shipment = payload.shipment;
   i->second.job.ship(std::move(payload), [sup, id](caf::expected<caf::actor> r) {
     if (r)
       caf::anon_send(sup, migrate_shipped_atom::value, id, std::move(*r));
@@ -1221,16 +1264,27 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
         auto i = book->migrating.find(id.name);
         if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
           return;
-        i->second.promise_pending = false;
-        i->second.granted_epoch = epoch;
-        i->second.newest_copy = {newest_epoch, newest_seq};
-        ship_if_ready(self, ctx, *book, id);
+        auto& m = i->second;
+        m.promise_pending = false;
+        m.granted_epoch = epoch;
+        m.newest_copy = {newest_epoch, newest_seq};
+        if (!m.shipping)
+          return ship_if_ready(self, ctx, *book, id);
+        // The state went ahead: the target waits for this. (A refusal makes its adoption
+        // fail; its answer then calls the move off here, the promise taken back.)
+        auto err = newer_copy_than_shipped(id, m);
+        m.job.grant(id, m.shipment,
+                    err ? caf::expected<uint64_t>{std::move(err)} : caf::expected<uint64_t>{epoch});
       },
       [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token,
                         caf::error& err) {
         auto i = book->migrating.find(id.name);
         if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
           return;
+        auto& m = i->second;
+        m.promise_pending = false;
+        if (m.shipping)
+          return m.job.grant(id, m.shipment, std::move(err));
         abort_migration(self, ctx, *book, id, std::move(err));
       },
       [self, ctx, book](migrate_state_atom, const agent_id& id, caf::error& err) {
@@ -2258,8 +2312,8 @@ std::optional<caf::actor> moved_agents::take(const std::string& id, uint64_t tok
 }
 
 void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
-                               std::function<void(caf::expected<migration_result>)> done,
-                               bool pin) {
+                               std::function<void(caf::expected<migration_result>)> done, bool pin,
+                               grant_fn grant) {
   assert(done && ship);
   if (!db_)
     return done(make_error(errc::invalid_argument,
@@ -2275,8 +2329,9 @@ void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
   }
   if (to == node_name())
     return done(migration_result{to, to, false, 0, 0});
-  caf::anon_send(root_, migrate_atom::value,
-                 migrate_job{id, std::move(to), std::move(ship), std::move(done), pin});
+  caf::anon_send(
+    root_, migrate_atom::value,
+    migrate_job{id, std::move(to), std::move(ship), std::move(done), pin, std::move(grant)});
 }
 
 void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> done) {
@@ -2297,7 +2352,8 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
     return done(make_error(errc::invalid_argument,
                            "migration of " + key + " carries records of '" + meta->hdr.agent
                              + "' and '" + snap->hdr.agent + "'"));
-  if (in.granted_epoch != 0 && in.granted_epoch <= snap->hdr.epoch)
+  bool follows = in.granted_epoch == migration_payload::grant_follows;
+  if (in.granted_epoch != 0 && !follows && in.granted_epoch <= snap->hdr.epoch)
     return done(make_error(errc::invalid_argument,
                            "migration of " + key + " carries granted epoch "
                              + std::to_string(in.granted_epoch) + ", not above its state's epoch "
@@ -2363,8 +2419,22 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   std::optional<store::commit_hold> hold;
   std::shared_ptr<replicator::handover_round> round;
   uint64_t granted = 0;
+  std::shared_future<caf::expected<uint64_t>> grant;
   if (auto rep = ctx_rep_->get(); rep && kind->persistence == persistence_mode::journaled) {
-    if (in.granted_epoch != 0) {
+    if (follows) {
+      // The source's round is still running: its outcome comes as a grant (grant_adoption),
+      // maybe ahead of this shipment.
+      auto slot = std::make_shared<std::promise<caf::expected<uint64_t>>>();
+      grant = slot->get_future().share();
+      std::lock_guard<std::mutex> guard{fences_->mtx};
+      auto k = std::make_pair(key, in.shipment);
+      if (auto e = fences_->early.find(k); e != fences_->early.end()) {
+        slot->set_value(std::move(e->second.first));
+        fences_->early.erase(e);
+      } else {
+        fences_->awaiting[k] = slot;
+      }
+    } else if (in.granted_epoch != 0) {
       // Promised before the state left (replicator::promise_to): no round here.
       granted = in.granted_epoch;
     } else {
@@ -2398,14 +2468,15 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
     bool answered = false;
   };
   auto j = std::make_shared<join>();
-  auto finish = [db, id, t0, j, done, fences = fences_]() {
+  auto finish = [db, id, t0, j, done, fences = fences_, shipment = in.shipment]() {
     // (Called once, by the second of the two to arrive, with `j->mtx` not held; or, granted,
     // by an activation that succeeded, before the write completed.)
     using ms = std::chrono::duration<double, std::milli>;
     // No longer under way for settle_adoption once it is active here, or its copy is gone.
-    auto settled = [fences, key = id.str()] {
+    auto settled = [fences, key = id.str(), shipment] {
       std::lock_guard<std::mutex> guard{fences->mtx};
       fences->adopting.erase(key);
+      fences->awaiting.erase({key, shipment});
     };
     auto& t = *j->active;
     if (!j->stored) {
@@ -2439,6 +2510,8 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   adopted->min_epoch = min_epoch;
   adopted->round = std::move(round);
   adopted->granted = granted;
+  adopted->grant = grant;
+  bool early_answer = granted != 0 || grant.valid();
   auto meta_err = std::make_shared<caf::error>();
   db_->put_meta(std::move(*meta), false,
                 [meta_err](caf::error err) { *meta_err = std::move(err); });
@@ -2468,17 +2541,35 @@ void node_runtime::adopt(migration_payload in, std::function<void(caf::error)> d
   hold.reset();
   caf::anon_send(
     root_, adopt_atom::value,
-    adopt_job{id, std::move(adopted), [j, finish, granted](caf::expected<caf::actor> t) {
+    adopt_job{id, std::move(adopted), [j, finish, early_answer](caf::expected<caf::actor> t) {
                 {
                   std::lock_guard<std::mutex> guard{j->mtx};
                   j->active = std::move(t);
-                  if (granted != 0 && *j->active && !j->stored)
+                  if (early_answer && *j->active && !j->stored)
                     j->answered = true; // (finish answers without the write)
                   else if (!j->stored)
                     return;
                 }
                 finish();
               }});
+}
+
+void node_runtime::grant_adoption(const agent_id& id, uint64_t shipment,
+                                  caf::expected<uint64_t> epoch) {
+  auto k = std::make_pair(id.str(), shipment);
+  std::lock_guard<std::mutex> guard{fences_->mtx};
+  if (auto a = fences_->awaiting.find(k); a != fences_->awaiting.end()) {
+    a->second->set_value(std::move(epoch));
+    fences_->awaiting.erase(a);
+    return;
+  }
+  // Ahead of its shipment (or for one that was refused or ended): kept for a while.
+  auto now = std::chrono::steady_clock::now();
+  for (auto e = fences_->early.begin(); e != fences_->early.end();)
+    e = now - e->second.second > refusals_kept() ? fences_->early.erase(e) : std::next(e);
+  if (fences_->early.size() >= refusals_max())
+    return;
+  fences_->early.insert_or_assign(std::move(k), std::make_pair(std::move(epoch), now));
 }
 
 caf::expected<node_runtime::adoption_outcome> node_runtime::settle_adoption(const agent_id& id,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -72,9 +73,18 @@ struct migration_payload {
   uint64_t timeout_ms = 0;
   /// The epoch a majority of the replica set promised the target before the state left
   /// (`replicator::promise_to`); the target activates at it without a round of its own.
-  /// 0: none (not replicated), the target asks for the promise itself.
+  /// 0: none (not replicated), the target asks for the promise itself. `grant_follows`: the
+  /// source's round is still running; its outcome comes as a grant
+  /// (`node_runtime::grant_adoption`), which the activation waits for.
   uint64_t granted_epoch = 0;
+  static constexpr uint64_t grant_follows = ~uint64_t{0};
 };
+
+/// Tells a migration's target the outcome of the promise round its source ran for it, for a
+/// shipment that went ahead of it (`migration_payload::grant_follows`): the epoch, or why not
+/// (the target then gives the adoption up). Called from any thread.
+using grant_fn =
+  std::function<void(const agent_id& id, uint64_t shipment, caf::expected<uint64_t> epoch)>;
 
 /// Carries a payload to the target node, which stores and activates the agent; then calls
 /// back (on any thread) with the actor that accepts calls for the agent there (`remote_call`s:
@@ -340,8 +350,12 @@ public:
   /// migrating), agent_failed (restarting), timeout, the target's errors.
   /// With `pin`, the agent counts as pinned to `to` from then on (a move by hand, which
   /// rebalancing must not undo); without, its pin flag moves with it unchanged.
+  /// With `grant` (a replicated agent), the state leaves as the agent stops writing, while
+  /// the replica set's promise to `to` is still being asked for; `grant` sends the target
+  /// its outcome. Without, the state leaves once that promise is in.
   void migrate_out(const agent_id& id, std::string to, ship_fn ship,
-                   std::function<void(caf::expected<migration_result>)> done, bool pin = false);
+                   std::function<void(caf::expected<migration_result>)> done, bool pin = false,
+                   grant_fn grant = {});
 
   /// Takes in an agent migrating to this node: verifies its records, stores them durably
   /// (replacing any older copy) and activates it with a larger epoch than the one it had (its
@@ -350,6 +364,12 @@ public:
   /// agent_exists (running here), rejected (settled as refused, or past its deadline: see
   /// `migration_payload::sent_unix_ms`), storage errors.
   void adopt(migration_payload in, std::function<void(caf::error)> done);
+
+  /// The outcome of the promise round for a shipment that went ahead of it
+  /// (`migration_payload::grant_follows`): the activation of that adoption waits for it (until
+  /// its deadline). A grant that comes before its shipment is kept for
+  /// 4 x `cluster.migration_timeout_ms` (at most `node.asks_pending_max` of them).
+  void grant_adoption(const agent_id& id, uint64_t shipment, caf::expected<uint64_t> epoch);
 
   /// What became of a migration to this node whose source got no answer (a lost answer, a
   /// timeout, a connection that broke): see `settle_adoption`.
@@ -485,6 +505,13 @@ private:
     std::set<std::string> adopting;
     /// (agent, shipment) refused in advance -> when.
     std::map<std::pair<std::string, uint64_t>, std::chrono::steady_clock::time_point> refused;
+    using grant_slot = std::shared_ptr<std::promise<caf::expected<uint64_t>>>;
+    /// Adoptions whose activation waits for the source's grant.
+    std::map<std::pair<std::string, uint64_t>, grant_slot> awaiting;
+    /// Grants that came before their shipment, and when.
+    std::map<std::pair<std::string, uint64_t>,
+             std::pair<caf::expected<uint64_t>, std::chrono::steady_clock::time_point>>
+      early;
 
     /// With `mtx` held: forgets refusals older than `keep`, then records (agent, shipment) as
     /// refused now (again, if it was). False, recording nothing: `cap` others are held.

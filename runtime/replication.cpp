@@ -271,6 +271,8 @@ struct replicator::round_book {
   size_t enough = 0;
   /// Runs once the round is done (`send_round`'s `then`).
   round_fn then;
+  /// Which answers count toward `enough` (`send_round`'s `counts`).
+  std::function<bool(const std::string&)> counts;
   bool done() const {
     return left == 0 || (enough > 0 && ok >= enough);
   }
@@ -296,12 +298,14 @@ struct replicator::handover_round {
 
 std::shared_ptr<replicator::round_book> replicator::send_round(
   const std::vector<replica_peer>& set, const remote_call& req,
-  const std::function<void(reply_fn)>& local, size_t enough, round_fn then) {
+  const std::function<void(reply_fn)>& local, size_t enough, round_fn then,
+  std::function<bool(const std::string&)> counts) {
   auto b = std::make_shared<round_book>();
   b->r.resize(set.size());
   b->left = set.size();
   b->enough = enough;
   b->then = std::move(then);
+  b->counts = std::move(counts);
   for (auto& p : set)
     b->names.push_back(p.name);
   auto slot = [b](size_t i) {
@@ -313,7 +317,7 @@ std::shared_ptr<replicator::round_book> replicator::send_round(
         std::lock_guard<std::mutex> guard{b->mtx};
         if (b->r[i])
           return;
-        if (x)
+        if (x && (!b->counts || b->counts(*x)))
           ++b->ok;
         b->r[i] = std::move(x);
         --b->left;
@@ -356,7 +360,8 @@ std::vector<caf::expected<std::string>> replicator::gather(
 
 std::shared_ptr<replicator::round_book> replicator::send_prepare(
   const agent_id& id, uint64_t epoch, const std::string& meta_bytes,
-  const std::vector<replica_peer>& set, const std::string& holder, round_fn then) {
+  const std::vector<replica_peer>& set, const std::string& holder, round_fn then,
+  std::function<bool(const std::string&)> counts) {
   auto key = id.str();
   auto& to = holder.empty() ? self_ : holder;
   std::vector<std::string> names;
@@ -372,11 +377,11 @@ std::shared_ptr<replicator::round_book> replicator::send_prepare(
     [&](reply_fn done) {
       on_prepare(key, epoch, to, meta_bytes, std::move(names), std::move(done));
     },
-    set.size() / 2 + 1, std::move(then));
+    set.size() / 2 + 1, std::move(then), std::move(counts));
 }
 
 void replicator::promise_to(const agent_id& id, const records::meta_record& meta,
-                            uint64_t epoch_left, const std::string& target,
+                            uint64_t epoch_left, uint64_t seq_left, const std::string& target,
                             std::function<void(caf::expected<grant>)> done) {
   assert(done);
   auto key = id.str();
@@ -385,10 +390,12 @@ void replicator::promise_to(const agent_id& id, const records::meta_record& meta
   auto epoch = epoch_left + 1;
   (void)send_prepare(
     id, epoch, records::encode(meta), set, target,
-    [key, set, need, epoch, done = std::move(done)](std::vector<caf::expected<std::string>> rs) {
+    [key, set, need, epoch, seq_left,
+     done = std::move(done)](std::vector<caf::expected<std::string>> rs) {
       grant g;
       g.epoch = epoch;
       size_t promised = 0;
+      size_t holding = 0; // promised, with every event up to seq_left
       bool fenced = false;
       std::string reasons;
       for (size_t i = 0; i < rs.size(); ++i) {
@@ -399,18 +406,36 @@ void replicator::promise_to(const agent_id& id, const records::meta_record& meta
           continue;
         }
         ++promised;
+        if (info->last_seq >= seq_left)
+          ++holding;
+        else
+          reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": holds events up to "
+            + std::to_string(info->last_seq);
         if (std::tie(info->last_epoch, info->last_seq) > std::tie(g.newest_epoch, g.newest_seq)) {
           g.newest_epoch = info->last_epoch;
           g.newest_seq = info->last_seq;
         }
       }
-      if (promised >= need)
+      if (holding >= need)
         return done(g);
+      if (promised >= need)
+        return done(make_error(errc::no_quorum,
+                               "a majority of the replicas of " + key + " promised epoch "
+                                 + std::to_string(epoch)
+                                 + " to the migration's target, but fewer than that hold its "
+                                   "events up to "
+                                 + std::to_string(seq_left) + " (" + reasons + ")"));
       done(make_error(fenced ? errc::fenced : errc::no_quorum,
                       "a majority of the replicas of " + key + " did not promise epoch "
                         + std::to_string(epoch) + " to the migration's target ("
                         + std::to_string(promised) + " of " + std::to_string(set.size()) + ": "
                         + reasons + ")"));
+    },
+    // (A member counts once it promised and holds the events: a new member of the set, not
+    // repaired yet, promises without them, and the round waits for another.)
+    [seq_left](const std::string& answer) {
+      auto info = parse_info(answer);
+      return info && info->last_seq >= seq_left;
     });
 }
 

@@ -148,12 +148,16 @@ public:
   /// A migration's source, once its agent stopped writing (its appends are all sent, so each
   /// member sees them before this), asks the replica set to promise the epoch after
   /// `epoch_left` to `target`. The round runs while the appends become durable, so the target
-  /// activates without a round of its own (`activation_hints::granted`). `done` runs once, on
-  /// any thread, when a majority promised (the grant) or can no longer promise (fenced,
-  /// no_quorum). Either way some members may hold the promise: a source that keeps the agent
-  /// takes it back (as after a shipment that went unanswered). `meta` is the working copy's.
+  /// activates without a round of its own (`activation_hints::granted`). A member answers once
+  /// its promise is durable, so its answer covers every append it took before: the grant
+  /// needs a majority that promised *and* holds the agent's events up to `seq_left` (the last
+  /// one it applied), so the state may leave before its last appends were acknowledged.
+  /// `done` runs once, on any thread, with the grant, or fenced / no_quorum. Either way some
+  /// members may hold the promise: a source that keeps the agent takes it back (as after a
+  /// shipment that went unanswered). `meta` is the working copy's.
   void promise_to(const agent_id& id, const records::meta_record& meta, uint64_t epoch_left,
-                  const std::string& target, std::function<void(caf::expected<grant>)> done);
+                  uint64_t seq_left, const std::string& target,
+                  std::function<void(caf::expected<grant>)> done);
 
   /// Runs an activation's two rounds (see above) and catches its working copy up; blocks (at
   /// most about 3 x `timeout`). `meta` is the working copy's meta; the epoch is above
@@ -277,11 +281,13 @@ private:
   /// The answers of a round, in the order of its set (unanswered: timeout errors).
   using round_fn = std::function<void(std::vector<caf::expected<std::string>>)>;
   /// `then` (optional) runs once, on the thread of the answer that ends the round (enough
-  /// answered, or all did), with no lock held.
+  /// answered, or all did), with no lock held. `counts` (optional): which answers count
+  /// toward `enough` (default: every one without an error).
   std::shared_ptr<round_book> send_round(const std::vector<replica_peer>& set,
                                          const remote_call& req,
                                          const std::function<void(reply_fn)>& local, size_t enough,
-                                         round_fn then = {});
+                                         round_fn then = {},
+                                         std::function<bool(const std::string&)> counts = {});
   std::vector<caf::expected<std::string>> wait_round(const std::shared_ptr<round_book>& b,
                                                      const std::vector<replica_peer>& set);
   /// Round 2 of an activation of `id` on this node: asks `set` to promise `epoch`
@@ -290,7 +296,8 @@ private:
   std::shared_ptr<round_book> send_prepare(const agent_id& id, uint64_t epoch,
                                            const std::string& meta_bytes,
                                            const std::vector<replica_peer>& set,
-                                           const std::string& holder = {}, round_fn then = {});
+                                           const std::string& holder = {}, round_fn then = {},
+                                           std::function<bool(const std::string&)> counts = {});
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);

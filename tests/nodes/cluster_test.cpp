@@ -1121,6 +1121,19 @@ TEST_F(cluster_test, a_malformed_m_adopt_call_is_refused_naming_what_is_wrong_an
     EXPECT_NE(hive::describe(r.error()).find("'EPOCH SHIPMENT'"), std::string::npos)
       << hive::describe(r.error());
   }
+  // m.grant (the outcome of a source's promise round, for a shipment that went ahead of it):
+  // a malformed body is refused, naming the form.
+  for (auto body : {"", "7", "7 x", "x 7", "0 7", "7 8 9", "7 -1"}) {
+    auto r = call("m.grant", "acme/new", body);
+    ASSERT_FALSE(r) << "'" << body << "': answered " << *r;
+    EXPECT_EQ(hive::code_of(r.error()), hive::errc::invalid_argument) << hive::describe(r.error());
+    EXPECT_NE(hive::describe(r.error()).find("'SHIPMENT EPOCH' or 'SHIPMENT 0 REASON'"),
+              std::string::npos)
+      << hive::describe(r.error());
+  }
+  // A grant for a shipment that has not come is kept (answered), and changes nothing stored.
+  auto early_grant = call("m.grant", "acme/new", "4242 0 the source gave up");
+  ASSERT_TRUE(early_grant) << hive::describe(early_grant.error());
   auto settled = call("m.settle", "acme/new", "7 99");
   ASSERT_TRUE(settled) << hive::describe(settled.error());
   EXPECT_EQ(*settled, "refused");

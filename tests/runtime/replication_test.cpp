@@ -344,7 +344,7 @@ TEST_F(replication_rounds,
   ASSERT_FALSE(wrote_err) << describe(wrote_err);
   // It moves to n2: n1 has the set promise the next epoch to n2.
   std::promise<caf::expected<replicator::grant>> granted;
-  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
+  reps.at("n1")->promise_to(id, meta(), 5, 1, "n2", [&granted](caf::expected<replicator::grant> g) {
     granted.set_value(std::move(g));
   });
   auto g = wait(granted);
@@ -385,7 +385,7 @@ TEST_F(replication_rounds,
   auto first = acquire("n1", 5, true);
   ASSERT_TRUE(first) << describe(first.error());
   std::promise<caf::expected<replicator::grant>> granted;
-  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
+  reps.at("n1")->promise_to(id, meta(), 5, 0, "n2", [&granted](caf::expected<replicator::grant> g) {
     granted.set_value(std::move(g));
   });
   auto g = granted.get_future().get();
