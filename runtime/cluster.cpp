@@ -9,6 +9,7 @@
 #include <future>
 #include <map>
 #include <set>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 
@@ -595,6 +596,25 @@ void unanswered_shipment(const caf::actor& mgr, ship_job& job, caf::error err) {
              job.payload.id.str());
   job.unanswered = std::move(err);
   caf::anon_send(mgr, settle_atom::value, std::move(job));
+}
+
+/// Reads `A B` (two unsigned decimals and one space) from `body`. With `rest`, a space and
+/// any text may follow (it goes there, without the space); without, nothing may.
+bool two_numbers(std::string_view body, uint64_t& a, uint64_t& b,
+                 std::string_view* rest = nullptr) {
+  auto* last = body.data() + body.size();
+  auto [mid, ec] = std::from_chars(body.data(), last, a);
+  if (ec != std::errc{} || mid == last || *mid != ' ')
+    return false;
+  auto [end, ec2] = std::from_chars(mid + 1, last, b);
+  if (ec2 != std::errc{})
+    return false;
+  if (end == last)
+    return true;
+  if (rest == nullptr || *end != ' ')
+    return false;
+  *rest = std::string_view{end + 1, static_cast<size_t>(last - end - 1)};
+  return true;
 }
 
 /// Takes in an agent another member ships on the call transport (op `m.adopt`, body
@@ -1419,39 +1439,23 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
         // SHIPMENT EPOCH, or SHIPMENT 0 REASON
         uint64_t shipment = 0;
         uint64_t epoch = 0;
-        auto& b = req.call.body;
-        auto* last = b.data() + b.size();
-        auto [mid, ec] = std::from_chars(b.data(), last, shipment);
-        auto ok = ec == std::errc{} && mid != last && *mid == ' ';
-        const char* end = mid;
-        if (ok) {
-          auto r2 = std::from_chars(mid + 1, last, epoch);
-          end = r2.ptr;
-          ok = r2.ec == std::errc{} && (epoch != 0 ? end == last : true);
-        }
-        if (!ok || shipment == 0)
+        std::string_view reason;
+        auto ok = two_numbers(req.call.body, shipment, epoch, &reason)
+          && (epoch == 0 || reason.empty()) && shipment != 0;
+        if (!ok)
           return done(make_error(errc::invalid_argument,
                                  "m.grant of " + req.id.str()
                                    + ": body is not 'SHIPMENT EPOCH' or 'SHIPMENT 0 REASON'"));
         caf::expected<uint64_t> outcome{epoch};
         if (epoch == 0)
-          outcome =
-            make_error(errc::rejected,
-                       std::string(end == last ? end : end + 1, static_cast<const char*>(last)));
+          outcome = make_error(errc::rejected, std::string{reason});
         shared->rt->grant_adoption(req.id, shipment, std::move(outcome));
         return done(std::string{"ok"});
       }
       if (req.op == "m.settle") {
         uint64_t epoch = 0;
         uint64_t shipment = 0;
-        auto& b = req.call.body;
-        auto* last = b.data() + b.size();
-        auto [mid, ec] = std::from_chars(b.data(), last, epoch);
-        auto ok = ec == std::errc{} && mid != last && *mid == ' ';
-        if (ok) {
-          auto [end, ec2] = std::from_chars(mid + 1, last, shipment);
-          ok = ec2 == std::errc{} && end == last;
-        }
+        auto ok = two_numbers(req.call.body, epoch, shipment);
         if (!ok)
           return done(make_error(errc::invalid_argument,
                                  "m.settle of " + req.id.str() + ": body is not 'EPOCH SHIPMENT'"));
