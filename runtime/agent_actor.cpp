@@ -462,7 +462,10 @@ void stand_down(agent_actor_type* self, const caf::error& why) {
     if (h.promise.pending())
       h.promise.deliver(why);
   st.held.clear();
-  if (st.cfg.parent)
+  // A moved activation (its state left with appends still in flight, whose completions come
+  // later) tells its supervisor nothing: the id may be running here again by now, and the
+  // supervisor would forget that activation and erase its working copy.
+  if (st.cfg.parent && !st.moved)
     self->send(st.cfg.parent, fenced_atom::value, st.cfg.id, fenced);
   self->quit(caf::exit_reason::normal);
 }

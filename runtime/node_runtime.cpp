@@ -213,6 +213,18 @@ int64_t unix_ms_now() {
     .count();
 }
 
+/// The stored meta of a running agent's working copy. An agent that migrated here may run
+/// before the write of its state has landed (its writes queue behind it): when no meta is
+/// there yet, it is read again once everything queued before has been written.
+caf::expected<std::optional<records::meta_record>> running_meta(store& db, const std::string& key) {
+  auto meta = db.get_meta(key);
+  if (meta && !*meta) {
+    db.drain();
+    meta = db.get_meta(key);
+  }
+  return meta;
+}
+
 /// Builds a fresh instance of a persisted agent from its kind, config and stored state
 /// (latest snapshot, then the journal after it). A record that fails verification fails the
 /// activation: it is never served as state.
@@ -507,7 +519,7 @@ child_spec agent_child_spec(const ctx_ptr& ctx, const agent_view& view,
       // Replicated: a majority of the replica set promises this activation's epoch, and the
       // working copy catches up from the newest copy (see runtime/replication.hpp).
       auto meta = adopted ? caf::expected<std::optional<records::meta_record>>{adopted->meta}
-                          : ctx->db->get_meta(d->id.str());
+                          : running_meta(*ctx->db, d->id.str());
       if (!meta)
         return std::move(meta.error());
       if (!*meta)
@@ -968,7 +980,7 @@ promise_taken_back take_promise_back(const ctx_ptr& ctx, const agent_id& id,
   auto rep = ctx->rep ? ctx->rep->get() : nullptr;
   if (k == nullptr || k->persistence != persistence_mode::journaled || !rep)
     return {};
-  auto meta = ctx->db->get_meta(id.str());
+  auto meta = running_meta(*ctx->db, id.str());
   if (!meta || !*meta) {
     log::event(spdlog::level::err, "agent_promise_not_taken_back",
                {{"reason", meta ? "no stored meta" : describe(meta.error())}}, id.str());
@@ -1145,7 +1157,7 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     quiet.ship_now = static_cast<bool>(m.job.grant);
     quiet.fn = [rep, db = ctx->db, id, to = m.job.to, sup = caf::actor_cast<caf::actor>(self),
                 token, sent = m.promise_sent](uint64_t epoch, uint64_t seq) {
-      auto meta = db->get_meta(id.str());
+      auto meta = running_meta(*db, id.str());
       if (!meta || !*meta)
         return caf::anon_send(sup, migrate_promised_atom::value, id, token,
                               meta
@@ -1200,7 +1212,7 @@ void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& 
     if (auto err = newer_copy_than_shipped(id, i->second))
       return abort_migration(self, ctx, book, id, std::move(err));
   }
-  auto meta = ctx->db->get_meta(id.str());
+  auto meta = running_meta(*ctx->db, id.str());
   if (!meta || !*meta)
     return abort_migration(self, ctx, book, id,
                            meta ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
@@ -2321,6 +2333,10 @@ void node_runtime::migrate_out(const agent_id& id, std::string to, ship_fn ship,
   if (stopping_->load())
     return done(make_error(errc::shutting_down, "node is shutting down"));
   if (!directory_->find(id)) {
+    // Moved away: not here, even while its working copy is still being erased (the caller
+    // asks the new node; a move "to here" must not report it as here).
+    if (auto mv = moved_->find(id.str()))
+      return done(make_error(errc::agent_not_found, id.str() + " moved to " + mv->to));
     auto meta = db_->get_meta(id.str());
     if (!meta)
       return done(std::move(meta.error()));
