@@ -153,7 +153,8 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 /// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends
 /// `(migrate_go_atom, migrate_quiet)`; the agent runs the `migrate_quiet` hook at once; from
 /// then on the agent re-delivers new calls to the supervisor (which
-/// stashes them), waits until every event it applied is durable, and answers
+/// stashes them), waits until every event it applied is durable (not with
+/// `migrate_quiet::ship_now`: the hook's round checks that instead), and answers
 /// `(migrate_state_atom, id, bytes)` with its state as an encoded `records::snapshot_record`
 /// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true, 0, false)`: the agent moved;
 /// it keeps re-delivering stale calls for `migrate_linger` and then quits with reason `migrated`.

@@ -277,12 +277,12 @@ private:
 
   /// The answers of a round `send_round` started.
   struct round_book;
-  /// `gather` in two halves: sends, then (`wait_round`) waits.
   /// The answers of a round, in the order of its set (unanswered: timeout errors).
   using round_fn = std::function<void(std::vector<caf::expected<std::string>>)>;
-  /// `then` (optional) runs once, on the thread of the answer that ends the round (enough
-  /// answered, or all did), with no lock held. `counts` (optional): which answers count
-  /// toward `enough` (default: every one without an error).
+  /// `gather` in two halves: sends, then (`wait_round`) waits. `then` (optional) runs once, on the
+  /// thread of the answer that ends the round (enough answered, or all did), with no lock held.
+  /// `counts` (optional): which answers count toward `enough` (default: every one without an
+  /// error).
   std::shared_ptr<round_book> send_round(const std::vector<replica_peer>& set,
                                          const remote_call& req,
                                          const std::function<void(reply_fn)>& local, size_t enough,
