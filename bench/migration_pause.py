@@ -74,7 +74,7 @@ def run_size(nodes, size, moves):
     t = threading.Thread(target=writer)
     t.start()
     pauses, captures, rests, client_worst = [], [], [], []
-    holding = 0
+    held = []  # per move: calls held in the source's stash
     host = 0
     try:
         for k in range(moves):
@@ -87,7 +87,7 @@ def run_size(nodes, size, moves):
             if st != 200 or not r.get("moved"):
                 sys.exit(f"move {k + 1} of {agent} to {nodes[to].name}: {st} {r}")
             pauses.append(r["pause_ms"])
-            holding += 1 if r.get("held_calls", 0) > 0 else 0
+            held.append(r.get("held_calls", 0))
             captures.append(r["capture_ms"])
             rests.append(r["pause_ms"] - r["capture_ms"])
             time.sleep(0.05)
@@ -102,11 +102,14 @@ def run_size(nodes, size, moves):
     last = acked[-1][0] if acked else 0
     if st != 200 or r.get("value") != last:
         sys.exit(f"{agent}: last acknowledged write {last}, the agent holds {r} (status {st})")
-    out = {"state_bytes": size, "moves": moves, "moves_holding_calls": holding,
+    out = {"state_bytes": size, "moves": moves,
+           "moves_holding_calls": sum(1 for h in held if h > 0),
            "writes_acked": len(acked), "write_retries": failures[0]}
     for name, xs in (("pause_ms", pauses), ("capture_ms", captures),
                      ("after_capture_ms", rests), ("client_worst_ask_ms", client_worst)):
         out[name] = {"p50": quantile(xs, 0.5), "p99": quantile(xs, 0.99), "max": max(xs)}
+    out["per_move"] = [{"pause_ms": p, "capture_ms": c, "held": h}
+                       for p, c, h in zip(pauses, captures, held)]
     return out
 
 

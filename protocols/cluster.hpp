@@ -15,7 +15,7 @@
 namespace hive {
 
 /// Version of the node-manager protocol; a node refuses a peer that speaks another one.
-constexpr uint32_t cluster_protocol_version = 12;
+constexpr uint32_t cluster_protocol_version = 13;
 
 /// One node as the member list knows it.
 struct member_info {

@@ -83,6 +83,9 @@ struct agent_actor_state {
   bool migrating = false;
   /// The state is captured once no append is in flight any more.
   bool migrate_waiting = false;
+  /// The state went with appends in flight (`migrate_quiet::ship_now`): the completion of the
+  /// last one (or a failed one) tells the supervisor (`migrate_settled_atom`).
+  bool migrate_settling = false;
   /// A move was called off and the working copy replaced while appends were in flight: the
   /// last completion reloads the state.
   bool reload_when_settled = false;
@@ -568,8 +571,9 @@ void finish_passivation(agent_actor_type* self);
 caf::error commit_now(agent_actor_type* self, std::vector<std::string>& events);
 uint64_t queued_messages(agent_actor_type* self);
 
-/// Hands the supervisor the state of a migrating agent (every applied event is durable).
-void send_migration_state(agent_actor_type* self) {
+/// Hands the supervisor the state of a migrating agent; `settled`: every applied event is
+/// durable (else `migrate_settled_atom` follows).
+void send_migration_state(agent_actor_type* self, bool settled) {
   auto& st = self->state;
   st.migrate_waiting = false;
   if (st.recovering) {
@@ -582,7 +586,8 @@ void send_migration_state(agent_actor_type* self) {
   snap.hdr = {st.cfg.id.str(), st.cfg.position.epoch, st.applied_seq};
   snap.state = st.instance->snapshot();
   snap.dedup.assign(st.dedup_order.begin(), st.dedup_order.end());
-  self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id, records::encode(snap));
+  st.migrate_settling = !settled;
+  self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id, records::encode(snap), settled);
 }
 
 caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
@@ -819,6 +824,11 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       auto& st = self->state;
       assert(st.inflight > 0);
       --st.inflight;
+      if (st.migrate_settling && (err || st.inflight == 0)) {
+        // The state left ahead of its last appends: whether they all made it decides the move.
+        st.migrate_settling = false;
+        self->send(st.cfg.parent, migrate_settled_atom::value, st.cfg.id, err);
+      }
       if (st.fenced)
         return;
       if (err && st.cfg.env->append) {
@@ -847,7 +857,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         release_held(self);
       }
       if (st.migrate_waiting && st.inflight == 0)
-        send_migration_state(self);
+        send_migration_state(self, true);
       if (st.reload_when_settled && st.inflight == 0) {
         st.reload_when_settled = false;
         reload(self);
@@ -944,6 +954,13 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       self->delayed_send(self, hibernate_linger, hibernate_quit_atom::value);
     },
     [self](hibernate_quit_atom) { self->quit(caf::exit_reason::normal); },
+    [self](migrate_epoch_atom) -> caf::result<uint64_t> {
+      auto& st = self->state;
+      if (st.passivating || st.migrating || st.hibernating || st.recovering)
+        return make_error(errc::conflict,
+                          st.cfg.id.str() + " is passivating, migrating or rebuilding its state");
+      return st.cfg.position.epoch;
+    },
     [self](migrate_go_atom, migrate_quiet& quiet) {
       auto& st = self->state;
       if (st.passivating || st.migrating || st.hibernating) {
@@ -952,12 +969,9 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         return;
       }
       st.migrating = true;
-      // No append after this one: the hook's messages follow every append sent.
-      if (quiet.fn && !st.recovering)
-        quiet.fn(st.cfg.position.epoch, st.applied_seq);
       flush(self);
       if (st.inflight == 0 || (quiet.ship_now && !st.recovering))
-        send_migration_state(self);
+        send_migration_state(self, st.inflight == 0);
       else
         st.migrate_waiting = true; // the last completion sends it
     },
@@ -967,6 +981,7 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         return self->quit(make_error(errc::migrated, st.cfg.id.str() + " moved"));
       st.migrating = false;
       st.migrate_waiting = false;
+      st.migrate_settling = false;
       if (!moved) {
         // Aborted: this activation goes on, at the epoch its node took back if it did.
         if (epoch != 0)

@@ -150,29 +150,31 @@ using redeliver_atom = caf::atom_constant<caf::atom("redeliver")>;
 /// restart (and drops this node's working copy when `fenced`); then it quits.
 using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 
-/// Live migration (runtime/node_runtime.hpp, `migrate_out`). The supervisor sends
-/// `(migrate_go_atom, migrate_quiet)`; the agent runs the `migrate_quiet` hook at once; from
-/// then on the agent re-delivers new calls to the supervisor (which
-/// stashes them), waits until every event it applied is durable (not with
-/// `migrate_quiet::ship_now`: the hook's round checks that instead), and answers
-/// `(migrate_state_atom, id, bytes)` with its state as an encoded `records::snapshot_record`
-/// (or `(migrate_state_atom, id, error)`). `(migrate_end_atom, true, 0, false)`: the agent moved;
-/// it keeps re-delivering stale calls for `migrate_linger` and then quits with reason `migrated`.
+/// Live migration (runtime/node_runtime.hpp, `migrate_out`). A replicated agent's supervisor
+/// first asks for its epoch (`migrate_epoch_atom`, answered with a `uint64_t`, or `conflict`
+/// while it migrates or passivates) for the replicas' promise to the target. Then it sends
+/// `(migrate_go_atom, migrate_quiet)`; from then on the agent re-delivers new calls to the
+/// supervisor (which stashes them), waits until every event it applied is durable, and
+/// answers `(migrate_state_atom, id, bytes, true)` with its state as an encoded
+/// `records::snapshot_record` (or `(migrate_state_atom, id, error)`). With
+/// `migrate_quiet::ship_now` it answers at once, `(migrate_state_atom, id, bytes, false)` if
+/// appends are still in flight, and `(migrate_settled_atom, id, error)` once they all
+/// completed (no error: every event in the state is acknowledged). `(migrate_end_atom, true, 0,
+/// false)`: the agent moved; it keeps re-delivering stale calls for `migrate_linger` and then quits
+/// with reason `migrated`.
 /// `(migrate_end_atom, false, epoch, reload)`: the migration was aborted; it takes calls again,
 /// at `epoch` unless 0 (its node took the replicas' promise back), after reading its state
 /// from the store again if `reload` (that promise replaced the working copy with a newer one).
 using migrate_go_atom = caf::atom_constant<caf::atom("migrgo")>;
-/// Run by a migrating agent as it stops writing (in `migrate_go_atom`'s handler, on its
-/// thread), with its activation's epoch and its last applied sequence: every append it made
-/// has been sent, so what the hook sends on the same connections reaches each replica after
-/// them (the source's promise to the target, replicator::promise_to). Empty: nothing to run.
+/// How a migrating agent hands its state over (`migrate_go_atom`).
 struct migrate_quiet {
-  std::function<void(uint64_t epoch, uint64_t seq)> fn;
-  /// Hand the state over at once, appends still in flight (the hook's round tells whether a
-  /// majority has them); false: once none is in flight.
+  /// Hand the state over at once, appends still in flight (`migrate_settled_atom` follows);
+  /// false: once none is in flight.
   bool ship_now = false;
 };
+using migrate_epoch_atom = caf::atom_constant<caf::atom("migrepoch")>;
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
+using migrate_settled_atom = caf::atom_constant<caf::atom("migrsettl")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;
 
 /// Drops the calling thread's cache of by-id lookups (node_runtime.cpp), which holds strong

@@ -67,7 +67,7 @@ struct ship_job {
   std::chrono::steady_clock::time_point shipped_at{};
 };
 
-/// The outcome of a migration's promise round, for its target (`grant_fn`).
+/// A migration's grant (or refusal), for its target (`grant_fn`).
 struct grant_job {
   std::string to;
   agent_id id;
@@ -114,7 +114,7 @@ using start_atom = caf::atom_constant<caf::atom("hcstart")>;
 using ship_atom = caf::atom_constant<caf::atom("hcship")>;
 /// Asks a migration's target what became of a shipment whose answer never came.
 using settle_atom = caf::atom_constant<caf::atom("hcsettle")>;
-/// Sends a migration's target the outcome of its promise round (grant_job).
+/// Sends a migration's target its grant or refusal (grant_job).
 using grant_atom = caf::atom_constant<caf::atom("hcgrant")>;
 using keys_changed_atom = caf::atom_constant<caf::atom("hckeys")>;
 /// Every `cluster.heartbeat_interval_ms`: pings the linked members, checks for silent ones.
@@ -135,8 +135,8 @@ ship_fn ship_via(caf::actor mgr, std::string to) {
   };
 }
 
-/// How node_runtime::migrate_out tells member `to` the outcome of the promise round for a
-/// shipment that went ahead of it: through this node's manager `mgr` (op `m.grant`, body
+/// How node_runtime::migrate_out tells member `to` the grant for a shipment that went ahead
+/// of the agent's last appends: through this node's manager `mgr` (op `m.grant`, body
 /// `SHIPMENT EPOCH`, or `SHIPMENT 0 REASON` for none).
 grant_fn grant_via(caf::actor mgr, std::string to) {
   return [mgr = std::move(mgr), to = std::move(to)](const agent_id& id, uint64_t shipment,

@@ -124,9 +124,14 @@ struct migrate_job {
   std::function<void(caf::expected<migration_result>)> done;
   /// Pin the agent to `to` (a move by hand).
   bool pin = false;
-  /// Sends the target the outcome of the promise round (the state goes ahead of it); empty:
-  /// the state waits for the round.
+  /// Sends the target the outcome of the source's last appends (the state goes ahead of
+  /// them); empty: the state waits for them.
   grant_fn grant;
+  /// Replicated: the replica set's promise to the target was asked for (before the agent
+  /// stopped: `replicator::promise_to`), with this outcome: the epoch promised and the
+  /// newest copy among the promising members, or the error.
+  bool promise_asked = false;
+  caf::expected<replicator::grant> promise = replicator::grant{};
 };
 
 /// The state of an agent migrating here, handed to its activation while the store writes it:
@@ -152,8 +157,8 @@ struct adopted_state {
   /// (`migration_payload::granted_epoch`): no round here, and the activation does not wait
   /// for the write of the state (its writes queue behind it in the store). 0: none.
   uint64_t granted = 0;
-  /// The source's promise round was still running when it shipped: the activation waits for
-  /// its outcome (`node_runtime::grant_adoption`) instead, until `activate_by`.
+  /// The state left with the agent's last appends in flight: the activation waits for the
+  /// grant (`node_runtime::grant_adoption`) instead, until `activate_by`.
   std::shared_future<caf::expected<uint64_t>> grant;
 };
 
@@ -203,8 +208,9 @@ using adopt_atom = caf::atom_constant<caf::atom("hadopt")>;
 using migrate_shipped_atom = caf::atom_constant<caf::atom("hmigship")>;
 using migrate_check_atom = caf::atom_constant<caf::atom("hmigcheck")>;
 using migrate_expire_atom = caf::atom_constant<caf::atom("hmigexp")>;
-/// The replica set's promise to a migration's target came in (replicator::promise_to):
-/// `(atom, id, token, epoch, newest_epoch, newest_seq)` or `(atom, id, token, error)`.
+/// The replica set's promise to a migration's target came in (replicator::promise_to), asked
+/// for while the agent still ran: `(atom, id, token, epoch, newest_epoch, newest_seq)` or
+/// `(atom, id, token, error)`.
 using migrate_promised_atom = caf::atom_constant<caf::atom("hmigprom")>;
 
 int64_t unix_ms_now() {
@@ -686,21 +692,26 @@ struct activation_book {
     uint64_t token = 0;
     bool shipping = false;
     size_t state_bytes = 0;
-    /// Replicated: the agent's hook asked the replica set to promise the next epoch to the
-    /// target (set on the agent's thread; replicator::promise_to). Null: not replicated.
-    std::shared_ptr<std::atomic<bool>> promise_sent;
-    /// That promise is not in yet (the state waits in `state`).
-    bool promise_pending = false;
+    /// Replicated: the replica set was asked to promise the next epoch to the target
+    /// (replicator::promise_to), so a move called off takes the promise back.
+    bool promise_sent = false;
+    /// Why that promise failed: the move is called off once the agent stopped.
+    caf::error promise_error;
     /// The epoch promised to the target, and the newest copy the promising members had.
     uint64_t granted_epoch = 0;
     std::pair<uint64_t, uint64_t> newest_copy{0, 0};
     /// The captured state, until it is shipped.
     std::optional<std::string> state;
+    /// Every event in it is acknowledged (else the agent's `migrate_settled_atom` tells).
+    bool settled = false;
     /// What was shipped: the shipment, and the state's (epoch, seq).
     uint64_t shipment = 0;
     std::pair<uint64_t, uint64_t> shipped_at{0, 0};
   };
   std::unordered_map<std::string, migration> migrating;
+  /// Moves whose replicas' promise to the target is being asked for (`ask_promise`): the
+  /// agent still serves. Keyed by name: the token and the job.
+  std::unordered_map<std::string, std::pair<uint64_t, migrate_job>> preparing;
   /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
   uint64_t next_token = 1;
   /// A hibernation sweep is due (one timer per tenant supervisor at most).
@@ -1017,7 +1028,7 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     // it has one).
     // (The promise to the target may have reached members before the move was called off,
     // whether or not the state went out.)
-    auto promised = m.promise_sent && m.promise_sent->load();
+    auto promised = m.promise_sent;
     auto back =
       m.shipping || promised ? take_promise_back(ctx, id, m.view.kind) : promise_taken_back{};
     self->send(agent, migrate_end_atom::value, false, back.epoch, back.replaced);
@@ -1108,13 +1119,57 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   m.job.done(std::move(r));
 }
 
+/// A replicated agent's move, before its pause: the replica set promises the next epoch to
+/// the target while the agent still serves, writing at its epoch (replicator::promise_to).
+/// The outcome comes back to the supervisor (`migrate_promised_atom`), which starts the move
+/// again with it.
+void ask_promise(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                 const caf::actor& agent, migrate_job job) {
+  auto id = job.id;
+  auto token = book.next_token++;
+  auto to = job.to;
+  book.preparing.emplace(id.name, std::make_pair(token, std::move(job)));
+  auto sup = caf::actor_cast<caf::actor>(self);
+  auto back = [sup, id, token](caf::error err) {
+    caf::anon_send(sup, migrate_promised_atom::value, id, token, std::move(err));
+  };
+  self->request(agent, caf::infinite, migrate_epoch_atom::value)
+    .then(
+      [ctx, id, to, back, sup, token](uint64_t epoch) {
+        auto rep = ctx->rep ? ctx->rep->get() : nullptr;
+        auto meta = running_meta(*ctx->db, id.str());
+        if (!rep || !meta || !*meta)
+          return back(!rep     ? make_error(errc::unavailable, "this node's replication stopped")
+                        : meta ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
+                               : std::move(meta.error()));
+        rep->promise_to(id, **meta, epoch, to,
+                        [sup, id, token](caf::expected<replicator::grant> g) {
+                          if (!g)
+                            return caf::anon_send(sup, migrate_promised_atom::value, id, token,
+                                                  std::move(g.error()));
+                          caf::anon_send(sup, migrate_promised_atom::value, id, token, g->epoch,
+                                         g->newest_epoch, g->newest_seq);
+                        });
+      },
+      [bookp = &book, id, token](caf::error& err) {
+        // (The book lives as long as the supervisor's behavior, which runs this.) Nothing was
+        // asked of the replicas: the move fails as it is.
+        auto i = bookp->preparing.find(id.name);
+        if (i == bookp->preparing.end() || i->second.first != token)
+          return;
+        auto job = std::move(i->second.second);
+        bookp->preparing.erase(i);
+        job.done(std::move(err));
+      });
+}
+
 /// Starts moving `job.id` away (tenant supervisor): activated first if only stored.
 void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                      migrate_job job) {
   auto id = job.id; // (a copy: `job` moves into the book below)
   if (auto mv = ctx->moved->find(id.str()))
     return job.done(make_error(errc::agent_not_found, id.str() + " moved to " + mv->to));
-  if (book.migrating.count(id.name) > 0)
+  if (book.migrating.count(id.name) > 0 || book.preparing.count(id.name) > 0)
     return job.done(make_error(errc::conflict, id.str() + " is migrating already"));
   auto child = self->state.find_child(id.name);
   if (child == nullptr || book.passivating.count(id.name) > 0
@@ -1128,6 +1183,12 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   }
   if (!child->handle)
     return job.done(make_error(errc::agent_failed, id.str() + " is restarting"));
+  if (!job.promise_asked && ctx->rep && ctx->rep->get()) {
+    auto view = ctx->dir->find(id);
+    auto* kind = view ? ctx->kinds->find(view->kind) : nullptr;
+    if (kind != nullptr && kind->persistence == persistence_mode::journaled)
+      return ask_promise(self, ctx, book, child->handle, std::move(job));
+  }
   auto view = ctx->dir->erase(id);
   if (!view)
     return job.done(make_error(errc::internal, id.str() + " runs but is not in the directory"));
@@ -1145,34 +1206,18 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   m.started = std::chrono::steady_clock::now();
   m.token = token;
   migrate_quiet quiet;
-  auto* kind = ctx->kinds->find(m.view.kind);
-  auto rep = ctx->rep ? ctx->rep->get() : nullptr;
-  if (rep && kind != nullptr && kind->persistence == persistence_mode::journaled) {
-    // The promise to the target is asked for as the agent stops writing: the round runs while
-    // its last appends become durable, not after the state arrives at the target.
-    m.promise_sent = std::make_shared<std::atomic<bool>>(false);
-    m.promise_pending = true;
-    // With a grant function the state goes at once, ahead of the round (its appends still in
-    // flight: the round's answers tell whether a majority holds them).
-    quiet.ship_now = static_cast<bool>(m.job.grant);
-    quiet.fn = [rep, db = ctx->db, id, to = m.job.to, sup = caf::actor_cast<caf::actor>(self),
-                token, sent = m.promise_sent](uint64_t epoch, uint64_t seq) {
-      auto meta = running_meta(*db, id.str());
-      if (!meta || !*meta)
-        return caf::anon_send(sup, migrate_promised_atom::value, id, token,
-                              meta
-                                ? make_error(errc::agent_not_found, "no stored meta of " + id.str())
-                                : std::move(meta.error()));
-      sent->store(true);
-      rep->promise_to(id, **meta, epoch, seq, to,
-                      [sup, id, token](caf::expected<replicator::grant> g) {
-                        if (!g)
-                          return caf::anon_send(sup, migrate_promised_atom::value, id, token,
-                                                std::move(g.error()));
-                        caf::anon_send(sup, migrate_promised_atom::value, id, token, g->epoch,
-                                       g->newest_epoch, g->newest_seq);
-                      });
-    };
+  if (m.job.promise_asked) {
+    // Replicated: the replicas' promise to the target is in (or failed) before the pause.
+    m.promise_sent = true;
+    if (m.job.promise) {
+      m.granted_epoch = m.job.promise->epoch;
+      m.newest_copy = {m.job.promise->newest_epoch, m.job.promise->newest_seq};
+      // With a grant function the state goes at once, ahead of the agent's last appends
+      // (the grant follows once they are acknowledged).
+      quiet.ship_now = static_cast<bool>(m.job.grant);
+    } else {
+      m.promise_error = m.job.promise.error();
+    }
   }
   self->send(m.agent, migrate_go_atom::value, std::move(quiet));
   // A state that never comes (the agent crashed and restarted) must not hold calls forever.
@@ -1194,14 +1239,15 @@ caf::error newer_copy_than_shipped(const agent_id& id, const activation_book::mi
       + std::to_string(m.shipped_at.first) + ", seq " + std::to_string(m.shipped_at.second) + ")");
 }
 
-/// Ships the captured state with its meta once it is here and (replicated) the target has
-/// its promise, or (with a grant function) at once.
+/// Ships the captured state with its meta (replicated: at the epoch the replicas promised
+/// the target, granted now if every event in it is acknowledged, else once they are).
 void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                    const agent_id& id) {
   auto i = book.migrating.find(id.name);
-  if (i == book.migrating.end() || i->second.shipping || !i->second.state
-      || (i->second.promise_pending && !i->second.job.grant))
+  if (i == book.migrating.end() || i->second.shipping || !i->second.state)
     return;
+  if (i->second.promise_error)
+    return abort_migration(self, ctx, book, id, i->second.promise_error);
   auto state = std::move(*i->second.state);
   i->second.state.reset();
   if (i->second.promise_sent) {
@@ -1209,6 +1255,14 @@ void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& 
     if (!snap)
       return abort_migration(self, ctx, book, id, std::move(snap.error()));
     i->second.shipped_at = {snap->hdr.epoch, snap->hdr.seq};
+    if (snap->hdr.epoch + 1 != i->second.granted_epoch)
+      // (It was activated again since its epoch was read: the promise is not for this one.)
+      return abort_migration(self, ctx, book, id,
+                             make_error(errc::conflict,
+                                        id.str() + " runs at epoch "
+                                          + std::to_string(snap->hdr.epoch)
+                                          + ", not the one its replicas promised epoch "
+                                          + std::to_string(i->second.granted_epoch) + " after"));
     if (auto err = newer_copy_than_shipped(id, i->second))
       return abort_migration(self, ctx, book, id, std::move(err));
   }
@@ -1223,8 +1277,9 @@ void ship_if_ready(supervisor_actor* self, const ctx_ptr& ctx, activation_book& 
   i->second.state_bytes = state.size();
   auto sup = caf::actor_cast<caf::actor>(self);
   migration_payload payload{id, records::encode(**meta), std::move(state), new_shipment_id()};
-  payload.granted_epoch =
-    i->second.promise_pending ? migration_payload::grant_follows : i->second.granted_epoch;
+  payload.granted_epoch = !i->second.promise_sent ? 0
+    : i->second.settled                           ? i->second.granted_epoch
+                                                  : migration_payload::grant_follows;
   i->second.shipment = payload.shipment;
   i->second.job.ship(std::move(payload), [sup, id](caf::expected<caf::actor> r) {
     if (r)
@@ -1263,41 +1318,53 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
       [self, ctx, book](migrate_atom, migrate_job& job) {
         start_migration(self, ctx, *book, std::move(job));
       },
-      [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state) {
+      [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state, bool settled) {
         auto i = book->migrating.find(id.name);
         if (i == book->migrating.end() || i->second.shipping || i->second.state)
           return;
         i->second.captured = std::chrono::steady_clock::now();
         i->second.state = std::move(state);
+        i->second.settled = settled;
         ship_if_ready(self, ctx, *book, id);
+      },
+      [book](migrate_settled_atom, const agent_id& id, caf::error& err) {
+        // The state went ahead of the agent's last appends: the target waits for this.
+        auto i = book->migrating.find(id.name);
+        if (i == book->migrating.end() || !i->second.shipping || i->second.settled)
+          return;
+        auto& m = i->second;
+        m.settled = true;
+        if (!m.job.grant)
+          return;
+        // (A refusal makes its adoption fail; its answer then calls the move off here, the
+        // promise taken back.)
+        m.job.grant(id, m.shipment,
+                    err ? caf::expected<uint64_t>{std::move(err)}
+                        : caf::expected<uint64_t>{m.granted_epoch});
       },
       [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token, uint64_t epoch,
                         uint64_t newest_epoch, uint64_t newest_seq) {
-        auto i = book->migrating.find(id.name);
-        if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
+        auto i = book->preparing.find(id.name);
+        if (i == book->preparing.end() || i->second.first != token)
           return;
-        auto& m = i->second;
-        m.promise_pending = false;
-        m.granted_epoch = epoch;
-        m.newest_copy = {newest_epoch, newest_seq};
-        if (!m.shipping)
-          return ship_if_ready(self, ctx, *book, id);
-        // The state went ahead: the target waits for this. (A refusal makes its adoption
-        // fail; its answer then calls the move off here, the promise taken back.)
-        auto err = newer_copy_than_shipped(id, m);
-        m.job.grant(id, m.shipment,
-                    err ? caf::expected<uint64_t>{std::move(err)} : caf::expected<uint64_t>{epoch});
+        auto job = std::move(i->second.second);
+        book->preparing.erase(i);
+        job.promise_asked = true;
+        job.promise = replicator::grant{epoch, newest_epoch, newest_seq};
+        start_migration(self, ctx, *book, std::move(job));
       },
       [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token,
                         caf::error& err) {
-        auto i = book->migrating.find(id.name);
-        if (i == book->migrating.end() || i->second.token != token || !i->second.promise_pending)
+        auto i = book->preparing.find(id.name);
+        if (i == book->preparing.end() || i->second.first != token)
           return;
-        auto& m = i->second;
-        m.promise_pending = false;
-        if (m.shipping)
-          return m.job.grant(id, m.shipment, std::move(err));
-        abort_migration(self, ctx, *book, id, std::move(err));
+        auto job = std::move(i->second.second);
+        book->preparing.erase(i);
+        // Some members may have promised: the move goes on until the agent stopped, and is
+        // then called off, the promise taken back.
+        job.promise_asked = true;
+        job.promise = std::move(err);
+        start_migration(self, ctx, *book, std::move(job));
       },
       [self, ctx, book](migrate_state_atom, const agent_id& id, caf::error& err) {
         abort_migration(self, ctx, *book, id, std::move(err));

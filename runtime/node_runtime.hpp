@@ -74,15 +74,15 @@ struct migration_payload {
   /// The epoch a majority of the replica set promised the target before the state left
   /// (`replicator::promise_to`); the target activates at it without a round of its own.
   /// 0: none (not replicated), the target asks for the promise itself. `grant_follows`: the
-  /// source's round is still running; its outcome comes as a grant
-  /// (`node_runtime::grant_adoption`), which the activation waits for.
+  /// state left with the agent's last appends in flight; the epoch comes as a grant once
+  /// they are acknowledged (`node_runtime::grant_adoption`), and the activation waits for it.
   uint64_t granted_epoch = 0;
   static constexpr uint64_t grant_follows = ~uint64_t{0};
 };
 
-/// Tells a migration's target the outcome of the promise round its source ran for it, for a
-/// shipment that went ahead of it (`migration_payload::grant_follows`): the epoch, or why not
-/// (the target then gives the adoption up). Called from any thread.
+/// Tells a migration's target, for a shipment that went ahead of the agent's last appends
+/// (`migration_payload::grant_follows`), the epoch promised to it once they are acknowledged,
+/// or why not (the target then gives the adoption up). Called from any thread.
 using grant_fn =
   std::function<void(const agent_id& id, uint64_t shipment, caf::expected<uint64_t> epoch)>;
 
@@ -365,7 +365,7 @@ public:
   /// `migration_payload::sent_unix_ms`), storage errors.
   void adopt(migration_payload in, std::function<void(caf::error)> done);
 
-  /// The outcome of the promise round for a shipment that went ahead of it
+  /// The grant for a shipment that went ahead of the agent's last appends
   /// (`migration_payload::grant_follows`): the activation of that adoption waits for it (until
   /// its deadline). A grant that comes before its shipment is kept for
   /// 4 x `cluster.migration_timeout_ms` (at most `node.asks_pending_max` of them).

@@ -24,6 +24,8 @@ struct copy_info {
   bool exists = false;
   uint64_t promised = 0;
   std::string holder;
+  /// The epoch whose writes the copy still takes below `promised` (`fence::draining`).
+  uint64_t draining = 0;
   uint64_t last_epoch = 0;
   uint64_t last_seq = 0;
 };
@@ -36,6 +38,7 @@ caf::expected<copy_info> parse_info(const std::string& text) {
   out.exists = j.value("exists", false);
   out.promised = j.value("promised", uint64_t{0});
   out.holder = j.value("holder", std::string{});
+  out.draining = j.value("draining", uint64_t{0});
   out.last_epoch = j.value("last_epoch", uint64_t{0});
   out.last_seq = j.value("last_seq", uint64_t{0});
   return out;
@@ -271,8 +274,6 @@ struct replicator::round_book {
   size_t enough = 0;
   /// Runs once the round is done (`send_round`'s `then`).
   round_fn then;
-  /// Which answers count toward `enough` (`send_round`'s `counts`).
-  std::function<bool(const std::string&)> counts;
   bool done() const {
     return left == 0 || (enough > 0 && ok >= enough);
   }
@@ -298,14 +299,12 @@ struct replicator::handover_round {
 
 std::shared_ptr<replicator::round_book> replicator::send_round(
   const std::vector<replica_peer>& set, const remote_call& req,
-  const std::function<void(reply_fn)>& local, size_t enough, round_fn then,
-  std::function<bool(const std::string&)> counts) {
+  const std::function<void(reply_fn)>& local, size_t enough, round_fn then) {
   auto b = std::make_shared<round_book>();
   b->r.resize(set.size());
   b->left = set.size();
   b->enough = enough;
   b->then = std::move(then);
-  b->counts = std::move(counts);
   for (auto& p : set)
     b->names.push_back(p.name);
   auto slot = [b](size_t i) {
@@ -317,7 +316,7 @@ std::shared_ptr<replicator::round_book> replicator::send_round(
         std::lock_guard<std::mutex> guard{b->mtx};
         if (b->r[i])
           return;
-        if (x && (!b->counts || b->counts(*x)))
+        if (x)
           ++b->ok;
         b->r[i] = std::move(x);
         --b->left;
@@ -360,8 +359,7 @@ std::vector<caf::expected<std::string>> replicator::gather(
 
 std::shared_ptr<replicator::round_book> replicator::send_prepare(
   const agent_id& id, uint64_t epoch, const std::string& meta_bytes,
-  const std::vector<replica_peer>& set, const std::string& holder, round_fn then,
-  std::function<bool(const std::string&)> counts) {
+  const std::vector<replica_peer>& set, const std::string& holder, uint64_t drain, round_fn then) {
   auto key = id.str();
   auto& to = holder.empty() ? self_ : holder;
   std::vector<std::string> names;
@@ -371,31 +369,29 @@ std::shared_ptr<replicator::round_book> replicator::send_prepare(
     joined += (joined.empty() ? "" : ",") + m.name;
   }
   remote_call p{"r.prepare", id, {}, opts_.timeout.count()};
-  p.call.body = pack({std::to_string(epoch), to, meta_bytes, joined});
+  p.call.body = pack({std::to_string(epoch), to, meta_bytes, joined, std::to_string(drain)});
   return send_round(
     set, p,
     [&](reply_fn done) {
-      on_prepare(key, epoch, to, meta_bytes, std::move(names), std::move(done));
+      on_prepare(key, epoch, to, meta_bytes, std::move(names), drain, std::move(done));
     },
-    set.size() / 2 + 1, std::move(then), std::move(counts));
+    set.size() / 2 + 1, std::move(then));
 }
 
 void replicator::promise_to(const agent_id& id, const records::meta_record& meta,
-                            uint64_t epoch_left, uint64_t seq_left, const std::string& target,
+                            uint64_t epoch_now, const std::string& target,
                             std::function<void(caf::expected<grant>)> done) {
   assert(done);
   auto key = id.str();
   auto set = effective_set(key);
   auto need = set.size() / 2 + 1;
-  auto epoch = epoch_left + 1;
+  auto epoch = epoch_now + 1;
   (void)send_prepare(
-    id, epoch, records::encode(meta), set, target,
-    [key, set, need, epoch, seq_left,
-     done = std::move(done)](std::vector<caf::expected<std::string>> rs) {
+    id, epoch, records::encode(meta), set, target, epoch_now,
+    [key, set, need, epoch, done = std::move(done)](std::vector<caf::expected<std::string>> rs) {
       grant g;
       g.epoch = epoch;
       size_t promised = 0;
-      size_t holding = 0; // promised, with every event up to seq_left
       bool fenced = false;
       std::string reasons;
       for (size_t i = 0; i < rs.size(); ++i) {
@@ -406,36 +402,18 @@ void replicator::promise_to(const agent_id& id, const records::meta_record& meta
           continue;
         }
         ++promised;
-        if (info->last_seq >= seq_left)
-          ++holding;
-        else
-          reasons += (reasons.empty() ? "" : "; ") + set[i].name + ": holds events up to "
-            + std::to_string(info->last_seq);
         if (std::tie(info->last_epoch, info->last_seq) > std::tie(g.newest_epoch, g.newest_seq)) {
           g.newest_epoch = info->last_epoch;
           g.newest_seq = info->last_seq;
         }
       }
-      if (holding >= need)
-        return done(g);
       if (promised >= need)
-        return done(make_error(errc::no_quorum,
-                               "a majority of the replicas of " + key + " promised epoch "
-                                 + std::to_string(epoch)
-                                 + " to the migration's target, but fewer than that hold its "
-                                   "events up to "
-                                 + std::to_string(seq_left) + " (" + reasons + ")"));
+        return done(g);
       done(make_error(fenced ? errc::fenced : errc::no_quorum,
                       "a majority of the replicas of " + key + " did not promise epoch "
                         + std::to_string(epoch) + " to the migration's target ("
                         + std::to_string(promised) + " of " + std::to_string(set.size()) + ": "
                         + reasons + ")"));
-    },
-    // (A member counts once it promised and holds the events: a new member of the set, not
-    // repaired yet, promises without them, and the round waits for another.)
-    [seq_left](const std::string& answer) {
-      auto info = parse_info(answer);
-      return info && info->last_seq >= seq_left;
     });
 }
 
@@ -637,6 +615,12 @@ caf::error replicator::confirm(const agent_id& id, uint64_t epoch) {
     auto info = parse_info(*answers[i]);
     if (!info)
       continue;
+    if (info->draining == epoch) {
+      // Promised to a migration's target, which has not written yet: this activation still
+      // writes, and is the only one that can (promise_to).
+      ++holding;
+      continue;
+    }
     if (info->promised > epoch)
       return make_error(errc::fenced,
                         key + ": " + set[i].name + " promised epoch "
@@ -920,6 +904,8 @@ std::string replicator::copy_state(const std::string& agent) {
     auto& f = fence_of(key);
     j["promised"] = f.promised;
     j["holder"] = f.holder;
+    if (f.draining != 0)
+      j["draining"] = f.draining;
   }
   auto pos = position_of(*db_, key);
   j["last_epoch"] = pos ? pos->first : 0;
@@ -929,7 +915,7 @@ std::string replicator::copy_state(const std::string& agent) {
 
 void replicator::on_prepare(const std::string& agent, uint64_t epoch, const std::string& holder,
                             const std::string& meta_bytes, std::vector<std::string> replicas,
-                            reply_fn done) {
+                            uint64_t drain, reply_fn done) {
   auto meta = records::decode_meta(meta_bytes);
   if (!meta)
     return done(std::move(meta.error()));
@@ -942,6 +928,7 @@ void replicator::on_prepare(const std::string& agent, uint64_t epoch, const std:
         errc::fenced, self_ + " promised epoch " + std::to_string(f.promised) + " to " + f.holder));
     f.promised = epoch;
     f.holder = holder;
+    f.draining = drain < epoch ? drain : 0;
     f.replicas = replicas;
     meta->hdr.agent = key;
     meta->promised_epoch = epoch;
@@ -962,10 +949,12 @@ void replicator::on_append(records::event_record ev, reply_fn done) {
   auto key = copy_key(ev.hdr.agent);
   std::lock_guard<std::mutex> guard{fmtx_};
   auto& f = fence_of(key);
-  if (ev.hdr.epoch < f.promised)
+  if (ev.hdr.epoch < f.promised && ev.hdr.epoch != f.draining)
     return done(make_error(errc::fenced,
                            self_ + " promised epoch " + std::to_string(f.promised) + " to "
                              + f.holder + ", write has epoch " + std::to_string(ev.hdr.epoch)));
+  if (ev.hdr.epoch >= f.promised)
+    f.draining = 0; // the new holder writes: the one before it may not any more
   ev.hdr.agent = key;
   db_->append(std::move(ev), [done = std::move(done)](caf::error err) {
     if (err)
@@ -977,7 +966,8 @@ void replicator::on_append(records::event_record ev, reply_fn done) {
 void replicator::on_snapshot(records::snapshot_record snap, uint64_t prune_through) {
   auto key = copy_key(snap.hdr.agent);
   std::lock_guard<std::mutex> guard{fmtx_};
-  if (snap.hdr.epoch < fence_of(key).promised)
+  auto& f = fence_of(key);
+  if (snap.hdr.epoch < f.promised && snap.hdr.epoch != f.draining)
     return;
   snap.hdr.agent = key;
   // Refused (conflict) when the copy misses events: its next append conflict repairs it.
@@ -995,7 +985,7 @@ void replicator::on_sync(const std::string& agent, uint64_t epoch,
     return done(std::move(meta.error()));
   std::lock_guard<std::mutex> guard{fmtx_};
   auto& f = fence_of(key);
-  if (epoch < f.promised)
+  if (epoch < f.promised && epoch != f.draining)
     return done(make_error(
       errc::fenced, self_ + " promised epoch " + std::to_string(f.promised) + " to " + f.holder));
   meta->promised_epoch = f.promised;
@@ -1065,8 +1055,10 @@ void replicator::handle(const remote_call& req, reply_fn done) {
   }
   if (op == "r.prepare") {
     auto parts = unpack(req.call.body);
-    if (!parts || parts->size() != 4)
+    // (EPOCH HOLDER META REPLICAS [DRAIN])
+    if (!parts || parts->size() < 4 || parts->size() > 5)
       return done(make_error(errc::invalid_argument, "r.prepare: malformed body"));
+    auto drain = parts->size() == 5 ? to_u64((*parts)[4]) : 0;
     if ((*parts)[1] == self_) {
       // Another member asks the copy here to promise this node (promise_to): a shipment is on
       // its way (see may_take_over).
@@ -1078,7 +1070,7 @@ void replicator::handle(const remote_call& req, reply_fn done) {
       grants_[agent] = now;
     }
     return on_prepare(agent, to_u64((*parts)[0]), (*parts)[1], (*parts)[2], split_list((*parts)[3]),
-                      std::move(done));
+                      drain, std::move(done));
   }
   if (op == "r.snapshot") {
     auto parts = unpack(req.call.body);

@@ -73,8 +73,10 @@ struct replica_peer {
 ///   migration's target (`expect_handover`), which also skips the query round: it knows the
 ///   epoch the agent left with and asks for the next one at once.
 /// - **Promised by the source.** A migration's source has the set promise the next epoch to
-///   the target as its agent stops writing (`promise_to`, sent behind the agent's appends on
-///   the same connections): the target then activates with no round (`granted`).
+///   the target before its agent stops writing (`promise_to`). The members go on taking the
+///   agent's writes at the epoch it has (`fence::draining`) until the target writes: the
+///   promise is durable before the move's pause begins, and the target activates with no
+///   round (`granted`) once the source's last writes are acknowledged.
 /// - **Majorities.** Each round waits for a majority of answers, not for all of them: a slow
 ///   member (or this node's own copy, queued behind a large write) does not delay it.
 ///
@@ -145,19 +147,18 @@ public:
     uint64_t newest_seq = 0;
   };
 
-  /// A migration's source, once its agent stopped writing (its appends are all sent, so each
-  /// member sees them before this), asks the replica set to promise the epoch after
-  /// `epoch_left` to `target`. The round runs while the appends become durable, so the target
-  /// activates without a round of its own (`activation_hints::granted`). A member answers once
-  /// its promise is durable, so its answer covers every append it took before: the grant
-  /// needs a majority that promised *and* holds the agent's events up to `seq_left` (the last
-  /// one it applied), so the state may leave before its last appends were acknowledged.
-  /// `done` runs once, on any thread, with the grant, or fenced / no_quorum. Either way some
-  /// members may hold the promise: a source that keeps the agent takes it back (as after a
-  /// shipment that went unanswered). `meta` is the working copy's.
-  void promise_to(const agent_id& id, const records::meta_record& meta, uint64_t epoch_left,
-                  uint64_t seq_left, const std::string& target,
-                  std::function<void(caf::expected<grant>)> done);
+  /// A migration's source, before its agent stops writing, asks the replica set to promise
+  /// the epoch after `epoch_now` (the agent's) to `target`, while it still takes the agent's
+  /// writes at `epoch_now` (`fence::draining`, until the first write at the promised epoch or
+  /// a newer promise). The round runs before the move's pause, so the target activates without
+  /// a round of its own (`activation_hints::granted`) once every write the agent made is
+  /// acknowledged (the caller's part: the shipped state is then committed). `done` runs once,
+  /// on any thread, with the grant (the epoch a majority promised, and the newest copy among
+  /// them), or fenced / no_quorum. Either way some members may hold the promise: a source that
+  /// keeps the agent takes it back (as after a shipment that went unanswered). `meta` is the
+  /// working copy's.
+  void promise_to(const agent_id& id, const records::meta_record& meta, uint64_t epoch_now,
+                  const std::string& target, std::function<void(caf::expected<grant>)> done);
 
   /// Runs an activation's two rounds (see above) and catches its working copy up; blocks (at
   /// most about 3 x `timeout`). `meta` is the working copy's meta; the epoch is above
@@ -254,6 +255,11 @@ public:
   struct fence {
     uint64_t promised = 0;
     std::string holder;
+    /// Writes of this epoch (below `promised`) are still taken: the promise went to a
+    /// migration's target while its source still writes (`promise_to`). Ends with the first
+    /// write at `promised` or above, or the next promise. Not durable: after a restart the
+    /// member refuses them (the source's write then needs the other members).
+    uint64_t draining = 0;
     /// The replica set the promise was made for.
     std::vector<std::string> replicas;
   };
@@ -281,32 +287,33 @@ private:
   using round_fn = std::function<void(std::vector<caf::expected<std::string>>)>;
   /// `gather` in two halves: sends, then (`wait_round`) waits. `then` (optional) runs once, on the
   /// thread of the answer that ends the round (enough answered, or all did), with no lock held.
-  /// `counts` (optional): which answers count toward `enough` (default: every one without an
-  /// error).
   std::shared_ptr<round_book> send_round(const std::vector<replica_peer>& set,
                                          const remote_call& req,
                                          const std::function<void(reply_fn)>& local, size_t enough,
-                                         round_fn then = {},
-                                         std::function<bool(const std::string&)> counts = {});
+                                         round_fn then = {});
   std::vector<caf::expected<std::string>> wait_round(const std::shared_ptr<round_book>& b,
                                                      const std::vector<replica_peer>& set);
   /// Round 2 of an activation of `id` on this node: asks `set` to promise `epoch`
   /// (`meta_bytes`: the working copy's meta); done once a majority of `set` promised.
-  /// `holder`: the node the promise names (empty: this one); `then` as in `send_round`.
+  /// `holder`: the node the promise names (empty: this one); `drain`: the epoch whose
+  /// writes members still take (`fence::draining`; 0: none); `then` as in `send_round`.
   std::shared_ptr<round_book> send_prepare(const agent_id& id, uint64_t epoch,
                                            const std::string& meta_bytes,
                                            const std::vector<replica_peer>& set,
-                                           const std::string& holder = {}, round_fn then = {},
-                                           std::function<bool(const std::string&)> counts = {});
+                                           const std::string& holder = {}, uint64_t drain = 0,
+                                           round_fn then = {});
 
   /// The fence of copy `key` (loaded from its meta on first use). Call with `fmtx_` held.
   fence& fence_of(const std::string& key);
 
-  /// `{"exists","promised","holder","last_epoch","last_seq"}` of this node's copy of `agent`.
+  /// `{"exists","promised","holder","draining","last_epoch","last_seq"}` of this node's copy of
+  /// `agent`.
   std::string copy_state(const std::string& agent);
 
+  /// `drain`: see `fence::draining` (0: none).
   void on_prepare(const std::string& agent, uint64_t epoch, const std::string& holder,
-                  const std::string& meta_bytes, std::vector<std::string> replicas, reply_fn done);
+                  const std::string& meta_bytes, std::vector<std::string> replicas, uint64_t drain,
+                  reply_fn done);
   void on_append(records::event_record ev, reply_fn done);
   void on_snapshot(records::snapshot_record snap, uint64_t prune_through);
   void on_sync(const std::string& agent, uint64_t epoch, const std::vector<std::string>& bundle,

@@ -459,7 +459,7 @@ TEST_F(cluster_test, an_api_key_made_on_one_node_works_on_all_and_a_revocation_r
 
 TEST_F(cluster_test, a_frozen_node_is_suspect_then_down_and_comes_back_when_thawed) {
   form_three();
-  nodes[2].proc->signal(SIGSTOP);
+  ASSERT_TRUE(nodes[2].proc->freeze()) << "n3 did not stop";
   // Silent for cluster.suspect_after_ms (300): suspect; for down_after_ms (1000): down.
   auto suspect = within(15s, [&] {
     return all_see({0, 1}, "n3", "suspect") || all_see({0, 1}, "n3", "down");
@@ -945,7 +945,7 @@ TEST_F(cluster_test,
 
   // 1. Thawed as soon as the source settles: n3 takes the shipment in (it is 1T old) and
   //    answers the settle `adopted`; the move completes although its answer came too late.
-  nodes[2].proc->signal(SIGSTOP);
+  ASSERT_TRUE(nodes[2].proc->freeze()) << "n3 did not stop";
   auto first = migrate("acme/thawed");
   auto settling = within(15s, [&] { return log_has(0, R"("event":"migration_settling")"); });
   nodes[2].proc->signal(SIGCONT);
@@ -964,7 +964,7 @@ TEST_F(cluster_test,
 
   // 2. Thawed only after the source gave up (2T): the agent went on at n1, and n3 refuses the
   //    shipment it finds in its socket (2T old > 1.5T) instead of running a second copy.
-  nodes[2].proc->signal(SIGSTOP);
+  ASSERT_TRUE(nodes[2].proc->freeze()) << "n3 did not stop";
   auto second = migrate("acme/stays");
   auto gave_up = within(20s, [&] { return log_has(0, R"("event":"migration_unsettled")"); });
   auto refused = second.get();

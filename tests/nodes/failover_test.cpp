@@ -131,7 +131,7 @@ TEST_F(failover_test, a_frozen_host_that_wakes_up_after_a_takeover_is_fenced) {
   ASSERT_EQ(value_of(keyed_add(0, "acme/z", "z:1", 10)), 10);
   spawn_agent(0, "acme/r", "counter", "n1");
   ASSERT_EQ(value_of(keyed_add(0, "acme/r", "r:1", 10)), 10);
-  nodes[0].proc->signal(SIGSTOP);
+  ASSERT_TRUE(nodes[0].proc->freeze()) << "n1 did not stop";
   ASSERT_TRUE(within(10s, [&] { return all_see({1, 2}, "n1", "down"); }));
   int v = -1;
   ASSERT_TRUE(within(15s,

@@ -323,8 +323,9 @@ TEST_F(replication_rounds, an_activation_needs_a_majority_of_answers_not_all_of_
   EXPECT_EQ((*copy)->holder, "n1");
 }
 
-TEST_F(replication_rounds,
-       a_source_promises_its_target_the_next_epoch_and_the_target_takes_it_without_a_round) {
+TEST_F(
+  replication_rounds,
+  a_source_promises_its_target_the_next_epoch_while_it_writes_and_the_target_takes_it_without_a_round) {
   auto id = *parse_agent_id(agent);
   auto wait = [](auto& p) { return p.get_future().get(); };
   // n1 hosts the agent at epoch 5 and writes one event, acknowledged by a majority.
@@ -344,7 +345,7 @@ TEST_F(replication_rounds,
   ASSERT_FALSE(wrote_err) << describe(wrote_err);
   // It moves to n2: n1 has the set promise the next epoch to n2.
   std::promise<caf::expected<replicator::grant>> granted;
-  reps.at("n1")->promise_to(id, meta(), 5, 1, "n2", [&granted](caf::expected<replicator::grant> g) {
+  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
     granted.set_value(std::move(g));
   });
   auto g = wait(granted);
@@ -361,12 +362,16 @@ TEST_F(replication_rounds,
     holding += (*copy)->promised_epoch == 6 && (*copy)->holder == "n2" ? 1 : 0;
   }
   EXPECT_GE(holding, 2u) << "a majority promised epoch 6 to n2";
-  // The promise fences n1's activation: a write it would still make is refused.
+  // Until n2 writes, n1's activation still writes at epoch 5 (it serves until it stops for
+  // the move), and a read there is still confirmed.
   ev.hdr.seq = 2;
-  std::promise<caf::error> late;
-  reps.at("n1")->append(ev, [&late](caf::error e) { late.set_value(std::move(e)); });
-  auto late_err = wait(late);
-  EXPECT_EQ(code_of(late_err), errc::fenced) << describe(late_err);
+  std::promise<caf::error> still;
+  reps.at("n1")->append(ev, [&still](caf::error e) { still.set_value(std::move(e)); });
+  auto still_err = wait(still);
+  EXPECT_FALSE(still_err) << "a write of the source before its target wrote: "
+                          << describe(still_err);
+  auto confirmed = reps.at("n1")->confirm(id, 5);
+  EXPECT_FALSE(confirmed) << describe(confirmed);
   // n2 does not take the agent over from its copy while the shipment may still come.
   EXPECT_FALSE(reps.at("n2")->may_take_over(id));
   // The target activates at the granted epoch, asking no replica anything.
@@ -377,6 +382,26 @@ TEST_F(replication_rounds,
   ASSERT_TRUE(moved) << describe(moved.error());
   EXPECT_EQ(*moved, 6u);
   EXPECT_EQ(ops_since(mark), std::vector<std::string>{}) << "the target sent a round";
+  // Once the target wrote at its epoch (to the copies on n1 and n3 here), a write of the
+  // source is fenced, and so is its read.
+  test::drain_completions(dbs);
+  records::event_record next;
+  next.hdr = {agent, 6, 3};
+  next.payload = "{}";
+  remote_call w{"r.append", id, {}, 2000};
+  w.call.body = records::encode(next);
+  for (auto* on : {"n1", "n3"}) {
+    std::promise<caf::expected<std::string>> ok;
+    reps.at(on)->handle(w, [&ok](caf::expected<std::string> r) { ok.set_value(std::move(r)); });
+    auto r = ok.get_future().get();
+    ASSERT_TRUE(r) << on << ": " << describe(r.error());
+  }
+  ev.hdr.seq = 3;
+  std::promise<caf::error> late;
+  reps.at("n1")->append(ev, [&late](caf::error e) { late.set_value(std::move(e)); });
+  auto late_err = wait(late);
+  EXPECT_EQ(code_of(late_err), errc::fenced) << describe(late_err);
+  EXPECT_EQ(code_of(reps.at("n1")->confirm(id, 5)), errc::fenced);
 }
 
 TEST_F(replication_rounds,
@@ -385,7 +410,7 @@ TEST_F(replication_rounds,
   auto first = acquire("n1", 5, true);
   ASSERT_TRUE(first) << describe(first.error());
   std::promise<caf::expected<replicator::grant>> granted;
-  reps.at("n1")->promise_to(id, meta(), 5, 0, "n2", [&granted](caf::expected<replicator::grant> g) {
+  reps.at("n1")->promise_to(id, meta(), 5, "n2", [&granted](caf::expected<replicator::grant> g) {
     granted.set_value(std::move(g));
   });
   auto g = granted.get_future().get();

@@ -17,6 +17,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/http_client.hpp"
@@ -165,6 +166,21 @@ public:
     ::kill(pid_, sig);
   }
 
+  /// SIGSTOP, and waits (up to 5 s) until every thread of the process has stopped: a stop
+  /// takes effect only once one of its threads has been scheduled to start the group stop,
+  /// and its other threads run on meanwhile (on a busy machine, long enough to answer a call).
+  /// False if it did not stop in time.
+  bool freeze() {
+    ::kill(pid_, SIGSTOP);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (all_threads_stopped())
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  }
+
   /// Waits for exit; returns the exit code (128+signal if killed), or nullopt on timeout.
   std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -194,6 +210,26 @@ public:
   uint16_t binary_port = 0;
 
 private:
+  /// Whether every thread in /proc/PID/task is stopped (state T or t).
+  bool all_threads_stopped() const {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    auto tasks = fs::path{"/proc"} / std::to_string(pid_) / "task";
+    size_t seen = 0;
+    for (auto& t : fs::directory_iterator{tasks, ec}) {
+      std::ifstream in{t.path() / "stat"};
+      std::string stat{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+      auto close = stat.rfind(')'); // (the command name may hold spaces)
+      if (close == std::string::npos || close + 2 >= stat.size())
+        return false;
+      auto state = stat[close + 2];
+      if (state != 'T' && state != 't')
+        return false;
+      ++seen;
+    }
+    return !ec && seen > 0;
+  }
+
   pid_t pid_ = -1;
   int out_fd_ = -1;
   bool exited_ = false;
