@@ -6,6 +6,7 @@ regen.sh's time limit sends; not after SIGKILL)."""
 
 import atexit
 import json
+import math
 import os
 import re
 import signal
@@ -101,8 +102,11 @@ def wait_until(pred, seconds):
 
 
 def quantile(xs, q):
+    """Nearest-rank quantile: the smallest value with at least q of the values at or below it
+    (p99 of 100 values is the 99th, of 30 values the largest)."""
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+    rank = math.ceil(round(q * len(xs), 9))  # (round: 0.99 * 100 is 99.00000000000001)
+    return xs[min(len(xs) - 1, max(rank, 1) - 1)]
 
 
 def request(gateway, method, path, body=None, timeout=10, headers=None):

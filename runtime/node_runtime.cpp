@@ -132,6 +132,8 @@ struct migrate_job {
   /// newest copy among the promising members, or the error.
   bool promise_asked = false;
   caf::expected<replicator::grant> promise = replicator::grant{};
+  /// The epoch asked for (0: none yet).
+  uint64_t promise_epoch = 0;
 };
 
 /// The state of an agent migrating here, handed to its activation while the store writes it:
@@ -982,11 +984,13 @@ struct promise_taken_back {
 /// drop its working copy, while the promise names a node that never ran it and still serves
 /// calls, so no member would activate it again. The source takes the promise back first, the
 /// way a migration's target takes it over (without the check for another holder), at an epoch
-/// above any promised. Blocks the tenant supervisor for the rounds, as an activation does.
+/// above any promised (at least above `above`, the one the source itself asked for: a
+/// member that made that promise alone refuses the same epoch for this node). Blocks the
+/// tenant supervisor for the rounds, as an activation does.
 /// Nothing to take back (not replicated), or the rounds failed (logged): epoch 0, and the
 /// agent goes on at its old epoch, as before.
 promise_taken_back take_promise_back(const ctx_ptr& ctx, const agent_id& id,
-                                     const std::string& kind) {
+                                     const std::string& kind, uint64_t above) {
   auto* k = ctx->kinds->find(kind);
   auto rep = ctx->rep ? ctx->rep->get() : nullptr;
   if (k == nullptr || k->persistence != persistence_mode::journaled || !rep)
@@ -999,7 +1003,7 @@ promise_taken_back take_promise_back(const ctx_ptr& ctx, const agent_id& id,
   }
   rep->expect_handover(id, (*meta)->hdr.epoch);
   replicator::activation_hints hints;
-  auto epoch = rep->acquire(id, **meta, ctx->db->next_epoch(), false, &hints);
+  auto epoch = rep->acquire(id, **meta, std::max(ctx->db->next_epoch(), above + 1), false, &hints);
   if (!epoch) {
     log::event(spdlog::level::err, "agent_promise_not_taken_back",
                {{"reason", describe(epoch.error())}}, id.str());
@@ -1029,8 +1033,9 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     // (The promise to the target may have reached members before the move was called off,
     // whether or not the state went out.)
     auto promised = m.promise_sent;
-    auto back =
-      m.shipping || promised ? take_promise_back(ctx, id, m.view.kind) : promise_taken_back{};
+    auto back = m.shipping || promised
+      ? take_promise_back(ctx, id, m.view.kind, m.job.promise_epoch)
+      : promise_taken_back{};
     self->send(agent, migrate_end_atom::value, false, back.epoch, back.replaced);
   }
   auto view = m.view;
@@ -1135,7 +1140,11 @@ void ask_promise(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
   };
   self->request(agent, caf::infinite, migrate_epoch_atom::value)
     .then(
-      [ctx, id, to, back, sup, token](uint64_t epoch) {
+      [bookp = &book, ctx, id, to, back, sup, token](uint64_t epoch) {
+        // (The book lives as long as the supervisor's behavior, which runs this.)
+        if (auto i = bookp->preparing.find(id.name);
+            i != bookp->preparing.end() && i->second.first == token)
+          i->second.second.promise_epoch = epoch + 1;
         auto rep = ctx->rep ? ctx->rep->get() : nullptr;
         auto meta = running_meta(*ctx->db, id.str());
         if (!rep || !meta || !*meta)
@@ -1152,8 +1161,7 @@ void ask_promise(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
                         });
       },
       [bookp = &book, id, token](caf::error& err) {
-        // (The book lives as long as the supervisor's behavior, which runs this.) Nothing was
-        // asked of the replicas: the move fails as it is.
+        // Nothing was asked of the replicas: the move fails as it is.
         auto i = bookp->preparing.find(id.name);
         if (i == bookp->preparing.end() || i->second.first != token)
           return;

@@ -71,7 +71,11 @@ public:
       reps[name] = replicator::make(
         db, name, {}, [all] { return all; },
         [this](const std::string& address, const remote_call& req, std::chrono::milliseconds,
-               replicator::reply_fn done) { reps.at(address)->handle(req, std::move(done)); });
+               replicator::reply_fn done) {
+          if (req.op == "r.prepare" && prepares_to_refuse.fetch_sub(1) > 0)
+            return done(make_error(errc::unavailable, address + " is unreachable (the test)"));
+          reps.at(address)->handle(req, std::move(done));
+        });
     a->set_replicator(reps["a"]);
     b->set_replicator(reps["b"]);
   }
@@ -253,6 +257,8 @@ public:
   test::temp_dir dir_b;
   test::temp_dir dir_c;
   std::map<std::string, std::shared_ptr<replicator>> reps;
+  /// The next this many `r.prepare` calls between members fail as unreachable.
+  std::atomic<int> prepares_to_refuse{0};
   std::map<std::string, std::shared_ptr<store>> stores;
   std::optional<caf::actor_system_config> sys_cfg;
   std::optional<caf::actor_system> sys;
@@ -485,6 +491,31 @@ TEST_F(migration_test, a_move_called_off_after_the_target_was_promised_leaves_th
   ASSERT_FALSE(r) << "the move was called off";
   // The agent goes on at its source, with every acknowledged add, and writes again.
   expect_serving_at_a_above("acme/r", target_epoch);
+}
+
+// The replicas' promise to the target is asked for while the agent still serves. When it
+// fails (here b and c are unreachable for it), nothing is shipped: the move is called off once
+// the agent stopped, the promise its own copy made taken back, and the agent goes on at A.
+TEST_F(migration_test, a_move_whose_replicas_did_not_promise_the_target_ships_nothing) {
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
+  auto left = copy_state("c", "acme/r");
+  ASSERT_EQ(left["holder"], "a");
+  prepares_to_refuse = 2;
+  std::atomic<int> shipped{0};
+  std::promise<caf::expected<migration_result>> moved;
+  a->migrate_out(
+    *parse_agent_id("acme/r"), "b",
+    [&shipped](migration_payload, std::function<void(caf::expected<caf::actor>)> done) {
+      ++shipped;
+      done(make_error(errc::rejected, "the test's target"));
+    },
+    [&moved](caf::expected<migration_result> r) { moved.set_value(std::move(r)); });
+  auto r = moved.get_future().get();
+  ASSERT_FALSE(r) << "the move went on without a majority's promise";
+  EXPECT_EQ(code_of(r.error()), errc::no_quorum) << describe(r.error());
+  EXPECT_NE(describe(r.error()).find("did not promise"), std::string::npos) << describe(r.error());
+  EXPECT_EQ(shipped.load(), 0) << "the state left";
+  expect_serving_at_a_above("acme/r", left["promised"].get<uint64_t>() + 1);
 }
 
 TEST_F(migration_test,
