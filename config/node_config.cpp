@@ -295,6 +295,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(replication, factor, 1, 7, "copies"));
     t.push_back(HIVE_INT_KEY(replication, timeout_ms, 10, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(replication, repairs_per_s, 1, 1000000, "repairs per second"));
+    t.push_back(HIVE_INT_KEY(replication, held_events_max, 0, 1000000, "events"));
     t.push_back(HIVE_INT_KEY(replication, read_lease_ms, 0, 60000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(replication, ack_before_quorum, 0, 1, "0 or 1 (test only)"));
     t.push_back(HIVE_INT_KEY(tools, cpu_seconds_max, 1, 3600, "CPU seconds"));

@@ -138,6 +138,9 @@ struct node_config {
     int64_t timeout_ms = 2000;
     /// Replica repairs (whole-copy syncs) one node starts per second.
     int64_t repairs_per_s = 200;
+    /// Events a replica that misses some keeps in memory past the gap, per agent, until the
+    /// repair that fills it.
+    int64_t held_events_max = 1024;
     /// A read of a replicated agent more than this long after a majority last confirmed its
     /// activation (by an acknowledged write or such a check) asks the majority first. Keep it
     /// well below cluster.down_after_ms: a survivor takes over only after that.

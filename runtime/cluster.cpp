@@ -1494,6 +1494,7 @@ caf::expected<std::unique_ptr<cluster>> cluster::start(caf::actor_system& sys, n
     ro.factor = static_cast<size_t>(cfg.replication.factor);
     ro.timeout = std::chrono::milliseconds(cfg.replication.timeout_ms);
     ro.repairs_per_s = static_cast<double>(cfg.replication.repairs_per_s);
+    ro.held_events_max = static_cast<size_t>(cfg.replication.held_events_max);
     ro.ack_before_quorum = cfg.replication.ack_before_quorum != 0;
     ro.handover_wait = 3 * std::chrono::milliseconds(cfg.cluster.migration_timeout_ms);
     std::weak_ptr<shared_state> weak = c->shared_;

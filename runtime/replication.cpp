@@ -956,11 +956,30 @@ void replicator::on_append(records::event_record ev, reply_fn done) {
   if (ev.hdr.epoch >= f.promised)
     f.draining = 0; // the new holder writes: the one before it may not any more
   ev.hdr.agent = key;
-  db_->append(std::move(ev), [done = std::move(done)](caf::error err) {
+  if (f.gap) {
+    // Past a gap: kept for the repair that fills it (to the writer, still a miss).
+    auto seq = ev.hdr.seq;
+    if (f.held.size() < opts_.held_events_max || f.held.count(seq) > 0)
+      f.held.insert_or_assign(seq, std::move(ev));
+    return done(make_error(errc::conflict,
+                           self_ + "'s copy of " + key + " misses events before "
+                             + std::to_string(seq) + " (a repair is due)"));
+  }
+  db_->append(std::move(ev), note_gap(key, std::move(done)));
+}
+
+store::done_fn replicator::note_gap(const std::string& key, reply_fn done) {
+  return [self = shared_from_this(), key, done = std::move(done)](caf::error err) {
+    if (code_of(err) == errc::conflict) {
+      std::lock_guard<std::mutex> guard{self->fmtx_};
+      self->fence_of(key).gap = true;
+    }
+    if (!done)
+      return;
     if (err)
       return done(std::move(err));
     done(std::string{});
-  });
+  };
 }
 
 void replicator::on_snapshot(records::snapshot_record snap, uint64_t prune_through) {
@@ -991,11 +1010,31 @@ void replicator::on_sync(const std::string& agent, uint64_t epoch,
   meta->promised_epoch = f.promised;
   meta->holder = f.holder;
   meta->replicas = f.replicas;
+  // Where the bundle's journal ends: the events held past the gap follow on from there.
+  uint64_t end = 0;
+  if (bundle.size() > 2) {
+    if (auto last = records::decode_event(bundle.back()))
+      end = last->hdr.seq;
+  } else if (bundle.size() == 2 && !bundle[1].empty()) {
+    if (auto snap = records::decode_snapshot(bundle[1]))
+      end = snap->hdr.seq;
+  }
   rewrite(*db_, key, bundle, std::move(*meta), [done = std::move(done)](caf::error err) {
     if (err)
       return done(std::move(err));
     done(std::string{});
   });
+  // (Queued behind the rewrite, under the lock: no append comes in between.)
+  for (auto& [seq, ev] : f.held) {
+    if (seq <= end)
+      continue;
+    if (seq != end + 1 || (ev.hdr.epoch < f.promised && ev.hdr.epoch != f.draining))
+      break;
+    db_->append(std::move(ev), note_gap(key, {}));
+    end = seq;
+  }
+  f.held.clear();
+  f.gap = false;
 }
 
 void replicator::on_erase(const std::string& agent, reply_fn done) {

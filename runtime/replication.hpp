@@ -39,6 +39,9 @@ struct replication_options {
   /// still come. After it, a holder with no working copy takes over (its source failed).
   /// The cluster sets 3 x `cluster.migration_timeout_ms` (past every deadline of a shipment).
   std::chrono::milliseconds handover_wait{15000};
+  /// Events a copy that misses some keeps in memory, past the gap, until the repair that
+  /// fills it (`fence::held`); more are dropped (the next repair sends them).
+  size_t held_events_max = 1024;
 };
 
 /// One member of the cluster as replication sees it.
@@ -260,6 +263,12 @@ public:
     /// write at `promised` or above, or the next promise. Not durable: after a restart the
     /// member refuses them (the source's write then needs the other members).
     uint64_t draining = 0;
+    /// The copy misses events (the store refused an append as a conflict): the appends after
+    /// it wait in `held` for the repair that fills the gap (`on_sync`), which writes those
+    /// that follow its copy on. Without them a copy that fell behind under steady writes would
+    /// never catch up: the writes made while a repair travels would leave a new gap each time.
+    bool gap = false;
+    std::map<uint64_t, records::event_record> held;
     /// The replica set the promise was made for.
     std::vector<std::string> replicas;
   };
@@ -315,6 +324,9 @@ private:
                   const std::string& meta_bytes, std::vector<std::string> replicas, uint64_t drain,
                   reply_fn done);
   void on_append(records::event_record ev, reply_fn done);
+  /// A store completion for an append to copy `key`: a conflict marks its gap
+  /// (`fence::gap`); then `done` (if any) gets the outcome.
+  store::done_fn note_gap(const std::string& key, reply_fn done);
   void on_snapshot(records::snapshot_record snap, uint64_t prune_through);
   void on_sync(const std::string& agent, uint64_t epoch, const std::vector<std::string>& bundle,
                reply_fn done);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "protocols/errc.hpp"
 #include "runtime/replication.hpp"
@@ -427,4 +428,52 @@ TEST_F(replication_rounds,
   auto taken = acquire("n2", 1, false);
   ASSERT_TRUE(taken) << describe(taken.error());
   EXPECT_GT(*taken, g->epoch);
+}
+
+TEST_F(replication_rounds, a_copy_that_misses_an_event_keeps_the_later_ones_for_its_repair) {
+  auto id = *parse_agent_id(agent);
+  auto on_n3 = [&](const std::string& op, std::string body) {
+    remote_call req{op, id, {}, 2000};
+    req.call.body = std::move(body);
+    std::promise<caf::expected<std::string>> p;
+    reps.at("n3")->handle(req, [&p](caf::expected<std::string> r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  auto event = [&](uint64_t seq) {
+    records::event_record ev;
+    ev.hdr = {agent, 5, seq};
+    ev.payload = std::to_string(seq);
+    return records::encode(ev);
+  };
+  auto last_seq = [&] {
+    test::drain_completions(dbs);
+    auto q = on_n3("r.query", "");
+    EXPECT_TRUE(q) << describe(q.error());
+    if (!q)
+      return uint64_t{0};
+    return nlohmann::json::parse(*q).value("last_seq", uint64_t{0});
+  };
+  ASSERT_TRUE(
+    on_n3("r.prepare", replicator::pack({"5", "n1", records::encode(meta()), "n1,n2,n3"})));
+  for (uint64_t seq : {1, 2}) {
+    auto r = on_n3("r.append", event(seq));
+    ASSERT_TRUE(r) << seq << ": " << describe(r.error());
+  }
+  // Event 3 never reaches n3. 4 leaves a hole; 5 and 6 come while the repair travels.
+  for (uint64_t seq : {4, 5, 6}) {
+    auto r = on_n3("r.append", event(seq));
+    ASSERT_FALSE(r) << seq << " was taken past a hole";
+    EXPECT_EQ(code_of(r.error()), errc::conflict) << describe(r.error());
+    test::drain_completions(dbs);
+  }
+  EXPECT_EQ(last_seq(), 2u);
+  // The repair: the holder's copy as it was when it read it, up to 4.
+  auto sync = on_n3(
+    "r.sync",
+    replicator::pack({"5", records::encode(meta()), "", event(1), event(2), event(3), event(4)}));
+  ASSERT_TRUE(sync) << describe(sync.error());
+  EXPECT_EQ(last_seq(), 6u) << "the writes made while the repair travelled were lost";
+  auto next = on_n3("r.append", event(7));
+  EXPECT_TRUE(next) << describe(next.error());
+  EXPECT_EQ(last_seq(), 7u);
 }
