@@ -1234,6 +1234,21 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   book.migrating.emplace(id.name, std::move(m));
 }
 
+/// The replicas' promise for a move being prepared (`ask_promise`) came in, or failed: the
+/// move goes on with it. (Failed: some members may have promised; the move goes on until the
+/// agent stopped, and is then called off, the promise taken back.)
+void promise_came(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                  const agent_id& id, uint64_t token, caf::expected<replicator::grant> promise) {
+  auto i = book.preparing.find(id.name);
+  if (i == book.preparing.end() || i->second.first != token)
+    return;
+  auto job = std::move(i->second.second);
+  book.preparing.erase(i);
+  job.promise_asked = true;
+  job.promise = std::move(promise);
+  start_migration(self, ctx, book, std::move(job));
+}
+
 /// Every acknowledged write is in the shipped state, and nothing can have been written after
 /// it at another epoch without fencing this activation first: a promising member's copy newer
 /// than the state means something is wrong, so the move is called off.
@@ -1352,27 +1367,12 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
       },
       [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token, uint64_t epoch,
                         uint64_t newest_epoch, uint64_t newest_seq) {
-        auto i = book->preparing.find(id.name);
-        if (i == book->preparing.end() || i->second.first != token)
-          return;
-        auto job = std::move(i->second.second);
-        book->preparing.erase(i);
-        job.promise_asked = true;
-        job.promise = replicator::grant{epoch, newest_epoch, newest_seq};
-        start_migration(self, ctx, *book, std::move(job));
+        promise_came(self, ctx, *book, id, token,
+                     replicator::grant{epoch, newest_epoch, newest_seq});
       },
       [self, ctx, book](migrate_promised_atom, const agent_id& id, uint64_t token,
                         caf::error& err) {
-        auto i = book->preparing.find(id.name);
-        if (i == book->preparing.end() || i->second.first != token)
-          return;
-        auto job = std::move(i->second.second);
-        book->preparing.erase(i);
-        // Some members may have promised: the move goes on until the agent stopped, and is
-        // then called off, the promise taken back.
-        job.promise_asked = true;
-        job.promise = std::move(err);
-        start_migration(self, ctx, *book, std::move(job));
+        promise_came(self, ctx, *book, id, token, std::move(err));
       },
       [self, ctx, book](migrate_state_atom, const agent_id& id, caf::error& err) {
         abort_migration(self, ctx, *book, id, std::move(err));
