@@ -5,19 +5,21 @@ for states of 1 KiB, 64 KiB and 1 MiB (issue #4's goal: p99 < 5 ms at 64 KiB).
 Starts three agent-node processes on 127.0.0.1 (ephemeral ports, temporary data directories).
 Per state size: spawns a `kv` agent, fills it to that size, then moves it MOVES times round the
 three nodes (POST /v1/agents/{id}/migrate) while one client keeps writing to it (sequential
-asks through another node's gateway), so that every move has appends in flight and calls to
-stash. Reports, per size: the pause the source node measures (the agent out of the directory,
+asks through another node's gateway), so that every move meets an agent that writes, and calls to
+stash. Reports, per size: the pause the source node measures (the agent stopped serving,
 so that calls wait from then on, to the stash forwarded to the new node, which has stored and
 activated the agent; `pause_ms` of the reply, also `hive_migration_pause_seconds`), the part of
-it spent waiting for the last appends to be durable (`capture_ms`) and the rest, per move
-(`after_capture_ms`: shipping, the target's promise round and write, the answer), how many
-moves held a call
-in the source's stash (a call can also wait on the new node for its activation), the client's
-worst ask latency around each move, and checks that no acknowledged write was lost. Medians, p99
-and max over the moves; JSON with --json.
+it until the agent handed over its state (`capture_ms`) and the rest (`after_capture_ms`:
+shipping, the target's restore and activation, the answer), how many moves held a call in the
+source's stash (a call can also wait on the new node for its activation), how many stopped
+with writes in flight (`waited_for_appends`: the agent was not quiet within
+cluster.migration_quiet_wait_ms, so the pause waited for their acknowledgement), the client's
+worst ask latency around each move, and checks that no acknowledged write was lost. Medians,
+p99 and max over the moves, and each move's figures, in the JSON of --json.
 
   python3 bench/migration_pause.py [--moves 30] [--node build/release/nodes/agent-node]
                                    [--sizes 1024,65536,1048576] [--json out.json]
+                                   [--set KEY=VALUE ...]
 """
 
 import argparse
@@ -75,6 +77,8 @@ def run_size(nodes, size, moves):
     t.start()
     pauses, captures, rests, client_worst = [], [], [], []
     held = []  # per move: calls held in the source's stash
+    move_ms = []  # per move: the migrate request's round trip
+    waited = []  # per move: the agent stopped with writes in flight (the pause waited for them)
     host = 0
     try:
         for k in range(moves):
@@ -90,6 +94,8 @@ def run_size(nodes, size, moves):
             held.append(r.get("held_calls", 0))
             captures.append(r["capture_ms"])
             rests.append(r["pause_ms"] - r["capture_ms"])
+            waited.append(bool(r.get("waited_for_appends", False)))
+            move_ms.append((t1 - t0) * 1000)
             time.sleep(0.05)
             # The slowest client ask that overlapped this move.
             around = [(e - s) * 1000 for (_, s, e) in list(acked) if e >= t0 and s <= t1]
@@ -108,8 +114,11 @@ def run_size(nodes, size, moves):
     for name, xs in (("pause_ms", pauses), ("capture_ms", captures),
                      ("after_capture_ms", rests), ("client_worst_ask_ms", client_worst)):
         out[name] = {"p50": quantile(xs, 0.5), "p99": quantile(xs, 0.99), "max": max(xs)}
-    out["per_move"] = [{"pause_ms": p, "capture_ms": c, "held": h}
-                       for p, c, h in zip(pauses, captures, held)]
+    out["moves_waiting_for_appends"] = sum(waited)
+    out["per_move"] = [{"pause_ms": p, "capture_ms": c, "held": h, "waited": w,
+                        "client_worst_ask_ms": cw, "move_request_ms": mr}
+                       for p, c, h, w, cw, mr in zip(pauses, captures, held, waited,
+                                                     client_worst, move_ms)]
     return out
 
 
@@ -120,13 +129,17 @@ def main():
     ap.add_argument("--node", default=os.path.join(os.path.dirname(__file__), "..", "build",
                                                    "release", "nodes", "agent-node"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key for every node (agent-node --set), e.g. "
+                         "cluster.migration_quiet_wait_ms=0 to stop at once")
     opts = ap.parse_args()
     sizes = [int(x) for x in opts.sizes.split(",")]
     root = tempfile.mkdtemp(prefix="hive-migrate-")
     nodes = []
     results = []
     try:
-        nodes, _ = form_cluster(opts.node, root, ["n1", "n2", "n3"])
+        extra = [a for kv in opts.set for a in ("--set", kv)]
+        nodes, _ = form_cluster(opts.node, root, ["n1", "n2", "n3"], extra)
         print(f"migration_pause: 3 nodes, {opts.moves} moves per size, one writer", flush=True)
         for size in sizes:
             r = run_size(nodes, size, opts.moves)
@@ -136,7 +149,8 @@ def main():
             print(f"  state {size:>8} B: pause p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, "
                   f"max {p['max']:.2f} ms (capture p50 {c['p50']:.2f} ms, p99 {c['p99']:.2f} ms; "
                   f"after capture p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms; "
-                  f"{r['moves_holding_calls']} moves held calls in the stash); client's worst "
+                  f"{r['moves_holding_calls']} moves held calls in the stash, "
+                  f"{r['moves_waiting_for_appends']} waited for writes in flight); client's worst "
                   f"ask p50 {w['p50']:.2f} ms, p99 {w['p99']:.2f} ms; {r['writes_acked']} writes "
                   f"acked, none lost", flush=True)
         mid = [r for r in results if r["state_bytes"] == 65536]

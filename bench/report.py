@@ -1182,22 +1182,27 @@ class Report:
                              p50=x.num("pause_ms.p50"), p99=x.num("pause_ms.p99"),
                              mx=x.num("pause_ms.max"), cap=x.num("capture_ms.p50"),
                              held=x.num("moves_holding_calls", None),
+                             waited=x.num("moves_waiting_for_appends", None),
                              c50=x.num("client_worst_ask_ms.p50"),
                              c99=x.num("client_worst_ask_ms.p99"),
                              acked=x.num("writes_acked")))
         L = [f"A journaled `kv` agent of each state size moved {plural(d.num('moves'), 'time')} round "
              "3 nodes while one client writes to it; the pause is what the source measures "
-             "(the agent out of the directory, so that calls wait, to the stash forwarded to "
-             "the new node, whose activation runs by then). Quantiles by nearest rank: p99 of "
-             "100 moves is the 99th smallest pause, of 30 the largest. Every run checks that the "
-             "last acknowledged write is there. No peer migrates live actors.", "",
+             "(the agent stopped serving, so that calls wait, to the stash forwarded to the new "
+             "node, whose activation runs by then). The agent stops at the first moment none of "
+             "its writes is in flight (within `cluster.migration_quiet_wait_ms`); moves that "
+             "could not and waited for a write's acknowledgement are counted. Quantiles by "
+             "nearest rank: p99 of 100 moves is the 99th smallest pause, of 30 the largest. "
+             "Every run checks that the last acknowledged write is there. No peer migrates live "
+             "actors.", "",
              "| state | pause p50 ms | pause p99 ms | max ms | capture p50 ms | moves holding "
-             "calls | client's worst ask p50 / p99 ms | writes acked |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "calls | moves waiting for writes | client's worst ask p50 / p99 ms | writes acked |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             held = "-" if r["held"] is None else f"{r['held']:.0f} of {r['moves']:.0f}"
+            waited = "-" if r["waited"] is None else f"{r['waited']:.0f} of {r['moves']:.0f}"
             L.append(f"| {size_name(r['size'])} | {ms(r['p50'])} | {ms(r['p99'])} | {ms(r['mx'])}"
-                     f" | {ms(r['cap'])} | {held} | {ms(r['c50'])} / {ms(r['c99'])} "
+                     f" | {ms(r['cap'])} | {held} | {waited} | {ms(r['c50'])} / {ms(r['c99'])} "
                      f"| {num(r['acked'])} |")
         L.append("")
         mid = [r for r in rows if r["size"] == 65536]

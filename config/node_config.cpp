@@ -206,6 +206,7 @@ const std::vector<key_spec>& key_table() {
     t.push_back(HIVE_INT_KEY(cluster, location_cache_entries_max, 0, 100000000, "entries (0 = off)"));
     t.push_back(HIVE_INT_KEY(cluster, migration_timeout_ms, 100, 600000, "milliseconds"));
     t.push_back(HIVE_INT_KEY(cluster, migration_forward_ms, 0, 3600000, "milliseconds"));
+    t.push_back(HIVE_INT_KEY(cluster, migration_quiet_wait_ms, 0, 300000, "milliseconds (0 = none)"));
     t.push_back(HIVE_INT_KEY(cluster, handoff_timeout_ms, 0, 3600000, "milliseconds (0 = none)"));
     t.push_back(HIVE_INT_KEY(cluster, handoff_migrations_max, 1, 1024, "migrations"));
     t.push_back(
@@ -545,6 +546,11 @@ caf::error validate(const node_config& cfg) {
                         + " is not set (without them CAF 0.17 would "
                           "run anonymous, unauthenticated TLS; all three empty: plain TCP)");
   }
+  if (c.migration_quiet_wait_ms * 2 > c.migration_timeout_ms)
+    return config_error("config key 'cluster.migration_quiet_wait_ms' = "
+                        + std::to_string(c.migration_quiet_wait_ms)
+                        + " exceeds half of 'cluster.migration_timeout_ms' = "
+                        + std::to_string(c.migration_timeout_ms));
   auto& s = cfg.supervision;
   if (s.backoff_initial_ms > s.backoff_max_ms)
     return config_error(

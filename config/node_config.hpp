@@ -97,6 +97,10 @@ struct node_config {
     int64_t migration_timeout_ms = 5000;
     /// How long a node forwards calls for an agent that moved away.
     int64_t migration_forward_ms = 10000;
+    /// A moving agent goes on serving for at most this long until none of its writes is in
+    /// flight, and stops there, so that its pause does not wait for a write's acknowledgement
+    /// (0 = it stops at once). At most half of migration_timeout_ms.
+    int64_t migration_quiet_wait_ms = 50;
     /// A node that stops (SIGTERM) hands its agents off for at most this long (0 = not at all).
     int64_t handoff_timeout_ms = 30000;
     /// Migrations one hand-off runs at once.

@@ -83,6 +83,14 @@ struct agent_actor_state {
   bool migrating = false;
   /// The state is captured once no append is in flight any more.
   bool migrate_waiting = false;
+  /// A move asked this activation to stop once no append is in flight (`migrate_hold_atom`,
+  /// this token): it still serves.
+  bool hold_wanted = false;
+  uint64_t hold_token = 0;
+  /// It stopped for a move (`migrating`) and waits for `migrate_go_atom`.
+  bool held_for_move = false;
+  /// Appends were in flight when it stopped for the move.
+  bool stopped_in_flight = false;
   /// The state went with appends in flight (`migrate_quiet::ship_now`): the completion of the
   /// last one (or a failed one) tells the supervisor (`migrate_settled_atom`).
   bool migrate_settling = false;
@@ -587,8 +595,28 @@ void send_migration_state(agent_actor_type* self, bool settled) {
   snap.state = st.instance->snapshot();
   snap.dedup.assign(st.dedup_order.begin(), st.dedup_order.end());
   st.migrate_settling = !settled;
-  self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id, records::encode(snap), settled);
+  self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id, records::encode(snap), settled,
+             st.stopped_in_flight);
 }
+
+/// Stops the activation for a move (`migrate_hold_atom`): calls are re-delivered to the
+/// supervisor from now on, which learns when it stopped.
+void hold_for_move(agent_actor_type* self) {
+  auto& st = self->state;
+  st.hold_wanted = false;
+  st.migrating = true;
+  st.held_for_move = true;
+  st.stopped_in_flight = st.inflight > 0;
+  flush(self);
+  auto now = std::chrono::steady_clock::now().time_since_epoch();
+  self->send(
+    st.cfg.parent, migrate_held_atom::value, st.cfg.id, st.hold_token,
+    static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()));
+}
+
+/// The deadline of a hold (`migrate_hold_atom`): the activation stops even with appends in
+/// flight.
+using migrate_hold_due_atom = caf::atom_constant<caf::atom("migrhdue")>;
 
 caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                              std::shared_ptr<agent> instance) {
@@ -856,6 +884,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
         st.durable_seq = std::max(st.durable_seq, seq);
         release_held(self);
       }
+      if (st.hold_wanted && st.inflight == 0)
+        hold_for_move(self); // quiet: the move's pause starts with nothing left to wait for
       if (st.migrate_waiting && st.inflight == 0)
         send_migration_state(self, true);
       if (st.reload_when_settled && st.inflight == 0) {
@@ -961,13 +991,36 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
                           st.cfg.id.str() + " is passivating, migrating or rebuilding its state");
       return st.cfg.position.epoch;
     },
-    [self](migrate_go_atom, migrate_quiet& quiet) {
+    [self](migrate_hold_atom, uint64_t token, uint64_t wait_ms) {
       auto& st = self->state;
-      if (st.passivating || st.migrating || st.hibernating) {
+      if (st.passivating || st.migrating || st.hibernating || st.hold_wanted) {
         self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
                    make_error(errc::conflict, st.cfg.id.str() + " is passivating or migrating"));
         return;
       }
+      st.hold_token = token;
+      if (st.inflight == 0 || wait_ms == 0 || st.recovering)
+        return hold_for_move(self);
+      st.hold_wanted = true; // the completion that leaves none in flight stops it
+      self->delayed_send(self, std::chrono::milliseconds(wait_ms), migrate_hold_due_atom::value,
+                         token);
+    },
+    [self](migrate_hold_due_atom, uint64_t token) {
+      auto& st = self->state;
+      if (st.hold_wanted && st.hold_token == token)
+        hold_for_move(self); // never quiet for that long: it stops with appends in flight
+    },
+    [self](migrate_go_atom, migrate_quiet& quiet) {
+      auto& st = self->state;
+      if (st.passivating || (st.migrating && !st.held_for_move) || st.hibernating) {
+        self->send(st.cfg.parent, migrate_state_atom::value, st.cfg.id,
+                   make_error(errc::conflict, st.cfg.id.str() + " is passivating or migrating"));
+        return;
+      }
+      if (!st.held_for_move)
+        st.stopped_in_flight = st.inflight > 0;
+      st.held_for_move = false;
+      st.hold_wanted = false;
       st.migrating = true;
       flush(self);
       if (st.inflight == 0 || (quiet.ship_now && !st.recovering))
@@ -982,6 +1035,8 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
       st.migrating = false;
       st.migrate_waiting = false;
       st.migrate_settling = false;
+      st.hold_wanted = false;
+      st.held_for_move = false;
       if (!moved) {
         // Aborted: this activation goes on, at the epoch its node took back if it did.
         if (epoch != 0)

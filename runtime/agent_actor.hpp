@@ -155,13 +155,18 @@ using fenced_atom = caf::atom_constant<caf::atom("fenced")>;
 /// while it migrates or passivates) for the replicas' promise to the target. Then it sends
 /// `(migrate_go_atom, migrate_quiet)`; from then on the agent re-delivers new calls to the
 /// supervisor (which stashes them), waits until every event it applied is durable, and
-/// answers `(migrate_state_atom, id, bytes, true)` with its state as an encoded
-/// `records::snapshot_record` (or `(migrate_state_atom, id, error)`). With
-/// `migrate_quiet::ship_now` it answers at once, `(migrate_state_atom, id, bytes, false)` if
-/// appends are still in flight, and `(migrate_settled_atom, id, error)` once they all
-/// completed (no error: every event in the state is acknowledged). `(migrate_end_atom, true, 0,
-/// false)`: the agent moved; it keeps re-delivering stale calls for `migrate_linger` and then quits
-/// with reason `migrated`.
+/// answers `(migrate_state_atom, id, bytes, true, waited)` with its state as an encoded
+/// `records::snapshot_record` (`waited`: it stopped with appends in flight), or
+/// `(migrate_state_atom, id, error)`. With `migrate_quiet::ship_now` it answers at once,
+/// `(migrate_state_atom, id, bytes, false, true)` if appends are still in flight, and
+/// `(migrate_settled_atom, id, error)` once they all completed (no error: every event in the
+/// state is acknowledged).
+/// Before `migrate_go_atom`, the supervisor may send `(migrate_hold_atom, token, wait_ms)`: the
+/// agent goes on serving until no append is in flight (at most `wait_ms`), stops there (calls
+/// are re-delivered from then on) and answers `(migrate_held_atom, id, token, stopped_ns)`,
+/// `stopped_ns` the steady clock when it stopped; `migrate_go_atom` then captures the state.
+/// `(migrate_end_atom, true, 0, false)`: the agent moved; it keeps re-delivering stale calls for
+/// `migrate_linger` and then quits with reason `migrated`.
 /// `(migrate_end_atom, false, epoch, reload)`: the migration was aborted; it takes calls again,
 /// at `epoch` unless 0 (its node took the replicas' promise back), after reading its state
 /// from the store again if `reload` (that promise replaced the working copy with a newer one).
@@ -173,6 +178,8 @@ struct migrate_quiet {
   bool ship_now = false;
 };
 using migrate_epoch_atom = caf::atom_constant<caf::atom("migrepoch")>;
+using migrate_hold_atom = caf::atom_constant<caf::atom("migrhold")>;
+using migrate_held_atom = caf::atom_constant<caf::atom("migrheld")>;
 using migrate_state_atom = caf::atom_constant<caf::atom("migrstate")>;
 using migrate_settled_atom = caf::atom_constant<caf::atom("migrsettl")>;
 using migrate_end_atom = caf::atom_constant<caf::atom("migrend")>;

@@ -669,6 +669,7 @@ void run_local(node_runtime& rt, const caf::actor& mgr, const std::string& op, c
                             {"pause_ms", r->pause_ms},
                             {"held_calls", r->held_calls},
                             {"capture_ms", r->capture_ms},
+                            {"waited_for_appends", r->waited_for_appends},
                             {"state_bytes", r->state_bytes}}
                .dump());
       },

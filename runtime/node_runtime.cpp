@@ -706,6 +706,11 @@ struct activation_book {
     std::optional<std::string> state;
     /// Every event in it is acknowledged (else the agent's `migrate_settled_atom` tells).
     bool settled = false;
+    /// The agent stopped with appends in flight (the pause waited for them).
+    bool waited = false;
+    /// The agent was asked to stop once no append is in flight (`migrate_hold_atom`) and has
+    /// not said yet that it stopped: it is still in the directory.
+    bool holding = false;
     /// What was shipped: the shipment, and the state's (epoch, seq).
     uint64_t shipment = 0;
     std::pair<uint64_t, uint64_t> shipped_at{0, 0};
@@ -1104,6 +1109,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
   r.held_calls = held;
   r.state_bytes = m.state_bytes;
   r.capture_ms = ms(m.captured - m.started).count();
+  r.waited_for_appends = m.waited;
   if (ctx->metrics)
     ctx->metrics->migration(true, r.pause_ms / 1000.0);
   log::event(spdlog::level::info, "agent_migrated",
@@ -1111,6 +1117,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
               {"pause_ms", r.pause_ms},
               {"held_calls", r.held_calls},
               {"capture_ms", r.capture_ms},
+              {"waited_for_appends", r.waited_for_appends},
               {"state_bytes", m.state_bytes}},
              id.str());
   if (ctx->metrics)
@@ -1172,6 +1179,9 @@ void ask_promise(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
 }
 
 /// Starts moving `job.id` away (tenant supervisor): activated first if only stored.
+void begin_pause(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                 const agent_id& id, std::chrono::steady_clock::time_point stopped);
+
 void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                      migrate_job job) {
   auto id = job.id; // (a copy: `job` moves into the book below)
@@ -1197,15 +1207,13 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     if (kind != nullptr && kind->persistence == persistence_mode::journaled)
       return ask_promise(self, ctx, book, child->handle, std::move(job));
   }
-  auto view = ctx->dir->erase(id);
+  auto view = ctx->dir->find(id);
   if (!view)
     return job.done(make_error(errc::internal, id.str() + " runs but is not in the directory"));
-  if (!ctx->persisted(view->kind)) {
-    (void)ctx->dir->reserve(*view);
+  if (!ctx->persisted(view->kind))
     return job.done(make_error(errc::invalid_argument,
                                id.str() + " is of kind '" + view->kind
                                  + "', which keeps no state to move (ephemeral)"));
-  }
   auto token = book.next_token++;
   activation_book::migration m;
   m.view = std::move(*view);
@@ -1213,25 +1221,52 @@ void start_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
   m.job = std::move(job);
   m.started = std::chrono::steady_clock::now();
   m.token = token;
-  migrate_quiet quiet;
   if (m.job.promise_asked) {
     // Replicated: the replicas' promise to the target is in (or failed) before the pause.
     m.promise_sent = true;
     if (m.job.promise) {
       m.granted_epoch = m.job.promise->epoch;
       m.newest_copy = {m.job.promise->newest_epoch, m.job.promise->newest_seq};
-      // With a grant function the state goes at once, ahead of the agent's last appends
-      // (the grant follows once they are acknowledged).
-      quiet.ship_now = static_cast<bool>(m.job.grant);
     } else {
       m.promise_error = m.job.promise.error();
     }
   }
-  self->send(m.agent, migrate_go_atom::value, std::move(quiet));
   // A state that never comes (the agent crashed and restarted) must not hold calls forever.
   self->delayed_send(self, std::chrono::milliseconds(ctx->cfg.cluster.migration_timeout_ms),
                      migrate_check_atom::value, id, token);
-  book.migrating.emplace(id.name, std::move(m));
+  auto wait = ctx->cfg.cluster.migration_quiet_wait_ms;
+  auto& entry = book.migrating.emplace(id.name, std::move(m)).first->second;
+  if (wait > 0 && !entry.promise_error) {
+    // The agent serves on until none of its writes is in flight, and stops there
+    // (migrate_held_atom): the pause then holds no wait for an acknowledgement. Calls that
+    // reach it after it stopped are stashed here (redeliver_atom, with_target).
+    entry.holding = true;
+    self->send(entry.agent, migrate_hold_atom::value, token, static_cast<uint64_t>(wait));
+    return;
+  }
+  begin_pause(self, ctx, book, id, entry.started);
+}
+
+/// The agent of move `id` stopped at `stopped` (or is told to stop now): it leaves the
+/// directory, so that calls wait in the stash from now on, and hands its state over.
+void begin_pause(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
+                 const agent_id& id, std::chrono::steady_clock::time_point stopped) {
+  auto i = book.migrating.find(id.name);
+  assert(i != book.migrating.end());
+  auto& m = i->second;
+  auto view = ctx->dir->erase(id);
+  if (!view)
+    return abort_migration(
+      self, ctx, book, id,
+      make_error(errc::internal, id.str() + " stopped for its move but is not in the directory"));
+  m.view = std::move(*view);
+  m.holding = false;
+  m.started = stopped;
+  migrate_quiet quiet;
+  // With a grant function the state goes at once, ahead of the agent's last appends (the grant
+  // follows once they are acknowledged).
+  quiet.ship_now = m.granted_epoch != 0 && static_cast<bool>(m.job.grant);
+  self->send(m.agent, migrate_go_atom::value, std::move(quiet));
 }
 
 /// The replicas' promise for a move being prepared (`ask_promise`) came in, or failed: the
@@ -1341,13 +1376,23 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
       [self, ctx, book](migrate_atom, migrate_job& job) {
         start_migration(self, ctx, *book, std::move(job));
       },
-      [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state, bool settled) {
+      [self, ctx, book](migrate_held_atom, const agent_id& id, uint64_t token, int64_t stopped_ns) {
         auto i = book->migrating.find(id.name);
-        if (i == book->migrating.end() || i->second.shipping || i->second.state)
+        if (i == book->migrating.end() || i->second.token != token || !i->second.holding)
+          return;
+        begin_pause(self, ctx, *book, id,
+                    std::chrono::steady_clock::time_point{std::chrono::nanoseconds{stopped_ns}});
+      },
+      [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state, bool settled,
+                        bool waited) {
+        auto i = book->migrating.find(id.name);
+        if (i == book->migrating.end() || i->second.shipping || i->second.state
+            || i->second.holding)
           return;
         i->second.captured = std::chrono::steady_clock::now();
         i->second.state = std::move(state);
         i->second.settled = settled;
+        i->second.waited = waited;
         ship_if_ready(self, ctx, *book, id);
       },
       [book](migrate_settled_atom, const agent_id& id, caf::error& err) {

@@ -98,11 +98,12 @@ struct migration_result {
   std::string to;
   /// False when the agent already was on `to` (nothing happened).
   bool moved = false;
-  /// The pause: the agent out of the directory (no call reaches it from then on: calls wait
-  /// in the stash on this node, or on the new node for its activation) to the stash forwarded
-  /// to the new node, whose activation runs by then (milliseconds). It bounds the wait the
-  /// move adds to any call; it includes the capture, when the calls in progress end as they
-  /// would without a move.
+  /// The pause: the agent stopped serving (calls wait from then on: in the stash on this
+  /// node, or on the new node for its activation) to the stash forwarded to the new node,
+  /// whose activation runs by then (milliseconds). It bounds the wait the move adds to any
+  /// call. The agent stops at the first moment none of its writes is in flight (within
+  /// `cluster.migration_quiet_wait_ms`; it serves until then), so the pause holds the capture
+  /// and the shipment but no wait for an acknowledgement (see `waited_for_appends`).
   double pause_ms = 0;
   /// Calls held in the stash on this node during the move (forwarded in arrival order).
   size_t held_calls = 0;
@@ -111,6 +112,9 @@ struct migration_result {
   /// Of the pause: until the agent handed over its state (its last events durable); the rest
   /// is shipping, storing and activating on the new node.
   double capture_ms = 0;
+  /// The agent stopped with writes in flight, and the pause waited for their acknowledgement
+  /// (it was not quiet within `cluster.migration_quiet_wait_ms`, or that is 0).
+  bool waited_for_appends = false;
 };
 
 /// Makes the actor that fronts an agent (the circuit breaker). The runtime sends it

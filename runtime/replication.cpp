@@ -1,5 +1,7 @@
 #include "runtime/replication.hpp"
 
+#include <charconv>
+
 #include <algorithm>
 #include <atomic>
 #include <cassert>
@@ -63,12 +65,15 @@ caf::expected<std::pair<uint64_t, uint64_t>> position_of(store& db, const std::s
   return std::make_pair(*snap ? (*snap)->hdr.epoch : uint64_t{0}, *last);
 }
 
-uint64_t to_u64(const std::string& s) {
-  try {
-    return std::stoull(s);
-  } catch (...) {
-    return 0;
-  }
+/// The decimal number `s` of a replication call's part `what` (`op`), or invalid_argument.
+caf::expected<uint64_t> number_part(const std::string& s, const char* op, const char* what) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || end != s.data() + s.size())
+    return make_error(errc::invalid_argument,
+                      std::string{op} + ": malformed body: the " + what + " is not a number ("
+                        + std::to_string(s.size()) + " bytes)");
+  return v;
 }
 
 /// Waits for a store callback.
@@ -949,7 +954,7 @@ void replicator::on_append(records::event_record ev, reply_fn done) {
   auto key = copy_key(ev.hdr.agent);
   std::lock_guard<std::mutex> guard{fmtx_};
   auto& f = fence_of(key);
-  if (ev.hdr.epoch < f.promised && ev.hdr.epoch != f.draining)
+  if (!f.takes(ev.hdr.epoch))
     return done(make_error(errc::fenced,
                            self_ + " promised epoch " + std::to_string(f.promised) + " to "
                              + f.holder + ", write has epoch " + std::to_string(ev.hdr.epoch)));
@@ -986,7 +991,7 @@ void replicator::on_snapshot(records::snapshot_record snap, uint64_t prune_throu
   auto key = copy_key(snap.hdr.agent);
   std::lock_guard<std::mutex> guard{fmtx_};
   auto& f = fence_of(key);
-  if (snap.hdr.epoch < f.promised && snap.hdr.epoch != f.draining)
+  if (!f.takes(snap.hdr.epoch))
     return;
   snap.hdr.agent = key;
   // Refused (conflict) when the copy misses events: its next append conflict repairs it.
@@ -1004,7 +1009,7 @@ void replicator::on_sync(const std::string& agent, uint64_t epoch,
     return done(std::move(meta.error()));
   std::lock_guard<std::mutex> guard{fmtx_};
   auto& f = fence_of(key);
-  if (epoch < f.promised && epoch != f.draining)
+  if (!f.takes(epoch))
     return done(make_error(
       errc::fenced, self_ + " promised epoch " + std::to_string(f.promised) + " to " + f.holder));
   meta->promised_epoch = f.promised;
@@ -1028,7 +1033,7 @@ void replicator::on_sync(const std::string& agent, uint64_t epoch,
   for (auto& [seq, ev] : f.held) {
     if (seq <= end)
       continue;
-    if (seq != end + 1 || (ev.hdr.epoch < f.promised && ev.hdr.epoch != f.draining))
+    if (seq != end + 1 || !f.takes(ev.hdr.epoch))
       break;
     db_->append(std::move(ev), note_gap(key, {}));
     end = seq;
@@ -1097,7 +1102,13 @@ void replicator::handle(const remote_call& req, reply_fn done) {
     // (EPOCH HOLDER META REPLICAS [DRAIN])
     if (!parts || parts->size() < 4 || parts->size() > 5)
       return done(make_error(errc::invalid_argument, "r.prepare: malformed body"));
-    auto drain = parts->size() == 5 ? to_u64((*parts)[4]) : 0;
+    auto epoch = number_part((*parts)[0], "r.prepare", "epoch");
+    if (!epoch)
+      return done(std::move(epoch.error()));
+    auto drain = parts->size() == 5 ? number_part((*parts)[4], "r.prepare", "drain epoch")
+                                    : caf::expected<uint64_t>{uint64_t{0}};
+    if (!drain)
+      return done(std::move(drain.error()));
     if ((*parts)[1] == self_) {
       // Another member asks the copy here to promise this node (promise_to): a shipment is on
       // its way (see may_take_over).
@@ -1108,18 +1119,20 @@ void replicator::handle(const remote_call& req, reply_fn done) {
           g = now - g->second >= opts_.handover_wait ? grants_.erase(g) : std::next(g);
       grants_[agent] = now;
     }
-    return on_prepare(agent, to_u64((*parts)[0]), (*parts)[1], (*parts)[2], split_list((*parts)[3]),
-                      drain, std::move(done));
+    return on_prepare(agent, *epoch, (*parts)[1], (*parts)[2], split_list((*parts)[3]), *drain,
+                      std::move(done));
   }
   if (op == "r.snapshot") {
     auto parts = unpack(req.call.body);
     if (!parts || parts->size() != 2)
       return done(make_error(errc::invalid_argument, "r.snapshot: malformed body"));
+    auto prune = number_part((*parts)[0], "r.snapshot", "prune sequence number");
+    if (!prune)
+      return done(std::move(prune.error()));
     auto snap = records::decode_snapshot((*parts)[1]);
     if (!snap)
       return done(std::move(snap.error()));
-    auto prune = std::min(to_u64((*parts)[0]), snap->hdr.seq);
-    on_snapshot(std::move(*snap), prune);
+    on_snapshot(std::move(*snap), std::min(*prune, snap->hdr.seq));
     return done(std::string{});
   }
   if (op == "r.fetch")
@@ -1128,9 +1141,11 @@ void replicator::handle(const remote_call& req, reply_fn done) {
     auto parts = unpack(req.call.body);
     if (!parts || parts->size() < 3)
       return done(make_error(errc::invalid_argument, "r.sync: malformed body"));
-    auto epoch = to_u64(parts->front());
+    auto epoch = number_part(parts->front(), "r.sync", "epoch");
+    if (!epoch)
+      return done(std::move(epoch.error()));
     parts->erase(parts->begin());
-    return on_sync(agent, epoch, *parts, std::move(done));
+    return on_sync(agent, *epoch, *parts, std::move(done));
   }
   if (op == "r.erase")
     return on_erase(agent, std::move(done));

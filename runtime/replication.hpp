@@ -263,6 +263,11 @@ public:
     /// write at `promised` or above, or the next promise. Not durable: after a restart the
     /// member refuses them (the source's write then needs the other members).
     uint64_t draining = 0;
+    /// Whether this copy takes a write (append, snapshot, repair) made at `epoch`: at the
+    /// promised epoch or above, or at the draining one.
+    [[nodiscard]] bool takes(uint64_t epoch) const {
+      return epoch >= promised || epoch == draining;
+    }
     /// The copy misses events (the store refused an append as a conflict): the appends after
     /// it wait in `held` for the repair that fills the gap (`on_sync`), which writes those
     /// that follow its copy on. Without them a copy that fell behind under steady writes would

@@ -463,6 +463,12 @@ TEST(Validate, OtherCrossKeyRules) {
   cfg = {};
   cfg.breaker.reset_timeout_ms = 40000;
   EXPECT_THAT(hive::message_of(hive::validate(cfg)), HasSubstr("breaker.reset_timeout_ms"));
+  cfg = {};
+  cfg.cluster.migration_quiet_wait_ms = 2501; // more than half of migration_timeout_ms 5000
+  EXPECT_THAT(hive::message_of(hive::validate(cfg)),
+              HasSubstr("'cluster.migration_quiet_wait_ms' = 2501 exceeds half"));
+  cfg.cluster.migration_quiet_wait_ms = 2500;
+  EXPECT_FALSE(hive::validate(cfg));
   // A config file that breaks a rule is refused at start-up (parse_command_line validates).
   temp_file f{"[breaker]\nreset_timeout_ms = 40000\n"};
   EXPECT_THAT(parse_error({"--config", f.path()}), HasSubstr("breaker.reset_timeout_ms_max"));

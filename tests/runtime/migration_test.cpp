@@ -74,6 +74,15 @@ public:
                replicator::reply_fn done) {
           if (req.op == "r.prepare" && prepares_to_refuse.fetch_sub(1) > 0)
             return done(make_error(errc::unavailable, address + " is unreachable (the test)"));
+          if (auto ms = append_delay_ms.load(); ms > 0 && req.op == "r.append" && address != "a") {
+            // A slow disk on b and c: A's writes are acknowledged this much later.
+            auto rep = reps.at(address);
+            std::thread{[rep, req, done = std::move(done), ms]() mutable {
+              std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+              rep->handle(req, std::move(done));
+            }}.detach();
+            return;
+          }
           reps.at(address)->handle(req, std::move(done));
         });
     a->set_replicator(reps["a"]);
@@ -259,6 +268,8 @@ public:
   std::map<std::string, std::shared_ptr<replicator>> reps;
   /// The next this many `r.prepare` calls between members fail as unreachable.
   std::atomic<int> prepares_to_refuse{0};
+  /// Appends to b and c are handled this much later (0: at once).
+  std::atomic<int> append_delay_ms{0};
   std::map<std::string, std::shared_ptr<store>> stores;
   std::optional<caf::actor_system_config> sys_cfg;
   std::optional<caf::actor_system> sys;
@@ -605,4 +616,58 @@ TEST_F(migration_test, a_move_called_off_after_the_target_wrote_goes_on_from_the
     EXPECT_EQ(now["holder"], "a") << on << ": " << now.dump();
     EXPECT_GT(now["promised"].get<uint64_t>(), target_epoch) << on << ": " << now.dump();
   }
+}
+
+// A move does not stop the agent while one of its writes is in flight: it serves on until the
+// write is acknowledged (at most cluster.migration_quiet_wait_ms) and stops there, so that its
+// pause holds no wait for a replica's disk. Here b's and c's appends take 300 ms, and the move
+// is asked while an add waits for them.
+TEST_F(migration_test, a_move_stops_the_agent_once_its_write_in_flight_is_acknowledged) {
+  cfg.cluster.migration_quiet_wait_ms = 2000;
+  cfg.cluster.migration_timeout_ms = 10000;
+  restart_a();
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
+  append_delay_ms = 300;
+  auto add = std::async(std::launch::async, [this] {
+    return ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+  });
+  ASSERT_TRUE(eventually([this] { return copy_state("a", "acme/r")["last_seq"] == 4; }))
+    << "the add was not applied";
+  auto r = migrate("acme/r", transport::deliver);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(r->moved);
+  EXPECT_FALSE(r->waited_for_appends) << "the agent stopped with its add in flight";
+  auto added = add.get();
+  ASSERT_TRUE(added) << describe(added.error());
+  EXPECT_EQ((*added)["value"], 4);
+  append_delay_ms = 0;
+  auto on_b = ask(*b, "acme/r", {{"op", "add"}, {"by", 1}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], 5);
+}
+
+// An agent that is not quiet within cluster.migration_quiet_wait_ms (here 50 ms, and its
+// write takes 300 ms) stops with the write in flight; the move then waits for it, and neither
+// the add nor anything else is lost.
+TEST_F(migration_test, a_move_whose_agent_is_not_quiet_in_time_waits_for_the_write_in_flight) {
+  cfg.cluster.migration_quiet_wait_ms = 50;
+  restart_a();
+  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
+  append_delay_ms = 300;
+  auto add = std::async(std::launch::async, [this] {
+    return ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+  });
+  ASSERT_TRUE(eventually([this] { return copy_state("a", "acme/r")["last_seq"] == 4; }))
+    << "the add was not applied";
+  auto r = migrate("acme/r", transport::deliver);
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_TRUE(r->moved);
+  EXPECT_TRUE(r->waited_for_appends) << "the agent was quiet before its deadline";
+  auto added = add.get();
+  ASSERT_TRUE(added) << describe(added.error());
+  EXPECT_EQ((*added)["value"], 4);
+  append_delay_ms = 0;
+  auto on_b = ask(*b, "acme/r", {{"op", "add"}, {"by", 1}});
+  ASSERT_TRUE(on_b) << describe(on_b.error());
+  EXPECT_EQ((*on_b)["value"], 5);
 }

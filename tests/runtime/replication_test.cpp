@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -82,6 +83,21 @@ TEST_F(replication_test, malformed_calls_get_clear_errors_and_store_nothing) {
   auto bad_sync = call("r.sync", replicator::pack({"5"}));
   ASSERT_FALSE(bad_sync);
   EXPECT_EQ(code_of(bad_sync.error()), errc::invalid_argument);
+  // Numbers that are not numbers (an epoch, the drain epoch of a promise, a prune point):
+  // refused, never read as 0.
+  for (auto [op, body, part] :
+       {std::tuple{"r.prepare", replicator::pack({"x7", "n2", meta_bytes(), "n1,n2,n3"}), "epoch"},
+        std::tuple{"r.prepare", replicator::pack({"7", "n2", meta_bytes(), "n1,n2,n3", "6 "}),
+                   "drain epoch"},
+        std::tuple{"r.prepare", replicator::pack({"7", "n2", meta_bytes(), "n1,n2,n3", ""}),
+                   "drain epoch"},
+        std::tuple{"r.sync", replicator::pack({"-1", meta_bytes(), ""}), "epoch"},
+        std::tuple{"r.snapshot", replicator::pack({"1e3", "x"}), "prune"}}) {
+    auto r = call(op, body);
+    ASSERT_FALSE(r) << op << " took a malformed " << part;
+    EXPECT_EQ(code_of(r.error()), errc::invalid_argument) << describe(r.error());
+    EXPECT_NE(message_of(r.error()).find(part), std::string::npos) << describe(r.error());
+  }
   auto unknown = call("r.nonsense", "");
   ASSERT_FALSE(unknown);
   EXPECT_NE(message_of(unknown.error()).find("r.nonsense"), std::string::npos);
