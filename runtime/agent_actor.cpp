@@ -699,8 +699,17 @@ caf::behavior agent_actor_fn(agent_actor_type* self, agent_actor_config cfg,
             stale = st.cfg.env->confirm_epoch(st.cfg.id, st.cfg.position.epoch);
           if (stale) {
             outbox.clear();
-            if (is_request)
-              rp.deliver(stale);
+            if (is_request) {
+              if (code_of(stale) == errc::fenced)
+                // A newer activation serves the agent elsewhere, and this read changed nothing:
+                // the caller looks for it on the other members (cluster::call, as for an agent
+                // that moved), where it gets the answer instead of this activation's end.
+                rp.deliver(make_error(errc::agent_not_found,
+                                      st.cfg.id.str() + " is not active here any more ("
+                                        + message_of(stale) + "); the read was not served"));
+              else
+                rp.deliver(stale);
+            }
             return stand_down(self, stale);
           }
           st.last_confirmed = now;

@@ -173,8 +173,12 @@ TEST_F(failover_test, a_frozen_host_that_wakes_up_after_a_takeover_is_fenced) {
                      }))
     << log_tails(6000);
   EXPECT_EQ(v, 12);
-  for (size_t via = 0; via < 3; ++via)
-    EXPECT_EQ(value_of(get(via, "acme/z")), 12) << "through " << nodes[via].name;
+  for (size_t via = 0; via < 3; ++via) {
+    auto r = get(via, "acme/z");
+    EXPECT_EQ(value_of(r), 12) << "through " << nodes[via].name << ": " << r.status << " "
+                               << r.body << "\n"
+                               << log_tails(6000);
+  }
 }
 
 TEST_F(failover_test, replica_sets_that_gain_members_get_copies_made_in_the_background) {
