@@ -261,6 +261,33 @@ public:
     }
   };
 
+  /// A runs with `cfg`; a replicated counter at 3 there gets an add whose appends to b and c
+  /// take 300 ms, and is moved to B while that add waits. Expects the move done, the add
+  /// answered 4, and an add through B 5 (nothing lost); returns the move's result.
+  std::optional<migration_result> move_while_an_add_is_in_flight() {
+    restart_a();
+    replicated_counter_at_3("acme/r");
+    if (::testing::Test::HasFatalFailure())
+      return std::nullopt;
+    append_delay_ms = 300;
+    auto add = std::async(std::launch::async, [this] {
+      return ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
+    });
+    EXPECT_TRUE(eventually([this] { return copy_state("a", "acme/r")["last_seq"] == 4; }))
+      << "the add was not applied";
+    auto r = migrate("acme/r", transport::deliver);
+    EXPECT_TRUE(r) << describe(r.error());
+    auto added = add.get();
+    EXPECT_TRUE(added && (*added)["value"] == 4)
+      << (added ? added->dump() : describe(added.error()));
+    append_delay_ms = 0;
+    auto on_b = ask(*b, "acme/r", {{"op", "add"}, {"by", 1}});
+    EXPECT_TRUE(on_b && (*on_b)["value"] == 5) << (on_b ? on_b->dump() : describe(on_b.error()));
+    if (!r || !r->moved)
+      return std::nullopt;
+    return std::move(*r);
+  }
+
   node_config cfg;
   test::temp_dir dir_a;
   test::temp_dir dir_b;
@@ -625,25 +652,9 @@ TEST_F(migration_test, a_move_called_off_after_the_target_wrote_goes_on_from_the
 TEST_F(migration_test, a_move_stops_the_agent_once_its_write_in_flight_is_acknowledged) {
   cfg.cluster.migration_quiet_wait_ms = 2000;
   cfg.cluster.migration_timeout_ms = 10000;
-  restart_a();
-  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
-  append_delay_ms = 300;
-  auto add = std::async(std::launch::async, [this] {
-    return ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
-  });
-  ASSERT_TRUE(eventually([this] { return copy_state("a", "acme/r")["last_seq"] == 4; }))
-    << "the add was not applied";
-  auto r = migrate("acme/r", transport::deliver);
-  ASSERT_TRUE(r) << describe(r.error());
-  EXPECT_TRUE(r->moved);
+  auto r = move_while_an_add_is_in_flight();
+  ASSERT_TRUE(r);
   EXPECT_FALSE(r->waited_for_appends) << "the agent stopped with its add in flight";
-  auto added = add.get();
-  ASSERT_TRUE(added) << describe(added.error());
-  EXPECT_EQ((*added)["value"], 4);
-  append_delay_ms = 0;
-  auto on_b = ask(*b, "acme/r", {{"op", "add"}, {"by", 1}});
-  ASSERT_TRUE(on_b) << describe(on_b.error());
-  EXPECT_EQ((*on_b)["value"], 5);
 }
 
 // An agent that is not quiet within cluster.migration_quiet_wait_ms (here 50 ms, and its
@@ -651,23 +662,7 @@ TEST_F(migration_test, a_move_stops_the_agent_once_its_write_in_flight_is_acknow
 // the add nor anything else is lost.
 TEST_F(migration_test, a_move_whose_agent_is_not_quiet_in_time_waits_for_the_write_in_flight) {
   cfg.cluster.migration_quiet_wait_ms = 50;
-  restart_a();
-  ASSERT_NO_FATAL_FAILURE(replicated_counter_at_3("acme/r"));
-  append_delay_ms = 300;
-  auto add = std::async(std::launch::async, [this] {
-    return ask(*a, "acme/r", {{"op", "add"}, {"by", 1}});
-  });
-  ASSERT_TRUE(eventually([this] { return copy_state("a", "acme/r")["last_seq"] == 4; }))
-    << "the add was not applied";
-  auto r = migrate("acme/r", transport::deliver);
-  ASSERT_TRUE(r) << describe(r.error());
-  EXPECT_TRUE(r->moved);
+  auto r = move_while_an_add_is_in_flight();
+  ASSERT_TRUE(r);
   EXPECT_TRUE(r->waited_for_appends) << "the agent was quiet before its deadline";
-  auto added = add.get();
-  ASSERT_TRUE(added) << describe(added.error());
-  EXPECT_EQ((*added)["value"], 4);
-  append_delay_ms = 0;
-  auto on_b = ask(*b, "acme/r", {{"op", "add"}, {"by", 1}});
-  ASSERT_TRUE(on_b) << describe(on_b.error());
-  EXPECT_EQ((*on_b)["value"], 5);
 }
