@@ -184,8 +184,11 @@ protected:
               held.push_back(std::move(done));
               return;
             }
-            to = reps.at(address);
+            if (auto r = reps.find(address); r != reps.end())
+              to = r->second;
           }
+          if (!to) // (the test is over: TearDown released the replicators)
+            return done(make_error(errc::shutting_down, address + " is gone (test over)"));
           to->handle(req, std::move(done));
         });
     }
@@ -202,6 +205,11 @@ protected:
     for (auto& [_, r] : reps)
       r->shutdown();
     test::drain_completions(dbs); // (see tests/support/store_drain.hpp)
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      reps.clear(); // (the call function looks members up in it under mtx)
+    }
+    test::drain_until_only_held_here(dbs);
   }
 
   records::meta_record meta() {
