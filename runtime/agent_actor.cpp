@@ -607,7 +607,6 @@ void hold_for_move(agent_actor_type* self) {
   st.migrating = true;
   st.held_for_move = true;
   st.stopped_in_flight = st.inflight > 0;
-  flush(self);
   auto now = std::chrono::steady_clock::now().time_since_epoch();
   self->send(
     st.cfg.parent, migrate_held_atom::value, st.cfg.id, st.hold_token,

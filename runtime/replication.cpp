@@ -1,10 +1,9 @@
 #include "runtime/replication.hpp"
 
-#include <charconv>
-
 #include <algorithm>
 #include <atomic>
 #include <cassert>
+#include <charconv>
 #include <future>
 #include <tuple>
 

@@ -264,9 +264,9 @@ public:
     /// member refuses them (the source's write then needs the other members).
     uint64_t draining = 0;
     /// Whether this copy takes a write (append, snapshot, repair) made at `epoch`: at the
-    /// promised epoch or above, or at the draining one.
+    /// promised epoch or above, or at the draining one (if any: 0 is none).
     [[nodiscard]] bool takes(uint64_t epoch) const {
-      return epoch >= promised || epoch == draining;
+      return epoch >= promised || (draining != 0 && epoch == draining);
     }
     /// The copy misses events (the store refused an append as a conflict): the appends after
     /// it wait in `held` for the repair that fills the gap (`on_sync`), which writes those

@@ -175,8 +175,8 @@ TEST_F(failover_test, a_frozen_host_that_wakes_up_after_a_takeover_is_fenced) {
   EXPECT_EQ(v, 12);
   for (size_t via = 0; via < 3; ++via) {
     auto r = get(via, "acme/z");
-    EXPECT_EQ(value_of(r), 12) << "through " << nodes[via].name << ": " << r.status << " "
-                               << r.body << "\n"
+    EXPECT_EQ(value_of(r), 12) << "through " << nodes[via].name << ": " << r.status << " " << r.body
+                               << "\n"
                                << log_tails(6000);
   }
 }

@@ -127,6 +127,13 @@ TEST_F(replication_test, a_copy_refuses_an_older_epoch_after_promising_a_newer_o
   ASSERT_TRUE(state);
   EXPECT_NE(state->find(R"("last_seq":1)"), std::string::npos) << *state;
   EXPECT_NE(state->find(R"("promised":7)"), std::string::npos) << *state;
+  // A write that names no epoch (0) is refused too: 0 is "no draining epoch", not one.
+  records::event_record zero_ev;
+  zero_ev.hdr = {"acme/r", 0, 1};
+  zero_ev.payload = "1";
+  auto zero = call("r.append", records::encode(zero_ev));
+  ASSERT_FALSE(zero) << "a copy that promised epoch 7 took a write at epoch 0";
+  EXPECT_EQ(code_of(zero.error()), errc::fenced) << describe(zero.error());
 }
 
 TEST(replication_bundle, truncated_bundles_are_refused) {
