@@ -711,6 +711,13 @@ struct activation_book {
     /// The agent was asked to stop once no append is in flight (`migrate_hold_atom`) and has
     /// not said yet that it stopped: it is still in the directory.
     bool holding = false;
+    /// The agent answered `migrate_go_atom` (its state, or why not): every call that reached
+    /// its mailbox before it left the directory has been re-delivered here by then.
+    bool agent_drained = false;
+    /// Calls that came another way (the root, a router, another node) after the agent left
+    /// the directory and before it was drained. They go behind the calls the agent still
+    /// re-delivers, which senders made earlier: into `waiting` once it is drained.
+    std::vector<continuation> late;
     /// What was shipped: the shipment, and the state's (epoch, seq).
     uint64_t shipment = 0;
     std::pair<uint64_t, uint64_t> shipped_at{0, 0};
@@ -814,21 +821,36 @@ void activate(supervisor_actor* self, const ctx_ptr& ctx, const agent_id& id,
     ctx->metrics->for_kind(view.kind).activations->Increment();
 }
 
-/// Hands `k` the target of `id`: queued while it passivates, at once while it runs,
-/// after an activation otherwise (of `adopted`, a migration's state, if given).
+/// How a call came to a tenant supervisor: re-delivered by the agent's activation (which had
+/// it in its mailbox), or another way (the root, a router, a forwarder, the supervisor itself).
+enum class call_path { other, redelivered };
+
+/// Hands `k` the target of `id`: queued while it passivates or migrates, at once while it
+/// runs, after an activation otherwise (of `adopted`, a migration's state, if given).
 void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                  const agent_id& id, continuation k,
-                 std::shared_ptr<const adopted_state> adopted = nullptr) {
+                 std::shared_ptr<const adopted_state> adopted = nullptr,
+                 call_path path = call_path::other) {
   if (auto m = ctx->moved->find(id.str()))
     return k(m->forwarder);
-  if (auto m = book.migrating.find(id.name); m != book.migrating.end()) {
-    if (m->second.waiting.size()
+  if (auto i = book.migrating.find(id.name); i != book.migrating.end()) {
+    auto& m = i->second;
+    // Still in the directory: the agent keeps one order for everyone (it serves, or once
+    // stopped re-delivers here behind the calls that were in its mailbox before).
+    if (m.holding && m.agent)
+      return k(m.agent);
+    if (m.waiting.size() + m.late.size()
         >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
       return k(make_error(errc::overloaded,
                           id.str()
                             + " is migrating and holds persistence."
                               "activation_queue_messages_max messages"));
-    m->second.waiting.push_back(std::move(k));
+    // A sender's earlier call may still be in the agent's mailbox, to be re-delivered: a
+    // later one that came around it waits until the agent is drained.
+    if (!m.agent_drained && path == call_path::other)
+      m.late.push_back(std::move(k));
+    else
+      m.waiting.push_back(std::move(k));
     return;
   }
   if (auto p = book.passivating.find(id.name); p != book.passivating.end()) {
@@ -1022,6 +1044,18 @@ promise_taken_back take_promise_back(const ctx_ptr& ctx, const agent_id& id,
   return {*epoch, hints.replaced};
 }
 
+/// The agent of move `m` answered `migrate_go_atom`: what it had in its mailbox before it left
+/// the directory is re-delivered (it sends to its supervisor in order), so the calls that came
+/// around it queue from now on, behind those.
+void agent_drained(activation_book::migration& m) {
+  if (m.agent_drained)
+    return;
+  m.agent_drained = true;
+  for (auto& k : m.late)
+    m.waiting.push_back(std::move(k));
+  m.late.clear();
+}
+
 /// Puts a migrating agent back: it goes on here, the stash first.
 void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book& book,
                      const agent_id& id, caf::error why) {
@@ -1030,6 +1064,7 @@ void abort_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_book
     return;
   auto m = std::move(i->second);
   book.migrating.erase(i);
+  agent_drained(m); // (if it never answers, the calls that came around it wait no longer)
   auto child = self->state.find_child(id.name);
   caf::actor agent = child != nullptr ? child->handle : caf::actor{};
   if (agent) {
@@ -1074,6 +1109,7 @@ void finish_migration(supervisor_actor* self, const ctx_ptr& ctx, activation_boo
     return;
   auto m = std::move(i->second);
   book.migrating.erase(i);
+  agent_drained(m); // (it answered before its state could ship)
   (void)self->state.release_child(id.name);
   if (m.view.has_breaker && m.view.target)
     caf::anon_send_exit(m.view.target, caf::exit_reason::user_shutdown);
@@ -1386,8 +1422,10 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
       [self, ctx, book](migrate_state_atom, const agent_id& id, std::string& state, bool settled,
                         bool waited) {
         auto i = book->migrating.find(id.name);
-        if (i == book->migrating.end() || i->second.shipping || i->second.state
-            || i->second.holding)
+        if (i == book->migrating.end() || i->second.holding)
+          return;
+        agent_drained(i->second);
+        if (i->second.shipping || i->second.state)
           return;
         i->second.captured = std::chrono::steady_clock::now();
         i->second.state = std::move(state);
@@ -1568,7 +1606,8 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
             self->request(*target, caf::infinite, std::move(call))
               .then([rp](agent_reply& reply) mutable { rp.deliver(std::move(reply)); },
                     [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-          });
+          },
+          nullptr, call_path::redelivered);
       },
     };
   };
