@@ -835,10 +835,13 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
     return k(m->forwarder);
   if (auto i = book.migrating.find(id.name); i != book.migrating.end()) {
     auto& m = i->second;
-    // Still in the directory: the agent keeps one order for everyone (it serves, or once
-    // stopped re-delivers here behind the calls that were in its mailbox before).
-    if (m.holding && m.agent)
-      return k(m.agent);
+    // Still in the directory: its target (the agent, or its breaker) keeps one order for
+    // everyone: the agent serves, or once stopped re-delivers here behind the calls that were
+    // in its mailbox before. (None while it restarts: the move is called off at its deadline.)
+    if (m.holding) {
+      if (auto target = ctx->dir->target_of(id); target && *target)
+        return k(*target);
+    }
     if (m.waiting.size() + m.late.size()
         >= static_cast<size_t>(ctx->cfg.persistence.activation_queue_messages_max))
       return k(make_error(errc::overloaded,
