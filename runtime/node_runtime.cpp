@@ -54,6 +54,8 @@ struct runtime_context {
   std::shared_ptr<remote_forwarder> forwarder;
   /// The cluster's replicator (runtime/replication.hpp), once a cluster attached one.
   std::shared_ptr<replicator_slot> rep;
+  /// The root supervisor (weak: set once it is spawned, before any tenant supervisor runs).
+  caf::actor_addr root;
   /// What the activations share (`agent_env`), made on first use: one without a replicator,
   /// one for the current replicator (see `env_for`).
   mutable std::mutex env_mtx;
@@ -726,6 +728,11 @@ struct activation_book {
   /// Moves whose replicas' promise to the target is being asked for (`ask_promise`): the
   /// agent still serves. Keyed by name: the token and the job.
   std::unordered_map<std::string, std::pair<uint64_t, migrate_job>> preparing;
+  /// Forwarders whose entry in `runtime_context::moved` is gone (so new calls by id are
+  /// refused here and go to the new node), kept until a marker sent around through the root
+  /// comes back (`forward_flush_atom`): calls that found the entry before it went, still on
+  /// their way through the root, reach the forwarder too. Keyed by name: forwarder, token.
+  std::unordered_map<std::string, std::pair<caf::actor, uint64_t>> closing_forwarders;
   /// Agents that moved away are in `runtime_context::moved`; tokens tell moves apart.
   uint64_t next_token = 1;
   /// A hibernation sweep is due (one timer per tenant supervisor at most).
@@ -833,6 +840,8 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
                  call_path path = call_path::other) {
   if (auto m = ctx->moved->find(id.str()))
     return k(m->forwarder);
+  if (auto c = book.closing_forwarders.find(id.name); c != book.closing_forwarders.end())
+    return k(c->second.first);
   if (auto i = book.migrating.find(id.name); i != book.migrating.end()) {
     auto& m = i->second;
     // Still in the directory: its target (the agent, or its breaker) keeps one order for
@@ -886,6 +895,12 @@ void with_target(supervisor_actor* self, const ctx_ptr& ctx, activation_book& bo
 
 using forward_done_atom = caf::atom_constant<caf::atom("hfwddone")>;
 using forward_gone_atom = caf::atom_constant<caf::atom("hfwdgone")>;
+/// A forwarder had its quiet spell: its supervisor takes its entry (`moved_agents`) and
+/// closes it once `forward_flush_atom` came back through the root.
+using forward_quiet_atom = caf::atom_constant<caf::atom("hfwdquiet")>;
+/// Sent by a tenant supervisor to the root and by the root back to it: every call by id the
+/// root passed on before it has reached the supervisor.
+using forward_flush_atom = caf::atom_constant<caf::atom("hfwdflush")>;
 
 struct forwarder_state {
   /// Requests to the new node not answered yet (the forwarder quits only without any).
@@ -986,11 +1001,13 @@ caf::behavior forwarder_fn(forwarder_actor* self, caf::actor remote, agent_id id
           self->delayed_send(owner, rest, migrate_expire_atom::value, id, token);
           return;
         }
+        // The supervisor takes the entry (new calls by id are refused from then on) and
+        // closes this forwarder only after the calls that found the entry before, still on
+        // their way through the root, have come here.
+        self->send(owner, forward_quiet_atom::value, id, token);
+        return;
       }
-      // From now on calls by id no longer come here; those queued before this point are
-      // still in the mailbox, ahead of `forward_gone_atom`. (An entry taken already: the
-      // agent came back here, see adopt_atom.)
-      (void)moved->take(id.str(), token);
+      // Taken already: the agent came back here (see adopt_atom).
       self->send(self, forward_gone_atom::value);
     },
     [self, maybe_quit](forward_gone_atom) {
@@ -1479,14 +1496,42 @@ supervisor_extension tenant_extension(const ctx_ptr& ctx, const std::string& ten
                                          "cluster.migration_timeout_ms"));
       },
       [ctx](migrate_expire_atom, const agent_id& id, uint64_t token) {
-        // The forwarder takes its entry itself (see forwarder_fn).
+        // The forwarder checks its quiet spell (see forwarder_fn).
         if (auto m = ctx->moved->find(id.str()); m && m->token == token)
           caf::anon_send(m->forwarder, migrate_expire_atom::value);
+      },
+      [self, ctx, book](forward_quiet_atom, const agent_id& id, uint64_t token) {
+        auto m = ctx->moved->find(id.str());
+        if (!m || m->token != token)
+          return; // taken by an adoption, which closed the forwarder
+        (void)ctx->moved->take(id.str(), token);
+        // A tell that found the entry before this is accepted and may still be in the root's
+        // mailbox: it must reach the forwarder, not an activation that fails.
+        auto root = caf::actor_cast<caf::actor>(ctx->root);
+        if (!root) {
+          caf::anon_send(m->forwarder, forward_gone_atom::value);
+          return;
+        }
+        book->closing_forwarders[id.name] = {m->forwarder, token};
+        self->send(root, forward_flush_atom::value, id, token);
+      },
+      [book](forward_flush_atom, const agent_id& id, uint64_t token) {
+        // Every call the root passed on before the marker is here and went to the forwarder.
+        auto c = book->closing_forwarders.find(id.name);
+        if (c == book->closing_forwarders.end() || c->second.second != token)
+          return;
+        caf::anon_send(c->second.first, forward_gone_atom::value);
+        book->closing_forwarders.erase(c);
       },
       [self, ctx, book](adopt_atom, adopt_job& job) {
         // It came back (or here for the first time): calls are served here again.
         if (auto fwd = ctx->moved->take(job.id.str()))
           caf::anon_send(*fwd, migrate_expire_atom::value);
+        if (auto c = book->closing_forwarders.find(job.id.name);
+            c != book->closing_forwarders.end()) {
+          caf::anon_send(c->second.first, forward_gone_atom::value);
+          book->closing_forwarders.erase(c);
+        }
         // The answer goes out from this supervisor's next message, not from the activation's
         // continuations: those run before the directory publishes the agent (agent_child_spec,
         // on_started), and the source forwards its stash on this answer. A forwarded call that
@@ -1676,6 +1721,11 @@ supervisor_extension root_extension(const ctx_ptr& ctx) {
         if (!sup)
           return job.then(std::move(sup.error()));
         self->send(*sup, activate_atom::value, std::move(job));
+      },
+      [self, ctx](forward_flush_atom, const agent_id& id, uint64_t token) {
+        // Back to the tenant supervisor behind the calls passed on before it (see above).
+        if (auto sup = tenant_supervisor(self, ctx, id.tenant))
+          self->send(*sup, forward_flush_atom::value, id, token);
       },
       [self, ctx](migrate_atom, migrate_job& job) {
         auto sup = tenant_supervisor(self, ctx, job.id.tenant);
@@ -1921,6 +1971,7 @@ caf::expected<std::unique_ptr<node_runtime>> node_runtime::start(
   rt->set_agent_asker({}, {});
   rt->set_agent_spawner({});
   rt->root_ = spawn_supervisor(sys, flags_from(*ctx, "root", "root"), {}, root_extension(ctx));
+  ctx->root = rt->root_.address(); // (before any call can reach a tenant supervisor)
   rt->gate_ = std::make_shared<runtime_gate>();
   rt->gate_->rt = rt.get();
   // (Routers call it; one may still run after shutdown() when node.shutdown_drain_ms ran out.)

@@ -346,6 +346,32 @@ TEST_F(migration_test, a_move_without_callers_holds_no_call_and_still_reports_it
   EXPECT_EQ((*on_b)["value"], 1);
 }
 
+namespace {
+
+/// The numbers of 0..n-1 that `got` (a JSON array of numbers) lacks, as ranges ("5-9 12").
+std::string missing_ranges(const nlohmann::json& got, int n) {
+  std::vector<bool> seen(static_cast<size_t>(n), false);
+  if (got.is_array())
+    for (auto& v : got)
+      if (v.is_number_integer() && v.get<int>() >= 0 && v.get<int>() < n)
+        seen[static_cast<size_t>(v.get<int>())] = true;
+  std::string out;
+  for (int i = 0; i < n;) {
+    if (seen[static_cast<size_t>(i)]) {
+      ++i;
+      continue;
+    }
+    int j = i;
+    while (j + 1 < n && !seen[static_cast<size_t>(j + 1)])
+      ++j;
+    out += (out.empty() ? "" : " ") + std::to_string(i) + (j > i ? "-" + std::to_string(j) : "");
+    i = j + 1;
+  }
+  return out.empty() ? "none" : out;
+}
+
+} // namespace
+
 TEST_F(migration_test, one_way_tells_from_one_sender_arrive_in_order_across_the_move) {
   // One thread tells appends through A as fast as it can (paced only to stay below the
   // stash bound) before, during and after the move, and on past the end of A's forwarder;
@@ -391,7 +417,8 @@ TEST_F(migration_test, one_way_tells_from_one_sender_arrive_in_order_across_the_
     got = (*g)["value"];
     return got.is_array() && got.size() >= static_cast<size_t>(sent.load());
   });
-  ASSERT_TRUE(all_there) << "B has " << got.size() << " of " << sent << " appends";
+  ASSERT_TRUE(all_there) << "B has " << got.size() << " of " << sent
+                         << " appends; missing: " << missing_ranges(got, sent.load());
   for (size_t i = 0; i < got.size(); ++i)
     ASSERT_EQ(got[i].get<int>(), static_cast<int>(i))
       << "out of order at position " << i << ": ..."
