@@ -401,7 +401,13 @@ TEST_F(migration_test, one_way_tells_from_one_sender_arrive_in_order_across_the_
         break;
     }
   }};
-  std::this_thread::sleep_for(20ms);
+  // The move starts once the sender is under way (a starved sender thread, ASan under load,
+  // once had sent 1 tell by the time the forwarder ended).
+  if (!eventually([&] { return sent.load() >= 200; })) {
+    stop = true;
+    sender.join();
+    FAIL() << "the sender sent " << sent << " tells in 10 s " << refused;
+  }
   auto r = migrate("acme/log", transport::deliver);
   ASSERT_TRUE(r) << describe(r.error());
   stop = true;
